@@ -31,6 +31,7 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 Loc = tuple[str | int, ...]
 _STANDARD_TAG = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {_STANDARD_TAG + name for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class _Tree:
         if len(loc) > MAX_DEPTH:
             raise _TooBig(f"nesting is deeper than {MAX_DEPTH} levels")
         tag = str(node.tag)
-        if not tag.startswith(_STANDARD_TAG):
+        if tag not in _PLAIN_TAGS:
             self._add(node, loc, f"tag {tag!r} is not allowed; manifests use plain YAML values")
             return None
         if isinstance(node, MappingNode):
@@ -248,12 +249,9 @@ class _Tree:
         return out
 
     def _key(self, node: Node) -> Any:
-        if not isinstance(node, ScalarNode) or not str(node.tag).startswith(_STANDARD_TAG):
+        if not isinstance(node, ScalarNode) or str(node.tag) not in _PLAIN_TAGS:
             return None
-        try:
-            return self.constructor.construct_object(node, deep=True)
-        except YAMLError:
-            return None
+        return node.value if str(node.tag) == _STANDARD_TAG + "str" else self._scalar(node, ())
 
     def _merged_pairs(self, node: MappingNode, loc: Loc) -> Iterator[tuple[Node, Node]]:
         """The mapping's pairs, with `<<: *anchor` merges expanded (explicit keys win)."""
