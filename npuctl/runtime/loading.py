@@ -1,0 +1,50 @@
+"""Load a deployment's artifacts into sessions where its rules allow, or say why it can't run."""
+
+from __future__ import annotations
+
+from npuctl.runtime.devices import HostFacts, detect_host
+from npuctl.runtime.embeddings import EmbeddingModel
+from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, fall_back, place
+from npuctl.runtime.pooling import pooling_config
+from npuctl.runtime.sessions import OpenedSession, RunInfo, open_cpu, open_npu
+from npuctl.runtime.tensors import TensorModel
+from npuctl.runtime.text import TextEncoder
+from npuctl.schema.models import ModelDeployment, Task
+
+LoadedModel = EmbeddingModel | TensorModel
+
+
+def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> LoadedModel:
+    """Sessions for every bucket, on the NPU or the allowed fallback. Raises NotServable, never
+    quietly lands on the CPU when `fallback: none`."""
+    spec = deployment.spec
+    if spec.model.task is Task.TEXT_GENERATION:
+        raise NotServable(Reason.UNSUPPORTED_TASK, "text-generation deployments are not served yet")
+    placement, sessions = _open(deployment, artifacts, host or detect_host())
+    info = RunInfo.of(placement.where, list(sessions.values()), placement.note)
+    if spec.model.task is Task.TENSOR:
+        return TensorModel(next(iter(sessions.values())), info)
+    if artifacts.model_dir is None:
+        raise NotServable(Reason.NO_TOKENIZER, "an embeddings deployment needs its model folder (tokenizer.json)")
+    tokenizer = artifacts.model_dir / (spec.model.tokenizer or "tokenizer.json")
+    if not tokenizer.is_file():
+        raise NotServable(Reason.NO_TOKENIZER, f"no tokenizer at {tokenizer}")
+    longest = spec.serve.max_input_tokens or max(spec.shapes.sequence_lengths)
+    buckets = [length for length in sessions if length is not None]
+    encoder = TextEncoder(tokenizer, min(longest, max(buckets)) if buckets else longest)
+    pooling = pooling_config(artifacts.model_dir, spec.model.pooling, spec.model.normalize)
+    return EmbeddingModel(sessions, encoder, pooling, info)
+
+
+def _open(
+    deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts
+) -> tuple[Placement, dict[int | None, OpenedSession]]:
+    runtime = deployment.spec.runtime
+    placement = place(runtime, host, artifacts)
+    if placement.on_npu:
+        try:
+            return placement, {b.sequence_length: open_npu(b.path, b.soc_model, runtime) for b in placement.binaries}
+        except NotServable as exc:
+            placement = fall_back(runtime, artifacts, exc.reason, exc.message)
+    assert artifacts.cpu_model is not None  # a CPU placement exists only with a CPU model
+    return placement, {None: open_cpu(artifacts.cpu_model)}

@@ -1,0 +1,129 @@
+"""Where a deployment runs: the NPU (a context binary for this host's SoC) or the CPU (the dynamic fp32
+model), decided from `spec.runtime`, what this host has, and which artifacts exist. Pure: no sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from npuctl.runtime.devices import HostFacts, NpuKind
+from npuctl.schema.models import Device, Fallback, Runtime
+from npuctl.schema.targets import describe_soc
+
+
+class Where(StrEnum):
+    NPU = "npu"
+    SIMULATOR = "npu-simulator"
+    """Qualcomm's HTP simulator on an x86_64 host: the NPU code path, at a fraction of the speed."""
+    CPU = "cpu"
+
+
+class Reason(StrEnum):
+    """Why a deployment cannot run where it asked to (condition reasons in status)."""
+
+    NO_NPU = "NoNPU"
+    SIMULATOR_NOT_ALLOWED = "SimulatorNotAllowed"
+    NO_CONTEXT_BINARY = "NoContextBinary"
+    NO_CPU_MODEL = "NoCPUModel"
+    SESSION_FAILED = "SessionFailed"
+    NOT_ON_NPU = "NotOnNPU"
+    NO_TOKENIZER = "NoTokenizer"
+    UNSUPPORTED_TASK = "UnsupportedTask"
+
+
+class NotServable(Exception):
+    """A deployment cannot be served under its own rules; `reason` is a Reason, `message` says why."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ContextBinary:
+    """One compiled NPU graph: the EPContext wrapper ONNX (its .bin beside it)."""
+
+    soc_model: int
+    sequence_length: int | None
+    """The static sequence length (bucket) it was compiled for; None for tensor models."""
+    path: Path
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What a build produced for one deployment, as the runtime needs it."""
+
+    cpu_model: Path | None
+    """The dynamic-shape fp32 ONNX model (CPU path)."""
+    model_dir: Path | None = None
+    """Folder with tokenizer.json and the sentence-transformers config (text models)."""
+    context_binaries: tuple[ContextBinary, ...] = ()
+    """In the manifest's target order."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    where: Where
+    binaries: tuple[ContextBinary, ...]
+    """The context binaries to load, one per bucket, smallest bucket first (empty on the CPU)."""
+    note: str
+    """Why this placement, in words for status (e.g. why the NPU was not used)."""
+
+    @property
+    def on_npu(self) -> bool:
+        return self.where is not Where.CPU
+
+
+def place(runtime: Runtime, host: HostFacts, artifacts: Artifacts) -> Placement:
+    """Choose per `spec.runtime`; raise NotServable when the rules leave nowhere to run."""
+    if runtime.device is Device.CPU:
+        return cpu_placement(artifacts, "runtime.device is cpu")
+    blocker = _npu_blocker(runtime, host)
+    if blocker is None:
+        binaries = _binaries_for(host, artifacts)
+        if binaries:
+            where = Where.SIMULATOR if host.npu is NpuKind.SIMULATOR else Where.NPU
+            return Placement(where, binaries, f"context binaries for {describe_soc(binaries[0].soc_model)}")
+        wanted = describe_soc(host.soc_model) if host.soc_model else "any SoC"
+        blocker = (Reason.NO_CONTEXT_BINARY, f"no context binary was built for {wanted}")
+    reason, why = blocker
+    return fall_back(runtime, artifacts, reason, why)
+
+
+def fall_back(runtime: Runtime, artifacts: Artifacts, reason: Reason, why: str) -> Placement:
+    """The CPU placement when the NPU can't be used and the fallback allows it."""
+    if runtime.fallback is Fallback.NONE:
+        raise NotServable(reason, f"{why}; runtime.fallback is none, so it does not run on the CPU")
+    return cpu_placement(artifacts, f"on the CPU: {why}")
+
+
+def cpu_placement(artifacts: Artifacts, note: str) -> Placement:
+    if artifacts.cpu_model is None:
+        raise NotServable(Reason.NO_CPU_MODEL, f"{note}, but there is no CPU-runnable model (only context binaries)")
+    return Placement(Where.CPU, (), note)
+
+
+def _npu_blocker(runtime: Runtime, host: HostFacts) -> tuple[Reason, str] | None:
+    if host.npu is NpuKind.REAL:
+        return None
+    if host.npu is NpuKind.NONE:
+        return Reason.NO_NPU, f"this host has no usable NPU ({host.qnn_error or 'no QNN device'})"
+    if runtime.allow_simulator:
+        return None
+    return (
+        Reason.SIMULATOR_NOT_ALLOWED,
+        "this host has only Qualcomm's HTP simulator, not a Hexagon NPU (runtime.allowSimulator: true runs on it)",
+    )
+
+
+def _binaries_for(host: HostFacts, artifacts: Artifacts) -> tuple[ContextBinary, ...]:
+    # A real NPU runs only binaries of its own SoC; the simulator runs any, so it takes the first target's.
+    socs = [b.soc_model for b in artifacts.context_binaries]
+    if host.npu is NpuKind.REAL and host.soc_model is not None:
+        soc = host.soc_model if host.soc_model in socs else None
+    else:
+        soc = socs[0] if socs else None
+    chosen = [b for b in artifacts.context_binaries if b.soc_model == soc]
+    return tuple(sorted(chosen, key=lambda b: b.sequence_length or 0))

@@ -1,0 +1,37 @@
+"""Text to token ids with the model's own tokenizer.json, cut to the longest input a deployment accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class Tokens:
+    ids: list[int]
+    truncated: bool
+    """The input was longer than the limit and lost its tail."""
+
+
+class TextEncoder:
+    """Tokenizes inputs the way the model was trained (special tokens included), never padding:
+    padding is the runtime's job, per batch or per bucket."""
+
+    def __init__(self, tokenizer_file: Path, max_tokens: int) -> None:
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_tokens)
+        self.max_tokens = max_tokens
+        self.vocab_size = self._tokenizer.get_vocab_size()
+        padding = Tokenizer.from_file(str(tokenizer_file)).padding
+        self.pad_id: int = padding["pad_id"] if padding else (self._tokenizer.token_to_id("[PAD]") or 0)
+
+    def encode(self, texts: Sequence[str]) -> list[Tokens]:
+        return [Tokens(e.ids, bool(e.overflowing)) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def clip(self, ids: Sequence[int]) -> Tokens:
+        """Token ids given by a client, cut like text would be."""
+        return Tokens(list(ids[: self.max_tokens]), len(ids) > self.max_tokens)
