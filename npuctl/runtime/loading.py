@@ -24,11 +24,9 @@ def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFact
     info = RunInfo.of(placement.where, list(sessions.values()), placement.note)
     if spec.model.task is Task.TENSOR:
         return TensorModel(next(iter(sessions.values())), info)
-    if artifacts.model_dir is None:
-        raise NotServable(Reason.NO_TOKENIZER, "an embeddings deployment needs its model folder (tokenizer.json)")
-    tokenizer = artifacts.model_dir / (spec.model.tokenizer or "tokenizer.json")
-    if not tokenizer.is_file():
-        raise NotServable(Reason.NO_TOKENIZER, f"no tokenizer at {tokenizer}")
+    tokenizer = artifacts.tokenizer
+    if tokenizer is None or not tokenizer.is_file():
+        raise NotServable(Reason.NO_TOKENIZER, f"an embeddings deployment needs a tokenizer.json (have: {tokenizer})")
     longest = spec.serve.max_input_tokens or max(spec.shapes.sequence_lengths)
     buckets = [length for length in sessions if length is not None]
     encoder = TextEncoder(tokenizer, min(longest, max(buckets)) if buckets else longest)

@@ -58,7 +58,9 @@ class Artifacts:
     cpu_model: Path | None
     """The dynamic-shape fp32 ONNX model (CPU path)."""
     model_dir: Path | None = None
-    """Folder with tokenizer.json and the sentence-transformers config (text models)."""
+    """Folder with the sentence-transformers config (modules.json, 1_Pooling/config.json) of text models."""
+    tokenizer: Path | None = None
+    """The tokenizer.json of text models."""
     context_binaries: tuple[ContextBinary, ...] = ()
     """In the manifest's target order."""
 

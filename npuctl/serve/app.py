@@ -1,0 +1,48 @@
+"""The HTTP application: every API on one Starlette app, serving whatever the registry holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.errors import ApiError, error_response
+from npuctl.serve.metrics import ServeMetrics
+from npuctl.serve.oip import oip_routes
+from npuctl.serve.openai_api import openai_routes
+from npuctl.serve.registry import ModelRegistry
+
+DEFAULT_MAX_BODY_BYTES = 4 << 20
+
+
+def create_app(
+    registry: ModelRegistry,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Starlette:
+    """The server app for `registry`'s models: OpenAI /v1, Open Inference Protocol /v2, /metrics,
+    plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
+    from the registry later are served from the next request on."""
+    ctx = ServeContext(registry, max_body_bytes)
+
+    async def metrics(request: Request) -> Response:
+        return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
+
+    app = Starlette(
+        routes=[*openai_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]), *routes],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.registry = registry
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Routing errors (unknown path, wrong method) in the same JSON shapes as the APIs' own errors.
+    assert isinstance(exc, HTTPException)
+    return error_response(ApiError(exc.status_code, exc.detail, headers=exc.headers), request.url.path)

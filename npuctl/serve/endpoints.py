@@ -1,0 +1,84 @@
+"""What every API handler shares: the registry, request limits, model lookup with a lease, and the
+wrapper that answers errors as JSON and records request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from npuctl.schema.models import Api
+from npuctl.serve.batching import BatcherClosed, QueueFull
+from npuctl.serve.errors import ApiError, error_response
+from npuctl.serve.models import ServedModel
+from npuctl.serve.registry import ModelRegistry, UnknownModel
+
+Handler = Callable[[Request], Awaitable[Response]]
+M = TypeVar("M", bound=ServedModel)
+
+log = logging.getLogger("npuctl.serve")
+
+
+@dataclass(frozen=True)
+class ServeContext:
+    registry: ModelRegistry
+    max_body_bytes: int
+
+    def endpoint(self, api: str, handler: Handler) -> Handler:
+        """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted."""
+
+        async def wrapped(request: Request) -> Response:
+            started = time.perf_counter()
+            request.state.model = ""
+            error_type = None
+            try:
+                response = await handler(request)
+            except ApiError as exc:
+                response, error_type = error_response(exc, request.url.path), exc.openai_type
+            except (QueueFull, BatcherClosed) as exc:
+                api_error = _overload(exc)
+                response, error_type = error_response(api_error, request.url.path), api_error.openai_type
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                response = error_response(ApiError(500, "internal server error"), request.url.path)
+                error_type = "server_error"
+            seconds = time.perf_counter() - started
+            self.registry.metrics.observe_request(request.state.model, api, response.status_code, seconds, error_type)
+            return response
+
+        return wrapped
+
+    @contextmanager
+    def using(self, request: Request, name: object, api: Api, kind: type[M]) -> Iterator[M]:
+        """The ready model `name` leased for this request; 404 if unknown or not of `kind` or not
+        served over `api`, 503 if declared but not ready."""
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "'model' must be a non-empty string", param="model")
+        try:
+            model = self.registry.acquire(name)
+        except UnknownModel:
+            raise ApiError(404, f"the model {name!r} does not exist", param="model", code="model_not_found") from None
+        try:
+            request.state.model = model.name
+            if not model.speaks(api):
+                raise ApiError(404, f"the model {name!r} is not served over the {api.value} API", param="model")
+            if not model.status.ready:
+                status = model.status
+                raise ApiError(503, f"the model {name!r} is not ready ({status.reason}): {status.message}")
+            if not isinstance(model, kind):
+                raise ApiError(400, f"the model {name!r} does not serve this kind of request", param="model")
+            yield model
+        finally:
+            model.release()
+
+
+def _overload(exc: QueueFull | BatcherClosed) -> ApiError:
+    if isinstance(exc, QueueFull):
+        return ApiError(429, f"{exc}; retry later", code="queue_full", headers={"Retry-After": str(exc.retry_after)})
+    return ApiError(503, str(exc), headers={"Retry-After": "1"})

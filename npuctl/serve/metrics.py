@@ -1,0 +1,89 @@
+"""Prometheus metrics of one server, in its own CollectorRegistry (two servers in a process, as in
+tests, never share counters). Per-model state (queue depth, provider, readiness) is read from the
+served models at scrape time, so a removed model disappears from those gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from npuctl.serve.batching import BatchObserver
+
+if TYPE_CHECKING:
+    from npuctl.serve.models import ServedModel
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServeMetrics:
+    CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+    def __init__(self, models: Callable[[], list[ServedModel]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "npuctl_requests", "HTTP requests by model, API and status code.",
+            ["model", "api", "code"], registry=self.registry,
+        )
+        self.errors = Counter(
+            "npuctl_request_errors", "Requests answered with an error, by kind.",
+            ["model", "api", "type"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "npuctl_request_duration_seconds", "Time from request to response.",
+            ["model", "api"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "npuctl_batch_size", "Rows per inference batch.",
+            ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.inference = Histogram(
+            "npuctl_inference_duration_seconds", "Time one batch spends in the sessions.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_ModelState(models))
+
+    def observe_request(self, model: str, api: str, code: int, seconds: float, error_type: str | None) -> None:
+        self.requests.labels(model, api, str(code)).inc()
+        self.latency.labels(model, api).observe(seconds)
+        if error_type is not None:
+            self.errors.labels(model, api, error_type).inc()
+
+    def batch_observer(self, model: str) -> BatchObserver:
+        size, inference = self.batch_size.labels(model), self.inference.labels(model)
+
+        def observe(rows: int, seconds: float) -> None:
+            size.observe(rows)
+            inference.observe(seconds)
+
+        return observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _ModelState(Collector):
+    def __init__(self, models: Callable[[], list[ServedModel]]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        queue = GaugeMetricFamily("npuctl_queue_depth", "Requests waiting for a batch.", labels=["model"])
+        ready = GaugeMetricFamily("npuctl_model_ready", "1 when the model serves on an acceptable provider.", labels=["model", "reason"])
+        provider = GaugeMetricFamily(
+            "npuctl_model_provider", "1 for the execution provider and device each model runs on.",
+            labels=["model", "provider", "device"],
+        )
+        coverage = GaugeMetricFamily("npuctl_model_npu_coverage", "Share of graph nodes on the QNN EP.", labels=["model"])
+        for model in self._models():
+            status = model.status
+            ready.add_metric([model.name, status.reason], 1.0 if status.ready else 0.0)
+            if model.batcher is not None:
+                queue.add_metric([model.name], model.batcher.waiting)
+            if status.provider is not None:
+                provider.add_metric([model.name, status.provider, status.where or ""], 1.0)
+            if status.npu_coverage is not None:
+                coverage.add_metric([model.name], status.npu_coverage)
+        yield from (queue, ready, provider, coverage)

@@ -1,0 +1,163 @@
+"""Deployments as the server holds them: public names, APIs, status, and a batcher in front of the
+loaded model. A model that cannot run is held too, as `Unavailable`, so readiness and status can
+say why."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from npuctl.runtime.embeddings import Embedding, EmbeddingModel
+from npuctl.runtime.loading import LoadedModel, load_model
+from npuctl.runtime.placement import Artifacts, NotServable
+from npuctl.runtime.devices import HostFacts
+from npuctl.runtime.tensors import TensorModel
+from npuctl.schema.models import Api, ModelDeployment
+from npuctl.serve.batching import Batcher
+
+Tensors = Mapping[str, npt.NDArray[np.generic]]
+
+SERVING = "Serving"
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    ready: bool
+    reason: str
+    """`Serving` when ready; else a CamelCase reason (`NoNPU`, `SimulatorNotAllowed`, `Loading`, ...)."""
+    message: str
+    where: str | None = None
+    """npu, npu-simulator or cpu: where the sessions run."""
+    provider: str | None = None
+    """The execution provider the sessions really got."""
+    npu_coverage: float | None = None
+    """Share of graph nodes on the QNN EP."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ServedModel:
+    """Base of what the registry holds. Requests lease it; once replaced or removed it is retired
+    and closes when its last lease ends, so a swap never fails a request in flight."""
+
+    batcher: Batcher[Any, Any] | None = None
+
+    def __init__(self, deployment: ModelDeployment, status: ModelStatus) -> None:
+        serve = deployment.spec.serve
+        self.deployment = deployment.name
+        self.name = deployment.public_name
+        self.aliases = tuple(a for a in serve.aliases if a != self.name)
+        self.apis = frozenset(serve.apis)
+        self.timeout_seconds = serve.timeout_seconds
+        self.generation = deployment.generation()
+        self.status = status
+        self.closed = threading.Event()
+        """Set once the model's sessions are released."""
+        self._lock = threading.Lock()
+        self._leases = 0
+        self._retired = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def speaks(self, api: Api) -> bool:
+        return api in self.apis
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._leases += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._leases -= 1
+            last = self._retired and self._leases == 0
+        if last:
+            self._close()
+
+    def retire(self) -> None:
+        """No new leases will come (the registry dropped it): close once the current ones end."""
+        with self._lock:
+            if self._retired:
+                return
+            self._retired = True
+            idle = self._leases == 0
+        if idle:
+            self._close()
+
+    def _close(self) -> None:
+        self.closed.set()
+
+
+class Unavailable(ServedModel):
+    """A declared deployment that does not serve: building, loading, or not servable under its rules."""
+
+
+class _Running(ServedModel):
+    def __init__(self, deployment: ModelDeployment, model: LoadedModel, batcher: Batcher[Any, Any]) -> None:
+        info = model.info
+        status = ModelStatus(True, SERVING, info.note, info.where.value, info.provider, info.npu_coverage)
+        super().__init__(deployment, status)
+        self.batcher = batcher
+        self._model = model
+
+    def _close(self) -> None:
+        # The batcher's queue is empty (no leases left); its worker exits, then the sessions go.
+        assert self.batcher is not None
+        self.batcher.close()
+        threading.Thread(target=self._release_sessions, name=f"close-{self.name}", daemon=True).start()
+
+    def _release_sessions(self) -> None:
+        assert self.batcher is not None
+        self.batcher.join()
+        self._model.close()
+        self.closed.set()
+
+
+class EmbeddingService(_Running):
+    batcher: Batcher[list[int], Embedding]
+
+    def __init__(self, deployment: ModelDeployment, model: EmbeddingModel) -> None:
+        serve = deployment.spec.serve
+        batcher: Batcher[list[int], Embedding] = Batcher(
+            deployment.public_name, model.embed,
+            max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
+        )
+        super().__init__(deployment, model, batcher)
+        self.model = model
+        self.truncate = serve.truncate
+
+
+class TensorService(_Running):
+    batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
+
+    def __init__(self, deployment: ModelDeployment, model: TensorModel) -> None:
+        serve = deployment.spec.serve
+        # Tensor requests are not concatenated (shapes differ); they share one worker and one queue.
+        batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]] = Batcher(
+            deployment.public_name, lambda rows: [model.run(feeds) for feeds in rows],
+            max_batch=serve.max_batch, window_seconds=0.0, queue_limit=serve.queue_limit,
+        )
+        super().__init__(deployment, model, batcher)
+        self.model = model
+
+
+def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> EmbeddingService | TensorService:
+    """Put a batcher in front of a loaded model."""
+    if isinstance(model, EmbeddingModel):
+        return EmbeddingService(deployment, model)
+    return TensorService(deployment, model)
+
+
+def load_served(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> ServedModel:
+    """Load a deployment for serving; one that can't run under its rules comes back Unavailable, with the reason."""
+    try:
+        return serve_loaded(deployment, load_model(deployment, artifacts, host))
+    except NotServable as exc:
+        return Unavailable(deployment, ModelStatus(False, exc.reason.value, exc.message))

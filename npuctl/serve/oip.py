@@ -1,0 +1,177 @@
+"""Open Inference Protocol (KServe v2) over HTTP/JSON: health, model metadata and readiness, and
+`infer` with tensors checked against the model's signature (name, datatype, shape) before they
+reach a session. Embedding models answer too: a BYTES `text` input, an FP32 `embedding` output."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from npuctl import __version__
+from npuctl.runtime.tensors import TensorSpec
+from npuctl.schema.models import Api
+from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.errors import ApiError
+from npuctl.serve.http import answered, read_json
+from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
+
+TEXT_INPUT = "text"
+EMBEDDING_OUTPUT = "embedding"
+
+
+def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        models = ctx.registry.models()
+        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message} for m in models if not m.status.ready}
+        return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": "npuctl", "version": __version__, "extensions": []})
+
+    async def model_metadata(request: Request) -> Response:
+        model = _model(ctx, request)
+        inputs, outputs = _signature(model)
+        return JSONResponse({
+            "name": model.name,
+            "versions": [model.generation],
+            "platform": "onnxruntime_onnx",
+            "inputs": [_meta(spec) for spec in inputs],
+            "outputs": [_meta(spec) for spec in outputs],
+            "status": model.status.as_dict(),
+        })
+
+    async def model_ready(request: Request) -> Response:
+        model = _model(ctx, request)
+        status = model.status
+        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": status.message}
+        return JSONResponse(body, status_code=200 if status.ready else 503)
+
+    async def infer(request: Request) -> Response:
+        body = await read_json(request, ctx.max_body_bytes)
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise ApiError(400, "the request body must be a JSON object with an 'inputs' list")
+        with ctx.using(request, request.path_params["name"], Api.OIP, ServedModel) as model:
+            inputs, outputs = _signature(model)
+            feeds = _feeds(body["inputs"], inputs)
+            wanted = _wanted_outputs(body.get("outputs"), outputs)
+            if isinstance(model, EmbeddingService):
+                texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
+                tokens = model.model.encoder.encode(texts)
+                if not model.truncate and any(t.truncated for t in tokens):
+                    limit = model.model.encoder.max_tokens
+                    raise ApiError(400, f"input {TEXT_INPUT!r} holds a text longer than {limit} tokens")
+                vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
+                results = {EMBEDDING_OUTPUT: np.stack(vectors)}
+            elif isinstance(model, TensorService):
+                [results] = await answered(request, model.batcher.submit([feeds]), model.timeout_seconds)
+            else:
+                raise ApiError(400, f"the model {model.name!r} does not take tensors")
+            specs = {spec.name: spec for spec in outputs}
+            answer: dict[str, Any] = {
+                "model_name": model.name,
+                "model_version": model.generation,
+                "outputs": [_tensor(name, specs[name], results[name]) for name in wanted],
+            }
+            if "id" in body:
+                answer["id"] = body["id"]
+            return JSONResponse(answer)
+
+    def route(path: str, handler: Any, methods: list[str]) -> Route:
+        return Route(path, ctx.endpoint("oip", handler), methods=methods)
+
+    return [
+        route("/v2", server_metadata, ["GET"]),
+        route("/v2/health/live", live, ["GET"]),
+        route("/v2/health/ready", ready, ["GET"]),
+        route("/v2/models/{name}", model_metadata, ["GET"]),
+        route("/v2/models/{name}/ready", model_ready, ["GET"]),
+        route("/v2/models/{name}/infer", infer, ["POST"]),
+    ]
+
+
+def _model(ctx: ServeContext, request: Request) -> ServedModel:
+    name = request.path_params["name"]
+    model = next((m for m in ctx.registry.models() if name in m.names and m.speaks(Api.OIP)), None)
+    if model is None:
+        raise ApiError(404, f"the model {name!r} does not exist")
+    request.state.model = model.name
+    return model
+
+
+def _signature(model: ServedModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    if isinstance(model, TensorService):
+        return model.model.inputs, model.model.outputs
+    if isinstance(model, EmbeddingService):
+        return (
+            [TensorSpec(TEXT_INPUT, "BYTES", (-1,), np.object_)],
+            [TensorSpec(EMBEDDING_OUTPUT, "FP32", (-1, model.model.dimensions), np.float32)],
+        )
+    return [], []
+
+
+def _meta(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _feeds(tensors: list[Any], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
+    by_name = {spec.name: spec for spec in specs}
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in tensors:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ApiError(400, "every input must be an object with a 'name'")
+        name = tensor["name"]
+        if name not in by_name:
+            raise ApiError(400, f"input {name!r} is not an input of this model (inputs: {', '.join(by_name)})")
+        if name in feeds:
+            raise ApiError(400, f"input {name!r} is given twice")
+        feeds[name] = _array(tensor, by_name[name])
+    missing = [name for name in by_name if name not in feeds]
+    if missing:
+        raise ApiError(400, f"input {missing[0]!r} is missing")
+    return feeds
+
+
+def _array(tensor: dict[str, Any], spec: TensorSpec) -> np.ndarray:
+    name, shape, datatype = spec.name, tensor.get("shape"), tensor.get("datatype")
+    if datatype != spec.datatype:
+        raise ApiError(400, f"input {name!r} has datatype {datatype!r}; the model takes {spec.datatype}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
+    if not spec.accepts(shape):
+        raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} (-1: any size)")
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
+    try:
+        flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+    except (TypeError, ValueError, OverflowError):
+        raise ApiError(400, f"input {name!r}: 'data' is not a list of {spec.datatype} values") from None
+    if spec.datatype == "BYTES" and not all(isinstance(v, str) for v in flat):
+        raise ApiError(400, f"input {name!r}: BYTES data must be strings")
+    if flat.size != math.prod(shape):
+        raise ApiError(400, f"input {name!r} has {flat.size} values; shape {shape} needs {math.prod(shape)}")
+    return flat.reshape(shape)
+
+
+def _wanted_outputs(requested: Any, specs: list[TensorSpec]) -> list[str]:
+    names = [spec.name for spec in specs]
+    if requested is None:
+        return names
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise ApiError(400, "'outputs' must be a list of objects with a 'name'")
+    unknown = next((o["name"] for o in requested if o["name"] not in names), None)
+    if unknown is not None:
+        raise ApiError(400, f"output {unknown!r} is not an output of this model (outputs: {', '.join(names)})")
+    return [o["name"] for o in requested]
+
+
+def _tensor(name: str, spec: TensorSpec, value: np.ndarray) -> dict[str, Any]:
+    return {"name": name, "datatype": spec.datatype, "shape": list(value.shape), "data": value.reshape(-1).tolist()}

@@ -1,0 +1,85 @@
+"""The set of served models, changed at runtime by whoever owns the desired state (the agent, or
+`npuctl serve`). A swap is one dictionary replacement: requests that already hold the old model
+finish on it, new ones get the new model, and the old one closes when its last request ends."""
+
+from __future__ import annotations
+
+import threading
+
+from npuctl.serve.metrics import ServeMetrics
+from npuctl.serve.models import ServedModel
+
+
+class UnknownModel(KeyError):
+    """No served model answers to this name."""
+
+
+class ModelRegistry:
+    """Deployments by name, and the public names (and aliases) that route to them. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.metrics = ServeMetrics(self.models)
+        self._lock = threading.Lock()
+        self._by_deployment: dict[str, ServedModel] = {}
+        self._by_name: dict[str, ServedModel] = {}
+
+    def put(self, model: ServedModel) -> ServedModel | None:
+        """Add a model, or atomically replace the one of the same deployment; returns the replaced
+        model, which is already retired (it closes after its requests in flight, see `closed`).
+        Raises ValueError when a public name or alias belongs to another deployment."""
+        with self._lock:
+            for name in model.names:
+                owner = self._by_name.get(name)
+                if owner is not None and owner.deployment != model.deployment:
+                    raise ValueError(f"model name {name!r} is already served by deployment {owner.deployment!r}")
+            old = self._by_deployment.get(model.deployment)
+            self._by_deployment[model.deployment] = model
+            self._reindex()
+        if model.batcher is not None:
+            model.batcher.observer = self.metrics.batch_observer(model.name)
+        if old is not None and old is not model:
+            old.retire()
+        return old
+
+    def remove(self, deployment: str) -> ServedModel | None:
+        """Stop serving a deployment; returns the retired model (None if there was none)."""
+        with self._lock:
+            old = self._by_deployment.pop(deployment, None)
+            self._reindex()
+        if old is not None:
+            old.retire()
+        return old
+
+    def get(self, deployment: str) -> ServedModel | None:
+        """By deployment name (metadata.name), not public name."""
+        return self._by_deployment.get(deployment)
+
+    def models(self) -> list[ServedModel]:
+        with self._lock:
+            return list(self._by_deployment.values())
+
+    def acquire(self, name: str) -> ServedModel:
+        """The model a public name or alias routes to, leased for one request: call its `release()`
+        when the request is done. Raises UnknownModel."""
+        with self._lock:
+            model = self._by_name.get(name)
+            if model is None:
+                raise UnknownModel(name)
+            model.acquire()
+        return model
+
+    def ready(self) -> bool:
+        """Every declared deployment serves on a provider its rules accept."""
+        return all(model.status.ready for model in self.models())
+
+    def close(self) -> None:
+        """Retire everything (server shutdown)."""
+        with self._lock:
+            models = list(self._by_deployment.values())
+            self._by_deployment.clear()
+            self._reindex()
+        for model in models:
+            model.retire()
+
+    def _reindex(self) -> None:
+        self._by_name = {name: model for model in self._by_deployment.values() for name in model.names}
