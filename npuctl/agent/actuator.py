@@ -1,0 +1,67 @@
+"""The agent's hands: build through npuctl.build, open sessions through npuctl.runtime, route through
+the server's model registry. The reconciler decides; this does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from npuctl.agent.selection import device_facts, selects
+from npuctl.build import BuildResult, Store, build_deployment
+from npuctl.runtime.devices import HostFacts, detect_host
+from npuctl.runtime.loading import load_model
+from npuctl.schema import LoadedDeployment, ModelDeployment
+from npuctl.serve.artifacts import artifacts_of
+from npuctl.serve.models import ModelStatus, ServedModel, Unavailable, serve_loaded
+from npuctl.serve.registry import ModelRegistry
+
+
+class LocalActuator:
+    def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None) -> None:
+        self.registry = registry
+        self.store = store
+        self.labels = labels
+        self.host = host or detect_host()
+        self.facts = device_facts(self.host)
+
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
+        return build_deployment(loaded, store=self.store, progress=lambda event: progress(_step_name(event), event.state))
+
+    def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
+        deployment = loaded.deployment
+        return serve_loaded(deployment, load_model(deployment, artifacts_of(built), self.host))
+
+    def serve(self, deployment: ModelDeployment, model: ServedModel) -> None:
+        self.registry.put(model)
+
+    def reconfigure(self, deployment: ModelDeployment) -> None:
+        current = self.registry.get(deployment.name)
+        if current is not None:
+            self.registry.put(current.reconfigured(deployment))
+
+    def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
+        self.registry.put(Unavailable(deployment, ModelStatus(False, reason, message)))
+
+    def unload(self, name: str) -> None:
+        self.registry.remove(name)
+
+    def describe(self, model: ServedModel) -> dict[str, Any]:
+        status = model.status
+        return {"provider": status.provider, "npuCoverage": status.npu_coverage,
+                "onNpu": status.where in ("npu", "npu-simulator"), "note": status.message}
+
+    def describe_build(self, built: BuildResult) -> list[dict[str, Any]]:
+        return [
+            {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
+             "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict(),
+             "npuCoverage": a.npu_coverage}
+            for a in built.artifacts
+        ]
+
+    def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
+        return selects(deployment.spec.selector, self.labels, self.facts)
+
+
+def _step_name(event: Any) -> str:
+    where = "/".join(str(part) for part in (event.target, event.bucket) if part)
+    return f"{event.step} {where}".strip()

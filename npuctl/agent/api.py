@@ -1,0 +1,128 @@
+"""The agent's control API under /agent/v1, on the same port as the models. Reads are open to local
+clients; every call that changes something needs the bearer token from the state folder.
+
+Applying writes the manifest file into the first watched folder (the file stays the source of
+truth: the loop picks it up like a hand edit); deleting removes the file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from npuctl.agent.auth import token_matches
+from npuctl.agent.plan import plan
+from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.status import atomic_write
+from npuctl.schema import load_text
+from npuctl.schema.loader import MAX_FILE_BYTES
+
+PREFIX = "/agent/v1"
+SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$")
+
+Handler = Callable[[Request], Awaitable[JSONResponse]]
+
+
+def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False) -> list[Route]:
+    """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
+    api = _ControlApi(reconciler, token)
+    read = api.guarded if guard_reads else (lambda handler: handler)
+    return [
+        Route(f"{PREFIX}/deployments", read(api.list), methods=["GET"]),
+        Route(f"{PREFIX}/deployments/{{name}}", read(api.get), methods=["GET"]),
+        Route(f"{PREFIX}/deployments/{{name}}", api.guarded(api.delete), methods=["DELETE"]),
+        Route(f"{PREFIX}/manifests/{{file}}", api.guarded(api.apply), methods=["PUT"]),
+        Route(f"{PREFIX}/events", read(api.events), methods=["GET"]),
+    ]
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, **extra}}, status_code=status)
+
+
+class _ControlApi:
+    def __init__(self, reconciler: Reconciler, token: str) -> None:
+        self.reconciler = reconciler
+        self.token = token
+
+    def guarded(self, handler: Handler) -> Handler:
+        async def checked(request: Request) -> JSONResponse:
+            if not token_matches(request.headers.get("authorization"), self.token):
+                return JSONResponse(
+                    {"error": {"message": "this call needs the agent's token: Authorization: Bearer <token> "
+                               "(npuctl reads it from the agent's state folder or NPUCTL_TOKEN)"}},
+                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                )
+            return await handler(request)
+
+        return checked
+
+    async def list(self, request: Request) -> JSONResponse:
+        names = sorted(set(self.reconciler.desired) | set(self.reconciler.book.deployments))
+        return JSONResponse({"items": [self._view(name) for name in names]})
+
+    async def get(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if name not in self.reconciler.desired and name not in self.reconciler.book.deployments:
+            return error(404, f"no deployment named {name!r}")
+        return JSONResponse(self._view(name))
+
+    async def events(self, request: Request) -> JSONResponse:
+        name = request.query_params.get("name")
+        events = [e.model_dump(mode="json") for e in self.reconciler.book.events if name in (None, e.deployment)]
+        return JSONResponse({"items": events})
+
+    async def apply(self, request: Request) -> JSONResponse:
+        file = request.path_params["file"]
+        if not SAFE_FILE.match(file):
+            return error(400, f"{file!r} is not a manifest file name: letters, digits, '.', '_', '-', ending in .yaml or .yml")
+        body = await request.body()
+        if len(body) > MAX_FILE_BYTES:
+            return error(413, f"manifest is {len(body)} bytes; the limit is {MAX_FILE_BYTES}")
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return error(400, "the manifest is not UTF-8 text")
+        result = load_text(text, file)
+        if not result.ok:
+            return error(422, f"{len(result.errors)} error(s) in {file}", errors=[e.as_dict() for e in result.errors])
+        target = self.reconciler.config.manifests[0] / file
+        desired = self.reconciler.desired
+        in_file = [n for n, d in desired.items() if d.deployment.file.resolve() == target.resolve()]
+        for loaded in result.deployments:
+            other = desired.get(loaded.name)
+            if other and other.deployment.file.resolve() != target.resolve():
+                return error(409, f"deployment {loaded.name!r} is already declared in {other.deployment.file}; "
+                                  "apply that file instead, or delete it first")
+        changes = [c.as_dict() for c in plan(result.deployments, in_file, desired)]
+        dry_run = request.query_params.get("dryRun", "").lower() in ("1", "true", "yes")
+        if not dry_run:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, text.encode("utf-8"))
+            self.reconciler.wake()
+        return JSONResponse({"file": str(target), "dryRun": dry_run, "changes": changes})
+
+    async def delete(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        want = self.reconciler.desired.get(name)
+        if want is None:
+            return error(404, f"no deployment named {name!r}")
+        file: Path = want.deployment.file
+        others = [n for n, d in self.reconciler.desired.items() if n != name and d.deployment.file == file]
+        if others:
+            return error(409, f"{file} also declares {', '.join(others)}; edit that file to remove {name!r}")
+        file.unlink(missing_ok=True)
+        self.reconciler.wake()
+        return JSONResponse({"deleted": name, "file": str(file)})
+
+    def _view(self, name: str) -> dict[str, Any]:
+        want = self.reconciler.desired.get(name)
+        view: dict[str, Any] = want.deployment.deployment.model_dump(mode="json") if want else {"metadata": {"name": name}}
+        status = self.reconciler.book.deployments.get(name)
+        view["status"] = status.model_dump(mode="json") if status else {"phase": "Pending"}
+        return view

@@ -1,0 +1,68 @@
+"""A small client of the agent's control API, for the CLI and scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from npuctl.agent.api import PREFIX
+from npuctl.agent.auth import read_token
+from npuctl.agent.config import DEFAULT_LISTEN, AgentConfig
+
+
+class AgentError(Exception):
+    """The agent answered with an error, or could not be reached (`status` is None then)."""
+
+    def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+def default_url() -> str:
+    return os.environ.get("NPUCTL_AGENT") or f"http://{DEFAULT_LISTEN}"
+
+
+def default_token(state: Path | None = None) -> str | None:
+    """NPUCTL_TOKEN, else the token file in the agent's state folder (the local agent's)."""
+    return os.environ.get("NPUCTL_TOKEN") or read_token(state or AgentConfig().state)
+
+
+class AgentClient:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = (url or default_url()).rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url + PREFIX, headers=headers, timeout=timeout)
+
+    def deployments(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/deployments")["items"]
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/deployments/{name}")
+
+    def apply(self, file_name: str, text: str, dry_run: bool = False) -> dict[str, Any]:
+        params = {"dryRun": "true"} if dry_run else {}
+        return self._call("PUT", f"/manifests/{file_name}", content=text.encode("utf-8"), params=params)
+
+    def delete(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/deployments/{name}")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/events", params={"name": name} if name else {})["items"]
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise AgentError(f"no agent answers at {self.url} ({exc}); start one with `npuctl up` or `npuctl agent`") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.is_error:
+            message = body.get("error", {}).get("message") or f"HTTP {response.status_code}"
+            raise AgentError(message, response.status_code, body)
+        return body

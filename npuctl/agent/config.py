@@ -1,0 +1,64 @@
+"""The agent's own configuration: where manifests, state and cache live, where it listens, its timing."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_PORT = 8765
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+class AgentConfig(BaseModel):
+    """Settings of one agent process. In a file: YAML with these keys in camelCase (see agent/agent.example.yaml)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    manifests: list[Path] = Field(default_factory=lambda: [Path("manifests")], min_length=1)
+    """Folders watched for manifests. `npuctl apply` writes into the first."""
+    listen: str = DEFAULT_LISTEN
+    """HOST:PORT for the model endpoints and the control API (one port)."""
+    state: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("npuctl")))
+    """Folder for status and the API token (owner-only)."""
+    cache: Path | None = None
+    """Artifact store (default: the build library's, under the user's data folder; or NPUCTL_CACHE)."""
+    resync_seconds: float = Field(30.0, gt=0)
+    """Full reconcile at least this often, whatever the file watcher saw."""
+    debounce_ms: float = Field(250.0, ge=0)
+    """Quiet time after a file event before reconciling (editors write files in several steps)."""
+    backoff_seconds: tuple[float, float] = (2.0, 300.0)
+    """First and longest wait before retrying a failed build or load (doubling in between)."""
+    labels: dict[str, str] = {}
+    """This agent's labels, matched by deployments' spec.selector.matchLabels."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{listen!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
+        return listen
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

@@ -1,0 +1,73 @@
+"""One agent process: the model endpoints and the control API on one port, and the reconcile loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from ruamel.yaml import YAML
+
+from npuctl.agent.actuator import LocalActuator
+from npuctl.agent.api import control_routes
+from npuctl.agent.auth import ensure_token
+from npuctl.agent.config import AgentConfig
+from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.status import StatusBook
+from npuctl.build.store import Store
+from npuctl.serve.app import create_app
+from npuctl.serve.registry import ModelRegistry
+
+log = logging.getLogger("npuctl.agent")
+
+
+class ConfigError(ValueError):
+    """The agent's configuration file is unreadable or invalid."""
+
+
+def load_config(path: Path) -> AgentConfig:
+    """An agent config file (YAML, camelCase keys). Relative folders are relative to the file."""
+    from pydantic import ValidationError
+
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+        config = AgentConfig.model_validate(data)
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    base = path.parent
+    return config.model_copy(update={
+        "manifests": [base / p for p in config.manifests],
+        "state": base / config.state,
+        "cache": base / config.cache if config.cache else None,
+    })
+
+
+def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
+    book = StatusBook(config.state)
+    book.load()
+    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels)
+    return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
+
+
+async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. Refuses a non-loopback address unless every control call is guarded."""
+    for folder in config.manifests:
+        folder.mkdir(parents=True, exist_ok=True)
+    token = ensure_token(config.state)
+    registry = ModelRegistry()
+    reconciler = make_reconciler(config, registry)
+    app = create_app(registry, extra_routes=control_routes(reconciler, token, guard_reads=not config.loopback))
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                           access_log=False, lifespan="off"))
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(reconciler.run(stop))
+    if on_start:
+        on_start(reconciler)
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        await loop_task
+        registry.close()

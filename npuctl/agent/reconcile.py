@@ -1,0 +1,352 @@
+"""The reconcile loop: read what the manifests declare and what is running, take the next action for
+each difference. Level-triggered (events only wake it), idempotent (a second pass changes nothing),
+and it never blocks serving: builds and loads run in worker threads and swap in when done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from npuctl.agent.config import AgentConfig
+from npuctl.agent.desired import Desired, DesiredState
+from npuctl.agent.status import ConditionType as C
+from npuctl.agent.status import DeploymentStatus, Phase, StatusBook
+from npuctl.agent.watcher import ManifestWatcher
+from npuctl.schema import LoadedDeployment, ModelDeployment
+from npuctl.schema.models import spec_digest
+
+log = logging.getLogger("npuctl.agent")
+
+SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate")
+"""spec.serve fields applied in place: no rebuild, no reload."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """What a change touches: artifacts (build), sessions (load), or only the serving options."""
+
+    build: str
+    load: str
+    serve: str
+
+    @classmethod
+    def of(cls, loaded: LoadedDeployment) -> Keys:
+        spec = loaded.deployment.spec.model_dump(mode="json", by_alias=False)
+        serve = spec.pop("serve")
+        serve_only = {k: serve.pop(k) for k in SERVE_ONLY_FIELDS}
+        runtime, selector = spec.pop("runtime"), spec.pop("selector")
+        # file: sources are relative to the manifest, so where it lives is part of what is built.
+        build = spec_digest({"spec": spec, "base": str(loaded.file.parent.resolve())})
+        del selector  # selection decides whether to deploy, not what
+        return cls(build, spec_digest([build, runtime, serve]), spec_digest(serve_only))
+
+
+class Actuator(Protocol):
+    """The seam between deciding and doing. All methods but `serve`/`reconfigure`/`unload` block and
+    run in worker threads."""
+
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> Any:
+        """Produce (or find in the store) the deployment's artifacts. Raises on failure."""
+
+    def load(self, loaded: LoadedDeployment, built: Any) -> Any:
+        """Open sessions; returns a loaded model. Raises NotServable when the rules forbid every place."""
+
+    def serve(self, deployment: ModelDeployment, model: Any) -> None:
+        """Route the deployment's names to `model`, atomically replacing any previous one."""
+
+    def reconfigure(self, deployment: ModelDeployment) -> None:
+        """Apply serving-only options to the model already serving."""
+
+    def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
+        """Answer the deployment's routes as not ready with this reason (nothing loaded)."""
+
+    def unload(self, name: str) -> None:
+        """Stop serving and close the deployment's sessions; its routes answer 404."""
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        """provider, npuCoverage, artifacts and placement note of a loaded model, for status."""
+
+    def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
+        """Whether this agent is selected by the deployment's spec.selector, and why not."""
+
+
+@dataclass
+class Running:
+    """A deployment that is serving: which keys its artifacts and sessions were made from."""
+
+    generation: str
+    keys: Keys
+    model: Any
+
+
+@dataclass
+class Failure:
+    keys: str
+    message: str
+    reason: str
+    attempts: int
+    retry_at: float
+
+
+@dataclass
+class Reconciler:
+    config: AgentConfig
+    actuator: Actuator
+    book: StatusBook
+    endpoint: str = ""
+    desired_state: DesiredState = field(init=False)
+    running: dict[str, Running] = field(default_factory=dict)
+    built: dict[str, Any] = field(default_factory=dict)
+    """Build results by build key (a cache of store lookups; the store is the truth)."""
+    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
+    """(deployment, "build"|"load") -> last failure, for backoff."""
+    busy: dict[str, str] = field(default_factory=dict)
+    """Deployments with work in flight -> "build" | "load"."""
+    desired: dict[str, Desired] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.desired_state = DesiredState(self.config.manifests)
+        self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-build")
+        self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.passes = 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Thread-safe: ask for a reconcile pass soon."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        watcher = ManifestWatcher(self.config.manifests, self.wake)
+        watcher.start()
+        try:
+            while not stop.is_set():
+                watcher.rearm()
+                self.reconcile_once()
+                await self._sleep(stop)
+        finally:
+            watcher.stop()
+            self._builds.shutdown(wait=False, cancel_futures=True)
+            self._loads.shutdown(wait=False, cancel_futures=True)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until woken or the next retry or resync is due; then wait for the file system to go quiet."""
+        timeout = self.config.resync_seconds
+        now = self._now()
+        for failure in self.failures.values():
+            timeout = min(timeout, max(0.05, failure.retry_at - now))
+        stopper = asyncio.ensure_future(stop.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({stopper, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            waker.cancel()
+        debounce = self.config.debounce_ms / 1000
+        while self._wake.is_set() and not stop.is_set():
+            self._wake.clear()
+            await asyncio.sleep(debounce)
+
+    def _now(self) -> float:
+        # The loop's monotonic clock: wall-clock jumps cannot stall or rush a backoff.
+        return asyncio.get_running_loop().time()
+
+    # -- one pass ---------------------------------------------------------------------------------
+
+    def reconcile_once(self) -> None:
+        self.passes += 1
+        self.desired = self.desired_state.refresh()
+        for name, want in self.desired.items():
+            self._reconcile(name, want)
+        for name in [n for n in self.running if n not in self.desired]:
+            self._delete(name)
+        for name in [n for n in self.book.deployments if n not in self.desired and n not in self.busy]:
+            self.actuator.unload(name)
+            self.book.remove(name)
+        self.book.save()
+
+    def _reconcile(self, name: str, want: Desired) -> None:
+        deployment = want.deployment.deployment
+        status = self.book.get(name)
+        status.file = str(want.deployment.file)
+        status.endpoint = self.endpoint or None
+        generation = deployment.generation()
+        self._validity(status, want)
+        selected, why = self.actuator.selects(deployment)
+        status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
+        if not selected:
+            if name in self.running:
+                self._delete(name, keep_status=True)
+            self._phase(status, Phase.NOT_SELECTED)
+            status.observed_generation = generation
+            return
+        if name in self.busy:
+            return
+        keys = Keys.of(want.deployment)
+        running = self.running.get(name)
+        if running and running.keys.load == keys.load:
+            if running.keys.serve != keys.serve:
+                self.actuator.reconfigure(deployment)
+                running.keys = keys
+                self.book.record(name, "ServingUpdated", "serving options applied in place (no rebuild, no reload)")
+            running.generation = generation
+            status.observed_generation = generation
+            status.serving_generation = generation
+            self._settle(status, want)
+            return
+        status.observed_generation = generation
+        if keys.build in self.built:
+            self._maybe_start(name, "load", keys.load, lambda: self._load(want, keys))
+        else:
+            self._maybe_start(name, "build", keys.build, lambda: self._build(want, keys))
+        self._settle(status, want)
+
+    def _maybe_start(self, name: str, kind: str, key: str, work: Callable[[], Any]) -> None:
+        failure = self.failures.get((name, kind))
+        if failure and failure.keys == key and self._now() < failure.retry_at:
+            return
+        self.busy[name] = kind
+        task = asyncio.get_running_loop().create_task(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _build(self, want: Desired, keys: Keys) -> None:
+        name = want.name
+        loop = asyncio.get_running_loop()
+        self.book.record(name, "Building", "building artifacts")
+        self.book.save()
+
+        def progress(step: str, state: str) -> None:
+            loop.call_soon_threadsafe(self._step_event, name, step, state)
+
+        try:
+            result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress)
+        except Exception as exc:  # a failed build must never stop the loop
+            self._fail(name, "build", keys.build, "BuildFailed", str(exc))
+        else:
+            self.built[keys.build] = result
+            self.failures.pop((name, "build"), None)
+            self.book.record(name, "Built", "artifacts ready")
+        finally:
+            self.busy.pop(name, None)
+            self._wake.set()
+
+    async def _load(self, want: Desired, keys: Keys) -> None:
+        from npuctl.runtime.placement import NotServable
+
+        name = want.name
+        deployment = want.deployment.deployment
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, self.built[keys.build])
+        except NotServable as exc:
+            self._fail(name, "load", keys.load, str(exc.reason), exc.message)
+            if name not in self.running:
+                self.actuator.unavailable(deployment, str(exc.reason), exc.message)
+        except Exception as exc:
+            self._fail(name, "load", keys.load, "LoadFailed", str(exc))
+        else:
+            previous = self.running.get(name)
+            self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
+            self.running[name] = Running(deployment.generation(), keys, model)
+            self.failures.pop((name, "load"), None)
+            status = self.book.get(name)
+            status.serving_generation = deployment.generation()
+            self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
+        finally:
+            self.busy.pop(name, None)
+            self._wake.set()
+
+    def _fail(self, name: str, kind: str, key: str, reason: str, message: str) -> None:
+        old = self.failures.get((name, kind))
+        attempts = old.attempts + 1 if old and old.keys == key else 1
+        first, longest = self.config.backoff_seconds
+        delay = min(longest, first * 2 ** (attempts - 1))
+        self.failures[(name, kind)] = Failure(key, message, reason, attempts, self._now() + delay)
+        self.book.record(name, reason, f"{message} (attempt {attempts}; retry in {delay:.0f}s)", warning=True)
+        log.warning("%s: %s: %s", name, reason, message)
+
+    def _delete(self, name: str, keep_status: bool = False) -> None:
+        self.running.pop(name, None)
+        self.actuator.unload(name)
+        if keep_status:
+            self.book.record(name, "Unloaded", "not selected by this agent")
+        else:
+            self.book.remove(name)
+        log.info("%s: unloaded", name)
+
+    def _step_event(self, name: str, step: str, state: str) -> None:
+        if state in ("done", "cached", "failed"):
+            self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
+
+    # -- status -----------------------------------------------------------------------------------
+
+    def _validity(self, status: DeploymentStatus, want: Desired) -> None:
+        if want.valid:
+            status.set_condition(C.VALID, True, "Valid")
+            return
+        first = want.errors[0]
+        more = f" (+{len(want.errors) - 1} more)" if len(want.errors) > 1 else ""
+        changed = status.set_condition(C.VALID, False, "InvalidManifest", f"{first}{more}; the last valid version is kept")
+        if changed:
+            self.book.record(status.name, "InvalidManifest", str(first), warning=True)
+
+    def _settle(self, status: DeploymentStatus, want: Desired) -> None:
+        """Conditions and phase from what is running, in flight and failed."""
+        name = status.name
+        running = self.running.get(name)
+        build_failure = self.failures.get((name, "build"))
+        load_failure = self.failures.get((name, "load"))
+        keys = Keys.of(want.deployment)
+        if keys.build in self.built:
+            status.set_condition(C.ARTIFACTS_READY, True, "Built")
+            status.artifacts = self.actuator.describe_build(self.built[keys.build])  # type: ignore[attr-defined]
+        elif build_failure and build_failure.keys == keys.build:
+            status.set_condition(C.ARTIFACTS_READY, False, build_failure.reason, build_failure.message)
+        else:
+            status.set_condition(C.ARTIFACTS_READY, None, "Building" if self.busy.get(name) == "build" else "Pending")
+        if running:
+            facts = self.actuator.describe(running.model)
+            status.provider, status.npu_coverage = facts["provider"], facts["npuCoverage"]
+            status.set_condition(C.LOADED, True, "SessionsOpen", facts.get("note", ""))
+            status.set_condition(C.ON_NPU, facts["onNpu"], "OnNPU" if facts["onNpu"] else "OnCPU", facts.get("note", ""))
+            status.set_condition(C.SERVING, True, "Serving", f"as {want.deployment.deployment.public_name}")
+        else:
+            status.provider, status.npu_coverage = None, None
+            if load_failure and load_failure.keys == keys.load:
+                status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
+                status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
+            else:
+                status.set_condition(C.LOADED, None, "Loading" if self.busy.get(name) == "load" else "Pending")
+            status.set_condition(C.SERVING, False, "NotLoaded")
+        self._phase(status, self._phase_of(status, want, running))
+
+    def _phase_of(self, status: DeploymentStatus, want: Desired, running: Running | None) -> Phase:
+        name = status.name
+        current = running is not None and running.keys.load == Keys.of(want.deployment).load
+        failed = any(k[0] == name for k in self.failures)
+        if running and current and want.valid:
+            return Phase.READY
+        if running:
+            return Phase.DEGRADED if failed or not want.valid else self._activity(name)
+        if name in self.busy:
+            return self._activity(name)
+        return Phase.FAILED if failed else Phase.PENDING
+
+    def _activity(self, name: str) -> Phase:
+        return {"build": Phase.BUILDING, "load": Phase.LOADING}.get(self.busy.get(name, ""), Phase.PENDING)
+
+    def _phase(self, status: DeploymentStatus, phase: Phase) -> None:
+        if status.phase != phase:
+            self.book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
+            status.phase = phase
+        self.book.touch()

@@ -1,0 +1,169 @@
+"""Status of each deployment, as `npuctl get` shows it: a phase, conditions with reasons, what the
+deployment really runs on, and recent events. Persisted atomically in the agent's state folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import deque
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+STATUS_FILE = "status.json"
+MAX_EVENTS = 20
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BUILDING = "Building"
+    LOADING = "Loading"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    """Serving, but not what is declared now (an invalid edit, a failed rebuild, an unwanted provider)."""
+    FAILED = "Failed"
+    NOT_SELECTED = "NotSelected"
+
+
+class ConditionType(StrEnum):
+    VALID = "Valid"
+    SELECTED = "Selected"
+    ARTIFACTS_READY = "ArtifactsReady"
+    LOADED = "Loaded"
+    ON_NPU = "OnNPU"
+    SERVING = "Serving"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
+
+
+class Condition(_Record):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+
+
+class Event(_Record):
+    time: str
+    deployment: str
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+class DeploymentStatus(_Record):
+    name: str
+    phase: Phase = Phase.PENDING
+    conditions: list[Condition] = []
+    observed_generation: str | None = None
+    """Hash of the spec this status reflects."""
+    serving_generation: str | None = None
+    """Hash of the spec whose artifacts are serving now (differs from observedGeneration during an update)."""
+    provider: str | None = None
+    """The execution provider the session really got."""
+    npu_coverage: float | None = None
+    """Share of graph nodes the QNN EP took, 0..1."""
+    artifacts: list[dict[str, Any]] = []
+    endpoint: str | None = None
+    file: str | None = None
+    events: list[Event] = []
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    def is_true(self, kind: ConditionType) -> bool:
+        found = self.condition(kind)
+        return found is not None and found.status == "True"
+
+    def set_condition(self, kind: ConditionType, status: bool | None, reason: str, message: str = "") -> bool:
+        """Set a condition; its transition time moves only when its status flips. True if anything changed."""
+        value = {True: "True", False: "False", None: "Unknown"}[status]
+        old = self.condition(kind)
+        if old and (old.status, old.reason, old.message) == (value, reason, message):
+            return False
+        when = old.last_transition_time if old and old.status == value else now()
+        new = Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=when)
+        self.conditions = [c for c in self.conditions if c.type != kind] + [new]
+        self.conditions.sort(key=lambda c: list(ConditionType).index(c.type))
+        return True
+
+
+class StatusBook:
+    """All deployments' status and the agent's event log, saved to `<state>/status.json` on change."""
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / STATUS_FILE
+        self.deployments: dict[str, DeploymentStatus] = {}
+        self.events: deque[Event] = deque(maxlen=500)
+        self._dirty = False
+
+    def load(self) -> None:
+        """Read what a previous run saved (events and phases are history; reconcile rewrites the rest)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        for item in data.get("deployments", []):
+            status = DeploymentStatus.model_validate(item)
+            self.deployments[status.name] = status
+        self.events.extend(Event.model_validate(e) for e in data.get("events", []))
+
+    def get(self, name: str) -> DeploymentStatus:
+        if name not in self.deployments:
+            self.deployments[name] = DeploymentStatus(name=name)
+        return self.deployments[name]
+
+    def remove(self, name: str) -> None:
+        if self.deployments.pop(name, None) is not None:
+            self._dirty = True
+
+    def record(self, name: str, reason: str, message: str, warning: bool = False) -> Event:
+        event = Event(time=now(), deployment=name, type="Warning" if warning else "Normal", reason=reason, message=message)
+        self.events.append(event)
+        status = self.get(name)
+        status.events = [*status.events, event][-MAX_EVENTS:]
+        self._dirty = True
+        return event
+
+    def touch(self) -> None:
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write atomically (temp file + rename) when something changed."""
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "deployments": [s.model_dump(mode="json") for s in sorted(self.deployments.values(), key=lambda s: s.name)],
+            "events": [e.model_dump(mode="json") for e in self.events],
+        }
+        atomic_write(self.path, json.dumps(data, indent=1).encode())
+        self._dirty = False
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old or the new content, never a part: temp file + rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
