@@ -97,5 +97,284 @@ def devices(output: str) -> None:
         console.print(eps)
 
 
+# -- the agent and its clients -------------------------------------------------------------------
+
+AGENT = click.option("--agent", "agent_url", envvar="NPUCTL_AGENT", default=None,
+                     help="Agent URL (default: NPUCTL_AGENT, else http://127.0.0.1:8765).")
+
+
+def _client(agent_url: str | None):  # -> AgentClient; imported lazily to keep `npuctl validate` fast
+    from npuctl.agent.client import AgentClient, default_token
+
+    return AgentClient(agent_url, default_token())
+
+
+def _agent_call(call: Any) -> Any:
+    from npuctl.agent.client import AgentError
+
+    try:
+        return call()
+    except AgentError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1 if exc.status in (404, 409, 422) else 2)
+
+
+def _agent_config(config_file: Path | None, manifests: Sequence[Path], listen: str | None,
+                  state: Path | None, cache: Path | None, labels: Sequence[str]) -> Any:
+    from npuctl.agent.config import AgentConfig
+    from npuctl.agent.main import ConfigError, load_config
+
+    try:
+        config = load_config(config_file) if config_file else AgentConfig()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    update: dict[str, Any] = {}
+    if manifests:
+        update["manifests"] = list(manifests)
+    if state:
+        update["state"] = state
+    if cache:
+        update["cache"] = cache
+    if labels:
+        update["labels"] = {**config.labels, **dict(label.split("=", 1) for label in labels)}
+    try:
+        return AgentConfig.model_validate({**config.model_dump(), **update, **({"listen": listen} if listen else {})})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _agent_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="Agent config file (YAML; see agent/agent.example.yaml)."),
+        click.option("--listen", help="HOST:PORT for models and control API (default 127.0.0.1:8765)."),
+        click.option("--state", type=click.Path(file_okay=False, path_type=Path), help="Status and token folder."),
+        click.option("--cache", type=click.Path(file_okay=False, path_type=Path), envvar="NPUCTL_CACHE",
+                     help="Artifact store."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Agent label (repeatable)."),
+    ]):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.option("--manifests", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of manifests to watch (repeatable; apply writes into the first).")
+@_agent_options
+def agent(manifests: Sequence[Path], config_file: Path | None, listen: str | None, state: Path | None,
+          cache: Path | None, labels: Sequence[str]) -> None:
+    """Run the agent: watch manifests, build, load, serve, report status (until Ctrl-C)."""
+    import asyncio
+
+    from npuctl.agent.main import run_agent
+
+    config = _agent_config(config_file, manifests, listen, state, cache, labels)
+    err_console.print(f"npuctl agent on http://{config.listen}, watching {', '.join(map(str, config.manifests))}")
+    asyncio.run(run_agent(config))
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"))
+@_agent_options
+def up(folder: Path, config_file: Path | None, listen: str | None, state: Path | None,
+       cache: Path | None, labels: Sequence[str]) -> None:
+    """Serve the manifests in FOLDER (default ./manifests): build what is missing with progress, then
+    print the endpoint and a curl line. Runs until Ctrl-C."""
+    import asyncio
+
+    from npuctl.agent.main import run_agent
+    from npuctl.agent.progress import follow
+
+    config = _agent_config(config_file, [folder], listen, state, cache, labels)
+    err_console.print(f"npuctl up: serving {folder} on http://{config.listen} (Ctrl-C stops)")
+    asyncio.run(run_agent(config, on_start=lambda reconciler: follow(reconciler, err_console)))
+
+
+@cli.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Manifest file or folder (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@AGENT
+@OUTPUT
+def apply(paths: Sequence[Path], dry_run: bool, agent_url: str | None, output: str) -> None:
+    """Send manifests to the agent, which writes them into its watched folder and converges."""
+    results = _send_manifests(paths, dry_run, agent_url)
+    if output != "text":
+        emit(results, output)
+        return
+    for result in results:
+        for change in result["changes"]:
+            console.print(_change_line(change, dry_run))
+
+
+@cli.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path))
+@AGENT
+@OUTPUT
+def diff(paths: Sequence[Path], agent_url: str | None, output: str) -> None:
+    """What applying would change. Exit 0: no difference; 1: differences; 2: error (as kubectl diff)."""
+    results = _send_manifests(paths, True, agent_url, invalid_exit=2)
+    changes = [c for r in results for c in r["changes"] if c["action"] != "unchanged"]
+    if output != "text":
+        emit(changes, output)
+    else:
+        for change in changes:
+            console.print(_change_line(change, True))
+            for field in change["fields"]:
+                console.print(f"    {field['path']}: [red]{field['old']!r}[/red] -> [green]{field['new']!r}[/green]")
+    sys.exit(1 if changes else 0)
+
+
+def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None, invalid_exit: int = 1) -> list[Any]:
+    from npuctl.agent.client import AgentError
+    from npuctl.schema.loader import manifest_files
+
+    client = _client(agent_url)
+    results = []
+    for path in paths:
+        for file in manifest_files(path):
+            try:
+                results.append(client.apply(file.name, file.read_text(encoding="utf-8"), dry_run=dry_run))
+            except AgentError as exc:
+                for error in exc.body.get("error", {}).get("errors", []):
+                    err_console.print(f"{file}:{error['line']}:{error['column']}: {error['path']}: {error['message']}")
+                err_console.print(f"[red]error:[/red] {file}: {exc}")
+                sys.exit(invalid_exit if exc.status == 422 else 2)
+    return results
+
+
+def _change_line(change: dict[str, Any], dry_run: bool) -> str:
+    verb = {"create": "created", "update": "configured", "delete": "deleted", "unchanged": "unchanged"}[change["action"]]
+    effect = "" if change["effect"] == "none" else f" ({change['effect']})"
+    return f"modeldeployment/{change['name']} {verb}{effect}{' (dry run)' if dry_run else ''}"
+
+
+@cli.command()
+@click.argument("name", required=False)
+@AGENT
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def get(name: str | None, agent_url: str | None, output: str) -> None:
+    """List deployments with phase, provider and NPU coverage (or one, by NAME)."""
+    client = _client(agent_url)
+    items = [_agent_call(lambda: client.deployment(name))] if name else _agent_call(client.deployments)
+    if output != "table":
+        emit(items[0] if name else items, output)
+        return
+    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
+    for item in items:
+        status = item.get("status", {})
+        coverage = status.get("npuCoverage")
+        table.add_row(item["metadata"]["name"], status.get("phase", ""), status.get("provider") or "-",
+                      f"{coverage:.0%}" if coverage is not None else "-", status.get("observedGeneration") or "-",
+                      status.get("endpoint") or "-")
+    console.print(table)
+
+
+@cli.command()
+@click.argument("name")
+@AGENT
+def describe(name: str, agent_url: str | None) -> None:
+    """Everything about one deployment: conditions, provider, coverage, artifacts, events."""
+    item = _agent_call(lambda: _client(agent_url).deployment(name))
+    status = item.get("status", {})
+    console.print(f"[bold]{name}[/bold]  phase: {status.get('phase')}  generation: {status.get('observedGeneration')}")
+    console.print(f"file: {status.get('file')}\nendpoint: {status.get('endpoint')}\nprovider: {status.get('provider')}"
+                  f"  NPU coverage: {status.get('npuCoverage')}")
+    conditions = Table("CONDITION", "STATUS", "REASON", "MESSAGE", "SINCE", box=None)
+    for c in status.get("conditions", []):
+        conditions.add_row(c["type"], c["status"], c["reason"], c.get("message", ""), c["lastTransitionTime"])
+    console.print(conditions)
+    artifacts = Table("TARGET", "SOC", "BUCKET", "PRECISION", "ACCURACY", "NPU", box=None)
+    for a in status.get("artifacts", []):
+        accuracy = a.get("accuracy", {})
+        artifacts.add_row(a["target"], str(a["socModel"]), str(a["bucket"]), a["precision"],
+                          f"{accuracy.get('metric')} {accuracy.get('value'):.4f} (≥ {accuracy.get('threshold')})"
+                          if accuracy else "-", f"{a.get('npuCoverage', 0):.0%}")
+    if status.get("artifacts"):
+        console.print(artifacts)
+    _print_events(status.get("events", []))
+
+
+@cli.command()
+@click.argument("name")
+@AGENT
+def delete(name: str, agent_url: str | None) -> None:
+    """Delete a deployment (removes its manifest file from the watched folder)."""
+    result = _agent_call(lambda: _client(agent_url).delete(name))
+    console.print(f"modeldeployment/{name} deleted ({result['file']} removed)")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@AGENT
+def events(name: str | None, follow: bool, agent_url: str | None) -> None:
+    """The agent's recent events (all deployments, or NAME's)."""
+    import time
+
+    client = _client(agent_url)
+    seen = 0
+    while True:
+        items = _agent_call(lambda: client.events(name))
+        _print_events(items[seen:] if len(items) >= seen else items)
+        seen = len(items)
+        if not follow:
+            return
+        time.sleep(1)
+
+
+def _print_events(items: list[dict[str, Any]]) -> None:
+    for e in items:
+        color = "yellow" if e["type"] == "Warning" else "dim"
+        console.print(f"[{color}]{e['time']}[/{color}] {e['deployment']} {e['reason']}: {e['message']}")
+
+
+@cli.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Manifest file or folder (repeatable).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
+def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> None:
+    """Build what the manifests need (if missing), load the models and serve them until Ctrl-C. One-shot:
+    edits to the manifests are not followed (the agent does that)."""
+    from npuctl.build import Store
+    from npuctl.schema import load_paths
+    from npuctl.serve.app import create_app
+    from npuctl.serve.models import ServedModel
+    from npuctl.serve.oneshot import serve_registry
+    from npuctl.serve.server import run
+
+    try:
+        result = load_paths(paths)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for error in result.errors:
+        click.echo(str(error), err=True)
+    if not result.ok or not result.deployments:
+        raise SystemExit(1)
+
+    def loaded(model: ServedModel) -> None:
+        status = model.status
+        if status.ready:
+            where = f"{status.where} ({status.provider}, NPU coverage {status.npu_coverage:.0%})"
+            err_console.print(f"[green]serving[/green] {model.name} on {where}: {status.message}")
+        else:
+            err_console.print(f"[red]not ready[/red] {model.name}: {status.reason}: {status.message}")
+
+    registry = serve_registry(
+        result.deployments,
+        store=Store(cache),
+        progress=lambda e: err_console.print(f"  {e.step} {e.target or ''} {e.state.value}", style="dim"),
+        on_loaded=loaded,
+    )
+    err_console.print(f"listening on http://{host}:{port} (OpenAI /v1, Open Inference Protocol /v2, /metrics)")
+    try:
+        run(create_app(registry), host, port)
+    finally:
+        registry.close()
+
+
 def main() -> None:
     cli()
