@@ -1,0 +1,347 @@
+"""The build graph of one deployment: content-addressed steps from the source to verified context binaries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from npuctl.build import compile as qnn_compile
+from npuctl.build import export, graphs, inputs, quantize, verify
+from npuctl.build.errors import AccuracyError, BuildError, NotBuiltError
+from npuctl.build.result import (
+    AccuracyResult,
+    BuildResult,
+    NpuArtifact,
+    ProgressCallback,
+    StepEvent,
+    StepRun,
+    StepState,
+)
+from npuctl.build.sources import ResolvedSource, resolve
+from npuctl.build.store import Record, Store
+from npuctl.runtime import pooling, qnn
+from npuctl.schema.loader import LoadedDeployment
+from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Target, Task
+
+MODEL = "model.onnx"
+DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05}
+_CALIBRATION_SEED, _HELD_OUT_SEED = 0, 1
+
+
+def build_deployment(
+    deployment: ModelDeployment | LoadedDeployment,
+    *,
+    store: Store | None = None,
+    base_dir: Path | None = None,
+    targets: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cached_only: bool = False,
+) -> BuildResult:
+    """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
+    so a fully built deployment returns after re-hashing its files and running nothing.
+
+    base_dir: the folder `file:` sources and calibration files are relative to (default: the manifest's
+    folder for a LoadedDeployment, else the current directory). targets: aliases (or soc<N>) to limit the
+    build to. cached_only: run no step; raise NotBuiltError if one is missing (adopting a store on restart).
+    Raises BuildError (AccuracyError when verify measures below the bar)."""
+    if isinstance(deployment, LoadedDeployment):
+        base_dir = base_dir or deployment.file.parent
+        deployment = deployment.deployment
+    runner = _Runner(store or Store(), progress or (lambda event: None), cached_only)
+    return _Build(deployment, Path(base_dir or Path.cwd()), runner).run(_pick_targets(deployment, targets))
+
+
+def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool_versions: dict[str, str]) -> str:
+    blob = json.dumps({"step": step, "inputs": inputs, "parameters": parameters, "tools": tool_versions},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Runner:
+    """Runs steps through the store: look up by key, else build in a work folder under the key's lock."""
+
+    def __init__(self, store: Store, progress: ProgressCallback, cached_only: bool) -> None:
+        self.store = store
+        self.progress = progress
+        self.cached_only = cached_only
+        self.tools = qnn.tool_versions()
+        self.runs: dict[str, StepRun] = {}
+
+    def run(
+        self,
+        step: str,
+        inputs: dict[str, str],
+        parameters: dict[str, Any],
+        work: Callable[[Path], dict[str, Any]],
+        *,
+        target: str | None = None,
+        bucket: int | None = None,
+    ) -> tuple[Record, StepRun]:
+        """`work(folder)` writes the step's files into `folder` and returns facts for the record."""
+        key = step_key(step, inputs, parameters, self.tools)
+        started = time.perf_counter()
+        record = self.store.get(key)
+        if record is None and self.cached_only:
+            raise NotBuiltError(step, f"not in the store {self.store.root} (key {key[:12]})")
+        if record is None:
+            with self.store.lock(key):
+                record = self.store.get(key)  # another builder may have finished it while we waited
+                if record is None:
+                    record = self._execute(step, key, inputs, parameters, work, target, bucket)
+                    run = StepRun(step, key, False, record.seconds)
+                    self.runs.setdefault(key, run)
+                    return record, self.runs[key]
+        self.progress(StepEvent(step, StepState.CACHED, key, target, bucket, time.perf_counter() - started))
+        run = self.runs.setdefault(key, StepRun(step, key, True, time.perf_counter() - started))
+        return record, run
+
+    def _execute(self, step: str, key: str, inputs: dict[str, str], parameters: dict[str, Any],
+                 work: Callable[[Path], dict[str, Any]], target: str | None, bucket: int | None) -> Record:
+        self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket))
+        folder = self.store.new_workdir(key)
+        started = time.perf_counter()
+        try:
+            details = work(folder)
+        except Exception as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            error = exc if isinstance(exc, BuildError) else BuildError(step, f"{type(exc).__name__}: {exc}")
+            self.progress(StepEvent(step, StepState.FAILED, key, target, bucket,
+                                    time.perf_counter() - started, error.message))
+            if error is exc:
+                raise
+            raise error from exc
+        seconds = time.perf_counter() - started
+        record = self.store.commit(folder, step=step, key=key, inputs=inputs, parameters=parameters,
+                                   tool_versions=self.tools, seconds=seconds, details=details)
+        self.progress(StepEvent(step, StepState.DONE, key, target, bucket, seconds))
+        return record
+
+
+@dataclass(frozen=True)
+class _Fp32:
+    """The dynamic fp32 model every NPU graph is derived from."""
+
+    path: Path
+    digest: str
+    model_dir: Path
+    steps: tuple[StepRun, ...]
+
+
+class _Build:
+    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: _Runner) -> None:
+        self.deployment = deployment
+        self.spec = deployment.spec
+        self.base_dir = base_dir
+        self.runner = runner
+        self.model_dir: Path | None = None
+
+    def run(self, targets: list[Target]) -> BuildResult:
+        if self.spec.model.task is Task.TEXT_GENERATION:
+            raise BuildError("resolve", "text-generation models are not built by the local pipeline yet")
+        source, resolve_run = self._resolve()
+        fp32 = self._fp32(source, resolve_run)
+        self.model_dir = fp32.model_dir
+        tokenizer = self._tokenizer(fp32)
+        artifacts: list[NpuArtifact] = []
+        if self.spec.precision is not Precision.FP32:
+            model = onnx.load(str(fp32.path), load_external_data=False)
+            specs = graphs.inputs_of(model)
+            buckets = self.spec.shapes.sequence_lengths if graphs.has_sequence_axis(model) else [0]
+            del model
+            for bucket in buckets:
+                artifacts += self._bucket(fp32, specs, bucket, tokenizer, targets)
+        steps = tuple({run.key: run for run in self.runner.runs.values()}.values())
+        return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision, fp32.path,
+                           fp32.model_dir, tokenizer, tuple(artifacts), (resolve_run, *steps))
+
+    def _resolve(self) -> tuple[ResolvedSource, StepRun]:
+        started = time.perf_counter()
+        source = resolve(self.spec.model.source, self.base_dir, self.spec.model.format)
+        # Local sources are read in place: nothing to fetch or store, so resolving is always "cached".
+        seconds = time.perf_counter() - started
+        self.runner.progress(StepEvent("resolve", StepState.CACHED, source.digest, seconds=seconds))
+        return source, StepRun("resolve", source.digest, True, seconds)
+
+    def _fp32(self, source: ResolvedSource, resolve_run: StepRun) -> _Fp32:
+        if source.format is Format.ONNX:
+            return _Fp32(source.path, source.digest, source.folder, (resolve_run,))
+        parameters = {"opset": export.OPSET, "torch": _dist_version("torch"),
+                      "transformers": _dist_version("transformers")}
+
+        def work(out: Path) -> dict[str, Any]:
+            return {"input_names": export.export_transformers(source.path, out)}
+
+        record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
+        return _Fp32(record.path(export.MODEL_FILE), record.digest, record.folder, (resolve_run, run))
+
+    def _tokenizer(self, fp32: _Fp32) -> Path | None:
+        if self.spec.model.tokenizer:
+            # A tokenizer named in the manifest is relative to the source; exports copy it beside the model.
+            named = fp32.model_dir / self.spec.model.tokenizer
+            return named if named.is_file() else None
+        default = fp32.model_dir / "tokenizer.json"
+        return default if default.is_file() else None
+
+    def _bucket(self, fp32: _Fp32, specs: list[graphs.InputSpec], bucket: int, tokenizer: Path | None,
+                targets: list[Target]) -> list[NpuArtifact]:
+        batch = self.spec.shapes.batch
+        run = self.runner.run
+
+        def static_work(out: Path) -> dict[str, Any]:
+            graphs.save(graphs.make_static(onnx.load(str(fp32.path)), batch, bucket), out / MODEL)
+            return {}
+
+        static, static_run = run("static-shapes", {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
+                                 static_work, bucket=bucket)
+
+        def fixes_work(out: Path) -> dict[str, Any]:
+            model = onnx.load(str(static.path(MODEL)))
+            clamped = graphs.clamp_mask_constants(model)
+            graphs.save(model, out / MODEL)
+            return {"clamped_mask_constants": clamped}
+
+        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, {"mask_floor": graphs.MASK_FLOOR},
+                               fixes_work, bucket=bucket)
+        pre, pre_run = run("preprocess", {"model": fixed.digest}, {},
+                           lambda out: quantize.preprocess(fixed.path(MODEL), out / MODEL) or {}, bucket=bucket)
+        static_specs = [graphs.InputSpec(s.name, s.dtype, _fixed_shape(s.shape, batch, bucket)) for s in specs]
+        calibration_texts = self._calibration_texts()
+        steps = [*fp32.steps, static_run, fixes_run, pre_run]
+        compile_input, qdq = pre, None
+        if self.spec.precision in quantize.QUANT_TYPES:
+            feeds = self._feeds(static_specs, tokenizer, calibration_texts, self.spec.calibration.samples,
+                                _CALIBRATION_SEED, "quantize")
+
+            def quantize_work(out: Path) -> dict[str, Any]:
+                quantize.quantize(pre.path(MODEL), out / MODEL, self.spec.precision, feeds)
+                return {"precision": self.spec.precision.value, "calibration_samples": len(feeds) * batch}
+
+            qdq, quantize_run = run("quantize", {"model": pre.digest, "calibration": inputs.feeds_digest(feeds)},
+                                    {"precision": self.spec.precision.value, "per_channel": quantize.PER_CHANNEL}, quantize_work, bucket=bucket)
+            compile_input = qdq
+            steps.append(quantize_run)
+        held_out = self._held_out(static_specs, tokenizer, calibration_texts)
+        return [self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps))
+                for target in targets]
+
+    def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
+                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...]) -> NpuArtifact:
+        soc, arch, name = target.soc_model or 0, target.htp_arch, target.name
+        precision = self.spec.precision
+        fp16 = precision is Precision.FP16
+        sdk = self.runner.tools["qnn-sdk"]
+        facts = {"soc_model": soc, "htp_arch": arch, "precision": precision.value, "qnn_sdk": sdk}
+
+        def compile_work(out: Path) -> dict[str, Any]:
+            compiled = qnn_compile.compile_context(compile_input.path(MODEL), out, soc_model=soc, fp16=fp16,
+                                                   optimization_level=self.spec.build.optimization_level)
+            if qnn_compile.compat_soc(compiled.compatibility) != soc:
+                raise BuildError("compile", f"asked for soc {soc}, the context binary says "
+                                 f"{compiled.compatibility!r}")
+            return facts | {"ep_compatibility_info": compiled.compatibility,
+                            "npu_coverage": compiled.coverage.qnn_share, "coverage": compiled.coverage.as_dict()}
+
+        compiled, compile_run = self.runner.run(
+            "compile", {"model": compile_input.digest}, facts | {"fp16": fp16,
+                                                                 "optimization_level": self.spec.build.optimization_level},
+            compile_work, target=name, bucket=bucket)
+        metric = self.spec.accuracy.metric or (Metric.COSINE if self.spec.model.task is Task.EMBEDDINGS
+                                               else Metric.MAX_ABS_ERROR)
+        threshold = self.spec.accuracy.threshold
+        threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
+        pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
+                if self.spec.model.task is Task.EMBEDDINGS else None)
+
+        def verify_work(out: Path) -> dict[str, Any]:
+            measured = verify.measure(compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL), held_out,
+                                      soc_model=soc, fp16=fp16, metric=metric, pool=pool)
+            if not measured.passes(threshold):
+                relation = "below the required" if metric is Metric.COSINE else "above the allowed"
+                raise AccuracyError(
+                    f"{metric.value} {measured.value:.6f} on {name} ({precision.value}, bucket {bucket}) is "
+                    f"{relation} {threshold} (spec.accuracy.threshold)",
+                    metric=metric.value, value=measured.value, threshold=threshold)
+            coverage = min(measured.coverage.qnn_share, compiled.details["npu_coverage"])
+            return facts | {
+                "accuracy": {"metric": metric.value, "value": measured.value, "mean": measured.mean,
+                             "threshold": threshold, "samples": measured.samples},
+                "npu_coverage": coverage, "coverage": measured.coverage.as_dict(),
+            }
+
+        verify_params = {"metric": metric.value, "threshold": threshold, "soc_model": soc, "fp16": fp16,
+                         "pooling": [pool.mode.value, pool.normalize] if pool else None}
+        verified, verify_run = self.runner.run(
+            "verify", {"context": compiled.digest, "reference": reference.digest,
+                       "held_out": inputs.feeds_digest(held_out)},
+            verify_params, verify_work, target=name, bucket=bucket)
+        accuracy = verified.details["accuracy"]
+        return NpuArtifact(
+            target=name, soc_model=soc, htp_arch=arch, precision=precision, batch=self.spec.shapes.batch,
+            bucket=bucket, context_model=compiled.path(qnn_compile.CONTEXT_MODEL),
+            context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
+            qdq_model=qdq.path(MODEL) if qdq else None, static_model=fixed.path(MODEL),
+            accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
+                                    accuracy["mean"], accuracy["samples"]),
+            npu_coverage=verified.details["npu_coverage"], qnn_sdk=sdk, files=compiled.files,
+            steps=(*steps, compile_run, verify_run),
+        )
+
+    def _calibration_texts(self) -> list[str]:
+        if self.spec.model.task is not Task.EMBEDDINGS:
+            if self.spec.calibration.texts or self.spec.calibration.file:
+                raise BuildError("quantize", "calibration texts need task: embeddings; tensor models are "
+                                 "calibrated with seeded random inputs")
+            return []
+        return inputs.calibration_texts(self.spec.calibration, self.base_dir)
+
+    def _feeds(self, specs: list[graphs.InputSpec], tokenizer: Path | None, texts: list[str], count: int,
+               seed: int, step: str) -> list[inputs.Feed]:
+        if self.spec.model.task is not Task.EMBEDDINGS:
+            return inputs.random_feeds(specs, count, seed)
+        if tokenizer is None:
+            raise BuildError(step, f"no tokenizer.json in {self.model_dir}: an embeddings model needs one "
+                             "(set spec.model.tokenizer)")
+        return inputs.text_feeds(tokenizer, specs, texts)
+
+    def _held_out(self, specs: list[graphs.InputSpec], tokenizer: Path | None,
+                  calibration: list[str]) -> list[inputs.Feed]:
+        samples = self.spec.accuracy.samples
+        texts = inputs.held_out_texts(samples, calibration)
+        if self.spec.model.task is Task.EMBEDDINGS and not texts:
+            raise BuildError("verify", "every built-in held-out sentence is in the calibration set; "
+                             "accuracy must be measured on inputs that were not calibrated on")
+        return self._feeds(specs, tokenizer, texts, samples, _HELD_OUT_SEED, "verify")
+
+
+def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> list[Target]:
+    declared = deployment.spec.targets
+    if not names:
+        return list(declared)
+    known = {t.name: t for t in declared} | {f"soc{t.soc_model}": t for t in declared}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BuildError("resolve", f"{', '.join(unknown)}: not a target of {deployment.name} "
+                         f"(its targets: {', '.join(t.name for t in declared)})")
+    return list({id(known[n]): known[n] for n in names}.values())
+
+
+def _fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
+                 for axis, d in enumerate(shape))
+
+
+def _dist_version(name: str) -> str | None:
+    # Read from package metadata: importing torch only to learn its version costs seconds on cached builds.
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
