@@ -37,6 +37,9 @@ def export_transformers(source: Path, out: Path) -> list[str]:
         raise BuildError("export", "exporting a transformers model needs torch and transformers: "
                          "pip install 'npuctl[export]'") from exc
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a library prints nothing; callers get progress from step events
     # Eager attention exports the classic additive mask (one finfo.min constant that npu-fixes clamps);
     # SDPA exports IsNaN/-inf guards the QNN EP cannot take.
     model = AutoModel.from_pretrained(str(source), attn_implementation="eager")

@@ -60,6 +60,17 @@ def build_deployment(
     return _Build(deployment, Path(base_dir or Path.cwd()), runner).run(_pick_targets(deployment, targets))
 
 
+def referenced_keys(deployment: LoadedDeployment, *, store: Store) -> set[str]:
+    """Keys of the stored steps a deployment uses, as far as it is built (for garbage collection). Runs nothing."""
+    runner = _Runner(store, lambda event: None, cached_only=True)
+    build = _Build(deployment.deployment, deployment.file.parent, runner, partial=True)
+    try:
+        build.run(list(deployment.deployment.spec.targets))
+    except NotBuiltError:
+        pass
+    return set(runner.runs)
+
+
 def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool_versions: dict[str, str]) -> str:
     blob = json.dumps({"step": step, "inputs": inputs, "parameters": parameters, "tools": tool_versions},
                       sort_keys=True, separators=(",", ":"))
@@ -137,8 +148,10 @@ class _Fp32:
 
 
 class _Build:
-    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: _Runner) -> None:
+    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: _Runner, partial: bool = False) -> None:
         self.deployment = deployment
+        self.partial = partial
+        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.spec = deployment.spec
         self.base_dir = base_dir
         self.runner = runner
@@ -158,7 +171,11 @@ class _Build:
             buckets = self.spec.shapes.sequence_lengths if graphs.has_sequence_axis(model) else [0]
             del model
             for bucket in buckets:
-                artifacts += self._bucket(fp32, specs, bucket, tokenizer, targets)
+                try:
+                    artifacts += self._bucket(fp32, specs, bucket, tokenizer, targets)
+                except NotBuiltError:
+                    if not self.partial:
+                        raise
         steps = tuple({run.key: run for run in self.runner.runs.values()}.values())
         return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision, fp32.path,
                            fp32.model_dir, tokenizer, tuple(artifacts), (resolve_run, *steps))
@@ -230,8 +247,14 @@ class _Build:
             compile_input = qdq
             steps.append(quantize_run)
         held_out = self._held_out(static_specs, tokenizer, calibration_texts)
-        return [self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps))
-                for target in targets]
+        artifacts = []
+        for target in targets:
+            try:
+                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps)))
+            except NotBuiltError:
+                if not self.partial:
+                    raise
+        return artifacts
 
     def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
                 qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...]) -> NpuArtifact:
