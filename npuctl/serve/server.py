@@ -13,7 +13,10 @@ from starlette.types import ASGIApp
 
 def run(app: ASGIApp, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
-    uvicorn.Server(_config(app, host, port)).run()
+    try:
+        uvicorn.Server(_config(app, host, port)).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly
 
 
 class BackgroundServer:
