@@ -63,9 +63,14 @@ class EmbeddingModel:
                     out[i] = vector
         return [vector for vector in out if vector is not None]
 
+    def with_max_tokens(self, max_tokens: int) -> EmbeddingModel:
+        """The same sessions behind an encoder with another input limit."""
+        encoder = TextEncoder(self.encoder.file, max_tokens)
+        return EmbeddingModel(self._sessions, encoder, self.pooling, self.info)
+
     def close(self) -> None:
-        """Release the sessions (their memory, and the NPU context) now rather than at garbage collection."""
-        self._sessions.clear()
+        """Drop this model's hold on its sessions: released now unless another model shares them."""
+        self._sessions = {}
 
     def _bucket(self, tokens: int) -> int:
         # The encoder cuts inputs to the largest bucket, so one always fits.

@@ -27,11 +27,16 @@ def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFact
     tokenizer = artifacts.tokenizer
     if tokenizer is None or not tokenizer.is_file():
         raise NotServable(Reason.NO_TOKENIZER, f"an embeddings deployment needs a tokenizer.json (have: {tokenizer})")
-    longest = spec.serve.max_input_tokens or max(spec.shapes.sequence_lengths)
     buckets = [length for length in sessions if length is not None]
-    encoder = TextEncoder(tokenizer, min(longest, max(buckets)) if buckets else longest)
+    encoder = TextEncoder(tokenizer, max_input_tokens(deployment, buckets))
     pooling = pooling_config(artifacts.model_dir, spec.model.pooling, spec.model.normalize)
     return EmbeddingModel(sessions, encoder, pooling, info)
+
+
+def max_input_tokens(deployment: ModelDeployment, buckets: list[int]) -> int:
+    """spec.serve.maxInputTokens (default: the largest declared bucket), never past the largest NPU bucket."""
+    longest = deployment.spec.serve.max_input_tokens or max(deployment.spec.shapes.sequence_lengths)
+    return min(longest, max(buckets)) if buckets else longest
 
 
 def _open(

@@ -21,13 +21,14 @@ class TextEncoder:
     padding is the runtime's job, per batch or per bucket."""
 
     def __init__(self, tokenizer_file: Path, max_tokens: int) -> None:
+        self.file = tokenizer_file
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        padding = self._tokenizer.padding
+        self.pad_id: int = padding["pad_id"] if padding else (self._tokenizer.token_to_id("[PAD]") or 0)
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_tokens)
         self.max_tokens = max_tokens
         self.vocab_size = self._tokenizer.get_vocab_size()
-        padding = Tokenizer.from_file(str(tokenizer_file)).padding
-        self.pad_id: int = padding["pad_id"] if padding else (self._tokenizer.token_to_id("[PAD]") or 0)
 
     def encode(self, texts: Sequence[str]) -> list[Tokens]:
         return [Tokens(e.ids, bool(e.overflowing)) for e in self._tokenizer.encode_batch(list(texts))]

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
-from npuctl.runtime.loading import LoadedModel, load_model
+from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.tensors import TensorModel
@@ -91,6 +91,12 @@ class ServedModel:
         if idle:
             self._close()
 
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        """The same loaded model under `deployment`'s serve settings (names, batching, limits), for a
+        change that needs no new sessions. Put the result in the registry; this one then retires
+        without closing the sessions it handed over."""
+        return Unavailable(deployment, self.status)
+
     def _close(self) -> None:
         self.closed.set()
 
@@ -106,6 +112,7 @@ class _Running(ServedModel):
         super().__init__(deployment, status)
         self.batcher = batcher
         self._model = model
+        self._handed_over = False
 
     def _close(self) -> None:
         # The batcher's queue is empty (no leases left); its worker exits, then the sessions go.
@@ -116,7 +123,8 @@ class _Running(ServedModel):
     def _release_sessions(self) -> None:
         assert self.batcher is not None
         self.batcher.join()
-        self._model.close()
+        if not self._handed_over:
+            self._model.close()
         self.closed.set()
 
 
@@ -133,6 +141,10 @@ class EmbeddingService(_Running):
         self.model = model
         self.truncate = serve.truncate
 
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        self._handed_over = True
+        return EmbeddingService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)))
+
 
 class TensorService(_Running):
     batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
@@ -146,6 +158,10 @@ class TensorService(_Running):
         )
         super().__init__(deployment, model, batcher)
         self.model = model
+
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        self._handed_over = True
+        return TensorService(deployment, self.model)
 
 
 def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> EmbeddingService | TensorService:
