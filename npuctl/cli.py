@@ -168,6 +168,9 @@ def agent(manifests: Sequence[Path], config_file: Path | None, listen: str | Non
 
     from npuctl.agent.main import run_agent
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _agent_config(config_file, manifests, listen, state, cache, labels)
     err_console.print(f"npuctl agent on http://{config.listen}, watching {', '.join(map(str, config.manifests))}")
     asyncio.run(run_agent(config))

@@ -11,7 +11,7 @@ from npuctl.build import BuildResult, Store, build_deployment
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.schema import LoadedDeployment, ModelDeployment
-from npuctl.serve.artifacts import artifacts_of
+from npuctl.serve.oneshot import artifacts_of
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable, serve_loaded
 from npuctl.serve.registry import ModelRegistry
 

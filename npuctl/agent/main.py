@@ -58,7 +58,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     token = ensure_token(config.state)
     registry = ModelRegistry()
     reconciler = make_reconciler(config, registry)
-    app = create_app(registry, extra_routes=control_routes(reconciler, token, guard_reads=not config.loopback))
+    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = asyncio.Event()

@@ -166,7 +166,11 @@ class Reconciler:
         self.passes += 1
         self.desired = self.desired_state.refresh()
         for name, want in self.desired.items():
-            self._reconcile(name, want)
+            try:
+                self._reconcile(name, want)
+            except Exception as exc:  # one deployment's bug must not stop the others converging
+                log.exception("%s: reconcile failed", name)
+                self.book.record(name, "ReconcileError", f"{type(exc).__name__}: {exc}", warning=True)
         for name in [n for n in self.running if n not in self.desired]:
             self._delete(name)
         for name in [n for n in self.book.deployments if n not in self.desired and n not in self.busy]:
