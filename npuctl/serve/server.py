@@ -26,6 +26,7 @@ class BackgroundServer:
         self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
+        self.app = app
         self.host = host
         self.port: int = self._socket.getsockname()[1]
         self._server = uvicorn.Server(_config(app, host, self.port))
