@@ -42,7 +42,12 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
     want = reconciler.desired.get(name)
     public = want.deployment.deployment.public_name if want else name
     endpoint = reconciler.endpoint
-    coverage = f", NPU coverage {status.npu_coverage:.0%}" if status.npu_coverage is not None else ""
-    console.print(f"[bold green]{name} is Ready[/bold green] on {status.provider}{coverage}: {endpoint}/v1/embeddings")
+    console.print(f"[bold green]{name} is Ready[/bold green] as {public!r} on {status.provider} "
+                  f"(NPU coverage {status.npu_coverage or 0:.0%})")
+    for artifact in status.artifacts:
+        accuracy = artifact["accuracy"]
+        console.print(f"  built for {artifact['target']} (soc {artifact['socModel']}, {artifact['precision']}, "
+                      f"seq {artifact['bucket']}): {accuracy['metric']} {accuracy['value']:.4f} vs fp32, "
+                      f"NPU coverage {artifact['npuCoverage']:.1%}")
     body = json.dumps({"model": public, "input": "NPUs make local search fast"})
-    console.print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{body}'")
+    console.print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)

@@ -68,7 +68,10 @@ class Actuator(Protocol):
         """Stop serving and close the deployment's sessions; its routes answer 404."""
 
     def describe(self, model: Any) -> dict[str, Any]:
-        """provider, npuCoverage, artifacts and placement note of a loaded model, for status."""
+        """provider, npuCoverage, onNpu and the placement note of a loaded model, for status."""
+
+    def describe_build(self, built: Any) -> list[dict[str, Any]]:
+        """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), for status."""
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         """Whether this agent is selected by the deployment's spec.selector, and why not."""
@@ -277,7 +280,6 @@ class Reconciler:
         delay = min(longest, first * 2 ** (attempts - 1))
         self.failures[(name, kind)] = Failure(key, message, reason, attempts, self._now() + delay)
         self.book.record(name, reason, f"{message} (attempt {attempts}; retry in {delay:.0f}s)", warning=True)
-        log.warning("%s: %s: %s", name, reason, message)
 
     def _delete(self, name: str, keep_status: bool = False) -> None:
         self.running.pop(name, None)
@@ -313,7 +315,7 @@ class Reconciler:
         keys = Keys.of(want.deployment)
         if keys.build in self.built:
             status.set_condition(C.ARTIFACTS_READY, True, "Built")
-            status.artifacts = self.actuator.describe_build(self.built[keys.build])  # type: ignore[attr-defined]
+            status.artifacts = self.actuator.describe_build(self.built[keys.build])
         elif build_failure and build_failure.keys == keys.build:
             status.set_condition(C.ARTIFACTS_READY, False, build_failure.reason, build_failure.message)
         else:

@@ -4,6 +4,7 @@ deployment really runs on, and recent events. Persisted atomically in the agent'
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections import deque
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+log = logging.getLogger("npuctl.agent")
 
 STATUS_FILE = "status.json"
 MAX_EVENTS = 20
@@ -128,6 +131,7 @@ class StatusBook:
     def record(self, name: str, reason: str, message: str, warning: bool = False) -> Event:
         event = Event(time=now(), deployment=name, type="Warning" if warning else "Normal", reason=reason, message=message)
         self.events.append(event)
+        log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", name, reason, message)
         status = self.get(name)
         status.events = [*status.events, event][-MAX_EVENTS:]
         self._dirty = True
