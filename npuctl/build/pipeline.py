@@ -166,19 +166,16 @@ class _Build:
         tokenizer = self._tokenizer(fp32)
         artifacts: list[NpuArtifact] = []
         if self.spec.precision is not Precision.FP32:
-            model = onnx.load(str(fp32.path), load_external_data=False)
-            specs = graphs.inputs_of(model)
-            buckets = self.spec.shapes.sequence_lengths if graphs.has_sequence_axis(model) else [0]
-            del model
+            specs, sequence_axis = _inputs(fp32.path)
+            buckets = self.spec.shapes.sequence_lengths if sequence_axis else [0]
             for bucket in buckets:
                 try:
                     artifacts += self._bucket(fp32, specs, bucket, tokenizer, targets)
                 except NotBuiltError:
                     if not self.partial:
                         raise
-        steps = tuple({run.key: run for run in self.runner.runs.values()}.values())
         return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision, fp32.path,
-                           fp32.model_dir, tokenizer, tuple(artifacts), (resolve_run, *steps))
+                           fp32.model_dir, tokenizer, tuple(artifacts), (resolve_run, *self.runner.runs.values()))
 
     def _resolve(self) -> tuple[ResolvedSource, StepRun]:
         started = time.perf_counter()
@@ -228,8 +225,11 @@ class _Build:
 
         fixed, fixes_run = run("npu-fixes", {"model": static.digest}, {"mask_floor": graphs.MASK_FLOOR},
                                fixes_work, bucket=bucket)
-        pre, pre_run = run("preprocess", {"model": fixed.digest}, {},
-                           lambda out: quantize.preprocess(fixed.path(MODEL), out / MODEL) or {}, bucket=bucket)
+        def preprocess_work(out: Path) -> dict[str, Any]:
+            quantize.preprocess(fixed.path(MODEL), out / MODEL)
+            return {}
+
+        pre, pre_run = run("preprocess", {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
         static_specs = [graphs.InputSpec(s.name, s.dtype, _fixed_shape(s.shape, batch, bucket)) for s in specs]
         calibration_texts = self._calibration_texts()
         steps = [*fp32.steps, static_run, fixes_run, pre_run]
@@ -355,6 +355,12 @@ def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> l
         raise BuildError("resolve", f"{', '.join(unknown)}: not a target of {deployment.name} "
                          f"(its targets: {', '.join(t.name for t in declared)})")
     return list({id(known[n]): known[n] for n in names}.values())
+
+
+def _inputs(model_path: Path) -> tuple[list[graphs.InputSpec], bool]:
+    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return graphs.inputs_of(model), graphs.has_sequence_axis(model)
 
 
 def _fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
