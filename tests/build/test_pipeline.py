@@ -7,14 +7,14 @@ from pathlib import Path
 import onnx
 import pytest
 
-from npuctl.build import AccuracyError, BuildError, NotBuiltError, Store, build_deployment
+from npuctl.build import AccuracyError, BuildError, BuildResult, NotBuiltError, Store, build_deployment
 from npuctl.build.compile import COMPAT_KEY, compat_soc
 from tests.build.conftest import tiny_model, write_manifest
 
 QUANT_TAIL = ["quantize", "compile", "verify"]
 
 
-def ran(result) -> list[str]:  # noqa: ANN001 - BuildResult
+def ran(result: BuildResult) -> list[str]:
     return [s.name for s in result.steps if not s.cached]
 
 
