@@ -4,10 +4,36 @@ of a file that became invalid so that what is serving stays up."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from npuctl.schema import LoadedDeployment, ManifestError, load_file
+from npuctl.schema import LoadedDeployment, LoadResult, ManifestError, load_file
 from npuctl.schema.loader import manifest_files
+from npuctl.schema.models import spec_digest
+
+SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate")
+"""spec.serve fields applied in place: no rebuild, no reload."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """What a change touches: artifacts (build), sessions (load), or only the serving options."""
+
+    build: str
+    load: str
+    serve: str
+
+    @classmethod
+    def of(cls, loaded: LoadedDeployment) -> Keys:
+        spec = loaded.deployment.spec.model_dump(mode="json", by_alias=False)
+        serve = spec.pop("serve")
+        serve_only = {k: serve.pop(k) for k in SERVE_ONLY_FIELDS}
+        runtime, selector = spec.pop("runtime"), spec.pop("selector")
+        # file: sources are relative to the manifest, so where it lives is part of what is built.
+        build = spec_digest({"spec": spec, "base": str(loaded.file.parent.resolve())})
+        del selector  # selection decides whether to deploy, not what
+        return cls(build, spec_digest([build, runtime, serve]), spec_digest(serve_only))
+
 
 
 @dataclass(frozen=True)
@@ -24,6 +50,10 @@ class Desired:
     def valid(self) -> bool:
         return not self.errors
 
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys.of(self.deployment)
+
 
 @dataclass
 class DesiredState:
@@ -31,6 +61,8 @@ class DesiredState:
 
     folders: list[Path]
     last_good: dict[Path, list[LoadedDeployment]] = field(default_factory=dict)
+    parsed: dict[Path, tuple[tuple[int, int], LoadResult]] = field(default_factory=dict)
+    """Each file's last parse, by (mtime, size): an unchanged file is not parsed again."""
     errors: list[ManifestError] = field(default_factory=list)
     """Every error of the last refresh, including files that never had a good version."""
 
@@ -40,7 +72,7 @@ class DesiredState:
         seen: set[Path] = set()
         for file in self._files():
             seen.add(file)
-            result = load_file(file)
+            result = self._load(file)
             if result.ok:
                 self.last_good[file] = result.deployments
             self.errors.extend(result.errors)
@@ -48,7 +80,22 @@ class DesiredState:
                 self._add(desired, Desired(loaded, tuple(result.errors)))
         for gone in set(self.last_good) - seen:
             del self.last_good[gone]
+        for gone in set(self.parsed) - seen:
+            del self.parsed[gone]
         return desired
+
+    def _load(self, file: Path) -> LoadResult:
+        try:
+            stat = file.stat()
+        except OSError:
+            return load_file(file)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self.parsed.get(file)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        result = load_file(file)
+        self.parsed[file] = (stamp, result)
+        return result
 
     def _add(self, desired: dict[str, Desired], item: Desired) -> None:
         first = desired.get(item.name)

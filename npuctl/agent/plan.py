@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from npuctl.agent.desired import Desired
-from npuctl.agent.reconcile import Keys
+from npuctl.agent.desired import Keys
 from npuctl.schema import LoadedDeployment
 
 

@@ -12,38 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from npuctl.agent.config import AgentConfig
-from npuctl.agent.desired import Desired, DesiredState
+from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase, StatusBook
 from npuctl.agent.watcher import ManifestWatcher
 from npuctl.schema import LoadedDeployment, ModelDeployment
-from npuctl.schema.models import spec_digest
 
 log = logging.getLogger("npuctl.agent")
-
-SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate")
-"""spec.serve fields applied in place: no rebuild, no reload."""
-
-
-@dataclass(frozen=True)
-class Keys:
-    """What a change touches: artifacts (build), sessions (load), or only the serving options."""
-
-    build: str
-    load: str
-    serve: str
-
-    @classmethod
-    def of(cls, loaded: LoadedDeployment) -> Keys:
-        spec = loaded.deployment.spec.model_dump(mode="json", by_alias=False)
-        serve = spec.pop("serve")
-        serve_only = {k: serve.pop(k) for k in SERVE_ONLY_FIELDS}
-        runtime, selector = spec.pop("runtime"), spec.pop("selector")
-        # file: sources are relative to the manifest, so where it lives is part of what is built.
-        build = spec_digest({"spec": spec, "base": str(loaded.file.parent.resolve())})
-        del selector  # selection decides whether to deploy, not what
-        return cls(build, spec_digest([build, runtime, serve]), spec_digest(serve_only))
-
 
 class Actuator(Protocol):
     """The seam between deciding and doing. All methods but `serve`/`reconfigure`/`unload` block and
@@ -198,7 +173,7 @@ class Reconciler:
             return
         if name in self.busy:
             return
-        keys = Keys.of(want.deployment)
+        keys = want.keys
         running = self.running.get(name)
         if running and running.keys.load == keys.load:
             if running.keys.serve != keys.serve:
@@ -312,7 +287,7 @@ class Reconciler:
         running = self.running.get(name)
         build_failure = self.failures.get((name, "build"))
         load_failure = self.failures.get((name, "load"))
-        keys = Keys.of(want.deployment)
+        keys = want.keys
         if keys.build in self.built:
             status.set_condition(C.ARTIFACTS_READY, True, "Built")
             status.artifacts = self.actuator.describe_build(self.built[keys.build])
@@ -338,7 +313,7 @@ class Reconciler:
 
     def _phase_of(self, status: DeploymentStatus, want: Desired, running: Running | None) -> Phase:
         name = status.name
-        current = running is not None and running.keys.load == Keys.of(want.deployment).load
+        current = running is not None and running.keys.load == want.keys.load
         failed = any(k[0] == name for k in self.failures)
         if running and current and want.valid:
             return Phase.READY
