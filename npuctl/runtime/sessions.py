@@ -43,6 +43,8 @@ class RunInfo:
 def open_cpu(model: Path) -> OpenedSession:
     options = ort.SessionOptions()
     options.add_session_config_entry(qnn.RECORD_ASSIGNMENT, "1")
+    # Idle intra-op threads would otherwise spin, taking the cores the HTTP event loop needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(model), options, providers=[CPU_EP])
     return _opened(session)
 

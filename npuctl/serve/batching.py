@@ -1,8 +1,8 @@
 """Dynamic batching: requests from the event loop are merged into batches that one worker thread
 runs, and every result is handed back to the request that asked for it.
 
-A lone request runs at once; when others are already waiting (the worker is busy, so load is
-high), a batch waits up to the window for more, so batching costs nothing at low load. Each model
+A lone request runs at once; under load (others already waiting, or the last batch held several
+rows) a batch waits up to the window for more, so batching costs nothing at low load. Each model
 has exactly one worker, which is what a single-stream NPU session needs and what keeps CPU
 inference from oversubscribing the cores.
 """
@@ -83,6 +83,7 @@ class Batcher(Generic[In, Out]):
         self._waiting = 0
         self._closed = False
         self._batch_seconds = 0.0
+        self._last_rows = 0
         self._worker = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -154,7 +155,7 @@ class Batcher(Generic[In, Out]):
             assert isinstance(first, _Job)
             batch = [first] if self._take(first) else []
             rows = len(first.items) if batch else 0
-            busy = not self._queue.empty()
+            busy = not self._queue.empty() or self._last_rows > 1
             deadline = time.monotonic() + (self.window_seconds if busy else 0.0)
             while rows < self.max_batch:
                 try:
@@ -193,6 +194,7 @@ class Batcher(Generic[In, Out]):
                 _deliver_error(job, exc)
             return
         seconds = time.perf_counter() - started
+        self._last_rows = len(rows)
         self._batch_seconds = seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * seconds
         if self.observer is not None:
             self.observer(len(rows), seconds)

