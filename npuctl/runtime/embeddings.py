@@ -19,7 +19,7 @@ from npuctl.runtime.text import TextEncoder
 
 Embedding = npt.NDArray[np.float32]
 
-_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_INT_TYPES: dict[str, type[np.integer]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 class EmbeddingModel:
@@ -91,7 +91,7 @@ class EmbeddingModel:
 
 def _feed_layout(inputs: Sequence[ort.NodeArg]) -> dict[str, tuple[str, type[np.integer]]]:
     """Input name -> (role, dtype): which of ids / mask / token types each graph input is."""
-    layout = {}
+    layout: dict[str, tuple[str, type[np.integer]]] = {}
     for node in inputs:
         role = next((r for r in ("attention_mask", "token_type_ids", "input_ids") if r in node.name), None)
         if role is None:

@@ -69,7 +69,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
                     limit = model.model.encoder.max_tokens
                     raise ApiError(400, f"input {TEXT_INPUT!r} holds a text longer than {limit} tokens")
                 vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
-                results = {EMBEDDING_OUTPUT: np.stack(vectors)}
+                results: dict[str, np.ndarray] = {EMBEDDING_OUTPUT: np.stack(vectors)}
             elif isinstance(model, TensorService):
                 [results] = await answered(request, model.batcher.submit([feeds]), model.timeout_seconds)
             else:
