@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from npuctl.build.errors import BuildError
@@ -43,6 +45,21 @@ def quantize(model: Path, out: Path, precision: Precision, calibration: Sequence
 
     # Per-channel weights: with one scale per tensor, MiniLM's w8a16 cosine to fp32 was 0.980-0.992;
     # per output channel it is 0.998-0.999 (HTP runs both).
-    config = get_qnn_qdq_config(str(model), Reader(), activation_type=QuantType[activations],
-                                weight_type=QuantType[weights], per_channel=PER_CHANNEL)
-    ort_quantize(str(model), str(out), config)
+    with _quiet_root_logger():
+        config = get_qnn_qdq_config(str(model), Reader(), activation_type=QuantType[activations],
+                                    weight_type=QuantType[weights], per_channel=PER_CHANNEL)
+    with _quiet_root_logger():
+        ort_quantize(str(model), str(out), config)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    # onnxruntime.quantization warns on the root logger about what this step does on purpose (the opset
+    # upgrade for 16-bit types, no per-channel axis on LayerNorm weights): noise in users' consoles.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
