@@ -9,7 +9,7 @@ import json
 from rich.console import Console
 
 from npuctl.agent.reconcile import Reconciler
-from npuctl.agent.status import Phase
+from npuctl.agent.status import ConditionType, Phase
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -42,12 +42,13 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
     want = reconciler.desired.get(name)
     public = want.deployment.deployment.public_name if want else name
     endpoint = reconciler.endpoint
+    loaded = status.condition(ConditionType.LOADED)
     console.print(f"[bold green]{name} is Ready[/bold green] as {public!r} on {status.provider} "
-                  f"(NPU coverage {status.npu_coverage or 0:.0%})")
+                  f"(NPU coverage {status.npu_coverage or 0:.0%}; {loaded.message if loaded else ''})", soft_wrap=True)
     for artifact in status.artifacts:
         accuracy = artifact["accuracy"]
         console.print(f"  built for {artifact['target']} (soc {artifact['socModel']}, {artifact['precision']}, "
                       f"seq {artifact['bucket']}): {accuracy['metric']} {accuracy['value']:.4f} vs fp32, "
-                      f"NPU coverage {artifact['npuCoverage']:.1%}")
+                      f"NPU coverage {artifact['npuCoverage']:.1%}", soft_wrap=True)
     body = json.dumps({"model": public, "input": "NPUs make local search fast"})
     console.print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
