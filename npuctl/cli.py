@@ -420,8 +420,9 @@ def build(path: Path, targets: Sequence[str], cache: Path | None, output: str) -
     for result in results:
         for artifact in result.artifacts:
             acc = artifact.accuracy
+            measured = f"{acc.metric} {acc.value:.4f} (bar {acc.threshold})" if acc else f"{artifact.origin}, not measured"
             console.print(f"{result.deployment} {artifact.target} (soc {artifact.soc_model}) bucket {artifact.bucket} "
-                          f"{artifact.precision.value}: {acc.metric} {acc.value:.4f} (bar {acc.threshold}), "
+                          f"{artifact.precision.value}: {measured}, "
                           f"NPU coverage {artifact.npu_coverage:.0%}\n  {artifact.context_model}")
         if not result.artifacts:
             console.print(f"{result.deployment}: {result.precision.value} runs on the CPU: {result.cpu_model}")

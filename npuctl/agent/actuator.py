@@ -8,6 +8,7 @@ from typing import Any
 
 from npuctl.agent.selection import device_facts, selects
 from npuctl.build import BuildResult, Store, build_deployment
+from npuctl.build.aihub import Credentials
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.schema import LoadedDeployment, ModelDeployment
@@ -17,15 +18,18 @@ from npuctl.serve.registry import ModelRegistry
 
 
 class LocalActuator:
-    def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None,
+                 aihub: Credentials | None = None) -> None:
         self.registry = registry
         self.store = store
         self.labels = labels
         self.host = host or detect_host()
+        self.aihub = aihub
         self.facts = device_facts(self.host)
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
-        return build_deployment(loaded, store=self.store, progress=lambda event: progress(_step_name(event), event.state))
+        return build_deployment(loaded, store=self.store, progress=lambda event: progress(_step_name(event), event.state),
+                                for_soc=self.host.soc_model, aihub_credentials=self.aihub)
 
     def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
         deployment = loaded.deployment
@@ -53,7 +57,7 @@ class LocalActuator:
     def describe_build(self, built: BuildResult) -> list[dict[str, Any]]:
         return [
             {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
-             "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict(),
+             "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
              "npuCoverage": a.npu_coverage}
             for a in built.artifacts
         ]

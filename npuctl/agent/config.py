@@ -6,8 +6,10 @@ import ipaddress
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
+
+from npuctl.runtime.devices import check_facts
 
 DEFAULT_PORT = 8765
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -37,6 +39,10 @@ class AgentConfig(BaseModel):
     """First and longest wait before retrying a failed build or load (doubling in between)."""
     labels: dict[str, str] = {}
     """This agent's labels, matched by deployments' spec.selector.matchLabels."""
+    facts: dict[str, str | int | float] = {}
+    """Device facts that replace detected ones (soc, socModel, htpArch, os, arch, memoryGiB, npu), e.g.
+    `{socModel: 60}` on a build host standing in for the Snapdragon X Elite PCs it provisions. Selectors,
+    artifact choice and the context-binary compatibility check all use them."""
 
     @field_validator("listen")
     @classmethod
@@ -45,6 +51,15 @@ class AgentConfig(BaseModel):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{listen!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
         return listen
+
+    aihub_token: SecretStr | None = None
+    """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
+
+    @field_validator("facts")
+    @classmethod
+    def _known_facts(cls, facts: dict[str, str | int | float]) -> dict[str, str | int | float]:
+        check_facts(facts)
+        return facts
 
     @property
     def host(self) -> str:

@@ -16,7 +16,9 @@ from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
+from npuctl.build.aihub import Credentials
 from npuctl.build.store import Store
+from npuctl.runtime.devices import detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
 
@@ -47,7 +49,9 @@ def load_config(path: Path) -> AgentConfig:
 def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
     book = StatusBook(config.state)
     book.load()
-    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels)
+    token = config.aihub_token.get_secret_value() if config.aihub_token else None
+    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels,
+                             host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token))
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 

@@ -4,18 +4,27 @@ Contract with the runtime, the agent and the CLI (keep it stable):
 
     build_deployment(deployment: ModelDeployment | LoadedDeployment, *, store: Store | None = None,
                      base_dir: Path | None = None, targets: Sequence[str] | None = None,
-                     progress: ProgressCallback | None = None, cached_only: bool = False) -> BuildResult
+                     progress: ProgressCallback | None = None, cached_only: bool = False,
+                     for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> BuildResult
 
     BuildResult: deployment, task, precision,
-        cpu_model   dynamic-shape fp32 ONNX, served by the CPU EP (never the static NPU graphs)
+        cpu_model   dynamic-shape fp32 ONNX, served by the CPU EP (never the static NPU graphs); None for a
+                    prebuilt pack without a buildable model
+        sources     ResolvedSource per source read (uri, digest, revision: the commit an hf: branch resolved to)
         model_dir   tokenizer.json, config.json, modules.json, 1_Pooling/config.json, ...
         tokenizer   the tokenizer.json to use, or None
         artifacts   NpuArtifact per (target, bucket): target, soc_model, htp_arch, precision, batch, bucket,
                     context_model (`*_ctx.onnx`, its `.bin` beside it), context_binary, qdq_model (static QDQ,
                     CPU fallback of a quantized model; None for fp16), static_model, accuracy
-                    (metric, value, threshold, mean, samples), npu_coverage, qnn_sdk, files, steps
+                    (metric, value, threshold, mean, samples; None for packs), npu_coverage, qnn_sdk, files, steps,
+                    origin ("local" | "aihub" | "prebuilt"), compatibility (ep_compatibility_info)
         steps       every StepRun (name, key, cached, seconds)
         artifact(target, bucket), for_soc(soc_model), all_cached, as_dict() (the `build -o json` shape)
+
+Sources: file:, pkg:, hf: (huggingface_hub cache, offline with HF_HUB_OFFLINE=1), https: (sha256-pinned,
+stored); spec.model.sha256 pins are checked for every scheme. build.strategy: local (QNN EP here), aihub
+(Qualcomm AI Hub compile jobs), prebuilt (EPContext packs only), auto (a pack's binary per target when it has
+one, else compile locally). for_soc: an agent's device SoC (only its targets; compiled for it when undeclared).
 
 A fully built deployment returns from `build_deployment` without running a step (files are re-hashed);
 `cached_only=True` guarantees that, raising NotBuiltError instead of building. Errors: BuildError

@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from npuctl.build import compile as qnn_compile
-from npuctl.build import export, graphs, inputs, quantize, verify
+from npuctl.build import aihub, export, graphs, inputs, packs, quantize, verify
 from npuctl.build.errors import AccuracyError, BuildError, NotBuiltError
 from npuctl.build.result import (
     AccuracyResult,
@@ -26,11 +26,12 @@ from npuctl.build.result import (
     StepRun,
     StepState,
 )
-from npuctl.build.sources import ResolvedSource, resolve
+from npuctl.build.sources import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.build.store import Record, Store
 from npuctl.runtime import pooling, qnn
 from npuctl.schema.loader import LoadedDeployment
-from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Target, Task
+from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Strategy, Target, Task
+from npuctl.schema.targets import describe_soc
 
 MODEL = "model.onnx"
 DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05}
@@ -45,6 +46,8 @@ def build_deployment(
     targets: Sequence[str] | None = None,
     progress: ProgressCallback | None = None,
     cached_only: bool = False,
+    for_soc: int | None = None,
+    aihub_credentials: aihub.Credentials | None = None,
 ) -> BuildResult:
     """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
     so a fully built deployment returns after re-hashing its files and running nothing.
@@ -52,12 +55,17 @@ def build_deployment(
     base_dir: the folder `file:` sources and calibration files are relative to (default: the manifest's
     folder for a LoadedDeployment, else the current directory). targets: aliases (or soc<N>) to limit the
     build to. cached_only: run no step; raise NotBuiltError if one is missing (adopting a store on restart).
+    for_soc: the SoC of the device that will load the result (an agent's): only its targets are built, and
+    when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
+    aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
     Raises BuildError (AccuracyError when verify measures below the bar)."""
     if isinstance(deployment, LoadedDeployment):
         base_dir = base_dir or deployment.file.parent
         deployment = deployment.deployment
     runner = _Runner(store or Store(), progress or (lambda event: None), cached_only)
-    return _Build(deployment, Path(base_dir or Path.cwd()), runner).run(_pick_targets(deployment, targets))
+    build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
+                   aihub_credentials=aihub_credentials)
+    return build.run(_pick_targets(deployment, targets))
 
 
 def referenced_keys(deployment: LoadedDeployment, *, store: Store) -> set[str]:
@@ -148,42 +156,119 @@ class _Fp32:
 
 
 class _Build:
-    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: _Runner, partial: bool = False) -> None:
+    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: _Runner, partial: bool = False,
+                 for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> None:
         self.deployment = deployment
         self.partial = partial
         """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.spec = deployment.spec
         self.base_dir = base_dir
         self.runner = runner
+        self.for_soc = for_soc
+        self.aihub_credentials = aihub_credentials
         self.model_dir: Path | None = None
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
             raise BuildError("resolve", "text-generation models are not built by the local pipeline yet")
-        source, resolve_run = self._resolve()
-        fp32 = self._fp32(source, resolve_run)
-        self.model_dir = fp32.model_dir
-        tokenizer = self._tokenizer(fp32)
+        model, pack, resolve_runs = self._sources()
+        strategy = self.spec.build.strategy
+        entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []
+        compilable = model is not None and buildable(model) and strategy is not Strategy.PREBUILT
+        targets = self._for_device(targets, compilable)
+        from_pack = {t.name: packs.for_soc(entries, t.soc_model or 0, pack.uri) for t in targets} if pack else {}
+        to_compile = [t for t in targets if not from_pack.get(t.name)]
+        if to_compile and not compilable and self.spec.precision is not Precision.FP32:
+            raise BuildError("prebuilt", self._why_not_compiled(to_compile, model, pack, entries))
+        fp32 = self._fp32(model, resolve_runs[0]) if model is not None and buildable(model) else None
+        self.model_dir = fp32.model_dir if fp32 else pack.folder if pack else None
+        tokenizer = self._tokenizer(self.model_dir)
         artifacts: list[NpuArtifact] = []
-        if self.spec.precision is not Precision.FP32:
+        for target in targets:
+            for entry in from_pack.get(target.name, []):
+                artifacts.append(self._import(target, entry, pack, resolve_runs))  # type: ignore[arg-type]
+        if fp32 is not None and to_compile and self.spec.precision is not Precision.FP32:
             specs, sequence_axis = _inputs(fp32.path)
             buckets = self.spec.shapes.sequence_lengths if sequence_axis else [0]
             for bucket in buckets:
                 try:
-                    artifacts += self._bucket(fp32, specs, bucket, tokenizer, targets)
+                    artifacts += self._bucket(fp32, specs, bucket, tokenizer, to_compile)
                 except NotBuiltError:
                     if not self.partial:
                         raise
-        return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision, fp32.path,
-                           fp32.model_dir, tokenizer, tuple(artifacts), (resolve_run, *self.runner.runs.values()))
+        sources = tuple(s for s in (model, pack) if s is not None)
+        return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision,
+                           fp32.path if fp32 else None, self.model_dir or self.base_dir, tokenizer, tuple(artifacts),
+                           (*resolve_runs, *self.runner.runs.values()), sources)
 
-    def _resolve(self) -> tuple[ResolvedSource, StepRun]:
+    def _sources(self) -> tuple[ResolvedSource | None, ResolvedSource | None, tuple[StepRun, ...]]:
+        """(the model, the prebuilt pack) — either may be None — and their resolve runs."""
+        model_spec = self.spec.model
+        model, model_run = self._resolve(model_spec.source, model_spec.format, model_spec.sha256)
+        pack_uri = self.spec.build.prebuilt.source
+        if model.format is Format.EP_CONTEXT:
+            if pack_uri:
+                raise BuildError("resolve", f"{model.uri} is itself a prebuilt pack; spec.build.prebuilt.source is "
+                                 "for a pack beside a buildable model: drop one of them")
+            return None, model, (model_run,)
+        if model.format is Format.GENAI:
+            raise BuildError("resolve", f"{model.uri}: onnxruntime-genai folders are not built or served yet")
+        if not pack_uri:
+            return model, None, (model_run,)
+        pack, pack_run = self._resolve(pack_uri, Format.EP_CONTEXT, {})
+        return model, pack, (model_run, pack_run)
+
+    def _resolve(self, uri: str, declared: Format, pins: dict[str, str]) -> tuple[ResolvedSource, StepRun]:
         started = time.perf_counter()
-        source = resolve(self.spec.model.source, self.base_dir, self.spec.model.format)
-        # Local sources are read in place: nothing to fetch or store, so resolving is always "cached".
+        context = SourceContext(self.base_dir, self.runner.store, pins, self.spec.model.insecure_skip_digest,
+                                cached_only=self.runner.cached_only)
+        source = resolve(uri, context, declared)
+        # Sources are read in place (local files, the Hugging Face cache) or from stored downloads: resolving
+        # itself stores nothing, so it is always "cached".
         seconds = time.perf_counter() - started
         self.runner.progress(StepEvent("resolve", StepState.CACHED, source.digest, seconds=seconds))
         return source, StepRun("resolve", source.digest, True, seconds)
+
+    def _for_device(self, targets: list[Target], compilable: bool) -> list[Target]:
+        if self.for_soc is None:
+            return targets
+        mine = [t for t in targets if t.soc_model == self.for_soc]
+        if mine or not compilable:
+            # With nothing to compile from, the declared targets are fetched as they are; loading them on this
+            # device then fails with the reason (built for another SoC) instead of the build failing here.
+            return mine or targets
+        return [Target(soc_model=self.for_soc)]
+
+    def _why_not_compiled(self, targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
+                          entries: list[packs.PackEntry]) -> str:
+        wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
+        has = f"{pack.uri} holds {packs.holds(entries)}" if pack else "there is no prebuilt pack"
+        if model is None:
+            fix = "give a buildable source too (spec.model.source, with the pack in spec.build.prebuilt.source)"
+        elif not buildable(model):
+            fix = f"spec.model.source {model.uri} is {model.format.value}, which can't be compiled here"
+        else:
+            fix = "build.strategy is prebuilt: use auto to compile what the pack lacks"
+        return f"no context binary for {wanted}: {has}; {fix}"
+
+    def _import(self, target: Target, entry: packs.PackEntry, pack: ResolvedSource,
+                resolve_runs: tuple[StepRun, ...]) -> NpuArtifact:
+        relative = entry.path.relative_to(pack.folder).as_posix()
+
+        def work(out: Path) -> dict[str, Any]:
+            return packs.import_entry(entry, out)
+
+        record, run = self.runner.run("import-pack", {"pack": pack.digest}, {"graph": relative},
+                                      work, target=target.name, bucket=entry.bucket)
+        details = record.details
+        return NpuArtifact(
+            target=target.name, soc_model=details["soc_model"], htp_arch=details["htp_arch"],
+            precision=self.spec.precision, batch=self.spec.shapes.batch, bucket=entry.bucket,
+            context_model=record.path(packs.WRAPPER_FILE), context_binary=record.path(details["context_binary"]),
+            qdq_model=None, static_model=None, accuracy=None,
+            # An EPContext wrapper is one node, and it runs on the QNN EP or not at all.
+            npu_coverage=1.0, qnn_sdk=details["qnn_sdk"], files=record.files, steps=(*resolve_runs, run),
+            origin="prebuilt", compatibility=details["ep_compatibility_info"])
 
     def _fp32(self, source: ResolvedSource, resolve_run: StepRun) -> _Fp32:
         if source.format is Format.ONNX:
@@ -197,12 +282,14 @@ class _Build:
         record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
         return _Fp32(record.path(export.MODEL_FILE), record.digest, record.folder, (resolve_run, run))
 
-    def _tokenizer(self, fp32: _Fp32) -> Path | None:
+    def _tokenizer(self, model_dir: Path | None) -> Path | None:
+        if model_dir is None:
+            return None
         if self.spec.model.tokenizer:
             # A tokenizer named in the manifest is relative to the source; exports copy it beside the model.
-            named = fp32.model_dir / self.spec.model.tokenizer
+            named = model_dir / self.spec.model.tokenizer
             return named if named.is_file() else None
-        default = fp32.model_dir / "tokenizer.json"
+        default = model_dir / "tokenizer.json"
         return default if default.is_file() else None
 
     def _bucket(self, fp32: _Fp32, specs: list[graphs.InputSpec], bucket: int, tokenizer: Path | None,
@@ -273,10 +360,13 @@ class _Build:
             return facts | {"ep_compatibility_info": compiled.compatibility,
                             "npu_coverage": compiled.coverage.qnn_share, "coverage": compiled.coverage.as_dict()}
 
-        compiled, compile_run = self.runner.run(
-            "compile", {"model": compile_input.digest}, facts | {"fp16": fp16,
-                                                                 "optimization_level": self.spec.build.optimization_level},
-            compile_work, target=name, bucket=bucket)
+        if self.spec.build.strategy is Strategy.AIHUB:
+            compiled, compile_run = self._aihub_compile(target, bucket, compile_input, facts)
+        else:
+            compiled, compile_run = self.runner.run(
+                "compile", {"model": compile_input.digest},
+                facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
+                compile_work, target=name, bucket=bucket)
         metric = self.spec.accuracy.metric or (Metric.COSINE if self.spec.model.task is Task.EMBEDDINGS
                                                else Metric.MAX_ABS_ERROR)
         threshold = self.spec.accuracy.threshold
@@ -314,9 +404,42 @@ class _Build:
             qdq_model=qdq.path(MODEL) if qdq else None, static_model=fixed.path(MODEL),
             accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
                                     accuracy["mean"], accuracy["samples"]),
-            npu_coverage=verified.details["npu_coverage"], qnn_sdk=sdk, files=compiled.files,
-            steps=(*steps, compile_run, verify_run),
+            npu_coverage=verified.details["npu_coverage"], qnn_sdk=compiled.details.get("qnn_sdk_compiled") or sdk,
+            files=compiled.files, steps=(*steps, compile_run, verify_run),
+            origin="aihub" if compiled.step == "aihub-compile" else "local",
+            compatibility=compiled.details.get("ep_compatibility_info"),
         )
+
+    def _aihub_compile(self, target: Target, bucket: int, compile_input: Record,
+                       facts: dict[str, Any]) -> tuple[Record, StepRun]:
+        settings = self.spec.build.aihub
+        device = settings.device or (target.soc.aihub_device if target.soc else None)
+        if device is None:
+            raise BuildError("compile", f"target {target.name} has no known AI Hub device: set "
+                             "spec.build.aihub.device (a name from qai_hub.get_devices())")
+        job = aihub.Job(device, aihub.compile_options(fp16=self.spec.precision is Precision.FP16,
+                                                      qairt_version=settings.qairt_version, extra=settings.options),
+                        settings.project, f"{self.deployment.name} {target.name} bucket {bucket}")
+        key = step_key("aihub-compile", {"model": compile_input.digest}, facts | {"device": job.device,
+                                                                                  "options": job.options},
+                       self.runner.tools)
+
+        def report(message: str) -> None:
+            self.runner.progress(StepEvent("aihub-compile", StepState.RUNNING, key, target.name, bucket,
+                                           message=message))
+
+        def work(out: Path) -> dict[str, Any]:
+            details = aihub.compile_on_aihub(compile_input.path(MODEL), out, job, credentials=self.aihub_credentials,
+                                             report=report)
+            said = qnn_compile.compat_soc(details["ep_compatibility_info"])
+            if said not in (None, facts["soc_model"]):
+                raise BuildError("compile", f"AI Hub compiled for {describe_soc(said)} on {job.device}, but target "
+                                 f"{target.name} is {describe_soc(facts['soc_model'])}: set spec.build.aihub.device")
+            return facts | details
+
+        return self.runner.run("aihub-compile", {"model": compile_input.digest},
+                               facts | {"device": job.device, "options": job.options}, work,
+                               target=target.name, bucket=bucket)
 
     def _calibration_texts(self) -> list[str]:
         if self.spec.model.task is not Task.EMBEDDINGS:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from npuctl.build.sources import ResolvedSource
 from npuctl.build.store import StoredFile
 from npuctl.schema.models import Precision, Task
 
@@ -30,7 +31,7 @@ class StepEvent:
     bucket: int | None = None
     seconds: float | None = None
     message: str | None = None
-    """Why it failed, for FAILED."""
+    """Why it failed, for FAILED; what a long step is doing, for repeated RUNNING events (AI Hub job status)."""
 
 
 ProgressCallback = Callable[[StepEvent], None]
@@ -80,25 +81,31 @@ class NpuArtifact:
     """The EPContext wrapper (`*_ctx.onnx`); load it with the QNN EP and this soc_model. Its .bin sits beside it."""
     context_binary: Path
     qdq_model: Path | None
-    """The static QDQ model the binary was compiled from (CPU fallback of a quantized deployment); None for fp16."""
-    static_model: Path
-    """The static fp32 model of this bucket, after NPU fixes."""
-    accuracy: AccuracyResult
+    """The static QDQ model the binary was compiled from (CPU fallback of a quantized deployment); None for fp16
+    and for prebuilt packs."""
+    static_model: Path | None
+    """The static fp32 model of this bucket, after NPU fixes; None for prebuilt packs."""
+    accuracy: AccuracyResult | None
+    """None when there is nothing to compare with: a prebuilt pack without a buildable spec.model.source."""
     npu_coverage: float
     """Share of graph nodes the QNN EP took (0..1), lowest of compile and verify sessions."""
     qnn_sdk: str | None
     files: tuple[StoredFile, ...]
     """The wrapper and the binary, paths relative to their folder."""
     steps: tuple[StepRun, ...]
+    origin: str = "local"
+    """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
+    compatibility: str | None = None
+    """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
 
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` shape of one artifact."""
         folder = self.context_model.parent
         return {
             "target": self.target, "soc_model": self.soc_model, "precision": self.precision.value,
-            "bucket": self.bucket,
+            "bucket": self.bucket, "origin": self.origin, "compatibility": self.compatibility,
             "files": [{"path": str(folder / f.path), "sha256": f.sha256, "size": f.size} for f in self.files],
-            "accuracy": self.accuracy.as_dict(), "npu_coverage": self.npu_coverage,
+            "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
             "steps": [s.as_dict() for s in self.steps],
         }
 
@@ -108,8 +115,9 @@ class BuildResult:
     deployment: str
     task: Task
     precision: Precision
-    cpu_model: Path
-    """Dynamic-shape fp32 ONNX model: what the CPU EP serves (never the static NPU graphs)."""
+    cpu_model: Path | None
+    """Dynamic-shape fp32 ONNX model: what the CPU EP serves (never the static NPU graphs); None for a
+    prebuilt pack without a buildable spec.model.source."""
     model_dir: Path
     """Folder with tokenizer.json, config.json and the sentence-transformers configs
     (modules.json, 1_Pooling/config.json, config_sentence_transformers.json) when the source has them."""
@@ -119,6 +127,9 @@ class BuildResult:
     """One per (target, bucket); empty for fp32 (CPU only)."""
     steps: tuple[StepRun, ...] = field(default=())
     """Every step of the build, each once, in order."""
+    sources: tuple[ResolvedSource, ...] = ()
+    """What the build read: spec.model.source, and the prebuilt pack when it is another source. Each with its
+    digest and, for `hf:`, the commit a branch name resolved to."""
 
     def artifact(self, target: str | int, bucket: int) -> NpuArtifact | None:
         """The artifact for a target (alias, soc<N> or soc_model number) and bucket."""
@@ -135,4 +146,5 @@ class BuildResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` object."""
-        return {"deployment": self.deployment, "artifacts": [a.as_dict() for a in self.artifacts]}
+        return {"deployment": self.deployment, "sources": [s.as_dict() for s in self.sources],
+                "artifacts": [a.as_dict() for a in self.artifacts]}

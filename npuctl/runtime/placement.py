@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
 from npuctl.schema.targets import describe_soc
@@ -25,6 +26,7 @@ class Reason(StrEnum):
     NO_NPU = "NoNPU"
     SIMULATOR_NOT_ALLOWED = "SimulatorNotAllowed"
     NO_CONTEXT_BINARY = "NoContextBinary"
+    INCOMPATIBLE_CONTEXT_BINARY = "IncompatibleContextBinary"
     NO_CPU_MODEL = "NoCPUModel"
     SESSION_FAILED = "SessionFailed"
     NOT_ON_NPU = "NotOnNPU"
@@ -49,6 +51,8 @@ class ContextBinary:
     sequence_length: int | None
     """The static sequence length (bucket) it was compiled for; None for tensor models."""
     path: Path
+    compat: compat.CompatInfo | None = None
+    """What its wrapper says it was built for (SoC, QNN SDK), checked against the host before loading."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,12 @@ def place(runtime: Runtime, host: HostFacts, artifacts: Artifacts) -> Placement:
         return cpu_placement(artifacts, "runtime.device is cpu")
     blocker = _npu_blocker(runtime, host)
     if blocker is None:
-        binaries = _binaries_for(host, artifacts)
+        binaries, incompatible = _binaries_for(host, artifacts)
         if binaries:
             where = Where.SIMULATOR if host.npu is NpuKind.SIMULATOR else Where.NPU
             return Placement(where, binaries, f"context binaries for {describe_soc(binaries[0].soc_model)}")
         wanted = describe_soc(host.soc_model) if host.soc_model else "any SoC"
-        blocker = (Reason.NO_CONTEXT_BINARY, f"no context binary was built for {wanted}")
+        blocker = incompatible or (Reason.NO_CONTEXT_BINARY, f"no context binary was built for {wanted}")
     reason, why = blocker
     return fall_back(runtime, artifacts, reason, why)
 
@@ -98,6 +102,8 @@ def fall_back(runtime: Runtime, artifacts: Artifacts, reason: Reason, why: str) 
     """The CPU placement when the NPU can't be used and the fallback allows it."""
     if runtime.fallback is Fallback.NONE:
         raise NotServable(reason, f"{why}; runtime.fallback is none, so it does not run on the CPU")
+    if artifacts.cpu_model is None:  # the NPU's reason is the one to fix: keep it
+        raise NotServable(reason, f"{why}; and there is no CPU-runnable model to fall back to (only context binaries)")
     return cpu_placement(artifacts, f"on the CPU: {why}")
 
 
@@ -120,12 +126,21 @@ def _npu_blocker(runtime: Runtime, host: HostFacts) -> tuple[Reason, str] | None
     )
 
 
-def _binaries_for(host: HostFacts, artifacts: Artifacts) -> tuple[ContextBinary, ...]:
-    # A real NPU runs only binaries of its own SoC; the simulator runs any, so it takes the first target's.
+def _binaries_for(host: HostFacts, artifacts: Artifacts) -> tuple[tuple[ContextBinary, ...], tuple[Reason, str] | None]:
+    """The binaries to load, or none and why the ones there are can't run here."""
+    # A device with a known SoC (a real NPU, or facts set by configuration) runs only binaries of its own SoC;
+    # the simulator runs any, so it takes the first target's.
     socs = [b.soc_model for b in artifacts.context_binaries]
-    if host.npu is NpuKind.REAL and host.soc_model is not None:
+    if host.soc_model is not None:
         soc = host.soc_model if host.soc_model in socs else None
     else:
         soc = socs[0] if socs else None
-    chosen = [b for b in artifacts.context_binaries if b.soc_model == soc]
-    return tuple(sorted(chosen, key=lambda b: b.sequence_length or 0))
+    chosen = sorted((b for b in artifacts.context_binaries if b.soc_model == soc), key=lambda b: b.sequence_length or 0)
+    if not chosen and artifacts.context_binaries and host.soc_model is not None:
+        first = artifacts.context_binaries[0]
+        why = compat.problem(first.compat or compat.CompatInfo(first.soc_model, None, None), host)
+        return (), (Reason.NO_CONTEXT_BINARY, f"no context binary for {describe_soc(host.soc_model)}: {why}")
+    for binary in chosen:
+        if binary.compat is not None and (why := compat.problem(binary.compat, host)):
+            return (), (Reason.INCOMPATIBLE_CONTEXT_BINARY, why)
+    return tuple(chosen), None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from npuctl.build import BuildError, BuildResult, ProgressCallback, Store, build_deployment
+from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.loader import LoadedDeployment
@@ -19,7 +20,9 @@ BUILD_FAILED = "BuildFailed"
 def artifacts_of(result: BuildResult) -> Artifacts:
     """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
     binaries = tuple(
-        ContextBinary(a.soc_model, a.bucket or None, a.context_model) for a in result.artifacts
+        ContextBinary(a.soc_model, a.bucket or None, a.context_model,
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility))
+        for a in result.artifacts
     )
     return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)
 
