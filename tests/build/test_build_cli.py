@@ -33,7 +33,10 @@ def test_build_json_output_has_the_documented_shape(tiny_dir: Path) -> None:
     data = json.loads(out)
     assert data["deployment"] == "tiny"
     (artifact,) = data["artifacts"]
-    assert set(artifact) == {"target", "soc_model", "precision", "bucket", "files", "accuracy", "npu_coverage", "steps"}
+    assert set(artifact) == {"target", "soc_model", "precision", "bucket", "origin", "compatibility", "files",
+                             "accuracy", "npu_coverage", "steps"}
+    assert artifact["origin"] == "local" and artifact["compatibility"].split(":")[5] == "88"
+    assert [s["uri"] for s in data["sources"]] == ["file:tiny.onnx"]
     assert (artifact["target"], artifact["soc_model"], artifact["precision"], artifact["bucket"]) == ("x2-elite", 88, "w8a16", 8)
     assert [Path(f["path"]).name for f in artifact["files"]] == ["model_ctx.onnx", "model_ctx_qnn.bin"]
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in artifact["files"])
