@@ -208,6 +208,8 @@ def apply(paths: Sequence[Path], dry_run: bool, agent_url: str | None, output: s
     for result in results:
         for change in result["changes"]:
             console.print(_change_line(change, dry_run))
+            if dry_run and "steps" in change:
+                console.print(f"    {_steps_line(change['steps'])}")
 
 
 @cli.command()
@@ -225,6 +227,8 @@ def diff(paths: Sequence[Path], agent_url: str | None, output: str) -> None:
             console.print(_change_line(change, True))
             for field in change["fields"]:
                 console.print(f"    {field['path']}: [red]{field['old']!r}[/red] -> [green]{field['new']!r}[/green]")
+            if "steps" in change:
+                console.print(f"    {_steps_line(change['steps'])}")
     sys.exit(1 if changes else 0)
 
 
@@ -244,6 +248,13 @@ def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None,
                 err_console.print(f"[red]error:[/red] {file}: {exc}")
                 sys.exit(invalid_exit if exc.status == 422 else 2)
     return results
+
+
+def _steps_line(steps: dict[str, Any]) -> str:
+    if steps.get("error"):
+        return f"build would fail: {steps['error']}"
+    stored = ", ".join(dict.fromkeys(steps["stored"])) or "nothing"
+    return f"stored: {stored}; " + (f"builds from: {steps['next']}" if steps["next"] else "nothing to build")
 
 
 def _change_line(change: dict[str, Any], dry_run: bool) -> str:

@@ -4,11 +4,13 @@ the server's model registry. The reconciler decides; this does."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from npuctl.agent.selection import device_facts, selects
-from npuctl.build import BuildResult, Store, build_deployment
+from npuctl.build import BuildError, BuildResult, Store, build_deployment
 from npuctl.build.aihub import Credentials
+from npuctl.build.pipeline import survey
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.schema import LoadedDeployment, ModelDeployment
@@ -61,6 +63,13 @@ class LocalActuator:
              "npuCoverage": a.npu_coverage}
             for a in built.artifacts
         ]
+
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
+        try:
+            found = survey(loaded, store=self.store, base_dir=base_dir)
+        except BuildError as exc:
+            return {"stored": [], "next": None, "error": str(exc)}
+        return {"stored": [run.name for run in found.stored], "next": found.next_step}
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -100,6 +101,9 @@ class _ControlApi:
                 return error(409, f"deployment {loaded.name!r} is already declared in {other.deployment.file}; "
                                   "apply that file instead, or delete it first")
         changes = [c.as_dict() for c in plan(result.deployments, in_file, desired)]
+        for change, loaded in zip(changes, result.deployments):
+            if change["effect"] == "build":
+                change["steps"] = await run_in_threadpool(self.reconciler.actuator.survey, loaded, target.parent)
         dry_run = request.query_params.get("dryRun", "").lower() in ("1", "true", "yes")
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)

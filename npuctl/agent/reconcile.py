@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from npuctl.agent.config import AgentConfig
@@ -50,6 +51,9 @@ class Actuator(Protocol):
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         """Whether this agent is selected by the deployment's spec.selector, and why not."""
+
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
+        """Which build steps are stored and which would run next (blocks: re-hashes stored files)."""
 
 
 @dataclass

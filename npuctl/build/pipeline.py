@@ -68,15 +68,30 @@ def build_deployment(
     return build.run(_pick_targets(deployment, targets))
 
 
-def referenced_keys(deployment: LoadedDeployment, *, store: Store) -> set[str]:
-    """Keys of the stored steps a deployment uses, as far as it is built (for garbage collection). Runs nothing."""
+@dataclass(frozen=True)
+class Survey:
+    """How far a deployment is built, found without running anything."""
+
+    stored: tuple[StepRun, ...]
+    """Steps found in the store, in build order."""
+    next_step: str | None
+    """The first step a build would run (later ones depend on its output); None when all is built."""
+
+
+def survey(deployment: LoadedDeployment, *, store: Store, base_dir: Path | None = None) -> Survey:
+    """What is stored and what a build would run next (for dry runs and garbage collection). Runs nothing."""
     runner = _Runner(store, lambda event: None, cached_only=True)
-    build = _Build(deployment.deployment, deployment.file.parent, runner, partial=True)
+    build = _Build(deployment.deployment, base_dir or deployment.file.parent, runner, partial=True)
     try:
         build.run(list(deployment.deployment.spec.targets))
-    except NotBuiltError:
-        pass
-    return set(runner.runs)
+    except NotBuiltError as exc:
+        return Survey(tuple(runner.runs.values()), exc.step)
+    return Survey(tuple(runner.runs.values()), build.missing)
+
+
+def referenced_keys(deployment: LoadedDeployment, *, store: Store) -> set[str]:
+    """Keys of the stored steps a deployment uses, as far as it is built (for garbage collection)."""
+    return {run.key for run in survey(deployment, store=store).stored}
 
 
 def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool_versions: dict[str, str]) -> str:
@@ -160,6 +175,8 @@ class _Build:
                  for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> None:
         self.deployment = deployment
         self.partial = partial
+        self.missing: str | None = None
+        """With `partial`: the first step found missing (the rest of its bucket depends on it)."""
         """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.spec = deployment.spec
         self.base_dir = base_dir
@@ -193,9 +210,10 @@ class _Build:
             for bucket in buckets:
                 try:
                     artifacts += self._bucket(fp32, specs, bucket, tokenizer, to_compile)
-                except NotBuiltError:
+                except NotBuiltError as exc:
                     if not self.partial:
                         raise
+                    self.missing = self.missing or exc.step
         sources = tuple(s for s in (model, pack) if s is not None)
         return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision,
                            fp32.path if fp32 else None, self.model_dir or self.base_dir, tokenizer, tuple(artifacts),
@@ -338,9 +356,10 @@ class _Build:
         for target in targets:
             try:
                 artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps)))
-            except NotBuiltError:
+            except NotBuiltError as exc:
                 if not self.partial:
                     raise
+                self.missing = self.missing or exc.step
         return artifacts
 
     def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,

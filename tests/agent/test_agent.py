@@ -122,7 +122,9 @@ def test_mutating_calls_need_the_token(agent: Agent) -> None:
     with agent.client() as client:
         response = client.put("/agent/v1/manifests/tiny.yaml", content=body)
         assert response.status_code == 200, response.text
-        assert response.json()["changes"] == [{"name": "tiny", "action": "create", "effect": "build", "fields": []}]
+        (change,) = response.json()["changes"]
+        assert (change["name"], change["action"], change["effect"]) == ("tiny", "create", "build")
+        assert change["steps"]["next"] is not None or change["steps"]["stored"], change
     assert (agent.manifests / "tiny.yaml").read_text() == manifest()
     agent.wait_phase("tiny", "Ready")
     assert (agent.state / "token").stat().st_mode & 0o077 == 0
@@ -144,6 +146,8 @@ def test_apply_dry_run_and_diff_change_nothing(agent: Agent, tmp_path: Path) -> 
     assert dry.returncode == 0
     (result,) = __import__("json").loads(dry.stdout)
     assert result["dryRun"] and result["changes"][0]["effect"] == "build"
+    steps = result["changes"][0]["steps"]
+    assert "static-shapes" in steps["stored"] and steps["next"] == "compile", steps
     assert (agent.manifests / "tiny.yaml").read_text() == manifest(), "a dry run writes nothing"
 
     mine.write_text(manifest(precision="int3"))
