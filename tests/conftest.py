@@ -43,3 +43,38 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def minilm_build(minilm_store: Store, minilm_dir: Path) -> BuildResult:
     """all-MiniLM-L6-v2 built for x-elite (soc 60) at w8a16, bucket 128: cpu_model, model_dir, one artifact."""
     return build_deployment(minilm_manifest(minilm_dir), store=minilm_store)
+
+
+def tiny_llama_manifest(folder: Path, source: Path, name: str = "tiny-llama", **spec: Any) -> LoadedDeployment:
+    """Write and load a text-generation manifest for the tiny Llama (`spec` entries override)."""
+    body = {"model": {"source": f"file:{source}", "task": "text-generation", "format": "transformers"},
+            "precision": "fp32", "runtime": {"device": "cpu"}} | spec
+    manifest = {"apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
+                "spec": body}
+    file = folder / f"{name}.yaml"
+    file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    loaded = load_file(file)
+    assert loaded.ok, loaded.errors
+    return loaded.deployments[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight 2-layer Llama (hidden 64) with a BPE tokenizer and a chat template, as transformers saves it."""
+    from tests.tiny_llama import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-hf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return Store(tmp_path_factory.mktemp("tiny-llama-store"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_build(tiny_llama_source: Path, tiny_llama_store: Store,
+                     tmp_path_factory: pytest.TempPathFactory) -> BuildResult:
+    """The tiny Llama through onnxruntime-genai's model builder (fp32, CPU), once per session."""
+    pytest.importorskip("onnxruntime_genai")
+    folder = tmp_path_factory.mktemp("tiny-llama-manifests")
+    return build_deployment(tiny_llama_manifest(folder, tiny_llama_source), store=tiny_llama_store)

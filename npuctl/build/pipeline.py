@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from npuctl.build import compile as qnn_compile
-from npuctl.build import aihub, export, graphs, inputs, packs, quantize, verify
+from npuctl.build import aihub, export, genai, graphs, inputs, packs, quantize, verify
 from npuctl.build.errors import AccuracyError, BuildError, NotBuiltError
 from npuctl.build.result import (
     AccuracyResult,
@@ -187,7 +187,10 @@ class _Build:
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
-            raise BuildError("resolve", "text-generation models are not built by the local pipeline yet")
+            model = self.spec.model
+            source, resolve_run = self._resolve(model.source, model.format, model.sha256)
+            return genai.build_generation(self.deployment, source, resolve_run,
+                                          self.runner.run)
         model, pack, resolve_runs = self._sources()
         strategy = self.spec.build.strategy
         entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import EmbeddingModel
+from npuctl.runtime.generation import GenerationModel, load_generator
 from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, fall_back, place
 from npuctl.runtime.pooling import pooling_config
 from npuctl.runtime.sessions import OpenedSession, RunInfo, open_cpu, open_npu
@@ -11,16 +12,17 @@ from npuctl.runtime.tensors import TensorModel
 from npuctl.runtime.text import TextEncoder
 from npuctl.schema.models import ModelDeployment, Task
 
-LoadedModel = EmbeddingModel | TensorModel
+LoadedModel = EmbeddingModel | TensorModel | GenerationModel
 
 
 def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> LoadedModel:
     """Sessions for every bucket, on the NPU or the allowed fallback. Raises NotServable, never
     quietly lands on the CPU when `fallback: none`."""
     spec = deployment.spec
+    host = host or detect_host()
     if spec.model.task is Task.TEXT_GENERATION:
-        raise NotServable(Reason.UNSUPPORTED_TASK, "text-generation deployments are not served yet")
-    placement, sessions = _open(deployment, artifacts, host or detect_host())
+        return load_generator(deployment, artifacts, host)
+    placement, sessions = _open(deployment, artifacts, host)
     info = RunInfo.of(placement.where, list(sessions.values()), placement.note)
     if spec.model.task is Task.TENSOR:
         return TensorModel(next(iter(sessions.values())), info)

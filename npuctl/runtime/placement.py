@@ -62,7 +62,8 @@ class Artifacts:
     cpu_model: Path | None
     """The dynamic-shape fp32 ONNX model (CPU path)."""
     model_dir: Path | None = None
-    """Folder with the sentence-transformers config (modules.json, 1_Pooling/config.json) of text models."""
+    """Folder with the sentence-transformers config (modules.json, 1_Pooling/config.json) of text models; the
+    onnxruntime-genai model folder (genai_config.json) of text-generation models."""
     tokenizer: Path | None = None
     """The tokenizer.json of text models."""
     context_binaries: tuple[ContextBinary, ...] = ()

@@ -18,6 +18,7 @@ RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 
 _lock = threading.Lock()
 _registered = False
+_genai_registered = False
 
 
 class QnnUnavailable(RuntimeError):
@@ -43,6 +44,24 @@ def register() -> None:
             except Exception as exc:  # ORT raises its own Fail/RuntimeException types
                 raise QnnUnavailable(f"cannot load the QNN EP library: {exc}") from exc
         _registered = True
+
+
+def register_genai(og: Any) -> None:
+    """Register the plugin with onnxruntime-genai (module `og`), once per process: genai keeps its own list of
+    EP libraries, separate from the onnxruntime Python API's."""
+    global _genai_registered
+    with _lock:
+        if _genai_registered:
+            return
+        try:
+            import onnxruntime_qnn
+        except ImportError as exc:
+            raise QnnUnavailable("onnxruntime-qnn is not installed (pip install onnxruntime-qnn)") from exc
+        try:
+            og.register_execution_provider_library(EP_NAME, onnxruntime_qnn.get_library_path())
+        except Exception as exc:  # genai raises RuntimeError with ORT's message
+            raise QnnUnavailable(f"onnxruntime-genai cannot load the QNN EP library: {exc}") from exc
+        _genai_registered = True
 
 
 def version() -> str | None:

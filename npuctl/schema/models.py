@@ -62,6 +62,7 @@ class Precision(StrEnum):
     FP16 = "fp16"
     W8A8 = "w8a8"
     W8A16 = "w8a16"
+    INT4 = "int4"
 
 
 class Metric(StrEnum):
@@ -322,7 +323,8 @@ class DeploymentSpec(Spec):
     shapes: Shapes = Shapes()
     """Static shapes for the NPU graphs."""
     precision: Precision = Precision.W8A16
-    """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only)."""
+    """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only). Text generation
+    built from a transformers folder: `fp32` or `int4` (onnxruntime-genai's CPU model builder)."""
     calibration: Calibration = Calibration()
     """Inputs that set the quantization ranges."""
     accuracy: Accuracy = Accuracy()

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from npuctl.serve.chat_api import chat_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError, error_response
 from npuctl.serve.metrics import ServeMetrics
@@ -26,7 +27,8 @@ def create_app(
     routes: Sequence[BaseRoute] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
-    """The server app for `registry`'s models: OpenAI /v1, Open Inference Protocol /v2, /metrics,
+    """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
+    Inference Protocol /v2, /metrics,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on."""
     ctx = ServeContext(registry, max_body_bytes)
@@ -35,7 +37,8 @@ def create_app(
         return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]), *routes],
+        routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
+                *routes],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.registry = registry

@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from npuctl.serve.batching import BatchObserver
+from npuctl.serve.generating import GenerationObserver, GenerationStats
 
 if TYPE_CHECKING:
     from npuctl.serve.models import ServedModel
@@ -44,6 +45,26 @@ class ServeMetrics:
             "npuctl_inference_duration_seconds", "Time one batch spends in the sessions.",
             ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.time_to_first_token = Histogram(
+            "npuctl_time_to_first_token_seconds", "Text generation: from request to the first generated token.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.tokens_per_second = Histogram(
+            "npuctl_generation_tokens_per_second", "Text generation: decode speed after the first token.",
+            ["model"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000), registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "npuctl_generation_queue_wait_seconds", "Text generation: time waiting for a free generator slot.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "npuctl_generated_tokens", "Text generation: tokens generated (end-of-sequence tokens not counted).",
+            ["model"], registry=self.registry,
+        )
+        self.generations = Counter(
+            "npuctl_generations", "Text generations by how they ended: stop, length, cancelled (client gone), error.",
+            ["model", "finish_reason"], registry=self.registry,
+        )
         self.registry.register(_ModelState(models))
 
     def observe_request(self, model: str, api: str, code: int, seconds: float, error_type: str | None) -> None:
@@ -61,6 +82,22 @@ class ServeMetrics:
 
         return observe
 
+    def generation_observer(self, model: str) -> GenerationObserver:
+        ttft, speed, wait = (self.time_to_first_token.labels(model), self.tokens_per_second.labels(model),
+                             self.queue_wait.labels(model))
+        tokens = self.generated_tokens.labels(model)
+
+        def observe(stats: GenerationStats) -> None:
+            wait.observe(stats.queue_wait)
+            if stats.time_to_first_token is not None:
+                ttft.observe(stats.time_to_first_token)
+            if stats.tokens_per_second is not None:
+                speed.observe(stats.tokens_per_second)
+            tokens.inc(stats.completion_tokens)
+            self.generations.labels(model, stats.finish_reason).inc()
+
+        return observe
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -70,7 +107,7 @@ class _ModelState(Collector):
         self._models = models
 
     def collect(self) -> Iterator[Metric]:
-        queue = GaugeMetricFamily("npuctl_queue_depth", "Requests waiting for a batch.", labels=["model"])
+        queue = GaugeMetricFamily("npuctl_queue_depth", "Requests waiting for a batch (or a generator slot).", labels=["model"])
         ready = GaugeMetricFamily("npuctl_model_ready", "1 when the model serves on an acceptable provider.", labels=["model", "reason"])
         provider = GaugeMetricFamily(
             "npuctl_model_provider", "1 for the execution provider and device each model runs on.",
@@ -80,8 +117,8 @@ class _ModelState(Collector):
         for model in self._models():
             status = model.status
             ready.add_metric([model.name, status.reason], 1.0 if status.ready else 0.0)
-            if model.batcher is not None:
-                queue.add_metric([model.name], model.batcher.waiting)
+            if model.waiting is not None:
+                queue.add_metric([model.name], model.waiting)
             if status.provider is not None:
                 provider.add_metric([model.name, status.provider, status.where or ""], 1.0)
             if status.npu_coverage is not None:

@@ -7,18 +7,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
+from npuctl.runtime.generation import GenerationModel
 from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.serve.batching import Batcher
+from npuctl.serve.generating import GenerationQueue
+
+if TYPE_CHECKING:
+    from npuctl.serve.metrics import ServeMetrics
 
 Tensors = Mapping[str, npt.NDArray[np.generic]]
 
@@ -69,6 +74,16 @@ class ServedModel:
 
     def speaks(self, api: Api) -> bool:
         return api in self.apis
+
+    @property
+    def waiting(self) -> int | None:
+        """Requests queued and not yet running (None when the model has no queue)."""
+        return self.batcher.waiting if self.batcher is not None else None
+
+    def attach(self, metrics: ServeMetrics) -> None:
+        """Report to the server's metrics (the registry calls this when it takes the model)."""
+        if self.batcher is not None:
+            self.batcher.observer = metrics.batch_observer(self.name)
 
     def acquire(self) -> None:
         with self._lock:
@@ -164,10 +179,47 @@ class TensorService(_Running):
         return TensorService(deployment, self.model)
 
 
-def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> EmbeddingService | TensorService:
-    """Put a batcher in front of a loaded model."""
+class GenerationService(ServedModel):
+    """A text-generation model behind its generation queue."""
+
+    def __init__(self, deployment: ModelDeployment, model: GenerationModel) -> None:
+        info = model.info
+        super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where.value, info.provider,
+                                                 info.npu_coverage))
+        serve = deployment.spec.serve
+        self.model = model
+        self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)
+        self.max_input_tokens = min(serve.max_input_tokens or model.context_length, model.context_length)
+        self._handed_over = False
+
+    @property
+    def waiting(self) -> int | None:
+        return self.queue.waiting
+
+    def attach(self, metrics: ServeMetrics) -> None:
+        self.queue.observer = metrics.generation_observer(self.name)
+
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        self._handed_over = True
+        return GenerationService(deployment, self.model)
+
+    def _close(self) -> None:
+        self.queue.close()
+        threading.Thread(target=self._release_model, name=f"close-{self.name}", daemon=True).start()
+
+    def _release_model(self) -> None:
+        self.queue.join()
+        if not self._handed_over:
+            self.model.close()
+        self.closed.set()
+
+
+def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> ServedModel:
+    """Put a batcher (a generation queue, for text generation) in front of a loaded model."""
     if isinstance(model, EmbeddingModel):
         return EmbeddingService(deployment, model)
+    if isinstance(model, GenerationModel):
+        return GenerationService(deployment, model)
     return TensorService(deployment, model)
 
 

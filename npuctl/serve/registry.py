@@ -35,8 +35,7 @@ class ModelRegistry:
             old = self._by_deployment.get(model.deployment)
             self._by_deployment[model.deployment] = model
             self._reindex()
-        if model.batcher is not None:
-            model.batcher.observer = self.metrics.batch_observer(model.name)
+        model.attach(self.metrics)
         if old is not None and old is not model:
             old.retire()
         return old

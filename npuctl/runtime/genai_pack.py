@@ -1,0 +1,161 @@
+"""What an onnxruntime-genai model folder holds, read from its genai_config.json: a plain `decoder` model (one
+ONNX graph, CPU here) or a QNN `decoder-pipeline` pack (EPContext stages on the NPU, helper stages on the CPU),
+and how to hand a pack to the QNN EP of this host."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from npuctl.runtime.compat import CompatInfo
+from npuctl.runtime.placement import ContextBinary
+
+GENAI_CONFIG = "genai_config.json"
+PIPELINE = "decoder-pipeline"
+_QNN_KEYS = ("qnn", "QNN", "QNNExecutionProvider")
+
+
+class PackError(ValueError):
+    """The folder is not a usable onnxruntime-genai model (the message says what is missing)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ONNX graph of the model: the decoder, or one stage of a pipeline."""
+
+    name: str
+    path: Path
+    on_qnn: bool
+    """Whether its session options ask for the QNN EP."""
+    nodes: int
+    """Graph nodes (an EPContext wrapper is one node, however large its binary)."""
+    context: CompatInfo | None
+    """What its EPContext wrapper was compiled for; None for an ordinary graph."""
+
+
+@dataclass(frozen=True)
+class GenaiPack:
+    folder: Path
+    model_type: str
+    """genai_config's model.type: llama, phi3, qwen2, ..., or decoder-pipeline."""
+    context_length: int
+    eos_token_ids: frozenset[int]
+    stages: tuple[Stage, ...]
+    """The decoder graph, or the pipeline's stages in order."""
+
+    @property
+    def pipeline(self) -> bool:
+        return self.model_type == PIPELINE
+
+    def context_binaries(self) -> tuple[ContextBinary, ...]:
+        """The EPContext stages, as placement knows context binaries."""
+        return tuple(ContextBinary(s.context.soc_model or 0, None, s.path, s.context)
+                     for s in self.stages if s.context is not None)
+
+    def npu_share(self) -> float:
+        on_qnn = sum(s.nodes for s in self.stages if s.on_qnn)
+        total = sum(s.nodes for s in self.stages)
+        return on_qnn / total if total else 0.0
+
+
+def read_pack(folder: Path) -> GenaiPack:
+    """Read and check a model folder; raise PackError naming what is wrong."""
+    try:
+        config = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8"))
+        model = config["model"]
+        decoder = model["decoder"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PackError(f"{folder / GENAI_CONFIG} is missing or not an onnxruntime-genai config ({exc})") from exc
+    model_type = str(model.get("type", ""))
+    eos = model.get("eos_token_id", [])
+    eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
+    context_length = int(model.get("context_length") or config.get("search", {}).get("max_length") or 0)
+    if context_length <= 0:
+        raise PackError(f"{folder / GENAI_CONFIG} gives no model.context_length")
+    if model_type == PIPELINE:
+        entries = [(name, entry) for step in decoder.get("pipeline", []) for name, entry in step.items()]
+        if not entries:
+            raise PackError(f"{folder / GENAI_CONFIG}: a decoder-pipeline model needs model.decoder.pipeline stages")
+    else:
+        entries = [("decoder", decoder)]
+    stages = tuple(_stage(folder, name, entry) for name, entry in entries)
+    return GenaiPack(folder, model_type, context_length, eos_ids, stages)
+
+
+def host_view(pack: GenaiPack, qnn_options: Mapping[str, str], cache: Path) -> Path:
+    """A folder onnxruntime-genai can load on this host: the pack's files (hard-linked, else copied) with a
+    genai_config.json whose QNN stages carry `qnn_options`. Needed because genai applies
+    Config.set_provider_option only to the decoder's own session, not to pipeline stages, and refuses
+    stage paths outside the model folder. Reused while the pack and the options are the same."""
+    config = json.loads((pack.folder / GENAI_CONFIG).read_text(encoding="utf-8"))
+    patched = copy.deepcopy(config)
+    for step in patched["model"]["decoder"]["pipeline"]:
+        for entry in step.values():
+            for provider in entry.get("session_options", {}).get("provider_options", []):
+                for key in _QNN_KEYS:
+                    if key in provider:
+                        provider[key] = _host_qnn(provider[key]) | dict(qnn_options)
+    blob = json.dumps(patched, sort_keys=True).encode()
+    view = cache / hashlib.sha256(blob + str(pack.folder.resolve()).encode()).hexdigest()[:16]
+    if (view / GENAI_CONFIG).is_file():
+        return view
+    work = cache / f"{view.name}.tmp{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    for file in pack.folder.rglob("*"):
+        if file.is_file() and file.name != GENAI_CONFIG:
+            target = work / file.relative_to(pack.folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(file, target)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / GENAI_CONFIG).write_text(json.dumps(patched, indent=2), encoding="utf-8")
+    try:
+        os.replace(work, view)
+    except OSError:  # another process made the same view first
+        shutil.rmtree(work, ignore_errors=True)
+    return view
+
+
+def _stage(folder: Path, name: str, entry: Mapping[str, Any]) -> Stage:
+    filename = entry.get("filename")
+    if not isinstance(filename, str):
+        raise PackError(f"{folder / GENAI_CONFIG}: stage {name!r} has no filename")
+    path = folder / filename
+    if not path.is_file():
+        raise PackError(f"{folder / GENAI_CONFIG}: stage {name!r} names {filename}, which is not in {folder}")
+    providers = entry.get("session_options", {}).get("provider_options", [])
+    on_qnn = any(key in provider for provider in providers for key in _QNN_KEYS)
+    nodes, is_context = _graph_facts(path)
+    return Stage(name, path, on_qnn, nodes, CompatInfo.of_wrapper(path) if is_context else None)
+
+
+def _graph_facts(path: Path) -> tuple[int, bool]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return len(graph.node), any(node.op_type == "EPContext" for node in graph.node)
+
+
+def _host_qnn(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A pack's QNN options with its backend library made loadable here: packs name `QnnHtp.dll`, which
+    only resolves on Windows; the HTP backend onnxruntime-qnn ships is found by backend_type instead."""
+    options = dict(options)
+    backend = options.get("backend_path")
+    if backend is not None and not Path(str(backend)).is_absolute():
+        options.pop("backend_path")
+        options["backend_type"] = "htp"
+    return options
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # Context binaries are gigabytes: link when the file system allows it (Windows NTFS does, unprivileged).
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

@@ -1,0 +1,146 @@
+"""Text generation with onnxruntime-genai: a model folder loaded where `spec.runtime` allows (a plain decoder
+on the CPU, a QNN decoder-pipeline pack on the NPU), and token-by-token generation that stops when asked."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from npuctl.runtime import qnn
+from npuctl.runtime.devices import HostFacts
+from npuctl.runtime.genai_pack import GenaiPack, PackError, host_view, read_pack
+from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, Where, place
+from npuctl.runtime.prompts import PromptTokenizer
+from npuctl.runtime.sessions import CPU_EP, RunInfo
+from npuctl.schema.models import ModelDeployment
+
+INSTALL_HINT = "onnxruntime-genai is not installed: pip install 'npuctl[genai]'"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int
+    temperature: float = 1.0
+    """0 is greedy."""
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int | None = None
+
+
+class GenerationModel:
+    """One loaded onnxruntime-genai model. `slots` generators may run at once: one on a single-stream NPU
+    pipeline, more on the CPU."""
+
+    def __init__(self, model: Any, pack: GenaiPack, tokenizer: PromptTokenizer, info: RunInfo, slots: int) -> None:
+        self._model = model
+        self.pack = pack
+        self.tokenizer = tokenizer
+        self.info = info
+        self.slots = slots
+        self.context_length = pack.context_length
+
+    def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+        """Generated token ids, the end-of-sequence token included when one ends the answer. Stops after
+        `sampling.max_new_tokens`, at the context's end, or as soon as `cancel` is set."""
+        og = _genai()
+        params = og.GeneratorParams(self._model)
+        options: dict[str, Any] = {"max_length": min(self.context_length, len(prompt) + sampling.max_new_tokens),
+                                   "do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
+            if sampling.top_k:
+                options["top_k"] = sampling.top_k
+        if sampling.seed is not None:
+            options["random_seed"] = sampling.seed
+        params.set_search_options(**options)
+        generator = og.Generator(self._model, params)
+        try:
+            generator.append_tokens(prompt)
+            produced = 0
+            while produced < sampling.max_new_tokens and not cancel.is_set() and not generator.is_done():
+                generator.generate_next_token()
+                produced += 1
+                yield int(generator.get_next_tokens()[0])
+        finally:
+            del generator  # frees its KV cache now, not at the next garbage collection
+
+    def close(self) -> None:
+        self._model = None
+
+
+def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts,
+                   view_cache: Path | None = None) -> GenerationModel:
+    """Load `artifacts.model_dir` (an onnxruntime-genai folder) under the deployment's runtime rules.
+    view_cache: where a QNN pack's host-adapted config goes (default: beside the artifact store)."""
+    folder = artifacts.model_dir
+    if folder is None:
+        raise NotServable(Reason.NO_CPU_MODEL, "a text-generation deployment needs an onnxruntime-genai model folder")
+    try:
+        pack = read_pack(folder)
+    except PackError as exc:
+        raise NotServable(Reason.SESSION_FAILED, str(exc)) from exc
+    if not (folder / "tokenizer.json").is_file():
+        raise NotServable(Reason.NO_TOKENIZER, f"{folder} has no tokenizer.json")
+    runtime = deployment.spec.runtime
+    placement = _placement(deployment, pack, host)
+    og = _genai()
+    if placement.on_npu:
+        try:
+            qnn.register_genai(og)
+        except qnn.QnnUnavailable as exc:
+            raise NotServable(Reason.NO_NPU, str(exc)) from exc
+        options = {"htp_performance_mode": runtime.performance_mode.value} | runtime.provider_options
+        config = og.Config(str(host_view(pack, options, view_cache or _default_view_cache())))
+    else:
+        config = og.Config(str(folder))
+        # Run where placement decided, whatever providers the folder's config names.
+        config.clear_providers()
+    try:
+        model = og.Model(config)
+    except Exception as exc:  # onnxruntime-genai raises plain RuntimeError
+        raise NotServable(Reason.SESSION_FAILED, f"onnxruntime-genai cannot load {folder}: {exc}") from exc
+    if placement.on_npu:
+        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share(), placement.note)
+        slots = 1
+    else:
+        info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note)
+        slots = deployment.spec.serve.max_batch
+    return GenerationModel(model, pack, PromptTokenizer(folder), info, slots)
+
+
+def _placement(deployment: ModelDeployment, pack: GenaiPack, host: HostFacts) -> Placement:
+    runtime = deployment.spec.runtime
+    if not pack.pipeline:
+        # The model builder has no QNN target: a plain decoder runs on the CPU, when the rules allow it.
+        return place(runtime, host, Artifacts(pack.stages[0].path))
+    binaries = pack.context_binaries()
+    if not binaries:
+        raise NotServable(Reason.NO_CONTEXT_BINARY, f"{pack.folder}: the decoder-pipeline has no EPContext stage")
+    placement = place(runtime, host, Artifacts(None, pack.folder, None, binaries))
+    # Every NPU stage must be loadable here; a pipeline is not served by part of its stages.
+    if placement.on_npu and len(placement.binaries) != len(binaries):
+        raise NotServable(Reason.INCOMPATIBLE_CONTEXT_BINARY,
+                          f"{pack.folder}: the pipeline's context binaries were built for different SoCs")
+    return placement
+
+
+def _genai() -> ModuleType:
+    try:
+        import onnxruntime_genai
+    except ImportError as exc:
+        raise NotServable(Reason.SESSION_FAILED, INSTALL_HINT) from exc
+    return onnxruntime_genai
+
+
+def _default_view_cache() -> Path:
+    root = os.environ.get("NPUCTL_CACHE")
+    if root:
+        return Path(root) / "genai-views"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("npuctl", appauthor=False)) / "genai-views"

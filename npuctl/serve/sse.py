@@ -1,0 +1,47 @@
+"""Server-Sent Events responses that notice a client going away at once (not at the next write) and always
+run their cleanup, so a generation stops and frees its slot the moment nobody reads it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+DONE = "[DONE]"
+
+
+class EventStream(StreamingResponse):
+    """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
+    when the stream ends, fails, or the client disconnects."""
+
+    def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        self._events = events
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                async for event in self._events:
+                    data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+                    await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
+                                "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        except OSError:
+            pass  # the client is gone mid-write; nothing left to tell it
+        finally:
+            self._on_close()

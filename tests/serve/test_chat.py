@@ -1,0 +1,189 @@
+"""OpenAI chat and text completions through the official client, against the tiny Llama served on the CPU by a
+real server (uvicorn on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from npuctl.build import BuildResult
+from npuctl.runtime.placement import Artifacts
+from npuctl.serve.models import GenerationService, ServedModel, load_served
+from npuctl.serve.oneshot import artifacts_of
+from tests.serve.conftest import Serve, deployment
+
+MESSAGES = [{"role": "system", "content": "You are tiny."}, {"role": "user", "content": "Hello world, how are you?"}]
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama_build: BuildResult) -> Callable[..., ServedModel]:
+    """tiny_llama(name="tiny-llama", **spec) -> the tiny Llama loaded on the CPU for serving."""
+    artifacts: Artifacts = artifacts_of(tiny_llama_build)
+
+    def load(name: str = "tiny-llama", **spec: Any) -> ServedModel:
+        spec = {"model": {"source": "file:unused", "task": "text-generation", "format": "genai"},
+                "runtime": {"device": "cpu"}} | spec
+        served = load_served(deployment(name, **spec), artifacts)
+        assert served.status.ready, served.status
+        return served
+
+    return load
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """One sample of the server's /metrics (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and ",".join(sorted(match.group(1).split(","))) == wanted:
+            return float(match.group(2))
+    return 0.0
+
+
+def test_a_streamed_chat_equals_the_whole_answer_with_the_tokenizers_counts(
+        serve: Serve, tiny_llama: Callable[..., ServedModel], tiny_llama_build: BuildResult) -> None:
+    from transformers import AutoTokenizer
+
+    server = serve(tiny_llama())
+    api = client(server.url)
+    whole = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=40, temperature=0)
+    chunks = list(api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=40, temperature=0,
+                                              stream=True, stream_options={"include_usage": True}))
+    content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) > 3, "the answer came in one piece, not streamed"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content and streamed
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    reference = AutoTokenizer.from_pretrained(tiny_llama_build.model_dir)
+    prompt_ids = reference.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert whole.usage.prompt_tokens == len(prompt_ids)
+    assert whole.usage.completion_tokens == 40
+    assert whole.usage.total_tokens == len(prompt_ids) + 40
+
+
+def test_the_answer_is_what_onnxruntime_genai_generates_directly(
+        serve: Serve, tiny_llama: Callable[..., ServedModel], tiny_llama_build: BuildResult) -> None:
+    import onnxruntime_genai as og
+    from transformers import AutoTokenizer
+
+    server = serve(tiny_llama())
+    answer = client(server.url).completions.create(model="tiny-llama", prompt="The quick brown", max_tokens=25,
+                                                   temperature=0)
+    reference = AutoTokenizer.from_pretrained(tiny_llama_build.model_dir)
+    ids = reference("The quick brown")["input_ids"]
+    model = og.Model(str(tiny_llama_build.model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 25, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    assert answer.choices[0].text == reference.decode(tokens, skip_special_tokens=True)
+    assert answer.usage.prompt_tokens == len(ids) and answer.usage.completion_tokens == len(tokens)
+
+
+def test_stop_strings_end_the_answer_before_them(serve: Serve, tiny_llama: Callable[..., ServedModel]) -> None:
+    server = serve(tiny_llama())
+    api = client(server.url)
+    full = api.completions.create(model="tiny-llama", prompt="Hello", max_tokens=30, temperature=0).choices[0].text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    cut = api.completions.create(model="tiny-llama", prompt="Hello", max_tokens=30, temperature=0, stop=[stop])
+    assert cut.choices[0].text == full[: full.index(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = api.completions.create(model="tiny-llama", prompt="Hello", max_tokens=30, temperature=0, stop=stop,
+                                      stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
+
+
+def test_a_seed_makes_sampling_repeatable(serve: Serve, tiny_llama: Callable[..., ServedModel]) -> None:
+    server = serve(tiny_llama())
+    api = client(server.url)
+
+    def sample(seed: int) -> str:
+        answer = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=20, temperature=0.9,
+                                             top_p=0.95, seed=seed, extra_body={"top_k": 20})
+        return answer.choices[0].message.content or ""
+
+    assert sample(7) == sample(7)
+    assert len({sample(seed) for seed in range(4)}) > 1
+
+
+def test_a_client_closing_the_stream_stops_the_generation_and_frees_the_slot(
+        serve: Serve, tiny_llama: Callable[..., ServedModel]) -> None:
+    server = serve(tiny_llama(serve={"maxBatch": 1, "queueLimit": 1}))
+    api = client(server.url)
+    stream = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=2000, temperature=0,
+                                         stream=True)
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+    deadline = time.monotonic() + 5
+    while metric(server.url, "npuctl_generations_total", model="tiny-llama", finish_reason="cancelled") < 1:
+        assert time.monotonic() < deadline, "the server did not stop generating for a client that left"
+        time.sleep(0.01)
+    assert metric(server.url, "npuctl_generated_tokens_total", model="tiny-llama") < 2000
+    started = time.perf_counter()
+    after = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=5, temperature=0)
+    assert after.usage is not None and after.usage.completion_tokens == 5
+    assert time.perf_counter() - started < 2.0
+    assert metric(server.url, "npuctl_generation_queue_wait_seconds_sum", model="tiny-llama") < 0.1
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        ({"messages": []}, "messages", "non-empty array"),
+        ({"messages": None}, "messages", "non-empty array"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role", "'robot'"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content", "string"),
+        ({"max_tokens": -1}, "max_tokens", "positive integer"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens", "positive integer"),
+        ({"max_tokens": 5000}, "max_tokens", "context is 2048 tokens"),
+        ({"messages": [{"role": "user", "content": "fox " * 3000}]}, "messages", "at most 2047 input tokens"),
+        ({"temperature": 3}, "temperature", "from 0 to 2"),
+        ({"n": 2}, "n", "n=1"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "stream: true"),
+    ],
+)
+def test_invalid_requests_get_openai_shaped_400s(serve: Serve, tiny_llama: Callable[..., ServedModel],
+                                                 body: dict[str, Any], param: str, fragment: str) -> None:
+    server = serve(tiny_llama())
+    request = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}]} | body
+    answer = httpx.post(f"{server.url}/v1/chat/completions", json=request)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert fragment in error["message"], error["message"]
+
+
+def test_the_official_client_raises_bad_request_with_the_limit(serve: Serve,
+                                                               tiny_llama: Callable[..., ServedModel]) -> None:
+    server = serve(tiny_llama(serve={"maxInputTokens": 16}))
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(server.url).chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "fox " * 40}])
+    assert "at most 16 input tokens" in str(refused.value) and refused.value.code == "context_length_exceeded"
+
+
+def test_embeddings_models_refuse_chat_and_chat_models_show_in_models(
+        serve: Serve, tiny_llama: Callable[..., ServedModel], minilm: Callable[..., ServedModel]) -> None:
+    model = tiny_llama()
+    assert isinstance(model, GenerationService)
+    server = serve(model, minilm())
+    api = client(server.url)
+    assert {m.id for m in api.models.list()} == {"tiny-llama", "minilm"}
+    with pytest.raises(openai.BadRequestError):
+        api.chat.completions.create(model="minilm", messages=MESSAGES)
