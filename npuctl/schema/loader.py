@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -140,7 +141,13 @@ def load_text(text: str, file: Path | str = "<string>") -> LoadResult:
     """Parse and validate every document of one YAML text."""
     file = Path(file)
     result = LoadResult()
+    if len(text) > MAX_FILE_BYTES:
+        return _fail(file, f"text is {len(text)} characters; manifests are limited to {MAX_FILE_BYTES} bytes")
     yaml = YAML(typ="safe", pure=True)
+    yaml.Composer = _BoundedComposer
+    # The composer recurses per nesting level: stop it at the limit, before Python's recursion limit
+    # (reaching that took ~30 s on `[[[[...`).
+    yaml.max_depth = MAX_DEPTH + 1
     try:
         for node in yaml.compose_all(io.StringIO(text)):
             if node is None or _is_empty(node):
@@ -149,8 +156,11 @@ def load_text(text: str, file: Path | str = "<string>") -> LoadResult:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        result.errors.append(ManifestError(str(file), line, column, "", f"YAML syntax: {problem}"))
+        if isinstance(exc, MaxDepthExceededError):
+            problem = f"nesting is deeper than {MAX_DEPTH} levels"
+        else:
+            problem = "YAML syntax: " + " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        result.errors.append(ManifestError(str(file), line, column, "", problem))
     except (YAMLError, RecursionError) as exc:
         result.errors.append(ManifestError(str(file), 1, 1, "", f"YAML: {exc}"))
     return result
@@ -226,9 +236,13 @@ class _Tree:
             return self._mapping(node, loc)
         if isinstance(node, SequenceNode):
             return [self.build(item, (*loc, index)) for index, item in enumerate(node.value)]
+        return self._scalar(node, loc)
+
+    def _scalar(self, node: Node, loc: Loc) -> Any:
         try:
             return self.constructor.construct_object(node, deep=True)
-        except YAMLError as exc:
+        except (YAMLError, ValueError, OverflowError) as exc:
+            # ValueError: a timestamp like 2001-13-45, an int past Python's 4300-digit conversion limit.
             self._add(node, loc, f"bad value: {exc}")
             return None
 
@@ -270,7 +284,9 @@ class _Tree:
         own_keys = {k.value for k, _ in own if isinstance(k, ScalarNode)}
         seen: set[Any] = set()
         for key_node, value_node in merged:
-            if key_node.value not in own_keys and key_node.value not in seen:
+            if not isinstance(key_node, ScalarNode):
+                yield key_node, value_node  # refused as a key by the caller
+            elif key_node.value not in own_keys and key_node.value not in seen:
                 seen.add(key_node.value)
                 yield key_node, value_node
         yield from own
@@ -306,6 +322,20 @@ class _Tree:
 
 class _TooBig(YAMLError):
     pass
+
+
+class _BoundedComposer(Composer):
+    """Stops at MAX_NODES nodes in the text, before building them all: a 1 MB flat list of 300,000
+    items took ~10 s to compose."""
+
+    _count = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._count += 1
+        if self._count > MAX_NODES:
+            raise ComposerError(None, None, f"the text holds more than {MAX_NODES} YAML nodes",
+                                self.parser.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 def _dotted(loc: Loc) -> str:
