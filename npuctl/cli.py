@@ -138,9 +138,11 @@ def _agent_config(config_file: Path | None, manifests: Sequence[Path], listen: s
     if labels:
         update["labels"] = {**config.labels, **dict(label.split("=", 1) for label in labels)}
     try:
-        return AgentConfig.model_validate({**config.model_dump(), **update, **({"listen": listen} if listen else {})})
+        if listen:
+            update["listen"] = AgentConfig(listen=listen).listen  # validated like the file's
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    return config.model_copy(update=update)
 
 
 def _agent_options(func: Any) -> Any:
@@ -588,6 +590,87 @@ def _size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} B"
+
+
+@cli.group()
+def bundle() -> None:
+    """Signed manifest bundles for fleets: keygen, pack, sign, verify (agents follow them via `sources:`)."""
+
+
+@bundle.command("keygen")
+@click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
+def bundle_keygen(private_key: Path) -> None:
+    """Write a new ed25519 private key (PEM, owner-only) and print its public key for agent configs."""
+    import os
+
+    from npuctl.agent import bundles
+
+    if private_key.exists():
+        raise click.UsageError(f"{private_key} exists; refusing to overwrite a signing key")
+    pem, public = bundles.generate_key()
+    fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    click.echo(public)
+
+
+@bundle.command("pack")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--version", "version", required=True, help="The bundle's version (shown in agents' source status).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also sign with this private key (writes OUT.sig).")
+def bundle_pack(folder: Path, version: str, out: Path, key: Path | None) -> None:
+    """Pack the manifests in FOLDER into a bundle (every manifest must be valid)."""
+    from npuctl.agent import bundles
+
+    try:
+        packed = bundles.pack(folder, version)
+    except bundles.BundleError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    data = packed.as_bytes()
+    out.write_bytes(data)
+    if key:
+        _write_signature(out, data, key)
+    click.echo(f"{out}: {len(packed.manifests)} manifest(s), version {version}{', signed' if key else ''}")
+
+
+@bundle.command("sign")
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def bundle_sign(bundle_file: Path, key: Path) -> None:
+    """Write BUNDLE.sig: the ed25519 signature over the bundle's bytes."""
+    _write_signature(bundle_file, bundle_file.read_bytes(), key)
+    click.echo(f"{bundle_file}.sig written")
+
+
+@bundle.command("verify")
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key", required=True, help="base64 ed25519 public key (as in agent configs).")
+def bundle_verify(bundle_file: Path, public_key: str) -> None:
+    """Check a bundle and its .sig as an agent would: exit 0 if it verifies and is valid, 1 if not."""
+    from npuctl.agent import bundles
+
+    data = bundle_file.read_bytes()
+    signature = Path(f"{bundle_file}.sig")
+    try:
+        bundles.verify(data, signature.read_text(encoding="utf-8") if signature.exists() else "", public_key)
+        packed = bundles.parse(data)
+    except bundles.BundleError as exc:
+        err_console.print(f"[red]refused:[/red] {bundle_file}: {exc}")
+        sys.exit(1)
+    click.echo(f"{bundle_file}: verified, version {packed.version}, {len(packed.manifests)} manifest(s)")
+
+
+def _write_signature(bundle_file: Path, data: bytes, key: Path) -> None:
+    from npuctl.agent import bundles
+
+    try:
+        signature = bundles.sign(data, bundles.load_private_key(key.read_bytes()))
+    except (bundles.BundleError, ValueError) as exc:
+        raise click.UsageError(f"{key}: {exc}") from exc
+    Path(f"{bundle_file}.sig").write_text(signature + "\n", encoding="utf-8")
 
 
 def main() -> None:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from npuctl.agent.isolated import build_isolated
 from npuctl.agent.selection import device_facts, selects
-from npuctl.build import BuildError, BuildResult, Store, build_deployment
+from npuctl.build import BuildError, BuildResult, Store
 from npuctl.build.aihub import Credentials
 from npuctl.build.pipeline import survey
 from npuctl.runtime.devices import HostFacts, detect_host
@@ -30,8 +31,8 @@ class LocalActuator:
         self.facts = device_facts(self.host)
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
-        return build_deployment(loaded, store=self.store, progress=lambda event: progress(_step_name(event), event.state),
-                                for_soc=self.host.soc_model, aihub_credentials=self.aihub)
+        return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
+                              for_soc=self.host.soc_model, aihub_credentials=self.aihub)
 
     def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
         deployment = loaded.deployment

@@ -6,7 +6,6 @@ truth: the loop picks it up like a hand edit); deleting removes the file."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,22 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from npuctl.agent.auth import token_matches
+from npuctl.agent.files import SAFE_FILE, atomic_write
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
-from npuctl.agent.status import atomic_write
+from npuctl.agent.sources import SourcePoller
 from npuctl.schema import load_text
 from npuctl.schema.loader import MAX_FILE_BYTES
 
 PREFIX = "/agent/v1"
-SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$")
 
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
-def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False) -> list[Route]:
+def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False,
+                   sources: SourcePoller | None = None) -> list[Route]:
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
-    api = _ControlApi(reconciler, token)
+    api = _ControlApi(reconciler, token, sources)
     read = api.guarded if guard_reads else (lambda handler: handler)
     return [
         Route(f"{PREFIX}/deployments", read(api.list), methods=["GET"]),
@@ -39,6 +39,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
         Route(f"{PREFIX}/deployments/{{name}}", api.guarded(api.delete), methods=["DELETE"]),
         Route(f"{PREFIX}/manifests/{{file}}", api.guarded(api.apply), methods=["PUT"]),
         Route(f"{PREFIX}/events", read(api.events), methods=["GET"]),
+        Route(f"{PREFIX}/sources", read(api.sources), methods=["GET"]),
     ]
 
 
@@ -47,9 +48,10 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
 
 
 class _ControlApi:
-    def __init__(self, reconciler: Reconciler, token: str) -> None:
+    def __init__(self, reconciler: Reconciler, token: str, sources: SourcePoller | None) -> None:
         self.reconciler = reconciler
         self.token = token
+        self.poller = sources
 
     def guarded(self, handler: Handler) -> Handler:
         async def checked(request: Request) -> JSONResponse:
@@ -77,6 +79,10 @@ class _ControlApi:
         name = request.query_params.get("name")
         events = [e.model_dump(mode="json") for e in self.reconciler.book.events if name in (None, e.deployment)]
         return JSONResponse({"items": events})
+
+    async def sources(self, request: Request) -> JSONResponse:
+        states = self.poller.states.values() if self.poller else []
+        return JSONResponse({"items": [state.as_dict() for state in states]})
 
     async def apply(self, request: Request) -> JSONResponse:
         file = request.path_params["file"]

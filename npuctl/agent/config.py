@@ -10,9 +10,40 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
 from npuctl.runtime.devices import check_facts
+from npuctl.schema.models import DNS_LABEL
 
 DEFAULT_PORT = 8765
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+
+class ManifestSource(BaseModel):
+    """A bundle URL an agent follows (agent config `sources:`)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid",
+                              use_attribute_docstrings=True)
+
+    name: str
+    """Names the file the bundle is written to: `<first manifests folder>/<name>.bundle.yaml`."""
+    url: str
+    """http(s) URL of the bundle JSON; its signature is at the same URL + `.sig`."""
+    public_key: str
+    """The publisher's ed25519 public key (base64 of 32 bytes, as `npuctl bundle keygen` prints)."""
+    interval_seconds: float = Field(300.0, gt=0)
+    """Mean time between polls; each wait is jittered by ±20%."""
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, name: str) -> str:
+        if not DNS_LABEL.match(name):
+            raise ValueError(f"{name!r} is not a DNS-1123 label")
+        return name
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        return url
 
 
 class AgentConfig(BaseModel):
@@ -43,6 +74,10 @@ class AgentConfig(BaseModel):
     """Device facts that replace detected ones (soc, socModel, htpArch, os, arch, memoryGiB, npu), e.g.
     `{socModel: 60}` on a build host standing in for the Snapdragon X Elite PCs it provisions. Selectors,
     artifact choice and the context-binary compatibility check all use them."""
+    sources: list[ManifestSource] = []
+    """Signed manifest bundles to follow (fleets): each is polled and written into the first manifests folder."""
+    aihub_token: SecretStr | None = None
+    """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
 
     @field_validator("listen")
     @classmethod
@@ -51,9 +86,6 @@ class AgentConfig(BaseModel):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{listen!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
         return listen
-
-    aihub_token: SecretStr | None = None
-    """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
 
     @field_validator("facts")
     @classmethod

@@ -15,6 +15,7 @@ from npuctl.agent.api import control_routes
 from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.build.aihub import Credentials
 from npuctl.build.store import Store
@@ -62,16 +63,18 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     token = ensure_token(config.state)
     registry = ModelRegistry()
     reconciler = make_reconciler(config, registry)
-    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback))
+    poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
+    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
+    poll_task = asyncio.create_task(poller.run(stop))
     if on_start:
         on_start(reconciler)
     try:
         await server.serve()
     finally:
         stop.set()
-        await loop_task
+        await asyncio.gather(loop_task, poll_task)
         registry.close()

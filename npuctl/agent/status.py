@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import deque
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -15,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from npuctl.agent.files import atomic_write
 
 log = logging.getLogger("npuctl.agent")
 
@@ -151,20 +151,6 @@ class StatusBook:
         }
         atomic_write(self.path, json.dumps(data, indent=1).encode())
         self._dirty = False
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old or the new content, never a part: temp file + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def now() -> str:

@@ -33,7 +33,7 @@ def test_up_serves_the_default_model_from_an_adopted_store(
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while "curl -s" not in log.read_text() and time.monotonic() < deadline:
             assert process.poll() is None, log.read_text()
             time.sleep(0.2)
