@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.serve.chat_api import chat_routes
@@ -16,6 +16,7 @@ from npuctl.serve.errors import ApiError, error_response
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip import oip_routes
 from npuctl.serve.openai_api import openai_routes
+from npuctl.serve.openapi import openapi
 from npuctl.serve.registry import ModelRegistry
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
@@ -28,7 +29,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
-    Inference Protocol /v2, /metrics,
+    Inference Protocol /v2, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on."""
     ctx = ServeContext(registry, max_body_bytes)
@@ -36,9 +37,14 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
 
+    description = openapi()
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(description)
+
     app = Starlette(
         routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
-                *routes],
+                Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.registry = registry

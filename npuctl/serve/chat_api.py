@@ -171,7 +171,7 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise ApiError(400, f"messages[{i}] must be an object with 'role' and 'content'", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ApiError(400, f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}",
                            param=f"messages[{i}].role")
         messages.append(message | {"content": _content(message.get("content"), i, role)})
