@@ -89,6 +89,8 @@ class Reconciler:
     busy: dict[str, str] = field(default_factory=dict)
     """Deployments with work in flight -> "build" | "load"."""
     desired: dict[str, Desired] = field(default_factory=dict)
+    unserved: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Declared deployments held as not-ready in the server, with the (reason, message) shown."""
 
     def __post_init__(self) -> None:
         self.desired_state = DesiredState(self.config.manifests)
@@ -156,8 +158,7 @@ class Reconciler:
         for name in [n for n in self.running if n not in self.desired]:
             self._delete(name)
         for name in [n for n in self.book.deployments if n not in self.desired and n not in self.busy]:
-            self.actuator.unload(name)
-            self.book.remove(name)
+            self._delete(name)
         self.book.save()
 
     def _reconcile(self, name: str, want: Desired) -> None:
@@ -170,7 +171,7 @@ class Reconciler:
         selected, why = self.actuator.selects(deployment)
         status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
         if not selected:
-            if name in self.running:
+            if name in self.running or name in self.unserved:
                 self._delete(name, keep_status=True)
             self._phase(status, Phase.NOT_SELECTED)
             status.observed_generation = generation
@@ -236,14 +237,13 @@ class Reconciler:
             model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, self.built[keys.build])
         except NotServable as exc:
             self._fail(name, "load", keys.load, str(exc.reason), exc.message)
-            if name not in self.running:
-                self.actuator.unavailable(deployment, str(exc.reason), exc.message)
         except Exception as exc:
             self._fail(name, "load", keys.load, "LoadFailed", str(exc))
         else:
             previous = self.running.get(name)
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
             self.running[name] = Running(deployment.generation(), keys, model)
+            self.unserved.pop(name, None)
             self.failures.pop((name, "load"), None)
             status = self.book.get(name)
             status.serving_generation = deployment.generation()
@@ -262,6 +262,7 @@ class Reconciler:
 
     def _delete(self, name: str, keep_status: bool = False) -> None:
         self.running.pop(name, None)
+        self.unserved.pop(name, None)
         self.actuator.unload(name)
         if keep_status:
             self.book.record(name, "Unloaded", "not selected by this agent")
@@ -270,7 +271,7 @@ class Reconciler:
         log.info("%s: unloaded", name)
 
     def _step_event(self, name: str, step: str, state: str) -> None:
-        if state in ("done", "cached", "failed"):
+        if state in ("done", "cached", "fetched", "failed"):
             self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
 
     # -- status -----------------------------------------------------------------------------------
@@ -312,8 +313,18 @@ class Reconciler:
                 status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
             else:
                 status.set_condition(C.LOADED, None, "Loading" if self.busy.get(name) == "load" else "Pending")
-            status.set_condition(C.SERVING, False, "NotLoaded")
+            failure = load_failure or build_failure
+            reason, message = ((failure.reason, failure.message) if failure
+                               else (self._activity(name).value, "not serving yet"))
+            status.set_condition(C.SERVING, False, reason, message)
+            self._unserved(want.deployment.deployment, reason, message)
         self._phase(status, self._phase_of(status, want, running))
+
+    def _unserved(self, deployment: ModelDeployment, reason: str, message: str) -> None:
+        """Declared but not serving: its routes answer not-ready with the reason, and readiness is false."""
+        if self.unserved.get(deployment.name) != (reason, message):
+            self.unserved[deployment.name] = (reason, message)
+            self.actuator.unavailable(deployment, reason, message)
 
     def _phase_of(self, status: DeploymentStatus, want: Desired, running: Running | None) -> Phase:
         name = status.name

@@ -162,3 +162,20 @@ def npuctl(env: dict[str, str], *args: str) -> "subprocess.CompletedProcess[str]
 
     return subprocess.run([sys.executable, "-m", "npuctl", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=60)
+
+
+def test_not_ready_until_serving_and_fallback_none_says_why(agent: Agent) -> None:
+    file = agent.manifests / "tiny.yaml"
+    file.write_text(manifest() + "  runtime:\n    fallback: none\n")
+    agent.start()
+    status = agent.wait_phase("tiny", "Failed")
+    serving = next(c for c in status["conditions"] if c["type"] == "Serving")
+    assert serving["status"] == "False" and serving["reason"] == "SimulatorNotAllowed"
+    assert status["provider"] is None
+    with agent.client() as client:
+        ready = client.get("/v2/models/tiny/ready")
+        assert ready.status_code == 503 and "simulator" in ready.text.lower()
+        assert client.get("/v2/health/ready").status_code == 503
+        file.write_text(manifest())
+        agent.wait_phase("tiny", "Ready")
+        assert client.get("/v2/health/ready").status_code == 200
