@@ -396,15 +396,21 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
 @click.option("-f", "--filename", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Manifest file.")
 @click.option("--target", "targets", multiple=True, help="Build only this target (alias or soc<N>; repeatable).")
+@click.option("--all-targets", is_flag=True, help="Build every declared target (the default without --target).")
+@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Then publish the build's steps to this folder (a fleet's shared artifact store; see README).")
 @click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def build(path: Path, targets: Sequence[str], cache: Path | None, output: str) -> None:
+def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: Path | None, cache: Path | None,
+          output: str) -> None:
     """Build a manifest's artifacts: export, static shapes, quantize, compile context binaries, verify.
     Steps already in the store are not run again."""
     from npuctl.build import BuildError, Store, build_deployment
     from npuctl.schema import load_file
 
+    if all_targets and targets:
+        raise click.UsageError("--all-targets and --target exclude each other")
     loaded = load_file(path)
     for error in loaded.errors:
         click.echo(str(error), err=True)
@@ -426,6 +432,12 @@ def build(path: Path, targets: Sequence[str], cache: Path | None, output: str) -
         except BuildError as exc:
             err_console.print(f"[red]build of {deployment.name} failed[/red]: {exc}")
             raise SystemExit(1) from exc
+    if publish_to is not None:
+        from npuctl.build.publish import publish
+
+        done = publish(results, store, publish_to)
+        err_console.print(f"published {len(done.steps)} steps to {publish_to} ({done.blobs_written} new files, "
+                          f"{_size(done.bytes_written)})")
     if output == "json":
         data = [r.as_dict() for r in results]
         click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
@@ -460,7 +472,7 @@ class _BuildProgress:
         self.live.__exit__(None, None, None)
 
     def update(self, event: Any) -> None:
-        styles = {"cached": "dim", "running": "yellow", "done": "green", "failed": "red"}
+        styles = {"cached": "dim", "running": "yellow", "done": "green", "fetched": "cyan", "failed": "red"}
         state = event.state.value
         seconds = f"{event.seconds:.2f}s" if event.seconds is not None else ""
         self.rows[(event.step, event.target, event.bucket)] = (f"[{styles[state]}]{state}[/]", seconds)

@@ -22,8 +22,9 @@ from npuctl.serve.registry import ModelRegistry
 
 class LocalActuator:
     def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None,
-                 aihub: Credentials | None = None) -> None:
+                 aihub: Credentials | None = None, published: list[str] | None = None) -> None:
         self.registry = registry
+        self.published = published or []
         self.store = store
         self.labels = labels
         self.host = host or detect_host()
@@ -32,7 +33,7 @@ class LocalActuator:
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
-                              for_soc=self.host.soc_model, aihub_credentials=self.aihub)
+                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published)
 
     def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
         deployment = loaded.deployment

@@ -76,6 +76,9 @@ class AgentConfig(BaseModel):
     artifact choice and the context-binary compatibility check all use them."""
     sources: list[ManifestSource] = []
     """Signed manifest bundles to follow (fleets): each is polled and written into the first manifests folder."""
+    artifact_sources: list[str] = []
+    """Published artifact stores (`npuctl build --publish`): http(s) URLs or folders, asked in order for each
+    build step before it runs; the step is built here only when none has it."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
 

@@ -44,6 +44,8 @@ def load_config(path: Path) -> AgentConfig:
         "manifests": [base / p for p in config.manifests],
         "state": base / config.state,
         "cache": base / config.cache if config.cache else None,
+        "artifact_sources": [s if s.startswith(("http://", "https://")) else str(base / s)
+                             for s in config.artifact_sources],
     })
 
 
@@ -52,7 +54,8 @@ def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
     book.load()
     token = config.aihub_token.get_secret_value() if config.aihub_token else None
     actuator = LocalActuator(registry, Store(config.cache), labels=config.labels,
-                             host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token))
+                             host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token),
+                             published=config.artifact_sources)
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 

@@ -5,7 +5,8 @@ Contract with the runtime, the agent and the CLI (keep it stable):
     build_deployment(deployment: ModelDeployment | LoadedDeployment, *, store: Store | None = None,
                      base_dir: Path | None = None, targets: Sequence[str] | None = None,
                      progress: ProgressCallback | None = None, cached_only: bool = False,
-                     for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> BuildResult
+                     for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None,
+                     published: Sequence[str] = ()) -> BuildResult
 
     BuildResult: deployment, task, precision,
         cpu_model   dynamic-shape fp32 ONNX, served by the CPU EP (never the static NPU graphs); None for a
@@ -25,6 +26,9 @@ Sources: file:, pkg:, hf: (huggingface_hub cache, offline with HF_HUB_OFFLINE=1)
 stored); spec.model.sha256 pins are checked for every scheme. build.strategy: local (QNN EP here), aihub
 (Qualcomm AI Hub compile jobs), prebuilt (EPContext packs only), auto (a pack's binary per target when it has
 one, else compile locally). for_soc: an agent's device SoC (only its targets; compiled for it when undeclared).
+
+Published stores (npuctl.build.publish: `publish(results, store, dest)` writes the layout; `published=` folders or
+http(s) URLs are asked for each missing step by key before it runs, files verified by sha256, StepState.FETCHED).
 
 A fully built deployment returns from `build_deployment` without running a step (files are re-hashed);
 `cached_only=True` guarantees that, raising NotBuiltError instead of building. Errors: BuildError

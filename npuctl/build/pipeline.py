@@ -15,7 +15,7 @@ from typing import Any
 import onnx
 
 from npuctl.build import compile as qnn_compile
-from npuctl.build import aihub, export, genai, graphs, inputs, packs, quantize, verify
+from npuctl.build import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify
 from npuctl.build.errors import AccuracyError, BuildError, NotBuiltError
 from npuctl.build.result import (
     AccuracyResult,
@@ -48,6 +48,7 @@ def build_deployment(
     cached_only: bool = False,
     for_soc: int | None = None,
     aihub_credentials: aihub.Credentials | None = None,
+    published: Sequence[str] = (),
 ) -> BuildResult:
     """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
     so a fully built deployment returns after re-hashing its files and running nothing.
@@ -58,11 +59,14 @@ def build_deployment(
     for_soc: the SoC of the device that will load the result (an agent's): only its targets are built, and
     when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
     aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
+    published: artifact stores (folders or http(s) URLs, npuctl.build.publish layout) asked for each missing
+    step before it runs, in order; a step fetched from one is not run (with `cached_only` too).
     Raises BuildError (AccuracyError when verify measures below the bar)."""
     if isinstance(deployment, LoadedDeployment):
         base_dir = base_dir or deployment.file.parent
         deployment = deployment.deployment
-    runner = _Runner(store or Store(), progress or (lambda event: None), cached_only)
+    runner = _Runner(store or Store(), progress or (lambda event: None), cached_only,
+                     [fetch.open_source(location) for location in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
                    aihub_credentials=aihub_credentials)
     return build.run(_pick_targets(deployment, targets))
@@ -103,10 +107,12 @@ def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool
 class _Runner:
     """Runs steps through the store: look up by key, else build in a work folder under the key's lock."""
 
-    def __init__(self, store: Store, progress: ProgressCallback, cached_only: bool) -> None:
+    def __init__(self, store: Store, progress: ProgressCallback, cached_only: bool,
+                 published: Sequence[fetch.ArtifactSource] = ()) -> None:
         self.store = store
         self.progress = progress
         self.cached_only = cached_only
+        self.published = published
         self.tools = qnn.tool_versions()
         self.runs: dict[str, StepRun] = {}
 
@@ -124,19 +130,46 @@ class _Runner:
         key = step_key(step, inputs, parameters, self.tools)
         started = time.perf_counter()
         record = self.store.get(key)
-        if record is None and self.cached_only:
+        if record is None and self.cached_only and not self.published:
             raise NotBuiltError(step, f"not in the store {self.store.root} (key {key[:12]})")
         if record is None:
             with self.store.lock(key):
                 record = self.store.get(key)  # another builder may have finished it while we waited
                 if record is None:
-                    record = self._execute(step, key, inputs, parameters, work, target, bucket)
-                    run = StepRun(step, key, False, record.seconds)
+                    record = self._fetch(step, key, target, bucket)
+                    seconds = time.perf_counter() - started
+                    if record is None and self.cached_only:
+                        raise NotBuiltError(step, f"not in the store {self.store.root} nor published (key {key[:12]})")
+                    if record is None:
+                        record = self._execute(step, key, inputs, parameters, work, target, bucket)
+                        seconds = record.seconds
+                    run = StepRun(step, key, False, seconds)
                     self.runs.setdefault(key, run)
                     return record, self.runs[key]
         self.progress(StepEvent(step, StepState.CACHED, key, target, bucket, time.perf_counter() - started))
         run = self.runs.setdefault(key, StepRun(step, key, True, time.perf_counter() - started))
         return record, run
+
+    def _fetch(self, step: str, key: str, target: str | None, bucket: int | None) -> Record | None:
+        """The step from the first published store that has it, committed to the local store; None if none has."""
+        for source in self.published:
+            started = time.perf_counter()
+            folder = self.store.new_workdir(key)
+            try:
+                found = fetch.fetch_step(source, step, key, folder)
+            except fetch.FetchError as exc:
+                # A broken or unreachable store costs a local build, never the deployment.
+                self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))
+                found = None
+            if found is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            record = self.store.commit(folder, step=step, key=key, inputs=found.inputs, parameters=found.parameters,
+                                       tool_versions=found.tool_versions, seconds=found.seconds, details=found.details)
+            self.progress(StepEvent(step, StepState.FETCHED, key, target, bucket, time.perf_counter() - started,
+                                    message=source.location))
+            return record
+        return None
 
     def _execute(self, step: str, key: str, inputs: dict[str, str], parameters: dict[str, Any],
                  work: Callable[[Path], dict[str, Any]], target: str | None, bucket: int | None) -> Record:

@@ -17,12 +17,14 @@ class StepState(StrEnum):
     RUNNING = "running"
     CACHED = "cached"
     DONE = "done"
+    FETCHED = "fetched"
+    """Copied from a published artifact store (verified by sha256) instead of run."""
     FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class StepEvent:
-    """One progress report: a step started, was found in the store, finished, or failed."""
+    """One progress report: a step started, was found in the store, was fetched, finished, or failed."""
 
     step: str
     state: StepState
