@@ -16,7 +16,7 @@ CORPUS = [
     "Snapdragon PCs have a Hexagon NPU; npuctl serves models on it.",
     "Ünïcödé characters — and emoji 🙂 — must survive streaming.",
 ]
-CONTEXT_LENGTH = 2048
+CONTEXT_LENGTH = 8192
 
 
 def make_tiny_llama(folder: Path) -> Path:

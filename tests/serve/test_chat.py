@@ -125,16 +125,16 @@ def test_a_client_closing_the_stream_stops_the_generation_and_frees_the_slot(
         serve: Serve, tiny_llama: Callable[..., ServedModel]) -> None:
     server = serve(tiny_llama(serve={"maxBatch": 1, "queueLimit": 1}))
     api = client(server.url)
-    stream = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=2000, temperature=0,
+    stream = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=8000, temperature=0,
                                          stream=True)
     for _, _chunk in zip(range(3), stream, strict=False):
         pass
     stream.close()
     deadline = time.monotonic() + 5
     while metric(server.url, "npuctl_generations_total", model="tiny-llama", finish_reason="cancelled") < 1:
-        assert time.monotonic() < deadline, "the server did not stop generating for a client that left"
+        assert time.monotonic() < deadline, httpx.get(f"{server.url}/metrics").text[-3000:]
         time.sleep(0.01)
-    assert metric(server.url, "npuctl_generated_tokens_total", model="tiny-llama") < 2000
+    assert metric(server.url, "npuctl_generated_tokens_total", model="tiny-llama") < 8000
     started = time.perf_counter()
     after = api.chat.completions.create(model="tiny-llama", messages=MESSAGES, max_tokens=5, temperature=0)
     assert after.usage is not None and after.usage.completion_tokens == 5
@@ -151,8 +151,8 @@ def test_a_client_closing_the_stream_stops_the_generation_and_frees_the_slot(
         ({"messages": [{"role": "user", "content": 3}]}, "messages[0].content", "string"),
         ({"max_tokens": -1}, "max_tokens", "positive integer"),
         ({"max_completion_tokens": 0}, "max_completion_tokens", "positive integer"),
-        ({"max_tokens": 5000}, "max_tokens", "context is 2048 tokens"),
-        ({"messages": [{"role": "user", "content": "fox " * 3000}]}, "messages", "at most 2047 input tokens"),
+        ({"max_tokens": 9000}, "max_tokens", "context is 8192 tokens"),
+        ({"messages": [{"role": "user", "content": "fox " * 9000}]}, "messages", "at most 8191 input tokens"),
         ({"temperature": 3}, "temperature", "from 0 to 2"),
         ({"n": 2}, "n", "n=1"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
