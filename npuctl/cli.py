@@ -268,9 +268,14 @@ def _change_line(change: dict[str, Any], dry_run: bool) -> str:
 @cli.command()
 @click.argument("name", required=False)
 @AGENT
+@click.option("--agents", "agents_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Ask every agent in this file (one URL per line) at once; exit 1 if one does not answer.")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
-def get(name: str | None, agent_url: str | None, output: str) -> None:
+def get(name: str | None, agent_url: str | None, agents_file: Path | None, output: str) -> None:
     """List deployments with phase, provider and NPU coverage (or one, by NAME)."""
+    if agents_file is not None:
+        _get_fleet(agents_file, name, output)
+        return
     client = _client(agent_url)
     items = [_agent_call(lambda: client.deployment(name))] if name else _agent_call(client.deployments)
     if output != "table":
@@ -284,6 +289,35 @@ def get(name: str | None, agent_url: str | None, output: str) -> None:
                       f"{coverage:.0%}" if coverage is not None else "-", status.get("observedGeneration") or "-",
                       status.get("endpoint") or "-")
     console.print(table)
+
+
+def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
+    import os
+
+    from npuctl.agent.fleet import query_agents, read_agent_list
+
+    reports = query_agents(read_agent_list(agents_file), token=os.environ.get("NPUCTL_TOKEN"))
+    for report in reports:
+        report.deployments = [d for d in report.deployments if name in (None, d["metadata"]["name"])]
+    if output != "table":
+        emit([r.as_dict() for r in reports], output)
+    else:
+        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", box=None)
+        for report in reports:
+            sources = ", ".join(f"{s['name']} {s['state']} {s.get('version') or ''}".strip() for s in report.sources)
+            if report.error or not report.deployments:
+                table.add_row(report.url, "-", "[red]Unreachable[/red]" if report.error else "-", report.error or "",
+                              "", "", sources or "-", "")
+            for item in report.deployments:
+                status = item.get("status", {})
+                coverage = status.get("npuCoverage")
+                socs = sorted({str(a.get("socModel")) for a in status.get("artifacts", [])})
+                table.add_row(report.url, item["metadata"]["name"], status.get("phase", ""),
+                              status.get("provider") or "-", f"{coverage:.0%}" if coverage is not None else "-",
+                              ",".join(socs) or "-", sources or "-", status.get("observedGeneration") or "-")
+        console.print(table)
+    if any(r.error for r in reports):
+        sys.exit(1)
 
 
 @cli.command()

@@ -14,6 +14,7 @@ from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
 from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
@@ -67,6 +68,8 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     registry = ModelRegistry()
     reconciler = make_reconciler(config, registry)
     poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
+    registry.metrics.registry.register(
+        AgentCollector(reconciler.book, poller, detect_host().with_overrides(config.facts)))
     app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))

@@ -65,7 +65,8 @@ def free_port() -> int:
 class Agent:
     """`npuctl agent` as a user starts it, in its own process."""
 
-    def __init__(self, root: Path, cache: Path) -> None:
+    def __init__(self, root: Path, cache: Path, config: Path | None = None) -> None:
+        self.config = config
         self.manifests = root / "manifests"
         self.state = root / "state"
         self.cache = cache
@@ -76,13 +77,22 @@ class Agent:
         self.manifests.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> Agent:
+        self.launch()
+        self.wait_live()
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (to start many at once)."""
         env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
         command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(self.manifests),
                    "--listen", f"127.0.0.1:{self.port}", "--state", str(self.state), "--cache", str(self.cache)]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.wait_for(lambda: self._live(), what="the agent to answer /v2/health/live")
-        return self
+
+    def wait_live(self, timeout: float = 120) -> None:
+        self.wait_for(lambda: self._live(), what="the agent to answer /v2/health/live", timeout=timeout)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,0 +1,51 @@
+"""The agent's part of /metrics: each deployment's phase and provider, each manifest source's state, and the
+device, so that Prometheus scraping a fleet's agents gives the fleet picture (how many PCs have a deployment
+Ready, on which provider, which SoCs lag). Read from the status book at scrape time; registered into the
+server's registry by the agent, so the serving layer knows nothing of agents."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from npuctl import __version__
+from npuctl.agent.sources import SourcePoller
+from npuctl.agent.status import Phase, StatusBook
+from npuctl.runtime.devices import HostFacts
+
+SOURCE_STATES = ("Pending", "Synced", "Unreachable", "Rejected")
+
+
+class AgentCollector(Collector):
+    def __init__(self, book: StatusBook, poller: SourcePoller, host: HostFacts) -> None:
+        self.book = book
+        self.poller = poller
+        self.host = host
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("npuctl_agent_info", "1, labelled with the agent's version and device.",
+                                 labels=["version", "soc", "soc_model", "npu"])
+        soc = self.host.soc
+        info.add_metric([__version__, soc.alias if soc else "", str(self.host.soc_model or ""), self.host.npu.value], 1.0)
+        # Every phase is exported, 0 or 1 (as kube-state-metrics does): `sum by (phase)` then counts a fleet.
+        phase = GaugeMetricFamily("npuctl_deployment_phase", "1 for the deployment's current phase, 0 for the others.",
+                                  labels=["deployment", "phase"])
+        provider = GaugeMetricFamily(
+            "npuctl_deployment_provider", "1 for the execution provider the deployment's session really got.",
+            labels=["deployment", "provider", "phase"])
+        for name, status in sorted(self.book.deployments.items()):
+            for value in Phase:
+                phase.add_metric([name, value.value], 1.0 if status.phase == value else 0.0)
+            if status.provider:
+                provider.add_metric([name, status.provider, status.phase.value], 1.0)
+        source = GaugeMetricFamily("npuctl_source_state", "1 for each manifest source's current state.",
+                                   labels=["source", "state", "version"])
+        polls = CounterMetricFamily("npuctl_source_polls", "Polls of each manifest source since the agent started.",
+                                    labels=["source"])
+        for state in self.poller.states.values():
+            for value in SOURCE_STATES:
+                source.add_metric([state.name, value, state.version or ""], 1.0 if state.state == value else 0.0)
+            polls.add_metric([state.name], state.polls)
+        yield from (info, phase, provider, source, polls)
