@@ -88,9 +88,12 @@ class _ControlApi:
         file = request.path_params["file"]
         if not SAFE_FILE.match(file):
             return error(400, f"{file!r} is not a manifest file name: letters, digits, '.', '_', '-', ending in .yaml or .yml")
-        body = await request.body()
-        if len(body) > MAX_FILE_BYTES:
-            return error(413, f"manifest is {len(body)} bytes; the limit is {MAX_FILE_BYTES}")
+        # Counted while it streams in: a huge upload is refused before it is held in memory.
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FILE_BYTES:
+                return error(413, f"manifest is over the limit of {MAX_FILE_BYTES} bytes")
         try:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:

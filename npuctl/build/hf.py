@@ -36,6 +36,8 @@ class HfSource:
         if len(parts) < 2 or not parts[0] or not parts[1] or parts[1].startswith("@"):
             raise BuildError("resolve", f"hf:{rest}: expected hf:<org>/<repo>[@<revision>][/<path>], "
                              "e.g. hf:sentence-transformers/all-MiniLM-L6-v2@main/onnx")
+        if any(part in (".", "..") for part in parts[2:]):
+            raise BuildError("resolve", f"hf:{rest}: the path inside the repository must not contain '.' or '..'")
         repo, _, revision = parts[1].partition("@")
         return cls(f"{parts[0]}/{repo}", revision or None, "/".join(parts[2:]))
 

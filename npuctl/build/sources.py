@@ -90,6 +90,8 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
     found = detect_format(path) if declared is Format.AUTO else declared
     if found is Format.ONNX and path.is_dir():
         path = _single_onnx(path, uri)
+    if found is Format.ONNX:
+        _check_external_data(path, uri)
     hashes = _hashes(path)
     _check_pins(uri, hashes, context.pins)
     return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
@@ -145,6 +147,24 @@ def _single_onnx(folder: Path, uri: str) -> Path:
     if len(candidates) != 1:
         raise BuildError("resolve", f"{uri}: {folder} holds {len(candidates)} .onnx files; name one in the source")
     return candidates[0]
+
+
+def _check_external_data(model: Path, uri: str) -> None:
+    """Refuse ONNX external-data locations outside the model's folder (`../`, absolute, or a symlink out):
+    loading the model would read whatever file they name."""
+    import onnx
+
+    folder = model.parent.resolve()
+    graph = onnx.load(str(model), load_external_data=False).graph
+    tensors = [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.HasField("t"))]
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise BuildError("resolve", f"{uri}: tensor {tensor.name!r} keeps its data in {location!r}, outside "
+                             f"the model's folder {folder}; external data must sit beside the model")
 
 
 def _hashes(path: Path) -> dict[str, str]:
