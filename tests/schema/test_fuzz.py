@@ -6,12 +6,10 @@ Default run: a small profile (200 cases per property). `NPUCTL_FUZZ=full`: 10,00
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +188,7 @@ def test_validate_command_exits_0_or_1_with_placed_errors(texts: list[str]) -> N
 
 
 # The classic attacks, each through the real command in its own process: it must come back (the
-# timer is a hang guard, not a measurement) with exit 1, a placed error and bounded memory.
+# timeout is a hang guard, not a measurement) with exit 1 and a placed error, within 1 GiB of address space.
 LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
 ATTACKS = {
@@ -209,25 +207,22 @@ ATTACKS = {
 }
 
 
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="peak RSS of a child via wait4 (POSIX)")
+def _limit_memory() -> None:
+    # 1 GiB of address space for the command: an expansion that aims at gigabytes dies with a
+    # MemoryError (a traceback, exit code != 1) instead of passing.
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="address-space limit through POSIX setrlimit")
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_validate_survives_classic_attacks(name: str, tmp_path: Path) -> None:
     file = tmp_path / "m.yaml"
     file.write_text(ATTACKS[name], encoding="utf-8")
-    stderr = tmp_path / "stderr"
-    with stderr.open("w") as err:
-        process = subprocess.Popen([sys.executable, "-m", "npuctl", "validate", str(file)], stdout=subprocess.DEVNULL,
-                                   stderr=err)
-    hang_guard = threading.Timer(120, process.kill)
-    hang_guard.start()
-    _, status, usage = os.wait4(process.pid, 0)
-    hang_guard.cancel()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    message = stderr.read_text()
-    assert process.returncode == 1, message
-    assert re.match(rf"{re.escape(str(file))}:\d+:\d+: ", message), message
-    assert "Traceback" not in message
+    done = subprocess.run([sys.executable, "-m", "npuctl", "validate", str(file)], capture_output=True, text=True,
+                          timeout=120, preexec_fn=_limit_memory)
+    assert done.returncode == 1, done.stderr
+    assert re.match(rf"{re.escape(str(file))}:\d+:\d+: ", done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
     assert not Path("/tmp/npuctl-pwned").exists()
-    # Peak RSS of the whole command (Python + pydantic + the loader is ~80 MB): alias expansion and
-    # huge inputs may add some tens of MB, never the gigabytes they aim at.
-    assert usage.ru_maxrss * 1024 < 300 << 20, f"{usage.ru_maxrss / 1024:.0f} MiB"
