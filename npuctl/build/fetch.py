@@ -30,6 +30,9 @@ class ArtifactSource(Protocol):
     def copy(self, path: str, out: Path) -> str:
         """Copy the file at `path` to `out`; returns its sha256. Raises FetchError when it is not there."""
 
+    def close(self) -> None:
+        """Release connections."""
+
 
 def open_source(location: str) -> ArtifactSource:
     """A published store by URL (http:, https:) or folder path."""
@@ -86,6 +89,9 @@ class FolderSource:
             raise FetchError(f"{self.location}: {path}: {exc}") from exc
         return digest.hexdigest()
 
+    def close(self) -> None:
+        pass
+
 
 class HttpSource:
     def __init__(self, url: str) -> None:
@@ -121,6 +127,9 @@ class HttpSource:
         except httpx.HTTPError as exc:
             raise FetchError(f"{self.location}{path}: {exc}") from exc
         return digest.hexdigest()
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _relative(path: str, source: ArtifactSource) -> str:

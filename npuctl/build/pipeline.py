@@ -69,7 +69,11 @@ def build_deployment(
                      [fetch.open_source(location) for location in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
                    aihub_credentials=aihub_credentials)
-    return build.run(_pick_targets(deployment, targets))
+    try:
+        return build.run(_pick_targets(deployment, targets))
+    finally:
+        for source in runner.published:
+            source.close()
 
 
 @dataclass(frozen=True)
