@@ -54,6 +54,10 @@ class Desired:
     def keys(self) -> Keys:
         return Keys.of(self.deployment)
 
+    @cached_property
+    def generation(self) -> str:
+        return self.deployment.deployment.generation()
+
 
 @dataclass
 class DesiredState:

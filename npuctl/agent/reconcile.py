@@ -166,7 +166,7 @@ class Reconciler:
         status = self.book.get(name)
         status.file = str(want.deployment.file)
         status.endpoint = self.endpoint or None
-        generation = deployment.generation()
+        generation = want.generation
         self._validity(status, want)
         selected, why = self.actuator.selects(deployment)
         status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
@@ -242,11 +242,11 @@ class Reconciler:
         else:
             previous = self.running.get(name)
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
-            self.running[name] = Running(deployment.generation(), keys, model)
+            self.running[name] = Running(want.generation, keys, model)
             self.unserved.pop(name, None)
             self.failures.pop((name, "load"), None)
             status = self.book.get(name)
-            status.serving_generation = deployment.generation()
+            status.serving_generation = want.generation
             self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
         finally:
             self.busy.pop(name, None)
@@ -345,4 +345,3 @@ class Reconciler:
         if status.phase != phase:
             self.book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
             status.phase = phase
-        self.book.touch()

@@ -106,7 +106,7 @@ class StatusBook:
         self.path = state / STATUS_FILE
         self.deployments: dict[str, DeploymentStatus] = {}
         self.events: deque[Event] = deque(maxlen=500)
-        self._dirty = False
+        self._saved: Any = None
 
     def load(self) -> None:
         """Read what a previous run saved (events and phases are history; reconcile rewrites the rest)."""
@@ -125,8 +125,7 @@ class StatusBook:
         return self.deployments[name]
 
     def remove(self, name: str) -> None:
-        if self.deployments.pop(name, None) is not None:
-            self._dirty = True
+        self.deployments.pop(name, None)
 
     def record(self, name: str, reason: str, message: str, warning: bool = False) -> Event:
         event = Event(time=now(), deployment=name, type="Warning" if warning else "Normal", reason=reason, message=message)
@@ -134,23 +133,18 @@ class StatusBook:
         log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", name, reason, message)
         status = self.get(name)
         status.events = [*status.events, event][-MAX_EVENTS:]
-        self._dirty = True
         return event
 
-    def touch(self) -> None:
-        self._dirty = True
-
     def save(self) -> None:
-        """Write atomically (temp file + rename) when something changed."""
-        if not self._dirty:
+        """Write atomically (temp file + rename) when something changed since the last save."""
+        deployments = [s.model_dump(mode="json") for s in sorted(self.deployments.values(), key=lambda s: s.name)]
+        # Comparing dicts is cheap; encoding and fsyncing every deployment on every pass is not.
+        if deployments == self._saved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = {
-            "deployments": [s.model_dump(mode="json") for s in sorted(self.deployments.values(), key=lambda s: s.name)],
-            "events": [e.model_dump(mode="json") for e in self.events],
-        }
+        data = {"deployments": deployments, "events": [e.model_dump(mode="json") for e in self.events]}
         atomic_write(self.path, json.dumps(data, indent=1).encode())
-        self._dirty = False
+        self._saved = deployments
 
 
 def now() -> str:
