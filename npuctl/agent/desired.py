@@ -67,11 +67,13 @@ class DesiredState:
     last_good: dict[Path, list[LoadedDeployment]] = field(default_factory=dict)
     parsed: dict[Path, tuple[tuple[int, int], LoadResult]] = field(default_factory=dict)
     """Each file's last parse, by (mtime, size): an unchanged file is not parsed again."""
+    current: dict[str, Desired] = field(default_factory=dict)
     errors: list[ManifestError] = field(default_factory=list)
     """Every error of the last refresh, including files that never had a good version."""
 
     def refresh(self) -> dict[str, Desired]:
         desired: dict[str, Desired] = {}
+        previous = {(id(d.deployment), d.errors): d for d in self.current.values()}
         self.errors = []
         seen: set[Path] = set()
         for file in self._files():
@@ -81,11 +83,14 @@ class DesiredState:
                 self.last_good[file] = result.deployments
             self.errors.extend(result.errors)
             for loaded in self.last_good.get(file, []):
-                self._add(desired, Desired(loaded, tuple(result.errors)))
+                errors = tuple(result.errors)
+                # The same object for an unchanged file: its keys and generation are computed once.
+                self._add(desired, previous.get((id(loaded), errors)) or Desired(loaded, errors))
         for gone in set(self.last_good) - seen:
             del self.last_good[gone]
         for gone in set(self.parsed) - seen:
             del self.parsed[gone]
+        self.current = desired
         return desired
 
     def _load(self, file: Path) -> LoadResult:
