@@ -119,8 +119,9 @@ def _agent_call(call: Any) -> Any:
         sys.exit(1 if exc.status in (404, 409, 422) else 2)
 
 
-def _agent_config(config_file: Path | None, manifests: Sequence[Path], listen: str | None,
-                  state: Path | None, cache: Path | None, labels: Sequence[str]) -> Any:
+def _agent_config(manifests: Sequence[Path], config_file: Path | None, listen: str | None, state: Path | None,
+                  cache: Path | None, labels: Sequence[str], allow_remote: bool | None) -> Any:
+    """The config file (or defaults) with the command line's options on top."""
     from npuctl.agent.config import AgentConfig
     from npuctl.agent.main import ConfigError, load_config
 
@@ -137,12 +138,25 @@ def _agent_config(config_file: Path | None, manifests: Sequence[Path], listen: s
         update["cache"] = cache
     if labels:
         update["labels"] = {**config.labels, **dict(label.split("=", 1) for label in labels)}
+    if allow_remote:
+        update["remote_access"] = True
     try:
         if listen:
             update["listen"] = AgentConfig(listen=listen).listen  # validated like the file's
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     return config.model_copy(update=update)
+
+
+def _run_agent(config: Any, on_start: Any = None) -> None:
+    import asyncio
+
+    from npuctl.agent.main import ConfigError, run_agent
+
+    try:
+        asyncio.run(run_agent(config, on_start))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _agent_options(func: Any) -> Any:
@@ -154,6 +168,8 @@ def _agent_options(func: Any) -> Any:
         click.option("--cache", type=click.Path(file_okay=False, path_type=Path), envvar="NPUCTL_CACHE",
                      help="Artifact store."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Agent label (repeatable)."),
+        click.option("--allow-remote", is_flag=True, default=None,
+                     help="Allow a non-loopback --listen address (every control call then needs the token)."),
     ]):
         func = option(func)
     return func
@@ -163,36 +179,27 @@ def _agent_options(func: Any) -> Any:
 @click.option("--manifests", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of manifests to watch (repeatable; apply writes into the first).")
 @_agent_options
-def agent(manifests: Sequence[Path], config_file: Path | None, listen: str | None, state: Path | None,
-          cache: Path | None, labels: Sequence[str]) -> None:
+def agent(manifests: Sequence[Path], **options: Any) -> None:
     """Run the agent: watch manifests, build, load, serve, report status (until Ctrl-C)."""
-    import asyncio
-
-    from npuctl.agent.main import run_agent
-
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _agent_config(config_file, manifests, listen, state, cache, labels)
+    config = _agent_config(manifests, **options)
     err_console.print(f"npuctl agent on http://{config.listen}, watching {', '.join(map(str, config.manifests))}")
-    asyncio.run(run_agent(config))
+    _run_agent(config)
 
 
 @cli.command()
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path), default=Path("manifests"))
 @_agent_options
-def up(folder: Path, config_file: Path | None, listen: str | None, state: Path | None,
-       cache: Path | None, labels: Sequence[str]) -> None:
+def up(folder: Path, **options: Any) -> None:
     """Serve the manifests in FOLDER (default ./manifests): build what is missing with progress, then
     print the endpoint and a curl line. Runs until Ctrl-C."""
-    import asyncio
-
-    from npuctl.agent.main import run_agent
     from npuctl.agent.progress import follow
 
-    config = _agent_config(config_file, [folder], listen, state, cache, labels)
+    config = _agent_config([folder], **options)
     err_console.print(f"npuctl up: serving {folder} on http://{config.listen} (Ctrl-C stops)")
-    asyncio.run(run_agent(config, on_start=lambda reconciler: follow(reconciler, err_console)))
+    _run_agent(config, on_start=lambda reconciler: follow(reconciler, err_console))
 
 
 @cli.command()

@@ -58,6 +58,9 @@ class AgentConfig(BaseModel):
     """Folders watched for manifests. `npuctl apply` writes into the first."""
     listen: str = DEFAULT_LISTEN
     """HOST:PORT for the model endpoints and the control API (one port)."""
+    remote_access: bool = False
+    """Allow `listen` on an address other than loopback. Every control call, reads included, then needs the
+    token; the model endpoints are open to whoever reaches the address."""
     state: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("npuctl")))
     """Folder for status and the API token (owner-only)."""
     cache: Path | None = None

@@ -61,7 +61,10 @@ def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
 
 
 async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. Refuses a non-loopback address unless every control call is guarded."""
+    """Serve until SIGINT/SIGTERM. Raises ConfigError for a non-loopback address without `remoteAccess`."""
+    if not config.loopback and not config.remote_access:
+        raise ConfigError(f"listen {config.listen} is reachable beyond this machine: set remoteAccess: true in the "
+                          "agent config (or --allow-remote) to serve there; every control call then needs the token")
     for folder in config.manifests:
         folder.mkdir(parents=True, exist_ok=True)
     token = ensure_token(config.state)

@@ -86,9 +86,10 @@ def holds(entries: list[PackEntry]) -> str:
 def import_entry(entry: PackEntry, out: Path) -> dict[str, object]:
     """Copy the entry into `out` as `model_ctx.onnx` + its binary (a raw .bin gets a generated wrapper).
     Returns the record details: soc_model, htp_arch, qnn_sdk, ep_compatibility_info, context_binary."""
+    folder = entry.path.parent
     if entry.description is not None:
         binary = out / entry.path.name
-        shutil.copyfile(entry.path, binary)
+        shutil.copyfile(_inside(folder, entry.path.name, entry.path), binary)
         description = wrappers.read_description(entry.description)
         if len(description.graphs) != 1:
             raise BuildError("prebuilt", f"{entry.description}: describes {len(description.graphs)} graphs; "
@@ -97,16 +98,25 @@ def import_entry(entry: PackEntry, out: Path) -> dict[str, object]:
         relative = binary.name
     else:
         relative = _binary_of(entry.path)
-        source = entry.path.parent / relative
+        source = _inside(folder, relative, entry.path)
         if not source.is_file():
             raise BuildError("prebuilt", f"{entry.path}: its EPContext node refers to {relative}, which is not "
                              f"beside it")
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, out / relative)
-        shutil.copyfile(entry.path, out / WRAPPER_FILE)
+        shutil.copyfile(_inside(folder, entry.path.name, entry.path), out / WRAPPER_FILE)
     info = entry.compat
     return {"soc_model": info.soc_model, "htp_arch": info.htp_arch, "qnn_sdk": info.qnn_sdk,
             "ep_compatibility_info": info.raw, "context_binary": relative}
+
+
+def _inside(folder: Path, relative: str, named_by: Path) -> Path:
+    """A file of the pack, refused when its name or a symlink on the way leads out of the pack's folder."""
+    path = folder / relative
+    if Path(relative).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+        raise BuildError("prebuilt", f"{named_by}: {relative!r} leads outside the pack folder {folder}; a pack's "
+                         "files must sit inside it (no absolute paths, '..' or links out)")
+    return path
 
 
 def _entries_in(place: Path, chipset_soc: int | None) -> list[PackEntry]:

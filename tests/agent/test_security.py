@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hmac
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -60,7 +62,7 @@ def test_control_api_refuses_escaping_file_names_and_oversized_uploads(agent: Ag
     assert sorted(p.name for p in agent.manifests.iterdir()) == ["tiny.onnx"], "nothing was written"
 
 
-def test_non_loopback_agent_guards_reads_too(tmp_path: Path, agent_cache: Path) -> None:
+def test_non_loopback_agent_needs_an_opt_in_and_then_guards_reads_too(tmp_path: Path, agent_cache: Path) -> None:
     # An agent on 0.0.0.0 is reachable from the network: every control call, reads included, needs the token.
     agent = Agent(tmp_path, agent_cache)
     agent.port = free_port()
@@ -68,17 +70,19 @@ def test_non_loopback_agent_guards_reads_too(tmp_path: Path, agent_cache: Path) 
 
     def start_on_all_interfaces() -> Agent:
         import os
-        import subprocess
-        import sys
 
         env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
-        command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests),
+        command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests), "--allow-remote",
                    "--listen", f"0.0.0.0:{agent.port}", "--state", str(agent.state), "--cache", str(agent.cache)]
         with agent.log.open("ab") as log:
             agent.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         agent.wait_for(agent._live, what="the agent to answer")
         return agent
 
+    refused = subprocess.run([sys.executable, "-m", "npuctl", "agent", "--listen", f"0.0.0.0:{agent.port}",
+                              "--manifests", str(agent.manifests), "--state", str(agent.state)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "remoteAccess" in refused.stderr, refused.stderr
     start_on_all_interfaces()
     try:
         assert httpx.get(f"{agent.url}/agent/v1/deployments").status_code == 401

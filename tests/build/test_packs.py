@@ -145,3 +145,15 @@ def test_raw_bin_and_json_in_a_chipset_folder_are_imported_with_a_generated_wrap
     assert (imported.soc_model, imported.bucket, imported.qnn_sdk) == (60, 8, "2.51.0")
     feed = {"x": np.ones((1, 8, 16), np.float32)}
     np.testing.assert_array_equal(run(imported.context_model, feed), run(artifact.context_model, feed))
+
+
+def test_a_pack_binary_linking_outside_the_pack_is_refused(x2_pack: tuple[Path, BuildResult], tiny_dir: Path,
+                                                           store: Store, tmp_path: Path) -> None:
+    pack, built = x2_pack
+    binary = pack / X2_FOLDER / built.artifacts[0].context_binary.name
+    secret = tmp_path / "outside.bin"
+    shutil.move(binary, secret)
+    binary.symlink_to(secret)
+    loaded = write_manifest(tiny_dir, name="linked", targets=["x2-elite"], model={"source": "file:pack", "task": "tensor"})
+    with pytest.raises(BuildError, match="leads outside the pack folder"):
+        build_deployment(loaded, store=store)
