@@ -30,6 +30,8 @@ class Sampling:
     top_p: float = 1.0
     top_k: int | None = None
     seed: int | None = None
+    ignore_eos: bool = False
+    """Generate max_new_tokens whatever the model says (vLLM's extension; for load tests and benchmarks)."""
 
 
 class GenerationModel:
@@ -57,6 +59,8 @@ class GenerationModel:
                 options["top_k"] = sampling.top_k
         if sampling.seed is not None:
             options["random_seed"] = sampling.seed
+        if sampling.ignore_eos:
+            options["min_length"] = options["max_length"]  # onnxruntime-genai masks the end token until then
         params.set_search_options(**options)
         generator = og.Generator(self._model, params)
         try:

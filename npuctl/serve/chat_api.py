@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -81,8 +81,7 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
         raise ApiError(400, f"this model's context is {context} tokens: {len(ids)} in the {what} leave room for "
                        f"{room} generated tokens, not max_tokens {options.max_tokens}",
                        param="max_tokens", code="context_length_exceeded")
-    sampling = Sampling(options.max_tokens or room, options.sampling.temperature, options.sampling.top_p,
-                        options.sampling.top_k, options.sampling.seed)
+    sampling = replace(options.sampling, max_new_tokens=options.max_tokens or room)
     prompt = Prompt(ids, sampling, options.stop)
     reply = _Reply(model.name, chat, len(ids))
     if not options.stream:
@@ -214,7 +213,10 @@ def _options(body: dict[str, Any]) -> _Options:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict) or (stream_options and not stream):
         raise ApiError(400, "'stream_options' is an object, and only allowed with stream: true", param="stream_options")
-    return _Options(max_tokens, Sampling(0, temperature, top_p, top_k or None, seed), _stop(body.get("stop")),
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise ApiError(400, "'ignore_eos' must be true or false", param="ignore_eos")
+    return _Options(max_tokens, Sampling(0, temperature, top_p, top_k or None, seed, ignore_eos), _stop(body.get("stop")),
                     stream, bool(stream_options.get("include_usage", False)))
 
 

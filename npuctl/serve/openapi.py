@@ -71,6 +71,7 @@ def _openai() -> dict[str, Any]:
     message = _object({"role": {"type": "string"}, "content": {"type": "string"}}, required=["role", "content"])
     generation = {"max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
                   "top_k": {"type": "integer"}, "seed": {"type": "integer"}, "stream": {"type": "boolean"},
+                  "ignore_eos": {"type": "boolean"},
                   "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}
     completion = _json(_object({"id": {"type": "string"}, "object": {"type": "string"},
                                 "choices": {"type": "array"}}), "the completion (or an SSE stream)")
