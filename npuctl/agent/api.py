@@ -22,6 +22,8 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.schema import load_text
 from npuctl.schema.loader import MAX_FILE_BYTES
+from npuctl.serve.errors import ApiError
+from npuctl.serve.http import read_body
 
 PREFIX = "/agent/v1"
 
@@ -88,12 +90,10 @@ class _ControlApi:
         file = request.path_params["file"]
         if not SAFE_FILE.match(file):
             return error(400, f"{file!r} is not a manifest file name: letters, digits, '.', '_', '-', ending in .yaml or .yml")
-        # Counted while it streams in: a huge upload is refused before it is held in memory.
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FILE_BYTES:
-                return error(413, f"manifest is over the limit of {MAX_FILE_BYTES} bytes")
+        try:
+            body = await read_body(request, MAX_FILE_BYTES)
+        except ApiError as exc:
+            return error(exc.status, exc.message)
         try:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:

@@ -18,8 +18,8 @@ CLIENT_CLOSED = 499
 """Status recorded (never seen by anyone) for requests whose client disconnected: nginx's convention."""
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body parsed as JSON; 413 past `limit` bytes (checked while streaming, not after), 400 if not JSON."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body; 413 past `limit` bytes, checked while it streams in (a huge upload is never held whole)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
@@ -28,6 +28,12 @@ async def read_json(request: Request, limit: int) -> Any:
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON; 413 past `limit` bytes, 400 if not JSON."""
+    body = await read_body(request, limit)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:

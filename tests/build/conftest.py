@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.build import Store
-from npuctl.schema import LoadedDeployment, load_file
+from npuctl.schema import LoadedDeployment
+from tests.manifests import write_deployment
 
 ManifestFactory = Callable[..., LoadedDeployment]
 
@@ -48,13 +48,7 @@ def write_manifest(folder: Path, *, name: str = "tiny", source: str = "file:tiny
     """A tensor-task manifest for `folder/tiny.onnx` (JSON is YAML), loaded as the agent would."""
     body = {"model": {"source": source, "task": "tensor"}, "precision": "w8a16", "targets": ["x-elite"],
             "shapes": {"sequenceLengths": [8]}, "accuracy": {"samples": 2}} | spec
-    manifest = {"apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": name},
-                "spec": body}
-    file = folder / f"{name}.yaml"
-    file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    loaded = load_file(file)
-    assert loaded.ok, loaded.errors
-    return loaded.deployments[0]
+    return write_deployment(folder, name, body)
 
 
 @pytest.fixture
