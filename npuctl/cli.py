@@ -77,12 +77,21 @@ def schema() -> None:
 
 
 @cli.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An agent config: show the device as that agent sees it (its `facts` overrides applied).")
 @OUTPUT
-def devices(output: str) -> None:
+def devices(config_file: Path | None, output: str) -> None:
     """Show this host: OS, CPU architecture, SoC, and whether a real Hexagon NPU or only the HTP simulator is there."""
     from npuctl.runtime.devices import detect_host
 
     host = detect_host()
+    if config_file:
+        from npuctl.agent.main import ConfigError, load_config
+
+        try:
+            host = host.with_overrides(load_config(config_file).facts)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
     if output != "text":
         emit(host.as_dict(), output)
         return

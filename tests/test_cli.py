@@ -92,3 +92,11 @@ def test_devices_reports_the_htp_simulator_on_this_x86_64_host() -> None:
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "npuctl", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("npuctl, version ")
+
+
+def test_devices_shows_an_agent_configs_fact_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("facts: {soc: x2-elite}\n")
+    code, out = run("devices", "--config", str(config), "-o", "json")
+    host = json.loads(out)
+    assert code == 0 and (host["soc_model"], host["htp_arch"]) == (88, 81) and "soc" in host["overrides"]

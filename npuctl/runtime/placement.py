@@ -31,7 +31,6 @@ class Reason(StrEnum):
     SESSION_FAILED = "SessionFailed"
     NOT_ON_NPU = "NotOnNPU"
     NO_TOKENIZER = "NoTokenizer"
-    UNSUPPORTED_TASK = "UnsupportedTask"
 
 
 class NotServable(Exception):

@@ -11,6 +11,7 @@ import io
 import re
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from npuctl.schema.models import API_VERSION, KIND, ModelDeployment
@@ -149,10 +150,13 @@ def load_text(text: str, file: Path | str = "<string>") -> LoadResult:
     # (reaching that took ~30 s on `[[[[...`).
     yaml.max_depth = MAX_DEPTH + 1
     try:
-        for node in yaml.compose_all(io.StringIO(text)):
-            if node is None or _is_empty(node):
-                continue
-            _load_document(node, file, yaml, result)
+        with warnings.catch_warnings():
+            # YAML 1.2 lets an anchor be defined again (the latest one wins); that is no reason to print.
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            for node in yaml.compose_all(io.StringIO(text)):
+                if node is None or _is_empty(node):
+                    continue
+                _load_document(node, file, yaml, result)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
