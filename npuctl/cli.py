@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from npuctl import __version__
@@ -124,7 +125,7 @@ def _agent_call(call: Any) -> Any:
     try:
         return call()
     except AgentError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1 if exc.status in (404, 409, 422) else 2)
 
 
@@ -244,7 +245,8 @@ def diff(paths: Sequence[Path], agent_url: str | None, output: str) -> None:
         for change in changes:
             console.print(_change_line(change, True))
             for field in change["fields"]:
-                console.print(f"    {field['path']}: [red]{field['old']!r}[/red] -> [green]{field['new']!r}[/green]")
+                console.print(f"    {field['path']}: [red]{escape(repr(field['old']))}[/red] -> "
+                              f"[green]{escape(repr(field['new']))}[/green]")
             if "steps" in change:
                 console.print(f"    {_steps_line(change['steps'])}")
     sys.exit(1 if changes else 0)
@@ -262,8 +264,9 @@ def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None,
                 results.append(client.apply(file.name, file.read_text(encoding="utf-8"), dry_run=dry_run))
             except AgentError as exc:
                 for error in exc.body.get("error", {}).get("errors", []):
-                    err_console.print(f"{file}:{error['line']}:{error['column']}: {error['path']}: {error['message']}")
-                err_console.print(f"[red]error:[/red] {file}: {exc}")
+                    err_console.print(f"{file}:{error['line']}:{error['column']}: {error['path']}: {error['message']}",
+                                      markup=False)
+                err_console.print(f"[red]error:[/red] {escape(f'{file}: {exc}')}")
                 sys.exit(invalid_exit if exc.status == 422 else 2)
     return results
 
@@ -346,18 +349,20 @@ def describe(name: str, agent_url: str | None) -> None:
     console.print(f"[bold]{name}[/bold]  phase: {status.get('phase')}  generation: {status.get('observedGeneration')}")
     console.print(f"file: {status.get('file')}\nendpoint: {status.get('endpoint')}\nprovider: {status.get('provider')}"
                   f"  NPU coverage: {status.get('npuCoverage')}")
-    conditions = Table("CONDITION", "STATUS", "REASON", "MESSAGE", "SINCE", box=None)
+    console.print("conditions:")
     for c in status.get("conditions", []):
-        conditions.add_row(c["type"], c["status"], c["reason"], c.get("message", ""), c["lastTransitionTime"])
-    console.print(conditions)
-    artifacts = Table("TARGET", "SOC", "BUCKET", "PRECISION", "ACCURACY", "NPU", box=None)
-    for a in status.get("artifacts", []):
-        accuracy = a.get("accuracy", {})
-        artifacts.add_row(a["target"], str(a["socModel"]), str(a["bucket"]), a["precision"],
-                          f"{accuracy.get('metric')} {accuracy.get('value'):.4f} (≥ {accuracy.get('threshold')})"
-                          if accuracy else "-", f"{a.get('npuCoverage', 0):.0%}")
+        message = f": {c['message']}" if c.get("message") else ""
+        console.print(f"  {c['type']:<15} {c['status']:<7} {c['reason']} (since {c['lastTransitionTime']}){message}",
+                      markup=False, soft_wrap=True)
     if status.get("artifacts"):
-        console.print(artifacts)
+        console.print("artifacts:")
+    for a in status.get("artifacts", []):
+        accuracy = a.get("accuracy") or {}
+        bar = ("≤" if accuracy.get("metric") == "max_abs_error" else "≥") + f" {accuracy.get('threshold')}"
+        measured = f"{accuracy['metric']} {accuracy['value']:.4f} ({bar})" if accuracy else "not measured (prebuilt)"
+        console.print(f"  {a['target']} soc {a['socModel']} bucket {a['bucket']} {a['precision']}: {measured}, "
+                      f"NPU coverage {a.get('npuCoverage') or 0:.0%}", markup=False, soft_wrap=True)
+    console.print("events:")
     _print_events(status.get("events", []))
 
 
@@ -392,7 +397,8 @@ def events(name: str | None, follow: bool, agent_url: str | None) -> None:
 def _print_events(items: list[dict[str, Any]]) -> None:
     for e in items:
         color = "yellow" if e["type"] == "Warning" else "dim"
-        console.print(f"[{color}]{e['time']}[/{color}] {e['deployment']} {e['reason']}: {e['message']}")
+        console.print(f"[{color}]{e['time']}[/{color}] {escape(e['deployment'])} {escape(e['reason'])}: "
+                      f"{escape(e['message'])}", soft_wrap=True)
 
 
 @cli.command()
@@ -425,9 +431,9 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         status = model.status
         if status.ready:
             where = f"{status.where} ({status.provider}, NPU coverage {status.npu_coverage:.0%})"
-            err_console.print(f"[green]serving[/green] {model.name} on {where}: {status.message}")
+            err_console.print(f"[green]serving[/green] {escape(f'{model.name} on {where}: {status.message}')}")
         else:
-            err_console.print(f"[red]not ready[/red] {model.name}: {status.reason}: {status.message}")
+            err_console.print(f"[red]not ready[/red] {escape(f'{model.name}: {status.reason}: {status.message}')}")
 
     registry = serve_registry(
         result.deployments,
@@ -480,7 +486,7 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: Pat
                     results.append(build_deployment(deployment, store=store, targets=targets or None,
                                                     progress=show.update))
         except BuildError as exc:
-            err_console.print(f"[red]build of {deployment.name} failed[/red]: {exc}")
+            err_console.print(f"[red]build of {deployment.name} failed[/red]: {escape(str(exc))}")
             raise SystemExit(1) from exc
     if publish_to is not None:
         from npuctl.build.publish import publish
@@ -689,7 +695,7 @@ def bundle_pack(folder: Path, version: str, out: Path, key: Path | None) -> None
     try:
         packed = bundles.pack(folder, version)
     except bundles.BundleError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)
     data = packed.as_bytes()
     out.write_bytes(data)
@@ -720,7 +726,7 @@ def bundle_verify(bundle_file: Path, public_key: str) -> None:
         bundles.verify(data, signature.read_text(encoding="utf-8") if signature.exists() else "", public_key)
         packed = bundles.parse(data)
     except bundles.BundleError as exc:
-        err_console.print(f"[red]refused:[/red] {bundle_file}: {exc}")
+        err_console.print(f"[red]refused:[/red] {escape(f'{bundle_file}: {exc}')}")
         sys.exit(1)
     click.echo(f"{bundle_file}: verified, version {packed.version}, {len(packed.manifests)} manifest(s)")
 

@@ -267,6 +267,7 @@ class Reconciler:
         if keep_status:
             self.book.record(name, "Unloaded", "not selected by this agent")
         else:
+            self.book.record(name, "Deleted", "no manifest declares it any more; unloaded")
             self.book.remove(name)
         log.info("%s: unloaded", name)
 
