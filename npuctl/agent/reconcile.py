@@ -21,9 +21,10 @@ from npuctl.schema import LoadedDeployment, ModelDeployment
 
 log = logging.getLogger("npuctl.agent")
 
+
 class Actuator(Protocol):
-    """The seam between deciding and doing. All methods but `serve`/`reconfigure`/`unload` block and
-    run in worker threads."""
+    """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
+    the others are quick and run on the event loop."""
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> Any:
         """Produce (or find in the store) the deployment's artifacts. Raises on failure."""
@@ -99,7 +100,6 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.passes = 0
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -147,7 +147,6 @@ class Reconciler:
     # -- one pass ---------------------------------------------------------------------------------
 
     def reconcile_once(self) -> None:
-        self.passes += 1
         self.desired = self.desired_state.refresh()
         for name, want in self.desired.items():
             try:
@@ -155,9 +154,8 @@ class Reconciler:
             except Exception as exc:  # one deployment's bug must not stop the others converging
                 log.exception("%s: reconcile failed", name)
                 self.book.record(name, "ReconcileError", f"{type(exc).__name__}: {exc}", warning=True)
-        for name in [n for n in self.running if n not in self.desired]:
-            self._delete(name)
-        for name in [n for n in self.book.deployments if n not in self.desired and n not in self.busy]:
+        # Work in flight finishes first (a half-done swap is not undone); the next pass removes it.
+        for name in sorted((set(self.running) | set(self.book.deployments)) - set(self.desired) - set(self.busy)):
             self._delete(name)
         self.book.save()
 
@@ -263,6 +261,8 @@ class Reconciler:
     def _delete(self, name: str, keep_status: bool = False) -> None:
         self.running.pop(name, None)
         self.unserved.pop(name, None)
+        for kind in ("build", "load"):
+            self.failures.pop((name, kind), None)
         self.actuator.unload(name)
         if keep_status:
             self.book.record(name, "Unloaded", "not selected by this agent")
