@@ -17,6 +17,7 @@ from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase, StatusBook
 from npuctl.agent.watcher import ManifestWatcher
+from npuctl.runtime.placement import NotServable
 from npuctl.schema import LoadedDeployment, ModelDeployment
 
 log = logging.getLogger("npuctl.agent")
@@ -226,8 +227,6 @@ class Reconciler:
             self._wake.set()
 
     async def _load(self, want: Desired, keys: Keys) -> None:
-        from npuctl.runtime.placement import NotServable
-
         name = want.name
         deployment = want.deployment.deployment
         loop = asyncio.get_running_loop()
@@ -291,13 +290,13 @@ class Reconciler:
         """Conditions and phase from what is running, in flight and failed."""
         name = status.name
         running = self.running.get(name)
-        build_failure = self.failures.get((name, "build"))
-        load_failure = self.failures.get((name, "load"))
         keys = want.keys
+        build_failure = self._failure(name, "build", keys.build)
+        load_failure = self._failure(name, "load", keys.load)
         if keys.build in self.built:
             status.set_condition(C.ARTIFACTS_READY, True, "Built")
             status.artifacts = self.actuator.describe_build(self.built[keys.build])
-        elif build_failure and build_failure.keys == keys.build:
+        elif build_failure:
             status.set_condition(C.ARTIFACTS_READY, False, build_failure.reason, build_failure.message)
         else:
             status.set_condition(C.ARTIFACTS_READY, None, "Building" if self.busy.get(name) == "build" else "Pending")
@@ -309,7 +308,7 @@ class Reconciler:
             status.set_condition(C.SERVING, True, "Serving", f"as {want.deployment.deployment.public_name}")
         else:
             status.provider, status.npu_coverage = None, None
-            if load_failure and load_failure.keys == keys.load:
+            if load_failure:
                 status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
                 status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
             else:
@@ -330,7 +329,7 @@ class Reconciler:
     def _phase_of(self, status: DeploymentStatus, want: Desired, running: Running | None) -> Phase:
         name = status.name
         current = running is not None and running.keys.load == want.keys.load
-        failed = any(k[0] == name for k in self.failures)
+        failed = self._failure(name, "build", want.keys.build) or self._failure(name, "load", want.keys.load)
         if running and current and want.valid:
             return Phase.READY
         if running:
@@ -338,6 +337,11 @@ class Reconciler:
         if name in self.busy:
             return self._activity(name)
         return Phase.FAILED if failed else Phase.PENDING
+
+    def _failure(self, name: str, kind: str, key: str) -> Failure | None:
+        """The last failure of this kind, if it was for what is declared now (not an older version)."""
+        failure = self.failures.get((name, kind))
+        return failure if failure and failure.keys == key else None
 
     def _activity(self, name: str) -> Phase:
         return {"build": Phase.BUILDING, "load": Phase.LOADING}.get(self.busy.get(name, ""), Phase.PENDING)
