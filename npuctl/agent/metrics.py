@@ -45,7 +45,8 @@ class AgentCollector(Collector):
         polls = CounterMetricFamily("npuctl_source_polls", "Polls of each manifest source since the agent started.",
                                     labels=["source"])
         for state in self.poller.states.values():
-            for value in SOURCE_STATES:
-                source.add_metric([state.name, value, state.version or ""], 1.0 if state.state == value else 0.0)
+            for state_name in SOURCE_STATES:
+                source.add_metric([state.name, state_name, state.version or ""],
+                                  1.0 if state.state == state_name else 0.0)
             polls.add_metric([state.name], state.polls)
         yield from (info, phase, provider, source, polls)

@@ -29,10 +29,9 @@ def selects(selector: Selector, labels: dict[str, str], facts: dict[str, Any]) -
             return False, f"label {key}={value} wanted, this agent has {key}={labels.get(key, '<unset>')}"
     for expression in selector.match_expressions:
         key = expression.key
-        value = labels.get(key[7:]) if key.startswith("labels.") else facts.get(key)
-        ok = _holds(expression.operator, value, expression.values)
-        if not ok:
-            return False, f"{key} {expression.operator} {expression.values} does not hold (this agent: {key}={value})"
+        actual = labels.get(key[7:]) if key.startswith("labels.") else facts.get(key)
+        if not _holds(expression.operator, actual, expression.values):
+            return False, f"{key} {expression.operator} {expression.values} does not hold (this agent: {key}={actual})"
     return True, ""
 
 

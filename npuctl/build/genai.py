@@ -33,6 +33,7 @@ def build_generation(deployment: ModelDeployment, source: ResolvedSource, resolv
                      run_step: StepRunner) -> BuildResult:
     """The genai folder of a text-generation deployment: the source itself, or the model builder's output."""
     spec = deployment.spec
+    steps: tuple[StepRun, ...]
     if source.format is Format.GENAI:
         folder, steps = source.folder, (resolve_run,)
     elif source.format is Format.TRANSFORMERS:

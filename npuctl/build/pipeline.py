@@ -224,8 +224,8 @@ class _Build:
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
-            model = self.spec.model
-            source, resolve_run = self._resolve(model.source, model.format, model.sha256)
+            declared = self.spec.model
+            source, resolve_run = self._resolve(declared.source, declared.format, declared.sha256)
             return genai.build_generation(self.deployment, source, resolve_run,
                                           self.runner.run)
         model, pack, resolve_runs = self._sources()

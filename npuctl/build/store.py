@@ -177,7 +177,7 @@ class Store:
     def verify(self, *, drop: bool = True) -> list[Problem]:
         """Re-hash every stored file; report (and by default remove) entries that don't match."""
         self._checked.clear()
-        problems = []
+        problems: list[Problem] = []
         if not self.steps_dir.is_dir():
             return problems
         for folder in sorted(self.steps_dir.iterdir()):

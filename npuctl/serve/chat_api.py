@@ -121,7 +121,7 @@ class _Reply:
 
     def whole(self, text: str, generation: Generation) -> dict[str, Any]:
         reason = generation.finish_reason
-        choice = {"index": 0, "finish_reason": reason, "logprobs": None}
+        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
         choice |= {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
         return self._object(False) | {"choices": [choice], "usage": self._usage(generation)}
 

@@ -129,7 +129,7 @@ def _metrics() -> dict[str, Any]:
 
 
 def _control() -> dict[str, Any]:
-    token = [{"agentToken": []}]
+    token: list[dict[str, list[str]]] = [{"agentToken": []}]
     listing = _json(_object({"items": {"type": "array", "items": _ANY_OBJECT}}, required=["items"]), "items")
     return {
         "/agent/v1/deployments": {"get": {"summary": "deployments with status", "responses": {

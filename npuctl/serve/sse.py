@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -19,7 +19,8 @@ class EventStream(StreamingResponse):
     when the stream ends, fails, or the client disconnects."""
 
     def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
-        super().__init__(events, media_type="text/event-stream",
+        # __call__ below sends the events itself; the parent only supplies status and headers.
+        super().__init__(cast(Any, events), media_type="text/event-stream",
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self._events = events
         self._on_close = on_close
