@@ -295,7 +295,7 @@ class _Build:
             # With nothing to compile from, the declared targets are fetched as they are; loading them on this
             # device then fails with the reason (built for another SoC) instead of the build failing here.
             return mine or targets
-        return [Target(soc_model=self.for_soc)]
+        return [Target.model_validate({"socModel": self.for_soc})]
 
     def _why_not_compiled(self, targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
                           entries: list[packs.PackEntry]) -> str:

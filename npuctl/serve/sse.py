@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import anyio
+import anyio.lowlevel
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -40,6 +41,9 @@ class EventStream(StreamingResponse):
                     data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
                     await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
                                 "more_body": True})
+                    # A send to a gone client returns at once, and a full queue of pieces never waits: without
+                    # this, a fast generator would be drained to its end before `watch` saw the disconnect.
+                    await anyio.lowlevel.checkpoint()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:

@@ -136,3 +136,9 @@ def test_where_points_back_into_the_file() -> None:
     (loaded,) = load_text(HEAD + "metadata: {name: m}\nspec:\n  model:\n    source: pkg:x/y\n", "m.yaml").deployments
     assert loaded.where(("spec", "model", "source")) == "m.yaml:6:13"
     assert loaded.where(("spec", "precision")) == "m.yaml:5:3"
+
+
+def test_manifests_spell_fields_one_way_only() -> None:
+    found = errors(HEAD + "metadata: {name: m}\nspec:\n  model: {source: 'pkg:x/y'}\n  shapes: {sequence_lengths: [64]}\n")
+    assert found == [(6, 12, "spec.shapes.sequence_lengths",
+                      "unknown field 'sequence_lengths'; did you mean 'sequenceLengths'?")]
