@@ -7,9 +7,11 @@ import asyncio
 import json
 
 from rich.console import Console
+from rich.markup import escape
 
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import ConditionType, Phase
+from npuctl.schema import Task
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -29,7 +31,8 @@ async def _follow(reconciler: Reconciler, console: Console, interval: float = 0.
         events = list(reconciler.book.events)
         for event in events[printed:]:
             style = "yellow" if event.type == "Warning" else "cyan"
-            console.print(f"[{style}]{event.deployment}[/{style}] {event.reason}: {event.message}")
+            console.print(f"[{style}]{escape(event.deployment)}[/{style}] {escape(event.reason)}: {escape(event.message)}",
+                          soft_wrap=True)
         printed = len(events)
         for name, status in reconciler.book.deployments.items():
             if status.phase is Phase.READY and name not in announced:
@@ -43,12 +46,26 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
     public = want.deployment.deployment.public_name if want else name
     endpoint = reconciler.endpoint
     loaded = status.condition(ConditionType.LOADED)
-    console.print(f"[bold green]{name} is Ready[/bold green] as {public!r} on {status.provider} "
-                  f"(NPU coverage {status.npu_coverage or 0:.0%}; {loaded.message if loaded else ''})", soft_wrap=True)
+    console.print(f"[bold green]{name} is Ready[/bold green] as {escape(repr(public))} on {status.provider} "
+                  f"(NPU coverage {status.npu_coverage or 0:.0%}; {escape(loaded.message) if loaded else ''})",
+                  soft_wrap=True)
     for artifact in status.artifacts:
-        accuracy = artifact["accuracy"]
+        accuracy = artifact.get("accuracy")
+        measured = (f"{accuracy['metric']} {accuracy['value']:.4f} vs fp32" if accuracy
+                    else "prebuilt, not measured here")
+        coverage = artifact.get("npuCoverage")
         console.print(f"  built for {artifact['target']} (soc {artifact['socModel']}, {artifact['precision']}, "
-                      f"seq {artifact['bucket']}): {accuracy['metric']} {accuracy['value']:.4f} vs fp32, "
-                      f"NPU coverage {artifact['npuCoverage']:.1%}", soft_wrap=True)
-    body = json.dumps({"model": public, "input": "NPUs make local search fast"})
-    console.print(f"  curl -s {endpoint}/v1/embeddings -H 'Content-Type: application/json' -d '{body}'", soft_wrap=True)
+                      f"seq {artifact['bucket']}): {measured}, NPU coverage "
+                      f"{'unknown' if coverage is None else f'{coverage:.1%}'}", soft_wrap=True)
+    task = want.deployment.deployment.spec.model.task if want else Task.EMBEDDINGS
+    console.print(f"  {_try_it(endpoint, public, task)}", soft_wrap=True, markup=False)
+
+
+def _try_it(endpoint: str, model: str, task: Task) -> str:
+    """A curl line to paste, for the deployment's API."""
+    if task is Task.TENSOR:
+        return f"curl -s {endpoint}/v2/models/{model}  # its inputs; then POST tensors to /v2/models/{model}/infer"
+    path, body = (("/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "Hello!"}]})
+                  if task is Task.TEXT_GENERATION else
+                  ("/v1/embeddings", {"model": model, "input": "NPUs make local search fast"}))
+    return f"curl -s {endpoint}{path} -H 'Content-Type: application/json' -d '{json.dumps(body)}'"

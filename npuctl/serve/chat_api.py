@@ -18,7 +18,7 @@ from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
-from npuctl.serve.generating import FinishReason, Generation, Prompt
+from npuctl.serve.generating import Generation, Prompt
 from npuctl.serve.http import answered, read_json
 from npuctl.serve.models import GenerationService
 from npuctl.serve.sse import DONE, EventStream

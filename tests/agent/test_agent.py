@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from tests.agent.harness import Agent, infer, manifest
@@ -144,7 +147,7 @@ def test_apply_dry_run_and_diff_change_nothing(agent: Agent, tmp_path: Path) -> 
     assert shown.returncode == 1 and "spec.precision" in shown.stdout and "fp16" in shown.stdout
     dry = npuctl(env, "apply", "--dry-run", "-o", "json", "-f", str(mine))
     assert dry.returncode == 0
-    (result,) = __import__("json").loads(dry.stdout)
+    (result,) = json.loads(dry.stdout)
     assert result["dryRun"] and result["changes"][0]["effect"] == "build"
     steps = result["changes"][0]["steps"]
     assert "static-shapes" in steps["stored"] and steps["next"] == "compile", steps
@@ -155,11 +158,7 @@ def test_apply_dry_run_and_diff_change_nothing(agent: Agent, tmp_path: Path) -> 
     assert bad.returncode == 2 and f"{mine}:9:14" in bad.stderr
 
 
-def npuctl(env: dict[str, str], *args: str) -> "subprocess.CompletedProcess[str]":
-    import os
-    import subprocess
-    import sys
-
+def npuctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "npuctl", *args], capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=60)
 

@@ -22,7 +22,7 @@ from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason
 from npuctl.serve.oneshot import artifacts_of
 from npuctl.serve.registry import ModelRegistry
-from tests.build.conftest import tiny_model, write_manifest
+from tests.build.conftest import write_manifest
 
 X2_FOLDER = "precompiled/qualcomm-snapdragon-x2-elite"
 SIMULATOR_RUNTIME = {"device": "npu", "allowSimulator": True, "fallback": "none"}
