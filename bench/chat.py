@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve_overhead import _free_port, _wait_ready  # noqa: E402
+from bench.serving import npuctl_serve  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Hello world, how are you today? Tell me about the lazy dog."}]
 MANIFEST = """\
@@ -56,20 +55,8 @@ def main() -> None:
 
             source, kind = make_tiny_llama(folder / "hf"), "transformers"
         (folder / "chat.yaml").write_text(MANIFEST.format(source=source, format=kind), encoding="utf-8")
-        port = _free_port()
-        log = (folder / "server.log").open("w", encoding="utf-8")
-        server = subprocess.Popen([sys.executable, "-m", "npuctl", "serve", "-f", str(folder / "chat.yaml"),
-                                   "--port", str(port), "--cache", str(folder / "store")],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, server, folder / "server.log")
-            genai_dir = args.model or _built_folder(folder / "store")
-            results = _measure(url, genai_dir, args.runs, args.tokens)
-        finally:
-            server.terminate()
-            server.wait(30)
-            log.close()
+        with npuctl_serve(folder / "chat.yaml", folder / "store", folder / "server.log") as url:
+            results = _measure(url, args.model or _built_folder(folder / "store"), args.runs, args.tokens)
     results["http_over_direct_ttft"] = round(results["http_ttft_ms"] / results["direct_ttft_ms"], 2)
     results["http_over_direct_tokens_per_s"] = round(results["http_tokens_per_s"] / results["direct_tokens_per_s"], 2)
     if args.json:

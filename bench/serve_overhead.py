@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.serving import npuctl_serve  # noqa: E402
 
 SENTENCES = [
     f"{subject} {verb} the {thing} near the old {place} this morning."
@@ -58,19 +59,9 @@ def main() -> None:
         folder = Path(scratch)
         for name, max_batch in (("batched", 16), ("unbatched", 1)):
             (folder / f"{name}.yaml").write_text(MANIFEST.format(name=name, max_batch=max_batch), encoding="utf-8")
-        port = _free_port()
-        command = [sys.executable, "-m", "npuctl", "serve", "-f", str(folder), "--port", str(port),
-                   "--cache", str(args.cache or folder / "store")]
-        log = (folder / "server.log").open("w", encoding="utf-8")
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, server, folder / "server.log")
-            results = _measure(url, _cpu_model(folder / "batched.yaml", args.cache or folder / "store"), args.seconds)
-        finally:
-            server.terminate()
-            server.wait(30)
-            log.close()
+        store = args.cache or folder / "store"
+        with npuctl_serve(folder, store, folder / "server.log") as url:
+            results = _measure(url, _cpu_model(folder / "batched.yaml", store), args.seconds)
     results["http_over_raw_p50"] = round(results["http_p50_ms"] / results["raw_p50_ms"], 2)
     results["http_batched_over_raw_batched_rps"] = round(results["http_c16_batched_rps"] / results["raw_batched_rps"], 2)
     results["batched_over_unbatched_rps"] = round(results["http_c16_batched_rps"] / results["http_c16_unbatched_rps"], 2)
@@ -172,26 +163,6 @@ def _cpu_model(manifest: Path, store: Path) -> Path:
 
     [loaded] = load_file(manifest).deployments
     return build_deployment(loaded, store=Store(store), cached_only=True).cpu_model
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"npuctl serve exited:\n{log.read_text(encoding='utf-8')}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("npuctl serve did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":
