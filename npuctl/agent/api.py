@@ -20,6 +20,7 @@ from npuctl.agent.files import SAFE_FILE, atomic_write
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.status import DeploymentStatus
 from npuctl.schema import load_text
 from npuctl.schema.loader import MAX_FILE_BYTES
 from npuctl.serve.errors import ApiError
@@ -137,5 +138,5 @@ class _ControlApi:
         want = self.reconciler.desired.get(name)
         view: dict[str, Any] = want.deployment.deployment.model_dump(mode="json") if want else {"metadata": {"name": name}}
         status = self.reconciler.book.deployments.get(name)
-        view["status"] = status.model_dump(mode="json") if status else {"phase": "Pending"}
+        view["status"] = (status or DeploymentStatus(name=name)).model_dump(mode="json")
         return view

@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from npuctl.schema import LoadedDeployment, LoadResult, ManifestError, load_file
+from npuctl.schema.clashes import Clash, clashes
 from npuctl.schema.loader import manifest_files
 from npuctl.schema.models import spec_digest
 
@@ -41,6 +42,8 @@ class Desired:
     deployment: LoadedDeployment
     errors: tuple[ManifestError, ...] = ()
     """Errors of its file now; non-empty means `deployment` is the last good version, not the file's."""
+    conflict: Clash | None = None
+    """A name it would be served under belongs to another deployment, which keeps it."""
 
     @property
     def name(self) -> str:
@@ -72,9 +75,9 @@ class DesiredState:
     """Every error of the last refresh, including files that never had a good version."""
 
     def refresh(self) -> dict[str, Desired]:
-        desired: dict[str, Desired] = {}
-        previous = {(id(d.deployment), d.errors): d for d in self.current.values()}
+        previous = {(id(d.deployment), d.errors, d.conflict and d.conflict.message): d for d in self.current.values()}
         self.errors = []
+        declared: list[tuple[LoadedDeployment, tuple[ManifestError, ...]]] = []
         seen: set[Path] = set()
         for file in self._files():
             seen.add(file)
@@ -82,14 +85,25 @@ class DesiredState:
             if result.ok:
                 self.last_good[file] = result.deployments
             self.errors.extend(result.errors)
-            for loaded in self.last_good.get(file, []):
-                errors = tuple(result.errors)
-                # The same object for an unchanged file: its keys and generation are computed once.
-                self._add(desired, previous.get((id(loaded), errors)) or Desired(loaded, errors))
+            declared += [(loaded, tuple(result.errors)) for loaded in self.last_good.get(file, [])]
         for gone in set(self.last_good) - seen:
             del self.last_good[gone]
         for gone in set(self.parsed) - seen:
             del self.parsed[gone]
+        # A contested name stays with the deployment that held it on the last pass; newcomers lose,
+        # in file order among themselves.
+        held = {id(d.deployment) for d in self.current.values() if d.conflict is None}
+        order = sorted(range(len(declared)), key=lambda i: id(declared[i][0]) not in held)
+        lost = {id(clash.loaded): clash for clash in clashes(declared[i][0] for i in order)}
+        desired: dict[str, Desired] = {}
+        for loaded, errors in declared:
+            clash = lost.get(id(loaded))
+            if clash is not None and clash.duplicate:
+                self.errors.append(clash.error())
+                continue
+            # The same object for an unchanged file: its keys and generation are computed once.
+            desired[loaded.name] = previous.get((id(loaded), errors, clash and clash.message)) or Desired(
+                loaded, errors, clash)
         self.current = desired
         return desired
 
@@ -105,17 +119,6 @@ class DesiredState:
         result = load_file(file)
         self.parsed[file] = (stamp, result)
         return result
-
-    def _add(self, desired: dict[str, Desired], item: Desired) -> None:
-        first = desired.get(item.name)
-        if first is None:
-            desired[item.name] = item
-            return
-        line, column = item.deployment.positions.get(("metadata", "name"), (item.deployment.line, 1))
-        self.errors.append(
-            ManifestError(str(item.deployment.file), line, column, "metadata.name",
-                          f"deployment {item.name!r} is already declared at {first.deployment.where(('metadata', 'name'))}")
-        )
 
     def _files(self) -> list[Path]:
         files: list[Path] = []

@@ -20,7 +20,7 @@ from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.store import Store
-from npuctl.runtime.devices import detect_host
+from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
 
@@ -50,13 +50,12 @@ def load_config(path: Path) -> AgentConfig:
     })
 
 
-def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
+def make_reconciler(config: AgentConfig, registry: ModelRegistry, host: HostFacts) -> Reconciler:
     book = StatusBook(config.state)
     book.load()
     token = config.aihub_token.get_secret_value() if config.aihub_token else None
-    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels,
-                             host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token),
-                             published=config.artifact_sources)
+    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
+                             aihub=Credentials(token=token), published=config.artifact_sources)
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 
@@ -69,10 +68,10 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         folder.mkdir(parents=True, exist_ok=True)
     token = ensure_token(config.state)
     registry = ModelRegistry()
-    reconciler = make_reconciler(config, registry)
+    host = detect_host().with_overrides(config.facts)
+    reconciler = make_reconciler(config, registry, host)
     poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
-    registry.metrics.registry.register(
-        AgentCollector(reconciler.book, poller, detect_host().with_overrides(config.facts)))
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
     app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))

@@ -19,6 +19,11 @@ class Where(StrEnum):
     """Qualcomm's HTP simulator on an x86_64 host: the NPU code path, at a fraction of the speed."""
     CPU = "cpu"
 
+    @property
+    def on_npu(self) -> bool:
+        """The NPU code path (the simulator included): context binaries on the QNN EP."""
+        return self is not Where.CPU
+
 
 class Reason(StrEnum):
     """Why a deployment cannot run where it asked to (condition reasons in status)."""
@@ -79,7 +84,7 @@ class Placement:
 
     @property
     def on_npu(self) -> bool:
-        return self.where is not Where.CPU
+        return self.where.on_npu
 
 
 def place(runtime: Runtime, host: HostFacts, artifacts: Artifacts) -> Placement:

@@ -20,7 +20,7 @@ from npuctl.runtime import qnn
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from npuctl.serve.registry import ModelRegistry
 from tests.artifacts.conftest import write_manifest
 

@@ -15,7 +15,7 @@ import pytest
 from npuctl.artifacts import BuildResult
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.models import GenerationService, ServedModel, load_served
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from tests.serve.conftest import Serve, deployment
 
 MESSAGES = [{"role": "system", "content": "You are tiny."}, {"role": "user", "content": "Hello world, how are you?"}]
