@@ -47,6 +47,9 @@ class Actuator(Protocol):
         """Stop serving and close the deployment's sessions (once no other deployment shares them);
         its routes answer 404."""
 
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        """Readiness is false while `subject` (a deployment, the state folder) has this (reason, message)."""
+
     def describe(self, model: ServedModel) -> RunFacts:
         """Where a loaded model runs, for status."""
 
@@ -92,6 +95,9 @@ class LocalActuator:
 
     def unload(self, name: str) -> None:
         self.registry.remove(name)
+
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        self.registry.set_problem(subject, problem)
 
     def describe(self, model: ServedModel) -> RunFacts:
         status = model.status

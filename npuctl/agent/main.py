@@ -50,12 +50,15 @@ def load_config(path: Path) -> AgentConfig:
     })
 
 
-def make_reconciler(config: AgentConfig, registry: ModelRegistry, host: HostFacts) -> Reconciler:
+def make_actuator(config: AgentConfig, registry: ModelRegistry, host: HostFacts) -> LocalActuator:
+    token = config.aihub_token.get_secret_value() if config.aihub_token else None
+    return LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
+                         aihub=Credentials(token=token), published=config.artifact_sources)
+
+
+def make_reconciler(config: AgentConfig, actuator: LocalActuator) -> Reconciler:
     book = StatusBook(config.state)
     book.load()
-    token = config.aihub_token.get_secret_value() if config.aihub_token else None
-    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
-                             aihub=Credentials(token=token), published=config.artifact_sources)
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 
@@ -69,9 +72,10 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     token = ensure_token(config.state)
     registry = ModelRegistry()
     host = detect_host().with_overrides(config.facts)
-    reconciler = make_reconciler(config, registry, host)
+    actuator = make_actuator(config, registry, host)
+    reconciler = make_reconciler(config, actuator)
     poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
-    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))

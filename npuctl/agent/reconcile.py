@@ -18,6 +18,7 @@ from npuctl.agent.actuator import Actuator
 from npuctl.agent.conditions import settle, validity
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.desired import Desired, DesiredState, Keys
+from npuctl.agent.health import AgentHealth
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import Phase, StatusBook, set_phase
@@ -45,7 +46,8 @@ class Reconciler:
     """Build results by build key, for the keys declared now (a cache of store lookups; the store is the truth)."""
 
     def __post_init__(self) -> None:
-        self.desired_state = DesiredState(self.config.manifests)
+        self.desired_state = DesiredState(self.config.manifests, self.config.settle_seconds, self.clock)
+        self.health = AgentHealth(self.book, self.actuator, self.clock, self.config.backoff_seconds)
         self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-build")
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
         self._wake = asyncio.Event()
@@ -87,10 +89,10 @@ class Reconciler:
         """Until woken or the next retry or resync is due; then wait for the file system to go quiet."""
         timeout = self.config.resync_seconds
         now = self.clock()
-        for record in self.records.values():
-            for failure in record.failures.values():
-                if failure.retry_at is not None:
-                    timeout = min(timeout, max(0.05, failure.retry_at - now))
+        due = [failure.retry_at for record in self.records.values() for failure in record.failures.values()]
+        for retry_at in (*due, self.health.retry_at, self.desired_state.settles_at):
+            if retry_at is not None:
+                timeout = min(timeout, max(0.05, retry_at - now))
         stopper = asyncio.ensure_future(stop.wait())
         waker = asyncio.ensure_future(self._wake.wait())
         try:
@@ -124,7 +126,8 @@ class Reconciler:
                 self._delete(name)
         declared = {want.keys.build for want in desired.values()}
         self.builds = {key: built for key, built in self.builds.items() if key in declared}
-        self.book.save()
+        self.health.check_files(self.desired_state)
+        self.health.save()
 
     def _reconcile(self, record: Record, want: Desired) -> None:
         name = record.name
@@ -145,6 +148,7 @@ class Reconciler:
             return
         keys = want.keys
         running = record.running
+        self._show_conflict(record, want.conflict.message if want.conflict else None)
         if want.conflict is not None:
             self._conflict(record, want)
         elif running and running.keys.load == keys.load:
@@ -172,6 +176,11 @@ class Reconciler:
         status = self.book.get(record.name)
         if status.set_condition(C.SERVING, record.running is not None, NAME_CONFLICT, want.conflict.message):
             self.book.record(record.name, NAME_CONFLICT, want.conflict.message, warning=True)
+
+    def _show_conflict(self, record: Record, message: str | None) -> None:
+        if record.conflict != message:
+            record.conflict = message
+            self.actuator.not_ready(record.name, (NAME_CONFLICT, message) if message else None)
 
     def _start(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
         assert record.want is not None
@@ -219,7 +228,7 @@ class Reconciler:
         name = record.name
         loop = asyncio.get_running_loop()
         self.book.record(name, "Building", "building artifacts")
-        self.book.save()
+        self.health.save()
 
         def progress(step: str, state: str) -> None:
             loop.call_soon_threadsafe(self._step_event, name, step, state)
@@ -257,6 +266,8 @@ class Reconciler:
 
     def _delete(self, name: str, keep_status: bool = False) -> None:
         record = self.records.pop(name, None)
+        if record is not None:
+            self._show_conflict(record, None)
         if keep_status and record is not None:
             self.records[name] = Record(name, record.want)
         self.actuator.unload(name)

@@ -93,6 +93,8 @@ class Record:
     """The last failure of each kind of work (BUILDING, LOADING)."""
     unserved: tuple[str, str] | None = None
     """(reason, message) it is held as not-ready under in the server, when declared but not serving."""
+    conflict: str | None = None
+    """The name conflict readiness shows for it (it has no place in the server: its names are taken)."""
 
     @property
     def busy(self) -> bool:

@@ -59,11 +59,18 @@ class StatusBook:
         self.deployments.pop(name, None)
 
     def record(self, name: str, reason: str, message: str, warning: bool = False) -> Event:
-        event = Event(time=now(), deployment=name, type="Warning" if warning else "Normal", reason=reason, message=message)
-        self.events.append(event)
-        log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", name, reason, message)
+        """An event of deployment `name`: in the agent's log, its status and the log file."""
+        event = self.note(name, reason, message, warning)
         status = self.get(name)
         status.events = [*status.events, event][-MAX_EVENTS:]
+        return event
+
+    def note(self, subject: str, reason: str, message: str, warning: bool = False) -> Event:
+        """An event about something that is not a deployment (a manifest file, the state folder)."""
+        event = Event(time=now(), deployment=subject, type="Warning" if warning else "Normal", reason=reason,
+                      message=message)
+        self.events.append(event)
+        log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", subject, reason, message)
         return event
 
     def save(self) -> None:

@@ -40,6 +40,13 @@ class AgentClient:
     def deployments(self) -> list[dict[str, Any]]:
         return self._items(self._call("GET", "/deployments"))
 
+    def overview(self) -> dict[str, Any]:
+        """The deployments (`items`), the agent's own `conditions`, and `invalidFiles`: manifest files that
+        declare no deployment."""
+        body = self._call("GET", "/deployments")
+        self._items(body)
+        return body
+
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")
 

@@ -123,18 +123,30 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
+    from npuctl.schema.status import Condition, FileProblem
+
     client = _client(agent_url)
-    items = [_agent_call(lambda: client.deployment(name))] if name else _agent_call(client.deployments)
+    overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
+    items = overview["items"]
     if output != "table":
         emit(items[0] if name else items, output)
         return
     table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
     for status in map(status_of, items):
         coverage = status.npu_coverage
-        table.add_row(status.name, status.phase.value, status.provider or "-",
+        table.add_row(escape(status.name), status.phase.value, escape(status.provider or "-"),
                       f"{coverage:.0%}" if coverage is not None else "-", status.observed_generation or "-",
-                      status.endpoint or "-")
+                      escape(status.endpoint or "-"))
+    problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
+    for problem in problems:  # a row per manifest file that declares no deployment
+        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-")
     console.print(table)
+    for problem in problems:
+        err_console.print(problem.message, markup=False, soft_wrap=True)
+    for condition in map(Condition.model_validate, overview.get("conditions", [])):
+        if condition.status == "False":
+            err_console.print(f"agent: {condition.type.value} {condition.reason}: {condition.message}", markup=False,
+                              soft_wrap=True)
 
 
 def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:

@@ -115,7 +115,7 @@ def manifest_files(path: Path) -> list[Path]:
         file
         for file in path.rglob("*")
         if file.suffix in MANIFEST_SUFFIXES
-        and file.is_file()
+        and (file.is_file() or file.is_symlink())  # a link that leads nowhere is an error to show, not nothing
         and not any(part.startswith((".", "~")) for part in file.relative_to(path).parts)
     )
 

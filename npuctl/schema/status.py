@@ -74,6 +74,8 @@ class ConditionType(StrEnum):
     LOADED = "Loaded"
     ON_NPU = "OnNPU"
     SERVING = "Serving"
+    STATE_SAVED = "StateSaved"
+    """The agent's, not a deployment's: its state folder takes status writes."""
 
 
 class Condition(Fact):
@@ -150,6 +152,18 @@ class DeploymentStatus(Fact):
         self.conditions = [c for c in self.conditions if c.type != kind] + [new]
         self.conditions.sort(key=lambda c: list(ConditionType).index(c.type))
         return True
+
+
+class FileProblem(Fact):
+    """A manifest file that declares no deployment: invalid, unreadable, or naming a deployment another
+    file declared first."""
+
+    file: str
+    reason: str
+    """`InvalidManifest` or `DuplicateName`."""
+    message: str
+    errors: list[str]
+    """Each error as file:line:col: field: message."""
 
 
 def status_schema() -> dict[str, Any]:
