@@ -41,9 +41,10 @@ def save_to_serving(root: Path, model: str) -> tuple[float, float, float]:
         first = time.perf_counter() - started
         (agent.manifests / f"{name}.yaml").unlink()
         agent.wait_for(lambda: agent.status(name) is None, "unload")
-        with httpx.Client(base_url=agent.url, timeout=30) as client:
+        with agent.client() as client:
             started = time.perf_counter()
-            (agent.manifests / f"{name}.yaml").write_text(text)
+            # As `npuctl apply` sends it: applied at once (a hand-saved file first settles for settleSeconds).
+            client.put(f"/agent/v1/manifests/{name}.yaml", content=text.encode()).raise_for_status()
             agent.wait_for(lambda: _answers(client, model), "serving again", timeout=300)
             warm = time.perf_counter() - started
         time.sleep(3)  # idle

@@ -23,11 +23,13 @@ from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.server import server_config
+from npuctl.errors import NpuctlError
 
 log = logging.getLogger("npuctl.agent")
 
 
-class ConfigError(ValueError):
+class ConfigError(NpuctlError, ValueError):
     """The agent's configuration file is unreadable or invalid."""
 
 
@@ -77,8 +79,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(server_config(app, config.host, config.port))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
     poll_task = asyncio.create_task(poller.run(stop))

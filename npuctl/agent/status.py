@@ -49,6 +49,9 @@ class StatusBook:
             status = DeploymentStatus.model_validate(item)
             self.deployments[status.name] = status
         self.events.extend(Event.model_validate(e) for e in data.get("events", []))
+        # Each event is saved once, in the agent's log; a deployment's recent events are a view of it.
+        for status in self.deployments.values():
+            status.events = [e for e in self.events if e.deployment == status.name][-MAX_EVENTS:]
 
     def get(self, name: str) -> DeploymentStatus:
         if name not in self.deployments:
@@ -75,14 +78,16 @@ class StatusBook:
 
     def save(self) -> None:
         """Write atomically (temp file + rename) when something changed since the last save."""
-        deployments = [s.model_dump(mode="json") for s in sorted(self.deployments.values(), key=lambda s: s.name)]
+        deployments = [s.model_dump(mode="json", exclude={"events"})
+                       for s in sorted(self.deployments.values(), key=lambda s: s.name)]
         # Comparing dicts is cheap; encoding and fsyncing every deployment on every pass is not.
-        if deployments == self._saved:
+        current = (deployments, len(self.events), id(self.events[-1]) if self.events else None)
+        if current == self._saved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"deployments": deployments, "events": [e.model_dump(mode="json") for e in self.events]}
         atomic_write(self.path, json.dumps(data, indent=1).encode())
-        self._saved = deployments
+        self._saved = current
 
 
 def set_phase(book: StatusBook, status: DeploymentStatus, phase: Phase) -> None:

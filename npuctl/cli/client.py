@@ -11,9 +11,10 @@ import httpx
 from npuctl.agent.api import PREFIX
 from npuctl.agent.auth import read_token
 from npuctl.agent.config import DEFAULT_LISTEN, AgentConfig
+from npuctl.errors import NpuctlError
 
 
-class AgentError(Exception):
+class AgentError(NpuctlError):
     """The agent answered with an error, or could not be reached (`status` is None then)."""
 
     def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None) -> None:

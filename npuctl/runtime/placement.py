@@ -11,6 +11,7 @@ from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
 from npuctl.schema.targets import describe_soc
+from npuctl.errors import NpuctlError
 
 
 class Where(StrEnum):
@@ -38,7 +39,7 @@ class Reason(StrEnum):
     NO_TOKENIZER = "NoTokenizer"
 
 
-class NotServable(Exception):
+class NotServable(NpuctlError):
     """A deployment cannot be served under its own rules; `reason` is a Reason, `message` says why."""
 
     def __init__(self, reason: Reason, message: str) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from npuctl.errors import NpuctlError
+
 _OPENAI_TYPES = {
     429: "rate_limit_error",
     499: "client_closed_request",
@@ -16,7 +18,7 @@ _OPENAI_TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(NpuctlError):
     """A request that gets an error answer. 4xx: the client's doing; 5xx: the server's state."""
 
     def __init__(
