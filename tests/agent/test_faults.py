@@ -214,7 +214,7 @@ def test_backoff_ignores_wall_clock_jumps(tmp_path: Path, monkeypatch: pytest.Mo
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "tiny.yaml").write_text(manifest())
-    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(0.5, 0.5))
+    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(0.5, 0.5), settle_seconds=0)
     actuator = _FailingActuator()
 
     async def scenario() -> None:
@@ -256,7 +256,7 @@ def test_permanent_failures_wait_for_the_manifest_and_temporary_ones_back_off(tm
     manifests.mkdir()
     file = manifests / "tiny.yaml"
     file.write_text(manifest())
-    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(2, 8))
+    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(2, 8), settle_seconds=0)
     clock = _Clock()
     actuator = _FailingActuator()
     actuator.error = BuildError("resolve", "file:tiny.onnx does not exist")
