@@ -44,7 +44,8 @@ def build_deployment(
     cached_only: bool = False,
     for_soc: int | None = None,
     aihub_credentials: aihub.Credentials | None = None,
-    published: Sequence[str] = (),
+    published: Sequence[str | fetch.StoreLocation] = (),
+    pins: dict[str, str] | None = None,
 ) -> BuildResult:
     """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
     so a fully built deployment returns after re-hashing its files and running nothing.
@@ -56,13 +57,14 @@ def build_deployment(
     when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
     aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
     published: artifact stores (folders or http(s) URLs, npuctl.artifacts.publish layout) asked for each missing
-    step before it runs, in order; a step fetched from one is not run (with `cached_only` too).
+    step before it runs, in order; a step fetched from one is not run (with `cached_only` too). pins: step key ->
+    manifest digest (from signed bundles): an oci: store is asked for a pinned step by that digest only.
     Raises BuildError (AccuracyError when verify measures below the bar)."""
     if isinstance(deployment, LoadedDeployment):
         base_dir = base_dir or deployment.file.parent
         deployment = deployment.deployment
     runner = Runner(store or Store(), progress or (lambda event: None), cached_only,
-                     [fetch.open_source(location) for location in published])
+                     [fetch.open_source(location, pins) for location in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
                    aihub_credentials=aihub_credentials)
     try:
