@@ -148,8 +148,13 @@ class CuttingProxy:
         except OSError:
             pass
         finally:
-            client.close()
-            upstream.close()
+            # shutdown, not only close: the other thread's recv() keeps a closed socket open (no FIN sent).
+            for end in (client, upstream):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                end.close()
 
     def _upstream(self, client: socket.socket, upstream: socket.socket) -> None:
         try:

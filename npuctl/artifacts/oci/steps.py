@@ -25,6 +25,8 @@ from npuctl.artifacts.store import RECORD, Record
 
 if TYPE_CHECKING:
     from npuctl.artifacts.fetch import StoreLocation
+    from npuctl.artifacts.result import BuildResult
+    from npuctl.artifacts.store import Store
 
 STEP_TYPE = "application/vnd.npuctl.step.v1+json"
 RECORD_TYPE = "application/vnd.npuctl.step.record.v1+json"
@@ -72,6 +74,17 @@ def push_steps(records: list[Record], client: RegistryClient, repository: str) -
         client.push_blob(repository, digest_of(record_bytes), record_bytes)
         digests[record.key] = client.push_manifest(repository, record.key, step_manifest(record, record_bytes))
     return PushedSteps(digests, written, size)
+
+
+def publish(results: list[BuildResult], store: Store, location: str, insecure: bool = False) -> PushedSteps:
+    """`npuctl build --publish oci://HOST/REPO`: every stored step of `results`, pushed by key. Credentials from
+    docker's config.json (`docker login`) and credential helpers. Raises ReferenceError, RegistryError."""
+    from npuctl.artifacts.publish import stored_records
+
+    reference = refs.parse(location, allow_tag=False)
+    with RegistryClient(reference.host, insecure=insecure) as client:
+        return push_steps([r for result in results for r in stored_records(result, store)], client,
+                          reference.repository)
 
 
 class OciStepSource:
