@@ -3,6 +3,7 @@ temporary root, anonymous or behind htpasswd (bcrypt), and a proxy that can cut 
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 from tests.agent.harness import free_port
 
 BINARY = shutil.which("docker-registry")
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) ')
 needs_registry = pytest.mark.skipif(
     BINARY is None, reason="docker-registry (Debian package docker-registry, CNCF distribution 2.8) is not "
     "installed: apt-get install docker-registry (.ci/run does)")
@@ -26,7 +28,7 @@ version: 0.1
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: false
 storage:
   filesystem:
     rootdirectory: {root}
@@ -74,8 +76,8 @@ class Registry:
             auth = HTPASSWD.format(path=htpasswd)
         config = self.root / "config.yml"
         config.write_text(CONFIG.format(root=self.root / "data", port=self.port, auth=auth))
-        self.process = subprocess.Popen([BINARY, "serve", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=(self.root / "registry.log").open("wb"))
+        with (self.root / "registry.log").open("ab") as log:  # the access log is on stdout
+            self.process = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -92,6 +94,15 @@ class Registry:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, path, status) of every request so far, from the registry's access log."""
+        found = []
+        for line in (self.root / "registry.log").read_text(errors="replace").splitlines():
+            match = _ACCESS.search(line)
+            if match:
+                found.append((match["method"], match["path"], int(match["status"])))
+        return found
 
     def blob_file(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob's bytes (for tampering with them)."""
