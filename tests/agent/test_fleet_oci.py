@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from npuctl.agent import bundles
+from npuctl.agent import bundle_push, bundles
 from npuctl.artifacts.oci import cosign
 from npuctl.artifacts.oci.bundles import push_bundle
 from npuctl.artifacts.oci.client import RegistryClient
 from npuctl.artifacts.oci.refs import parse
+from npuctl.artifacts.store import Store
 from tests.agent.fleet_harness import (
     fleet_agent,
     fleet_manifest,
@@ -65,11 +66,18 @@ class Fleet:
     def steps(self) -> str:
         return f"oci://{self.registry.host}/fleet/steps"
 
-    def push(self, version: str, precision: str, key: Path | None = None, cosign_key: Path | None = None) -> str:
-        """`npuctl bundle push` as the build host runs it; returns the digest it printed."""
+    def push(self, version: str, precision: str, key: Path | None = None, cosign_key: Path | None = None,
+             cli: bool = False) -> str:
+        """What `npuctl bundle push` does (`cli`: run the command itself); returns the bundle's digest."""
         folder = self.root / "desired" / version
         folder.mkdir(parents=True)
         (folder / "tiny.yaml").write_text(fleet_manifest(self.model, precision=precision))
+        if not cli:  # in-process: a command's start-up costs seconds on this shared machine
+            pushed = bundle_push.push(folder, self.tag, key or self.key, self.steps, version=version,
+                                      cosign_key=cosign_key or self.cosign_key, insecure=True,
+                                      store=Store(self.root / "build-host" / "cache"))
+            self.digests[version] = pushed.reference.split("@", 1)[1]
+            return self.digests[version]
         done = subprocess.run([sys.executable, "-m", "npuctl", "bundle", "push", str(folder), self.tag,
                                "--key", str(key or self.key), "--steps", self.steps, "--version", version,
                                "--cosign-key", str(cosign_key or self.cosign_key), "--plain-http",
@@ -101,7 +109,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         manifest.parent.mkdir(parents=True)
         manifest.write_text(fleet_manifest(model, precision=precision))
         publish_artifacts(manifest, root / "build-host" / "cache", fleet.steps, "--plain-http")
-    fleet.push("v1", "w8a16")
+    fleet.push("v1", "w8a16", cli=True)
     fleet.agents = [
         fleet_agent(root / f"agent-{soc}-{i}", soc=soc, bundle_url=fleet.tag, public_key=public_key,
                     artifacts_url={"url": fleet.steps, "insecure": True}, interval=POLL_SECONDS,
