@@ -1,7 +1,8 @@
 """The fleet of tests/agent/test_fleet.py (12 real agents, half X Elite, half X2 Elite facts) on a real OCI
 registry (docker-registry 2.8 on 127.0.0.1): the build host publishes steps with `npuctl build --publish
 oci://` and the desired state with `npuctl bundle push` (ed25519 + cosign signatures, step pins); agents
-follow the tag. New versions converge without a compile; forged, replayed (rolled back) and mispinned
+follow the tag. The manifests say `build.strategy: prebuilt` (as examples/fleet-x-series.yaml): the build host
+compiles, agents only fetch. New versions converge without a compile; forged, replayed (rolled back) and mispinned
 bundles are refused by every agent while the old state serves; a registry down is Unreachable. The tests run
 in order on one fleet."""
 
@@ -40,6 +41,8 @@ from tests.oci.registry import BINARY, Registry
 AGENTS_PER_SOC = 6
 POLL_SECONDS = 1.0
 X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
+PREBUILT = "  build:\n    strategy: prebuilt\n"
+"""As examples/fleet-x-series.yaml: the publisher compiles, agents only fetch."""
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     BINARY is None, reason="docker-registry (Debian package docker-registry, CNCF distribution 2.8) is not "
@@ -71,7 +74,7 @@ class Fleet:
         """What `npuctl bundle push` does (`cli`: run the command itself); returns the bundle's digest."""
         folder = self.root / "desired" / version
         folder.mkdir(parents=True)
-        (folder / "tiny.yaml").write_text(fleet_manifest(self.model, precision=precision))
+        (folder / "tiny.yaml").write_text(fleet_manifest(self.model, precision=precision, extra=PREBUILT))
         if not cli:  # in-process: a command's start-up costs seconds on this shared machine
             pushed = bundle_push.push(folder, self.tag, key or self.key, self.steps, version=version,
                                       cosign_key=cosign_key or self.cosign_key, insecure=True,
@@ -107,7 +110,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     for precision in ("w8a16", "w8a8"):  # the build host publishes both versions' variants ahead of time
         manifest = root / "build-host" / precision / "tiny.yaml"
         manifest.parent.mkdir(parents=True)
-        manifest.write_text(fleet_manifest(model, precision=precision))
+        manifest.write_text(fleet_manifest(model, precision=precision, extra=PREBUILT))
         publish_artifacts(manifest, root / "build-host" / "cache", fleet.steps, "--plain-http")
     fleet.push("v1", "w8a16", cli=True)
     fleet.agents = [
@@ -220,7 +223,7 @@ def test_a_bundle_pinning_other_digests_than_the_registry_serves_is_refused_and_
         client.push_manifest("fleet/steps", swapped_key, json.dumps(changed).encode())
         # The build host's bundle, signed right, pins what it published.
         created = datetime.now(UTC).replace(microsecond=0)
-        manifests = {"tiny.yaml": fleet_manifest(fleet.model, precision="w8a16")}
+        manifests = {"tiny.yaml": fleet_manifest(fleet.model, precision="w8a16", extra=PREBUILT)}
         bundle = bundles.Bundle("v4-mispinned", manifests, created, created + timedelta(days=1), pins)
         data = bundle.as_bytes()
         signature = bundles.sign(data, bundles.load_private_key(fleet.key.read_bytes()))

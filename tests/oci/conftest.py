@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.oci.registry import BINARY, Registry
+from tests.oci.token_server import TokenServer
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +40,17 @@ def stored_step(root: Path, key: str, files: dict[str, bytes], step: str = "comp
         (work / name).write_bytes(data)
     return store.commit(work, step=step, key=key, inputs={"model": "ab" * 32}, parameters={"soc_model": 60},
                         tool_versions={"qnn": "2.x"}, seconds=1.0, details={"soc_model": 60})
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Registry, TokenServer]]:
+    """A docker-registry behind a bearer token service (as Docker Hub, GHCR, ACR): anonymous pull, user `fleet`
+    (password `s3cret-pw`) push."""
+    if BINARY is None:
+        pytest.skip("docker-registry is not installed: apt-get install docker-registry (.ci/run does)")
+    root = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(root / "tokens", "fleet", "s3cret-pw").start()
+    started = Registry(root / "registry", auth=tokens.registry_auth()).start()
+    yield started, tokens
+    started.stop()
+    tokens.stop()

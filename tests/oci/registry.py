@@ -55,7 +55,9 @@ class Registry:
 
     root: Path
     users: dict[str, str] = field(default_factory=dict)
-    """username -> password; empty: anonymous access."""
+    """username -> password (htpasswd); empty: anonymous access, or `auth`'s."""
+    auth: str = ""
+    """An `auth:` section of the config instead (a token service's)."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -66,7 +68,7 @@ class Registry:
     def start(self) -> Registry:
         assert BINARY is not None
         self.root.mkdir(parents=True, exist_ok=True)
-        auth = ""
+        auth = self.auth
         if self.users:
             import bcrypt
 

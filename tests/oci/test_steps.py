@@ -15,11 +15,13 @@ import httpx
 import pytest
 
 from npuctl.artifacts.fetch import FetchError, StoreLocation, open_source
+from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import RegistryClient
 from npuctl.artifacts.oci.steps import FILE_TYPE, RECORD_TYPE, STEP_TYPE, TITLE, push_steps
 from npuctl.artifacts.store import RECORD, sha256_file
 from tests.oci.conftest import stored_step
 from tests.oci.registry import CuttingProxy, Registry
+from tests.oci.token_server import TokenServer
 
 KEY = "1f" * 32
 BIG = os.urandom(3 << 20)
@@ -160,3 +162,30 @@ def test_a_locked_registry_takes_basic_auth_from_the_config_docker_config_or_a_h
     with pytest.raises(FetchError, match="HTTP 401"):
         wrong.fetch_step("compile", key, tmp_path / "wrong")
     wrong.close()
+
+
+def test_a_bearer_token_registry_lets_anyone_pull_and_the_user_push(
+        token_registry: tuple[Registry, TokenServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry, tokens = token_registry
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker"))
+    key = "6f" * 32
+    record = stored_step(tmp_path / "build-host", key, {"model.bin": b"behind a token service"})
+    challenge = httpx.get(f"http://{registry.host}/v2/fleet/steps/manifests/{key}")
+    assert challenge.status_code == 401 and challenge.headers["www-authenticate"].startswith(
+        f'Bearer realm="{tokens.realm}",service="npuctl-test-registry",scope="repository:fleet/steps:pull"')
+    with RegistryClient(registry.host, insecure=True) as anonymous:
+        with pytest.raises(Exception, match="HTTP 401"):
+            push_steps([record], anonymous, "fleet/steps")  # an anonymous token grants pull only
+    with RegistryClient(registry.host, insecure=True, credentials=Credentials("fleet", "s3cret-pw")) as client:
+        assert push_steps([record], client, "fleet/steps").blobs_written == 1
+    source = open_source(StoreLocation(url=f"oci://{registry.host}/fleet/steps", insecure=True))
+    try:
+        assert source.fetch_step("compile", key, tmp_path / "fetched") is not None
+    finally:
+        source.close()
+    assert (tmp_path / "fetched" / "model.bin").read_bytes() == b"behind a token service"
+    assert ("fleet", "repository:fleet/steps:pull,push") in tokens.issued
+    assert (None, "repository:fleet/steps:pull") in tokens.issued
+    with RegistryClient(registry.host, insecure=True, credentials=Credentials("fleet", "guess")) as wrong:
+        with pytest.raises(Exception, match="token service .* HTTP 401"):
+            wrong.head_manifest("fleet/steps", key)
