@@ -138,12 +138,12 @@ def publish_artifacts(manifest: Path, cache: Path, dest: Path | str, *options: s
 
 def fleet_agent(root: Path, *, soc: str, bundle_url: str, public_key: str, artifacts_url: str | dict[str, Any] | None,
                 interval: float, labels: dict[str, str] | None = None,
-                source_options: dict[str, Any] | None = None) -> Agent:
+                source_options: dict[str, Any] | None = None, facts: dict[str, Any] | None = None) -> Agent:
     """An agent with its own state and cache, device facts of `soc`, following one bundle source
     (`source_options`: more keys of that source, e.g. insecure, cosignPublicKey)."""
     root.mkdir(parents=True, exist_ok=True)
     config = {
-        "facts": {"soc": soc}, "labels": labels or {}, "resyncSeconds": 5, "debounceMs": 50,
+        "facts": {"soc": soc, **(facts or {})}, "labels": labels or {}, "resyncSeconds": 5, "debounceMs": 50,
         "sources": [{"name": "fleet", "url": bundle_url, "publicKey": public_key, "intervalSeconds": interval,
                      **(source_options or {})}],
         "artifactSources": [artifacts_url] if artifacts_url else [],

@@ -18,7 +18,7 @@ import pytest
 from tests.agent.harness import free_port
 
 BINARY = shutil.which("docker-registry")
-_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) ')
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3}) (?P<size>[0-9]+) ')
 needs_registry = pytest.mark.skipif(
     BINARY is None, reason="docker-registry (Debian package docker-registry, CNCF distribution 2.8) is not "
     "installed: apt-get install docker-registry (.ci/run does)")
@@ -99,11 +99,15 @@ class Registry:
 
     def requests(self) -> list[tuple[str, str, int]]:
         """(method, path, status) of every request so far, from the registry's access log."""
+        return [(method, path, status) for method, path, status, _ in self.access_log()]
+
+    def access_log(self) -> list[tuple[str, str, int, int]]:
+        """(method, path, status, bytes sent) of every request so far."""
         found = []
         for line in (self.root / "registry.log").read_text(errors="replace").splitlines():
             match = _ACCESS.search(line)
             if match:
-                found.append((match["method"], match["path"], int(match["status"])))
+                found.append((match["method"], match["path"], int(match["status"]), int(match["size"])))
         return found
 
     def blob_file(self, digest: str) -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from npuctl.artifacts.oci.client import OCI_MANIFEST, RegistryClient, RegistryError, digest_of
+from npuctl.artifacts.oci.client import OCI_MANIFEST, RegistryClient, digest_of
 from npuctl.artifacts.oci.refs import Reference
 
 BUNDLE_TYPE = "application/vnd.npuctl.bundle.v1+json"
