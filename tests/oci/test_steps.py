@@ -189,3 +189,33 @@ def test_a_bearer_token_registry_lets_anyone_pull_and_the_user_push(
     with RegistryClient(registry.host, insecure=True, credentials=Credentials("fleet", "guess")) as wrong:
         with pytest.raises(Exception, match="token service .* HTTP 401"):
             wrong.head_manifest("fleet/steps", key)
+
+
+def test_a_registry_sending_more_than_the_limits_is_cut_off(tmp_path: Path) -> None:
+    """A server speaking the registry API (a static web server here) with a 5 MiB manifest, an oversized
+    config and a blob longer than its manifest says: each is refused without being read to the end."""
+    from npuctl.artifacts.oci.client import MAX_MANIFEST_BYTES, RegistryError, digest_of
+    from tests.agent.fleet_harness import StaticServer
+
+    root = tmp_path / "site"
+    manifests = root / "v2" / "fleet" / "big" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "huge").write_bytes(b" " * (MAX_MANIFEST_BYTES + 1))
+    blobs = root / "v2" / "fleet" / "big" / "blobs"
+    blobs.mkdir()
+    config = b"{" + b" " * (2 << 20) + b"}"
+    (blobs / digest_of(config)).write_bytes(config)
+    long_blob = b"x" * 1000
+    (blobs / digest_of(long_blob)).write_bytes(long_blob)
+    server = StaticServer(root).start()
+    try:
+        with RegistryClient(f"127.0.0.1:{server.port}", insecure=True) as client:
+            with pytest.raises(RegistryError, match=f"manifest fleet/big:huge is over {MAX_MANIFEST_BYTES} bytes"):
+                client.manifest("fleet/big", "huge")
+            with pytest.raises(RegistryError, match="is over 1048576 bytes, the limit"):
+                client.blob("fleet/big", digest_of(config), 1 << 20)
+            with pytest.raises(RegistryError, match="longer than the 10 bytes its manifest says"):
+                client.download("fleet/big", digest_of(long_blob), 10, tmp_path / "out")
+            assert not (tmp_path / "out").exists()
+    finally:
+        server.stop()

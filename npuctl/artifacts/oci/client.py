@@ -75,14 +75,10 @@ class RegistryClient:
         """The manifest at a tag or digest; None when `etag` still matches (304). Raises RegistryError, also
         for 404 (use `head_manifest` to ask whether something exists)."""
         headers = {"Accept": accept, **({"If-None-Match": etag} if etag else {})}
-        response = self._send("GET", f"/v2/{repository}/manifests/{reference}", headers=headers)
+        response, data = self._bounded(f"/v2/{repository}/manifests/{reference}", MAX_MANIFEST_BYTES,
+                                       f"manifest {repository}:{reference}", headers)
         if response.status_code == 304:
             return None
-        self._expect(response, 200, f"manifest {repository}:{reference}")
-        data = response.content
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise RegistryError(f"{self.base}: manifest {repository}:{reference} is {len(data)} bytes; "
-                                f"the limit is {MAX_MANIFEST_BYTES}")
         digest = digest_of(data)
         if reference.startswith("sha256:") and digest != reference:
             raise DigestError(f"{self.base}: manifest {repository}@{reference} has digest {digest}")
@@ -101,14 +97,31 @@ class RegistryClient:
 
     def blob(self, repository: str, digest: str, limit: int) -> bytes:
         """A small blob (a config), checked against its digest."""
-        response = self._send("GET", f"/v2/{repository}/blobs/{digest}")
-        self._expect(response, 200, f"blob {digest}")
-        data = response.content
-        if len(data) > limit:
-            raise RegistryError(f"{self.base}: blob {digest} is {len(data)} bytes; the limit is {limit}")
+        _, data = self._bounded(f"/v2/{repository}/blobs/{digest}", limit, f"blob {digest[:19]}...")
         if digest_of(data) != digest:
             raise DigestError(f"{self.base}: blob {digest[:19]}... has digest {digest_of(data)[:19]}...")
         return data
+
+    def _bounded(self, url: str, limit: int, what: str,
+                 headers: dict[str, str] | None = None) -> tuple[httpx.Response, bytes]:
+        """GET at most `limit` bytes (a registry is not trusted to send a small manifest); 200 or 304."""
+        try:
+            with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    return response, b""
+                if response.status_code != 200:
+                    response.read()
+                    self._expect(response, 200, what)
+                data = bytearray()
+                for chunk in response.iter_bytes(_READ):
+                    data += chunk
+                    if len(data) > limit:
+                        raise RegistryError(f"{self.base}: {what} is over {limit} bytes, the limit")
+                return response, bytes(data)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{self.base}: GET {url}: {type(exc).__name__}: {exc}") from exc
+        except AuthError as exc:
+            raise RegistryError(f"{self.base}: {exc}") from exc
 
     def download(self, repository: str, digest: str, size: int, out: Path) -> int:
         """Stream a blob into `out`, hashing on the way; a dropped connection resumes where it stopped with a
@@ -116,18 +129,22 @@ class RegistryClient:
         bytes are not `digest`'s (and removes `out`)."""
         hasher = hashlib.sha256()
         resumed = 0
-        with out.open("wb") as target:
-            for attempt in range(DOWNLOAD_ATTEMPTS):
-                have = target.tell()
-                try:
-                    hasher = self._stream_into(repository, digest, have, hasher, target)
-                    break
-                except httpx.TransportError as exc:
-                    if attempt == DOWNLOAD_ATTEMPTS - 1:
-                        raise RegistryError(f"{self.base}: blob {digest[:19]}...: {exc} "
-                                            f"({DOWNLOAD_ATTEMPTS} attempts)") from exc
-                    resumed += 1
-            written = target.tell()
+        try:
+            with out.open("wb") as target:
+                for attempt in range(DOWNLOAD_ATTEMPTS):
+                    have = target.tell()
+                    try:
+                        hasher = self._stream_into(repository, digest, size, have, hasher, target)
+                        break
+                    except httpx.TransportError as exc:
+                        if attempt == DOWNLOAD_ATTEMPTS - 1:
+                            raise RegistryError(f"{self.base}: blob {digest[:19]}...: {exc} "
+                                                f"({DOWNLOAD_ATTEMPTS} attempts)") from exc
+                        resumed += 1
+                written = target.tell()
+        except RegistryError:
+            out.unlink(missing_ok=True)
+            raise
         actual = "sha256:" + hasher.hexdigest()
         if actual != digest or written != size:
             out.unlink(missing_ok=True)
@@ -135,7 +152,7 @@ class RegistryClient:
                               f"{actual[:19]}... (expected {size} bytes); not used")
         return resumed
 
-    def _stream_into(self, repository: str, digest: str, have: int, hasher: hashlib._Hash,
+    def _stream_into(self, repository: str, digest: str, size: int, have: int, hasher: hashlib._Hash,
                      target: BinaryIO) -> hashlib._Hash:
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
@@ -151,6 +168,9 @@ class RegistryClient:
                 for chunk in response.iter_bytes(_READ):
                     hasher.update(chunk)
                     target.write(chunk)
+                    if target.tell() > size:
+                        raise DigestError(f"{self.base}: blob {digest[:19]}... is longer than the {size} bytes "
+                                          "its manifest says; not used")
             return hasher
         except AuthError as exc:
             raise RegistryError(f"{self.base}: {exc}") from exc
