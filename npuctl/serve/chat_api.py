@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -16,9 +16,10 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
+from npuctl.serve.completing import checked_prompt, collect, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
-from npuctl.serve.generating import Generation, Prompt
+from npuctl.serve.generating import Generation
 from npuctl.serve.http import answered, read_json
 from npuctl.serve.models import GenerationService
 from npuctl.serve.sse import DONE, EventStream
@@ -71,42 +72,15 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
 
 async def _answer(request: Request, model: GenerationService, ids: list[int], options: _Options, *, chat: bool,
                   what: str) -> Response:
-    limit, context = model.max_input_tokens, model.model.context_length
-    if len(ids) > limit or len(ids) >= context:
-        raise ApiError(400, f"the {what} are {len(ids)} tokens; this model accepts at most "
-                       f"{min(limit, context - 1)} input tokens (its context is {context} tokens)",
-                       param=what, code="context_length_exceeded")
-    room = context - len(ids)
-    if options.max_tokens is not None and options.max_tokens > room:
-        raise ApiError(400, f"this model's context is {context} tokens: {len(ids)} in the {what} leave room for "
-                       f"{room} generated tokens, not max_tokens {options.max_tokens}",
-                       param="max_tokens", code="context_length_exceeded")
-    sampling = replace(options.sampling, max_new_tokens=options.max_tokens or room)
-    prompt = Prompt(ids, sampling, options.stop)
+    prompt = checked_prompt(model, ids, options.max_tokens, options.sampling, options.stop, what=what,
+                            max_param="max_tokens")
     reply = _Reply(model.name, chat, len(ids))
     if not options.stream:
         generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-        text = await answered(request, _collect(generation), model.timeout_seconds)
+        text = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.whole(text, generation))
     generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-    # The stream outlives this handler: it keeps the model leased until it ends.
-    model.acquire()
-
-    def close() -> None:
-        generation.cancel()
-        model.release()
-
-    return EventStream(reply.events(generation, options.include_usage), close)
-
-
-async def _collect(generation: Generation) -> str:
-    pieces: list[str] = []
-    try:
-        async for piece in generation.pieces():
-            pieces.append(piece)
-    finally:
-        generation.cancel()  # a no-op when it has ended; stops it when the client left or the time ran out
-    return "".join(pieces)
+    return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation))
 
 
 class _Reply:

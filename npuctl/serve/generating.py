@@ -62,6 +62,11 @@ class Generation:
         self.arrived = time.perf_counter()
         self.queue_wait = 0.0
         self.completion_tokens = 0
+        self.token_ids: list[int] = []
+        """The generated tokens so far (the end-of-sequence token not included)."""
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        """perf_counter() times of the first and the latest token."""
         self.finish_reason: str | None = None
         """Set once the generation has ended (before `pieces()` ends)."""
 
@@ -81,15 +86,15 @@ class Generation:
         model = self._queue.model
         stream = TextStream(model.tokenizer.decode, self._prompt.stop)
         reason = FinishReason.LENGTH
-        first = last = None
         try:
             for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
-                last = time.perf_counter()
-                first = first or last
+                self.last_token_at = time.perf_counter()
+                self.first_token_at = self.first_token_at or self.last_token_at
                 if token in model.pack.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
+                self.token_ids.append(token)
                 self._put(stream.push(token))
                 if stream.stopped:
                     reason = FinishReason.STOP
@@ -105,6 +110,7 @@ class Generation:
             self.finish_reason = reason
             self._queue.release()
             self._put(None)
+        first, last = self.first_token_at, self.last_token_at
         speed = (self.completion_tokens - 1) / (last - first) if first and last and last > first else None
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
