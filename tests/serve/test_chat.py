@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from npuctl.build import BuildResult
+from npuctl.artifacts import BuildResult
 from npuctl.serve.models import GenerationService, ServedModel
 from tests.serve.conftest import Serve
 
