@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from npuctl.runtime.generation import Sampling
+from npuctl.runtime.generation import GuidanceError, Sampling
 from npuctl.serve.errors import ApiError
-from npuctl.serve.generating import Generation, Prompt
+from npuctl.serve.generating import Generation, Piece, Prompt
 from npuctl.serve.models import GenerationService
 
 
@@ -31,15 +31,23 @@ def checked_prompt(model: GenerationService, ids: list[int], max_tokens: int | N
     return Prompt(ids, replace(sampling, max_new_tokens=max_tokens or room), tuple(stop))
 
 
-async def collect(generation: Generation) -> str:
-    """The whole answer's text."""
-    pieces: list[str] = []
+async def collect(generation: Generation) -> Piece:
+    """The whole answer: its text and its tokens."""
+    pieces: list[Piece] = []
     try:
-        async for piece in generation.pieces():
+        async for piece in generation.chunks():
             pieces.append(piece)
     finally:
         generation.cancel()  # a no-op when it has ended; stops it when the client left or the time ran out
-    return "".join(pieces)
+    return Piece("".join(p.text for p in pieces), tuple(step for p in pieces for step in p.steps))
+
+
+async def begun(generation: Generation, param: str | None) -> None:
+    """Wait for the model to take the request; 400 naming `param` when its grammar does not compile."""
+    try:
+        await generation.begun()
+    except GuidanceError as exc:
+        raise ApiError(400, f"'{param}' cannot be followed: {exc}", param=param) from exc
 
 
 def stream_lease(model: GenerationService, generation: Generation) -> Callable[[], None]:

@@ -166,8 +166,8 @@ async def _generate(request: Request, model: GenerationService, ids: list[int], 
     reply = _Reply(model, len(ids), chat=chat)
     generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
     if not stream:
-        text = await answered(request, collect(generation), model.timeout_seconds)
-        return JSONResponse(reply.piece(text) | reply.final(generation, ids, whole=True))
+        whole = await answered(request, collect(generation), model.timeout_seconds)
+        return JSONResponse(reply.piece(whole.text) | reply.final(generation, ids, whole=True))
     return LineStream(reply.lines(generation, ids), stream_lease(model, generation))
 
 
