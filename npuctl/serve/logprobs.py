@@ -3,12 +3,23 @@ and the legacy completions' `logprobs` (0 to 5 alternatives)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from npuctl.runtime.generation import Step
 from npuctl.serve.errors import ApiError
+
+Decode = Callable[[Sequence[int]], str]
 
 MAX_CHAT_TOP = 20
 MAX_COMPLETION_TOP = 5
+
+
+def token_entry(step: Step, decode: Decode) -> dict[str, Any]:
+    """One token's log probability and its alternatives, in the shape OpenAI's chat and Ollama share."""
+    text = decode([step.token])
+    top = [{"token": (alt := decode([t])), "logprob": lp, "bytes": list(alt.encode())} for t, lp in step.top]
+    return {"token": text, "logprob": step.logprob, "bytes": list(text.encode()), "top_logprobs": top}
 
 
 def chat_logprobs(body: dict[str, Any]) -> int | None:

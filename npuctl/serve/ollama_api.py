@@ -5,8 +5,10 @@ Models are the deployments whose `spec.serve.apis` include `ollama`."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,15 +19,18 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve import ollama_requests as check
-from npuctl.serve.completing import checked_prompt, collect, stream_lease
+from npuctl.serve.completing import begun, checked_prompt, collect, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
-from npuctl.serve.generating import FinishReason, Generation
+from npuctl.serve.generating import FinishReason, Generation, Piece
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.logprobs import chat_logprobs, token_entry
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
 from npuctl.serve.ollama_models import OLLAMA_VERSION, model_list, running_list, show
 from npuctl.serve.openai_api import input_tokens
+from npuctl.serve.openai_replies import rest
 from npuctl.serve.sse import LineStream
+from npuctl.serve.structured import Structure
 
 RUNNING = "Ollama is running"
 """What Ollama answers on `/`; clients probe it to find a server."""
@@ -60,13 +65,13 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def chat(request: Request) -> Response:
         body = await _body(request, ctx, CHAT_FIELDS)
         history = check.messages(body.get("messages"))
-        check.refuse(body, "tools", "npuctl's Ollama API does not call tools yet")
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
+            form = check.form(body, model.model.guided)
             try:
-                ids = model.model.tokenizer.chat(history)
+                ids = model.model.tokenizer.chat(history, form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc)) from exc
-            return await _generate(request, model, ids, body, chat=True)
+            return await _generate(request, model, ids, body, form, chat=True)
 
     async def generate(request: Request) -> Response:
         body = await _body(request, ctx, GENERATE_FIELDS)
@@ -81,7 +86,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         check.refuse(body, "template", "npuctl uses the model's own chat template")
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
             if not prompt:  # Ollama's way to load a model: it is loaded already
-                return JSONResponse(_Reply(model, 0, chat=False).loaded())
+                return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
             tokenizer = model.model.tokenizer
             if raw or not tokenizer.has_chat_template:
                 ids = tokenizer.plain(system + prompt)
@@ -92,7 +97,8 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
                     ids = tokenizer.chat(turns)
                 except PromptError as exc:
                     raise ApiError(400, str(exc)) from exc
-            return await _generate(request, model, _context(body, model) + ids, body, chat=False)
+            form = check.form(body, model.model.guided)
+            return await _generate(request, model, _context(body, model) + ids, body, form, chat=False)
 
     async def embed(request: Request) -> Response:
         body = await _body(request, ctx, EMBED_FIELDS)
@@ -152,22 +158,23 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any], *,
-                    chat: bool) -> Response:
+async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any],
+                    form: Structure, *, chat: bool) -> Response:
     check.keep_alive(body)
-    check.refuse(body, "format", "structured output is not available on npuctl's Ollama API yet")
     check.refuse(body, "think", "this model does not think aloud")
-    check.refuse(body, "logprobs", "npuctl's Ollama API gives no log probabilities yet")
-    check.refuse(body, "top_logprobs", "npuctl's Ollama API gives no log probabilities yet")
     stream = check.stream_flag(body)
     asked = check.options(body)
-    prompt = checked_prompt(model, ids, asked.max_tokens, asked.sampling, asked.stop, what="prompt",
+    logprobs = chat_logprobs(body)
+    sampling = replace(asked.sampling, guidance=form.guidance, logprobs=logprobs)
+    prompt = checked_prompt(model, ids, asked.max_tokens, sampling, asked.stop, what="prompt",
                             max_param="options.num_predict", context=asked.context)
-    reply = _Reply(model, len(ids), chat=chat)
+    reply = _Reply(model, len(ids), form, logprobs is not None, chat=chat)
     generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
+    await answered(request, begun(generation, "format" if form.param == "response_format" else form.param),
+                   model.timeout_seconds)
     if not stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
-        return JSONResponse(reply.piece(whole.text) | reply.final(generation, ids, whole=True))
+        return JSONResponse(reply.piece(whole) | reply.final(generation, ids, whole=True))
     return LineStream(reply.lines(generation, ids), stream_lease(model, generation))
 
 
@@ -184,13 +191,27 @@ def _context(body: dict[str, Any], model: GenerationService) -> list[int]:
 class _Reply:
     """Ollama's response objects for one request."""
 
-    def __init__(self, model: GenerationService, prompt_tokens: int, *, chat: bool) -> None:
+    def __init__(self, model: GenerationService, prompt_tokens: int, form: Structure, logprobs: bool, *,
+                 chat: bool) -> None:
         self.model = model.name
         self.chat = chat
         self.prompt_tokens = prompt_tokens
+        self.form = form
+        self.logprobs = logprobs
+        self._decode = model.model.tokenizer.decode
 
-    def piece(self, text: str) -> dict[str, Any]:
-        content = {"message": {"role": "assistant", "content": text}} if self.chat else {"response": text}
+    def piece(self, piece: Piece) -> dict[str, Any]:
+        calls = self.form.tool_calls(piece.text) if self.chat else None
+        if calls:
+            message = {"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}}
+                for c in calls]}
+            content: dict[str, Any] = {"message": message}
+        else:
+            content = {"message": {"role": "assistant", "content": piece.text}} if self.chat else \
+                {"response": piece.text}
+        if self.logprobs:
+            content["logprobs"] = [token_entry(step, self._decode) for step in piece.steps]
         return {"model": self.model, "created_at": _now()} | content | {"done": False}
 
     def loaded(self) -> dict[str, Any]:
@@ -199,7 +220,7 @@ class _Reply:
     def final(self, generation: Generation, ids: list[int], *, whole: bool = False) -> dict[str, Any]:
         first, last = generation.first_token_at, generation.last_token_at
         prompt_seconds = first - generation.arrived - generation.queue_wait if first else 0.0
-        answer: dict[str, Any] = {} if whole else self.piece("")
+        answer: dict[str, Any] = {} if whole else self.piece(Piece(""))
         answer |= {
             "done": True,
             "done_reason": "length" if generation.finish_reason == FinishReason.LENGTH else "stop",
@@ -216,7 +237,10 @@ class _Reply:
 
     async def lines(self, generation: Generation, ids: list[int]) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for piece in generation.pieces():
+            chunks = generation.chunks()
+            async for piece in chunks:
+                if self.chat and self.form.may_call and piece.text.startswith("{"):
+                    piece = await rest(piece, chunks)  # a tool call goes whole, once its arguments parse
                 yield self.piece(piece)
         except Exception as exc:  # the status is sent: the error goes in the stream, as Ollama does
             yield {"error": f"generation failed: {exc}"}

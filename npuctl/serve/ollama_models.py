@@ -70,7 +70,9 @@ def _details(model: ServedModel) -> dict[str, Any]:
 
 
 def _capabilities(model: ServedModel) -> list[str]:
-    return ["embedding"] if isinstance(model, EmbeddingService) else ["completion"]
+    if isinstance(model, GenerationService):
+        return ["completion", "tools"] if model.model.guided else ["completion"]
+    return ["embedding"]
 
 
 def _architecture(model: ServedModel) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from npuctl.runtime.generation import Sampling
 from npuctl.serve.errors import ApiError
+from npuctl.serve.structured import Structure, structure
 
 LATEST = ":latest"
 """Ollama's default tag: `name:latest` is the same model as `name`."""
@@ -72,6 +73,24 @@ def refuse(body: dict[str, Any], name: str, why: str) -> None:
     """400 when `name` is set to anything but an empty or false value."""
     if body.get(name) not in (None, "", False, []):
         raise ApiError(400, f"'{name}' is not supported: {why}")
+
+
+def form(body: dict[str, Any], guided: bool) -> Structure:
+    """`format` ("json" or a JSON Schema) and `tools`, as the grammar the answer is held to."""
+    value = body.get("format")
+    response_format: dict[str, Any] | None = None
+    if value == "json":
+        response_format = {"type": "json_object"}
+    elif isinstance(value, dict):
+        response_format = {"type": "json_schema", "json_schema": {"name": "format", "schema": value}}
+    elif value not in (None, ""):
+        raise ApiError(400, "'format' must be \"json\" or a JSON Schema object")
+    tools = body.get("tools") or None
+    asked = {"response_format": response_format, "tools": tools} | ({"tool_choice": "auto"} if tools else {})
+    try:
+        return structure(asked, guided)
+    except ApiError as exc:  # named as Ollama names it
+        raise ApiError(400, exc.message.replace("'response_format'", "'format'")) from exc
 
 
 def options(body: dict[str, Any]) -> Options:

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from npuctl.runtime.generation import Step
 from npuctl.serve.generating import Generation, Piece
+from npuctl.serve.logprobs import Decode, token_entry
 from npuctl.serve.sse import DONE
 from npuctl.serve.structured import Structure
 
-Decode = Callable[[Sequence[int]], str]
 TOOL_CALLS = "tool_calls"
 
 
@@ -64,7 +63,7 @@ class Reply:
             async for piece in chunks:
                 if self.chat and self.shape.structure.may_call and piece.text.startswith("{"):
                     # A tool call is sent whole, once it is complete (its arguments must parse).
-                    call = await _rest(piece, chunks)
+                    call = await rest(piece, chunks)
                     calls = self.shape.structure.tool_calls(call.text)
                     if calls:
                         delta = {TOOL_CALLS: [{"index": 0} | c for c in calls]}
@@ -93,7 +92,7 @@ class Reply:
         if not self.shape.logprobs:
             return None
         if self.chat:
-            return {"content": [self._token(step) for step in piece.steps], "refusal": None}
+            return {"content": [token_entry(step, self._decode) for step in piece.steps], "refusal": None}
         tokens = [self._decode([step.token]) for step in piece.steps]
         offsets = []
         for token in tokens:
@@ -102,11 +101,6 @@ class Reply:
         return {"tokens": tokens, "token_logprobs": [step.logprob for step in piece.steps],
                 "top_logprobs": [{self._decode([t]): lp for t, lp in step.top} for step in piece.steps],
                 "text_offset": offsets}
-
-    def _token(self, step: Step) -> dict[str, Any]:
-        text = self._decode([step.token])
-        top = [{"token": (alt := self._decode([t])), "logprob": lp, "bytes": list(alt.encode())} for t, lp in step.top]
-        return {"token": text, "logprob": step.logprob, "bytes": list(text.encode()), "top_logprobs": top}
 
     def _object(self, chunk: bool) -> dict[str, Any]:
         kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
@@ -117,7 +111,8 @@ class Reply:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": done, "total_tokens": self.prompt_tokens + done}
 
 
-async def _rest(first: Piece, chunks: AsyncIterator[Piece]) -> Piece:
+async def rest(first: Piece, chunks: AsyncIterator[Piece]) -> Piece:
+    """`first` and every piece after it, as one."""
     text, steps = [first.text], list(first.steps)
     async for piece in chunks:
         text.append(piece.text)

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import ollama
 import pytest
+from pydantic import BaseModel, Field
 
 from npuctl.serve.models import ServedModel
 from tests.serve.conftest import Serve
@@ -28,7 +29,7 @@ def test_list_show_ps_and_version_describe_the_served_models(server_url: str) ->
     assert set(listed) == {"tiny-llama", "minilm"}
     assert listed["tiny-llama"].details is not None and listed["tiny-llama"].details.family == "llama"
     shown = client.show("tiny-llama:latest")  # Ollama's default tag names the same model
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 8192
     assert client.show("minilm").capabilities == ["embedding"]
     running = {m.model: m for m in client.ps().models}
@@ -64,6 +65,52 @@ def test_generate_returns_a_context_that_continues_the_conversation(server_url: 
     assert "".join(p.response or "" for p in streamed) == first.response
     loaded = client.generate(model="tiny-llama")  # no prompt: Ollama's way of loading a model
     assert loaded.done and loaded.done_reason == "load"
+
+
+class City(BaseModel):
+    name: str = Field(max_length=12)
+    capital: bool
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+      a: The first number
+      b: The second number
+    """
+    return a + b
+
+
+def test_format_holds_the_answer_to_a_json_schema(server_url: str) -> None:
+    client = ollama.Client(host=server_url)
+    for seed in range(3):
+        answer = client.chat(model="tiny-llama", messages=MESSAGES, format=City.model_json_schema(),
+                             options={"seed": seed, "num_predict": 200})
+        City.model_validate_json(answer.message.content or "")
+    answer = client.generate(model="tiny-llama", prompt="JSON:", format="json", options={"num_predict": 40})
+    assert (answer.response or "").startswith("{")
+
+
+def test_with_tools_the_answer_is_text_or_a_well_formed_call(server_url: str) -> None:
+    client = ollama.Client(host=server_url)
+    calls = []
+    for seed in range(6):
+        answer = client.chat(model="tiny-llama", messages=MESSAGES, tools=[add], options={"seed": seed,
+                                                                                        "num_predict": 200})
+        calls += answer.message.tool_calls or []
+        assert answer.message.tool_calls or not (answer.message.content or "").startswith("{")
+    # Ollama has no tool_choice: the model chooses text or a call (the random weights choose text), and a
+    # call is always well formed. Forced calls are tested through the OpenAI API (test_structured.py).
+    for call in calls:
+        assert call.function.name == "add" and set(call.function.arguments) == {"a", "b"}
+
+
+def test_logprobs_come_with_each_piece(server_url: str) -> None:
+    answer = ollama.Client(host=server_url).chat(model="tiny-llama", messages=MESSAGES, logprobs=True,
+                                                 top_logprobs=2, options={"num_predict": 6, "temperature": 0})
+    assert answer.logprobs and len(answer.logprobs) == answer.eval_count
+    assert all(len(t.top_logprobs or []) == 2 and t.logprob <= 0 for t in answer.logprobs)
 
 
 def test_embed_matches_the_openai_embeddings_of_the_same_model(server_url: str) -> None:
