@@ -14,6 +14,7 @@ from npuctl.agent.status import RunFacts
 from npuctl.schema.status import ArtifactStatus
 from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of
 from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.pipeline import survey
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment
@@ -65,9 +66,11 @@ class Actuator(Protocol):
 
 class LocalActuator:
     def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts,
-                 aihub: Credentials | None = None, published: list[str] | None = None) -> None:
+                 aihub: Credentials | None = None, published: list[str | StoreLocation] | None = None,
+                 pins: Callable[[], dict[str, str]] | None = None) -> None:
         self.registry = registry
         self.published = published or []
+        self.pins = pins or dict
         self.store = store
         self.labels = labels
         self.host = host
@@ -77,7 +80,8 @@ class LocalActuator:
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
-                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published)
+                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published,
+                              pins=self.pins())
 
     def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
         return self.shared.load(loaded.deployment, artifacts_of(built), share)

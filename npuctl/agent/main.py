@@ -19,6 +19,7 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.serve.app import create_app
@@ -47,15 +48,22 @@ def load_config(path: Path) -> AgentConfig:
         "manifests": [base / p for p in config.manifests],
         "state": base / config.state,
         "cache": base / config.cache if config.cache else None,
-        "artifact_sources": [s if s.startswith(("http://", "https://")) else str(base / s)
-                             for s in config.artifact_sources],
+        "artifact_sources": [_relative_to(base, s) for s in config.artifact_sources],
     })
 
 
-def make_actuator(config: AgentConfig, registry: ModelRegistry, host: HostFacts) -> LocalActuator:
+def _relative_to(base: Path, source: str | StoreLocation) -> str | StoreLocation:
+    url = source.url if isinstance(source, StoreLocation) else source
+    if url.startswith(("http://", "https://", "oci://")):
+        return source
+    return source.model_copy(update={"url": str(base / url)}) if isinstance(source, StoreLocation) else str(base / url)
+
+
+def make_actuator(config: AgentConfig, registry: ModelRegistry, host: HostFacts,
+                  pins: Callable[[], dict[str, str]] | None = None) -> LocalActuator:
     token = config.aihub_token.get_secret_value() if config.aihub_token else None
     return LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
-                         aihub=Credentials(token=token), published=config.artifact_sources)
+                         aihub=Credentials(token=token), published=config.artifact_sources, pins=pins)
 
 
 def make_reconciler(config: AgentConfig, actuator: LocalActuator) -> Reconciler:
@@ -74,9 +82,11 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     token = ensure_token(config.state)
     registry = ModelRegistry()
     host = detect_host().with_overrides(config.facts)
-    actuator = make_actuator(config, registry, host)
+    # The poller wakes the reconciler; the reconciler's builds ask the poller for the pins of the bundles in effect.
+    poller = SourcePoller(config.sources, config.manifests[0], lambda: reconciler.wake(), state=config.state,
+                          registries=config.registries)
+    actuator = make_actuator(config, registry, host, pins=poller.pins)
     reconciler = make_reconciler(config, actuator)
-    poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
     server = uvicorn.Server(server_config(app, config.host, config.port))
