@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from npuctl.agent.actuator import describe_artifacts
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import ConditionType, DeploymentStatus, Event, Phase, now
+from npuctl.artifacts import BuildResult
 from npuctl.runtime.devices import HostFacts
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
@@ -120,17 +122,18 @@ def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeli
 
 
 def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
-               artifacts: Mapping[str, list[dict[str, Any]]]) -> AgentView:
+               builds: Mapping[str, BuildResult]) -> AgentView:
     """`npuctl serve`'s models (built before serving, not watched): status from what the registry holds."""
     views = []
     for model in sorted(registry.models(), key=lambda m: m.deployment):
         served = model.status
+        built = builds.get(model.deployment)
         status = DeploymentStatus(name=model.deployment, phase=Phase.READY if served.ready else Phase.FAILED,
                                   provider=served.provider, npu_coverage=served.npu_coverage,
-                                  artifacts=artifacts.get(model.deployment, []))
+                                  artifacts=describe_artifacts(built) if built else [])
         status.set_condition(ConditionType.VALID, True, "Valid")
-        status.set_condition(ConditionType.ARTIFACTS_READY, model.deployment in artifacts,
-                             "Built" if model.deployment in artifacts else served.reason)
+        status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, "Built" if built else served.reason,
+                             "" if built else served.message)
         status.set_condition(ConditionType.LOADED, served.ready, "SessionsOpen" if served.ready else served.reason,
                              served.message)
         status.set_condition(ConditionType.SERVING, served.ready, served.reason, served.message)
