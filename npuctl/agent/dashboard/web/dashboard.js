@@ -8,7 +8,7 @@ const WINDOW_S = 600;
 const SVG = "http://www.w3.org/2000/svg";
 
 const CHARTS = [
-  { metric: "requests", title: "requests/s", lines: [["requestsPerSecond", "a"]], digits: 1 },
+  { metric: "requests", title: "requests/s (last 10 min)", lines: [["requestsPerSecond", "a"]], digits: 1 },
   { metric: "latency", title: "latency p50 / p95 ms", lines: [["latencyP50Ms", "a"], ["latencyP95Ms", "b"]], digits: 1 },
   { metric: "queue", title: "queue depth", lines: [["queueDepth", "a"]], digits: 0 },
   { metric: "rejected", title: "429s/s", lines: [["rejectedPerSecond", "b"]], digits: 1 },
@@ -54,7 +54,7 @@ function overviewRows(data) {
   const rows = [];
   for (const agent of data.agents) {
     const sources = agent.sources.join(", ") || "-";
-    const soc = agent.host ? `${agent.host.soc || "?"} (${agent.host.npu})` : "";
+    const soc = agent.host ? [agent.host.soc, agent.host.socModel ? `soc ${agent.host.socModel}` : null, agent.host.npu].filter(Boolean).join(" · ") : "";
     if (agent.error || agent.deployments.length === 0) {
       rows.push(el("tr", { "data-agent": agent.url }, el("td", {}, agent.url), el("td", {}, "-"),
         el("td", {}, agent.error ? chip("Unreachable") : "-"), el("td", { colspan: 3 }, agent.error || "no deployments"),
@@ -182,7 +182,7 @@ function eventsPanel(agent) {
     el("div", { class: "events" }, el("table", { class: "grid" },
       el("thead", {}, el("tr", {}, ["time", "deployment", "reason", "message"].map((h) => el("th", {}, h)))),
       el("tbody", {}, agent.events.map((e) => el("tr", { class: e.type },
-        el("td", { class: "mono" }, e.time), el("td", {}, e.deployment), el("td", {}, e.reason), el("td", {}, e.message)))))));
+        el("td", { class: "mono", title: e.time }, new Date(e.time).toLocaleTimeString()), el("td", {}, e.deployment), el("td", {}, e.reason), el("td", {}, e.message)))))));
 }
 
 function agentSection(agent, fleet) {

@@ -1,0 +1,222 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against real agent processes: a
+save shows up as Building then Ready, a broken edit shows its file:line while the old version keeps serving,
+the request-rate chart moves under traffic, a remote agent's page wants the token, and `npuctl dashboard`
+shows a lab. Screenshots go to the test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags chromium keeps calling home, which this closed network refuses.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+if not os.environ.get("CI"):  # CI installs both: there a missing one fails
+    pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import BrowserContext, Page, sync_playwright  # noqa: E402
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    """A fresh chromium profile per test."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 860})
+        yield context
+        context.close()
+
+
+class Shots:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.extra = Path(os.environ["NPUCTL_SCREENSHOTS"]) if os.environ.get("NPUCTL_SCREENSHOTS") else None
+
+    def take(self, page: Page, name: str) -> Path:
+        path = self.folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000, "a screenshot of a rendered page"
+        if self.extra is not None:
+            self.extra.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, self.extra / path.name)
+        return path
+
+
+def watch_console(page: Page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def card(page: Page, name: str) -> Any:
+    return page.locator(f'article.deployment[data-name="{name}"]')
+
+
+def wait_phase(page: Page, name: str, phase: str, timeout: float = 120) -> None:
+    card(page, name).locator(f".phase.phase-{phase}").wait_for(timeout=timeout * 1000)
+
+
+def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser: BrowserContext,
+                                                          tmp_path: Path) -> None:
+    shots = Shots(tmp_path / "screenshots")
+    (agent.manifests / "tiny.yaml").write_text(manifest())
+    agent.start()
+    agent.wait_phase("tiny", "Ready")
+    page = browser.new_page()
+    errors = watch_console(page)
+    page.goto(f"{agent.url}/")
+    wait_phase(page, "tiny", "Ready", timeout=30)
+    assert "x-elite" in card(page, "tiny").locator("table.artifacts").inner_text()
+
+    # A new manifest (a model no test built before, so its build really runs) goes Building -> Ready.
+    tiny_model(agent.manifests / "fresh.onnx", seed=int(time.time()) % 100_000)
+    (agent.manifests / "fresh.yaml").write_text(manifest("fresh").replace("file:tiny.onnx", "file:fresh.onnx"))
+    wait_phase(page, "fresh", "Building", timeout=60)
+    assert card(page, "fresh").locator(".progress .seg.running").count() == 1, "a build in progress shows its steps"
+    shots.take(page, "building")
+    wait_phase(page, "fresh", "Ready")
+    accuracy = card(page, "fresh").locator("table.artifacts").inner_text()
+    assert "max_abs_error" in accuracy and "vs fp32" in page.inner_text("body")
+
+    # A broken edit: the error with its line, and the old version still serving.
+    broken = manifest().replace("precision: w8a16", "precision: int3")
+    line = broken.splitlines().index("  precision: int3") + 1
+    (agent.manifests / "tiny.yaml").write_text(broken)
+    banner = card(page, "tiny").locator(".banner.invalid")
+    banner.wait_for(timeout=60_000)
+    assert f"tiny.yaml:{line}:" in banner.inner_text() and "int3" in banner.inner_text()
+    assert "still serving" in banner.inner_text()
+    wait_phase(page, "tiny", "Degraded", timeout=30)
+    with agent.client() as client:
+        assert infer(client, "tiny", [0.5] * 8).status_code == 200, "the old version does serve"
+    shots.take(page, "broken-edit")
+
+    # Traffic moves the request-rate chart.
+    chart = card(page, "tiny").locator('svg[data-metric="requests"]')
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def send() -> None:
+        with agent.client() as client:
+            deadline = time.monotonic() + 90
+            while not stop.is_set() and time.monotonic() < deadline:
+                sent.append(infer(client, "tiny", [0.25] * 8).status_code)
+                time.sleep(0.005)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        page.wait_for_function(
+            "() => { const c = document.querySelector('article[data-name=\"tiny\"] svg[data-metric=\"requests\"]');"
+            " return c && Number(c.dataset.last) > 1 && c.querySelector('polyline'); }", timeout=60_000)
+        shots.take(page, "dashboard")
+    finally:
+        stop.set()
+        sender.join()
+    assert sent and set(sent) == {200}
+    assert float(chart.get_attribute("data-last") or 0) > 1
+    assert errors == [], errors
+
+
+def test_a_remote_agents_page_needs_the_token_and_the_html_never_holds_it(
+        tmp_path: Path, agent_cache: Path, browser: BrowserContext) -> None:
+    agent = Agent(tmp_path, agent_cache)
+    tiny_model(agent.manifests / "tiny.onnx")
+    (agent.manifests / "tiny.yaml").write_text(manifest())
+    env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
+    command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests), "--allow-remote",
+               "--listen", f"0.0.0.0:{agent.port}", "--state", str(agent.state), "--cache", str(agent.cache)]
+    with agent.log.open("ab") as log:
+        agent.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        agent.wait_live()
+        token = agent.token
+        page_answer = httpx.get(f"{agent.url}/", timeout=10)
+        assert page_answer.status_code == 401 and "<form" in page_answer.text
+        assert httpx.get(f"{agent.url}/dashboard/v1/data", timeout=10).status_code == 401
+        assert token not in page_answer.text
+
+        page = browser.new_page()
+        errors = watch_console(page)
+        page.goto(f"{agent.url}/")
+        page.fill("#token", "not-the-token")
+        page.click("button[type=submit]")
+        assert page.locator("#failed").is_visible()
+        page.fill("#token", token)
+        page.click("button[type=submit]")
+        wait_phase(page, "tiny", "Ready")
+        assert token not in page.content()
+        assert page.evaluate("document.cookie") == "", "the session cookie is HttpOnly: no script reads it"
+        [cookie] = browser.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        Shots(tmp_path / "screenshots").take(page, "remote")
+        # The only errors are the two 401 answers the browser logs for the login page.
+        assert all("401" in e for e in errors) and len(errors) <= 2, errors
+    finally:
+        agent.stop()
+
+
+def test_the_fleet_dashboard_shows_every_agent_with_the_labs_phase_counts(
+        tmp_path: Path, agent_cache: Path, browser: BrowserContext) -> None:
+    agents = [Agent(tmp_path / name, agent_cache) for name in ("a", "b")]
+    dashboard: subprocess.Popen[bytes] | None = None
+    try:
+        for agent in agents:
+            tiny_model(agent.manifests / "tiny.onnx")
+            (agent.manifests / "tiny.yaml").write_text(manifest())
+            agent.launch()
+        for agent in agents:
+            agent.wait_live()
+            agent.wait_phase("tiny", "Ready")
+        nobody = f"http://127.0.0.1:{free_port()}"
+        listing = tmp_path / "lab-agents.txt"
+        listing.write_text("".join(f"{a.url}\n" for a in agents) + f"# a PC that is off\n{nobody}\n")
+        port = free_port()
+        with (tmp_path / "dashboard.log").open("ab") as log:
+            dashboard = subprocess.Popen([sys.executable, "-m", "npuctl", "dashboard", "--agents", str(listing),
+                                          "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        agents[0].wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, "the fleet dashboard", timeout=60)
+        page = browser.new_page()
+        errors = watch_console(page)
+        page.goto(url)
+        page.locator('#phases [data-phase="Ready"]').wait_for(timeout=30_000)
+        assert page.inner_text('#phases [data-phase="Ready"]') == "2 Ready"
+        rows = page.locator("#table tbody tr")
+        assert rows.count() == 3
+        for agent in agents:
+            assert "Ready" in page.inner_text(f'#table tr[data-agent="{agent.url}"][data-name="tiny"]')
+            card(page, "tiny").and_(page.locator(f'[data-agent="{agent.url}"]')).wait_for()
+        assert "Unreachable" in page.inner_text(f'#table tr[data-agent="{nobody}"]')
+        Shots(tmp_path / "screenshots").take(page, "fleet")
+        assert errors == [], errors
+        refused = subprocess.run([sys.executable, "-m", "npuctl", "dashboard", "--agents", str(listing),
+                                  "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "loopback" in refused.stderr
+    finally:
+        if dashboard is not None:
+            dashboard.terminate()
+            dashboard.wait(15)
+        for agent in agents:
+            agent.stop()
