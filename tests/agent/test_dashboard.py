@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against real agent processes: a
 save shows up as Building then Ready, a broken edit shows its file:line while the old version keeps serving,
 the request-rate chart moves under traffic, a remote agent's page wants the token, and `npuctl dashboard`
-shows a lab. Screenshots go to the test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
+shows a lab; `npuctl serve` has the page too, with a chat model's TTFT and tokens/s. Screenshots go to the test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
+from npuctl.artifacts import BuildResult, Store
 from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
+from tests.conftest import tiny_llama_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags chromium keeps calling home, which this closed network refuses.
@@ -130,12 +133,16 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
         page.wait_for_function(
             "() => { const c = document.querySelector('article[data-name=\"tiny\"] svg[data-metric=\"requests\"]');"
             " return c && Number(c.dataset.last) > 1 && c.querySelector('polyline'); }", timeout=60_000)
+        moved_at = int(chart.get_attribute("data-samples") or 0)
+        # Two more samples under load, for a screenshot that shows a line rather than a step.
+        page.wait_for_function(f"() => Number(document.querySelector('article[data-name=\"tiny\"] "
+                               f"svg[data-metric=\"requests\"]').dataset.samples) >= {moved_at + 2}", timeout=30_000)
+        assert float(chart.get_attribute("data-last") or 0) > 1
         shots.take(page, "dashboard")
     finally:
         stop.set()
         sender.join()
     assert sent and set(sent) == {200}
-    assert float(chart.get_attribute("data-last") or 0) > 1
     assert errors == [], errors
 
 
@@ -220,3 +227,46 @@ def test_the_fleet_dashboard_shows_every_agent_with_the_labs_phase_counts(
             dashboard.wait(15)
         for agent in agents:
             agent.stop()
+
+
+def test_npuctl_serve_shows_its_models_and_a_chat_models_ttft_and_tokens_per_second(
+        tmp_path: Path, browser: BrowserContext, tiny_llama_source: Path, tiny_llama_store: Store,
+        tiny_llama_build: BuildResult) -> None:
+    loaded = tiny_llama_manifest(tmp_path, tiny_llama_source, name="chat")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("ab") as log:
+        server = subprocess.Popen([sys.executable, "-m", "npuctl", "serve", "-f", str(loaded.file), "--port", str(port),
+                                   "--cache", str(tiny_llama_store.root)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"{url}/v2/health/ready"):
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        page = browser.new_page()
+        errors = watch_console(page)
+        page.goto(f"{url}/")
+        wait_phase(page, "chat", "Ready", timeout=30)
+        assert "cpu" in card(page, "chat").locator(".where").inner_text()
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        moved = ("() => ['ttft', 'tokens'].every(m => Number(document.querySelector("
+                 "`article[data-name=\"chat\"] svg[data-metric=\"${m}\"]`)?.dataset.last) > 0)")
+        deadline = time.monotonic() + 60
+        while not page.evaluate(moved):
+            assert time.monotonic() < deadline, "the TTFT and tokens/s charts never moved"
+            client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "Hello"}],
+                                           max_tokens=16, extra_body={"ignore_eos": True})
+            time.sleep(0.2)
+        Shots(tmp_path / "screenshots").take(page, "serve-chat")
+        assert errors == [], errors
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

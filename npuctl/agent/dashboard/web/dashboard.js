@@ -5,10 +5,11 @@
 const DATA = "/dashboard/v1/data";
 const POLL_MS = 2000;
 const WINDOW_S = 600;
+const MIN_SPAN_S = 30;
 const SVG = "http://www.w3.org/2000/svg";
 
 const CHARTS = [
-  { metric: "requests", title: "requests/s (last 10 min)", lines: [["requestsPerSecond", "a"]], digits: 1 },
+  { metric: "requests", title: "requests/s", lines: [["requestsPerSecond", "a"]], digits: 1 },
   { metric: "latency", title: "latency p50 / p95 ms", lines: [["latencyP50Ms", "a"], ["latencyP95Ms", "b"]], digits: 1 },
   { metric: "queue", title: "queue depth", lines: [["queueDepth", "a"]], digits: 0 },
   { metric: "rejected", title: "429s/s", lines: [["rejectedPerSecond", "b"]], digits: 1 },
@@ -140,15 +141,23 @@ function deploymentCard(agent, d) {
 function charts(series) {
   const samples = series.samples;
   const end = samples.length ? samples[samples.length - 1].time : Date.now() / 1000;
-  return el("div", { class: "charts" }, CHARTS.filter((c) => !c.chat || series.chat).map((c) => chart(c, samples, end)));
+  // The x axis spans what the server kept (up to its 10 minutes), at least MIN_SPAN_S: a young agent's
+  // charts are not a sliver at the right edge.
+  const span = Math.min(WINDOW_S, Math.max(MIN_SPAN_S, samples.length ? end - samples[0].time : 0));
+  return el("div", { class: "charts", "data-span": Math.round(span) },
+    CHARTS.filter((c) => !c.chat || series.chat).map((c) => chart(c, samples, end, span)));
 }
 
-function chart(spec, samples, end) {
+function spanText(span) {
+  return span >= 90 ? `${Math.round(span / 60)} min` : `${Math.round(span)} s`;
+}
+
+function chart(spec, samples, end, span) {
   const width = 300, height = 56;
   let top = 0;
   for (const s of samples) for (const [key] of spec.lines) if (s[key] !== null && s[key] !== undefined) top = Math.max(top, s[key]);
   top = top > 0 ? top * 1.15 : 1;
-  const x = (t) => ((t - (end - WINDOW_S)) / WINDOW_S) * width;
+  const x = (t) => ((t - (end - span)) / span) * width;
   const y = (v) => height - 2 - (v / top) * (height - 4);
   const picture = svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "data-metric": spec.metric });
   picture.append(svg("line", { class: "axis", x1: 0, y1: height - 1, x2: width, y2: height - 1 }));
@@ -156,7 +165,11 @@ function chart(spec, samples, end) {
   for (const [key, cls] of spec.lines) {
     let run = [];
     const flush = () => {
-      if (run.length) picture.append(svg("polyline", { class: `line-${cls}`, points: run.join(" ") }));
+      if (run.length > 1) picture.append(svg("polyline", { class: `line-${cls}`, points: run.join(" ") }));
+      else if (run.length === 1) { // a lone sample between gaps: a dot, or it would not show
+        const [cx, cy] = run[0].split(",");
+        picture.append(svg("circle", { class: `dot-${cls}`, cx, cy, r: 1.8 }));
+      }
       run = [];
     };
     let last = null;
@@ -172,7 +185,9 @@ function chart(spec, samples, end) {
   const shown = values.map((v) => (v === null ? "-" : Number(v).toFixed(spec.digits))).join(" / ");
   picture.setAttribute("data-last", values[0] === null ? "" : String(values[0]));
   picture.setAttribute("data-samples", String(samples.length));
-  return el("div", { class: "chart" }, el("div", { class: "head" }, el("span", {}, spec.title), el("span", { class: "value" }, shown)), picture);
+  return el("div", { class: "chart" },
+    el("div", { class: "head" }, el("span", {}, `${spec.title} · last ${spanText(span)}`), el("span", { class: "value" }, shown)),
+    picture);
 }
 
 // --- events and agents --------------------------------------------------------------------------------
@@ -181,7 +196,7 @@ function eventsPanel(agent) {
   return el("section", { class: "events-panel" }, el("h3", {}, "Recent events"),
     el("div", { class: "events" }, el("table", { class: "grid" },
       el("thead", {}, el("tr", {}, ["time", "deployment", "reason", "message"].map((h) => el("th", {}, h)))),
-      el("tbody", {}, agent.events.map((e) => el("tr", { class: e.type },
+      el("tbody", {}, agent.events.length === 0 ? el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no events yet")) : agent.events.map((e) => el("tr", { class: e.type },
         el("td", { class: "mono", title: e.time }, new Date(e.time).toLocaleTimeString()), el("td", {}, e.deployment), el("td", {}, e.reason), el("td", {}, e.message)))))));
 }
 
