@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
+from prometheus_client.samples import Sample as PromSample
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -99,11 +99,15 @@ class Timeline:
         """Read the metrics now (or as of `at`, seconds since the epoch) and add a sample per model."""
         when = time.time() if at is None else at
         models = self.registry.models()
+        metrics = self.registry.metrics
+        # Each metric is collected once per reading, whatever the number of models.
+        collected = _Collected(_by_model(metrics.requests), _by_model(metrics.latency),
+                               _by_model(metrics.time_to_first_token), _by_model(metrics.tokens_per_second))
         with self._lock:
             for gone in set(self._tracks) - {m.deployment for m in models}:
                 del self._tracks[gone]
             for model in models:
-                self._sample(model, when)
+                self._sample(model, when, collected.reading(model.name, when))
 
     def start(self) -> Timeline:
         self._thread = threading.Thread(target=self._run, name="npuctl-timeline", daemon=True)
@@ -119,12 +123,11 @@ class Timeline:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def _sample(self, model: ServedModel, when: float) -> None:
+    def _sample(self, model: ServedModel, when: float, reading: _Reading) -> None:
         chat = isinstance(model, GenerationService)
         track = self._tracks.get(model.deployment)
         if track is None or track.model != model.name or track.chat != chat:
             track = self._tracks[model.deployment] = _Track(model.name, chat, samples=deque(maxlen=self.size))
-        reading = self._read(model.name, when)
         last, track.last = track.last, reading
         seconds = reading.at - last.at if last else 0.0
         if last is None or seconds <= 0 or reading.requests < last.requests:
@@ -142,16 +145,6 @@ class Timeline:
             ttft_p50_ms=_ms(quantile(ttft, 0.5)) if chat else None,
             tokens_per_second=(reading.speed_sum - last.speed_sum) / speed_count if chat and speed_count > 0 else None,
         ))
-
-    def _read(self, model: str, at: float) -> _Reading:
-        metrics = self.registry.metrics
-        requests = rejected = 0.0
-        for labels, value in _values(metrics.requests, "_total", model):
-            requests += value
-            rejected += value if labels.get("code") == "429" else 0.0
-        speed = dict((name, value) for name, value in _sums(metrics.tokens_per_second, model))
-        return _Reading(at, requests, rejected, _buckets(metrics.latency, model), _buckets(metrics.time_to_first_token, model),
-                        speed.get("_sum", 0.0), speed.get("_count", 0.0))
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -171,25 +164,39 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower
 
 
-def _values(metric: Counter | Histogram, suffix: str, model: str) -> Iterable[tuple[dict[str, str], float]]:
+@dataclass
+class _Collected:
+    """One collection of the metrics the timeline reads, each grouped by its `model` label."""
+
+    requests: dict[str, list[PromSample]]
+    latency: dict[str, list[PromSample]]
+    ttft: dict[str, list[PromSample]]
+    speed: dict[str, list[PromSample]]
+
+    def reading(self, model: str, at: float) -> _Reading:
+        requests = [s for s in self.requests.get(model, []) if s.name.endswith("_total")]
+        speed = self.speed.get(model, [])
+        return _Reading(at, sum(s.value for s in requests), sum(s.value for s in requests if s.labels["code"] == "429"),
+                        _buckets(self.latency.get(model, [])), _buckets(self.ttft.get(model, [])),
+                        sum(s.value for s in speed if s.name.endswith("_sum")),
+                        sum(s.value for s in speed if s.name.endswith("_count")))
+
+
+def _by_model(metric: Counter | Histogram) -> dict[str, list[PromSample]]:
+    grouped: dict[str, list[PromSample]] = defaultdict(list)
     for family in metric.collect():
         for sample in family.samples:
-            if sample.name.endswith(suffix) and sample.labels.get("model") == model:
-                yield sample.labels, sample.value
+            grouped[sample.labels.get("model", "")].append(sample)
+    return grouped
 
 
-def _buckets(metric: Histogram, model: str) -> list[tuple[float, float]]:
+def _buckets(samples: list[PromSample]) -> list[tuple[float, float]]:
     """Cumulative bucket counts summed over the model's label sets (APIs), by upper bound."""
-    counts: dict[float, float] = {}
-    for labels, value in _values(metric, "_bucket", model):
-        bound = float(labels["le"])
-        counts[bound] = counts.get(bound, 0.0) + value
+    counts: dict[float, float] = defaultdict(float)
+    for sample in samples:
+        if sample.name.endswith("_bucket"):
+            counts[float(sample.labels["le"])] += sample.value
     return sorted(counts.items())
-
-
-def _sums(metric: Histogram, model: str) -> Iterable[tuple[str, float]]:
-    for suffix in ("_sum", "_count"):
-        yield suffix, sum(value for _, value in _values(metric, suffix, model))
 
 
 def _delta(now: list[tuple[float, float]], before: list[tuple[float, float]]) -> list[tuple[float, float]]:
