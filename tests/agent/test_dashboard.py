@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import onnx
 import openai
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.artifacts import BuildResult, Store
 from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
@@ -80,6 +83,22 @@ def wait_phase(page: Page, name: str, phase: str, timeout: float = 120) -> None:
     card(page, name).locator(f".phase.phase-{phase}").wait_for(timeout=timeout * 1000)
 
 
+def layered_model(path: Path, width: int = 512, layers: int = 8) -> None:
+    """relu(... relu(x @ W0) ... @ W7) with x: float32[1, 512]: a few seconds to quantize, compile and verify."""
+    rng = np.random.default_rng(7)
+    nodes, weights, previous = [], [], "x"
+    for i in range(layers):
+        weights.append(numpy_helper.from_array(rng.uniform(-0.1, 0.1, (width, width)).astype(np.float32), f"W{i}"))
+        output = "y" if i == layers - 1 else f"h{i}"
+        nodes += [helper.make_node("MatMul", [previous, f"W{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [output])]
+        previous = output
+    graph = helper.make_graph(nodes, "layered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
 def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser: BrowserContext,
                                                           tmp_path: Path) -> None:
     shots = Shots(tmp_path / "screenshots")
@@ -92,9 +111,11 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     wait_phase(page, "tiny", "Ready", timeout=30)
     assert "x-elite" in card(page, "tiny").locator("table.artifacts").inner_text()
 
-    # A new manifest (a model no test built before, so its build really runs) goes Building -> Ready.
-    tiny_model(agent.manifests / "fresh.onnx", seed=int(time.time()) % 100_000)
-    (agent.manifests / "fresh.yaml").write_text(manifest("fresh").replace("file:tiny.onnx", "file:fresh.onnx"))
+    # A new manifest goes Building -> Ready. Its model is built by no other test, and big enough that its build
+    # (about 5 s here) outlasts the page's 2 s poll: the page shows the phase it polled, as a person would see it.
+    layered_model(agent.manifests / "fresh.onnx")
+    (agent.manifests / "fresh.yaml").write_text(
+        manifest("fresh").replace("file:tiny.onnx", "file:fresh.onnx").replace("threshold: 0.5", "threshold: 10"))
     wait_phase(page, "fresh", "Building", timeout=60)
     assert card(page, "fresh").locator(".progress .seg.running").count() == 1, "a build in progress shows its steps"
     shots.take(page, "building")

@@ -48,8 +48,8 @@ def test_timeline_turns_counters_into_rates_and_percentiles(tmp_path: Path) -> N
     [sample] = series.samples
     assert sample.requests_per_second == pytest.approx(14 / 2)
     assert sample.rejected_per_second == pytest.approx(4 / 2)
-    assert 2.5 <= sample.latency_p50_ms <= 5.0  # type: ignore[operator]
-    assert 100 <= sample.latency_p95_ms <= 250  # type: ignore[operator]
+    assert sample.latency_p50_ms is not None and 2.5 <= sample.latency_p50_ms <= 5.0
+    assert sample.latency_p95_ms is not None and 100 <= sample.latency_p95_ms <= 250
     for at in (104.0, 106.0, 108.0, 110.0):
         timeline.sample(at=at)
     samples = timeline.series()[0].samples
