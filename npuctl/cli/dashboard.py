@@ -55,6 +55,7 @@ def dashboard_command(agents_file: Path, host: str, port: int) -> None:
     NPUCTL_TOKEN; this page then holds it, so it listens on loopback only."""
     from starlette.applications import Starlette
 
+    from npuctl.serve.app import ERROR_HANDLERS
     from npuctl.serve.server import run
 
     if not _loopback(host):
@@ -65,7 +66,7 @@ def dashboard_command(agents_file: Path, host: str, port: int) -> None:
         raise click.UsageError(f"{agents_file} lists no agents")
     source = FleetSource(urls, token=os.environ.get("NPUCTL_TOKEN"))
     err_console.print(f"npuctl dashboard for {len(urls)} agents: http://{host}:{port}/ (Ctrl-C stops)")
-    run(Starlette(routes=dashboard_routes(source)), host, port)
+    run(Starlette(routes=dashboard_routes(source), exception_handlers=ERROR_HANDLERS), host, port)
 
 
 def _loopback(host: str) -> bool:

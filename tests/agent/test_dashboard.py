@@ -110,6 +110,11 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     page.goto(f"{agent.url}/")
     wait_phase(page, "tiny", "Ready", timeout=30)
     assert "x-elite" in card(page, "tiny").locator("table.artifacts").inner_text()
+    # What the user unfolds stays unfolded across the redraws.
+    card(page, "tiny").locator("details summary").click()
+    drawn = page.inner_text("#updated")
+    page.wait_for_function(f"() => document.getElementById('updated').textContent !== {drawn!r}", timeout=10_000)
+    assert card(page, "tiny").locator("table.conditions").is_visible()
 
     # A new manifest goes Building -> Ready. Its model is built by no other test, and big enough that its build
     # (about 5 s here) outlasts the page's 2 s poll: the page shows the phase it polled, as a person would see it.
@@ -238,6 +243,8 @@ def test_the_fleet_dashboard_shows_every_agent_with_the_labs_phase_counts(
             card(page, "tiny").and_(page.locator(f'[data-agent="{agent.url}"]')).wait_for()
         assert "Unreachable" in page.inner_text(f'#table tr[data-agent="{nobody}"]')
         Shots(tmp_path / "screenshots").take(page, "fleet")
+        lost = httpx.get(f"{url}nope", timeout=10)
+        assert lost.status_code == 404 and "error" in lost.json()
         assert errors == [], errors
         refused = subprocess.run([sys.executable, "-m", "npuctl", "dashboard", "--agents", str(listing),
                                   "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)

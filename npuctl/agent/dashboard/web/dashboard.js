@@ -17,6 +17,19 @@ const CHARTS = [
   { metric: "tokens", title: "tokens/s", lines: [["tokensPerSecond", "a"]], digits: 0, chat: true },
 ];
 
+// What the user opened or closed survives the redraw every 2 s: a click on a <details data-key>'s summary is
+// remembered (a click comes before the toggle, so the new state is the opposite of the current one).
+const remembered = new Map();
+document.addEventListener("click", (event) => {
+  const summary = event.target instanceof Element ? event.target.closest("details[data-key] > summary") : null;
+  if (summary) remembered.set(summary.parentElement.dataset.key, !summary.parentElement.open);
+});
+
+function foldable(key, openByDefault, summary, ...children) {
+  const open = remembered.has(key) ? remembered.get(key) : openByDefault;
+  return el("details", { "data-key": key, open }, el("summary", {}, summary), ...children);
+}
+
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
@@ -100,9 +113,8 @@ function buildBar(build) {
     el("div", { class: "muted" }, `build: ${build.steps.length} step(s) finished${last ? ` (last: ${last})` : ""}; step ${build.steps.length + 1} running`));
 }
 
-function conditionsTable(status) {
-  return el("details", { open: status.phase !== "Ready" },
-    el("summary", {}, "conditions"),
+function conditionsTable(agent, status) {
+  return foldable(`${agent.url} ${status.name} conditions`, status.phase !== "Ready", "conditions",
     el("table", { class: "grid conditions" },
       el("thead", {}, el("tr", {}, el("th", {}, "type"), el("th", {}, "status"), el("th", {}, "reason"), el("th", {}, "message"))),
       el("tbody", {}, (status.conditions || []).map((c) => el("tr", { "data-type": c.type },
@@ -132,7 +144,7 @@ function deploymentCard(agent, d) {
   return el("article", { class: "deployment", "data-name": s.name, "data-agent": agent.url },
     el("header", {}, el("h3", {}, s.name), chip(s.phase),
       el("span", { class: "muted" }, [d.model && d.model !== s.name ? `as '${d.model}'` : null, d.task, s.file].filter(Boolean).join(" · "))),
-    where, banners(d), buildBar(d.build), conditionsTable(s), artifactsTable(s),
+    where, banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
     series ? charts(series) : null);
 }
 
@@ -193,7 +205,7 @@ function chart(spec, samples, end, span) {
 // --- events and agents --------------------------------------------------------------------------------
 
 function eventsPanel(agent) {
-  return el("section", { class: "events-panel" }, el("h3", {}, "Recent events"),
+  return el("section", { class: "events-panel" },
     el("div", { class: "events" }, el("table", { class: "grid" },
       el("thead", {}, el("tr", {}, ["time", "deployment", "reason", "message"].map((h) => el("th", {}, h)))),
       el("tbody", {}, agent.events.length === 0 ? el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no events yet")) : agent.events.map((e) => el("tr", { class: e.type },
@@ -206,7 +218,7 @@ function agentSection(agent, fleet) {
     el("h2", {}, fleet ? agent.url : "This machine", el("span", { class: "muted" }, host)),
     agent.error ? el("div", { class: "banner bad" }, agent.error) : null,
     el("div", { class: "cards" }, agent.deployments.map((d) => deploymentCard(agent, d))),
-    agent.error ? null : eventsPanel(agent));
+    agent.error ? null : foldable(`${agent.url} events`, true, "Recent events", eventsPanel(agent)));
 }
 
 function render(data) {
