@@ -78,8 +78,8 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
     timeline = Timeline(registry).start()
 
-    async def dashboard_data() -> DashboardData:
-        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller)])
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
               *dashboard_routes(dashboard_data, token=None if config.loopback else token)]

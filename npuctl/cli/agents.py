@@ -145,8 +145,8 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
     url, facts = f"http://{host}:{port}", detect_host()
     timeline = Timeline(registry).start()
 
-    async def dashboard_data() -> DashboardData:
-        return dashboard([serve_view(url, registry, timeline, facts, builds)])
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([serve_view(url, registry, timeline, facts, builds, recent)])
 
     err_console.print(f"listening on {url} (OpenAI /v1, Open Inference Protocol /v2, /metrics); dashboard: {url}/")
     try:

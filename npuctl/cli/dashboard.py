@@ -26,8 +26,9 @@ class FleetSource:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
 
-    async def __call__(self) -> DashboardData:
-        async with httpx.AsyncClient(headers=self.headers, timeout=self.timeout,
+    async def __call__(self, recent: float | None) -> DashboardData:
+        params = {} if recent is None else {"seconds": f"{recent:g}"}
+        async with httpx.AsyncClient(headers=self.headers, timeout=self.timeout, params=params,
                                      limits=httpx.Limits(max_connections=64)) as client:
             views = await asyncio.gather(*(self._agent(client, url) for url in self.urls))
         return dashboard(list(views), fleet=True)

@@ -90,9 +90,12 @@ class Timeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def series(self) -> list[ModelSeries]:
+    def series(self, recent: float | None = None, at: float | None = None) -> list[ModelSeries]:
+        """Every model's samples; with `recent`, only those of the last `recent` seconds before `at` (now)."""
+        since = ((time.time() if at is None else at) - recent) if recent is not None else -math.inf
         with self._lock:
-            return [ModelSeries(deployment=name, model=track.model, chat=track.chat, samples=list(track.samples))
+            return [ModelSeries(deployment=name, model=track.model, chat=track.chat,
+                                samples=[s for s in track.samples if s.time > since])
                     for name, track in sorted(self._tracks.items())]
 
     def sample(self, at: float | None = None) -> None:

@@ -107,6 +107,8 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     agent.wait_phase("tiny", "Ready")
     page = browser.new_page()
     errors = watch_console(page)
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/dashboard/v1/data" in request.url else None)
     page.goto(f"{agent.url}/")
     wait_phase(page, "tiny", "Ready", timeout=30)
     assert "x-elite" in card(page, "tiny").locator("table.artifacts").inner_text()
@@ -169,6 +171,7 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
         stop.set()
         sender.join()
     assert sent and set(sent) == {200}
+    assert "?" not in polls[0] and all("?seconds=" in url for url in polls[1:]), "later polls fetch only what is new"
     assert errors == [], errors
 
 

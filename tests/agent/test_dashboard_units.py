@@ -16,8 +16,8 @@ TOKEN = "s3cret-token-for-the-dashboard-test"
 
 @pytest.fixture
 def guarded() -> BackgroundServer:
-    async def data() -> DashboardData:
-        return dashboard([AgentView(url="http://agent")])
+    async def data(recent: float | None) -> DashboardData:
+        return dashboard([AgentView(url=f"http://agent/{recent}")])
 
     with BackgroundServer(Starlette(routes=dashboard_routes(data, token=TOKEN))) as server:
         yield server
@@ -43,7 +43,7 @@ def test_a_guarded_page_and_its_data_need_the_token(guarded: BackgroundServer) -
         allowed = client.get("/")
         assert allowed.status_code == 200 and "dashboard.js" in allowed.text
         assert allowed.headers["content-security-policy"].startswith("default-src 'self'")
-        assert client.get(DATA_PATH).json()["agents"][0]["url"] == "http://agent"
+        assert client.get(DATA_PATH).json()["agents"][0]["url"] == "http://agent/None"
         for response in (page, wrong, allowed, client.get("/dashboard/assets/dashboard.js")):
             assert TOKEN not in response.text and session_value(TOKEN) not in response.text
     bearer = httpx.get(f"{guarded.url}{DATA_PATH}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
@@ -54,6 +54,10 @@ def test_unknown_parameters_and_assets_are_refused(guarded: BackgroundServer) ->
     with httpx.Client(base_url=guarded.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         response = client.get(DATA_PATH, params={"since": "10"})
         assert response.status_code == 400 and "since" in response.json()["error"]["message"]
+        assert client.get(DATA_PATH, params={"seconds": "12.5"}).json()["agents"][0]["url"] == "http://agent/12.5"
+        for wrong in ("0", "-1", "601", "nan", "inf", "ten", ""):
+            response = client.get(DATA_PATH, params={"seconds": wrong})
+            assert response.status_code == 400 and "seconds" in response.json()["error"]["message"], wrong
         assert client.get("/dashboard/assets/index.html").status_code == 404
         assert client.get("/dashboard/assets/..%2Fviews.py").status_code == 404
         css = client.get("/dashboard/assets/dashboard.css")

@@ -54,6 +54,7 @@ def test_timeline_turns_counters_into_rates_and_percentiles(tmp_path: Path) -> N
         timeline.sample(at=at)
     samples = timeline.series()[0].samples
     assert [s.time for s in samples] == [106.0, 108.0, 110.0], "a window of 6 s at 2 s keeps 3 samples"
+    assert [s.time for s in timeline.series(recent=3.0, at=110.0)[0].samples] == [108.0, 110.0]
     assert samples[-1].requests_per_second == 0 and samples[-1].latency_p50_ms is None
     registry.remove("tiny")
     timeline.sample(at=112.0)

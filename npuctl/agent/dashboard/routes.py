@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from urllib.parse import parse_qs
@@ -23,13 +24,15 @@ from npuctl.agent.auth import token_matches
 from npuctl.agent.dashboard.views import DashboardData
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import read_body
+from npuctl.serve.timeline import WINDOW_SECONDS
 
 DATA_PATH = "/dashboard/v1/data"
 LOGIN_PATH = "/dashboard/login"
 COOKIE = "npuctl_dashboard"
 MAX_LOGIN_BYTES = 4096
 
-DataSource = Callable[[], Awaitable[DashboardData]]
+DataSource = Callable[[float | None], Awaitable[DashboardData]]
+"""The page's data, with each model's samples of the last so many seconds (None: all the server keeps)."""
 
 _MEDIA = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8"}
@@ -108,12 +111,22 @@ class _Dashboard:
         return self._file(name)
 
     async def data(self, request: Request) -> Response:
-        if request.query_params:
-            return _unknown_parameters(request)
+        """`?seconds=N`: only the samples of the last N seconds (the page asks for what it has not seen yet)."""
+        if set(request.query_params) - {"seconds"}:
+            return _unknown_parameters(request, "seconds")
         if not self.allowed(request):
             return _error(401, "the dashboard's data needs the agent's token: log in at / or send "
                                "Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        snapshot = await self.source()
+        recent = None
+        if "seconds" in request.query_params:
+            given = request.query_params["seconds"]
+            try:
+                recent = float(given)
+            except ValueError:
+                recent = math.nan
+            if not 0 < recent <= WINDOW_SECONDS:  # false for nan too
+                return _error(400, f"seconds: {given!r} is not a number of seconds in (0, {WINDOW_SECONDS:g}]")
+        snapshot = await self.source(recent)
         return JSONResponse(snapshot.model_dump(mode="json"), headers=_HEADERS)
 
     def _file(self, name: str, status: int = 200, body: bytes | None = None) -> Response:
@@ -127,9 +140,10 @@ class _Dashboard:
         return self._file("login.html", 401, body)
 
 
-def _unknown_parameters(request: Request) -> Response:
-    names = ", ".join(sorted(request.query_params.keys()))
-    return _error(400, f"unknown query parameter(s): {names}; this page takes none")
+def _unknown_parameters(request: Request, known: str = "") -> Response:
+    names = ", ".join(sorted(set(request.query_params.keys()) - {known}))
+    takes = f"it takes only {known}" if known else "it takes none"
+    return _error(400, f"unknown query parameter(s): {names}; {takes}")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

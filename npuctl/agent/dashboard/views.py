@@ -75,6 +75,7 @@ class AgentView(_Record):
     events: list[Event] = []
     """Newest first."""
     series: list[ModelSeries] = []
+    """Per model, the samples asked for: all that the server keeps (10 minutes), or the last `seconds`."""
 
 
 class PhaseCount(_Record):
@@ -104,8 +105,8 @@ def host_view(host: HostFacts) -> Host:
 
 
 def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
-               poller: SourcePoller | None = None) -> AgentView:
-    """A running agent as the page shows it."""
+               poller: SourcePoller | None = None, recent: float | None = None) -> AgentView:
+    """A running agent as the page shows it (with the samples of the last `recent` seconds, or all)."""
     book = reconciler.book
     names = sorted(set(reconciler.desired) | set(book.deployments))
     views = []
@@ -118,11 +119,11 @@ def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeli
                                  _build_progress(name, book.events) if building else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
     return AgentView(url=url, host=host_view(host), sources=sources, deployments=views,
-                     events=list(reversed(book.events))[:MAX_EVENTS], series=timeline.series())
+                     events=list(reversed(book.events))[:MAX_EVENTS], series=timeline.series(recent))
 
 
 def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
-               builds: Mapping[str, BuildResult]) -> AgentView:
+               builds: Mapping[str, BuildResult], recent: float | None = None) -> AgentView:
     """`npuctl serve`'s models (built before serving, not watched): status from what the registry holds."""
     views = []
     for model in sorted(registry.models(), key=lambda m: m.deployment):
@@ -138,7 +139,7 @@ def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: Host
                              served.message)
         status.set_condition(ConditionType.SERVING, served.ready, served.reason, served.message)
         views.append(_deployment(status, model, model.name, None, None))
-    return AgentView(url=url, host=host_view(host), deployments=views, series=timeline.series())
+    return AgentView(url=url, host=host_view(host), deployments=views, series=timeline.series(recent))
 
 
 def _deployment(status: DeploymentStatus, served: ServedModel | None, model: str | None, task: str | None,

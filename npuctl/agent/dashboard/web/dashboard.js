@@ -221,7 +221,27 @@ function agentSection(agent, fleet) {
     agent.error ? null : foldable(`${agent.url} events`, true, "Recent events", eventsPanel(agent)));
 }
 
+// Samples per model as this page has them: the first poll gets the server's whole window, later ones only
+// what came since (`?seconds=`, counted from the last answer, so agents' clocks need not agree with ours).
+const kept = new Map();
+let lastAnswer = null;
+
+function merge(agent) {
+  for (const series of agent.series) {
+    const key = `${agent.url} ${series.deployment}`;
+    const have = kept.get(key);
+    const samples = have && have.model === series.model ? have.samples : [];
+    const newest = samples.length ? samples[samples.length - 1].time : -Infinity;
+    for (const sample of series.samples) if (sample.time > newest) samples.push(sample);
+    const end = samples.length ? samples[samples.length - 1].time : 0;
+    while (samples.length && samples[0].time <= end - WINDOW_S) samples.shift();
+    kept.set(key, { ...series, samples });
+    series.samples = samples;
+  }
+}
+
 function render(data) {
+  for (const agent of data.agents) merge(agent);
   document.getElementById("scope").textContent = data.fleet ? `lab of ${data.agents.length} agents` : data.agents.map((a) => a.url).join(", ");
   document.getElementById("overview-title").textContent = data.fleet ? "Agents and deployments" : "Deployments";
   document.getElementById("phases").replaceChildren(...data.phases.map((p) => el("span", { class: `chip phase-${p.phase}`, "data-phase": p.phase }, `${p.count} ${p.phase}`)));
@@ -232,13 +252,17 @@ function render(data) {
 
 async function poll() {
   try {
-    const response = await fetch(DATA, { credentials: "same-origin", cache: "no-store" });
+    const asked = Date.now();
+    // A margin over the time since the last answer: a late or throttled poll (a background tab) leaves no gap.
+    const seconds = lastAnswer === null ? null : Math.min(WINDOW_S, Math.ceil((asked - lastAnswer) / 1000) + 6);
+    const response = await fetch(seconds === null ? DATA : `${DATA}?seconds=${seconds}`, { credentials: "same-origin", cache: "no-store" });
     if (response.status === 401) {
       window.location.reload(); // the server answers / with its login form
       return;
     }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     render(await response.json());
+    lastAnswer = asked;
   } catch (err) {
     document.getElementById("updated").textContent = `no answer from the server (${err.message}); retrying`;
   }
