@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against real agent processes: a
 save shows up as Building then Ready, a broken edit shows its file:line while the old version keeps serving,
 the request-rate chart moves under traffic, a remote agent's page wants the token, and `npuctl dashboard`
-shows a lab; `npuctl serve` has the page too, with a chat model's TTFT and tokens/s. Screenshots go to the test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
+shows a lab; `npuctl serve` has the page too, with a chat model's TTFT and tokens/s. Screenshots go to the
+test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def layered_model(path: Path, width: int = 512, layers: int = 8) -> None:
     for i in range(layers):
         weights.append(numpy_helper.from_array(rng.uniform(-0.1, 0.1, (width, width)).astype(np.float32), f"W{i}"))
         output = "y" if i == layers - 1 else f"h{i}"
-        nodes += [helper.make_node("MatMul", [previous, f"W{i}"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [output])]
+        nodes += [helper.make_node("MatMul", [previous, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Relu", [f"m{i}"], [output])]
         previous = output
     graph = helper.make_graph(nodes, "layered", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], weights)

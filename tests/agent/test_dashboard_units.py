@@ -31,7 +31,8 @@ def test_a_guarded_page_and_its_data_need_the_token(guarded: BackgroundServer) -
         for forged in ("forged", TOKEN):  # nor is the token itself a session
             assert httpx.get(f"{guarded.url}{DATA_PATH}", cookies={COOKIE: forged}, timeout=10).status_code == 401
         wrong = client.post("/dashboard/login", data={"token": "nope"})
-        assert wrong.status_code == 401 and "not this agent's token" in wrong.text and 'id="failed" hidden' not in wrong.text
+        assert wrong.status_code == 401 and "not this agent's token" in wrong.text
+        assert 'id="failed" hidden' not in wrong.text, "the failure message shows"
         assert COOKIE not in wrong.headers.get("set-cookie", "")
         assert client.post("/dashboard/login", content=b"token=" + b"x" * 5000).status_code == 413
         login = client.post("/dashboard/login", data={"token": TOKEN})

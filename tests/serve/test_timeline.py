@@ -62,7 +62,8 @@ def test_timeline_turns_counters_into_rates_and_percentiles(tmp_path: Path) -> N
 
 
 def test_a_chat_models_samples_carry_time_to_first_token_and_decode_speed(tiny_llama_build: BuildResult) -> None:
-    spec = {"model": {"source": "file:unused", "task": "text-generation", "format": "genai"}, "runtime": {"device": "cpu"}}
+    spec = {"model": {"source": "file:unused", "task": "text-generation", "format": "genai"},
+            "runtime": {"device": "cpu"}}
     served = load_served(deployment("chat", **spec), artifacts_of(tiny_llama_build))
     assert isinstance(served, GenerationService), served.status
     registry = ModelRegistry()

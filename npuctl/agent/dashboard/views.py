@@ -114,7 +114,8 @@ def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeli
         want = reconciler.desired.get(name)
         spec = want.deployment.deployment if want else None
         building = reconciler.busy.get(name) == "build"
-        views.append(_deployment(book.get(name), registry.get(name), spec.public_name if spec else None,
+        status = book.deployments.get(name) or DeploymentStatus(name=name)  # a read: never book.get, which adds
+        views.append(_deployment(status, registry.get(name), spec.public_name if spec else None,
                                  spec.spec.model.task.value if spec else None,
                                  _build_progress(name, book.events) if building else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
