@@ -12,8 +12,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from npuctl.runtime.generation import GenerationModel, Sampling
+from npuctl.runtime.generation import GenerationModel, Sampling, Step
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
@@ -44,6 +45,14 @@ GenerationObserver = Callable[[GenerationStats], None]
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A piece of the answer's text, and the generated tokens it came from (with log probabilities if asked)."""
+
+    text: str
+    steps: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
 class Prompt:
     ids: list[int]
     sampling: Sampling
@@ -57,19 +66,37 @@ class Generation:
         self._queue = queue
         self._prompt = prompt
         self._loop = loop
-        self._pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self._pieces: asyncio.Queue[Piece | BaseException | None] = asyncio.Queue()
+        self._begun: asyncio.Future[None] = loop.create_future()
+        self._steps: list[Step] = []
+        """Tokens not yet handed over with a piece (their text is held back: a partial character, a stop string)."""
         self._cancel = threading.Event()
         self.arrived = time.perf_counter()
         self.queue_wait = 0.0
         self.completion_tokens = 0
+        self.token_ids: list[int] = []
+        """The generated tokens so far (the end-of-sequence token not included)."""
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        """perf_counter() times of the first and the latest token."""
         self.finish_reason: str | None = None
         """Set once the generation has ended (before `pieces()` ends)."""
 
     def cancel(self) -> None:
         self._cancel.set()
 
+    async def begun(self) -> None:
+        """Wait until the model has taken the request; raises what refused it (a grammar that does not compile)."""
+        await asyncio.shield(self._begun)
+
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text, piece by piece; raises the model's error if generation fails."""
+        async for piece in self.chunks():
+            if piece.text:
+                yield piece.text
+
+    async def chunks(self) -> AsyncIterator[Piece]:
+        """As `pieces`, each with the tokens it came from."""
         while (item := await self._pieces.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
@@ -81,23 +108,31 @@ class Generation:
         model = self._queue.model
         stream = TextStream(model.tokenizer.decode, self._prompt.stop)
         reason = FinishReason.LENGTH
-        first = last = None
         try:
-            for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
-                last = time.perf_counter()
-                first = first or last
+            try:
+                steps = model.steps(self._prompt.ids, self._prompt.sampling, self._cancel)
+            except Exception as exc:
+                self._call(self._begin, exc)
+                raise
+            self._call(self._begin, None)
+            for step in steps:
+                token = step.token
+                self.last_token_at = time.perf_counter()
+                self.first_token_at = self.first_token_at or self.last_token_at
                 if token in model.pack.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
-                self._put(stream.push(token))
+                self.token_ids.append(token)
+                self._steps.append(step)
+                self._put_text(stream.push(token))
                 if stream.stopped:
                     reason = FinishReason.STOP
                     break
             else:
                 if self._cancel.is_set():
                     reason = FinishReason.CANCELLED
-            self._put(stream.finish())
+            self._put_text(stream.finish(), final=True)
         except Exception as exc:  # the model's failure belongs to the request, not to the worker thread
             reason = FinishReason.ERROR
             self._put(exc)
@@ -105,15 +140,32 @@ class Generation:
             self.finish_reason = reason
             self._queue.release()
             self._put(None)
+        first, last = self.first_token_at, self.last_token_at
         speed = (self.completion_tokens - 1) / (last - first) if first and last and last > first else None
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
 
-    def _put(self, item: str | BaseException | None) -> None:
-        if item == "":
+    def _put_text(self, text: str, *, final: bool = False) -> None:
+        if not text and not (final and self._steps):
+            return  # held back: the tokens go with the text they make
+        piece = Piece(text, tuple(self._steps))
+        self._steps = []
+        self._call(self._pieces.put_nowait, piece)
+
+    def _put(self, item: BaseException | None) -> None:
+        self._call(self._pieces.put_nowait, item)
+
+    def _begin(self, error: BaseException | None) -> None:
+        if self._begun.done():
             return
+        if error is None:
+            self._begun.set_result(None)
+        else:
+            self._begun.set_exception(error)
+
+    def _call(self, function: Callable[[Any], None], argument: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._pieces.put_nowait, item)
+            self._loop.call_soon_threadsafe(function, argument)
         except RuntimeError:
             self._cancel.set()  # the event loop is gone: nobody reads this answer any more
 

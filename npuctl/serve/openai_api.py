@@ -36,7 +36,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
                 raise ApiError(
                     400, f"this model only gives {model.model.dimensions}-dimensional embeddings", param="dimensions"
                 )
-            tokens = _tokens(body.get("input"), model.model.encoder, model.truncate)
+            tokens = input_tokens(body.get("input"), model.model.encoder, model.truncate)
             vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
             used = sum(len(t.ids) for t in tokens)
             data = [
@@ -63,7 +63,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-def _tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Tokens]:
+def input_tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Tokens]:
     """OpenAI's four input forms: a string, strings, a token array, token arrays. Token arrays are the
     model's complete input ids (special tokens included), as the model's tokenizer.json makes them."""
     if isinstance(value, str):

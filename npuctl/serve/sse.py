@@ -19,9 +19,11 @@ class EventStream(StreamingResponse):
     """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
     when the stream ends, fails, or the client disconnects."""
 
+    media_type = "text/event-stream"
+
     def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
         # __call__ below sends the events itself; the parent only supplies status and headers.
-        super().__init__(cast(Any, events), media_type="text/event-stream",
+        super().__init__(cast(Any, events), media_type=self.media_type,
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self._events = events
         self._on_close = on_close
@@ -38,9 +40,7 @@ class EventStream(StreamingResponse):
 
                 group.start_soon(watch)
                 async for event in self._events:
-                    data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-                    await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
-                                "more_body": True})
+                    await send({"type": "http.response.body", "body": self.frame(event), "more_body": True})
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
@@ -50,3 +50,16 @@ class EventStream(StreamingResponse):
             pass  # the client is gone mid-write; nothing left to tell it
         finally:
             self._on_close()
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
+        return f"data: {data}\n\n".encode()
+
+
+class LineStream(EventStream):
+    """The same, as newline-delimited JSON (Ollama's streaming): one object per line."""
+
+    media_type = "application/x-ndjson"
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        return json.dumps(event, separators=(",", ":")).encode() + b"\n"
