@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import queue
 import threading
 import time
 from collections import deque
@@ -16,6 +17,11 @@ from dataclasses import dataclass
 from npuctl.runtime.generation import GenerationModel, Sampling
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
+
+
+HANDOFF_STEP_SECONDS = 0.001
+"""A token step longer than this is worth a hand-off (~0.1 ms) to get its piece to the client at once."""
+HANDOFF_TIMEOUT_SECONDS = 0.005
 
 
 class FinishReason:
@@ -64,6 +70,7 @@ class Generation:
         self.completion_tokens = 0
         self.finish_reason: str | None = None
         """Set once the generation has ended (before `pieces()` ends)."""
+        self._handed_off = False
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -84,13 +91,14 @@ class Generation:
         first = last = None
         try:
             for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
-                last = time.perf_counter()
+                now = time.perf_counter()
+                step, last = now - (last or started), now
                 first = first or last
                 if token in model.pack.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
-                self._put(stream.push(token))
+                self._put(stream.push(token), step)
                 if stream.stopped:
                     reason = FinishReason.STOP
                     break
@@ -109,13 +117,27 @@ class Generation:
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
 
-    def _put(self, item: str | BaseException | None) -> None:
+    def _put(self, item: str | BaseException | None, step: float = 0.0) -> None:
+        """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a
+        loop woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after
+        the first piece, and after a step slower than a hand-off, this thread waits until the loop has it."""
         if item == "":
             return
+        handoff = not self._handed_off or step > HANDOFF_STEP_SECONDS
+        taken = threading.Event() if handoff else None
         try:
-            self._loop.call_soon_threadsafe(self._pieces.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._deliver, item, taken)
         except RuntimeError:
             self._cancel.set()  # the event loop is gone: nobody reads this answer any more
+            return
+        if taken is not None:
+            self._handed_off = True
+            taken.wait(HANDOFF_TIMEOUT_SECONDS)
+
+    def _deliver(self, item: str | BaseException | None, taken: threading.Event | None) -> None:
+        self._pieces.put_nowait(item)
+        if taken is not None:
+            taken.set()
 
 
 class GenerationQueue:
@@ -129,6 +151,7 @@ class GenerationQueue:
         self._free = slots
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._threads: set[threading.Thread] = set()
+        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._closed = False
         self._seconds = 0.0
         """Recent generation time, for Retry-After."""
@@ -144,16 +167,24 @@ class GenerationQueue:
         generation = Generation(self, prompt, loop)
         await self._acquire(loop)
         generation.queue_wait = time.perf_counter() - generation.arrived
-        thread = threading.Thread(target=self._run, args=(generation,), name=f"generate-{self.name}", daemon=True)
+        # A slot's thread outlives its generation: starting a thread per request made the event loop wait for
+        # the new thread, which then held the GIL inside onnxruntime-genai (milliseconds of time to first token).
         with self._lock:
-            self._threads.add(thread)
-        thread.start()
+            self._jobs.put(generation)
+            if len(self._threads) < self.slots:
+                thread = threading.Thread(target=self._work, name=f"generate-{self.name}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
+                if self._closed:  # admitted just before close(), which only stopped the threads it saw
+                    self._jobs.put(None)
         return generation
 
     def close(self) -> None:
-        """Accept no more requests; generations already running finish."""
+        """Accept no more requests; generations already running finish, then the slot threads end."""
         with self._lock:
             self._closed = True
+            for _ in self._threads:
+                self._jobs.put(None)
 
     def join(self, timeout: float | None = None) -> None:
         with self._lock:
@@ -178,12 +209,9 @@ class GenerationQueue:
         if self.observer is not None:
             self.observer(stats)
 
-    def _run(self, generation: Generation) -> None:
-        try:
+    def _work(self) -> None:
+        while (generation := self._jobs.get()) is not None:
             generation.generate()
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:

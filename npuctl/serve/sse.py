@@ -3,7 +3,6 @@ run their cleanup, so a generation stops and frees its slot the moment nobody re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -11,6 +10,8 @@ import anyio
 import anyio.lowlevel
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from npuctl.serve.fastjson import dumps
 
 DONE = "[DONE]"
 
@@ -38,9 +39,8 @@ class EventStream(StreamingResponse):
 
                 group.start_soon(watch)
                 async for event in self._events:
-                    data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-                    await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
-                                "more_body": True})
+                    data = event.encode() if isinstance(event, str) else dumps(event)
+                    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
