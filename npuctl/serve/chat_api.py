@@ -125,21 +125,22 @@ class _Reply:
         choice |= {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
         return self._object(False) | {"choices": [choice], "usage": self._usage(generation)}
 
-    async def events(self, generation: Generation, include_usage: bool) -> AsyncIterator[dict[str, Any] | str]:
+    async def events(self, generation: Generation, include_usage: bool) -> AsyncIterator[list[dict[str, Any] | str]]:
+        """The stream's events, in groups that are ready together (written to the client at once)."""
         usage: dict[str, Any] = {"usage": None} if include_usage else {}
         if self.chat:
-            yield self._chunk({"role": "assistant", "content": ""}, None) | usage
+            yield [self._chunk({"role": "assistant", "content": ""}, None) | usage]
         try:
-            async for piece in generation.pieces():
-                yield self._chunk({"content": piece} if self.chat else piece, None) | usage
+            async for burst in generation.bursts():
+                yield [self._chunk({"content": piece} if self.chat else piece, None) | usage for piece in burst]
         except Exception as exc:  # headers are sent: the error goes in the stream, as OpenAI does
-            yield {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
-                             "code": None}}
+            yield [{"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
+                              "code": None}}]
             return
-        yield self._chunk({} if self.chat else "", generation.finish_reason) | usage
+        closing: list[dict[str, Any] | str] = [self._chunk({} if self.chat else "", generation.finish_reason) | usage]
         if include_usage:
-            yield self._object(True) | {"choices": [], "usage": self._usage(generation)}
-        yield DONE
+            closing.append(self._object(True) | {"choices": [], "usage": self._usage(generation)})
+        yield [*closing, DONE]
 
     def _chunk(self, delta: dict[str, Any] | str, reason: str | None) -> dict[str, Any]:
         choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}

@@ -56,14 +56,24 @@ class Prompt:
     stop: Sequence[str] = ()
 
 
+Item = str | BaseException | None
+"""A piece of text, the model's failure, or the end."""
+
+
 class Generation:
-    """One request's generation. Iterate `pieces()` on the event loop; `cancel()` from anywhere stops it."""
+    """One request's generation. Iterate `pieces()` or `bursts()` on the event loop; `cancel()` from anywhere
+    stops it."""
 
     def __init__(self, queue: GenerationQueue, prompt: Prompt, loop: asyncio.AbstractEventLoop) -> None:
         self._queue = queue
         self._prompt = prompt
         self._loop = loop
-        self._pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self._pieces: asyncio.Queue[list[Item]] = asyncio.Queue()
+        # Pieces wait in the outbox until the loop drains it: one loop wake-up per burst, not per piece.
+        self._outbox: list[Item] = []
+        self._outbox_lock = threading.Lock()
+        self._drain_scheduled = False
+        self._taken = threading.Event()
         self._cancel = threading.Event()
         self.arrived = time.perf_counter()
         self.queue_wait = 0.0
@@ -77,10 +87,27 @@ class Generation:
 
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text, piece by piece; raises the model's error if generation fails."""
-        while (item := await self._pieces.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        async for burst in self.bursts():
+            for piece in burst:
+                yield piece
+
+    async def bursts(self) -> AsyncIterator[list[str]]:
+        """The answer's pieces, grouped as they are ready when the loop looks (never an empty group); raises the
+        model's error if generation fails."""
+        while True:
+            items = await self._pieces.get()
+            while not self._pieces.empty():
+                items += self._pieces.get_nowait()
+            burst: list[str] = []
+            for item in items:
+                if item is None or isinstance(item, BaseException):
+                    if burst:
+                        yield burst
+                    if item is None:
+                        return
+                    raise item
+                burst.append(item)
+            yield burst
 
     def generate(self) -> None:
         """Run to the end in the calling thread (the queue's slot thread), handing pieces to the event loop."""
@@ -117,27 +144,33 @@ class Generation:
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
 
-    def _put(self, item: str | BaseException | None, step: float = 0.0) -> None:
+    def _put(self, item: Item, step: float = 0.0) -> None:
         """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a
         loop woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after
         the first piece, and after a step slower than a hand-off, this thread waits until the loop has it."""
         if item == "":
             return
         handoff = not self._handed_off or step > HANDOFF_STEP_SECONDS
-        taken = threading.Event() if handoff else None
-        try:
-            self._loop.call_soon_threadsafe(self._deliver, item, taken)
-        except RuntimeError:
-            self._cancel.set()  # the event loop is gone: nobody reads this answer any more
-            return
-        if taken is not None:
+        with self._outbox_lock:
+            self._outbox.append(item)
+            schedule, self._drain_scheduled = not self._drain_scheduled, True
+            if handoff:
+                self._taken.clear()
+        if schedule:
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                self._cancel.set()  # the event loop is gone: nobody reads this answer any more
+                return
+        if handoff:
             self._handed_off = True
-            taken.wait(HANDOFF_TIMEOUT_SECONDS)
+            self._taken.wait(HANDOFF_TIMEOUT_SECONDS)
 
-    def _deliver(self, item: str | BaseException | None, taken: threading.Event | None) -> None:
-        self._pieces.put_nowait(item)
-        if taken is not None:
-            taken.set()
+    def _drain(self) -> None:
+        with self._outbox_lock:
+            items, self._outbox, self._drain_scheduled = self._outbox, [], False
+            self._taken.set()
+        self._pieces.put_nowait(items)
 
 
 class GenerationQueue:

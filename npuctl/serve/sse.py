@@ -16,11 +16,14 @@ from npuctl.serve.fastjson import dumps
 DONE = "[DONE]"
 
 
-class EventStream(StreamingResponse):
-    """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
-    when the stream ends, fails, or the client disconnects."""
+Event = dict[str, Any] | str
 
-    def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
+
+class EventStream(StreamingResponse):
+    """A response sending each event of `events` as `data: <json>` (strings as they are), each group of events in
+    one write; `on_close` runs once when the stream ends, fails, or the client disconnects."""
+
+    def __init__(self, events: AsyncIterator[list[Event]], on_close: Callable[[], None]) -> None:
         # __call__ below sends the events itself; the parent only supplies status and headers.
         super().__init__(cast(Any, events), media_type="text/event-stream",
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -38,9 +41,9 @@ class EventStream(StreamingResponse):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
-                async for event in self._events:
-                    data = event.encode() if isinstance(event, str) else dumps(event)
-                    await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+                async for events in self._events:
+                    body = b"".join(b"data: " + (e.encode() if isinstance(e, str) else dumps(e)) + b"\n\n" for e in events)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
