@@ -13,8 +13,9 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from npuctl.runtime.generation import GenerationModel, Sampling
+from npuctl.runtime.generation import GenerationModel, Sampling, Step
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
@@ -22,7 +23,6 @@ from npuctl.serve.batching import BatcherClosed, QueueFull
 HANDOFF_STEP_SECONDS = 0.001
 """A token step longer than this is worth a hand-off (~0.1 ms) to get its piece to the client at once."""
 HANDOFF_TIMEOUT_SECONDS = 0.005
-
 
 class FinishReason:
     STOP = "stop"
@@ -50,64 +50,72 @@ GenerationObserver = Callable[[GenerationStats], None]
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A piece of the answer's text, and the generated tokens it came from (with log probabilities if asked)."""
+
+    text: str
+    steps: tuple[Step, ...] = ()
+
+
+Item = Piece | BaseException | None
+"""What the generation thread hands the loop: a piece, the model's failure, or the end."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     ids: list[int]
     sampling: Sampling
     stop: Sequence[str] = ()
 
 
-Item = str | BaseException | None
-"""A piece of text, the model's failure, or the end."""
-
-
 class Generation:
-    """One request's generation. Iterate `pieces()` or `bursts()` on the event loop; `cancel()` from anywhere
-    stops it."""
+    """One request's generation. Iterate `pieces()` on the event loop; `cancel()` from anywhere stops it."""
 
     def __init__(self, queue: GenerationQueue, prompt: Prompt, loop: asyncio.AbstractEventLoop) -> None:
         self._queue = queue
         self._prompt = prompt
         self._loop = loop
-        self._pieces: asyncio.Queue[list[Item]] = asyncio.Queue()
-        # Pieces wait in the outbox until the loop drains it: one loop wake-up per burst, not per piece.
+        self._pieces: asyncio.Queue[Item] = asyncio.Queue()
+        # Items wait in the outbox until the loop drains it: one loop wake-up per burst, not per piece.
         self._outbox: list[Item] = []
         self._outbox_lock = threading.Lock()
         self._drain_scheduled = False
         self._taken = threading.Event()
+        self._handed_off = False
+        self._begun: asyncio.Future[None] = loop.create_future()
+        self._steps: list[Step] = []
+        """Tokens not yet handed over with a piece (their text is held back: a partial character, a stop string)."""
         self._cancel = threading.Event()
         self.arrived = time.perf_counter()
         self.queue_wait = 0.0
         self.completion_tokens = 0
+        self.token_ids: list[int] = []
+        """The generated tokens so far (the end-of-sequence token not included)."""
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        """perf_counter() times of the first and the latest token."""
         self.finish_reason: str | None = None
         """Set once the generation has ended (before `pieces()` ends)."""
-        self._handed_off = False
 
     def cancel(self) -> None:
         self._cancel.set()
 
+    async def begun(self) -> None:
+        """Wait until the model has taken the request; raises what refused it (a grammar that does not compile)."""
+        await asyncio.shield(self._begun)
+
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text, piece by piece; raises the model's error if generation fails."""
-        async for burst in self.bursts():
-            for piece in burst:
-                yield piece
+        async for piece in self.chunks():
+            if piece.text:
+                yield piece.text
 
-    async def bursts(self) -> AsyncIterator[list[str]]:
-        """The answer's pieces, grouped as they are ready when the loop looks (never an empty group); raises the
-        model's error if generation fails."""
-        while True:
-            items = await self._pieces.get()
-            while not self._pieces.empty():
-                items += self._pieces.get_nowait()
-            burst: list[str] = []
-            for item in items:
-                if item is None or isinstance(item, BaseException):
-                    if burst:
-                        yield burst
-                    if item is None:
-                        return
-                    raise item
-                burst.append(item)
-            yield burst
+    async def chunks(self) -> AsyncIterator[Piece]:
+        """As `pieces`, each with the tokens it came from."""
+        while (item := await self._pieces.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def generate(self) -> None:
         """Run to the end in the calling thread (the queue's slot thread), handing pieces to the event loop."""
@@ -115,24 +123,32 @@ class Generation:
         model = self._queue.model
         stream = TextStream(model.tokenizer.decode, self._prompt.stop)
         reason = FinishReason.LENGTH
-        first = last = None
         try:
-            for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
+            try:
+                steps = model.steps(self._prompt.ids, self._prompt.sampling, self._cancel)
+            except Exception as exc:
+                self._call(self._begin, exc)
+                raise
+            self._call(self._begin, None)
+            for step in steps:
+                token = step.token
                 now = time.perf_counter()
-                step, last = now - (last or started), now
-                first = first or last
+                took, self.last_token_at = now - (self.last_token_at or started), now
+                self.first_token_at = self.first_token_at or self.last_token_at
                 if token in model.pack.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
-                self._put(stream.push(token), step)
+                self.token_ids.append(token)
+                self._steps.append(step)
+                self._put_text(stream.push(token), took=took)
                 if stream.stopped:
                     reason = FinishReason.STOP
                     break
             else:
                 if self._cancel.is_set():
                     reason = FinishReason.CANCELLED
-            self._put(stream.finish())
+            self._put_text(stream.finish(), final=True)
         except Exception as exc:  # the model's failure belongs to the request, not to the worker thread
             reason = FinishReason.ERROR
             self._put(exc)
@@ -140,29 +156,30 @@ class Generation:
             self.finish_reason = reason
             self._queue.release()
             self._put(None)
+        first, last = self.first_token_at, self.last_token_at
         speed = (self.completion_tokens - 1) / (last - first) if first and last and last > first else None
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
 
-    def _put(self, item: Item, step: float = 0.0) -> None:
-        """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a
-        loop woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after
-        the first piece, and after a step slower than a hand-off, this thread waits until the loop has it."""
-        if item == "":
-            return
-        handoff = not self._handed_off or step > HANDOFF_STEP_SECONDS
+    def _put_text(self, text: str, *, final: bool = False, took: float = 0.0) -> None:
+        if not text and not (final and self._steps):
+            return  # held back: the tokens go with the text they make
+        piece = Piece(text, tuple(self._steps))
+        self._steps = []
+        self._put(piece, handoff=not self._handed_off or took > HANDOFF_STEP_SECONDS)
+
+    def _put(self, item: Item, *, handoff: bool = False) -> None:
+        """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a loop
+        woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after the first
+        piece, and after a step slower than a hand-off, this thread waits until the loop has taken it."""
         with self._outbox_lock:
             self._outbox.append(item)
             schedule, self._drain_scheduled = not self._drain_scheduled, True
             if handoff:
                 self._taken.clear()
         if schedule:
-            try:
-                self._loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                self._cancel.set()  # the event loop is gone: nobody reads this answer any more
-                return
-        if handoff:
+            self._call(lambda _: self._drain(), None)
+        if handoff and not self._cancel.is_set():
             self._handed_off = True
             self._taken.wait(HANDOFF_TIMEOUT_SECONDS)
 
@@ -170,7 +187,22 @@ class Generation:
         with self._outbox_lock:
             items, self._outbox, self._drain_scheduled = self._outbox, [], False
             self._taken.set()
-        self._pieces.put_nowait(items)
+        for item in items:
+            self._pieces.put_nowait(item)
+
+    def _begin(self, error: BaseException | None) -> None:
+        if self._begun.done():
+            return
+        if error is None:
+            self._begun.set_result(None)
+        else:
+            self._begun.set_exception(error)
+
+    def _call(self, function: Callable[[Any], None], argument: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(function, argument)
+        except RuntimeError:
+            self._cancel.set()  # the event loop is gone: nobody reads this answer any more
 
 
 class GenerationQueue:

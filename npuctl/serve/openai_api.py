@@ -14,8 +14,8 @@ from npuctl.runtime.embeddings import Embedding
 from npuctl.runtime.text import TextEncoder, Tokens
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.fastjson import FastJSONResponse
 from npuctl.serve.errors import ApiError
+from npuctl.serve.fastjson import FastJSONResponse
 from npuctl.serve.http import answered, read_json
 from npuctl.serve.models import EmbeddingService
 
@@ -38,7 +38,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
                 raise ApiError(
                     400, f"this model only gives {model.model.dimensions}-dimensional embeddings", param="dimensions"
                 )
-            tokens = _tokens(body.get("input"), model.model.encoder, model.truncate)
+            tokens = input_tokens(body.get("input"), model.model.encoder, model.truncate)
             vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
             used = sum(len(t.ids) for t in tokens)
             data = [
@@ -65,7 +65,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-def _tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Tokens]:
+def input_tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Tokens]:
     """OpenAI's four input forms: a string, strings, a token array, token arrays. Token arrays are the
     model's complete input ids (special tokens included), as the model's tokenizer.json makes them."""
     if isinstance(value, str):

@@ -16,16 +16,15 @@ from npuctl.serve.fastjson import dumps
 DONE = "[DONE]"
 
 
-Event = dict[str, Any] | str
-
-
 class EventStream(StreamingResponse):
-    """A response sending each event of `events` as `data: <json>` (strings as they are), each group of events in
-    one write; `on_close` runs once when the stream ends, fails, or the client disconnects."""
+    """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
+    when the stream ends, fails, or the client disconnects."""
 
-    def __init__(self, events: AsyncIterator[list[Event]], on_close: Callable[[], None]) -> None:
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
         # __call__ below sends the events itself; the parent only supplies status and headers.
-        super().__init__(cast(Any, events), media_type="text/event-stream",
+        super().__init__(cast(Any, events), media_type=self.media_type,
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self._events = events
         self._on_close = on_close
@@ -41,9 +40,8 @@ class EventStream(StreamingResponse):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
-                async for events in self._events:
-                    body = b"".join(b"data: " + (e.encode() if isinstance(e, str) else dumps(e)) + b"\n\n" for e in events)
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                async for event in self._events:
+                    await send({"type": "http.response.body", "body": self.frame(event), "more_body": True})
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
@@ -53,3 +51,15 @@ class EventStream(StreamingResponse):
             pass  # the client is gone mid-write; nothing left to tell it
         finally:
             self._on_close()
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        return b"data: " + (event.encode() if isinstance(event, str) else dumps(event)) + b"\n\n"
+
+
+class LineStream(EventStream):
+    """The same, as newline-delimited JSON (Ollama's streaming): one object per line."""
+
+    media_type = "application/x-ndjson"
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        return dumps(event) + b"\n"
