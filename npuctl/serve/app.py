@@ -44,9 +44,10 @@ def create_app(
         return JSONResponse(description)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
+        # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
                 Route("/metrics", metrics, methods=["GET"]),
-                Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
+                Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,
     )
     app.state.registry = registry

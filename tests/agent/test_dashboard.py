@@ -29,6 +29,8 @@ from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
 from tests.conftest import tiny_llama_manifest
 
 CHROMIUM = Path("/usr/bin/chromium")
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+"""What a browser's navigation accepts: `/` is the dashboard for it (and Ollama's answer for programs)."""
 # Without the background-networking flags chromium keeps calling home, which this closed network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -190,8 +192,9 @@ def test_a_remote_agents_page_needs_the_token_and_the_html_never_holds_it(
     try:
         agent.wait_live()
         token = agent.token
-        page_answer = httpx.get(f"{agent.url}/", timeout=10)
+        page_answer = httpx.get(f"{agent.url}/", headers=BROWSER, timeout=10)
         assert page_answer.status_code == 401 and "<form" in page_answer.text
+        assert httpx.get(f"{agent.url}/", timeout=10).text == "Ollama is running", "programs probing / still find it"
         assert httpx.get(f"{agent.url}/dashboard/v1/data", timeout=10).status_code == 401
         assert token not in page_answer.text
 
@@ -235,7 +238,8 @@ def test_the_fleet_dashboard_shows_every_agent_with_the_labs_phase_counts(
             dashboard = subprocess.Popen([sys.executable, "-m", "npuctl", "dashboard", "--agents", str(listing),
                                           "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}/"
-        agents[0].wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, "the fleet dashboard", timeout=60)
+        agents[0].wait_for(lambda: httpx.get(url, headers=BROWSER, timeout=2).status_code == 200, "the fleet dashboard",
+                           timeout=60)
         page = browser.new_page()
         errors = watch_console(page)
         page.goto(url)

@@ -12,6 +12,7 @@ from npuctl.agent.dashboard.views import AgentView, DashboardData, dashboard
 from npuctl.serve.server import BackgroundServer
 
 TOKEN = "s3cret-token-for-the-dashboard-test"
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def guarded() -> BackgroundServer:
 
 def test_a_guarded_page_and_its_data_need_the_token(guarded: BackgroundServer) -> None:
     with httpx.Client(base_url=guarded.url, timeout=10) as client:
-        page = client.get("/")
+        page = client.get("/", headers=BROWSER)
         assert page.status_code == 401 and 'action="/dashboard/login"' in page.text
         assert client.get(DATA_PATH).status_code == 401
         for forged in ("forged", TOKEN):  # nor is the token itself a session
@@ -41,7 +42,7 @@ def test_a_guarded_page_and_its_data_need_the_token(guarded: BackgroundServer) -
         assert f"{COOKIE}={session_value(TOKEN)}" in cookie
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
         client.cookies.set(COOKIE, session_value(TOKEN))
-        allowed = client.get("/")
+        allowed = client.get("/", headers=BROWSER)
         assert allowed.status_code == 200 and "dashboard.js" in allowed.text
         assert allowed.headers["content-security-policy"].startswith("default-src 'self'")
         assert client.get(DATA_PATH).json()["agents"][0]["url"] == "http://agent/None"

@@ -53,7 +53,8 @@ def test_up_serves_the_default_model_from_an_adopted_store(
         dashboard = next(line.split()[1] for line in log.read_text().splitlines()
                          if line.strip().startswith("dashboard: "))
         assert dashboard == f"http://127.0.0.1:{port}/"
-        assert "dashboard.js" in httpx.get(dashboard, timeout=10).text, "beside the curl line, the dashboard's URL"
+        page = httpx.get(dashboard, headers={"Accept": "text/html"}, timeout=10)
+        assert "dashboard.js" in page.text, "beside the curl line, the dashboard's URL"
     finally:
         process.terminate()
         process.wait(30)

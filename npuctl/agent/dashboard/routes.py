@@ -1,6 +1,7 @@
-"""The dashboard's HTTP side: the page at `/`, its script and style, and one read-only JSON endpoint the page
-polls. Guarded like the control API's reads: open on a loopback agent; beyond loopback the page and its data
-need the agent's token.
+"""The dashboard's HTTP side: the page at `/` (for browsers: requests that accept text/html; Ollama's clients
+probe `/` too and get Ollama's answer), its script and style, and one read-only JSON endpoint the page polls.
+Guarded like the control API's reads: open on a loopback agent; beyond loopback the page and its data need the
+agent's token.
 
 A browser proves it has the token through a login form, never through the page's HTML or URL: the form posts
 the token once, and the answer sets an HttpOnly, SameSite=Strict cookie holding an HMAC of the token (not the
@@ -18,7 +19,8 @@ from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from npuctl.agent.auth import token_matches
 from npuctl.agent.dashboard.views import DashboardData
@@ -53,11 +55,21 @@ def dashboard_routes(data: DataSource, token: str | None = None) -> list[Route]:
     data need it: a session cookie from the login form, or a Bearer header."""
     page = _Dashboard(data, token)
     return [
-        Route("/", page.index, methods=["GET"]),
+        _BrowserRoute("/", page.index, methods=["GET"]),
         Route(LOGIN_PATH, page.login, methods=["POST"]),
         Route("/dashboard/assets/{name}", page.asset, methods=["GET"]),
         Route(DATA_PATH, page.data, methods=["GET"]),
     ]
+
+
+class _BrowserRoute(Route):
+    """A route for browsers only (their requests accept text/html): programs that probe `/`, as Ollama's clients
+    do, go on to the routes after it and get the answer they expect."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        accept = b",".join(value for name, value in scope.get("headers", []) if name == b"accept")
+        return (match, child) if b"text/html" in accept else (Match.NONE, {})
 
 
 def session_value(token: str) -> str:
