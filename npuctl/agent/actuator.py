@@ -109,7 +109,7 @@ class LocalActuator:
                         note=status.message)
 
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
-        return [artifact.status() for artifact in built.artifacts]
+        return describe_artifacts(built)
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
         try:
@@ -120,6 +120,11 @@ class LocalActuator:
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
+
+
+def describe_artifacts(built: BuildResult) -> list[ArtifactStatus]:
+    """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), as status shows them."""
+    return [artifact.status() for artifact in built.artifacts]
 
 
 def _step_name(event: Any) -> str:

@@ -14,6 +14,8 @@ from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
 from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.dashboard.routes import dashboard_routes
+from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
 from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
@@ -25,6 +27,7 @@ from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.server import server_config
+from npuctl.serve.timeline import Timeline
 from npuctl.errors import NpuctlError
 
 log = logging.getLogger("npuctl.agent")
@@ -88,7 +91,14 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     actuator = make_actuator(config, registry, host, pins=poller.pins)
     reconciler = make_reconciler(config, actuator)
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
-    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
+    timeline = Timeline(registry).start()
+
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
+
+    routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
+              *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
+    app = create_app(registry, routes=routes)
     server = uvicorn.Server(server_config(app, config.host, config.port))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
@@ -100,4 +110,5 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     finally:
         stop.set()
         await asyncio.gather(loop_task, poll_task)
+        timeline.stop()
         registry.close()
