@@ -124,6 +124,8 @@ class CuttingProxy:
         self.upstream_port = upstream_port
         self.cut_after = cut_after
         self.armed = armed
+        self.only = b"/blobs/"
+        """Cut only a GET whose path contains this."""
         self.port = free_port()
         self.cuts = 0
         self.ranges: list[str] = []
@@ -192,7 +194,7 @@ class CuttingProxy:
             while data := client.recv(65536):
                 lines = data.split(b"\r\n")
                 if lines[0].startswith((b"GET ", b"HEAD ")):
-                    current["blob"], current["sent"] = int(b"/blobs/" in lines[0] and lines[0].startswith(b"GET ")), 0
+                    current["blob"], current["sent"] = int(self.only in lines[0] and lines[0].startswith(b"GET ")), 0
                 for line in lines:
                     if line.lower().startswith(b"range:"):
                         self.ranges.append(line.decode().split(":", 1)[1].strip())
