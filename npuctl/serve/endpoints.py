@@ -30,8 +30,9 @@ class ServeContext:
     registry: ModelRegistry
     max_body_bytes: int
 
-    def endpoint(self, api: str, handler: Handler) -> Handler:
-        """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted."""
+    def endpoint(self, api: str, handler: Handler, *, counted: bool = True) -> Handler:
+        """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted (not health
+        probes, `counted` false: they are no inference traffic)."""
 
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
@@ -48,6 +49,8 @@ class ServeContext:
                 log.exception("%s %s failed", request.method, request.url.path)
                 response = error_response(ApiError(500, "internal server error"), request.url.path)
                 error_type = "server_error"
+            if not counted:
+                return response
             seconds = time.perf_counter() - started
             self.registry.metrics.observe_request(request.state.model, api, response.status_code, seconds, error_type)
             return response
