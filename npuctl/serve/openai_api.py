@@ -10,10 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from npuctl.runtime.embeddings import Embedding
 from npuctl.runtime.text import TextEncoder, Tokens
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
+from npuctl.serve.fastjson import FastJSONResponse
 from npuctl.serve.http import answered, read_json
 from npuctl.serve.models import EmbeddingService
 
@@ -43,7 +45,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
                 {"object": "embedding", "index": i, "embedding": _encode(vector, encoding)}
                 for i, vector in enumerate(vectors)
             ]
-            return JSONResponse(
+            return FastJSONResponse(
                 {"object": "list", "data": data, "model": model.name, "usage": {"prompt_tokens": used, "total_tokens": used}}
             )
 
@@ -102,11 +104,12 @@ def _checked_ids(ids: list[int], index: int, encoder: TextEncoder) -> Tokens:
     return encoder.clip(ids)
 
 
-def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
+def _encode(vector: Embedding, encoding: str) -> Embedding | str:
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    values: list[float] = vector.tolist()
-    return values
+    if not np.isfinite(vector).all():
+        raise ValueError("the model gave a non-finite embedding")  # JSON has no NaN: a server fault, as before
+    return np.ascontiguousarray(vector)  # written by orjson straight from the buffer
 
 
 def _openai_names(ctx: ServeContext) -> list[str]:

@@ -3,7 +3,6 @@ run their cleanup, so a generation stops and frees its slot the moment nobody re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -11,6 +10,8 @@ import anyio
 import anyio.lowlevel
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from npuctl.serve.fastjson import dumps
 
 DONE = "[DONE]"
 
@@ -52,8 +53,7 @@ class EventStream(StreamingResponse):
             self._on_close()
 
     def frame(self, event: dict[str, Any] | str) -> bytes:
-        data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-        return f"data: {data}\n\n".encode()
+        return b"data: " + (event.encode() if isinstance(event, str) else dumps(event)) + b"\n\n"
 
 
 class LineStream(EventStream):
@@ -62,4 +62,4 @@ class LineStream(EventStream):
     media_type = "application/x-ndjson"
 
     def frame(self, event: dict[str, Any] | str) -> bytes:
-        return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        return dumps(event) + b"\n"
