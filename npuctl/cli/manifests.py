@@ -41,7 +41,7 @@ def validate(paths: Sequence[Path], output: str) -> None:
               "saves and its control API answers).")
 def schema(of_status: bool) -> None:
     """Print the JSON Schema of manifests (point yaml-language-server at it), or of status."""
-    from npuctl.schema.models import json_schema
+    from npuctl.schema.rules import json_schema
     from npuctl.schema.status import status_schema
 
     click.echo(json.dumps(status_schema() if of_status else json_schema(), indent=2))
