@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from ruamel.yaml import YAML
 
 from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
-from npuctl.agent.auth import ensure_token
+from npuctl.agent.auth import StateFolderError, ensure_token, token_matches
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
@@ -21,8 +20,11 @@ from npuctl.agent.status import StatusBook
 from npuctl.build.aihub import Credentials
 from npuctl.build.store import Store
 from npuctl.runtime.devices import detect_host
+from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app
+from npuctl.serve.guards import WebPolicy
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.server import PortInUse, bind
 
 log = logging.getLogger("npuctl.agent")
 
@@ -32,14 +34,11 @@ class ConfigError(ValueError):
 
 
 def load_config(path: Path) -> AgentConfig:
-    """An agent config file (YAML, camelCase keys). Relative folders are relative to the file."""
-    from pydantic import ValidationError
-
-    try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
-        config = AgentConfig.model_validate(data)
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    """An agent config file (YAML, camelCase keys). Relative folders are relative to the file. Errors are
+    placed at file:line:col, one per line."""
+    config, errors = load_document(path, AgentConfig)
+    if config is None:
+        raise ConfigError("\n".join(str(error) for error in errors))
     base = path.parent
     return config.model_copy(update={
         "manifests": [base / p for p in config.manifests],
@@ -65,15 +64,23 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     if not config.loopback and not config.remote_access:
         raise ConfigError(f"listen {config.listen} is reachable beyond this machine: set remoteAccess: true in the "
                           "agent config (or --allow-remote) to serve there; every control call then needs the token")
+    try:
+        token = ensure_token(config.state)
+        sock = bind(config.host, config.port)
+    except (StateFolderError, PortInUse) as exc:
+        raise ConfigError(str(exc)) from exc
     for folder in config.manifests:
         folder.mkdir(parents=True, exist_ok=True)
-    token = ensure_token(config.state)
     registry = ModelRegistry()
     reconciler = make_reconciler(config, registry)
     poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
     registry.metrics.registry.register(
         AgentCollector(reconciler.book, poller, detect_host().with_overrides(config.facts)))
-    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
+    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
+                     body_timeout_seconds=config.body_timeout_seconds,
+                     web=WebPolicy.of(config.allowed_hosts, config.cors_origins),
+                     details=None if config.loopback else lambda request: token_matches(
+                         request.headers.get("authorization"), token))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = asyncio.Event()
@@ -82,8 +89,9 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     if on_start:
         on_start(reconciler)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         await asyncio.gather(loop_task, poll_task)
         registry.close()

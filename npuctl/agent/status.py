@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from npuctl.agent.files import atomic_write
@@ -112,12 +112,17 @@ class StatusBook:
         """Read what a previous run saved (events and phases are history; reconcile rewrites the rest)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            deployments = [DeploymentStatus.model_validate(item) for item in data.get("deployments", [])]
+            events = [Event.model_validate(e) for e in data.get("events", [])]
+        except FileNotFoundError:
             return
-        for item in data.get("deployments", []):
-            status = DeploymentStatus.model_validate(item)
-            self.deployments[status.name] = status
-        self.events.extend(Event.model_validate(e) for e in data.get("events", []))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # Damaged, or written by another npuctl version: history only, so start afresh and say so.
+            log.warning("%s: ignoring the saved status (%s); it is rewritten from what runs now", self.path,
+                        _reason(exc))
+            return
+        self.deployments = {status.name: status for status in deployments}
+        self.events.extend(events)
 
     def get(self, name: str) -> DeploymentStatus:
         if name not in self.deployments:
@@ -145,6 +150,13 @@ class StatusBook:
         data = {"deployments": deployments, "events": [e.model_dump(mode="json") for e in self.events]}
         atomic_write(self.path, json.dumps(data, indent=1).encode())
         self._saved = deployments
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc.strerror or exc)
 
 
 def now() -> str:

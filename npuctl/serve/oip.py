@@ -22,6 +22,7 @@ from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
+HIDDEN = "(details need the agent's token)"
 
 
 def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -30,7 +31,9 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def ready(request: Request) -> Response:
         models = ctx.registry.models()
-        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message} for m in models if not m.status.ready}
+        shown = ctx.shows_details(request)
+        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message if shown else HIDDEN}
+                   for m in models if not m.status.ready}
         return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
 
     async def server_metadata(request: Request) -> Response:
@@ -45,13 +48,14 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             "platform": "onnxruntime_onnx",
             "inputs": [_meta(spec) for spec in inputs],
             "outputs": [_meta(spec) for spec in outputs],
-            "status": model.status.as_dict(),
+            "status": model.status.as_dict() | ({} if ctx.shows_details(request) else {"message": HIDDEN}),
         })
 
     async def model_ready(request: Request) -> Response:
         model = _model(ctx, request)
         status = model.status
-        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": status.message}
+        message = status.message if ctx.shows_details(request) else HIDDEN
+        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": message}
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
     async def infer(request: Request) -> Response:
