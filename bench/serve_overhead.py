@@ -158,7 +158,7 @@ def _timed(call: Callable[[], object]) -> float:
 
 def _cpu_model(manifest: Path, store: Path) -> Path:
     """The dynamic fp32 model `npuctl serve` just built and serves."""
-    from npuctl.build import Store, build_deployment
+    from npuctl.artifacts import Store, build_deployment
     from npuctl.schema import load_file
 
     [loaded] = load_file(manifest).deployments

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from npuctl.build import BuildResult, Store, build_deployment
+from npuctl.artifacts import BuildResult, Store, build_deployment
 from npuctl.schema import LoadedDeployment
 from tests.manifests import write_deployment
 

@@ -1,5 +1,5 @@
-"""The architecture as the layout states it: schema ← build/runtime ← serve ← agent ← cli. A module may
-import its own layer and those below, never above (runtime sits below build: build reuses its QNN helpers)."""
+"""The architecture as the layout states it: schema ← artifacts/runtime ← serve ← agent ← cli. A module may
+import its own layer and those below, never above (runtime sits below artifacts: artifacts reuses its QNN helpers)."""
 
 import ast
 from pathlib import Path
@@ -8,9 +8,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "npuctl"
 ALLOWED = {
     "schema": {"schema"},
     "runtime": {"schema", "runtime"},
-    "build": {"schema", "runtime", "build"},
-    "serve": {"schema", "runtime", "build", "serve"},
-    "agent": {"schema", "runtime", "build", "serve", "agent"},
+    "artifacts": {"schema", "runtime", "artifacts"},
+    "serve": {"schema", "runtime", "artifacts", "serve"},
+    "agent": {"schema", "runtime", "artifacts", "serve", "agent"},
+    "cli": {"schema", "runtime", "artifacts", "serve", "agent", "cli"},
 }
 
 
@@ -32,3 +33,35 @@ def test_every_layer_imports_only_itself_and_below() -> None:
             if extra:
                 wrong[str(file.relative_to(PACKAGE))] = sorted(extra)
     assert not wrong, f"imports against the layering: {wrong}"
+
+
+def agent_graph() -> dict[str, set[str]]:
+    """Each module of npuctl.agent -> the npuctl.agent modules it imports."""
+    graph: dict[str, set[str]] = {}
+    for file in (PACKAGE / "agent").glob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "npuctl.agent":
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("npuctl.agent."):
+                found.add((node.module or "").split(".")[2])
+        graph[file.stem] = found - {file.stem}
+    return graph
+
+
+def test_the_agent_package_has_no_import_cycles_and_main_on_top() -> None:
+    """Inside the agent: a module's imports form no cycle (each piece can be read and tested below the ones
+    that use it), and `main`, which wires them together, is imported by none of them."""
+    graph = agent_graph()
+    assert not [name for name, imports in graph.items() if "main" in imports]
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for imported in graph.get(name, set()):
+                visit(imported, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())

@@ -1,4 +1,4 @@
-"""The agent's hands: build through npuctl.build, open sessions through npuctl.runtime, route through
+"""The agent's hands: build through npuctl.artifacts, open sessions through npuctl.runtime, route through
 the server's model registry. The reconciler decides; this does."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 from npuctl.agent.isolated import build_isolated
 from npuctl.agent.selection import device_facts, selects
-from npuctl.build import BuildError, BuildResult, Store
-from npuctl.build.aihub import Credentials
-from npuctl.build.pipeline import survey
+from npuctl.artifacts import BuildError, BuildResult, Store
+from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.pipeline import survey
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.schema import LoadedDeployment, ModelDeployment

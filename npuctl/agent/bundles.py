@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,33 @@ def load_private_key(pem: bytes) -> Ed25519PrivateKey:
 
 def sign(data: bytes, key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.sign(data)).decode()
+
+
+def signature_location(bundle: str) -> str:
+    """Where a bundle's detached signature lives: its own path or URL + `.sig`."""
+    return f"{bundle}.sig"
+
+
+def write_private_key(path: Path) -> str:
+    """Write a new signing key to `path` (owner-only; never over an existing file). Returns its public key."""
+    pem, public = generate_key()
+    if path.exists():
+        raise BundleError(f"{path} exists; refusing to overwrite a signing key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(pem)
+    return public
+
+
+def write_signature(bundle_file: Path, data: bytes, key_file: Path) -> Path:
+    """Sign `data` (the bundle's bytes) with the PEM key in `key_file`; write the signature beside the bundle."""
+    try:
+        signature = sign(data, load_private_key(key_file.read_bytes()))
+    except ValueError as exc:
+        raise BundleError(f"{key_file}: {exc}") from exc
+    path = Path(signature_location(str(bundle_file)))
+    path.write_text(signature + "\n", encoding="utf-8")
+    return path
 
 
 def verify(data: bytes, signature: str, public_key: str) -> None:

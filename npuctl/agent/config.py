@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import platformdirs
@@ -132,3 +133,22 @@ class AgentConfig(BaseModel):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    def with_overrides(self, *, manifests: Sequence[Path] = (), listen: str | None = None, state: Path | None = None,
+                       cache: Path | None = None, labels: Mapping[str, str] | None = None,
+                       remote_access: bool = False) -> AgentConfig:
+        """This config with the command line's options on top, each validated as in a file; labels are merged."""
+        update: dict[str, object] = {}
+        if manifests:
+            update["manifests"] = list(manifests)
+        if listen:
+            update["listen"] = listen
+        if state:
+            update["state"] = state
+        if cache:
+            update["cache"] = cache
+        if labels:
+            update["labels"] = {**self.labels, **labels}
+        if remote_access:
+            update["remote_access"] = True
+        return type(self).model_validate({**dict(self), **update})

@@ -10,7 +10,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from npuctl.build import BuildError, BuildResult, NotBuiltError, StepEvent, Store, build_deployment
+from npuctl.artifacts import BuildError, BuildResult, NotBuiltError, StepEvent, Store, build_deployment
 from npuctl.schema import LoadedDeployment
 
 # spawn everywhere: it is the only start method on Windows, and a forked child would inherit the

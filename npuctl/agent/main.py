@@ -17,8 +17,8 @@ from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
-from npuctl.build.aihub import Credentials
-from npuctl.build.store import Store
+from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import detect_host
 from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app

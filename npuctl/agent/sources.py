@@ -71,7 +71,7 @@ class SourcePoller:
             if response.status_code == 304:
                 return
             response.raise_for_status()
-            signature = await client.get(source.url + ".sig")
+            signature = await client.get(bundles.signature_location(source.url))
             signature.raise_for_status()
         except httpx.HTTPError as exc:
             state.state, state.message = "Unreachable", f"{type(exc).__name__}: {exc}; keeping bundle {state.version}"

@@ -2,4 +2,4 @@
 deployment may run (`placement`), ONNX Runtime sessions with the provider they really got
 (`sessions`), and the loaded models: text embeddings (`embeddings`, `text`, `pooling`) and raw
 tensors (`tensors`), put together by `loading.load_model`. No HTTP here (that is npuctl.serve), and
-no building (npuctl.build)."""
+no building (npuctl.artifacts)."""

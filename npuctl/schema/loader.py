@@ -67,9 +67,6 @@ class LoadResult:
     def ok(self) -> bool:
         return not self.errors
 
-    def errors_for(self, file: Path) -> list[ManifestError]:
-        return [e for e in self.errors if e.file == str(file)]
-
 
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names must be unique

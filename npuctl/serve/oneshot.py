@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from npuctl.build import BuildError, BuildResult, ProgressCallback, Store, build_deployment
+from npuctl.artifacts import BuildError, BuildResult, ProgressCallback, Store, build_deployment
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.placement import Artifacts, ContextBinary

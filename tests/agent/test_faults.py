@@ -19,7 +19,7 @@ import pytest
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
-from npuctl.build import Store
+from npuctl.artifacts import Store
 from tests.agent.harness import Agent, infer, manifest, tiny_model
 
 X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from npuctl.agent import bundles
-from npuctl.build.publish import BLOBS, STEPS
+from npuctl.artifacts.publish import BLOBS, STEPS
 from tests.agent.fleet_harness import (
     SOC_ONLY_X_ELITE,
     StaticServer,

@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.agent.auth import ensure_token, token_matches
-from npuctl.build import BuildError, Store, build_deployment
-from npuctl.build.hf import HfSource
+from npuctl.artifacts import BuildError, Store, build_deployment
+from npuctl.artifacts.hf import HfSource
 from npuctl.schema import load_file
 from tests.agent.harness import Agent, free_port, manifest
 
@@ -121,7 +121,7 @@ def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path: Path) 
 
 
 def test_zip_slip_in_a_downloaded_bundle_stays_inside(tmp_path: Path) -> None:
-    from npuctl.build.aihub import unpack
+    from npuctl.artifacts.aihub import unpack
 
     bundle = tmp_path / "result.onnx.zip"
     with zipfile.ZipFile(bundle, "w") as archive:

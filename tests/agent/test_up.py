@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from npuctl.build import BuildResult, Store
+from npuctl.artifacts import BuildResult, Store
 from tests.agent.harness import free_port
 from tests.conftest import minilm_manifest
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.build.compile import COMPAT_KEY, CONTEXT_MODEL, compile_context
+from npuctl.artifacts.compile import COMPAT_KEY, CONTEXT_MODEL, compile_context
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.generation import GenerationModel, Sampling
 from npuctl.runtime.loading import load_model

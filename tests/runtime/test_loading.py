@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.build import Store, build_deployment
+from npuctl.artifacts import Store, build_deployment
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason, Where

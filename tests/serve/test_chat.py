@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from npuctl.build import BuildResult
+from npuctl.artifacts import BuildResult
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.models import GenerationService, ServedModel, load_served
 from npuctl.serve.oneshot import artifacts_of

@@ -1,0 +1,141 @@
+"""Reading a published artifact store (layout in npuctl.artifacts.publish): a folder, or the same layout over
+http(s). A step is fetched by its key: its record first, then each file it lists by sha256, each checked
+while it streams. Anything that does not match is discarded; the caller then builds the step itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from npuctl.artifacts.publish import BLOBS, STEPS
+from npuctl.artifacts.store import Record
+
+TIMEOUT_SECONDS = 30.0
+MAX_RECORD_BYTES = 1 << 20
+_CHUNK = 1 << 20
+
+
+class FetchError(Exception):
+    """A published store that answered wrongly: unreachable, a bad record, or a file whose digest differs."""
+
+
+class ArtifactSource(Protocol):
+    location: str
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        """The file at `path` under the store (None when it is not there), at most `limit` bytes."""
+
+    def copy(self, path: str, out: Path) -> str:
+        """Copy the file at `path` to `out`; returns its sha256. Raises FetchError when it is not there."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_source(location: str) -> ArtifactSource:
+    """A published store by URL (http:, https:) or folder path."""
+    if location.startswith(("http://", "https://")):
+        return HttpSource(location)
+    return FolderSource(Path(location))
+
+
+def fetch_step(source: ArtifactSource, step: str, key: str, workdir: Path) -> Record | None:
+    """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
+    Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
+    raw = source.read(f"{STEPS}/{key}.json", MAX_RECORD_BYTES)
+    if raw is None:
+        return None
+    try:
+        record = Record.from_storage(json.loads(raw), workdir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FetchError(f"{source.location}: {STEPS}/{key}.json is not a step record: {exc}") from exc
+    if (record.key, record.step) != (key, step):
+        raise FetchError(f"{source.location}: {STEPS}/{key}.json describes {record.step} {record.key[:12]}, "
+                         f"not {step} {key[:12]}")
+    for stored in record.files:
+        target = workdir / _relative(stored.path, source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        actual = source.copy(f"{BLOBS}/{stored.sha256}", target)
+        if actual != stored.sha256:
+            raise FetchError(f"{source.location}: {BLOBS}/{stored.sha256[:12]}... has sha256 {actual[:12]}...; "
+                             "the published file is corrupt")
+    return record
+
+
+class FolderSource:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        try:
+            with (self.root / path).open("rb") as f:
+                return f.read(limit)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FetchError(f"{self.location}: {path}: {exc}") from exc
+
+    def copy(self, path: str, out: Path) -> str:
+        digest = hashlib.sha256()
+        try:
+            with (self.root / path).open("rb") as source, out.open("wb") as target:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+        except OSError as exc:
+            raise FetchError(f"{self.location}: {path}: {exc}") from exc
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
+class HttpSource:
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.location = url
+        self._http = httpx.Client(base_url=url.rstrip("/") + "/", timeout=TIMEOUT_SECONDS, follow_redirects=True)
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        import httpx
+
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{self.location}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise FetchError(f"{self.location}{path}: HTTP {response.status_code}")
+        return response.content[:limit]
+
+    def copy(self, path: str, out: Path) -> str:
+        import httpx
+
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path) as response, out.open("wb") as target:
+                if response.status_code != 200:
+                    raise FetchError(f"{self.location}{path}: HTTP {response.status_code}")
+                for chunk in response.iter_bytes(_CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{self.location}{path}: {exc}") from exc
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _relative(path: str, source: ArtifactSource) -> str:
+    # Records come from another machine: a path must stay inside the step's folder.
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path or ":" in path:
+        raise FetchError(f"{source.location}: a step record names the unsafe file path {path!r}")
+    return path
+

@@ -1,0 +1,395 @@
+"""The build graph of one deployment: content-addressed steps from the source to verified context binaries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from npuctl.artifacts import compile as qnn_compile
+from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify
+from npuctl.artifacts.graphs import MODEL_FILE
+from npuctl.artifacts.errors import AccuracyError, BuildError, NotBuiltError
+from npuctl.artifacts.result import (
+    AccuracyResult,
+    BuildResult,
+    NpuArtifact,
+    ProgressCallback,
+    StepEvent,
+    StepRun,
+    StepState,
+)
+from npuctl.artifacts.sources import ResolvedSource, SourceContext, buildable, resolve
+from npuctl.artifacts.steps import Runner, dist_version
+from npuctl.artifacts.store import Record, Store
+from npuctl.runtime import pooling
+from npuctl.schema.loader import LoadedDeployment
+from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Strategy, Target, Task
+from npuctl.schema.targets import describe_soc
+
+DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05}
+
+
+def build_deployment(
+    deployment: ModelDeployment | LoadedDeployment,
+    *,
+    store: Store | None = None,
+    base_dir: Path | None = None,
+    targets: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
+    cached_only: bool = False,
+    for_soc: int | None = None,
+    aihub_credentials: aihub.Credentials | None = None,
+    published: Sequence[str] = (),
+) -> BuildResult:
+    """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
+    so a fully built deployment returns after re-hashing its files and running nothing.
+
+    base_dir: the folder `file:` sources and calibration files are relative to (default: the manifest's
+    folder for a LoadedDeployment, else the current directory). targets: aliases (or soc<N>) to limit the
+    build to. cached_only: run no step; raise NotBuiltError if one is missing (adopting a store on restart).
+    for_soc: the SoC of the device that will load the result (an agent's): only its targets are built, and
+    when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
+    aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
+    published: artifact stores (folders or http(s) URLs, npuctl.artifacts.publish layout) asked for each missing
+    step before it runs, in order; a step fetched from one is not run (with `cached_only` too).
+    Raises BuildError (AccuracyError when verify measures below the bar)."""
+    if isinstance(deployment, LoadedDeployment):
+        base_dir = base_dir or deployment.file.parent
+        deployment = deployment.deployment
+    runner = Runner(store or Store(), progress or (lambda event: None), cached_only,
+                     [fetch.open_source(location) for location in published])
+    build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
+                   aihub_credentials=aihub_credentials)
+    try:
+        return build.run(_pick_targets(deployment, targets))
+    finally:
+        for source in runner.published:
+            source.close()
+
+
+@dataclass(frozen=True)
+class Survey:
+    """How far a deployment is built, found without running anything."""
+
+    stored: tuple[StepRun, ...]
+    """Steps found in the store, in build order."""
+    next_step: str | None
+    """The first step a build would run (later ones depend on its output); None when all is built."""
+
+
+def survey(deployment: LoadedDeployment, *, store: Store, base_dir: Path | None = None) -> Survey:
+    """What is stored and what a build would run next (for dry runs and garbage collection). Runs nothing."""
+    runner = Runner(store, lambda event: None, cached_only=True)
+    build = _Build(deployment.deployment, base_dir or deployment.file.parent, runner, partial=True)
+    try:
+        build.run(list(deployment.deployment.spec.targets))
+    except NotBuiltError as exc:
+        return Survey(tuple(runner.runs.values()), exc.step)
+    return Survey(tuple(runner.runs.values()), build.missing)
+
+
+def referenced_keys(deployment: LoadedDeployment, *, store: Store) -> set[str]:
+    """Keys of the stored steps a deployment uses, as far as it is built (for garbage collection)."""
+    return {run.key for run in survey(deployment, store=store).stored}
+
+
+@dataclass(frozen=True)
+class _Fp32:
+    """The dynamic fp32 model every NPU graph is derived from."""
+
+    path: Path
+    digest: str
+    model_dir: Path
+    steps: tuple[StepRun, ...]
+
+
+class _Build:
+    def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: Runner, partial: bool = False,
+                 for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> None:
+        self.deployment = deployment
+        self.partial = partial
+        self.missing: str | None = None
+        """With `partial`: the first step found missing (the rest of its bucket depends on it)."""
+        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
+        self.spec = deployment.spec
+        self.base_dir = base_dir
+        self.runner = runner
+        self.for_soc = for_soc
+        self.aihub_credentials = aihub_credentials
+        self.model_dir: Path | None = None
+
+    def run(self, targets: list[Target]) -> BuildResult:
+        if self.spec.model.task is Task.TEXT_GENERATION:
+            declared = self.spec.model
+            source, resolve_run = self._resolve(declared.source, declared.format, declared.sha256)
+            return genai.build_generation(self.deployment, source, resolve_run,
+                                          self.runner.run)
+        model, pack, resolve_runs = self._sources()
+        strategy = self.spec.build.strategy
+        entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []
+        compilable = model is not None and buildable(model) and strategy is not Strategy.PREBUILT
+        targets = self._for_device(targets, compilable)
+        from_pack = {t.name: packs.for_soc(entries, t.soc_model or 0, pack.uri) for t in targets} if pack else {}
+        to_compile = [t for t in targets if not from_pack.get(t.name)]
+        if to_compile and not compilable and self.spec.precision is not Precision.FP32:
+            raise BuildError("prebuilt", self._why_not_compiled(to_compile, model, pack, entries))
+        fp32 = self._fp32(model, resolve_runs[0]) if model is not None and buildable(model) else None
+        self.model_dir = fp32.model_dir if fp32 else pack.folder if pack else None
+        tokenizer = self._tokenizer(self.model_dir)
+        artifacts: list[NpuArtifact] = []
+        for target in targets:
+            for entry in from_pack.get(target.name, []):
+                artifacts.append(self._import(target, entry, pack, resolve_runs))  # type: ignore[arg-type]
+        if fp32 is not None and to_compile and self.spec.precision is not Precision.FP32:
+            specs, sequence_axis = _inputs(fp32.path)
+            buckets = self.spec.shapes.sequence_lengths if sequence_axis else [0]
+            for bucket in buckets:
+                try:
+                    artifacts += self._bucket(fp32, specs, bucket, tokenizer, to_compile)
+                except NotBuiltError as exc:
+                    if not self.partial:
+                        raise
+                    self.missing = self.missing or exc.step
+        sources = tuple(s for s in (model, pack) if s is not None)
+        return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision,
+                           fp32.path if fp32 else None, self.model_dir or self.base_dir, tokenizer, tuple(artifacts),
+                           (*resolve_runs, *self.runner.runs.values()), sources)
+
+    def _sources(self) -> tuple[ResolvedSource | None, ResolvedSource | None, tuple[StepRun, ...]]:
+        """(the model, the prebuilt pack) — either may be None — and their resolve runs."""
+        model_spec = self.spec.model
+        model, model_run = self._resolve(model_spec.source, model_spec.format, model_spec.sha256)
+        pack_uri = self.spec.build.prebuilt.source
+        if model.format is Format.EP_CONTEXT:
+            if pack_uri:
+                raise BuildError("resolve", f"{model.uri} is itself a prebuilt pack; spec.build.prebuilt.source is "
+                                 "for a pack beside a buildable model: drop one of them")
+            return None, model, (model_run,)
+        if model.format is Format.GENAI:
+            raise BuildError("resolve", f"{model.uri}: onnxruntime-genai folders are not built or served yet")
+        if not pack_uri:
+            return model, None, (model_run,)
+        pack, pack_run = self._resolve(pack_uri, Format.EP_CONTEXT, {})
+        return model, pack, (model_run, pack_run)
+
+    def _resolve(self, uri: str, declared: Format, pins: dict[str, str]) -> tuple[ResolvedSource, StepRun]:
+        started = time.perf_counter()
+        context = SourceContext(self.base_dir, self.runner.store, pins, self.spec.model.insecure_skip_digest,
+                                cached_only=self.runner.cached_only)
+        source = resolve(uri, context, declared)
+        # Sources are read in place (local files, the Hugging Face cache) or from stored downloads: resolving
+        # itself stores nothing, so it is always "cached".
+        seconds = time.perf_counter() - started
+        self.runner.progress(StepEvent("resolve", StepState.CACHED, source.digest, seconds=seconds))
+        return source, StepRun("resolve", source.digest, True, seconds)
+
+    def _for_device(self, targets: list[Target], compilable: bool) -> list[Target]:
+        if self.for_soc is None:
+            return targets
+        mine = [t for t in targets if t.soc_model == self.for_soc]
+        if mine or not compilable:
+            # With nothing to compile from, the declared targets are fetched as they are; loading them on this
+            # device then fails with the reason (built for another SoC) instead of the build failing here.
+            return mine or targets
+        return [Target.model_validate({"socModel": self.for_soc})]
+
+    def _why_not_compiled(self, targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
+                          entries: list[packs.PackEntry]) -> str:
+        wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
+        has = f"{pack.uri} holds {packs.holds(entries)}" if pack else "there is no prebuilt pack"
+        if model is None:
+            fix = "give a buildable source too (spec.model.source, with the pack in spec.build.prebuilt.source)"
+        elif not buildable(model):
+            fix = f"spec.model.source {model.uri} is {model.format.value}, which can't be compiled here"
+        else:
+            fix = "build.strategy is prebuilt: use auto to compile what the pack lacks"
+        return f"no context binary for {wanted}: {has}; {fix}"
+
+    def _import(self, target: Target, entry: packs.PackEntry, pack: ResolvedSource,
+                resolve_runs: tuple[StepRun, ...]) -> NpuArtifact:
+        relative = entry.path.relative_to(pack.folder).as_posix()
+
+        def work(out: Path) -> dict[str, Any]:
+            return packs.import_entry(entry, out)
+
+        record, run = self.runner.run("import-pack", {"pack": pack.digest}, {"graph": relative},
+                                      work, target=target.name, bucket=entry.bucket)
+        details = record.details
+        return NpuArtifact(
+            target=target.name, soc_model=details["soc_model"], htp_arch=details["htp_arch"],
+            precision=self.spec.precision, batch=self.spec.shapes.batch, bucket=entry.bucket,
+            context_model=record.path(packs.WRAPPER_FILE), context_binary=record.path(details["context_binary"]),
+            qdq_model=None, static_model=None, accuracy=None,
+            # An EPContext wrapper is one node, and it runs on the QNN EP or not at all.
+            npu_coverage=1.0, qnn_sdk=details["qnn_sdk"], files=record.files, steps=(*resolve_runs, run),
+            origin="prebuilt", compatibility=details["ep_compatibility_info"])
+
+    def _fp32(self, source: ResolvedSource, resolve_run: StepRun) -> _Fp32:
+        if source.format is Format.ONNX:
+            return _Fp32(source.path, source.digest, source.folder, (resolve_run,))
+        parameters = {"opset": export.OPSET, "torch": dist_version("torch"),
+                      "transformers": dist_version("transformers")}
+
+        def work(out: Path) -> dict[str, Any]:
+            return {"input_names": export.export_transformers(source.path, out)}
+
+        record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
+        return _Fp32(record.path(MODEL_FILE), record.digest, record.folder, (resolve_run, run))
+
+    def _tokenizer(self, model_dir: Path | None) -> Path | None:
+        if model_dir is None:
+            return None
+        if self.spec.model.tokenizer:
+            # A tokenizer named in the manifest is relative to the source; exports copy it beside the model.
+            named = model_dir / self.spec.model.tokenizer
+            return named if named.is_file() else None
+        default = model_dir / "tokenizer.json"
+        return default if default.is_file() else None
+
+    def _bucket(self, fp32: _Fp32, specs: list[graphs.InputSpec], bucket: int, tokenizer: Path | None,
+                targets: list[Target]) -> list[NpuArtifact]:
+        batch = self.spec.shapes.batch
+        run = self.runner.run
+
+        def static_work(out: Path) -> dict[str, Any]:
+            graphs.save(graphs.make_static(onnx.load(str(fp32.path)), batch, bucket), out / MODEL_FILE)
+            return {}
+
+        static, static_run = run("static-shapes", {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
+                                 static_work, bucket=bucket)
+
+        def fixes_work(out: Path) -> dict[str, Any]:
+            model = onnx.load(str(static.path(MODEL_FILE)))
+            clamped = graphs.clamp_mask_constants(model)
+            graphs.save(model, out / MODEL_FILE)
+            return {"clamped_mask_constants": clamped}
+
+        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, {"mask_floor": graphs.MASK_FLOOR},
+                               fixes_work, bucket=bucket)
+        def preprocess_work(out: Path) -> dict[str, Any]:
+            quantize.preprocess(fixed.path(MODEL_FILE), out / MODEL_FILE)
+            return {}
+
+        pre, pre_run = run("preprocess", {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
+        static_specs = [graphs.InputSpec(s.name, s.dtype, _fixed_shape(s.shape, batch, bucket)) for s in specs]
+        calibration_texts = inputs.calibration_texts_for(self.spec, self.base_dir)
+        steps = [*fp32.steps, static_run, fixes_run, pre_run]
+        compile_input, qdq = pre, None
+        if self.spec.precision in quantize.QUANT_TYPES:
+            feeds = inputs.calibration_feeds(self.spec, static_specs, tokenizer, calibration_texts)
+
+            def quantize_work(out: Path) -> dict[str, Any]:
+                quantize.quantize(pre.path(MODEL_FILE), out / MODEL_FILE, self.spec.precision, feeds)
+                return {"precision": self.spec.precision.value, "calibration_samples": len(feeds) * batch}
+
+            qdq, quantize_run = run("quantize", {"model": pre.digest, "calibration": inputs.feeds_digest(feeds)},
+                                    {"precision": self.spec.precision.value, "per_channel": quantize.PER_CHANNEL}, quantize_work, bucket=bucket)
+            compile_input = qdq
+            steps.append(quantize_run)
+        held_out = inputs.held_out_feeds(self.spec, static_specs, tokenizer, calibration_texts)
+        artifacts = []
+        for target in targets:
+            try:
+                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps)))
+            except NotBuiltError as exc:
+                if not self.partial:
+                    raise
+                self.missing = self.missing or exc.step
+        return artifacts
+
+    def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
+                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...]) -> NpuArtifact:
+        soc, arch, name = target.soc_model or 0, target.htp_arch, target.name
+        precision = self.spec.precision
+        fp16 = precision is Precision.FP16
+        sdk = self.runner.tools["qnn-sdk"]
+        facts = {"soc_model": soc, "htp_arch": arch, "precision": precision.value, "qnn_sdk": sdk}
+
+        def compile_work(out: Path) -> dict[str, Any]:
+            compiled = qnn_compile.compile_context(compile_input.path(MODEL_FILE), out, soc_model=soc, fp16=fp16,
+                                                   optimization_level=self.spec.build.optimization_level)
+            if qnn_compile.compat_soc(compiled.compatibility) != soc:
+                raise BuildError("compile", f"asked for soc {soc}, the context binary says "
+                                 f"{compiled.compatibility!r}")
+            return facts | {"ep_compatibility_info": compiled.compatibility,
+                            "npu_coverage": compiled.coverage.qnn_share, "coverage": compiled.coverage.as_dict()}
+
+        if self.spec.build.strategy is Strategy.AIHUB:
+            compiled, compile_run = aihub.compile_step(self.runner, self.deployment, target, bucket, compile_input, facts,
+                                                            self.aihub_credentials)
+        else:
+            compiled, compile_run = self.runner.run(
+                "compile", {"model": compile_input.digest},
+                facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
+                compile_work, target=name, bucket=bucket)
+        metric = self.spec.accuracy.metric or (Metric.COSINE if self.spec.model.task is Task.EMBEDDINGS
+                                               else Metric.MAX_ABS_ERROR)
+        threshold = self.spec.accuracy.threshold
+        threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
+        pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
+                if self.spec.model.task is Task.EMBEDDINGS else None)
+
+        def verify_work(out: Path) -> dict[str, Any]:
+            measured = verify.measure(compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE), held_out,
+                                      soc_model=soc, fp16=fp16, metric=metric, pool=pool)
+            if not measured.passes(threshold):
+                relation = "below the required" if metric is Metric.COSINE else "above the allowed"
+                raise AccuracyError(
+                    f"{metric.value} {measured.value:.6f} on {name} ({precision.value}, bucket {bucket}) is "
+                    f"{relation} {threshold} (spec.accuracy.threshold)",
+                    metric=metric.value, value=measured.value, threshold=threshold)
+            # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
+            coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))
+            return facts | {
+                "accuracy": {"metric": metric.value, "value": measured.value, "mean": measured.mean,
+                             "threshold": threshold, "samples": measured.samples},
+                "npu_coverage": coverage, "coverage": measured.coverage.as_dict(),
+            }
+
+        verify_params = {"metric": metric.value, "threshold": threshold, "soc_model": soc, "fp16": fp16,
+                         "pooling": [pool.mode.value, pool.normalize] if pool else None}
+        verified, verify_run = self.runner.run(
+            "verify", {"context": compiled.digest, "reference": reference.digest,
+                       "held_out": inputs.feeds_digest(held_out)},
+            verify_params, verify_work, target=name, bucket=bucket)
+        accuracy = verified.details["accuracy"]
+        return NpuArtifact(
+            target=name, soc_model=soc, htp_arch=arch, precision=precision, batch=self.spec.shapes.batch,
+            bucket=bucket, context_model=compiled.path(qnn_compile.CONTEXT_MODEL),
+            context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
+            qdq_model=qdq.path(MODEL_FILE) if qdq else None, static_model=fixed.path(MODEL_FILE),
+            accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
+                                    accuracy["mean"], accuracy["samples"]),
+            npu_coverage=verified.details["npu_coverage"], qnn_sdk=compiled.details.get("qnn_sdk_compiled") or sdk,
+            files=compiled.files, steps=(*steps, compile_run, verify_run),
+            origin="aihub" if compiled.step == "aihub-compile" else "local",
+            compatibility=compiled.details.get("ep_compatibility_info"),
+        )
+
+
+def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> list[Target]:
+    declared = deployment.spec.targets
+    if not names:
+        return list(declared)
+    known = {t.name: t for t in declared} | {f"soc{t.soc_model}": t for t in declared}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BuildError("resolve", f"{', '.join(unknown)}: not a target of {deployment.name} "
+                         f"(its targets: {', '.join(t.name for t in declared)})")
+    return list({id(known[n]): known[n] for n in names}.values())
+
+
+def _inputs(model_path: Path) -> tuple[list[graphs.InputSpec], bool]:
+    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return graphs.inputs_of(model), graphs.has_sequence_axis(model)
+
+
+def _fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
+                 for axis, d in enumerate(shape))

@@ -1,0 +1,143 @@
+"""What a build hands to the runtime and the CLI: paths of the served models and the facts of each NPU artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from npuctl.artifacts.sources import ResolvedSource
+from npuctl.artifacts.store import StoredFile
+from npuctl.schema.models import Precision, Task
+
+
+class StepState(StrEnum):
+    RUNNING = "running"
+    CACHED = "cached"
+    DONE = "done"
+    FETCHED = "fetched"
+    """Copied from a published artifact store (verified by sha256) instead of run."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One progress report: a step started, was found in the store, was fetched, finished, or failed."""
+
+    step: str
+    state: StepState
+    key: str
+    target: str | None = None
+    bucket: int | None = None
+    seconds: float | None = None
+    message: str | None = None
+    """Why it failed, for FAILED; what a long step is doing, for repeated RUNNING events (AI Hub job status)."""
+
+
+ProgressCallback = Callable[[StepEvent], None]
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One step of a build: its key, and whether this build ran it or found it cached."""
+
+    name: str
+    key: str
+    cached: bool
+    seconds: float
+    """Time spent in this build (looking up, for cached steps)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "cached": self.cached, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    metric: str
+    """"cosine" (of pooled embeddings, or of flattened outputs) or "max_abs_error"."""
+    value: float
+    """Worst case over the held-out samples."""
+    threshold: float
+    mean: float
+    samples: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold}
+
+
+@dataclass(frozen=True)
+class NpuArtifact:
+    """A verified context binary for one (target, sequence bucket)."""
+
+    target: str
+    """The target's alias, or soc<N>."""
+    soc_model: int
+    htp_arch: int | None
+    precision: Precision
+    batch: int
+    bucket: int
+    """Static sequence length; 0 when the model has no sequence axis."""
+    context_model: Path
+    """The EPContext wrapper (`*_ctx.onnx`); load it with the QNN EP and this soc_model. Its .bin sits beside it."""
+    context_binary: Path
+    qdq_model: Path | None
+    """The static QDQ model the binary was compiled from (CPU fallback of a quantized deployment); None for fp16
+    and for prebuilt packs."""
+    static_model: Path | None
+    """The static fp32 model of this bucket, after NPU fixes; None for prebuilt packs."""
+    accuracy: AccuracyResult | None
+    """None when there is nothing to compare with: a prebuilt pack without a buildable spec.model.source."""
+    npu_coverage: float
+    """Share of graph nodes the QNN EP took (0..1), lowest of compile and verify sessions."""
+    qnn_sdk: str | None
+    files: tuple[StoredFile, ...]
+    """The wrapper and the binary, paths relative to their folder."""
+    steps: tuple[StepRun, ...]
+    origin: str = "local"
+    """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
+    compatibility: str | None = None
+    """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `npuctl build -o json` shape of one artifact."""
+        folder = self.context_model.parent
+        return {
+            "target": self.target, "soc_model": self.soc_model, "precision": self.precision.value,
+            "bucket": self.bucket, "origin": self.origin, "compatibility": self.compatibility,
+            "files": [{"path": str(folder / f.path), "sha256": f.sha256, "size": f.size} for f in self.files],
+            "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    deployment: str
+    task: Task
+    precision: Precision
+    cpu_model: Path | None
+    """Dynamic-shape fp32 ONNX model: what the CPU EP serves (never the static NPU graphs); None for a
+    prebuilt pack without a buildable spec.model.source."""
+    model_dir: Path
+    """Folder with tokenizer.json, config.json and the sentence-transformers configs
+    (modules.json, 1_Pooling/config.json, config_sentence_transformers.json) when the source has them."""
+    tokenizer: Path | None
+    """The tokenizer.json to use (spec.model.tokenizer, else model_dir/tokenizer.json), if it exists."""
+    artifacts: tuple[NpuArtifact, ...]
+    """One per (target, bucket); empty for fp32 (CPU only)."""
+    steps: tuple[StepRun, ...] = field(default=())
+    """Every step of the build, each once, in order."""
+    sources: tuple[ResolvedSource, ...] = ()
+    """What the build read: spec.model.source, and the prebuilt pack when it is another source. Each with its
+    digest and, for `hf:`, the commit a branch name resolved to."""
+
+    @property
+    def all_cached(self) -> bool:
+        return all(s.cached for s in self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `npuctl build -o json` object."""
+        return {"deployment": self.deployment, "sources": [s.as_dict() for s in self.sources],
+                "artifacts": [a.as_dict() for a in self.artifacts]}

@@ -1,0 +1,132 @@
+"""The store-backed step runner: a step whose key is stored is not run again; a missing one is fetched from
+a published store if one has it, else run in a work folder under the key's lock and committed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from npuctl.artifacts import fetch
+from npuctl.artifacts.errors import BuildError, NotBuiltError
+from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
+from npuctl.artifacts.store import Record, Store
+from npuctl.runtime import qnn
+
+StepWork = Callable[[Path], dict[str, Any]]
+"""Writes a step's files into the folder it is given; returns the facts its record keeps."""
+StepRunner = Callable[[str, dict[str, str], dict[str, Any], StepWork], tuple[Record, StepRun]]
+"""`Runner.run` as the build graphs call it: (step, inputs, parameters, work) -> (record, run)."""
+
+
+def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool_versions: dict[str, str]) -> str:
+    blob = json.dumps({"step": step, "inputs": inputs, "parameters": parameters, "tools": tool_versions},
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Runner:
+    """Runs steps through the store: look up by key, else build in a work folder under the key's lock."""
+
+    def __init__(self, store: Store, progress: ProgressCallback, cached_only: bool,
+                 published: Sequence[fetch.ArtifactSource] = ()) -> None:
+        self.store = store
+        self.progress = progress
+        self.cached_only = cached_only
+        self.published = published
+        self.tools = qnn.tool_versions()
+        self.runs: dict[str, StepRun] = {}
+
+    def key(self, step: str, inputs: dict[str, str], parameters: dict[str, Any]) -> str:
+        """The key `run` stores this step under (with this host's tool versions)."""
+        return step_key(step, inputs, parameters, self.tools)
+
+    def run(
+        self,
+        step: str,
+        inputs: dict[str, str],
+        parameters: dict[str, Any],
+        work: StepWork,
+        *,
+        target: str | None = None,
+        bucket: int | None = None,
+    ) -> tuple[Record, StepRun]:
+        """`work(folder)` writes the step's files into `folder` and returns facts for the record."""
+        key = self.key(step, inputs, parameters)
+        started = time.perf_counter()
+        record = self.store.get(key)
+        if record is None and self.cached_only and not self.published:
+            raise NotBuiltError(step, f"not in the store {self.store.root} (key {key[:12]})")
+        if record is None:
+            with self.store.lock(key):
+                record = self.store.get(key)  # another builder may have finished it while we waited
+                if record is None:
+                    record = self._fetch(step, key, target, bucket)
+                    seconds = time.perf_counter() - started
+                    if record is None and self.cached_only:
+                        raise NotBuiltError(step, f"not in the store {self.store.root} nor published (key {key[:12]})")
+                    if record is None:
+                        record = self._execute(step, key, inputs, parameters, work, target, bucket)
+                        seconds = record.seconds
+                    run = StepRun(step, key, False, seconds)
+                    self.runs.setdefault(key, run)
+                    return record, self.runs[key]
+        self.progress(StepEvent(step, StepState.CACHED, key, target, bucket, time.perf_counter() - started))
+        run = self.runs.setdefault(key, StepRun(step, key, True, time.perf_counter() - started))
+        return record, run
+
+    def _fetch(self, step: str, key: str, target: str | None, bucket: int | None) -> Record | None:
+        """The step from the first published store that has it, committed to the local store; None if none has."""
+        for source in self.published:
+            started = time.perf_counter()
+            folder = self.store.new_workdir(key)
+            try:
+                found = fetch.fetch_step(source, step, key, folder)
+            except fetch.FetchError as exc:
+                # A broken or unreachable store costs a local build, never the deployment.
+                self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))
+                found = None
+            if found is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            record = self.store.commit(folder, step=step, key=key, inputs=found.inputs, parameters=found.parameters,
+                                       tool_versions=found.tool_versions, seconds=found.seconds, details=found.details)
+            self.progress(StepEvent(step, StepState.FETCHED, key, target, bucket, time.perf_counter() - started,
+                                    message=source.location))
+            return record
+        return None
+
+    def _execute(self, step: str, key: str, inputs: dict[str, str], parameters: dict[str, Any],
+                 work: StepWork, target: str | None, bucket: int | None) -> Record:
+        self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket))
+        folder = self.store.new_workdir(key)
+        started = time.perf_counter()
+        try:
+            details = work(folder)
+        except Exception as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            error = exc if isinstance(exc, BuildError) else BuildError(step, f"{type(exc).__name__}: {exc}")
+            self.progress(StepEvent(step, StepState.FAILED, key, target, bucket,
+                                    time.perf_counter() - started, error.message))
+            if error is exc:
+                raise
+            raise error from exc
+        seconds = time.perf_counter() - started
+        record = self.store.commit(folder, step=step, key=key, inputs=inputs, parameters=parameters,
+                                   tool_versions=self.tools, seconds=seconds, details=details)
+        self.progress(StepEvent(step, StepState.DONE, key, target, bucket, seconds))
+        return record
+
+
+def dist_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    # Read from package metadata: importing torch only to learn its version costs seconds on cached builds.
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

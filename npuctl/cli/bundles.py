@@ -1,0 +1,85 @@
+"""`npuctl bundle`: signed manifest bundles for fleets (agents follow them through `sources:`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from npuctl.cli.output import err_console
+
+
+@click.group()
+def bundle() -> None:
+    """Signed manifest bundles for fleets: keygen, pack, sign, verify (agents follow them via `sources:`)."""
+
+
+@bundle.command("keygen")
+@click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
+def bundle_keygen(private_key: Path) -> None:
+    """Write a new ed25519 private key (PEM, owner-only) and print its public key for agent configs."""
+    from npuctl.agent import bundles
+
+    try:
+        click.echo(bundles.write_private_key(private_key))
+    except bundles.BundleError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+@bundle.command("pack")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--version", "version", required=True, help="The bundle's version (shown in agents' source status).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also sign with this private key (writes OUT.sig).")
+def bundle_pack(folder: Path, version: str, out: Path, key: Path | None) -> None:
+    """Pack the manifests in FOLDER into a bundle (every manifest must be valid)."""
+    from npuctl.agent import bundles
+
+    try:
+        packed = bundles.pack(folder, version)
+    except bundles.BundleError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(1)
+    data = packed.as_bytes()
+    out.write_bytes(data)
+    if key:
+        _sign(out, data, key)
+    click.echo(f"{out}: {len(packed.manifests)} manifest(s), version {version}{', signed' if key else ''}")
+
+
+@bundle.command("sign")
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key", "key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def bundle_sign(bundle_file: Path, key: Path) -> None:
+    """Write BUNDLE.sig: the ed25519 signature over the bundle's bytes."""
+    click.echo(f"{_sign(bundle_file, bundle_file.read_bytes(), key)} written")
+
+
+@bundle.command("verify")
+@click.argument("bundle_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key", required=True, help="base64 ed25519 public key (as in agent configs).")
+def bundle_verify(bundle_file: Path, public_key: str) -> None:
+    """Check a bundle and its .sig as an agent would: exit 0 if it verifies and is valid, 1 if not."""
+    from npuctl.agent import bundles
+
+    data = bundle_file.read_bytes()
+    signature = Path(bundles.signature_location(str(bundle_file)))
+    try:
+        bundles.verify(data, signature.read_text(encoding="utf-8") if signature.exists() else "", public_key)
+        packed = bundles.parse(data)
+    except bundles.BundleError as exc:
+        err_console.print(f"[red]refused:[/red] {escape(f'{bundle_file}: {exc}')}")
+        sys.exit(1)
+    click.echo(f"{bundle_file}: verified, version {packed.version}, {len(packed.manifests)} manifest(s)")
+
+
+def _sign(bundle_file: Path, data: bytes, key: Path) -> Path:
+    from npuctl.agent import bundles
+
+    try:
+        return bundles.write_signature(bundle_file, data, key)
+    except bundles.BundleError as exc:
+        raise click.UsageError(str(exc)) from exc

@@ -1,0 +1,228 @@
+"""Commands that talk to a running agent's control API: apply, diff, get, describe, delete, events."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from npuctl.cli.output import OUTPUT, console, emit, err_console
+
+if TYPE_CHECKING:
+    from npuctl.cli.client import AgentClient
+
+T = TypeVar("T")
+
+AGENT = click.option("--agent", "agent_url", envvar="NPUCTL_AGENT", default=None,
+                     help="Agent URL (default: NPUCTL_AGENT, else http://127.0.0.1:8765).")
+
+
+def _client(agent_url: str | None) -> AgentClient:
+    # Imported here to keep `npuctl validate` from loading httpx.
+    from npuctl.cli.client import AgentClient, default_token
+
+    return AgentClient(agent_url, default_token())
+
+
+def _agent_call(call: Callable[[], T]) -> T:
+    from npuctl.cli.client import AgentError
+
+    try:
+        return call()
+    except AgentError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(1 if exc.status in (404, 409, 422) else 2)
+
+
+@click.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Manifest file or folder (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@AGENT
+@OUTPUT
+def apply(paths: Sequence[Path], dry_run: bool, agent_url: str | None, output: str) -> None:
+    """Send manifests to the agent, which writes them into its watched folder and converges."""
+    results = _send_manifests(paths, dry_run, agent_url)
+    if output != "text":
+        emit(results, output)
+        return
+    for result in results:
+        for change in result["changes"]:
+            console.print(_change_line(change, dry_run))
+            if dry_run and "steps" in change:
+                console.print(f"    {_steps_line(change['steps'])}")
+
+
+@click.command()
+@click.option("-f", "--filename", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path))
+@AGENT
+@OUTPUT
+def diff(paths: Sequence[Path], agent_url: str | None, output: str) -> None:
+    """What applying would change. Exit 0: no difference; 1: differences; 2: error (as kubectl diff)."""
+    results = _send_manifests(paths, True, agent_url, invalid_exit=2)
+    changes = [c for r in results for c in r["changes"] if c["action"] != "unchanged"]
+    if output != "text":
+        emit(changes, output)
+    else:
+        for change in changes:
+            console.print(_change_line(change, True))
+            for field in change["fields"]:
+                console.print(f"    {field['path']}: [red]{escape(repr(field['old']))}[/red] -> "
+                              f"[green]{escape(repr(field['new']))}[/green]")
+            if "steps" in change:
+                console.print(f"    {_steps_line(change['steps'])}")
+    sys.exit(1 if changes else 0)
+
+
+def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None, invalid_exit: int = 1) -> list[Any]:
+    from npuctl.cli.client import AgentError
+    from npuctl.schema.loader import manifest_files
+
+    client = _client(agent_url)
+    results = []
+    for path in paths:
+        for file in manifest_files(path):
+            try:
+                results.append(client.apply(file.name, file.read_text(encoding="utf-8"), dry_run=dry_run))
+            except AgentError as exc:
+                for error in exc.body.get("error", {}).get("errors", []):
+                    err_console.print(f"{file}:{error['line']}:{error['column']}: {error['path']}: {error['message']}",
+                                      markup=False)
+                err_console.print(f"[red]error:[/red] {escape(f'{file}: {exc}')}")
+                sys.exit(invalid_exit if exc.status == 422 else 2)
+    return results
+
+
+def _steps_line(steps: dict[str, Any]) -> str:
+    if steps.get("error"):
+        return f"build would fail: {steps['error']}"
+    stored = ", ".join(dict.fromkeys(steps["stored"])) or "nothing"
+    return f"stored: {stored}; " + (f"builds from: {steps['next']}" if steps["next"] else "nothing to build")
+
+
+def _change_line(change: dict[str, Any], dry_run: bool) -> str:
+    verb = {"create": "created", "update": "configured", "delete": "deleted", "unchanged": "unchanged"}[change["action"]]
+    effect = "" if change["effect"] == "none" else f" ({change['effect']})"
+    return f"modeldeployment/{change['name']} {verb}{effect}{' (dry run)' if dry_run else ''}"
+
+
+@click.command()
+@click.argument("name", required=False)
+@AGENT
+@click.option("--agents", "agents_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Ask every agent in this file (one URL per line) at once; exit 1 if one does not answer.")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table", show_default=True)
+def get(name: str | None, agent_url: str | None, agents_file: Path | None, output: str) -> None:
+    """List deployments with phase, provider and NPU coverage (or one, by NAME)."""
+    if agents_file is not None:
+        _get_fleet(agents_file, name, output)
+        return
+    client = _client(agent_url)
+    items = [_agent_call(lambda: client.deployment(name))] if name else _agent_call(client.deployments)
+    if output != "table":
+        emit(items[0] if name else items, output)
+        return
+    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
+    for item in items:
+        status = item.get("status", {})
+        coverage = status.get("npuCoverage")
+        table.add_row(item["metadata"]["name"], status.get("phase", ""), status.get("provider") or "-",
+                      f"{coverage:.0%}" if coverage is not None else "-", status.get("observedGeneration") or "-",
+                      status.get("endpoint") or "-")
+    console.print(table)
+
+
+def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
+    import os
+
+    from npuctl.cli.fleet import query_agents, read_agent_list
+
+    reports = query_agents(read_agent_list(agents_file), token=os.environ.get("NPUCTL_TOKEN"))
+    for report in reports:
+        report.deployments = [d for d in report.deployments if name in (None, d["metadata"]["name"])]
+    if output != "table":
+        emit([r.as_dict() for r in reports], output)
+    else:
+        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", box=None)
+        for report in reports:
+            sources = ", ".join(f"{s['name']} {s['state']} {s.get('version') or ''}".strip() for s in report.sources)
+            if report.error or not report.deployments:
+                table.add_row(report.url, "-", "[red]Unreachable[/red]" if report.error else "-", report.error or "",
+                              "", "", sources or "-", "")
+            for item in report.deployments:
+                status = item.get("status", {})
+                coverage = status.get("npuCoverage")
+                socs = sorted({str(a.get("socModel")) for a in status.get("artifacts", [])})
+                table.add_row(report.url, item["metadata"]["name"], status.get("phase", ""),
+                              status.get("provider") or "-", f"{coverage:.0%}" if coverage is not None else "-",
+                              ",".join(socs) or "-", sources or "-", status.get("observedGeneration") or "-")
+        console.print(table)
+    if any(r.error for r in reports):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("name")
+@AGENT
+def describe(name: str, agent_url: str | None) -> None:
+    """Everything about one deployment: conditions, provider, coverage, artifacts, events."""
+    item = _agent_call(lambda: _client(agent_url).deployment(name))
+    status = item.get("status", {})
+    console.print(f"[bold]{name}[/bold]  phase: {status.get('phase')}  generation: {status.get('observedGeneration')}")
+    console.print(f"file: {status.get('file')}\nendpoint: {status.get('endpoint')}\nprovider: {status.get('provider')}"
+                  f"  NPU coverage: {status.get('npuCoverage')}")
+    console.print("conditions:")
+    for c in status.get("conditions", []):
+        message = f": {c['message']}" if c.get("message") else ""
+        console.print(f"  {c['type']:<15} {c['status']:<7} {c['reason']} (since {c['lastTransitionTime']}){message}",
+                      markup=False, soft_wrap=True)
+    if status.get("artifacts"):
+        console.print("artifacts:")
+    for a in status.get("artifacts", []):
+        accuracy = a.get("accuracy") or {}
+        bar = ("≤" if accuracy.get("metric") == "max_abs_error" else "≥") + f" {accuracy.get('threshold')}"
+        measured = f"{accuracy['metric']} {accuracy['value']:.4f} ({bar})" if accuracy else "not measured (prebuilt)"
+        console.print(f"  {a['target']} soc {a['socModel']} bucket {a['bucket']} {a['precision']}: {measured}, "
+                      f"NPU coverage {a.get('npuCoverage') or 0:.0%}", markup=False, soft_wrap=True)
+    console.print("events:")
+    _print_events(status.get("events", []))
+
+
+@click.command()
+@click.argument("name")
+@AGENT
+def delete(name: str, agent_url: str | None) -> None:
+    """Delete a deployment (removes its manifest file from the watched folder)."""
+    result = _agent_call(lambda: _client(agent_url).delete(name))
+    console.print(f"modeldeployment/{name} deleted ({result['file']} removed)")
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@AGENT
+def events(name: str | None, follow: bool, agent_url: str | None) -> None:
+    """The agent's recent events (all deployments, or NAME's)."""
+    import time
+
+    client = _client(agent_url)
+    seen = 0
+    while True:
+        items = _agent_call(lambda: client.events(name))
+        _print_events(items[seen:] if len(items) >= seen else items)
+        seen = len(items)
+        if not follow:
+            return
+        time.sleep(1)
+
+
+def _print_events(items: list[dict[str, Any]]) -> None:
+    for e in items:
+        color = "yellow" if e["type"] == "Warning" else "dim"
+        console.print(f"[{color}]{e['time']}[/{color}] {escape(e['deployment'])} {escape(e['reason'])}: "
+                      f"{escape(e['message'])}", soft_wrap=True)
