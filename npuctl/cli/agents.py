@@ -66,7 +66,7 @@ def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | Non
     try:
         asyncio.run(run_agent(config, on_start))
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
@@ -103,16 +103,26 @@ def up(folder: Path, config_file: Path | None, **options: Any) -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
-def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> None:
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name to answer besides the listen address (repeatable; * for any).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="A web origin (https://app.example) whose pages may call the server (repeatable; none by default).")
+def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allowed_hosts: Sequence[str],
+          cors_origins: Sequence[str]) -> None:
     """Build what the manifests need (if missing), load the models and serve them until Ctrl-C. One-shot:
     edits to the manifests are not followed (the agent does that)."""
     from npuctl.artifacts import Store
     from npuctl.schema import load_paths
     from npuctl.serve.app import create_app
+    from npuctl.serve.guards import WebPolicy, check_origin
     from npuctl.serve.models import ServedModel
     from npuctl.serve.oneshot import serve_registry
-    from npuctl.serve.server import run
+    from npuctl.serve.server import PortInUse, bind, run
 
+    try:
+        web = WebPolicy.of(allowed_hosts, [check_origin(origin) for origin in cors_origins])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cors-origin") from exc
     try:
         result = load_paths(paths)
     except FileNotFoundError as exc:
@@ -121,6 +131,10 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         click.echo(str(error), err=True)
     if not result.ok or not result.deployments:
         raise SystemExit(1)
+    try:
+        sock = bind(host, port)  # before the builds: a taken port is known at once, not minutes later
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
 
     def loaded(model: ServedModel) -> None:
         status = model.status
@@ -136,8 +150,9 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         progress=lambda e: err_console.print(f"  {e.step} {e.target or ''} {e.state.value}", style="dim"),
         on_loaded=loaded,
     )
-    err_console.print(f"listening on http://{host}:{port} (OpenAI /v1, Open Inference Protocol /v2, /metrics)")
+    err_console.print(f"listening on http://{host}:{sock.getsockname()[1]} (OpenAI /v1, Open Inference Protocol /v2, "
+                      "/metrics)")
     try:
-        run(create_app(registry), host, port)
+        run(create_app(registry, web=web), sock)
     finally:
         registry.close()

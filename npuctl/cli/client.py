@@ -38,10 +38,16 @@ class AgentClient:
         self._http = httpx.Client(base_url=self.url + PREFIX, headers=headers, timeout=timeout)
 
     def deployments(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/deployments")["items"]
+        items = self._items(self._call("GET", "/deployments"))
+        if not all(isinstance(item.get("metadata"), dict) and isinstance(item.get("status"), dict) for item in items):
+            raise self._foreign("deployments without metadata and status")
+        return items
 
     def deployment(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/deployments/{name}")
+        found = self._call("GET", f"/deployments/{name}")
+        if not isinstance(found.get("metadata"), dict) or not isinstance(found.get("status"), dict):
+            raise self._foreign("a deployment without metadata and status")
+        return found
 
     def apply(self, file_name: str, text: str, dry_run: bool = False) -> dict[str, Any]:
         params = {"dryRun": "true"} if dry_run else {}
@@ -51,9 +57,9 @@ class AgentClient:
         return self._call("DELETE", f"/deployments/{name}")
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/events", params={"name": name} if name else {})["items"]
+        return self._items(self._call("GET", "/events", params={"name": name} if name else {}))
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -61,8 +67,22 @@ class AgentClient:
         try:
             body = response.json()
         except ValueError:
-            body = {}
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
         if response.is_error:
-            message = body.get("error", {}).get("message") or f"HTTP {response.status_code}"
-            raise AgentError(message, response.status_code, body)
+            if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+                raise self._foreign(f"HTTP {response.status_code} for {method} {PREFIX}{path}")
+            raise AgentError(error["message"], response.status_code, body)
+        if not isinstance(body, dict):
+            raise self._foreign(f"{response.headers.get('content-type') or 'no content type'} for {PREFIX}{path}")
         return body
+
+    def _items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        items = body.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise self._foreign("a body without an 'items' list")
+        return items
+
+    def _foreign(self, answer: str) -> AgentError:
+        return AgentError(f"{self.url} is not an npuctl agent, or not this version's (it answered {answer}); "
+                          "check --agent / NPUCTL_AGENT")

@@ -1,7 +1,8 @@
 """The manifest API: pydantic models of `ModelDeployment`, the SoC table, and the YAML loader that
 places every error at file:line:col. No I/O beyond reading manifest files; imports nothing else of npuctl."""
 
-from npuctl.schema.loader import LoadedDeployment, LoadResult, ManifestError, load_file, load_paths, load_text
+from npuctl.schema.errors import ManifestError
+from npuctl.schema.loader import LoadedDeployment, LoadResult, load_file, load_paths, load_text
 from npuctl.schema.models import (
     API_VERSION,
     KIND,

@@ -70,10 +70,14 @@ class LoadResult:
 
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names must be unique
-    across all of them. Raises FileNotFoundError for a path that does not exist."""
+    across all of them. Raises FileNotFoundError for a path that does not exist, is neither a regular file
+    nor a folder, or is a folder without manifests."""
     result = LoadResult()
     for path in paths:
-        for file in manifest_files(Path(path)):
+        files = manifest_files(Path(path))
+        if not files:
+            raise FileNotFoundError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+        for file in files:
             one = load_file(file)
             result.files.append(file)
             result.errors.extend(one.errors)
@@ -86,6 +90,8 @@ def manifest_files(path: Path) -> list[Path]:
     """The manifest files under `path`: itself if a file; else its YAML files, hidden and editor files skipped."""
     if path.is_file():
         return [path]
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a regular file or a folder (a device, pipe or socket)")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or directory")
     return sorted(

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -18,6 +19,7 @@ from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.limits import check_rows, check_tokens
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 
 TEXT_INPUT = "text"
@@ -68,7 +70,9 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             wanted = _wanted_outputs(body.get("outputs"), outputs)
             if isinstance(model, EmbeddingService):
                 texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
-                tokens = model.model.encoder.encode(texts)
+                check_rows(len(texts), f"input {TEXT_INPUT!r}")
+                tokens = await run_in_threadpool(model.model.encoder.encode, texts)
+                check_tokens(sum(len(t.ids) for t in tokens), f"input {TEXT_INPUT!r}")
                 if not model.truncate and any(t.truncated for t in tokens):
                     limit = model.model.encoder.max_tokens
                     raise ApiError(400, f"input {TEXT_INPUT!r} holds a text longer than {limit} tokens")
@@ -151,6 +155,8 @@ def _array(tensor: dict[str, Any], spec: TensorSpec) -> np.ndarray:
         raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
     if not spec.accepts(shape):
         raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} (-1: any size)")
+    if shape and spec.shape and spec.shape[0] == -1:
+        check_rows(shape[0], f"input {name!r}")  # its batch rows: one session run, which nothing interrupts
     data = tensor.get("data")
     if not isinstance(data, list):
         raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
