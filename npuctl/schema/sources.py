@@ -14,6 +14,9 @@ _REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$")
 
 def check_source(source: str) -> str:
     """`source` if well-formed; else ValueError saying what would be right."""
+    control = next((c for c in source if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:
+        raise ValueError(f"{source!r} holds the control character {control!r}; a source is a path or URL")
     if not source.startswith(SOURCE_SCHEMES):
         raise ValueError(
             f"{source!r} has no known scheme: start it with one of {', '.join(SOURCE_SCHEMES)} "
