@@ -138,7 +138,8 @@ def _genai() -> ModuleType:
         import onnxruntime_genai
     except ImportError as exc:
         raise NotServable(Reason.SESSION_FAILED, INSTALL_HINT) from exc
-    return onnxruntime_genai
+    module: ModuleType = onnxruntime_genai
+    return module
 
 
 def _default_view_cache() -> Path:

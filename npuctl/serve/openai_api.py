@@ -106,7 +106,8 @@ def _checked_ids(ids: list[int], index: int, encoder: TextEncoder) -> Tokens:
 def _encode(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    values: list[float] = vector.tolist()
+    return values
 
 
 def _openai_names(ctx: ServeContext) -> list[str]:
