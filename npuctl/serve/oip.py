@@ -25,6 +25,9 @@ from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
 HIDDEN = "(details need the agent's token)"
+_KINDS_TAKEN = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+"""numpy kinds of the JSON data each kind of input takes: booleans, integers, numbers."""
+_KIND_NAMES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string"}
 
 
 def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -162,8 +165,13 @@ def _array(tensor: dict[str, Any], spec: TensorSpec) -> np.ndarray:
         raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
     try:
         flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+        given = np.asarray(data).dtype.kind if flat.size and spec.dtype != np.object_ else None
     except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"input {name!r}: 'data' is not a list of {spec.datatype} values") from None
+    if given is not None and given not in _KINDS_TAKEN[np.dtype(spec.dtype).kind]:
+        # numpy would cut 1.5 to 1 for an INT64 input, or read "2" as 2.0: never silently.
+        raise ApiError(400, f"input {name!r}: 'data' holds {_KIND_NAMES.get(given, 'mixed, null or out-of-range')} values; "
+                       f"{spec.datatype} takes {_KIND_NAMES[np.dtype(spec.dtype).kind]} values")
     if spec.datatype == "BYTES" and not all(isinstance(v, str) for v in flat):
         raise ApiError(400, f"input {name!r}: BYTES data must be strings")
     if flat.size != math.prod(shape):

@@ -153,3 +153,16 @@ def test_browser_requests_need_json_this_host_and_an_allowed_origin(
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
     same = httpx.post(url, json={"model": "minilm", "input": "x"}, headers={"origin": server.url})
     assert same.status_code == 200, "a page the server itself serves is not foreign"
+
+
+def test_tensor_data_of_the_wrong_kind_is_refused_not_converted(serve: Serve, tensor: Callable[..., ServedModel]) -> None:
+    # numpy would turn 1.5 into 1 for the INT64 mask, "2" into 2.0 and null into NaN for the FP32 input.
+    server = serve(tensor("tiny"))
+    good_x = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}
+    good_mask = {"name": "mask", "datatype": "INT64", "shape": [1, 4], "data": [1, 1, 1, 1]}
+    for x, mask in [(good_x, good_mask | {"data": [1.5, 1, 1, 1]}), (good_x | {"data": ["2", 1, 1, 1]}, good_mask),
+                    (good_x | {"data": [None, 1, 1, 1]}, good_mask), (good_x | {"data": [True, False, True, True]}, good_mask),
+                    (good_x, good_mask | {"data": [2**63, 1, 1, 1]})]:
+        answer = httpx.post(f"{server.url}/v2/models/tiny/infer", json={"inputs": [x, mask]})
+        assert answer.status_code == 400 and "values" in answer.json()["error"], (x, mask, answer.text)
+    assert httpx.post(f"{server.url}/v2/models/tiny/infer", json={"inputs": [good_x, good_mask]}).status_code == 200
