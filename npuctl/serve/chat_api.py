@@ -20,6 +20,7 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.generating import Generation, Prompt
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.limits import check_rows
 from npuctl.serve.models import GenerationService
 from npuctl.serve.sse import DONE, EventStream
 
@@ -165,6 +166,7 @@ async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:
 def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise ApiError(400, "'messages' must be a non-empty array of messages", param="messages")
+    check_rows(len(value), "'messages'", param="messages")
     messages = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):

@@ -47,7 +47,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(kind: str, *codes: int) -> dict[str, Any]:
     words = {400: "the request is malformed", 401: "the token is missing or wrong", 404: "no such model, deployment or route (the control API is only on an agent)",
-             409: "conflicts with another manifest", 413: "the body is over the size limit",
+             408: "the body did not arrive within the body timeout", 409: "conflicts with another manifest",
+             413: "the body is over the size limit", 415: "the body is not sent as application/json",
              422: "the manifest is invalid", 429: "the model's queue is full (Retry-After)",
              503: "the model is not ready", 504: "no answer within the model's timeout"}
     return {str(code): _json({"$ref": f"#/components/schemas/{kind}"}, words[code]) for code in codes}
@@ -80,17 +81,17 @@ def _openai() -> dict[str, Any]:
             "summary": "OpenAI chat completions", "requestBody": {"required": True, "content": {"application/json": {
                 "schema": _object({"model": {"type": "string"}, "messages": {"type": "array", "items": message},
                                    **generation}, required=["model", "messages"])}}},
-            "responses": {"200": completion, **_errors("OpenAIError", 400, 404, 413, 429, 503, 504)}}},
+            "responses": {"200": completion, **_errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
         "/v1/completions": {"post": {
             "summary": "OpenAI text completions", "requestBody": {"required": True, "content": {"application/json": {
                 "schema": _object({"model": {"type": "string"}, "prompt": {"type": "string"}, **generation},
                                   required=["model", "prompt"])}}},
-            "responses": {"200": completion, **_errors("OpenAIError", 400, 404, 413, 429, 503, 504)}}},
+            "responses": {"200": completion, **_errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
         "/v1/embeddings": {"post": {
             "summary": "OpenAI embeddings", "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
             "responses": {"200": _json(_object({"object": {"type": "string"}, "data": {"type": "array"},
                                                 "model": {"type": "string"}, "usage": _ANY_OBJECT}), "embeddings"),
-                          **_errors("OpenAIError", 400, 404, 413, 429, 503, 504)}}},
+                          **_errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
         "/v1/models": {"get": {"summary": "models that serve now", "responses": {
             "200": _json(_object({"object": {"type": "string"}, "data": {"type": "array", "items": model_card}}), "models")}}},
         "/v1/models/{model}": {"get": {
@@ -119,7 +120,7 @@ def _oip() -> dict[str, Any]:
         "/v2/models/{name}/infer": {"post": {
             "summary": "inference on JSON tensors", "parameters": [_path("name")],
             "requestBody": {"required": True, "content": {"application/json": {"schema": infer}}},
-            "responses": {"200": _json(answer, "output tensors"), **_errors("OIPError", 400, 404, 413, 429, 503, 504)}}},
+            "responses": {"200": _json(answer, "output tensors"), **_errors("OIPError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
     }
 
 
@@ -145,7 +146,7 @@ def _control() -> dict[str, Any]:
             "parameters": [_path("file"), {"name": "dryRun", "in": "query", "schema": {"type": "boolean"}}],
             "requestBody": {"required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}},
             "responses": {"200": _json(_ANY_OBJECT, "planned changes"),
-                          **_errors("ControlError", 400, 401, 404, 409, 413, 422)}}},
+                          **_errors("ControlError", 400, 401, 404, 408, 409, 413, 422)}}},
         "/agent/v1/events": {"get": {
             "summary": "recent events", "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": listing, **_errors("ControlError", 401, 404)}}},

@@ -123,6 +123,8 @@ def test_lone_surrogates_are_400s_on_every_api(serve: Serve, minilm: Callable[..
         answer = httpx.post(f"{server.url}{path}", content=body.encode(), headers=json_type, timeout=30)
         assert answer.status_code == 400, (path, answer.status_code, answer.text)
         assert "surrogate" in answer.text
+    many = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}] * (MAX_ROWS + 1)}
+    assert httpx.post(f"{server.url}/v1/chat/completions", json=many).status_code == 400, "the row cap holds for chat"
     # A surrogate pair is one character (an emoji), not an error.
     pair = '{"model": "minilm", "input": "smile \\ud83d\\ude00"}'
     assert httpx.post(f"{server.url}/v1/embeddings", content=pair.encode(), headers=json_type).status_code == 200
