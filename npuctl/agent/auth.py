@@ -2,7 +2,7 @@
 
 At every start the token must be usable: an empty file gets a new token; a file that is binary, a folder,
 or holds a token with spaces stops the start with the reason. On POSIX the token file must be owner-only
-and the state folder writable by its owner only: looser modes are tightened (with a warning), and if they
+and so must the state folder: looser modes are tightened (with a warning), and if they
 cannot be, the agent refuses to start. Windows has no such modes: the user's profile folder restricts it.
 """
 
@@ -30,7 +30,7 @@ def ensure_token(state: Path) -> str:
     path = state / TOKEN_FILE
     try:
         state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _tighten(state, 0o022, 0o700, "the state folder")
+        _tighten(state, 0o077, 0o700, "the state folder")
         if path.is_dir() or (path.exists() and not path.is_file()):
             raise StateFolderError(f"{path} is not a file: remove it, and a new token is made at the next start")
         if path.exists():

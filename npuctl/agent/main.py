@@ -33,6 +33,10 @@ class ConfigError(ValueError):
     """The agent's configuration file is unreadable or invalid."""
 
 
+class StartError(ConfigError):
+    """Something on this machine stops the start: a taken port, an unusable state folder or token file."""
+
+
 def load_config(path: Path) -> AgentConfig:
     """An agent config file (YAML, camelCase keys). Relative folders are relative to the file. Errors are
     placed at file:line:col, one per line."""
@@ -60,7 +64,8 @@ def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
 
 
 async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. Raises ConfigError for a non-loopback address without `remoteAccess`."""
+    """Serve until SIGINT/SIGTERM. Raises ConfigError for a non-loopback address without `remoteAccess`, StartError
+    for a taken port or an unusable state folder (both before anything is built)."""
     if not config.loopback and not config.remote_access:
         raise ConfigError(f"listen {config.listen} is reachable beyond this machine: set remoteAccess: true in the "
                           "agent config (or --allow-remote) to serve there; every control call then needs the token")
@@ -68,7 +73,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         token = ensure_token(config.state)
         sock = bind(config.host, config.port)
     except (StateFolderError, PortInUse) as exc:
-        raise ConfigError(str(exc)) from exc
+        raise StartError(str(exc)) from exc
     for folder in config.manifests:
         folder.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry()

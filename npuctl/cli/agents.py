@@ -61,12 +61,14 @@ def _agent_config(manifests: Sequence[Path], config_file: Path | None, **overrid
 def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
     import asyncio
 
-    from npuctl.agent.main import ConfigError, run_agent
+    from npuctl.agent.main import ConfigError, StartError, run_agent
 
     try:
         asyncio.run(run_agent(config, on_start))
-    except ConfigError as exc:
+    except StartError as exc:
         raise click.ClickException(str(exc)) from exc
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @click.command()
