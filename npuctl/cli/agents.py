@@ -54,8 +54,11 @@ def _agent_config(manifests: Sequence[Path], config_file: Path | None, **overrid
     try:
         config = load_config(config_file) if config_file else AgentConfig()
         return config.with_overrides(manifests=manifests, **overrides)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except ValidationError as exc:  # an option's value: name the option, not pydantic's model
+        raise click.UsageError("; ".join(f"--{'-'.join(map(str, e['loc'][:1])).replace('_', '-')}: "
+                                         f"{str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())) from exc
 
 
 def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
