@@ -18,6 +18,7 @@ from npuctl.serve.guards import WebGuard, WebPolicy
 from npuctl.serve.http import BODY_TIMEOUT_SECONDS, BodyDeadline
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip import oip_routes
+from npuctl.serve.ollama_api import ollama_routes
 from npuctl.serve.openai_api import openai_routes
 from npuctl.serve.openapi import openapi
 from npuctl.serve.registry import ModelRegistry
@@ -35,7 +36,7 @@ def create_app(
     details: Callable[[Request], bool] | None = None,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
-    Inference Protocol /v2, /metrics, their OpenAPI description at /openapi.json,
+    Inference Protocol /v2, Ollama's /api, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on. `web` says which Host names and browser
     origins it answers besides its own address. `details` decides who may read status messages in health and
@@ -51,21 +52,27 @@ def create_app(
         return JSONResponse(description)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
-                Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
+                Route("/metrics", metrics, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"])],
+        exception_handlers=ERROR_HANDLERS,
         middleware=[Middleware(WebGuard, policy=web), Middleware(BodyDeadline, seconds=body_timeout_seconds)],
     )
     app.state.registry = registry
     return app
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     # Routing errors (unknown path, wrong method) in the same JSON shapes as the APIs' own errors.
     assert isinstance(exc, HTTPException)
     return error_response(ApiError(exc.status_code, exc.detail, headers=exc.headers), request.url.path)
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    # A fault outside the APIs' own handling (the server logs the traceback): JSON, never plain text.
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A fault outside the APIs' own handling (the server logs the traceback): JSON, never plain text."""
     return error_response(ApiError(500, "internal server error"), request.url.path)
+
+
+ERROR_HANDLERS = {HTTPException: http_error, Exception: server_error}
+"""Exception handlers for any app of ours (the fleet dashboard's too): routing errors and faults as JSON."""

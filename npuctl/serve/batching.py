@@ -247,16 +247,16 @@ class Batcher(Generic[In, Out]):
         if self.observer is not None:
             self.observer(len(rows), seconds)
         offset = 0
+        # One wake-up of each event loop per batch, not one per request.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Out]], list[Out]]]] = {}
         for job, take in batch:
             job.outputs.extend(outputs[offset : offset + take])
             job.done += take
             offset += take
             if job.done == len(job.items):
-                _deliver(job, job.outputs)
-
-
-def _deliver(job: _Job[In, Out], outputs: list[Out]) -> None:
-    _in_loop(job.loop, _set_result, job.future, outputs)
+                answers.setdefault(job.loop, []).append((job.future, job.outputs))
+        for loop, results in answers.items():
+            _in_loop(loop, _set_results, results)
 
 
 def _deliver_error(job: _Job[In, Out], exc: Exception) -> None:
@@ -270,9 +270,10 @@ def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *ar
         pass  # the loop is closed: nobody waits for this answer any more
 
 
-def _set_result(future: asyncio.Future[list[Out]], outputs: list[Out]) -> None:
-    if not future.done():
-        future.set_result(outputs)
+def _set_results(results: list[tuple[asyncio.Future[list[Out]], list[Out]]]) -> None:
+    for future, outputs in results:
+        if not future.done():
+            future.set_result(outputs)
 
 
 def _set_exception(future: asyncio.Future[list[Out]], exc: Exception) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from npuctl.serve.compressed import inflater
 from npuctl.serve.errors import ApiError
 
 T = TypeVar("T")
@@ -59,14 +60,18 @@ class BodyDeadline:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body; 413 past `limit` bytes, checked while it streams in (a huge upload is never held whole);
-    408 if it does not arrive in time."""
+    """The body, inflated if sent compressed; 413 past `limit` bytes, checked while it streams in (a huge upload
+    is never held whole); 408 if it does not arrive in time."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+    inflate = inflater(request.headers.get("content-encoding"), limit)
     body = bytearray()
     try:
         async for chunk in request.stream():
+            if inflate is not None:
+                inflate.feed(chunk)  # the limit applies to the inflated bytes
+                continue
             body += chunk
             if len(body) > limit:
                 raise ApiError(413, f"request body is over the limit of {limit} bytes")
@@ -75,24 +80,35 @@ async def read_body(request: Request, limit: int) -> bytes:
                        headers={"Connection": "close"}) from None
     except ClientDisconnect:
         raise ApiError(CLIENT_CLOSED, "client closed the request while sending its body") from None
-    return bytes(body)
+    return inflate.finish() if inflate is not None else bytes(body)
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body parsed as JSON; 415 unless it says it is JSON, 413 past `limit` bytes, 400 if not JSON or
-    if a string holds a lone surrogate (not Unicode text: no tokenizer or encoder takes it)."""
+    """The body parsed as JSON; 415 unless it says it is JSON, 413 past `limit` bytes, 400 if not JSON (see
+    `parse_json`)."""
+    check_json_type(request)
+    return parse_json(await read_body(request, limit))
+
+
+def check_json_type(request: Request) -> None:
+    """415 unless the request says its body is JSON: a web page cannot send that to another site without a
+    CORS preflight (it can send text/plain or a form)."""
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if not JSON_TYPES.match(kind):
         raise ApiError(415, f"the request body must be JSON, sent with Content-Type: application/json "
                        f"(got {kind or 'none'!r})")
-    body = await read_body(request, limit)
+
+
+def parse_json(body: bytes, what: str = "request body") -> Any:
+    """`body` as JSON; 400 if it is not JSON, is nested too deeply, or a string holds a lone surrogate (not
+    Unicode text: no tokenizer or encoder takes it)."""
     try:
         value = json.loads(body)
         where = _lone_surrogate(value, "") if _ESCAPED_SURROGATE.search(body) else None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+        raise ApiError(400, f"{what} is not valid JSON: {exc}") from exc
     except RecursionError:
-        raise ApiError(400, "request body is nested too deeply") from None
+        raise ApiError(400, f"{what} is nested too deeply") from None
     if where is not None:
         raise ApiError(400, f"{where or 'the body'} holds a lone UTF-16 surrogate (like \\ud800): "
                        "strings must be Unicode text", param=where or None)
