@@ -241,7 +241,9 @@ def _cpu_model(manifest: Path, store: Path) -> Path:
     from npuctl.schema import load_file
 
     [loaded] = load_file(manifest).deployments
-    return build_deployment(loaded, store=Store(store), cached_only=True).cpu_model
+    model = build_deployment(loaded, store=Store(store), cached_only=True).cpu_model
+    assert model is not None  # a CPU deployment always has one
+    return model
 
 
 if __name__ == "__main__":
