@@ -63,12 +63,7 @@ class LocalActuator:
                 "onNpu": status.where in ("npu", "npu-simulator"), "note": status.message}
 
     def describe_build(self, built: BuildResult) -> list[dict[str, Any]]:
-        return [
-            {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
-             "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
-             "npuCoverage": a.npu_coverage}
-            for a in built.artifacts
-        ]
+        return describe_artifacts(built)
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
         try:
@@ -79,6 +74,16 @@ class LocalActuator:
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
+
+
+def describe_artifacts(built: BuildResult) -> list[dict[str, Any]]:
+    """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), as status shows them."""
+    return [
+        {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
+         "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
+         "npuCoverage": a.npu_coverage}
+        for a in built.artifacts
+    ]
 
 
 def _step_name(event: Any) -> str:

@@ -14,6 +14,8 @@ from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
 from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.dashboard.routes import dashboard_routes
+from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
 from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
@@ -24,6 +26,7 @@ from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.timeline import Timeline
 
 log = logging.getLogger("npuctl.agent")
 
@@ -81,9 +84,16 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     poller = SourcePoller(config.sources, config.manifests[0], lambda: reconciler.wake(), state=config.state,
                           registries=config.registries)
     reconciler = make_reconciler(config, registry, pins=poller.pins)
-    registry.metrics.registry.register(
-        AgentCollector(reconciler.book, poller, detect_host().with_overrides(config.facts)))
-    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
+    host = detect_host().with_overrides(config.facts)
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
+    timeline = Timeline(registry).start()
+
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
+
+    routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
+              *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
+    app = create_app(registry, routes=routes)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = asyncio.Event()
@@ -96,4 +106,5 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     finally:
         stop.set()
         await asyncio.gather(loop_task, poll_task)
+        timeline.stop()
         registry.close()

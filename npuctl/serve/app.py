@@ -44,16 +44,21 @@ def create_app(
         return JSONResponse(description)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
+        # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
                 Route("/metrics", metrics, methods=["GET"]),
-                Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
-        exception_handlers={HTTPException: _http_error},
+                Route("/openapi.json", openapi_json, methods=["GET"])],
+        exception_handlers=ERROR_HANDLERS,
     )
     app.state.registry = registry
     return app
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     # Routing errors (unknown path, wrong method) in the same JSON shapes as the APIs' own errors.
     assert isinstance(exc, HTTPException)
     return error_response(ApiError(exc.status_code, exc.detail, headers=exc.headers), request.url.path)
+
+
+ERROR_HANDLERS = {HTTPException: http_error}
+"""Exception handlers for any app of ours (the fleet dashboard's too): routing errors as JSON."""
