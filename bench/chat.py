@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,7 +81,7 @@ def _built_folder(store: Path) -> Path:
     return next(p.parent for p in (store / "steps").glob("*/genai_config.json"))
 
 
-def _measure(url: str, genai_dir: Path, runs: int, tokens: int) -> dict[str, float | int | str]:
+def _measure(url: str, genai_dir: Path, runs: int, tokens: int) -> dict[str, Any]:
     import onnxruntime_genai as og
     import openai
 
@@ -93,16 +94,16 @@ def _measure(url: str, genai_dir: Path, runs: int, tokens: int) -> dict[str, flo
     with httpx.Client(base_url=url, timeout=60) as plain:
         for run in range(runs + 1):  # interleaved, so drift hits all alike; run 0 warms up
             measured = {"direct": _direct(og, model, ids, tokens), "http": _http(client, tokens), "sse": _sse(plain, tokens)}
-            for name, figures in measured.items():
+            for name, pair in measured.items():
                 if run:
-                    runs_by_client[name].append(figures)
-    results: dict[str, float | int | str] = {"prompt_tokens": len(ids), "max_new_tokens": tokens, "runs": runs}
-    for name, figures in runs_by_client.items():
-        ttft = [t * 1000 for t, _ in figures]
+                    runs_by_client[name].append(pair)
+    results: dict[str, Any] = {"prompt_tokens": len(ids), "max_new_tokens": tokens, "runs": runs}
+    for name, pairs in runs_by_client.items():
+        ttft = [t * 1000 for t, _ in pairs]
         results[f"{name}_ttft_ms"] = round(statistics.median(ttft), 2)
         results[f"{name}_ttft_ms_spread"] = f"{min(ttft):.2f}..{max(ttft):.2f}"
-    for name, figures in runs_by_client.items():
-        results[f"{name}_tokens_per_s"] = round(statistics.median(s for _, s in figures), 1)
+    for name, pairs in runs_by_client.items():
+        results[f"{name}_tokens_per_s"] = round(statistics.median(s for _, s in pairs), 1)
     return results
 
 

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import httpx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.serve_overhead import SENTENCES  # noqa: E402
+from bench.serve_overhead import SENTENCES, _batches, _py_throughput  # noqa: E402
 from bench.serving import npuctl_serve  # noqa: E402
 from npuctl.runtime.embeddings import EmbeddingModel  # noqa: E402
 
@@ -97,9 +96,9 @@ def _measure(url: str, model: EmbeddingModel, batch: int, clients: int, rounds: 
     with httpx.Client(base_url=url, timeout=120) as client:
         for _ in range(rounds):
             raw.append(_raw_rows_per_s(model, session, rows, batch, seconds))
-            before = _batches(client)
-            http.append(asyncio.run(_http_rows_per_s(url, clients, seconds)))
-            done, calls = (a - b for a, b in zip(_batches(client), before))
+            before = _batches(client, "npu")
+            http.append(asyncio.run(_py_throughput(url, "npu", seconds, clients)))
+            done, calls = (a - b for a, b in zip(_batches(client, "npu"), before))
             formed.append(done / calls if calls else 0.0)
             share.append(_prepost_share(model, session, rows[:batch]))
     ratios = [h / r for h, r in zip(http, raw)]
@@ -126,42 +125,20 @@ def _raw_rows_per_s(model: EmbeddingModel, session: ort.InferenceSession, rows: 
     return done / (time.perf_counter() - started)
 
 
-def _prepost_share(model: EmbeddingModel, session: ort.InferenceSession, rows: list[list[int]]) -> float:
-    """(one embed() call - its session.run) / session.run, on the same rows."""
-    feed = model.feeds(rows, 16)[0]
+def _prepost_share(model: EmbeddingModel, session: ort.InferenceSession, rows: list[list[int]], repeats: int = 50) -> float:
+    """What embed() does around session.run (feeds, padding, pooling), as a share of the call: the call timed
+    once, the work around it (deterministic and small) over `repeats` runs, on the same rows."""
+    from npuctl.runtime.pooling import pool
+
+    feed, mask = model.feeds(rows, 16)
     started = time.perf_counter()
-    session.run(None, feed)
+    hidden = session.run(None, feed)[0]
     call = time.perf_counter() - started
     started = time.perf_counter()
-    model.embed(rows)
-    whole = time.perf_counter() - started
-    return max(0.0, whole - call) / call
-
-
-async def _http_rows_per_s(url: str, clients: int, seconds: float) -> float:
-    deadline = time.perf_counter() + seconds
-    done = 0
-
-    async def client(offset: int) -> None:
-        nonlocal done
-        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
-            i = offset
-            while time.perf_counter() < deadline:
-                answer = await http.post("/v1/embeddings", json={"model": "npu", "input": SENTENCES[i % len(SENTENCES)]})
-                answer.raise_for_status()
-                done += 1
-                i += clients
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return done / (time.perf_counter() - started)
-
-
-def _batches(http: httpx.Client) -> tuple[float, float]:
-    text = http.get("/metrics").text
-    found = [re.search(rf'npuctl_batch_size_{part}{{model="npu"}} ([\d.e+]+)', text) for part in ("sum", "count")]
-    rows, count = (float(m.group(1)) if m else 0.0 for m in found)
-    return rows, count
+    for _ in range(repeats):
+        feed, mask = model.feeds(rows, 16)
+        pool(hidden, mask, model.pooling)
+    return (time.perf_counter() - started) / repeats / call
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from npuctl.serve.batching import BatcherClosed, QueueFull
 
 HANDOFF_STEP_SECONDS = 0.001
 """A token step longer than this is worth a hand-off (~0.1 ms) to get its piece to the client at once."""
-HANDOFF_TIMEOUT_SECONDS = 0.005
+HANDOFF_TIMEOUT_SECONDS = 0.02
+"""Longest a generation waits for its reader (one that stopped reading is cancelled anyway)."""
 
 class FinishReason:
     STOP = "stop"
@@ -116,6 +117,7 @@ class Generation:
             if isinstance(item, BaseException):
                 raise item
             yield item
+            self._taken.set()  # back for more: the piece is out, a hand-off may end
 
     def generate(self) -> None:
         """Run to the end in the calling thread (the queue's slot thread), handing pieces to the event loop."""
@@ -171,7 +173,8 @@ class Generation:
     def _put(self, item: Item, *, handoff: bool = False) -> None:
         """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a loop
         woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after the first
-        piece, and after a step slower than a hand-off, this thread waits until the loop has taken it."""
+        piece, and after a step slower than a hand-off, this thread waits until the reader has sent it on and
+        comes back for more (at most HANDOFF_TIMEOUT_SECONDS)."""
         with self._outbox_lock:
             self._outbox.append(item)
             schedule, self._drain_scheduled = not self._drain_scheduled, True
@@ -186,7 +189,6 @@ class Generation:
     def _drain(self) -> None:
         with self._outbox_lock:
             items, self._outbox, self._drain_scheduled = self._outbox, [], False
-            self._taken.set()
         for item in items:
             self._pieces.put_nowait(item)
 
