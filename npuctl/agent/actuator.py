@@ -62,7 +62,7 @@ class LocalActuator:
         return [
             {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
              "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
-             "npuCoverage": a.npu_coverage}
+             "npuCoverage": a.npu_coverage, **({"generation": a.generation.as_dict()} if a.generation else {})}
             for a in built.artifacts
         ]
 

@@ -82,7 +82,11 @@ class Compiler:
                 session = ort.InferenceSession(str(model), options)
             except Exception as exc:  # ORT's Fail/RuntimeException have no common public base
                 raise BuildError("compile", self._explain(model.stem, exc)) from exc
-            self.placement.stages[name] = placement_of(model, qnn.npu_coverage(session), session)
+            coverage = qnn.npu_coverage(session)
+            if not coverage.nodes_by_ep.get(qnn.EP_NAME):
+                raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
+                                 f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
+            self.placement.stages[name] = placement_of(model, coverage, session)
             del session
             wrappers[name] = wrapper
         return wrappers

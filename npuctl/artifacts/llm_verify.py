@@ -50,7 +50,8 @@ class PromptCheck:
 
 
 def compare(pack: Path, reference: Path, prompts: list[str], tokens: int) -> list[PromptCheck]:
-    """Run the comparison in a child process; raise BuildError if it fails or crashes."""
+    """Greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP for a
+    decoder-pipeline pack) against `reference` (on the CPU), in a child process; BuildError if it fails."""
     with tempfile.TemporaryDirectory(prefix="npuctl-verify-") as scratch:
         request, result = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request.write_text(json.dumps({"pack": str(pack), "reference": str(reference), "prompts": prompts,

@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from npuctl.cli.output import console, err_console, human_size
+from npuctl.cli.output import console, err_console, generation_lines, human_size
 
 if TYPE_CHECKING:
     from npuctl.artifacts import BuildResult, StepEvent
@@ -81,6 +81,8 @@ def _print_result(result: BuildResult) -> None:
         console.print(f"{result.deployment} {artifact.target} (soc {artifact.soc_model}) bucket {artifact.bucket} "
                       f"{artifact.precision.value}: {measured}, "
                       f"NPU coverage {artifact.npu_coverage:.0%}\n  {artifact.context_model}")
+        for line in generation_lines(artifact.generation.as_dict() if artifact.generation else None):
+            console.print(f"  {line}", markup=False, soft_wrap=True)
     if not result.artifacts:
         console.print(f"{result.deployment}: {result.precision.value} runs on the CPU: {result.cpu_model}")
 

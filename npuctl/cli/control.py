@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from npuctl.cli.output import OUTPUT, console, emit, err_console
+from npuctl.cli.output import OUTPUT, console, emit, err_console, generation_lines
 
 if TYPE_CHECKING:
     from npuctl.cli.client import AgentClient
@@ -189,6 +189,8 @@ def describe(name: str, agent_url: str | None) -> None:
         measured = f"{accuracy['metric']} {accuracy['value']:.4f} ({bar})" if accuracy else "not measured (prebuilt)"
         console.print(f"  {a['target']} soc {a['socModel']} bucket {a['bucket']} {a['precision']}: {measured}, "
                       f"NPU coverage {a.get('npuCoverage') or 0:.0%}", markup=False, soft_wrap=True)
+        for line in generation_lines(a.get("generation")):
+            console.print(f"    {line}", markup=False, soft_wrap=True)
     console.print("events:")
     _print_events(status.get("events", []))
 

@@ -38,3 +38,17 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} B"
+
+
+def generation_lines(report: dict[str, Any] | None) -> list[str]:
+    """A decoder-pipeline pack's greedy check and where each stage runs (GenerationReport.as_dict), in words."""
+    if not report:
+        return []
+    lines = [f"greedy tokens match the fp32 reference through {report['first_divergence']} of {report['tokens']} "
+             f"(bar {report['matching_tokens']}, {report['prompts']} prompts); on QNN: {report['node_share']:.0%} of "
+             f"nodes, {report['weight_share']:.0%} of weight bytes"]
+    for name, stage in report["stages"].items():
+        nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage["nodes"].items())
+        cpu = ", ".join(f"{op} x{n}" for op, n in stage["cpu_ops"].items())
+        lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if "QNNExecutionProvider" in stage["nodes"] else ""))
+    return lines
