@@ -88,8 +88,15 @@ def static(request: dict[str, Any], out: Path) -> dict[str, Any]:
     config_file = out / "genai_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     # The KV cache is as long as the manifest says: genai sizes it from max_length.
-    config["model"]["context_length"] = request["context_length"]
+    model_config = config["model"]
+    model_config["context_length"] = request["context_length"]
     config["search"]["max_length"] = request["context_length"]
+    # The pipeline pads each prompt chunk to the window with pad_token_id: one outside the vocabulary (the
+    # builder writes vocab_size when config.json has none, as for Qwen2) makes the embeddings' Gather fail.
+    pad = model_config.get("pad_token_id")
+    if not isinstance(pad, int) or not 0 <= pad < int(model_config["vocab_size"]):
+        eos = model_config["eos_token_id"]
+        model_config["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return {"split_assignments": assignments, "pipeline": model.model_attributes["llm_pipeline"]}
 
