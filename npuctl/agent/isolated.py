@@ -48,7 +48,8 @@ def _receive(receiver: Connection, progress: Callable[[StepEvent], None]) -> Bui
         if kind == "progress":
             progress(payload)
         elif kind == "result":
-            return payload
+            result: BuildResult = payload
+            return result
         else:
             step, message = payload  # sent as text: exception pickles need their constructors' arguments
             raise BuildError(step, message)

@@ -39,7 +39,7 @@ def export_transformers(source: Path, out: Path) -> list[str]:
 
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a library prints nothing; callers get progress from step events
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a library prints nothing; callers get progress from step events
     # Eager attention exports the classic additive mask (one finfo.min constant that npu-fixes clamps);
     # SDPA exports IsNaN/-inf guards the QNN EP cannot take.
     model = AutoModel.from_pretrained(str(source), attn_implementation="eager")

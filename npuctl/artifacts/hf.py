@@ -55,7 +55,7 @@ def resolve_hf(rest: str, context: SourceContext) -> Located:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
     source = HfSource.parse(rest)
     patterns = [source.path, f"{source.path}/*"] if source.path else None

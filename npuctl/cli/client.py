@@ -38,7 +38,7 @@ class AgentClient:
         self._http = httpx.Client(base_url=self.url + PREFIX, headers=headers, timeout=timeout)
 
     def deployments(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/deployments")["items"]
+        return self._items(self._call("GET", "/deployments"))
 
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")
@@ -51,9 +51,15 @@ class AgentClient:
         return self._call("DELETE", f"/deployments/{name}")
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        return self._call("GET", "/events", params={"name": name} if name else {})["items"]
+        return self._items(self._call("GET", "/events", params={"name": name} if name else {}))
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        items = body.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise AgentError(f"{self.url} answered, but not as an npuctl agent (no list of items)")
+        return items
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -61,8 +67,14 @@ class AgentClient:
         try:
             body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             body = {}
+            if not response.is_error:
+                raise AgentError(f"{self.url} answered, but not as an npuctl agent (no JSON object)",
+                                 response.status_code)
         if response.is_error:
-            message = body.get("error", {}).get("message") or f"HTTP {response.status_code}"
-            raise AgentError(message, response.status_code, body)
+            error = body.get("error")
+            message = (error.get("message") if isinstance(error, dict) else None) or f"HTTP {response.status_code}"
+            raise AgentError(str(message), response.status_code, body)
         return body

@@ -76,7 +76,12 @@ class EmbeddingModel:
         # The encoder cuts inputs to the largest bucket, so one always fits.
         return next(length for length in self._sessions if length is not None and length >= tokens)
 
-    def _run(self, opened: OpenedSession, rows: Sequence[Sequence[int]], length: int) -> Embedding:
+    def session(self, length: int | None) -> ort.InferenceSession:
+        """The session of a bucket (None: the dynamic model's)."""
+        return self._sessions[length].session
+
+    def feeds(self, rows: Sequence[Sequence[int]], length: int) -> tuple[dict[str, npt.NDArray[np.integer]], npt.NDArray[np.int64]]:
+        """What a session gets for `rows`: padded to `length` and to the graph's static batch; and their mask."""
         batch = max(len(rows), self._static_batch or 0)
         ids = np.full((batch, length), self.encoder.pad_id, dtype=np.int64)
         mask = np.zeros((batch, length), dtype=np.int64)
@@ -84,7 +89,10 @@ class EmbeddingModel:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        feeds = {name: values[role].astype(dtype, copy=False) for name, (role, dtype) in self._feeds.items()}
+        return {name: values[role].astype(dtype, copy=False) for name, (role, dtype) in self._feeds.items()}, mask
+
+    def _run(self, opened: OpenedSession, rows: Sequence[Sequence[int]], length: int) -> Embedding:
+        feeds, mask = self.feeds(rows, length)
         hidden = opened.session.run(None, feeds)[0]
         return pool(hidden, mask, self.pooling)[: len(rows)].astype(np.float32, copy=False)
 

@@ -52,13 +52,15 @@ def pool(hidden: FloatArray, attention_mask: npt.NDArray[np.integer], config: Po
 
 
 def normalize(vectors: FloatArray) -> FloatArray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    normalized: FloatArray = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return normalized
 
 
 def cosine(a: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise cosine similarity of two [n, dim] arrays."""
     a, b = a.astype(np.float64), b.astype(np.float64)
-    return (normalize(a) * normalize(b)).sum(axis=-1)
+    similarity: FloatArray = (normalize(a) * normalize(b)).sum(axis=-1)
+    return similarity
 
 
 def _modules(model_dir: Path | None) -> list[dict[str, str]]:

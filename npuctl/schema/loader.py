@@ -356,10 +356,10 @@ def _message(err: Any, loc: Loc) -> str:
     if kind == "missing":
         return f"required field {loc[-1]!r} is missing"
     if kind.startswith("value_error") or kind == "assertion_error":
-        return err["msg"].removeprefix("Value error, ")
+        return str(err["msg"]).removeprefix("Value error, ")
     if isinstance(value, str | int | float | bool) and len(repr(value)) < 80:
         return f"{err['msg']} (got {value!r})"
-    return err["msg"]
+    return str(err["msg"])
 
 
 def _field_names(loc: Loc) -> list[str]:
