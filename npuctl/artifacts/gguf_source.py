@@ -97,6 +97,8 @@ def main(argv: list[str]) -> int:
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
+    # onnxruntime-genai's builder picks its converter by config.architectures, which a GGUF does not carry.
+    config.architectures = [type(model).__name__]
     config.save_pretrained(str(out))
     tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
     tokenizer.save_pretrained(str(out))

@@ -44,7 +44,7 @@ def surgeries(request: dict[str, Any], out: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
     onnx.save(proto, str(path))
-    return {"surgeries": list(SURGERIES), "files": sorted(p.name for p in out.iterdir())}
+    return {"surgeries": list(SURGERIES), "kv_head_size": int(request["head_size"])}
 
 
 def quantize(request: dict[str, Any], out: Path) -> dict[str, Any]:
