@@ -16,8 +16,8 @@ from tests.tiny_gguf import write_gguf
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
 
-# Measured on the trained tiny Llama (first-token logits cosine vs the original checkpoint, fp32 on the CPU):
-# Q8_0 0.9998, Q4_0 0.99 (see the issue note); the bars leave room for other seeds.
+# Measured on the trained tiny Llama (first-token logits cosine vs the original checkpoint, fp32 on the CPU, worst
+# of 6 prompts): Q8_0 0.99997, Q4_0 0.992, all 16 greedy tokens equal for both; the bars leave room for other seeds.
 AGREEMENT = {"Q8_0": 0.999, "Q4_0": 0.97}
 
 
