@@ -117,8 +117,8 @@ def _npu_case(runs: int, tokens: int) -> dict[str, object]:
             (folder / "manifests").mkdir(exist_ok=True)
             (folder / "manifests" / f"{name}.yaml").write_text(
                 NPU_MANIFEST.format(name=name, source=source, device=device), encoding="utf-8")
-        with npuctl_serve(folder / "manifests", folder / "store", folder / "server.log", timeout=1800) as url:
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        with npuctl_serve(folder / "manifests", folder / "store", folder / "server.log", timeout=1800) as served:
+            client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
             figures: dict[str, list[tuple[float, float]]] = {"chat-npu": [], "chat": []}
             for run in range(runs + 1):  # run 0 warms up
                 for model in figures:
