@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
@@ -21,10 +21,16 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SOURCE_SCHEMES = ("file:", "pkg:", "hf:", "https:")
 
 
+_BY_VALUE = Strict(False)
+"""Enums are given by their value (a YAML string); strict mode would want an enum instance."""
+
+
 class Spec(BaseModel):
-    """Base of every manifest object: camelCase keys in YAML, unknown keys refused."""
+    """Base of every manifest object: camelCase keys in YAML, unknown keys refused, and values of the type the
+    schema says (strict: "16" is not an integer, "yes" and 1 are not booleans), as editors check them."""
 
     model_config = ConfigDict(
+        strict=True,
         alias_generator=to_camel,
         validate_by_name=False,
         validate_by_alias=True,
@@ -141,15 +147,15 @@ class ModelSource(Spec):
     under the key of the downloaded file name."""
     insecure_skip_digest: bool = False
     """Allow an `https:` source without a sha256 pin. Not for production."""
-    format: Format = Format.AUTO
+    format: Annotated[Format, _BY_VALUE] = Format.AUTO
     """What the source holds. `auto` detects it: an .onnx file, a transformers folder (config.json +
     weights), an EPContext pack (wrapper ONNX + .bin), an onnxruntime-genai folder, or a .gguf file
     (text generation: F32, F16, BF16, Q8_0 or Q4_0 tensors, dequantized before building)."""
-    task: Task = Task.EMBEDDINGS
+    task: Annotated[Task, _BY_VALUE] = Task.EMBEDDINGS
     """What the model is served for: text embeddings, text generation, or raw tensors in and out."""
     tokenizer: str | None = None
     """Tokenizer file relative to the source (default: the source's tokenizer.json)."""
-    pooling: Pooling = Pooling.AUTO
+    pooling: Annotated[Pooling, _BY_VALUE] = Pooling.AUTO
     """How token states become one embedding (`auto`: from the sentence-transformers config, else mean)."""
     normalize: bool | None = None
     """L2-normalize embeddings (default: what the sentence-transformers config says, else true)."""
@@ -196,7 +202,7 @@ class Calibration(Spec):
 
 
 class Accuracy(Spec):
-    metric: Metric | None = None
+    metric: Annotated[Metric, _BY_VALUE] | None = None
     """How the built model is compared to the fp32 reference: `cosine` of the pooled embeddings
     (default for embeddings) or `max_abs_error` of the outputs (default for tensors)."""
     threshold: float | None = None
@@ -298,7 +304,7 @@ class PrebuiltBuild(Spec):
 
 
 class Build(Spec):
-    strategy: Strategy = Strategy.AUTO
+    strategy: Annotated[Strategy, _BY_VALUE] = Strategy.AUTO
     """`local` compiles with the QNN EP here; `aihub` sends the compile to Qualcomm AI Hub; `prebuilt` only
     uses published context binaries; `auto` uses prebuilt ones when compatible, else compiles locally."""
     aihub: AiHubBuild = AiHubBuild()
@@ -310,13 +316,13 @@ class Build(Spec):
 
 
 class Runtime(Spec):
-    device: Device = Device.AUTO
+    device: Annotated[Device, _BY_VALUE] = Device.AUTO
     """Where to run: `npu`, `cpu`, or `auto` (the NPU when this host has one, else CPU)."""
-    fallback: Fallback = Fallback.CPU
+    fallback: Annotated[Fallback, _BY_VALUE] = Fallback.CPU
     """What to do when the NPU can't be used: run on the `cpu`, or `none` (stay not-ready with a reason)."""
     allow_simulator: bool = False
     """Let `device: npu` run on Qualcomm's HTP simulator (x86_64 hosts). Slow; for verification only."""
-    performance_mode: PerformanceMode = PerformanceMode.BURST
+    performance_mode: Annotated[PerformanceMode, _BY_VALUE] = PerformanceMode.BURST
     """HTP performance mode (`htp_performance_mode`)."""
     provider_options: dict[str, str] = {}
     """Extra QNN EP provider options, passed through as given."""
@@ -327,7 +333,7 @@ class Serve(Spec):
     """Public model name in the APIs (default: metadata.name)."""
     aliases: list[str] = []
     """Other names the model answers to."""
-    apis: list[Api] = [Api.OPENAI, Api.OIP, Api.OLLAMA]
+    apis: list[Annotated[Api, _BY_VALUE]] = [Api.OPENAI, Api.OIP, Api.OLLAMA]
     """Which HTTP APIs expose the model."""
     max_batch: int = Field(16, ge=1, le=1024)
     """Most requests merged into one inference."""
@@ -364,7 +370,7 @@ class DeploymentSpec(Spec):
     """Which model to deploy, and how to read it."""
     shapes: Shapes = Shapes()
     """Static shapes for the NPU graphs."""
-    precision: Precision = Precision.W8A16
+    precision: Annotated[Precision, _BY_VALUE] = Precision.W8A16
     """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only). Text generation
     from a transformers folder or a GGUF file: `w8a16` or `w4a16` (8- or 4-bit per-channel weights, 16-bit
     activations) build a QNN decoder-pipeline pack per target; `fp32` or `int4` build a CPU model with
@@ -429,16 +435,3 @@ def spec_digest(data: Any) -> str:
 
 SCHEMA_FILE = "modeldeployment.schema.json"
 """Name of the checked-in JSON Schema under the repository's top-level schema/ folder."""
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of a manifest document, for editors (yaml-language-server) and validators."""
-    schema = ModelDeployment.model_json_schema(by_alias=True)
-    target = schema["$defs"]["Target"]
-    short = {"type": "string", "enum": list(SOCS), "description": "A SoC alias, short for {alias: ...}."}
-    schema["$defs"]["Target"] = {"description": target.pop("description"), "anyOf": [short, target]}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://npuctl.dev/schema/{SCHEMA_FILE}",
-        **schema,
-    }
