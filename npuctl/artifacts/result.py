@@ -13,7 +13,7 @@ from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.models import Precision, Task
-from npuctl.schema.status import AccuracyStatus, ArtifactStatus
+from npuctl.schema.status import AccuracyStatus, ArtifactStatus, GenerationStatus
 
 
 class StepState(StrEnum):
@@ -71,6 +71,31 @@ class AccuracyResult:
 
 
 @dataclass(frozen=True)
+class GenerationReport:
+    """How a decoder-pipeline pack generates against the fp32 CPU reference, and where its work runs."""
+
+    tokens: int
+    """Greedy tokens compared per held-out prompt."""
+    first_divergence: int
+    """Worst prompt: index of the first token that differs (`tokens` when none does)."""
+    matching_tokens: int
+    """The bar for first_divergence (spec.accuracy.matchingTokens)."""
+    prompts: int
+    node_share: float
+    """Share of the pack's graph nodes on the QNN EP (embeddings, lm_head, GroupQueryAttention and the KV cache
+    stay on the CPU by design)."""
+    weight_share: float
+    """Share of the pack's weight bytes read by nodes on the QNN EP."""
+    stages: dict[str, Any]
+    """Stage -> {nodes, weight_bytes: {EP: n}, cpu_ops: {op: n}}."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "first_divergence": self.first_divergence,
+                "matching_tokens": self.matching_tokens, "prompts": self.prompts, "node_share": self.node_share,
+                "weight_share": self.weight_share, "stages": self.stages}
+
+
+@dataclass(frozen=True)
 class NpuArtifact:
     """A verified context binary for one (target, sequence bucket)."""
 
@@ -102,6 +127,9 @@ class NpuArtifact:
     """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
     compatibility: str | None = None
     """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
+    generation: GenerationReport | None = None
+    """Text generation: the greedy comparison and the stage placement of the decoder-pipeline pack (whose
+    first context wrapper is `context_model`)."""
 
     def status(self) -> ArtifactStatus:
         """What status shows of it."""
@@ -110,7 +138,8 @@ class NpuArtifact:
             target=self.target, soc_model=self.soc_model, bucket=self.bucket, precision=self.precision.value,
             sha256={f.path: f.sha256 for f in self.files}, npu_coverage=self.npu_coverage,
             accuracy=AccuracyStatus(metric=accuracy.metric, value=accuracy.value, threshold=accuracy.threshold)
-            if accuracy else None)
+            if accuracy else None,
+            generation=GenerationStatus.model_validate(self.generation.as_dict()) if self.generation else None)
 
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` shape of one artifact."""
@@ -121,6 +150,7 @@ class NpuArtifact:
             "files": [{"path": str(folder / f.path), "sha256": f.sha256, "size": f.size} for f in self.files],
             "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
             "steps": [s.as_dict() for s in self.steps],
+            **({"generation": self.generation.as_dict()} if self.generation else {}),
         }
 
 

@@ -88,8 +88,8 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
     if not path.exists():
         raise BuildError("resolve", f"{uri}: {path} does not exist")
     found = detect_format(path) if declared is Format.AUTO else declared
-    if found is Format.ONNX and path.is_dir():
-        path = _single_onnx(path, uri)
+    if found in (Format.ONNX, Format.GGUF) and path.is_dir():
+        path = _single_file(path, uri, ".onnx" if found is Format.ONNX else ".gguf")
     if found is Format.ONNX:
         _check_external_data(path, uri)
     hashes = _hashes(path)
@@ -106,7 +106,9 @@ def detect_format(path: Path) -> Format:
     if path.is_file():
         if path.suffix == ".onnx":
             return Format.ONNX
-        raise BuildError("resolve", f"{path}: not an .onnx file; point the source at an ONNX file or a model folder")
+        if path.suffix == ".gguf":
+            return Format.GGUF
+        raise BuildError("resolve", f"{path}: not an .onnx or .gguf file; point the source at one, or at a model folder")
     if (path / "genai_config.json").is_file():
         return Format.GENAI
     if (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES):
@@ -142,10 +144,10 @@ def _load_remote_resolvers() -> None:
     from npuctl.artifacts import download, hf  # noqa: F401
 
 
-def _single_onnx(folder: Path, uri: str) -> Path:
-    candidates = sorted(folder.glob("*.onnx"))
+def _single_file(folder: Path, uri: str, suffix: str) -> Path:
+    candidates = sorted(folder.glob(f"*{suffix}"))
     if len(candidates) != 1:
-        raise BuildError("resolve", f"{uri}: {folder} holds {len(candidates)} .onnx files; name one in the source")
+        raise BuildError("resolve", f"{uri}: {folder} holds {len(candidates)} {suffix} files; name one in the source")
     return candidates[0]
 
 

@@ -106,6 +106,9 @@ def _print_result(result: BuildResult) -> None:
         console.print(f"{result.deployment} {artifact.target} (soc {artifact.soc_model}) bucket {artifact.bucket} "
                       f"{artifact.precision.value}: {measured}, "
                       f"NPU coverage {artifact.npu_coverage:.0%}\n  {artifact.context_model}")
+        generation = artifact.status().generation
+        for line in generation.lines() if generation else []:
+            console.print(f"  {line}", markup=False, soft_wrap=True)
     if not result.artifacts:
         console.print(f"{result.deployment}: {result.precision.value} runs on the CPU: {result.cpu_model}")
 

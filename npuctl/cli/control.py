@@ -196,6 +196,8 @@ def describe(name: str, agent_url: str | None) -> None:
     for a in status.artifacts:
         console.print(f"  {a.target} soc {a.soc_model} bucket {a.bucket} {a.precision}: {a.measured}, "
                       f"NPU coverage {a.npu_coverage or 0:.0%}", markup=False, soft_wrap=True)
+        for line in a.generation.lines() if a.generation else []:
+            console.print(f"    {line}", markup=False, soft_wrap=True)
     console.print("events:")
     _print_events(status.events)
 

@@ -91,8 +91,11 @@ class GenerationModel:
         returns: GuidanceError comes here, not from the first step."""
         og = _genai()
         params = og.GeneratorParams(self._model)
-        options: dict[str, Any] = {"max_length": min(self.context_length, len(prompt) + sampling.max_new_tokens),
-                                   "do_sample": sampling.temperature > 0}
+        # A decoder-pipeline pack gets its whole KV cache: given less than its prefill window, onnxruntime-genai
+        # aborts the process. The loop below stops after max_new_tokens either way.
+        room = self.context_length if self.pack.pipeline else min(self.context_length,
+                                                                  len(prompt) + sampling.max_new_tokens)
+        options: dict[str, Any] = {"max_length": room, "do_sample": sampling.temperature > 0}
         if sampling.temperature > 0:
             options |= {"temperature": sampling.temperature, "top_p": sampling.top_p}
             if sampling.top_k:
@@ -141,11 +144,16 @@ def _step(token: int, logits: Any, top: int) -> Step:
 
 def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts,
                    view_cache: Path | None = None) -> GenerationModel:
-    """Load `artifacts.model_dir` (an onnxruntime-genai folder) under the deployment's runtime rules.
+    """Load `artifacts.model_dir` (an onnxruntime-genai folder) under the deployment's runtime rules; when the
+    build made decoder-pipeline packs (`artifacts.context_binaries`: each pack's first context wrapper), the
+    pack for this host's SoC, else model_dir on the CPU as the fallback allows.
     view_cache: where a QNN pack's host-adapted config goes (default: beside the artifact store)."""
     folder = artifacts.model_dir
     if folder is None:
         raise NotServable(Reason.NO_CPU_MODEL, "a text-generation deployment needs an onnxruntime-genai model folder")
+    built = place(deployment.spec.runtime, host, artifacts) if artifacts.context_binaries else None
+    if built is not None and built.on_npu:
+        folder = built.binaries[0].path.parent
     try:
         pack = read_pack(folder)
     except PackError as exc:
@@ -153,7 +161,7 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
     if not (folder / "tokenizer.json").is_file():
         raise NotServable(Reason.NO_TOKENIZER, f"{folder} has no tokenizer.json")
     runtime = deployment.spec.runtime
-    placement = _placement(deployment, pack, host)
+    placement = built if built is not None and not built.on_npu else _placement(deployment, pack, host)
     og = _genai()
     if placement.on_npu:
         try:

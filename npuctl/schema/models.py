@@ -47,6 +47,7 @@ class Format(StrEnum):
     TRANSFORMERS = "transformers"
     EP_CONTEXT = "ep-context"
     GENAI = "genai"
+    GGUF = "gguf"
 
 
 class Task(StrEnum):
@@ -68,6 +69,7 @@ class Precision(StrEnum):
     FP16 = "fp16"
     W8A8 = "w8a8"
     W8A16 = "w8a16"
+    W4A16 = "w4a16"
     INT4 = "int4"
 
 
@@ -147,7 +149,8 @@ class ModelSource(Spec):
     """Allow an `https:` source without a sha256 pin. Not for production."""
     format: Annotated[Format, _BY_VALUE] = Format.AUTO
     """What the source holds. `auto` detects it: an .onnx file, a transformers folder (config.json +
-    weights), an EPContext pack (wrapper ONNX + .bin), or an onnxruntime-genai folder."""
+    weights), an EPContext pack (wrapper ONNX + .bin), an onnxruntime-genai folder, or a .gguf file
+    (text generation: F32, F16, BF16, Q8_0 or Q4_0 tensors, dequantized before building)."""
     task: Annotated[Task, _BY_VALUE] = Task.EMBEDDINGS
     """What the model is served for: text embeddings, text generation, or raw tensors in and out."""
     tokenizer: str | None = None
@@ -201,6 +204,44 @@ class Accuracy(Spec):
     """Minimum cosine, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error."""
     samples: int = Field(8, ge=1, le=1000)
     """Held-out inputs (never the calibration inputs) to measure on."""
+    tokens: int = Field(16, ge=1, le=1024)
+    """Text generation: greedy tokens generated per held-out prompt, on the NPU pack and on the fp32 CPU
+    reference, to compare."""
+    matching_tokens: int | None = Field(None, ge=0, le=1024)
+    """Text generation: how far the NPU pack's greedy tokens must agree with the reference's, in every
+    held-out prompt, before the first difference (default: all `tokens`). The first-token logits must also
+    reach `threshold` cosine (default 0.98)."""
+
+
+class Generation(Spec):
+    """Text generation on the NPU: the shapes of the decoder-pipeline pack (w8a16, w4a16)."""
+
+    window: int = Field(64, ge=1, le=4096)
+    """Prefill window: the static sequence length of each context graph. A prompt is fed in chunks of this
+    many tokens; one token at a time after it (the iterator graphs)."""
+    context_length: int | None = Field(None, ge=2, le=131072)
+    """KV cache length: most tokens (prompt + answer) one generation holds. Default: the model's
+    max_position_embeddings, at most 4096. Must be longer than `window`."""
+    splits: int | Literal["auto"] = "auto"
+    """How many parts the transformer layers are cut into, each its own context/iterator graph pair.
+    `auto` estimates each graph's weight bytes at the chosen precision and takes the fewest parts that keep
+    every graph under 1 GiB, half of QNN's ~2 GB finalize limit (error 1002)."""
+    weight_sharing: bool = False
+    """Compile each context/iterator pair into one `.bin` that holds their weights once. Off by default:
+    such a binary crashes while loading on Qualcomm's HTP simulator (x86_64); on a Snapdragon it is unverified."""
+
+    @field_validator("splits")
+    @classmethod
+    def _positive_splits(cls, splits: int | str) -> int | str:
+        if isinstance(splits, int) and not 1 <= splits <= 64:
+            raise ValueError(f"splits {splits} is out of range: give 1 to 64, or auto")
+        return splits
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> Generation:
+        if self.context_length is not None and self.context_length <= self.window:
+            raise ValueError(f"contextLength {self.context_length} must be longer than window {self.window}")
+        return self
 
 
 class Target(Spec):
@@ -331,11 +372,15 @@ class DeploymentSpec(Spec):
     """Static shapes for the NPU graphs."""
     precision: Annotated[Precision, _BY_VALUE] = Precision.W8A16
     """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only). Text generation
-    built from a transformers folder: `fp32` or `int4` (onnxruntime-genai's CPU model builder)."""
+    from a transformers folder or a GGUF file: `w8a16` or `w4a16` (8- or 4-bit per-channel weights, 16-bit
+    activations) build a QNN decoder-pipeline pack per target; `fp32` or `int4` build a CPU model with
+    onnxruntime-genai's model builder."""
     calibration: Calibration = Calibration()
     """Inputs that set the quantization ranges."""
     accuracy: Accuracy = Accuracy()
     """The bar the built model must clear against the fp32 reference."""
+    generation: Generation = Generation()
+    """Text generation on the NPU: prefill window, KV cache length, splits."""
     targets: list[Target] = Field(default_factory=lambda: [Target(alias="x-elite")], min_length=1)
     """Devices to build context binaries for (aliases or socModel numbers)."""
     build: Build = Build()

@@ -31,6 +31,46 @@ class AccuracyStatus(Fact):
     """The manifest's bar (spec.accuracy.threshold)."""
 
 
+class StagePlacement(Fact):
+    """Where one graph of a decoder-pipeline pack runs."""
+
+    nodes: dict[str, int]
+    """Execution provider -> nodes it took."""
+    weight_bytes: dict[str, int]
+    """Execution provider -> weight bytes its nodes read."""
+    cpu_ops: dict[str, int]
+    """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache by design)."""
+
+
+class GenerationStatus(Fact):
+    """A text-generation pack's greedy check against the fp32 CPU reference, and where its work runs."""
+
+    tokens: int
+    """Greedy tokens compared per held-out prompt."""
+    first_divergence: int
+    """Worst prompt: index of the first token that differs (`tokens` when none does)."""
+    matching_tokens: int
+    """The bar for firstDivergence (spec.accuracy.matchingTokens)."""
+    prompts: int
+    node_share: float
+    """Share of the pack's graph nodes on the QNN EP."""
+    weight_share: float
+    """Share of the pack's weight bytes read by nodes on the QNN EP."""
+    stages: dict[str, StagePlacement]
+    """Each graph of the pack, by stage name."""
+
+    def lines(self) -> list[str]:
+        """The check and each stage's placement, in words (for describe and build)."""
+        lines = [f"greedy tokens match the fp32 reference through {self.first_divergence} of {self.tokens} "
+                 f"(bar {self.matching_tokens}, {self.prompts} prompts); on QNN: {self.node_share:.0%} of "
+                 f"nodes, {self.weight_share:.0%} of weight bytes"]
+        for name, stage in self.stages.items():
+            nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
+            cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())
+            lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if "QNNExecutionProvider" in stage.nodes else ""))
+        return lines
+
+
 class ArtifactStatus(Fact):
     """One verified context binary: for which device, at what precision and sequence bucket, how accurate."""
 
@@ -46,6 +86,8 @@ class ArtifactStatus(Fact):
     """None for a prebuilt pack with nothing to compare it with."""
     npu_coverage: float | None = None
     """Share of graph nodes the QNN EP took, 0..1."""
+    generation: GenerationStatus | None = None
+    """Text generation: the greedy check and the stage placement of the decoder-pipeline pack."""
 
     @property
     def measured(self) -> str:

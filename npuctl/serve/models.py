@@ -43,6 +43,8 @@ class ModelStatus:
     """The execution provider the sessions really got."""
     npu_coverage: float | None = None
     """Share of graph nodes on the QNN EP."""
+    stages: tuple[StageStatus, ...] = ()
+    """A text-generation model's graphs (a decoder-pipeline pack's stages) and where each runs."""
 
     @property
     def on_npu(self) -> bool:
@@ -50,6 +52,15 @@ class ModelStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    name: str
+    where: str
+    """npu, npu-simulator or cpu: the EP its session gets (a pack's context/iterator graphs are QNN EPContext
+    nodes with GroupQueryAttention and the KV cache on the CPU beside them)."""
+    nodes: int
 
 
 class ServedModel:
@@ -198,8 +209,10 @@ class GenerationService(ServedModel):
 
     def __init__(self, deployment: ModelDeployment, model: GenerationModel) -> None:
         info = model.info
+        stages = tuple(StageStatus(s.name, info.where.value if s.on_qnn else Where.CPU.value, s.nodes)
+                       for s in model.pack.stages)
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
-                                                 info.npu_coverage))
+                                                 info.npu_coverage, stages))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)

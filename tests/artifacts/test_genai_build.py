@@ -20,6 +20,6 @@ def test_a_transformers_chat_model_builds_once_into_a_genai_folder(
 
 
 def test_a_precision_the_builder_lacks_is_refused_before_building(tiny_llama_source: Path, tmp_path: Path) -> None:
-    manifest = tiny_llama_manifest(tmp_path, tiny_llama_source, precision="w8a16")
-    with pytest.raises(BuildError, match="use fp32 or int4"):
+    manifest = tiny_llama_manifest(tmp_path, tiny_llama_source, precision="w8a8")
+    with pytest.raises(BuildError, match="use fp32 or int4, or w8a16 / w4a16 for a QNN decoder-pipeline pack"):
         build_deployment(manifest, store=Store(tmp_path / "store"))

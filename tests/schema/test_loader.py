@@ -35,7 +35,7 @@ def test_three_mistakes_three_errors_at_their_positions() -> None:
 def test_error_message_reads_file_line_column_path_message() -> None:
     text = HEAD + "metadata: {name: m}\nspec:\n  model: {source: 'pkg:x/y'}\n  precision: int3\n"
     (error,) = load_text(text, "dir/m.yaml").errors
-    assert str(error) == f"{Path('dir/m.yaml')}:6:14: spec.precision: 'int3' is not one of fp32, fp16, w8a8, w8a16, int4"
+    assert str(error) == f"{Path('dir/m.yaml')}:6:14: spec.precision: 'int3' is not one of fp32, fp16, w8a8, w8a16, w4a16, int4"
 
 
 def test_positions_inside_sequence_items() -> None:

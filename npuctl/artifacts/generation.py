@@ -1,0 +1,24 @@
+"""Which build a text-generation deployment gets: a GGUF file is first dequantized into a transformers folder;
+then w8a16 / w4a16 build QNN decoder-pipeline packs, and fp32 / int4 a CPU model with onnxruntime-genai's
+builder (an onnxruntime-genai folder is served as it is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npuctl.artifacts import decoder_pack, genai, gguf_source
+from npuctl.artifacts.result import BuildResult, StepRun
+from npuctl.artifacts.sources import ResolvedSource
+from npuctl.artifacts.steps import Runner
+from npuctl.schema.models import Format, ModelDeployment, Target
+
+
+def build(deployment: ModelDeployment, source: ResolvedSource, resolve_run: StepRun, runner: Runner,
+          targets: list[Target], base_dir: Path) -> BuildResult:
+    earlier: tuple[StepRun, ...] = (resolve_run,)
+    if source.format is Format.GGUF:
+        source, convert_run = gguf_source.convert_step(source, runner.run)
+        earlier += (convert_run,)
+    if deployment.spec.precision in decoder_pack.NPU_PRECISIONS:
+        return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir)
+    return genai.build_generation(deployment, source, earlier, runner.run)

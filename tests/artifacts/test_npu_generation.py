@@ -1,0 +1,116 @@
+"""Chat models built for the NPU here: the trained tiny Llama and Qwen2 become QNN decoder-pipeline packs
+(Olive's passes, context binaries for the HTP simulator), verified by greedy decoding against the fp32 CPU
+reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from npuctl.artifacts import BuildError
+from npuctl.artifacts.result import NpuArtifact
+from npuctl.runtime.devices import NpuKind, detect_host
+from tests.tiny_chat import CONTEXT, TinyChat
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
+
+NPU_STEPS = ["resolve", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile", "verify"]
+
+
+def context_binaries(wrapper: Path) -> set[str]:
+    """The .bin files a wrapper's EPContext nodes name."""
+    return {a.s.decode() for n in onnx.load(str(wrapper), load_external_data=False).graph.node
+            if n.op_type == "EPContext" for a in n.attribute if a.name == "ep_cache_context"}
+
+
+def pack_of(artifact: NpuArtifact) -> Path:
+    return artifact.context_model.parent
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
+        tiny_chat: TinyChat, architecture: str) -> None:
+    built = tiny_chat.build(f"tiny-{architecture}", architecture)
+    assert [s.name for s in built.steps] == NPU_STEPS
+    [artifact] = built.artifacts
+    assert (artifact.target, artifact.soc_model, artifact.compatibility.split(":")[5]) == ("x-elite", 60, "60")
+    report = artifact.generation
+    assert report is not None and report.first_divergence == report.tokens == 16
+    assert artifact.accuracy is not None and artifact.accuracy.value >= 0.98
+    pack = pack_of(artifact)
+    config = json.loads((pack / "genai_config.json").read_text())["model"]
+    assert config["type"] == "decoder-pipeline" and config["decoder"]["sliding_window"]["window_size"] == 64
+    assert config["context_length"] == 256
+    stages = config["decoder"]["pipeline"][0]
+    assert list(stages) == ["embeddings", "context_ctx", "iterator_ctx", "lm_head"]
+    for name in ("context_ctx", "iterator_ctx"):
+        assert stages[name]["session_options"]["provider_options"][0]["qnn"]["soc_model"] == "60"
+    assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
+    # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
+    # embeddings and lm_head on the CPU, as designed.
+    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s]["cpu_ops"]} == {"GroupQueryAttention"}
+    assert report.stages["embeddings"]["nodes"].keys() == {"CPUExecutionProvider"}
+    assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
+
+
+def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(
+        tiny_chat: TinyChat) -> None:
+    plain = tiny_chat.build("tiny-llama", "llama").artifacts[0]
+    pack = pack_of(plain)
+    assert context_binaries(pack / "context_ctx.onnx") == {"context_ctx_qnn.bin"}
+    assert context_binaries(pack / "iterator_ctx.onnx") == {"iterator_ctx_qnn.bin"}
+    with pytest.raises(BuildError) as failed:
+        tiny_chat.build("tiny-llama-shared", "llama", generation={"contextLength": 256, "weightSharing": True})
+    # The shared pack is built; loading it crashes inside libQnnHtp.so on the simulator, and verify says so.
+    assert failed.value.step == "verify" and "weightSharing" in failed.value.message
+    compiled = [r for r in tiny_chat.store.records() if r.step == "compile" and r.details.get("weight_sharing")]
+    [shared] = compiled
+    assert context_binaries(shared.path("context_ctx.onnx")) == context_binaries(shared.path("iterator_ctx.onnx"))
+    assert len([f for f in shared.files if f.path.endswith(".bin")]) == 1
+
+
+def test_targets_share_every_step_up_to_compile_and_x2_elite_gets_its_own_binaries(tiny_chat: TinyChat) -> None:
+    first = tiny_chat.build("tiny-llama", "llama")
+    both = tiny_chat.build("tiny-llama-fleet", "llama", targets=["x-elite", "x2-elite"])
+    ran = [(s.name, s.cached) for s in both.steps]
+    assert ran[:5] == [(name, True) for name in NPU_STEPS[:5]]
+    assert {a.target: a.soc_model for a in both.artifacts} == {"x-elite": 60, "x2-elite": 88}
+    x2 = next(a for a in both.artifacts if a.target == "x2-elite")
+    assert x2.compatibility is not None and x2.compatibility.split(":")[5] == "88"
+    assert x2.generation is not None and x2.generation.first_divergence == 16
+    assert both.artifacts[0].context_model == first.artifacts[0].context_model
+
+
+def test_a_second_build_runs_nothing_and_a_precision_change_reruns_only_what_depends_on_it(
+        tiny_chat: TinyChat) -> None:
+    tiny_chat.build("tiny-llama", "llama")
+    again = tiny_chat.build("tiny-llama-again", "llama", serve={"name": "other", "maxBatch": 2})
+    assert again.all_cached
+    w4 = tiny_chat.build("tiny-llama-w4", "llama", precision="w4a16")
+    assert {s.name: s.cached for s in w4.steps} == {
+        "resolve": True, "genai-builder": True, "llm-surgeries": True, "llm-quantize": False, "llm-static": False,
+        "compile": False, "verify": False}
+    assert w4.artifacts[0].generation is not None
+
+
+def test_unsupported_architecture_is_refused_naming_it(tiny_chat: TinyChat, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BuildError, match=r"architecture 'gpt2' \(GPT2LMHeadModel\) cannot be built for the NPU"):
+        tiny_chat.build("tiny-gpt2", f"file:{tmp_path}")
+
+
+def test_a_window_or_kv_cache_past_the_models_context_is_refused_naming_the_knob(tiny_chat: TinyChat) -> None:
+    with pytest.raises(BuildError, match=rf"spec.generation.window 600 is not shorter than the model's context of {CONTEXT}"):
+        tiny_chat.build("tiny-wide", "llama", generation={"window": 600})
+    with pytest.raises(BuildError, match=r"spec.generation.contextLength 1024 is longer than the model's context"):
+        tiny_chat.build("tiny-long", "llama", generation={"contextLength": 1024})
+
+
+def test_an_soc_the_qnn_sdk_cannot_compile_for_fails_the_build_naming_the_target(tiny_chat: TinyChat) -> None:
+    with pytest.raises(BuildError, match=r"QNN EP took none of the \d+ nodes .* for soc 999.*targets\[\]\.socModel"):
+        tiny_chat.build("tiny-soc999", "llama", targets=[{"socModel": 999}])

@@ -1,0 +1,61 @@
+"""Decoder-pipeline packs built here, served from the HTP simulator through onnxruntime-genai with the QNN plugin,
+and talked to with the official openai client over real HTTP; the CPU reference is the same deployment served
+with runtime.device: cpu (the fp32 genai model of the same build)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from npuctl.runtime.devices import NpuKind, detect_host
+from npuctl.serve.models import load_served
+from npuctl.serve.oneshot import artifacts_of
+from tests.serve.conftest import Serve
+from tests.tiny_chat import PROMPTS, TinyChat
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_the_cpu_reference(
+        tiny_chat: TinyChat, serve: Serve, architecture: str) -> None:
+    name = f"tiny-{architecture}"
+    built = tiny_chat.build(name, architecture)
+    npu = load_served(tiny_chat.manifest(name, architecture).deployment, artifacts_of(built))
+    assert npu.status.ready, npu.status
+    assert (npu.status.where, npu.status.provider) == ("npu-simulator", "QNNExecutionProvider")
+    assert {s.name: s.where for s in npu.status.stages} == {
+        "embeddings": "cpu", "context_ctx": "npu-simulator", "iterator_ctx": "npu-simulator", "lm_head": "cpu"}
+    cpu_manifest = tiny_chat.manifest(f"{name}-cpu", architecture, runtime={"device": "cpu"})
+    cpu = load_served(cpu_manifest.deployment, artifacts_of(built))
+    assert cpu.status.where == "cpu"
+    server = serve(npu, cpu)
+    api = client(server.url)
+    chunks = list(api.chat.completions.create(
+        model=name, messages=[{"role": "user", "content": "Hello world, how are you?"}], max_tokens=12,
+        temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    for prompt in PROMPTS:
+        on_npu = api.completions.create(model=name, prompt=prompt, max_tokens=16, temperature=0)
+        on_cpu = api.completions.create(model=f"{name}-cpu", prompt=prompt, max_tokens=16, temperature=0)
+        assert on_npu.choices[0].text == on_cpu.choices[0].text
+        assert on_npu.usage is not None and on_npu.usage.completion_tokens >= 8
+    metadata = httpx.get(f"{server.url}/v2/models/{name}").json()
+    assert [s["where"] for s in metadata["status"]["stages"]] == ["cpu", "npu-simulator", "npu-simulator", "cpu"]
+
+
+def test_an_x2_elite_pack_is_refused_on_an_x_elite_host_with_the_reason(tiny_chat: TinyChat) -> None:
+    manifest = tiny_chat.manifest("tiny-llama-x2", "llama", targets=["x2-elite"])
+    built = tiny_chat.build("tiny-llama-x2", "llama", targets=["x2-elite"])
+    x_elite_host = detect_host().with_overrides({"soc": "x-elite"})
+    served = load_served(manifest.deployment, artifacts_of(built), x_elite_host)
+    assert not served.status.ready
+    assert served.status.reason == "NoContextBinary"
+    assert "X Elite" in served.status.message and "fallback is none" in served.status.message

@@ -1,0 +1,46 @@
+"""The trained tiny chat models (Llama, Qwen2) of a test session, their manifests and NPU builds: each model
+is trained once and every build goes through one store, so a build the session already made is all cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from npuctl.artifacts import BuildResult, Store, build_deployment
+from npuctl.schema.loader import LoadedDeployment
+from tests.manifests import write_deployment
+from tests.tiny_llama import TRAINED_HELD_OUT, make_tiny_decoder
+
+TRAIN_STEPS = 100
+CONTEXT = 512
+"""max_position_embeddings of the tiny models: a window or KV cache past it must be refused."""
+PROMPTS = ("Hello world, how", "Where is the")
+"""Prompts the trained models continue peakedly (from CORPUS and the held-out sentences they learned)."""
+
+
+class TinyChat:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store = Store(root / "store")
+        self._sources: dict[str, Path] = {}
+
+    def source(self, architecture: str) -> Path:
+        """The trained `llama` or `qwen2` checkpoint folder."""
+        if architecture not in self._sources:
+            self._sources[architecture] = make_tiny_decoder(self.root / architecture, architecture,
+                                                            train_steps=TRAIN_STEPS, context_length=CONTEXT)
+        return self._sources[architecture]
+
+    def manifest(self, name: str, source: str, **spec: Any) -> LoadedDeployment:
+        """A text-generation manifest (w8a16 for x-elite on the simulator unless `spec` says otherwise);
+        `source` is an architecture name or a `file:` URI."""
+        uri = source if ":" in source else f"file:{self.source(source)}"
+        body = {"model": {"source": uri, "task": "text-generation"}, "precision": "w8a16", "targets": ["x-elite"],
+                "generation": {"contextLength": 256}, "accuracy": {"samples": TRAINED_HELD_OUT},
+                "runtime": {"device": "npu", "allowSimulator": True, "fallback": "none"}} | spec
+        folder = self.root / "manifests"
+        folder.mkdir(exist_ok=True)
+        return write_deployment(folder, name, body)
+
+    def build(self, name: str, source: str, **spec: Any) -> BuildResult:
+        return build_deployment(self.manifest(name, source, **spec), store=self.store)
