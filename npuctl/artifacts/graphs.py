@@ -91,6 +91,17 @@ def clamp_mask_constants(model: onnx.ModelProto) -> int:
     return changed
 
 
+def read_inputs(model_path: Path) -> tuple[list[InputSpec], bool]:
+    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return inputs_of(model), has_sequence_axis(model)
+
+
+def fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
+                 for axis, d in enumerate(shape))
+
+
 def save(model: onnx.ModelProto, path: Path) -> None:
     """Save, putting weights in one external file only when the 2 GB protobuf limit requires it."""
     if model.ByteSize() < 2**31 - 2**24:

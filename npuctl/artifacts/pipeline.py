@@ -11,9 +11,9 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify
+from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify, verify_scores
 from npuctl.artifacts.graphs import MODEL_FILE
-from npuctl.artifacts.errors import AccuracyError, BuildError, NotBuiltError
+from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import (
     AccuracyResult,
     BuildResult,
@@ -26,12 +26,12 @@ from npuctl.artifacts.result import (
 from npuctl.artifacts.sources import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
-from npuctl.runtime import pooling
+from npuctl.runtime import pooling, scoring
 from npuctl.schema.loader import LoadedDeployment
-from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Strategy, Target, Task
+from npuctl.schema.models import Format, ModelDeployment, Precision, Strategy, Target, Task
 from npuctl.schema.targets import describe_soc
 
-DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05}
+SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
 
 
 def build_deployment(
@@ -146,7 +146,7 @@ class _Build:
             for entry in from_pack.get(target.name, []):
                 artifacts.append(self._import(target, entry, pack, resolve_runs))  # type: ignore[arg-type]
         if fp32 is not None and to_compile and self.spec.precision is not Precision.FP32:
-            specs, sequence_axis = _inputs(fp32.path)
+            specs, sequence_axis = graphs.read_inputs(fp32.path)
             buckets = self.spec.shapes.sequence_lengths if sequence_axis else [0]
             for bucket in buckets:
                 try:
@@ -234,9 +234,15 @@ class _Build:
             return _Fp32(source.path, source.digest, source.folder, (resolve_run,))
         parameters = {"opset": export.OPSET, "torch": dist_version("torch"),
                       "transformers": dist_version("transformers")}
+        head = self.spec.model.task in SCORING_TASKS
+        if head:  # embeddings keep their keys: the parameter is only there for heads
+            parameters["head"] = "sequence-classification"
 
         def work(out: Path) -> dict[str, Any]:
-            return {"input_names": export.export_transformers(source.path, out)}
+            names = export.export_transformers(source.path, out, head=head)
+            if self.spec.model.task is Task.CLASSIFICATION:
+                _labels(out)
+            return {"input_names": names}
 
         record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
         return _Fp32(record.path(MODEL_FILE), record.digest, record.folder, (resolve_run, run))
@@ -276,7 +282,7 @@ class _Build:
             return {}
 
         pre, pre_run = run("preprocess", {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
-        static_specs = [graphs.InputSpec(s.name, s.dtype, _fixed_shape(s.shape, batch, bucket)) for s in specs]
+        static_specs = [graphs.InputSpec(s.name, s.dtype, graphs.fixed_shape(s.shape, batch, bucket)) for s in specs]
         calibration_texts = inputs.calibration_texts_for(self.spec, self.base_dir)
         steps = [*fp32.steps, static_run, fixes_run, pre_run]
         compile_input, qdq = pre, None
@@ -327,32 +333,30 @@ class _Build:
                 "compile", {"model": compile_input.digest},
                 facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
                 compile_work, target=name, bucket=bucket)
-        metric = self.spec.accuracy.metric or (Metric.COSINE if self.spec.model.task is Task.EMBEDDINGS
-                                               else Metric.MAX_ABS_ERROR)
-        threshold = self.spec.accuracy.threshold
-        threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
+        task = self.spec.model.task
+        metric, threshold = verify.bar(self.spec)
         pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
-                if self.spec.model.task is Task.EMBEDDINGS else None)
+                if task is Task.EMBEDDINGS else None)
+        head = _labels(self.model_dir) if task is Task.CLASSIFICATION else None
 
         def verify_work(out: Path) -> dict[str, Any]:
-            measured = verify.measure(compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE), held_out,
-                                      soc_model=soc, fp16=fp16, metric=metric, pool=pool)
-            if not measured.passes(threshold):
-                relation = "below the required" if metric is Metric.COSINE else "above the allowed"
-                raise AccuracyError(
-                    f"{metric.value} {measured.value:.6f} on {name} ({precision.value}, bucket {bucket}) is "
-                    f"{relation} {threshold} (spec.accuracy.threshold)",
-                    metric=metric.value, value=measured.value, threshold=threshold)
+            context, fp32 = compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE)
+            measured = (verify_scores.measure(context, fp32, held_out, soc_model=soc, fp16=fp16, metric=metric,
+                                              head=head) if task in SCORING_TASKS else
+                        verify.measure(context, fp32, held_out, soc_model=soc, fp16=fp16, metric=metric, pool=pool))
+            verify.check(measured, threshold, self.spec.accuracy.min_agreement, f"{name} ({precision.value}, bucket {bucket})")
             # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
             coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))
             return facts | {
                 "accuracy": {"metric": metric.value, "value": measured.value, "mean": measured.mean,
-                             "threshold": threshold, "samples": measured.samples},
+                             "threshold": threshold, "samples": measured.samples, "agreement": measured.agreement},
                 "npu_coverage": coverage, "coverage": measured.coverage.as_dict(),
             }
 
         verify_params = {"metric": metric.value, "threshold": threshold, "soc_model": soc, "fp16": fp16,
                          "pooling": [pool.mode.value, pool.normalize] if pool else None}
+        if task in SCORING_TASKS:
+            verify_params["min_agreement"] = self.spec.accuracy.min_agreement
         verified, verify_run = self.runner.run(
             "verify", {"context": compiled.digest, "reference": reference.digest,
                        "held_out": inputs.feeds_digest(held_out)},
@@ -364,7 +368,7 @@ class _Build:
             context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
             qdq_model=qdq.path(MODEL_FILE) if qdq else None, static_model=fixed.path(MODEL_FILE),
             accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
-                                    accuracy["mean"], accuracy["samples"]),
+                                    accuracy["mean"], accuracy["samples"], accuracy.get("agreement")),
             npu_coverage=verified.details["npu_coverage"], qnn_sdk=compiled.details.get("qnn_sdk_compiled") or sdk,
             files=compiled.files, steps=(*steps, compile_run, verify_run),
             origin="aihub" if compiled.step == "aihub-compile" else "local",
@@ -384,12 +388,8 @@ def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> l
     return list({id(known[n]): known[n] for n in names}.values())
 
 
-def _inputs(model_path: Path) -> tuple[list[graphs.InputSpec], bool]:
-    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    return graphs.inputs_of(model), graphs.has_sequence_axis(model)
-
-
-def _fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
-    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
-                 for axis, d in enumerate(shape))
+def _labels(model_dir: Path | None) -> scoring.Head:
+    try:
+        return scoring.read_head(model_dir, need_labels=True)
+    except scoring.HeadError as exc:
+        raise BuildError("export", str(exc)) from exc

@@ -62,9 +62,12 @@ class AccuracyResult:
     threshold: float
     mean: float
     samples: int
+    agreement: float | None = None
+    """Rerank, classification, text2text-generation: share of held-out comparisons that agree with fp32."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": self.value, "threshold": self.threshold}
+        agreement = {} if self.agreement is None else {"agreement": self.agreement}
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold} | agreement
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ from npuctl.runtime.embeddings import EmbeddingModel
 from npuctl.runtime.generation import GenerationModel, load_generator
 from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, fall_back, place
 from npuctl.runtime.pooling import pooling_config
+from npuctl.runtime.scoring import HeadError, ScoringModel, read_head
 from npuctl.runtime.sessions import OpenedSession, RunInfo, open_cpu, open_npu
 from npuctl.runtime.tensors import TensorModel
 from npuctl.runtime.text import TextEncoder
 from npuctl.schema.models import ModelDeployment, Task
 
-LoadedModel = EmbeddingModel | TensorModel | GenerationModel
+LoadedModel = EmbeddingModel | TensorModel | GenerationModel | ScoringModel
+SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
 
 
 def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> LoadedModel:
@@ -28,9 +30,15 @@ def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFact
         return TensorModel(next(iter(sessions.values())), info)
     tokenizer = artifacts.tokenizer
     if tokenizer is None or not tokenizer.is_file():
-        raise NotServable(Reason.NO_TOKENIZER, f"an embeddings deployment needs a tokenizer.json (have: {tokenizer})")
+        raise NotServable(Reason.NO_TOKENIZER, f"a {spec.model.task.value} deployment needs a tokenizer.json (have: {tokenizer})")
     buckets = [length for length in sessions if length is not None]
     encoder = TextEncoder(tokenizer, max_input_tokens(deployment, buckets))
+    if spec.model.task in SCORING_TASKS:
+        try:
+            head = read_head(artifacts.model_dir, need_labels=spec.model.task is Task.CLASSIFICATION)
+            return ScoringModel(sessions, encoder, head, info)
+        except HeadError as exc:
+            raise NotServable(Reason.NO_LABELS, str(exc)) from exc
     pooling = pooling_config(artifacts.model_dir, spec.model.pooling, spec.model.normalize)
     return EmbeddingModel(sessions, encoder, pooling, info)
 

@@ -31,6 +31,8 @@ class Reason(StrEnum):
     SESSION_FAILED = "SessionFailed"
     NOT_ON_NPU = "NotOnNPU"
     NO_TOKENIZER = "NoTokenizer"
+    NO_LABELS = "NoLabels"
+    """A classifier whose config.json does not name its labels (id2label)."""
 
 
 class NotServable(Exception):

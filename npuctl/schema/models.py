@@ -47,6 +47,9 @@ class Task(StrEnum):
     EMBEDDINGS = "embeddings"
     TEXT_GENERATION = "text-generation"
     TENSOR = "tensor"
+    RERANK = "rerank"
+    CLASSIFICATION = "classification"
+    TEXT2TEXT_GENERATION = "text2text-generation"
 
 
 class Pooling(StrEnum):
@@ -68,6 +71,7 @@ class Precision(StrEnum):
 class Metric(StrEnum):
     COSINE = "cosine"
     MAX_ABS_ERROR = "max_abs_error"
+    AGREEMENT = "agreement"
 
 
 class Strategy(StrEnum):
@@ -142,7 +146,10 @@ class ModelSource(Spec):
     """What the source holds. `auto` detects it: an .onnx file, a transformers folder (config.json +
     weights), an EPContext pack (wrapper ONNX + .bin), or an onnxruntime-genai folder."""
     task: Task = Task.EMBEDDINGS
-    """What the model is served for: text embeddings, text generation, or raw tensors in and out."""
+    """What the model is served for: `embeddings`, `text-generation` (decoder LLMs), `tensor` (raw tensors in and
+    out), `rerank` (a cross-encoder scoring query-document pairs: /v1/rerank), `classification` (a sequence
+    classifier, labels from config.json's id2label: /v1/classify) or `text2text-generation` (an encoder-decoder
+    such as T5, Flan-T5 or BART: /v1/completions and /v1/chat/completions)."""
     tokenizer: str | None = None
     """Tokenizer file relative to the source (default: the source's tokenizer.json)."""
     pooling: Pooling = Pooling.AUTO
@@ -175,6 +182,8 @@ class Shapes(Spec):
     """Static batch size of the NPU graphs."""
     sequence_lengths: list[Annotated[int, Field(ge=1, le=32768)]] = Field([128], min_length=1)
     """Sequence-length buckets: one static NPU graph each. A request goes to the smallest bucket it fits."""
+    max_output_tokens: int = Field(64, ge=1, le=4096)
+    """text2text-generation: the most tokens one answer may have (the decoder's fixed self-attention length)."""
 
     @field_validator("sequence_lengths")
     @classmethod
@@ -194,9 +203,15 @@ class Calibration(Spec):
 class Accuracy(Spec):
     metric: Metric | None = None
     """How the built model is compared to the fp32 reference: `cosine` of the pooled embeddings
-    (default for embeddings) or `max_abs_error` of the outputs (default for tensors)."""
+    (default for embeddings), `max_abs_error` of the outputs (default for tensors; of the relevance scores or
+    label probabilities for rerank and classification), or `agreement` (default for text2text-generation: the
+    share of held-out inputs whose greedy tokens are identical)."""
     threshold: float | None = None
-    """Minimum cosine, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error."""
+    """Minimum cosine or agreement, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error,
+    1.0 agreement."""
+    min_agreement: float = Field(0.9, ge=0, le=1)
+    """Rerank and classification, besides the metric: the lowest share of held-out comparisons the built model
+    must agree on with fp32 (rerank: pairs of documents in the same order; classification: the same top label)."""
     samples: int = Field(8, ge=1, le=1000)
     """Held-out inputs (never the calibration inputs) to measure on."""
 
@@ -379,20 +394,3 @@ class ModelDeployment(Spec):
 def spec_digest(data: Any) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-SCHEMA_FILE = "modeldeployment.schema.json"
-"""Name of the checked-in JSON Schema under the repository's top-level schema/ folder."""
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of a manifest document, for editors (yaml-language-server) and validators."""
-    schema = ModelDeployment.model_json_schema(by_alias=True)
-    target = schema["$defs"]["Target"]
-    short = {"type": "string", "enum": list(SOCS), "description": "A SoC alias, short for {alias: ...}."}
-    schema["$defs"]["Target"] = {"description": target.pop("description"), "anyOf": [short, target]}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://npuctl.dev/schema/{SCHEMA_FILE}",
-        **schema,
-    }

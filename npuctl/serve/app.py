@@ -11,12 +11,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.serve.chat_api import chat_routes
+from npuctl.serve.classify_api import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError, error_response
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip import oip_routes
 from npuctl.serve.openai_api import openai_routes
 from npuctl.serve.openapi import openapi
+from npuctl.serve.rerank_api import rerank_routes
 from npuctl.serve.registry import ModelRegistry
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
@@ -43,7 +45,7 @@ def create_app(
         return JSONResponse(description)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
+        routes=[*openai_routes(ctx), *chat_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
         exception_handlers={HTTPException: _http_error},
     )

@@ -17,6 +17,8 @@ from npuctl.runtime.embeddings import Embedding, EmbeddingModel
 from npuctl.runtime.generation import GenerationModel
 from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable
+from npuctl.runtime.scoring import Logits, ScoringModel
+from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.serve.batching import Batcher
@@ -161,6 +163,27 @@ class EmbeddingService(_Running):
         return EmbeddingService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)))
 
 
+class ScoringService(_Running):
+    """A reranker or classifier: token rows (query-document pairs, or texts) batched like embeddings."""
+
+    batcher: Batcher[Tokens, Logits]
+
+    def __init__(self, deployment: ModelDeployment, model: ScoringModel) -> None:
+        serve = deployment.spec.serve
+        batcher: Batcher[Tokens, Logits] = Batcher(
+            deployment.public_name, model.logits,
+            max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
+        )
+        super().__init__(deployment, model, batcher)
+        self.model = model
+        self.task = deployment.spec.model.task
+        self.truncate = serve.truncate
+
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        self._handed_over = True
+        return ScoringService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)))
+
+
 class TensorService(_Running):
     batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
 
@@ -220,6 +243,8 @@ def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> ServedModel
         return EmbeddingService(deployment, model)
     if isinstance(model, GenerationModel):
         return GenerationService(deployment, model)
+    if isinstance(model, ScoringModel):
+        return ScoringService(deployment, model)
     return TensorService(deployment, model)
 
 
