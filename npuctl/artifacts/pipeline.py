@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, packs, quantize, verify, verify_scores
+from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, measure, packs, quantize, seq2seq, verify
 from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import (
@@ -237,8 +237,12 @@ class _Build:
         head = self.spec.model.task in SCORING_TASKS
         if head:  # embeddings keep their keys: the parameter is only there for heads
             parameters["head"] = "sequence-classification"
+        if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
+            parameters["max_output_tokens"] = self.spec.shapes.max_output_tokens
 
         def work(out: Path) -> dict[str, Any]:
+            if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
+                return seq2seq.export_seq2seq(source.path, out, self.spec.shapes.max_output_tokens)
             names = export.export_transformers(source.path, out, head=head)
             if self.spec.model.task is Task.CLASSIFICATION:
                 _labels(out)
@@ -340,10 +344,8 @@ class _Build:
         head = _labels(self.model_dir) if task is Task.CLASSIFICATION else None
 
         def verify_work(out: Path) -> dict[str, Any]:
-            context, fp32 = compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE)
-            measured = (verify_scores.measure(context, fp32, held_out, soc_model=soc, fp16=fp16, metric=metric,
-                                              head=head) if task in SCORING_TASKS else
-                        verify.measure(context, fp32, held_out, soc_model=soc, fp16=fp16, metric=metric, pool=pool))
+            measured = measure.measure(self.spec, compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE),
+                                       held_out, self.model_dir, soc_model=soc, fp16=fp16, pool=pool, head=head)
             verify.check(measured, threshold, self.spec.accuracy.min_agreement, f"{name} ({precision.value}, bucket {bucket})")
             # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
             coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import HostFacts
@@ -34,6 +34,43 @@ class Sampling:
     """Generate max_new_tokens whatever the model says (vLLM's extension; for load tests and benchmarks)."""
 
 
+class TextGenerator(Protocol):
+    """What the generation queue and the chat API need of a loaded text generator (this module's GenerationModel,
+    npuctl.runtime.seq2seq's encoder-decoders)."""
+
+    @property
+    def tokenizer(self) -> PromptTokenizer: ...
+
+    @property
+    def info(self) -> RunInfo: ...
+
+    @property
+    def slots(self) -> int:
+        """Generations that may run at once."""
+        ...
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt, in tokens."""
+        ...
+
+    @property
+    def limits(self) -> str:
+        """The model's length limits, in words for errors."""
+        ...
+
+    def room(self, prompt_tokens: int) -> int:
+        """How many tokens may be generated after a prompt this long."""
+        ...
+
+    def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]: ...
+
+    def close(self) -> None: ...
+
+
 class GenerationModel:
     """One loaded onnxruntime-genai model. `slots` generators may run at once: one on a single-stream NPU
     pipeline, more on the CPU."""
@@ -45,6 +82,15 @@ class GenerationModel:
         self.info = info
         self.slots = slots
         self.context_length = pack.context_length
+        self.eos_token_ids = frozenset(pack.eos_token_ids)
+        self.max_prompt_tokens = self.context_length - 1
+
+    @property
+    def limits(self) -> str:
+        return f"its context is {self.context_length} tokens"
+
+    def room(self, prompt_tokens: int) -> int:
+        return self.context_length - prompt_tokens
 
     def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
         """Generated token ids, the end-of-sequence token included when one ends the answer. Stops after

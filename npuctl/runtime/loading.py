@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import EmbeddingModel
 from npuctl.runtime.generation import GenerationModel, load_generator
 from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, fall_back, place
 from npuctl.runtime.pooling import pooling_config
 from npuctl.runtime.scoring import HeadError, ScoringModel, read_head
+from npuctl.runtime.seq2seq import DECODER_FILE, Decoder, Encoder, Seq2SeqModel, Seq2SeqTokenizer, generation_ids
 from npuctl.runtime.sessions import OpenedSession, RunInfo, open_cpu, open_npu
 from npuctl.runtime.tensors import TensorModel
 from npuctl.runtime.text import TextEncoder
 from npuctl.schema.models import ModelDeployment, Task
 
-LoadedModel = EmbeddingModel | TensorModel | GenerationModel | ScoringModel
+LoadedModel = EmbeddingModel | TensorModel | GenerationModel | ScoringModel | Seq2SeqModel
 SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
 
 
@@ -25,6 +29,8 @@ def load_model(deployment: ModelDeployment, artifacts: Artifacts, host: HostFact
     if spec.model.task is Task.TEXT_GENERATION:
         return load_generator(deployment, artifacts, host)
     placement, sessions = _open(deployment, artifacts, host)
+    if spec.model.task is Task.TEXT2TEXT_GENERATION:
+        return _seq2seq(deployment, artifacts, placement, sessions)
     info = RunInfo.of(placement.where, list(sessions.values()), placement.note)
     if spec.model.task is Task.TENSOR:
         return TensorModel(next(iter(sessions.values())), info)
@@ -61,3 +67,35 @@ def _open(
             placement = fall_back(runtime, artifacts, exc.reason, exc.message)
     assert artifacts.cpu_model is not None  # a CPU placement exists only with a CPU model
     return placement, {None: open_cpu(artifacts.cpu_model)}
+
+
+def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Placement,
+             encoders: dict[int | None, OpenedSession]) -> Seq2SeqModel:
+    """The encoder where placement put it; the decoder beside it on the NPU when it was compiled for each bucket,
+    else on the CPU (the split shows in the status note)."""
+    folder = artifacts.model_dir
+    if folder is None or not (folder / DECODER_FILE).is_file() or artifacts.tokenizer is None:
+        raise NotServable(Reason.NO_CPU_MODEL, f"an encoder-decoder needs its {DECODER_FILE} and tokenizer.json")
+    start, ends = generation_ids(folder)
+    runtime = deployment.spec.runtime
+    npu = {b.sequence_length: b.decoder for b in placement.binaries if b.decoder is not None}
+    note = placement.note
+    if placement.on_npu and len(npu) == len(placement.binaries):
+        decoders = {bucket: Decoder(open_npu(path, placement.binaries[0].soc_model, runtime), start)
+                    for bucket, path in npu.items()}
+    else:
+        decoders = {None: Decoder(open_cpu(folder / DECODER_FILE), start)}
+        if placement.on_npu:
+            note += "; the decoder runs on the CPU: no decoder context binary was built for these buckets"
+    sessions = [*encoders.values(), *(d.opened for d in decoders.values())]
+    buckets = [length for length in encoders if length is not None]
+    limit = max_input_tokens(deployment, buckets)
+    slots = 1 if placement.on_npu else deployment.spec.serve.max_batch
+    return Seq2SeqModel(Encoder(encoders, _pad_id(folder)), decoders, Seq2SeqTokenizer(folder), ends,
+                        RunInfo.of(placement.where, sessions, note), slots, limit)
+
+
+def _pad_id(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    pad = config.get("pad_token_id")
+    return int(pad) if isinstance(pad, int) else 0

@@ -54,6 +54,8 @@ class ContextBinary:
     path: Path
     compat: compat.CompatInfo | None = None
     """What its wrapper says it was built for (SoC, QNN SDK), checked against the host before loading."""
+    decoder: Path | None = None
+    """text2text-generation: the wrapper of the one-step decoder compiled for this encoder bucket, if the HTP took it."""
 
 
 @dataclass(frozen=True)

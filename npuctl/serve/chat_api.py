@@ -71,14 +71,13 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
 
 async def _answer(request: Request, model: GenerationService, ids: list[int], options: _Options, *, chat: bool,
                   what: str) -> Response:
-    limit, context = model.max_input_tokens, model.model.context_length
-    if len(ids) > limit or len(ids) >= context:
-        raise ApiError(400, f"the {what} are {len(ids)} tokens; this model accepts at most "
-                       f"{min(limit, context - 1)} input tokens (its context is {context} tokens)",
-                       param=what, code="context_length_exceeded")
-    room = context - len(ids)
+    limit = model.max_input_tokens
+    room = model.model.room(len(ids))
+    if len(ids) > limit or room < 1:
+        raise ApiError(400, f"the {what} are {len(ids)} tokens; this model accepts at most {limit} input tokens "
+                       f"({model.model.limits})", param=what, code="context_length_exceeded")
     if options.max_tokens is not None and options.max_tokens > room:
-        raise ApiError(400, f"this model's context is {context} tokens: {len(ids)} in the {what} leave room for "
+        raise ApiError(400, f"{model.model.limits}: {len(ids)} tokens in the {what} leave room for "
                        f"{room} generated tokens, not max_tokens {options.max_tokens}",
                        param="max_tokens", code="context_length_exceeded")
     sampling = replace(options.sampling, max_new_tokens=options.max_tokens or room)

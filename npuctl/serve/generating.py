@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from npuctl.runtime.generation import GenerationModel, Sampling
+from npuctl.runtime.generation import Sampling, TextGenerator
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
@@ -86,7 +86,7 @@ class Generation:
             for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
                 last = time.perf_counter()
                 first = first or last
-                if token in model.pack.eos_token_ids:
+                if token in model.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
@@ -119,7 +119,7 @@ class Generation:
 
 
 class GenerationQueue:
-    def __init__(self, name: str, model: GenerationModel, *, slots: int, queue_limit: int) -> None:
+    def __init__(self, name: str, model: TextGenerator, *, slots: int, queue_limit: int) -> None:
         self.name = name
         self.model = model
         self.slots = slots

@@ -14,10 +14,11 @@ import numpy.typing as npt
 
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
-from npuctl.runtime.generation import GenerationModel
+from npuctl.runtime.generation import GenerationModel, TextGenerator
 from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable
 from npuctl.runtime.scoring import Logits, ScoringModel
+from npuctl.runtime.seq2seq import Seq2SeqModel
 from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
@@ -205,14 +206,14 @@ class TensorService(_Running):
 class GenerationService(ServedModel):
     """A text-generation model behind its generation queue."""
 
-    def __init__(self, deployment: ModelDeployment, model: GenerationModel) -> None:
+    def __init__(self, deployment: ModelDeployment, model: TextGenerator) -> None:
         info = model.info
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where.value, info.provider,
                                                  info.npu_coverage))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)
-        self.max_input_tokens = min(serve.max_input_tokens or model.context_length, model.context_length)
+        self.max_input_tokens = min(serve.max_input_tokens or model.max_prompt_tokens, model.max_prompt_tokens)
         self._handed_over = False
 
     @property
@@ -241,7 +242,7 @@ def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> ServedModel
     """Put a batcher (a generation queue, for text generation) in front of a loaded model."""
     if isinstance(model, EmbeddingModel):
         return EmbeddingService(deployment, model)
-    if isinstance(model, GenerationModel):
+    if isinstance(model, GenerationModel | Seq2SeqModel):
         return GenerationService(deployment, model)
     if isinstance(model, ScoringModel):
         return ScoringService(deployment, model)
