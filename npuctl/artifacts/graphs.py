@@ -71,6 +71,21 @@ def make_static(model: onnx.ModelProto, batch: int, sequence: int) -> onnx.Model
     return static
 
 
+def folded(path: Path) -> onnx.ModelProto:
+    """The static model with everything computed from constants and fixed shapes folded away (onnxruntime's basic,
+    ONNX-only optimizations): e.g. T5's relative position buckets (Log, integer arithmetic), which the HTP refuses."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="npuctl-fold-") as folder:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(folder) / MODEL_FILE)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
 def clamp_mask_constants(model: onnx.ModelProto) -> int:
     """Raise huge negative float constants (attention-mask fill values) to MASK_FLOOR, in place.
     Returns how many tensors changed."""

@@ -11,7 +11,8 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import aihub, export, fetch, genai, graphs, inputs, measure, packs, quantize, seq2seq, verify
+from npuctl.artifacts import aihub, decoder_steps, export, fetch, genai, graphs, inputs, measure, packs, quantize
+from npuctl.artifacts import seq2seq, verify
 from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import (
@@ -29,7 +30,6 @@ from npuctl.artifacts.store import Record, Store
 from npuctl.runtime import pooling, scoring
 from npuctl.schema.loader import LoadedDeployment
 from npuctl.schema.models import Format, ModelDeployment, Precision, Strategy, Target, Task
-from npuctl.schema.targets import describe_soc
 
 SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
 
@@ -122,6 +122,8 @@ class _Build:
         self.for_soc = for_soc
         self.aihub_credentials = aihub_credentials
         self.model_dir: Path | None = None
+        self.export: Record | None = None
+        """The export step's record (an encoder-decoder's decoder is in it)."""
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
@@ -137,7 +139,7 @@ class _Build:
         from_pack = {t.name: packs.for_soc(entries, t.soc_model or 0, pack.uri) for t in targets} if pack else {}
         to_compile = [t for t in targets if not from_pack.get(t.name)]
         if to_compile and not compilable and self.spec.precision is not Precision.FP32:
-            raise BuildError("prebuilt", self._why_not_compiled(to_compile, model, pack, entries))
+            raise BuildError("prebuilt", packs.why_not_compiled(to_compile, model, pack, entries))
         fp32 = self._fp32(model, resolve_runs[0]) if model is not None and buildable(model) else None
         self.model_dir = fp32.model_dir if fp32 else pack.folder if pack else None
         tokenizer = self._tokenizer(self.model_dir)
@@ -198,18 +200,6 @@ class _Build:
             return mine or targets
         return [Target.model_validate({"socModel": self.for_soc})]
 
-    def _why_not_compiled(self, targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
-                          entries: list[packs.PackEntry]) -> str:
-        wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
-        has = f"{pack.uri} holds {packs.holds(entries)}" if pack else "there is no prebuilt pack"
-        if model is None:
-            fix = "give a buildable source too (spec.model.source, with the pack in spec.build.prebuilt.source)"
-        elif not buildable(model):
-            fix = f"spec.model.source {model.uri} is {model.format.value}, which can't be compiled here"
-        else:
-            fix = "build.strategy is prebuilt: use auto to compile what the pack lacks"
-        return f"no context binary for {wanted}: {has}; {fix}"
-
     def _import(self, target: Target, entry: packs.PackEntry, pack: ResolvedSource,
                 resolve_runs: tuple[StepRun, ...]) -> NpuArtifact:
         relative = entry.path.relative_to(pack.folder).as_posix()
@@ -249,6 +239,7 @@ class _Build:
             return {"input_names": names}
 
         record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
+        self.export = record
         return _Fp32(record.path(MODEL_FILE), record.digest, record.folder, (resolve_run, run))
 
     def _tokenizer(self, model_dir: Path | None) -> Path | None:
@@ -273,14 +264,16 @@ class _Build:
         static, static_run = run("static-shapes", {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
                                  static_work, bucket=bucket)
 
+        fold = self.spec.model.task is Task.TEXT2TEXT_GENERATION  # T5's position buckets: Log and integer math
+
         def fixes_work(out: Path) -> dict[str, Any]:
-            model = onnx.load(str(static.path(MODEL_FILE)))
+            model = graphs.folded(static.path(MODEL_FILE)) if fold else onnx.load(str(static.path(MODEL_FILE)))
             clamped = graphs.clamp_mask_constants(model)
             graphs.save(model, out / MODEL_FILE)
             return {"clamped_mask_constants": clamped}
 
-        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, {"mask_floor": graphs.MASK_FLOOR},
-                               fixes_work, bucket=bucket)
+        fixes = {"mask_floor": graphs.MASK_FLOOR} | ({"fold_constants": True} if fold else {})
+        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, fixes, fixes_work, bucket=bucket)
         def preprocess_work(out: Path) -> dict[str, Any]:
             quantize.preprocess(fixed.path(MODEL_FILE), out / MODEL_FILE)
             return {}
@@ -289,6 +282,10 @@ class _Build:
         static_specs = [graphs.InputSpec(s.name, s.dtype, graphs.fixed_shape(s.shape, batch, bucket)) for s in specs]
         calibration_texts = inputs.calibration_texts_for(self.spec, self.base_dir)
         steps = [*fp32.steps, static_run, fixes_run, pre_run]
+        decoder = None
+        if self.spec.model.task is Task.TEXT2TEXT_GENERATION and self.export is not None:
+            decoder, decoder_run = decoder_steps.static_decoder(self.runner, self.export, bucket)
+            steps.append(decoder_run)
         compile_input, qdq = pre, None
         if self.spec.precision in quantize.QUANT_TYPES:
             feeds = inputs.calibration_feeds(self.spec, static_specs, tokenizer, calibration_texts)
@@ -305,7 +302,8 @@ class _Build:
         artifacts = []
         for target in targets:
             try:
-                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps)))
+                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps),
+                                              decoder))
             except NotBuiltError as exc:
                 if not self.partial:
                     raise
@@ -313,7 +311,8 @@ class _Build:
         return artifacts
 
     def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
-                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...]) -> NpuArtifact:
+                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...],
+                decoder: Record | None) -> NpuArtifact:
         soc, arch, name = target.soc_model or 0, target.htp_arch, target.name
         precision = self.spec.precision
         fp16 = precision is Precision.FP16
@@ -338,6 +337,10 @@ class _Build:
                 facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
                 compile_work, target=name, bucket=bucket)
         task = self.spec.model.task
+        if decoder is not None:
+            decoder, decoder_run = decoder_steps.compile_decoder(self.runner, decoder, facts, name, bucket,
+                                                                 self.spec.build.optimization_level)
+            steps = (*steps, decoder_run)
         metric, threshold = verify.bar(self.spec)
         pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
                 if task is Task.EMBEDDINGS else None)
@@ -345,7 +348,8 @@ class _Build:
 
         def verify_work(out: Path) -> dict[str, Any]:
             measured = measure.measure(self.spec, compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE),
-                                       held_out, self.model_dir, soc_model=soc, fp16=fp16, pool=pool, head=head)
+                                       held_out, self.model_dir, soc_model=soc, fp16=fp16, pool=pool, head=head,
+                                       decoder=decoder_steps.decoder_context(decoder))
             verify.check(measured, threshold, self.spec.accuracy.min_agreement, f"{name} ({precision.value}, bucket {bucket})")
             # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
             coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))
@@ -361,7 +365,7 @@ class _Build:
             verify_params["min_agreement"] = self.spec.accuracy.min_agreement
         verified, verify_run = self.runner.run(
             "verify", {"context": compiled.digest, "reference": reference.digest,
-                       "held_out": inputs.feeds_digest(held_out)},
+                       "held_out": inputs.feeds_digest(held_out)} | ({"decoder": decoder.digest} if decoder else {}),
             verify_params, verify_work, target=name, bucket=bucket)
         accuracy = verified.details["accuracy"]
         return NpuArtifact(
@@ -375,6 +379,7 @@ class _Build:
             files=compiled.files, steps=(*steps, compile_run, verify_run),
             origin="aihub" if compiled.step == "aihub-compile" else "local",
             compatibility=compiled.details.get("ep_compatibility_info"),
+            decoder=decoder_steps.decoder_context(decoder), decoder_refused=decoder.details.get("refused") if decoder else None,
         )
 
 

@@ -102,6 +102,10 @@ class NpuArtifact:
     """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
     compatibility: str | None = None
     """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
+    decoder: Path | None = None
+    """text2text-generation: the one-step decoder's EPContext wrapper for this bucket (None: it runs on the CPU)."""
+    decoder_refused: str | None = None
+    """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` shape of one artifact."""
@@ -112,7 +116,8 @@ class NpuArtifact:
             "files": [{"path": str(folder / f.path), "sha256": f.sha256, "size": f.size} for f in self.files],
             "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
             "steps": [s.as_dict() for s in self.steps],
-        }
+        } | ({"decoder": str(self.decoder) if self.decoder else None, "decoder_refused": self.decoder_refused}
+             if self.decoder or self.decoder_refused else {})
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,15 @@ from npuctl.artifacts.verify import Measurement
 from npuctl.runtime import qnn
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.seq2seq import Decoder, chooser, generation_ids
-from npuctl.runtime.sessions import open_cpu
+from npuctl.runtime.sessions import OpenedSession, open_cpu
 from npuctl.schema.models import Metric
 
 
 def measure(context_model: Path, reference_model: Path, model_dir: Path, decoder_model: Path, feeds: Sequence[Feed], *,
-            soc_model: int, fp16: bool, max_tokens: int) -> Measurement:
-    """Greedy tokens (up to `max_tokens`, or the end token) with each encoder. `value` and `agreement`: the share of
-    feeds answered identically; `mean`: the share of answer positions that agree."""
+            soc_model: int, fp16: bool, max_tokens: int, decoder_context: Path | None) -> Measurement:
+    """Greedy tokens (up to `max_tokens`, or the end token) of the compiled encoder (with the compiled decoder when
+    there is one) against the fp32 encoder and decoder on the CPU. `value` and `agreement`: the share of feeds
+    answered identically; `mean`: the share of answer positions that agree."""
     import onnxruntime as ort
 
     options = qnn.session_options(soc_model, fp16=fp16, config={qnn.RECORD_ASSIGNMENT: "1"})
@@ -30,9 +31,14 @@ def measure(context_model: Path, reference_model: Path, model_dir: Path, decoder
     reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
     start, ends = generation_ids(model_dir)
     decoder = Decoder(open_cpu(decoder_model), start)
+    npu_decoder = decoder
+    if decoder_context is not None:
+        session = ort.InferenceSession(str(decoder_context), qnn.session_options(
+            soc_model, fp16=True, config={qnn.RECORD_ASSIGNMENT: "1"}))
+        npu_decoder = Decoder(OpenedSession(session, qnn.EP_NAME, qnn.npu_coverage(session)), start)
     identical, positions = [], []
     for feed in feeds:
-        got = _greedy(decoder, npu.run(None, feed), feed, ends, max_tokens)
+        got = _greedy(npu_decoder, npu.run(None, feed), feed, ends, max_tokens)
         want = _greedy(decoder, reference.run(None, feed), feed, ends, max_tokens)
         identical.append(got == want)
         longest = max(len(got), len(want))

@@ -83,6 +83,7 @@ def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Place
     if placement.on_npu and len(npu) == len(placement.binaries):
         decoders = {bucket: Decoder(open_npu(path, placement.binaries[0].soc_model, runtime), start)
                     for bucket, path in npu.items()}
+        note += "; encoder and one-step decoder both on the NPU"
     else:
         decoders = {None: Decoder(open_cpu(folder / DECODER_FILE), start)}
         if placement.on_npu:
