@@ -5,6 +5,7 @@ cross-encoder (one relevance logit) and a 3-label sentiment classifier."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 QUERIES = {
@@ -43,9 +44,8 @@ def make_cross_encoder(folder: Path, steps: int = 60) -> Path:
     return folder
 
 
-def make_classifier(folder: Path, steps: int = 60, *, id2label: bool = True) -> Path:
-    """A 3-label (negative, neutral, positive) BertForSequenceClassification, trained on a few sentences.
-    Without `id2label`, config.json loses its label names (as some hand-made exports do)."""
+def make_classifier(folder: Path, steps: int = 100) -> Path:
+    """A 3-label (negative, neutral, positive) BertForSequenceClassification, trained on a few sentences."""
     import torch
 
     texts = [t for label in LABELS for t in SENTIMENT[label]]
@@ -54,13 +54,17 @@ def make_classifier(folder: Path, steps: int = 60, *, id2label: bool = True) -> 
     batch = tokenizer(texts, padding=True, return_tensors="pt")
     _train(model, batch, lambda logits: torch.nn.functional.cross_entropy(logits, targets), steps)
     model.save_pretrained(folder)
-    if not id2label:
-        config_file = folder / "config.json"
-        config = json.loads(config_file.read_text())
-        config.pop("id2label", None)
-        config.pop("label2id", None)
-        config_file.write_text(json.dumps(config))
     return folder
+
+
+def without_labels(classifier: Path, out: Path) -> Path:
+    """A copy of a classifier whose config.json lost its label names (id2label, label2id)."""
+    shutil.copytree(classifier, out, dirs_exist_ok=True)
+    config = json.loads((out / "config.json").read_text())
+    config.pop("id2label", None)
+    config.pop("label2id", None)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
 def _model(folder: Path, corpus: list[str], num_labels: int):  # type: ignore[no-untyped-def]

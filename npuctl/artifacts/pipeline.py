@@ -233,10 +233,9 @@ class _Build:
         def work(out: Path) -> dict[str, Any]:
             if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
                 return seq2seq.export_seq2seq(source.path, out, self.spec.shapes.max_output_tokens)
-            names = export.export_transformers(source.path, out, head=head)
             if self.spec.model.task is Task.CLASSIFICATION:
-                _labels(out)
-            return {"input_names": names}
+                _labels(source.folder)  # before loading: transformers would give a head without labels 2 random ones
+            return {"input_names": export.export_transformers(source.path, out, head=head)}
 
         record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
         self.export = record
