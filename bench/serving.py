@@ -8,14 +8,22 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 
+@dataclass(frozen=True)
+class Serving:
+    url: str
+    pid: int
+    """The server process, for figures read from its CPU time."""
+
+
 @contextmanager
-def npuctl_serve(manifests: Path, cache: Path, log: Path, timeout: float = 300) -> Iterator[str]:
-    """Serve `manifests` (a file or folder) until the block ends; yields the server's URL once it is ready."""
+def npuctl_serve(manifests: Path, cache: Path, log: Path, timeout: float = 300) -> Iterator[Serving]:
+    """Serve `manifests` (a file or folder) until the block ends; yields the server once it is ready."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with log.open("w", encoding="utf-8") as out:
@@ -23,7 +31,7 @@ def npuctl_serve(manifests: Path, cache: Path, log: Path, timeout: float = 300) 
                                    "--cache", str(cache)], stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_ready(url, server, log, timeout)
-            yield url
+            yield Serving(url, server.pid)
         finally:
             server.terminate()
             server.wait(30)

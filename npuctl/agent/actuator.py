@@ -11,6 +11,7 @@ from npuctl.agent.isolated import build_isolated
 from npuctl.agent.selection import device_facts, selects
 from npuctl.artifacts import BuildError, BuildResult, Store
 from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.pipeline import survey
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.loading import load_model
@@ -22,9 +23,11 @@ from npuctl.serve.registry import ModelRegistry
 
 class LocalActuator:
     def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None,
-                 aihub: Credentials | None = None, published: list[str] | None = None) -> None:
+                 aihub: Credentials | None = None, published: list[str | StoreLocation] | None = None,
+                 pins: Callable[[], dict[str, str]] | None = None) -> None:
         self.registry = registry
         self.published = published or []
+        self.pins = pins or dict
         self.store = store
         self.labels = labels
         self.host = host or detect_host()
@@ -33,7 +36,8 @@ class LocalActuator:
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
-                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published)
+                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published,
+                              pins=self.pins())
 
     def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
         deployment = loaded.deployment
@@ -59,12 +63,7 @@ class LocalActuator:
                 "onNpu": status.where in ("npu", "npu-simulator"), "note": status.message}
 
     def describe_build(self, built: BuildResult) -> list[dict[str, Any]]:
-        return [
-            {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
-             "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
-             "npuCoverage": a.npu_coverage}
-            for a in built.artifacts
-        ]
+        return describe_artifacts(built)
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
         try:
@@ -75,6 +74,16 @@ class LocalActuator:
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
+
+
+def describe_artifacts(built: BuildResult) -> list[dict[str, Any]]:
+    """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), as status shows them."""
+    return [
+        {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
+         "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
+         "npuCoverage": a.npu_coverage}
+        for a in built.artifacts
+    ]
 
 
 def _step_name(event: Any) -> str:

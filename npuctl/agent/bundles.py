@@ -4,6 +4,11 @@ A bundle is one JSON document, `{"apiVersion", "kind": "ManifestBundle", "versio
 {"<file>.yaml": "<yaml text>"}}`, served by any static web server next to its detached signature
 (`<bundle>.sig`: base64 of the ed25519 signature over the bundle's exact bytes). JSON instead of an
 archive: there are no paths to slip out of the folder, only file names checked against one pattern.
+
+Optional, signed with the rest: `created` and `expires` (UTC, ISO 8601): an agent refuses a bundle created
+before the one in effect (no rollback unless its source allows it) and reports one past its expiry; `steps`:
+step key -> OCI manifest digest of every build step the manifests need (pins: an agent fetches those steps
+by that digest only, and refuses a bundle whose pins the registry does not serve under the keys).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +31,8 @@ from npuctl.schema import API_VERSION, ManifestError, load_text
 
 KIND = "ManifestBundle"
 MAX_BUNDLE_BYTES = 8 << 20
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class BundleError(ValueError):
@@ -35,9 +44,20 @@ class Bundle:
     version: str
     manifests: dict[str, str]
     """File name -> YAML text."""
+    created: datetime | None = None
+    expires: datetime | None = None
+    steps: dict[str, str] = field(default_factory=dict)
+    """Step key -> pinned OCI manifest digest."""
 
     def as_bytes(self) -> bytes:
-        data = {"apiVersion": API_VERSION, "kind": KIND, "version": self.version, "manifests": self.manifests}
+        data: dict[str, object] = {"apiVersion": API_VERSION, "kind": KIND, "version": self.version,
+                                   "manifests": self.manifests}
+        if self.created:
+            data["created"] = timestamp(self.created)
+        if self.expires:
+            data["expires"] = timestamp(self.expires)
+        if self.steps:
+            data["steps"] = self.steps
         return json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
 
     def as_yaml(self) -> str:
@@ -66,9 +86,35 @@ def parse(data: bytes) -> Bundle:
     manifests = raw["manifests"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifests.items()):
         raise BundleError("manifests must map file names to YAML text")
-    bundle = Bundle(str(raw.get("version", "")), manifests)
+    steps = raw.get("steps") or {}
+    if not isinstance(steps, dict) or not all(isinstance(k, str) and _KEY.match(k) and isinstance(v, str)
+                                              and _DIGEST.match(v) for k, v in steps.items()):
+        raise BundleError("steps must map step keys (64 hex digits) to manifest digests (sha256:<64 hex>)")
+    bundle = Bundle(str(raw.get("version", "")), manifests, _time(raw, "created"), _time(raw, "expires"), steps)
     check(bundle)
     return bundle
+
+
+def _time(raw: dict[str, object], name: str) -> datetime | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise BundleError(f"{name}: {value!r} is not an ISO 8601 time (e.g. 2026-12-01T19:30:00Z)") from exc
+    if parsed.tzinfo is None:
+        raise BundleError(f"{name}: {value!r} has no time zone (write it in UTC, ending in Z)")
+    return parsed
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def default_version(moment: datetime) -> str:
+    """A bundle version from its creation time: 20261201T193000Z (sorts as it ages)."""
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def check(bundle: Bundle) -> None:
@@ -113,12 +159,28 @@ def signature_location(bundle: str) -> str:
 def write_private_key(path: Path) -> str:
     """Write a new signing key to `path` (owner-only; never over an existing file). Returns its public key."""
     pem, public = generate_key()
+    _write_new(path, pem)
+    return public
+
+
+def write_cosign_key(path: Path) -> Path:
+    """Write a new ECDSA P-256 key for cosign signatures to `path` (owner-only) and its public key to
+    `path`.pub. Returns the public key's path."""
+    from npuctl.artifacts.oci.cosign import generate_key as cosign_key
+
+    private, public = cosign_key()
+    public_path = path.with_name(path.name + ".pub")
+    _write_new(path, private)
+    public_path.write_bytes(public)
+    return public_path
+
+
+def _write_new(path: Path, data: bytes) -> None:
     if path.exists():
         raise BundleError(f"{path} exists; refusing to overwrite a signing key")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-    return public
+        file.write(data)
 
 
 def write_signature(bundle_file: Path, data: bytes, key_file: Path) -> Path:

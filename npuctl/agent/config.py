@@ -10,6 +10,8 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
+from npuctl.artifacts.fetch import StoreLocation
+from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
 
@@ -26,11 +28,22 @@ class ManifestSource(BaseModel):
     name: str
     """Names the file the bundle is written to: `<first manifests folder>/<name>.bundle.yaml`."""
     url: str
-    """http(s) URL of the bundle JSON; its signature is at the same URL + `.sig`."""
+    """http(s) URL of the bundle JSON (its signature at the same URL + `.sig`), or oci://HOST[:PORT]/REPO:TAG
+    of a bundle pushed with `npuctl bundle push`."""
     public_key: str
     """The publisher's ed25519 public key (base64 of 32 bytes, as `npuctl bundle keygen` prints)."""
     interval_seconds: float = Field(300.0, gt=0)
     """Mean time between polls; each wait is jittered by ±20%."""
+    allow_rollback: bool = False
+    """Accept a bundle created before the one in effect (by default it is Rejected: a replayed old bundle)."""
+    cosign_public_key: str | None = None
+    """oci:// only: also require a cosign signature (`.sig` tag, ECDSA P-256) by this PEM public key."""
+    insecure: bool = False
+    """oci:// only: plain http to the registry (a lab registry). TLS is verified otherwise."""
+    username: str | None = None
+    """oci:// only: registry user; without it, docker's config.json and credential helpers are asked."""
+    password: SecretStr | None = None
+    """oci:// only: the user's password or access token. Never logged."""
 
     @field_validator("name")
     @classmethod
@@ -42,9 +55,15 @@ class ManifestSource(BaseModel):
     @field_validator("url")
     @classmethod
     def _http(cls, url: str) -> str:
-        if not url.startswith(("https://", "http://")):
-            raise ValueError(f"{url!r} is not an http(s) URL")
+        if refs.is_oci(url):
+            refs.parse(url, need_tag=True)
+        elif not url.startswith(("https://", "http://")):
+            raise ValueError(f"{url!r} is not an http(s) URL nor an oci://HOST/REPO:TAG reference")
         return url
+
+    @property
+    def oci(self) -> bool:
+        return refs.is_oci(self.url)
 
 
 class AgentConfig(BaseModel):
@@ -80,11 +99,27 @@ class AgentConfig(BaseModel):
     artifact choice and the context-binary compatibility check all use them."""
     sources: list[ManifestSource] = []
     """Signed manifest bundles to follow (fleets): each is polled and written into the first manifests folder."""
-    artifact_sources: list[str] = []
-    """Published artifact stores (`npuctl build --publish`): http(s) URLs or folders, asked in order for each
-    build step before it runs; the step is built here only when none has it."""
+    artifact_sources: list[str | StoreLocation] = []
+    """Published artifact stores (`npuctl build --publish`): oci://HOST/REPO references, http(s) URLs or folders,
+    asked in order for each build step before it runs; the step is built here only when none has it. An entry
+    may be a mapping `{url, insecure, username, password}` for a registry's options."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
+
+    @field_validator("artifact_sources")
+    @classmethod
+    def _references(cls, sources: list[str | StoreLocation]) -> list[str | StoreLocation]:
+        for source in sources:
+            url = source.url if isinstance(source, StoreLocation) else source
+            if refs.is_oci(url):
+                refs.parse(url, allow_tag=False)
+        return sources
+
+    @property
+    def registries(self) -> list[StoreLocation]:
+        """The oci:// artifact sources, with their options."""
+        found = [s if isinstance(s, StoreLocation) else StoreLocation(url=s) for s in self.artifact_sources]
+        return [s for s in found if refs.is_oci(s.url)]
 
     @field_validator("listen")
     @classmethod

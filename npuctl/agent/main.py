@@ -14,15 +14,19 @@ from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
 from npuctl.agent.auth import ensure_token
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.dashboard.routes import dashboard_routes
+from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
 from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
+from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.timeline import Timeline
 
 log = logging.getLogger("npuctl.agent")
 
@@ -45,18 +49,25 @@ def load_config(path: Path) -> AgentConfig:
         "manifests": [base / p for p in config.manifests],
         "state": base / config.state,
         "cache": base / config.cache if config.cache else None,
-        "artifact_sources": [s if s.startswith(("http://", "https://")) else str(base / s)
-                             for s in config.artifact_sources],
+        "artifact_sources": [_relative_to(base, s) for s in config.artifact_sources],
     })
 
 
-def make_reconciler(config: AgentConfig, registry: ModelRegistry) -> Reconciler:
+def _relative_to(base: Path, source: str | StoreLocation) -> str | StoreLocation:
+    url = source.url if isinstance(source, StoreLocation) else source
+    if url.startswith(("http://", "https://", "oci://")):
+        return source
+    return source.model_copy(update={"url": str(base / url)}) if isinstance(source, StoreLocation) else str(base / url)
+
+
+def make_reconciler(config: AgentConfig, registry: ModelRegistry,
+                    pins: Callable[[], dict[str, str]] | None = None) -> Reconciler:
     book = StatusBook(config.state)
     book.load()
     token = config.aihub_token.get_secret_value() if config.aihub_token else None
     actuator = LocalActuator(registry, Store(config.cache), labels=config.labels,
                              host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token),
-                             published=config.artifact_sources)
+                             published=config.artifact_sources, pins=pins)
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 
@@ -69,11 +80,20 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         folder.mkdir(parents=True, exist_ok=True)
     token = ensure_token(config.state)
     registry = ModelRegistry()
-    reconciler = make_reconciler(config, registry)
-    poller = SourcePoller(config.sources, config.manifests[0], reconciler.wake)
-    registry.metrics.registry.register(
-        AgentCollector(reconciler.book, poller, detect_host().with_overrides(config.facts)))
-    app = create_app(registry, routes=control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller))
+    # The poller wakes the reconciler; the reconciler's builds ask the poller for the pins of the bundles in effect.
+    poller = SourcePoller(config.sources, config.manifests[0], lambda: reconciler.wake(), state=config.state,
+                          registries=config.registries)
+    reconciler = make_reconciler(config, registry, pins=poller.pins)
+    host = detect_host().with_overrides(config.facts)
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
+    timeline = Timeline(registry).start()
+
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
+
+    routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
+              *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
+    app = create_app(registry, routes=routes)
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                            access_log=False, lifespan="off"))
     stop = asyncio.Event()
@@ -86,4 +106,5 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     finally:
         stop.set()
         await asyncio.gather(loop_task, poll_task)
+        timeline.stop()
         registry.close()

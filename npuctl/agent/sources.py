@@ -1,14 +1,20 @@
 """Pull-based manifest sources: each agent polls a signed bundle URL and writes what verifies into its
 watched folder, where the reconcile loop takes it like any edit. Polls carry If-None-Match and a
 jittered interval, so a fleet's agents neither download unchanged bundles nor arrive in the same second.
-An unreachable source or a bundle that fails verification leaves the last good bundle in place."""
+An unreachable source or a bundle that fails verification leaves the last good bundle in place. oci://
+sources are polled through npuctl.agent.registry_sources. Before a bundle is applied: it must not be expired,
+nor older than the bundle in effect (unless the source allows rollback), and its step pins must be what the
+artifact registries serve."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,12 @@ import httpx
 from npuctl.agent import bundles
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
+from npuctl.agent.registry_sources import RegistryFollower, check_pins
 from npuctl.agent.status import now
+from npuctl.artifacts.fetch import StoreLocation
+from npuctl.artifacts.oci.client import RegistryError
+
+log = logging.getLogger("npuctl.agent")
 
 
 @dataclass
@@ -38,37 +49,73 @@ class SourceState:
         return {k: v for k, v in asdict(self).items() if k != "etag"}
 
 
+@dataclass(frozen=True)
+class Applied:
+    """The bundle in effect for a source, kept in the state folder so a restart cannot be rolled back."""
+
+    version: str
+    created: str | None
+    expires: str | None
+    steps: dict[str, str]
+    digest: str | None
+    """oci:// sources: the bundle manifest's digest (the ETag of the next poll)."""
+
+    @classmethod
+    def of(cls, bundle: bundles.Bundle, digest: str | None) -> Applied:
+        return cls(bundle.version, bundle.created.isoformat() if bundle.created else None,
+                   bundle.expires.isoformat() if bundle.expires else None, dict(bundle.steps), digest)
+
+
 class SourcePoller:
     def __init__(self, sources: list[ManifestSource], folder: Path, wake: Callable[[], None],
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, state: Path | None = None,
+                 registries: list[StoreLocation] | None = None) -> None:
         self.sources = sources
         self.folder = folder
         self.wake = wake
         self.rng = rng or random.Random()
         self.states = {s.name: SourceState(s.name, s.url) for s in sources}
+        self.registries = registries or []
+        self._records = state / "sources" if state else None
+        self.applied = {s.name: found for s in sources if (found := self._load(s.name))}
+        for name, applied in self.applied.items():
+            self.states[name].version = applied.version
 
     def file_of(self, source: ManifestSource) -> Path:
         return self.folder / f"{source.name}.bundle.yaml"
 
-    async def run(self, stop: asyncio.Event) -> None:
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
-            await asyncio.gather(*(self._follow(client, source, stop) for source in self.sources))
+    def pins(self) -> dict[str, str]:
+        """Step key -> manifest digest, from every bundle in effect."""
+        return {key: digest for applied in self.applied.values() for key, digest in applied.steps.items()}
 
-    async def _follow(self, client: httpx.AsyncClient, source: ManifestSource, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
+        followers = {s.name: RegistryFollower(s) for s in self.sources if s.oci}
+        try:
+            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
+                await asyncio.gather(*(self._follow(client, source, followers.get(source.name), stop)
+                                       for source in self.sources))
+        finally:
+            for follower in followers.values():
+                follower.close()
+
+    async def _follow(self, client: httpx.AsyncClient, source: ManifestSource, follower: RegistryFollower | None,
+                      stop: asyncio.Event) -> None:
         # The first poll too is spread out: a fleet rebooting together must not arrive together.
         delay = self.rng.uniform(0, min(source.interval_seconds, 10.0))
         while not await _stopped(stop, delay):
-            await self.poll(client, source)
+            if follower is None:
+                await self.poll(client, source)
+            else:
+                await asyncio.to_thread(self.poll_registry, follower)
             delay = source.interval_seconds * self.rng.uniform(0.8, 1.2)
 
     async def poll(self, client: httpx.AsyncClient, source: ManifestSource) -> None:
-        state = self.states[source.name]
-        state.polls += 1
-        state.last_poll = now()
+        state = self._polled(source)
         headers = {"If-None-Match": state.etag} if state.etag else {}
         try:
             response = await client.get(source.url, headers=headers)
             if response.status_code == 304:
+                self._check_expiry(source, state)
                 return
             response.raise_for_status()
             signature = await client.get(bundles.signature_location(source.url))
@@ -76,16 +123,73 @@ class SourcePoller:
         except httpx.HTTPError as exc:
             state.state, state.message = "Unreachable", f"{type(exc).__name__}: {exc}; keeping bundle {state.version}"
             return
-        try:
-            bundles.verify(response.content, signature.text, source.public_key)
-            bundle = bundles.parse(response.content)
-        except bundles.BundleError as exc:
-            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
-        else:
-            self._apply(source, bundle, state)
+        self._accept(source, state, response.content, signature.text, None)
         state.etag = response.headers.get("etag")
 
-    def _apply(self, source: ManifestSource, bundle: bundles.Bundle, state: SourceState) -> None:
+    def poll_registry(self, follower: RegistryFollower) -> None:
+        """One poll of an oci:// source (blocking: run in a thread)."""
+        source = follower.source
+        state = self._polled(source)
+        applied = self.applied.get(source.name)
+        try:
+            pulled = follower.poll(state.etag or (applied.digest if applied else None))
+            if pulled is None:
+                self._check_expiry(source, state)
+                return
+        except RegistryError as exc:
+            state.state, state.message = "Unreachable", f"{exc}; keeping bundle {state.version}"
+            return
+        except ValueError as exc:  # not a bundle, or its cosign signature does not verify
+            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+            return
+        self._accept(source, state, pulled.data, pulled.signature, pulled.digest)
+        if state.state != "Unreachable":
+            state.etag = pulled.digest
+
+    def _polled(self, source: ManifestSource) -> SourceState:
+        state = self.states[source.name]
+        state.polls += 1
+        state.last_poll = now()
+        return state
+
+    def _accept(self, source: ManifestSource, state: SourceState, data: bytes, signature: str,
+                digest: str | None) -> None:
+        try:
+            bundles.verify(data, signature, source.public_key)
+            bundle = bundles.parse(data)
+            self._check_order(source, bundle)
+            check_pins(bundle.steps, self.registries)
+        except bundles.BundleError as exc:
+            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+        except RegistryError as exc:
+            state.state, state.message = "Unreachable", f"checking the bundle's step pins: {exc}; keeping bundle {state.version}"
+        else:
+            self._apply(source, bundle, state, digest)
+
+    def _check_order(self, source: ManifestSource, bundle: bundles.Bundle) -> None:
+        if bundle.expires and bundle.expires < datetime.now(UTC):
+            raise bundles.BundleError(f"bundle {bundle.version} expired at {bundle.expires.isoformat()}")
+        applied = self.applied.get(source.name)
+        if (applied and applied.created and bundle.created and not source.allow_rollback
+                and bundle.created < datetime.fromisoformat(applied.created)):
+            raise bundles.BundleError(
+                f"bundle {bundle.version} (created {bundle.created.isoformat()}) is older than bundle "
+                f"{applied.version} in effect (created {applied.created}): a rollback; set allowRollback: true "
+                f"on source {source.name} to accept older bundles")
+
+    def _check_expiry(self, source: ManifestSource, state: SourceState) -> None:
+        # A frozen mirror answers 304 forever: say so once the bundle in effect is past its expiry.
+        applied = self.applied.get(source.name)
+        if applied and applied.expires and datetime.fromisoformat(applied.expires) < datetime.now(UTC):
+            state.state = "Rejected"
+            state.message = (f"bundle {applied.version} in effect expired at {applied.expires} and the source "
+                             "serves no newer one; keeping it")
+
+    def _apply(self, source: ManifestSource, bundle: bundles.Bundle, state: SourceState, digest: str | None) -> None:
+        applied = Applied.of(bundle, digest)
+        # Pins first: the reconcile the new file triggers must fetch the steps this bundle pins.
+        self.applied[source.name] = applied
+        self._save(source.name, applied)
         file = self.file_of(source)
         text = bundle.as_yaml().encode("utf-8")
         if not file.exists() or file.read_bytes() != text:
@@ -94,6 +198,22 @@ class SourcePoller:
             state.last_change = now()
             self.wake()
         state.state, state.message, state.version = "Synced", f"{len(bundle.manifests)} manifest(s)", bundle.version
+
+    def _load(self, name: str) -> Applied | None:
+        if self._records is None:
+            return None
+        try:
+            return Applied(**json.loads((self._records / f"{name}.json").read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable source record %s: %s", self._records / f"{name}.json", exc)
+            return None
+
+    def _save(self, name: str, applied: Applied) -> None:
+        if self._records is not None:
+            self._records.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._records / f"{name}.json", json.dumps(asdict(applied), indent=1).encode())
 
 
 async def _stopped(stop: asyncio.Event, delay: float) -> bool:

@@ -1,6 +1,7 @@
-"""Reading a published artifact store (layout in npuctl.artifacts.publish): a folder, or the same layout over
-http(s). A step is fetched by its key: its record first, then each file it lists by sha256, each checked
-while it streams. Anything that does not match is discarded; the caller then builds the step itself."""
+"""Reading a published artifact store: a folder or the same layout over http(s) (npuctl.artifacts.publish), or
+an OCI registry repository (npuctl.artifacts.oci.steps). A step is fetched by its key: its record first, then
+each file it lists by sha256, each checked while it streams. Anything that does not match is discarded; the
+caller then builds the step itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import hashlib
 import json
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic.alias_generators import to_camel
 
 from npuctl.artifacts.publish import BLOBS, STEPS
 from npuctl.artifacts.store import Record
@@ -21,7 +25,34 @@ class FetchError(Exception):
     """A published store that answered wrongly: unreachable, a bad record, or a file whose digest differs."""
 
 
+class StoreLocation(BaseModel):
+    """A published store with options (agent config `artifactSources:` entry written as a mapping)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid", frozen=True,
+                              use_attribute_docstrings=True)
+
+    url: str
+    """oci://HOST[:PORT]/REPO, an http(s) URL or a folder."""
+    insecure: bool = False
+    """oci:// only: plain http to the registry (a lab registry). TLS is verified otherwise."""
+    username: str | None = None
+    """oci:// only: registry user; without it, docker's config.json and credential helpers are asked."""
+    password: SecretStr | None = None
+    """oci:// only: the user's password or access token. Never logged."""
+
+
 class ArtifactSource(Protocol):
+    location: str
+
+    def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
+        """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
+        Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class LayoutSource(Protocol):
     location: str
 
     def read(self, path: str, limit: int) -> bytes | None:
@@ -34,16 +65,31 @@ class ArtifactSource(Protocol):
         """Release connections."""
 
 
-def open_source(location: str) -> ArtifactSource:
-    """A published store by URL (http:, https:) or folder path."""
-    if location.startswith(("http://", "https://")):
-        return HttpSource(location)
-    return FolderSource(Path(location))
+def open_source(location: str | StoreLocation, pins: dict[str, str] | None = None) -> ArtifactSource:
+    """A published store by reference (oci:), URL (http:, https:) or folder path. pins: step key -> manifest
+    digest that an oci: store must serve for that key (from signed bundles)."""
+    spec = location if isinstance(location, StoreLocation) else StoreLocation(url=location)
+    if spec.url.startswith("oci://"):
+        from npuctl.artifacts.oci.client import RegistryError
+        from npuctl.artifacts.oci.steps import open_registry
+
+        try:
+            return open_registry(spec, pins)
+        except (ValueError, RegistryError) as exc:
+            raise FetchError(str(exc)) from exc
+    if spec.url.startswith(("http://", "https://")):
+        return HttpSource(spec.url)
+    return FolderSource(Path(spec.url))
 
 
-def fetch_step(source: ArtifactSource, step: str, key: str, workdir: Path) -> Record | None:
-    """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
-    Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
+class _LayoutFetch:
+    """fetch_step over read/copy of the folder layout."""
+
+    def fetch_step(self: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
+        return fetch_layout_step(self, step, key, workdir)
+
+
+def fetch_layout_step(source: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
     raw = source.read(f"{STEPS}/{key}.json", MAX_RECORD_BYTES)
     if raw is None:
         return None
@@ -55,7 +101,7 @@ def fetch_step(source: ArtifactSource, step: str, key: str, workdir: Path) -> Re
         raise FetchError(f"{source.location}: {STEPS}/{key}.json describes {record.step} {record.key[:12]}, "
                          f"not {step} {key[:12]}")
     for stored in record.files:
-        target = workdir / _relative(stored.path, source)
+        target = workdir / safe_relative(stored.path, source.location)
         target.parent.mkdir(parents=True, exist_ok=True)
         actual = source.copy(f"{BLOBS}/{stored.sha256}", target)
         if actual != stored.sha256:
@@ -64,7 +110,7 @@ def fetch_step(source: ArtifactSource, step: str, key: str, workdir: Path) -> Re
     return record
 
 
-class FolderSource:
+class FolderSource(_LayoutFetch):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
@@ -93,7 +139,7 @@ class FolderSource:
         pass
 
 
-class HttpSource:
+class HttpSource(_LayoutFetch):
     def __init__(self, url: str) -> None:
         import httpx
 
@@ -132,10 +178,10 @@ class HttpSource:
         self._http.close()
 
 
-def _relative(path: str, source: ArtifactSource) -> str:
+def safe_relative(path: str, location: str) -> str:
     # Records come from another machine: a path must stay inside the step's folder.
     parts = PurePosixPath(path).parts
     if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path or ":" in path:
-        raise FetchError(f"{source.location}: a step record names the unsafe file path {path!r}")
+        raise FetchError(f"{location}: a step record names the unsafe file path {path!r}")
     return path
 

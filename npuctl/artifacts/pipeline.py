@@ -44,7 +44,9 @@ def build_deployment(
     cached_only: bool = False,
     for_soc: int | None = None,
     aihub_credentials: aihub.Credentials | None = None,
-    published: Sequence[str] = (),
+    published: Sequence[str | fetch.StoreLocation] = (),
+    pins: dict[str, str] | None = None,
+    publishing: bool = False,
 ) -> BuildResult:
     """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
     so a fully built deployment returns after re-hashing its files and running nothing.
@@ -56,15 +58,19 @@ def build_deployment(
     when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
     aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
     published: artifact stores (folders or http(s) URLs, npuctl.artifacts.publish layout) asked for each missing
-    step before it runs, in order; a step fetched from one is not run (with `cached_only` too).
+    step before it runs, in order; a step fetched from one is not run (with `cached_only` too). pins: step key ->
+    manifest digest (from signed bundles): an oci: store is asked for a pinned step by that digest only.
+    publishing: the build is for `--publish`: `build.strategy: prebuilt` compiles here (the publisher is where
+    the binaries come from). Elsewhere prebuilt compiles nothing: a pack's binaries, or published steps only.
     Raises BuildError (AccuracyError when verify measures below the bar)."""
     if isinstance(deployment, LoadedDeployment):
         base_dir = base_dir or deployment.file.parent
         deployment = deployment.deployment
-    runner = Runner(store or Store(), progress or (lambda event: None), cached_only,
-                     [fetch.open_source(location) for location in published])
+    fetch_only = deployment.spec.build.strategy is Strategy.PREBUILT and not publishing and bool(published)
+    runner = Runner(store or Store(), progress or (lambda event: None), cached_only or fetch_only,
+                    [fetch.open_source(location, pins) for location in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
-                   aihub_credentials=aihub_credentials)
+                   aihub_credentials=aihub_credentials, compile_prebuilt=publishing or fetch_only)
     try:
         return build.run(_pick_targets(deployment, targets))
     finally:
@@ -85,7 +91,9 @@ class Survey:
 def survey(deployment: LoadedDeployment, *, store: Store, base_dir: Path | None = None) -> Survey:
     """What is stored and what a build would run next (for dry runs and garbage collection). Runs nothing."""
     runner = Runner(store, lambda event: None, cached_only=True)
-    build = _Build(deployment.deployment, base_dir or deployment.file.parent, runner, partial=True)
+    # compile_prebuilt: a publisher's store holds what it compiled for `prebuilt` deployments.
+    build = _Build(deployment.deployment, base_dir or deployment.file.parent, runner, partial=True,
+                   compile_prebuilt=True)
     try:
         build.run(list(deployment.deployment.spec.targets))
     except NotBuiltError as exc:
@@ -110,8 +118,11 @@ class _Fp32:
 
 class _Build:
     def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: Runner, partial: bool = False,
-                 for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None) -> None:
+                 for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None,
+                 compile_prebuilt: bool = False) -> None:
         self.deployment = deployment
+        self.compile_prebuilt = compile_prebuilt
+        """Take the compile path under `prebuilt` (publishing, or fetching what a publisher compiled)."""
         self.partial = partial
         self.missing: str | None = None
         """With `partial`: the first step found missing (the rest of its bucket depends on it)."""
@@ -134,7 +145,8 @@ class _Build:
         model, pack, resolve_runs = self._sources()
         strategy = self.spec.build.strategy
         entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []
-        compilable = model is not None and buildable(model) and strategy is not Strategy.PREBUILT
+        compilable = (model is not None and buildable(model)
+                      and (strategy is not Strategy.PREBUILT or self.compile_prebuilt))
         targets = self._for_device(targets, compilable)
         from_pack = {t.name: packs.for_soc(entries, t.soc_model or 0, pack.uri) for t in targets} if pack else {}
         to_compile = [t for t in targets if not from_pack.get(t.name)]

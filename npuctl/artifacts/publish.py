@@ -57,7 +57,7 @@ def publish(results: list[BuildResult], store: Store, dest: Path) -> Published:
     written = size = 0
     builds = []
     for result in results:
-        records = [r for r in (store.get(run.key) for run in result.steps) if r is not None]
+        records = stored_records(result, store)
         for record in records:
             if record.key in keys:
                 continue
@@ -66,6 +66,11 @@ def publish(results: list[BuildResult], store: Store, dest: Path) -> Published:
             written, size = written + blobs, size + nbytes
         builds.append(_describe(result, [r.key for r in records], dest))
     return Published(tuple(keys), written, size, tuple(builds))
+
+
+def stored_records(result: BuildResult, store: Store) -> list[Record]:
+    """The records of a build's steps that are in the store (what a publisher pushes)."""
+    return [r for r in (store.get(run.key) for run in result.steps) if r is not None]
 
 
 def build_id(keys: list[str]) -> str:

@@ -86,7 +86,7 @@ class Runner:
             started = time.perf_counter()
             folder = self.store.new_workdir(key)
             try:
-                found = fetch.fetch_step(source, step, key, folder)
+                found = source.fetch_step(step, key, folder)
             except fetch.FetchError as exc:
                 # A broken or unreachable store costs a local build, never the deployment.
                 self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))

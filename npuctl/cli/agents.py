@@ -106,12 +106,16 @@ def up(folder: Path, config_file: Path | None, **options: Any) -> None:
 def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> None:
     """Build what the manifests need (if missing), load the models and serve them until Ctrl-C. One-shot:
     edits to the manifests are not followed (the agent does that)."""
-    from npuctl.artifacts import Store
+    from npuctl.agent.dashboard.routes import dashboard_routes
+    from npuctl.agent.dashboard.views import DashboardData, dashboard, serve_view
+    from npuctl.artifacts import BuildResult, Store
+    from npuctl.runtime.devices import detect_host
     from npuctl.schema import load_paths
     from npuctl.serve.app import create_app
     from npuctl.serve.models import ServedModel
     from npuctl.serve.oneshot import serve_registry
     from npuctl.serve.server import run
+    from npuctl.serve.timeline import Timeline
 
     try:
         result = load_paths(paths)
@@ -130,14 +134,23 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         else:
             err_console.print(f"[red]not ready[/red] {escape(f'{model.name}: {status.reason}: {status.message}')}")
 
+    builds: dict[str, BuildResult] = {}
     registry = serve_registry(
         result.deployments,
         store=Store(cache),
         progress=lambda e: err_console.print(f"  {e.step} {e.target or ''} {e.state.value}", style="dim"),
         on_loaded=loaded,
+        on_built=builds.__setitem__,
     )
-    err_console.print(f"listening on http://{host}:{port} (OpenAI /v1, Open Inference Protocol /v2, /metrics)")
+    url, facts = f"http://{host}:{port}", detect_host()
+    timeline = Timeline(registry).start()
+
+    async def dashboard_data(recent: float | None) -> DashboardData:
+        return dashboard([serve_view(url, registry, timeline, facts, builds, recent)])
+
+    err_console.print(f"listening on {url} (OpenAI /v1, Open Inference Protocol /v2, /metrics); dashboard: {url}/")
     try:
-        run(create_app(registry), host, port)
+        run(create_app(registry, routes=dashboard_routes(dashboard_data)), host, port)
     finally:
+        timeline.stop()
         registry.close()

@@ -15,7 +15,7 @@ from rich.table import Table
 from npuctl.cli.output import console, err_console, human_size
 
 if TYPE_CHECKING:
-    from npuctl.artifacts import BuildResult, StepEvent
+    from npuctl.artifacts import BuildResult, StepEvent, Store
 
 CACHE_DIR = click.option("--cache", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                          help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
@@ -26,12 +26,14 @@ CACHE_DIR = click.option("--cache", "root", type=click.Path(file_okay=False, pat
               help="Manifest file.")
 @click.option("--target", "targets", multiple=True, help="Build only this target (alias or soc<N>; repeatable).")
 @click.option("--all-targets", is_flag=True, help="Build every declared target (the default without --target).")
-@click.option("--publish", "publish_to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Then publish the build's steps to this folder (a fleet's shared artifact store; see README).")
+@click.option("--publish", "publish_to", default=None, metavar="FOLDER|oci://HOST[:PORT]/REPO",
+              help="Then publish the build's steps for a fleet: to a folder (any static web server can serve it) or "
+                   "to an OCI registry repository, each step tagged by its key (credentials: docker login). See README.")
+@click.option("--plain-http", is_flag=True, help="Publish to an oci:// registry over plain http (a lab registry).")
 @CACHE_DIR
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: Path | None, root: Path | None,
-          output: str) -> None:
+def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: str | None, plain_http: bool,
+          root: Path | None, output: str) -> None:
     """Build a manifest's artifacts: export, static shapes, quantize, compile context binaries, verify.
     Steps already in the store are not run again."""
     from npuctl.artifacts import BuildError, Store, build_deployment
@@ -39,6 +41,13 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: Pat
 
     if all_targets and targets:
         raise click.UsageError("--all-targets and --target exclude each other")
+    if publish_to and publish_to.startswith("oci://"):
+        from npuctl.artifacts.oci.refs import ReferenceError, parse
+
+        try:
+            parse(publish_to, allow_tag=False)
+        except ReferenceError as exc:
+            raise click.BadParameter(str(exc), param_hint="--publish") from exc
     loaded = load_file(path)
     for error in loaded.errors:
         click.echo(str(error), err=True)
@@ -52,26 +61,42 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: Pat
             if output == "json":
                 # The QNN libraries print a banner on stdout; keep stdout for the JSON alone.
                 with _StdoutToStderr():
-                    results.append(build_deployment(deployment, store=store, targets=targets or None))
+                    results.append(build_deployment(deployment, store=store, targets=targets or None,
+                                                    publishing=publish_to is not None))
             else:
                 with _BuildProgress(deployment.name) as show:
                     results.append(build_deployment(deployment, store=store, targets=targets or None,
-                                                    progress=show.update))
+                                                    progress=show.update, publishing=publish_to is not None))
         except BuildError as exc:
             err_console.print(f"[red]build of {deployment.name} failed[/red]: {escape(str(exc))}")
             raise SystemExit(1) from exc
     if publish_to is not None:
-        from npuctl.artifacts.publish import publish
-
-        done = publish(results, store, publish_to)
-        err_console.print(f"published {len(done.steps)} steps to {publish_to} ({done.blobs_written} new files, "
-                          f"{human_size(done.bytes_written)})")
+        _publish(results, store, publish_to, plain_http)
     if output == "json":
         data = [r.as_dict() for r in results]
         click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
         return
     for result in results:
         _print_result(result)
+
+
+def _publish(results: list[BuildResult], store: Store, publish_to: str, plain_http: bool) -> None:
+    if publish_to.startswith("oci://"):
+        from npuctl.artifacts.oci import steps
+        from npuctl.artifacts.oci.client import RegistryError
+
+        try:
+            pushed = steps.publish(results, store, publish_to, insecure=plain_http)
+        except RegistryError as exc:
+            err_console.print(f"[red]publishing to {escape(publish_to)} failed[/red]: {escape(str(exc))}")
+            raise SystemExit(1) from exc
+        count, written, size = len(pushed.digests), pushed.blobs_written, pushed.bytes_written
+    else:
+        from npuctl.artifacts.publish import publish
+
+        done = publish(results, store, Path(publish_to))
+        count, written, size = len(done.steps), done.blobs_written, done.bytes_written
+    err_console.print(f"published {count} steps to {publish_to} ({written} new files, {human_size(size)})")
 
 
 def _print_result(result: BuildResult) -> None:

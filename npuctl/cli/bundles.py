@@ -18,14 +18,61 @@ def bundle() -> None:
 
 @bundle.command("keygen")
 @click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
-def bundle_keygen(private_key: Path) -> None:
+@click.option("--cosign", is_flag=True, help="An ECDSA P-256 key for cosign-compatible signatures instead: writes "
+              "PRIVATE_KEY (PKCS#8 PEM) and PRIVATE_KEY.pub (what `cosign verify --key` and agents' cosignPublicKey take).")
+def bundle_keygen(private_key: Path, cosign: bool) -> None:
     """Write a new ed25519 private key (PEM, owner-only) and print its public key for agent configs."""
     from npuctl.agent import bundles
 
     try:
+        if cosign:
+            public = bundles.write_cosign_key(private_key)
+            click.echo(f"{public} written:\n{public.read_text(encoding='utf-8')}", nl=False)
+            return
         click.echo(bundles.write_private_key(private_key))
     except bundles.BundleError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+@bundle.command("push")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", metavar="oci://HOST[:PORT]/REPO:TAG")
+@click.option("--key", "key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The ed25519 private key agents' publicKey matches (npuctl bundle keygen).")
+@click.option("--steps", "steps", required=True, metavar="oci://HOST[:PORT]/REPO",
+              help="The step repository the manifests were published to (npuctl build --publish): every step is pinned "
+                   "by its manifest digest there.")
+@click.option("--version", "version", default=None, help="The bundle's version (default: its UTC creation time).")
+@click.option("--expires-in", "expires_days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Days until agents report the bundle expired.")
+@click.option("--cosign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Also push a cosign signature (.sig tag) with this ECDSA P-256 key (npuctl bundle keygen --cosign).")
+@click.option("--plain-http", is_flag=True, help="The registry speaks plain http (a lab registry).")
+@click.option("--cache", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The store the steps were built in (default: $NPUCTL_CACHE or the user data folder).")
+def bundle_push(folder: Path, target: str, key: Path, steps: str, version: str | None, expires_days: float,
+                cosign_key: Path | None, plain_http: bool, root: Path | None) -> None:
+    """Push the manifests in FOLDER as a signed bundle to an OCI registry tag that agents follow (sources: url:
+    oci://...). Credentials: docker login / credential helpers."""
+    from datetime import timedelta
+
+    from npuctl.agent import bundle_push, bundles
+    from npuctl.artifacts.oci.client import RegistryError
+    from npuctl.artifacts.oci.cosign import SignatureError
+    from npuctl.artifacts.oci.refs import ReferenceError
+    from npuctl.artifacts.store import Store
+
+    try:
+        pushed = bundle_push.push(folder, target, key, steps, version=version, expires_in=timedelta(days=expires_days),
+                                  cosign_key=cosign_key, insecure=plain_http, store=Store(root))
+    except ReferenceError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except (bundles.BundleError, SignatureError, RegistryError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        sys.exit(1)
+    signed = f", cosign signature {pushed.cosign_signature}" if pushed.cosign_signature else ""
+    click.echo(f"{pushed.reference}: version {pushed.version}, {pushed.manifests} manifest(s), "
+               f"{pushed.pins} step(s) pinned{signed}")
 
 
 @bundle.command("pack")

@@ -55,7 +55,12 @@ async def _query(client: httpx.AsyncClient, url: str) -> AgentReport:
         for response in (deployments, sources):
             response.raise_for_status()
         return AgentReport(url, deployments.json()["items"], sources.json()["items"])
-    except httpx.HTTPStatusError as exc:
-        return AgentReport(url, error=f"HTTP {exc.response.status_code} from {exc.request.url}")
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        return AgentReport(url, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return AgentReport(url, error=no_answer(exc))
+
+
+def no_answer(exc: Exception) -> str:
+    """Why an agent gave no usable answer, in a line."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} from {exc.request.url}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -59,6 +59,7 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
                       f"{'unknown' if coverage is None else f'{coverage:.1%}'}", soft_wrap=True)
     task = want.deployment.deployment.spec.model.task if want else Task.EMBEDDINGS
     console.print(f"  {_try_it(endpoint, public, task)}", soft_wrap=True, markup=False)
+    console.print(f"  dashboard: {endpoint}/ (open it in a browser)", soft_wrap=True, markup=False)
 
 
 def _try_it(endpoint: str, model: str, task: Task) -> str:

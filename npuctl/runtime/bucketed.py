@@ -61,8 +61,9 @@ class BucketedSessions:
         # The encoder cuts inputs to the largest bucket, so one always fits.
         return next(length for length in self.sessions if length is not None and length >= tokens)
 
-    def _run(self, opened: OpenedSession, rows: Rows, type_rows: Rows | None, length: int,
-             post: Post) -> npt.NDArray[np.floating]:
+    def feeds(self, rows: Rows, type_rows: Rows | None, length: int
+              ) -> tuple[dict[str, npt.NDArray[np.integer]], IntArray]:
+        """What a session gets for `rows`: padded to `length` and to the graph's static batch; and their mask."""
         batch = max(len(rows), self.static_batch or 0)
         ids = np.full((batch, length), self.pad_id, dtype=np.int64)
         mask = np.zeros((batch, length), dtype=np.int64)
@@ -73,9 +74,12 @@ class BucketedSessions:
             if type_rows is not None:
                 types[i, : len(type_rows[i])] = type_rows[i]
         values = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        feeds = {name: values[role].astype(dtype, copy=False) for name, (role, dtype) in self._feeds.items()}
-        output = opened.session.run(None, feeds)[0]
-        return post(output, mask)[: len(rows)]
+        return {name: values[role].astype(dtype, copy=False) for name, (role, dtype) in self._feeds.items()}, mask
+
+    def _run(self, opened: OpenedSession, rows: Rows, type_rows: Rows | None, length: int,
+             post: Post) -> npt.NDArray[np.floating]:
+        feeds, mask = self.feeds(rows, type_rows, length)
+        return post(opened.session.run(None, feeds)[0], mask)[: len(rows)]
 
 
 def _feed_layout(inputs: Sequence[ort.NodeArg]) -> dict[str, tuple[str, type[np.integer]]]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from npuctl.runtime.bucketed import BucketedSessions
 from npuctl.runtime.pooling import PoolingConfig, pool
@@ -53,6 +54,14 @@ class EmbeddingModel:
     def close(self) -> None:
         """Drop this model's hold on its sessions: released now unless another model shares them."""
         self._sessions.sessions = {}
+
+    def session(self, length: int | None) -> ort.InferenceSession:
+        """The session of a bucket (None: the dynamic model's)."""
+        return self._sessions.sessions[length].session
+
+    def feeds(self, rows: Sequence[Sequence[int]], length: int) -> tuple[dict[str, npt.NDArray[np.integer]], npt.NDArray[np.int64]]:
+        """What a session gets for `rows`: padded to `length` and to the graph's static batch; and their mask."""
+        return self._sessions.feeds(rows, None, length)
 
     def _pool(self, hidden: npt.NDArray[np.floating], mask: npt.NDArray[np.int64]) -> npt.NDArray[np.floating]:
         return pool(hidden, mask, self.pooling)

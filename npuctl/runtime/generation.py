@@ -3,6 +3,7 @@ on the CPU, a QNN decoder-pipeline pack on the NPU), and token-by-token generati
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
+
+import numpy as np
 
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import HostFacts
@@ -32,6 +35,33 @@ class Sampling:
     seed: int | None = None
     ignore_eos: bool = False
     """Generate max_new_tokens whatever the model says (vLLM's extension; for load tests and benchmarks)."""
+    guidance: Guidance | None = None
+    """Constrain the output to a grammar (constrained decoding)."""
+    logprobs: int | None = None
+    """Give each token's log probability and this many most likely alternatives (None: no log probabilities)."""
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """A grammar the output must follow, in one of onnxruntime-genai's (llguidance's) forms."""
+
+    kind: str
+    """json_schema, lark_grammar or regex."""
+    data: str
+
+
+class GuidanceError(ValueError):
+    """The grammar cannot be used: it does not compile, or this onnxruntime-genai has no guidance."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token, with its log probability under the model and the most likely tokens at that
+    place (when asked)."""
+
+    token: int
+    logprob: float | None = None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 class TextGenerator(Protocol):
@@ -58,15 +88,27 @@ class TextGenerator(Protocol):
         ...
 
     @property
-    def limits(self) -> str:
-        """The model's length limits, in words for errors."""
+    def context_length(self) -> int:
+        """Tokens of a prompt and its answer together."""
         ...
 
     def room(self, prompt_tokens: int) -> int:
         """How many tokens may be generated after a prompt this long."""
         ...
 
+    @property
+    def guided(self) -> bool:
+        """Whether generation can be constrained to a grammar."""
+        ...
+
+    @property
+    def model_type(self) -> str:
+        """The architecture (config.json's model_type: llama, t5, ...)."""
+        ...
+
     def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]: ...
+
+    def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]: ...
 
     def close(self) -> None: ...
 
@@ -84,17 +126,24 @@ class GenerationModel:
         self.context_length = pack.context_length
         self.eos_token_ids = frozenset(pack.eos_token_ids)
         self.max_prompt_tokens = self.context_length - 1
-
-    @property
-    def limits(self) -> str:
-        return f"its context is {self.context_length} tokens"
+        self.model_type = pack.model_type
 
     def room(self, prompt_tokens: int) -> int:
         return self.context_length - prompt_tokens
 
+    @property
+    def guided(self) -> bool:
+        """Whether this onnxruntime-genai can constrain generation to a grammar."""
+        return hasattr(_genai().GeneratorParams, "set_guidance")
+
     def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
         """Generated token ids, the end-of-sequence token included when one ends the answer. Stops after
         `sampling.max_new_tokens`, at the context's end, or as soon as `cancel` is set."""
+        return (step.token for step in self.steps(prompt, sampling, cancel))
+
+    def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
+        """As `tokens`, with log probabilities when `sampling.logprobs` asks. The generator is made before this
+        returns: GuidanceError comes here, not from the first step."""
         og = _genai()
         params = og.GeneratorParams(self._model)
         options: dict[str, Any] = {"max_length": min(self.context_length, len(prompt) + sampling.max_new_tokens),
@@ -108,19 +157,42 @@ class GenerationModel:
         if sampling.ignore_eos:
             options["min_length"] = options["max_length"]  # onnxruntime-genai masks the end token until then
         params.set_search_options(**options)
-        generator = og.Generator(self._model, params)
+        if sampling.guidance is not None:
+            if not self.guided:
+                raise GuidanceError("this onnxruntime-genai has no guidance (constrained decoding)")
+            params.set_guidance(sampling.guidance.kind, sampling.guidance.data)
+        try:
+            generator = og.Generator(self._model, params)
+        except RuntimeError as exc:  # the grammar is compiled here
+            if sampling.guidance is not None and "grammar" in str(exc).lower():
+                raise GuidanceError(str(exc)) from exc
+            raise
+        return self._run(generator, prompt, sampling, cancel)
+
+    def _run(self, generator: Any, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
         try:
             generator.append_tokens(prompt)
             produced = 0
             while produced < sampling.max_new_tokens and not cancel.is_set() and not generator.is_done():
+                # The logits the next token is drawn from (before the grammar's mask and the sampler's choice).
+                logits = generator.get_logits()[0, -1] if sampling.logprobs is not None else None
                 generator.generate_next_token()
                 produced += 1
-                yield int(generator.get_next_tokens()[0])
+                token = int(generator.get_next_tokens()[0])
+                yield Step(token) if logits is None else step_of(token, logits, sampling.logprobs or 0)
         finally:
             del generator  # frees its KV cache now, not at the next garbage collection
 
     def close(self) -> None:
         self._model = None
+
+
+def step_of(token: int, logits: Any, top: int) -> Step:
+    """A generated token with its log probability and the `top` most likely tokens, from the logits it was drawn from."""
+    shifted = logits.astype(np.float64) - float(logits.max())
+    logprobs = shifted - math.log(float(np.exp(shifted).sum()))
+    best = np.argsort(-logprobs)[:top]
+    return Step(token, float(logprobs[token]), tuple((int(i), float(logprobs[i])) for i in best))
 
 
 def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts,

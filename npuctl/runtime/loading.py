@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import EmbeddingModel
@@ -92,11 +91,7 @@ def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Place
     buckets = [length for length in encoders if length is not None]
     limit = max_input_tokens(deployment, buckets)
     slots = 1 if placement.on_npu else deployment.spec.serve.max_batch
-    return Seq2SeqModel(Encoder(encoders, _pad_id(folder)), decoders, Seq2SeqTokenizer(folder), ends,
-                        RunInfo.of(placement.where, sessions, note), slots, limit)
-
-
-def _pad_id(folder: Path) -> int:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     pad = config.get("pad_token_id")
-    return int(pad) if isinstance(pad, int) else 0
+    return Seq2SeqModel(Encoder(encoders, pad if isinstance(pad, int) else 0), decoders, Seq2SeqTokenizer(folder),
+                        ends, RunInfo.of(placement.where, sessions, note), slots, limit, str(config.get("model_type")))

@@ -39,14 +39,16 @@ class PromptTokenizer:
     def has_chat_template(self) -> bool:
         return self._render is not None
 
-    def chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> list[int]:
         """Token ids of the rendered conversation, ending with the assistant's turn opened. The template
-        writes the special tokens itself, so the tokenizer adds none (as transformers' apply_chat_template)."""
+        writes the special tokens itself, so the tokenizer adds none (as transformers' apply_chat_template).
+        `tools`: the functions offered (OpenAI's `tools` entries), for templates that describe them."""
         if self._render is None:
             raise PromptError("this model has no chat template (chat_template.jinja or tokenizer_config.json's "
                               "chat_template): use /v1/completions with a plain prompt")
         try:
-            text = self._render(messages=list(messages), add_generation_prompt=True, **self._specials)
+            extra = {"tools": list(tools)} if tools else {}
+            text = self._render(messages=list(messages), add_generation_prompt=True, **extra, **self._specials)
         except Exception as exc:  # a template's raise_exception(), or any error rendering user content
             raise PromptError(f"the chat template refused these messages: {exc}") from exc
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from npuctl.runtime.generation import Sampling
+from npuctl.runtime.generation import Sampling, Step, step_of
 from npuctl.runtime.prompts import PromptTokenizer
 from npuctl.runtime.sessions import OpenedSession, RunInfo
 
@@ -36,9 +36,9 @@ class Seq2SeqTokenizer(PromptTokenizer):
     """The model's tokenizer; chat messages go through its chat template, or, as T5 models have none, a plain one:
     each message on its own line, the user's as they are and the others after their role."""
 
-    def chat(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        if self.has_chat_template:
-            return super().chat(messages)
+    def chat(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()) -> list[int]:
+        if self.has_chat_template or tools:
+            return super().chat(messages, tools)
         lines = [str(m["content"]) if m["role"] == "user" else f"{m['role']}: {m['content']}" for m in messages]
         return self.plain("\n".join(lines))
 
@@ -61,6 +61,11 @@ class Decoder:
     def tokens(self, cross: Sequence[FloatArray], mask: npt.NDArray[np.int64], choose: Choose, limit: int,
                cancel: threading.Event | None = None) -> Iterator[int]:
         """Generated ids, one per step (the end token included; the caller stops on it), at most `limit`."""
+        return (token for token, _ in self.steps(cross, mask, choose, limit, cancel))
+
+    def steps(self, cross: Sequence[FloatArray], mask: npt.NDArray[np.int64], choose: Choose, limit: int,
+              cancel: threading.Event | None = None) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        """As `tokens`, each with the logits it was chosen from."""
         cache = [np.zeros((1, self.heads, self.length, self.d_kv), np.float32) for _ in self._past]
         feeds: dict[str, Any] = dict(zip(self._cross, cross, strict=True)) | {"encoder_attention_mask": mask}
         token = self.start_id
@@ -73,7 +78,7 @@ class Decoder:
             for kept, fresh in zip(cache, new, strict=True):
                 kept[:, :, step : step + 1, :] = fresh
             token = choose(logits[0])
-            yield token
+            yield token, logits[0]
 
 
 class Encoder:
@@ -106,10 +111,12 @@ class Seq2SeqModel:
     """An encoder-decoder loaded for serving: the text-generation interface of GenerationModel."""
 
     def __init__(self, encoder: Encoder, decoders: dict[int | None, Decoder], tokenizer: Seq2SeqTokenizer,
-                 eos_token_ids: frozenset[int], info: RunInfo, slots: int, max_input_tokens: int) -> None:
+                 eos_token_ids: frozenset[int], info: RunInfo, slots: int, max_input_tokens: int,
+                 model_type: str = "t5") -> None:
         """`decoders`: by encoder bucket (static NPU decoders take that many encoder positions), or one under None
         that takes any (the CPU decoder)."""
         self.encoder = encoder
+        self.model_type = model_type
         self.decoders = decoders
         self.decoder = next(iter(decoders.values()))
         self.tokenizer = tokenizer
@@ -118,20 +125,26 @@ class Seq2SeqModel:
         self.slots = slots
         self.max_prompt_tokens = max_input_tokens
         """Longest prompt in tokens (the largest encoder bucket); answers have their own limit (`room`)."""
-
-    @property
-    def limits(self) -> str:
-        return (f"prompts of at most {self.max_prompt_tokens} tokens (its longest input bucket), answers of at most "
-                f"{self.decoder.length} (spec.shapes.maxOutputTokens)")
+        self.context_length = max_input_tokens + self.decoder.length
 
     def room(self, prompt_tokens: int) -> int:
         """How many tokens an answer may have: the decoder's fixed length, whatever the prompt's."""
         return self.decoder.length if prompt_tokens <= self.max_prompt_tokens else 0
 
+    guided = False
+    """Grammar-constrained decoding is onnxruntime-genai's; encoder-decoders have none."""
+
     def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+        return (step.token for step in self.steps(prompt, sampling, cancel))
+
+    def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
+        """Generated tokens (with log probabilities when `sampling.logprobs` asks); the encoder runs before this
+        returns."""
         cross, mask, bucket = self.encoder.run(prompt)
         decoder = self.decoders.get(bucket) or self.decoders[None]
-        yield from decoder.tokens(cross, mask, chooser(sampling, self.eos_token_ids), sampling.max_new_tokens, cancel)
+        steps = decoder.steps(cross, mask, chooser(sampling, self.eos_token_ids), sampling.max_new_tokens, cancel)
+        return (Step(token) if sampling.logprobs is None else step_of(token, logits, sampling.logprobs)
+                for token, logits in steps)
 
     def close(self) -> None:
         self.encoder.sessions = {}

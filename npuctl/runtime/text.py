@@ -33,7 +33,8 @@ class TextEncoder:
         self.vocab_size = self._tokenizer.get_vocab_size()
 
     def encode(self, texts: Sequence[str]) -> list[Tokens]:
-        return [Tokens(e.ids, bool(e.overflowing)) for e in self._tokenizer.encode_batch(list(texts))]
+        # The fast variant skips character offsets, which nothing here reads: a third of the cost.
+        return [Tokens(e.ids, bool(e.overflowing)) for e in self._tokenizer.encode_batch_fast(list(texts))]
 
     def encode_pairs(self, first: str, seconds: Sequence[str]) -> list[Tokens]:
         """(first, second) pairs as one input each, as cross-encoders take them; the longer text loses its tail

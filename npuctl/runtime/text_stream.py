@@ -19,6 +19,7 @@ class TextStream:
         # offset is settled (tokenizers join pieces with context, hence one token of overlap).
         self._prefix = 0
         self._read = 0
+        self._before: str | None = None
         self._text = ""
         self._sent = 0
         self.stopped = False
@@ -34,11 +35,12 @@ class TextStream:
         if self.stopped:
             return ""
         self._ids.append(token)
-        before = self._decode(self._ids[self._prefix : self._read])
+        if self._before is None:  # the settled window's text only changes when the window moves
+            self._before = self._decode(self._ids[self._prefix : self._read])
         after = self._decode(self._ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith(_PARTIAL):
-            self._append(after[len(before) :])
-            self._prefix, self._read = self._read, len(self._ids)
+        if len(after) > len(self._before) and not after.endswith(_PARTIAL):
+            self._append(after[len(self._before) :])
+            self._prefix, self._read, self._before = self._read, len(self._ids), None
         return self._release(final=False)
 
     def finish(self) -> str:

@@ -108,6 +108,7 @@ class PerformanceMode(StrEnum):
 class Api(StrEnum):
     OPENAI = "openai"
     OIP = "oip"
+    OLLAMA = "ollama"
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -300,7 +301,7 @@ class Serve(Spec):
     """Public model name in the APIs (default: metadata.name)."""
     aliases: list[str] = []
     """Other names the model answers to."""
-    apis: list[Api] = [Api.OPENAI, Api.OIP]
+    apis: list[Api] = [Api.OPENAI, Api.OIP, Api.OLLAMA]
     """Which HTTP APIs expose the model."""
     max_batch: int = Field(16, ge=1, le=1024)
     """Most requests merged into one inference."""

@@ -16,6 +16,7 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError, error_response
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip import oip_routes
+from npuctl.serve.ollama_api import ollama_routes
 from npuctl.serve.openai_api import openai_routes
 from npuctl.serve.openapi import openapi
 from npuctl.serve.rerank_api import rerank_routes
@@ -31,7 +32,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
-    Inference Protocol /v2, /metrics, their OpenAPI description at /openapi.json,
+    Inference Protocol /v2, Ollama's /api, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on."""
     ctx = ServeContext(registry, max_body_bytes)
@@ -45,15 +46,22 @@ def create_app(
         return JSONResponse(description)
 
     app = Starlette(
-        routes=[*openai_routes(ctx), *chat_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx), *oip_routes(ctx), Route("/metrics", metrics, methods=["GET"]),
-                Route("/openapi.json", openapi_json, methods=["GET"]), *routes],
-        exception_handlers={HTTPException: _http_error},
+        # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx),
+                *oip_routes(ctx), *ollama_routes(ctx),
+                Route("/metrics", metrics, methods=["GET"]),
+                Route("/openapi.json", openapi_json, methods=["GET"])],
+        exception_handlers=ERROR_HANDLERS,
     )
     app.state.registry = registry
     return app
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
+async def http_error(request: Request, exc: Exception) -> Response:
     # Routing errors (unknown path, wrong method) in the same JSON shapes as the APIs' own errors.
     assert isinstance(exc, HTTPException)
     return error_response(ApiError(exc.status_code, exc.detail, headers=exc.headers), request.url.path)
+
+
+ERROR_HANDLERS = {HTTPException: http_error}
+"""Exception handlers for any app of ours (the fleet dashboard's too): routing errors as JSON."""

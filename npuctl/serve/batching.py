@@ -198,14 +198,14 @@ class Batcher(Generic[In, Out]):
         self._batch_seconds = seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * seconds
         if self.observer is not None:
             self.observer(len(rows), seconds)
+        # One wake-up of each event loop per batch, not one per request.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Out]], list[Out]]]] = {}
         offset = 0
         for job in jobs:
-            _deliver(job, list(outputs[offset : offset + len(job.items)]))
+            answers.setdefault(job.loop, []).append((job.future, list(outputs[offset : offset + len(job.items)])))
             offset += len(job.items)
-
-
-def _deliver(job: _Job[In, Out], outputs: list[Out]) -> None:
-    _in_loop(job.loop, _set_result, job.future, outputs)
+        for loop, results in answers.items():
+            _in_loop(loop, _set_results, results)
 
 
 def _deliver_error(job: _Job[In, Out], exc: Exception) -> None:
@@ -219,9 +219,10 @@ def _in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *ar
         pass  # the loop is closed: nobody waits for this answer any more
 
 
-def _set_result(future: asyncio.Future[list[Out]], outputs: list[Out]) -> None:
-    if not future.done():
-        future.set_result(outputs)
+def _set_results(results: list[tuple[asyncio.Future[list[Out]], list[Out]]]) -> None:
+    for future, outputs in results:
+        if not future.done():
+            future.set_result(outputs)
 
 
 def _set_exception(future: asyncio.Future[list[Out]], exc: Exception) -> None:

@@ -3,9 +3,6 @@ as Server-Sent Events (`stream: true`), in OpenAI's shapes."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,12 +13,15 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
+from npuctl.serve.completing import begun, checked_prompt, collect, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
-from npuctl.serve.generating import Generation, Prompt
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.logprobs import chat_logprobs, completion_logprobs
 from npuctl.serve.models import GenerationService
-from npuctl.serve.sse import DONE, EventStream
+from npuctl.serve.openai_replies import Reply, Shape
+from npuctl.serve.sse import EventStream
+from npuctl.serve.structured import structure
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4
@@ -44,12 +44,16 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
         body = await _body(request, ctx)
         messages = _messages(body.get("messages"))
         options = _options(body)
+        logprobs = chat_logprobs(body)
         with ctx.using(request, body.get("model"), Api.OPENAI, GenerationService) as model:
+            form = structure(body, model.model.guided)
             try:
-                ids = model.model.tokenizer.chat(messages)
+                ids = model.model.tokenizer.chat(messages, form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc), param="messages") from exc
-            return await _answer(request, model, ids, options, chat=True, what="messages")
+            sampling = replace(options.sampling, guidance=form.guidance, logprobs=logprobs)
+            return await _answer(request, model, ids, replace(options, sampling=sampling), chat=True,
+                                 what="messages", shape=Shape(form, logprobs is not None))
 
     async def completions(request: Request) -> Response:
         body = await _body(request, ctx)
@@ -59,9 +63,17 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
         if not isinstance(prompt, str) or not prompt:
             raise ApiError(400, "'prompt' must be a non-empty string (one prompt per request)", param="prompt")
         options = _options(body)
+        logprobs, echo = completion_logprobs(body), body.get("echo", False)
+        if not isinstance(echo, bool):
+            raise ApiError(400, "'echo' must be true or false", param="echo")
+        if echo and logprobs is not None:
+            raise ApiError(400, "'echo' with 'logprobs' would need the prompt's log probabilities, which npuctl "
+                           "does not compute", param="echo")
+        options = replace(options, sampling=replace(options.sampling, logprobs=logprobs))
         with ctx.using(request, body.get("model"), Api.OPENAI, GenerationService) as model:
             ids = model.model.tokenizer.plain(prompt)
-            return await _answer(request, model, ids, options, chat=False, what="prompt")
+            return await _answer(request, model, ids, options, chat=False, what="prompt",
+                                 shape=Shape(logprobs=logprobs is not None, echo=prompt if echo else ""))
 
     return [
         Route("/v1/chat/completions", ctx.endpoint("openai", chat), methods=["POST"]),
@@ -70,88 +82,16 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
 
 
 async def _answer(request: Request, model: GenerationService, ids: list[int], options: _Options, *, chat: bool,
-                  what: str) -> Response:
-    limit = model.max_input_tokens
-    room = model.model.room(len(ids))
-    if len(ids) > limit or room < 1:
-        raise ApiError(400, f"the {what} are {len(ids)} tokens; this model accepts at most {limit} input tokens "
-                       f"({model.model.limits})", param=what, code="context_length_exceeded")
-    if options.max_tokens is not None and options.max_tokens > room:
-        raise ApiError(400, f"{model.model.limits}: {len(ids)} tokens in the {what} leave room for "
-                       f"{room} generated tokens, not max_tokens {options.max_tokens}",
-                       param="max_tokens", code="context_length_exceeded")
-    sampling = replace(options.sampling, max_new_tokens=options.max_tokens or room)
-    prompt = Prompt(ids, sampling, options.stop)
-    reply = _Reply(model.name, chat, len(ids))
-    if not options.stream:
-        generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-        text = await answered(request, _collect(generation), model.timeout_seconds)
-        return JSONResponse(reply.whole(text, generation))
+                  what: str, shape: Shape) -> Response:
+    prompt = checked_prompt(model, ids, options.max_tokens, options.sampling, options.stop, what=what,
+                            max_param="max_tokens")
+    reply = Reply(model.name, chat, len(ids), shape, model.model.tokenizer.decode)
     generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-    # The stream outlives this handler: it keeps the model leased until it ends.
-    model.acquire()
-
-    def close() -> None:
-        generation.cancel()
-        model.release()
-
-    return EventStream(reply.events(generation, options.include_usage), close)
-
-
-async def _collect(generation: Generation) -> str:
-    pieces: list[str] = []
-    try:
-        async for piece in generation.pieces():
-            pieces.append(piece)
-    finally:
-        generation.cancel()  # a no-op when it has ended; stops it when the client left or the time ran out
-    return "".join(pieces)
-
-
-class _Reply:
-    """OpenAI's response objects for one request."""
-
-    def __init__(self, model: str, chat: bool, prompt_tokens: int) -> None:
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
-        self.model = model
-        self.chat = chat
-        self.created = int(time.time())
-        self.prompt_tokens = prompt_tokens
-
-    def whole(self, text: str, generation: Generation) -> dict[str, Any]:
-        reason = generation.finish_reason
-        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
-        choice |= {"message": {"role": "assistant", "content": text}} if self.chat else {"text": text}
-        return self._object(False) | {"choices": [choice], "usage": self._usage(generation)}
-
-    async def events(self, generation: Generation, include_usage: bool) -> AsyncIterator[dict[str, Any] | str]:
-        usage: dict[str, Any] = {"usage": None} if include_usage else {}
-        if self.chat:
-            yield self._chunk({"role": "assistant", "content": ""}, None) | usage
-        try:
-            async for piece in generation.pieces():
-                yield self._chunk({"content": piece} if self.chat else piece, None) | usage
-        except Exception as exc:  # headers are sent: the error goes in the stream, as OpenAI does
-            yield {"error": {"message": f"generation failed: {exc}", "type": "server_error", "param": None,
-                             "code": None}}
-            return
-        yield self._chunk({} if self.chat else "", generation.finish_reason) | usage
-        if include_usage:
-            yield self._object(True) | {"choices": [], "usage": self._usage(generation)}
-        yield DONE
-
-    def _chunk(self, delta: dict[str, Any] | str, reason: str | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
-        choice |= {"delta": delta} if self.chat else {"text": delta}
-        return self._object(True) | {"choices": [choice]}
-
-    def _object(self, chunk: bool) -> dict[str, Any]:
-        kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-    def _usage(self, generation: Generation) -> dict[str, int]:
-        done = generation.completion_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": done, "total_tokens": self.prompt_tokens + done}
+    await answered(request, begun(generation, shape.structure.param), model.timeout_seconds)
+    if not options.stream:
+        whole = await answered(request, collect(generation), model.timeout_seconds)
+        return JSONResponse(reply.whole(whole, generation))
+    return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation))
 
 
 async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """HTTP errors as JSON: OpenAI's shape on /v1 (`{"error": {"message", "type", "param", "code"}}`), the
-Open Inference Protocol's on /v2 (`{"error": "<message>"}`). Clients never see a traceback."""
+Open Inference Protocol's on /v2 and Ollama's on /api (`{"error": "<message>"}`). Clients never see a traceback."""
 
 from __future__ import annotations
 
@@ -51,5 +51,5 @@ def oip_error(exc: ApiError) -> JSONResponse:
 
 
 def error_response(exc: ApiError, path: str) -> JSONResponse:
-    """The error in the shape of the API the path belongs to."""
-    return oip_error(exc) if path.startswith("/v2") else openai_error(exc)
+    """The error in the shape of the API the path belongs to (Ollama's /api has the Open Inference Protocol's)."""
+    return oip_error(exc) if path.startswith(("/v2", "/api/")) else openai_error(exc)

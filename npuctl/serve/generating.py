@@ -7,16 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from npuctl.runtime.generation import Sampling, TextGenerator
+from npuctl.runtime.generation import Sampling, Step, TextGenerator
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
+
+HANDOFF_STEP_SECONDS = 0.001
+"""A token step longer than this is worth a hand-off (~0.1 ms) to get its piece to the client at once."""
+HANDOFF_TIMEOUT_SECONDS = 0.005
 
 class FinishReason:
     STOP = "stop"
@@ -44,6 +50,18 @@ GenerationObserver = Callable[[GenerationStats], None]
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A piece of the answer's text, and the generated tokens it came from (with log probabilities if asked)."""
+
+    text: str
+    steps: tuple[Step, ...] = ()
+
+
+Item = Piece | BaseException | None
+"""What the generation thread hands the loop: a piece, the model's failure, or the end."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     ids: list[int]
     sampling: Sampling
@@ -57,19 +75,43 @@ class Generation:
         self._queue = queue
         self._prompt = prompt
         self._loop = loop
-        self._pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        self._pieces: asyncio.Queue[Item] = asyncio.Queue()
+        # Items wait in the outbox until the loop drains it: one loop wake-up per burst, not per piece.
+        self._outbox: list[Item] = []
+        self._outbox_lock = threading.Lock()
+        self._drain_scheduled = False
+        self._taken = threading.Event()
+        self._handed_off = False
+        self._begun: asyncio.Future[None] = loop.create_future()
+        self._steps: list[Step] = []
+        """Tokens not yet handed over with a piece (their text is held back: a partial character, a stop string)."""
         self._cancel = threading.Event()
         self.arrived = time.perf_counter()
         self.queue_wait = 0.0
         self.completion_tokens = 0
+        self.token_ids: list[int] = []
+        """The generated tokens so far (the end-of-sequence token not included)."""
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+        """perf_counter() times of the first and the latest token."""
         self.finish_reason: str | None = None
         """Set once the generation has ended (before `pieces()` ends)."""
 
     def cancel(self) -> None:
         self._cancel.set()
 
+    async def begun(self) -> None:
+        """Wait until the model has taken the request; raises what refused it (a grammar that does not compile)."""
+        await asyncio.shield(self._begun)
+
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text, piece by piece; raises the model's error if generation fails."""
+        async for piece in self.chunks():
+            if piece.text:
+                yield piece.text
+
+    async def chunks(self) -> AsyncIterator[Piece]:
+        """As `pieces`, each with the tokens it came from."""
         while (item := await self._pieces.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
@@ -81,23 +123,32 @@ class Generation:
         model = self._queue.model
         stream = TextStream(model.tokenizer.decode, self._prompt.stop)
         reason = FinishReason.LENGTH
-        first = last = None
         try:
-            for token in model.tokens(self._prompt.ids, self._prompt.sampling, self._cancel):
-                last = time.perf_counter()
-                first = first or last
+            try:
+                steps = model.steps(self._prompt.ids, self._prompt.sampling, self._cancel)
+            except Exception as exc:
+                self._call(self._begin, exc)
+                raise
+            self._call(self._begin, None)
+            for step in steps:
+                token = step.token
+                now = time.perf_counter()
+                took, self.last_token_at = now - (self.last_token_at or started), now
+                self.first_token_at = self.first_token_at or self.last_token_at
                 if token in model.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
-                self._put(stream.push(token))
+                self.token_ids.append(token)
+                self._steps.append(step)
+                self._put_text(stream.push(token), took=took)
                 if stream.stopped:
                     reason = FinishReason.STOP
                     break
             else:
                 if self._cancel.is_set():
                     reason = FinishReason.CANCELLED
-            self._put(stream.finish())
+            self._put_text(stream.finish(), final=True)
         except Exception as exc:  # the model's failure belongs to the request, not to the worker thread
             reason = FinishReason.ERROR
             self._put(exc)
@@ -105,15 +156,51 @@ class Generation:
             self.finish_reason = reason
             self._queue.release()
             self._put(None)
+        first, last = self.first_token_at, self.last_token_at
         speed = (self.completion_tokens - 1) / (last - first) if first and last and last > first else None
         self._queue.observe(GenerationStats(self.queue_wait, first - self.arrived if first else None, speed,
                                             self.completion_tokens, reason, time.perf_counter() - started))
 
-    def _put(self, item: str | BaseException | None) -> None:
-        if item == "":
+    def _put_text(self, text: str, *, final: bool = False, took: float = 0.0) -> None:
+        if not text and not (final and self._steps):
+            return  # held back: the tokens go with the text they make
+        piece = Piece(text, tuple(self._steps))
+        self._steps = []
+        self._put(piece, handoff=not self._handed_off or took > HANDOFF_STEP_SECONDS)
+
+    def _put(self, item: Item, *, handoff: bool = False) -> None:
+        """Hand `item` to the event loop. onnxruntime-genai holds the GIL through each native call, so a loop
+        woken for a piece would wait for the whole next step (or Python's 5 ms switch interval): after the first
+        piece, and after a step slower than a hand-off, this thread waits until the loop has taken it."""
+        with self._outbox_lock:
+            self._outbox.append(item)
+            schedule, self._drain_scheduled = not self._drain_scheduled, True
+            if handoff:
+                self._taken.clear()
+        if schedule:
+            self._call(lambda _: self._drain(), None)
+        if handoff and not self._cancel.is_set():
+            self._handed_off = True
+            self._taken.wait(HANDOFF_TIMEOUT_SECONDS)
+
+    def _drain(self) -> None:
+        with self._outbox_lock:
+            items, self._outbox, self._drain_scheduled = self._outbox, [], False
+            self._taken.set()
+        for item in items:
+            self._pieces.put_nowait(item)
+
+    def _begin(self, error: BaseException | None) -> None:
+        if self._begun.done():
             return
+        if error is None:
+            self._begun.set_result(None)
+        else:
+            self._begun.set_exception(error)
+
+    def _call(self, function: Callable[[Any], None], argument: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(self._pieces.put_nowait, item)
+            self._loop.call_soon_threadsafe(function, argument)
         except RuntimeError:
             self._cancel.set()  # the event loop is gone: nobody reads this answer any more
 
@@ -129,6 +216,7 @@ class GenerationQueue:
         self._free = slots
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._threads: set[threading.Thread] = set()
+        self._jobs: queue.SimpleQueue[Generation | None] = queue.SimpleQueue()
         self._closed = False
         self._seconds = 0.0
         """Recent generation time, for Retry-After."""
@@ -144,16 +232,24 @@ class GenerationQueue:
         generation = Generation(self, prompt, loop)
         await self._acquire(loop)
         generation.queue_wait = time.perf_counter() - generation.arrived
-        thread = threading.Thread(target=self._run, args=(generation,), name=f"generate-{self.name}", daemon=True)
+        # A slot's thread outlives its generation: starting a thread per request made the event loop wait for
+        # the new thread, which then held the GIL inside onnxruntime-genai (milliseconds of time to first token).
         with self._lock:
-            self._threads.add(thread)
-        thread.start()
+            self._jobs.put(generation)
+            if len(self._threads) < self.slots:
+                thread = threading.Thread(target=self._work, name=f"generate-{self.name}", daemon=True)
+                self._threads.add(thread)
+                thread.start()
+                if self._closed:  # admitted just before close(), which only stopped the threads it saw
+                    self._jobs.put(None)
         return generation
 
     def close(self) -> None:
-        """Accept no more requests; generations already running finish."""
+        """Accept no more requests; generations already running finish, then the slot threads end."""
         with self._lock:
             self._closed = True
+            for _ in self._threads:
+                self._jobs.put(None)
 
     def join(self, timeout: float | None = None) -> None:
         with self._lock:
@@ -178,12 +274,9 @@ class GenerationQueue:
         if self.observer is not None:
             self.observer(stats)
 
-    def _run(self, generation: Generation) -> None:
-        try:
+    def _work(self) -> None:
+        while (generation := self._jobs.get()) is not None:
             generation.generate()
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
 
     async def _acquire(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:

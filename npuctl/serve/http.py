@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from npuctl.serve.compressed import inflater
 from npuctl.serve.errors import ApiError
 
 T = TypeVar("T")
@@ -19,16 +20,21 @@ CLIENT_CLOSED = 499
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body; 413 past `limit` bytes, checked while it streams in (a huge upload is never held whole)."""
+    """The body, inflated if sent compressed; 413 past `limit` bytes, checked while it streams in (a huge upload
+    is never held whole)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
+    inflate = inflater(request.headers.get("content-encoding"), limit)
     body = bytearray()
     async for chunk in request.stream():
+        if inflate is not None:
+            inflate.feed(chunk)  # the limit applies to the inflated bytes
+            continue
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"request body is over the limit of {limit} bytes")
-    return bytes(body)
+    return inflate.finish() if inflate is not None else bytes(body)
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -5,6 +5,7 @@ say why."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ class ServedModel:
         self.timeout_seconds = serve.timeout_seconds
         self.generation = deployment.generation()
         self.status = status
+        self.since = time.time()
+        """When the server took it (Unix time)."""
         self.closed = threading.Event()
         """Set once the model's sessions are released."""
         self._lock = threading.Lock()

@@ -33,12 +33,15 @@ def build_and_load(
     store: Store,
     host: HostFacts | None = None,
     progress: ProgressCallback | None = None,
+    on_built: Callable[[str, BuildResult], None] | None = None,
 ) -> ServedModel:
     """Build (or find in the store) one deployment, then load it where its rules allow."""
     try:
         result = build_deployment(loaded, store=store, progress=progress)
     except BuildError as exc:
         return Unavailable(loaded.deployment, ModelStatus(False, BUILD_FAILED, str(exc)))
+    if on_built is not None:
+        on_built(loaded.name, result)
     return load_served(loaded.deployment, artifacts_of(result), host)
 
 
@@ -49,11 +52,13 @@ def serve_registry(
     host: HostFacts | None = None,
     progress: ProgressCallback | None = None,
     on_loaded: Callable[[ServedModel], None] | None = None,
+    on_built: Callable[[str, BuildResult], None] | None = None,
 ) -> ModelRegistry:
-    """A registry holding every deployment: serving, or Unavailable with its reason."""
+    """A registry holding every deployment: serving, or Unavailable with its reason. `on_built` gets each
+    deployment's build (by deployment name) before it loads."""
     registry = ModelRegistry()
     for loaded in deployments:
-        served = build_and_load(loaded, store=store, host=host, progress=progress)
+        served = build_and_load(loaded, store=store, host=host, progress=progress, on_built=on_built)
         registry.put(served)
         if on_loaded is not None:
             on_loaded(served)

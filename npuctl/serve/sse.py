@@ -3,7 +3,6 @@ run their cleanup, so a generation stops and frees its slot the moment nobody re
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -12,6 +11,8 @@ import anyio.lowlevel
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from npuctl.serve.fastjson import dumps
+
 DONE = "[DONE]"
 
 
@@ -19,9 +20,11 @@ class EventStream(StreamingResponse):
     """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
     when the stream ends, fails, or the client disconnects."""
 
+    media_type = "text/event-stream"
+
     def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
         # __call__ below sends the events itself; the parent only supplies status and headers.
-        super().__init__(cast(Any, events), media_type="text/event-stream",
+        super().__init__(cast(Any, events), media_type=self.media_type,
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self._events = events
         self._on_close = on_close
@@ -38,9 +41,7 @@ class EventStream(StreamingResponse):
 
                 group.start_soon(watch)
                 async for event in self._events:
-                    data = event if isinstance(event, str) else json.dumps(event, separators=(",", ":"))
-                    await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
-                                "more_body": True})
+                    await send({"type": "http.response.body", "body": self.frame(event), "more_body": True})
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
@@ -50,3 +51,15 @@ class EventStream(StreamingResponse):
             pass  # the client is gone mid-write; nothing left to tell it
         finally:
             self._on_close()
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        return b"data: " + (event.encode() if isinstance(event, str) else dumps(event)) + b"\n\n"
+
+
+class LineStream(EventStream):
+    """The same, as newline-delimited JSON (Ollama's streaming): one object per line."""
+
+    media_type = "application/x-ndjson"
+
+    def frame(self, event: dict[str, Any] | str) -> bytes:
+        return dumps(event) + b"\n"

@@ -127,21 +127,25 @@ def publish_bundle(folder: Path, version: str, manifests: dict[str, str], key_pe
     (folder / f"{name}.tmp").replace(folder / name)
 
 
-def publish_artifacts(manifest: Path, cache: Path, dest: Path) -> None:
-    """What a fleet's build host does: `npuctl build --all-targets --publish`."""
+def publish_artifacts(manifest: Path, cache: Path, dest: Path | str, *options: str) -> None:
+    """What a fleet's build host does: `npuctl build --all-targets --publish` (to a folder or oci://)."""
     done = subprocess.run([sys.executable, "-m", "npuctl", "build", "-f", str(manifest), "--all-targets",
-                           "--publish", str(dest), "--cache", str(cache)], capture_output=True, text=True, timeout=600)
+                           "--publish", str(dest), "--cache", str(cache), *options], capture_output=True, text=True,
+                          timeout=600)
     if done.returncode != 0:
         raise AssertionError(f"npuctl build --publish failed:\n{done.stderr[-4000:]}")
 
 
-def fleet_agent(root: Path, *, soc: str, bundle_url: str, public_key: str, artifacts_url: str | None,
-                interval: float, labels: dict[str, str] | None = None) -> Agent:
-    """An agent with its own state and cache, device facts of `soc`, following one bundle source."""
+def fleet_agent(root: Path, *, soc: str, bundle_url: str, public_key: str, artifacts_url: str | dict[str, Any] | None,
+                interval: float, labels: dict[str, str] | None = None,
+                source_options: dict[str, Any] | None = None, facts: dict[str, Any] | None = None) -> Agent:
+    """An agent with its own state and cache, device facts of `soc`, following one bundle source
+    (`source_options`: more keys of that source, e.g. insecure, cosignPublicKey)."""
     root.mkdir(parents=True, exist_ok=True)
     config = {
-        "facts": {"soc": soc}, "labels": labels or {}, "resyncSeconds": 5, "debounceMs": 50,
-        "sources": [{"name": "fleet", "url": bundle_url, "publicKey": public_key, "intervalSeconds": interval}],
+        "facts": {"soc": soc, **(facts or {})}, "labels": labels or {}, "resyncSeconds": 5, "debounceMs": 50,
+        "sources": [{"name": "fleet", "url": bundle_url, "publicKey": public_key, "intervalSeconds": interval,
+                     **(source_options or {})}],
         "artifactSources": [artifacts_url] if artifacts_url else [],
     }
     (root / "agent.yaml").write_text(json.dumps(config, indent=1))
@@ -170,6 +174,16 @@ def wait_all(agents: list[Agent], condition: Callable[[Agent], Any], what: str, 
         if pending:
             time.sleep(0.2)
     return time.monotonic() - started
+
+
+def ready_on(generation: str | None = None, precision: str | None = None) -> Callable[[Agent], bool]:
+    """Ready (on another generation than `generation`), serving `precision`."""
+    def check(agent: Agent) -> bool:
+        status = agent.status("tiny")
+        return bool(status and status["phase"] == "Ready"
+                    and (generation is None or status["servingGeneration"] != generation)
+                    and (precision is None or [a["precision"] for a in status["artifacts"]] == [precision]))
+    return check
 
 
 def source_state(agent: Agent) -> dict[str, Any]:

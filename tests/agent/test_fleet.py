@@ -26,6 +26,7 @@ from tests.agent.fleet_harness import (
     fleet_manifest,
     publish_artifacts,
     publish_bundle,
+    ready_on,
     source_state,
     start_all,
     wait_all,
@@ -88,15 +89,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         bundle_server.stop()
         artifact_server.stop()
         print(f"\nfleet timings (s): {json.dumps(fleet.timings)}")
-
-
-def ready_on(generation: str | None = None, precision: str | None = None):  # -> condition on an Agent
-    def check(agent: Agent) -> bool:
-        status = agent.status("tiny")
-        return bool(status and status["phase"] == "Ready"
-                    and (generation is None or status["servingGeneration"] != generation)
-                    and (precision is None or [a["precision"] for a in status["artifacts"]] == [precision]))
-    return check
 
 
 def test_new_bundle_versions_converge_on_every_agent_from_the_published_store(fleet: Fleet) -> None:

@@ -48,6 +48,13 @@ def test_up_serves_the_default_model_from_an_adopted_store(
         assert response.status_code == 200, response.text
         vector = response.json()["data"][0]["embedding"]
         assert len(vector) == 384 and abs(sum(v * v for v in vector) - 1) < 1e-3
+        while "dashboard: http" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dashboard = next(line.split()[1] for line in log.read_text().splitlines()
+                         if line.strip().startswith("dashboard: "))
+        assert dashboard == f"http://127.0.0.1:{port}/"
+        page = httpx.get(dashboard, headers={"Accept": "text/html"}, timeout=10)
+        assert "dashboard.js" in page.text, "beside the curl line, the dashboard's URL"
     finally:
         process.terminate()
         process.wait(30)

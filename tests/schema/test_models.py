@@ -25,7 +25,7 @@ def test_minimal_manifest_gets_sensible_defaults() -> None:
     assert d.spec.targets[0].soc_model == 60
     assert d.spec.shapes.sequence_lengths == [128]
     assert d.spec.runtime.fallback == "cpu"
-    assert d.spec.serve.apis == ["openai", "oip"]
+    assert d.spec.serve.apis == ["openai", "oip", "ollama"]
     assert d.public_name == "minilm"
 
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.artifacts import Store, build_deployment
+from npuctl.artifacts import BuildResult, Store, build_deployment
 from npuctl.runtime.placement import Artifacts
 from npuctl.schema.models import ModelDeployment
 from npuctl.serve.app import create_app
@@ -99,5 +99,20 @@ def tensor(tensor_artifacts: Artifacts) -> Callable[..., ServedModel]:
     def load(name: str = "tiny", **spec: Any) -> ServedModel:
         spec = {"model": {"source": "file:tensor.onnx", "task": "tensor"}} | spec
         return load_served(deployment(name, **spec), tensor_artifacts)
+
+    return load
+
+
+@pytest.fixture
+def tiny_llama(tiny_llama_build: BuildResult) -> Callable[..., ServedModel]:
+    """tiny_llama(name="tiny-llama", **spec) -> the tiny Llama loaded on the CPU for serving."""
+    artifacts: Artifacts = artifacts_of(tiny_llama_build)
+
+    def load(name: str = "tiny-llama", **spec: Any) -> ServedModel:
+        spec = {"model": {"source": "file:unused", "task": "text-generation", "format": "genai"},
+                "runtime": {"device": "cpu"}} | spec
+        served = load_served(deployment(name, **spec), artifacts)
+        assert served.status.ready, served.status
+        return served
 
     return load

@@ -13,27 +13,10 @@ import openai
 import pytest
 
 from npuctl.artifacts import BuildResult
-from npuctl.runtime.placement import Artifacts
-from npuctl.serve.models import GenerationService, ServedModel, load_served
-from npuctl.serve.oneshot import artifacts_of
-from tests.serve.conftest import Serve, deployment
+from npuctl.serve.models import GenerationService, ServedModel
+from tests.serve.conftest import Serve
 
 MESSAGES = [{"role": "system", "content": "You are tiny."}, {"role": "user", "content": "Hello world, how are you?"}]
-
-
-@pytest.fixture
-def tiny_llama(tiny_llama_build: BuildResult) -> Callable[..., ServedModel]:
-    """tiny_llama(name="tiny-llama", **spec) -> the tiny Llama loaded on the CPU for serving."""
-    artifacts: Artifacts = artifacts_of(tiny_llama_build)
-
-    def load(name: str = "tiny-llama", **spec: Any) -> ServedModel:
-        spec = {"model": {"source": "file:unused", "task": "text-generation", "format": "genai"},
-                "runtime": {"device": "cpu"}} | spec
-        served = load_served(deployment(name, **spec), artifacts)
-        assert served.status.ready, served.status
-        return served
-
-    return load
 
 
 def client(url: str) -> openai.OpenAI:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from npuctl.runtime.generation import Sampling
+from npuctl.runtime.generation import Sampling, Step
 from npuctl.serve.batching import QueueFull
 from npuctl.serve.generating import FinishReason, GenerationQueue, Prompt
 
@@ -22,11 +22,11 @@ class GatedModel:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.tokenizer = SimpleNamespace(decode=lambda ids: "x" * len(ids))
-        self.pack = SimpleNamespace(eos_token_ids=frozenset({0}))
+        self.eos_token_ids = frozenset({0})
 
-    def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]:
+    def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
         while not cancel.is_set() and not self.gate.wait(0.005):
-            yield 1
+            yield Step(1)
 
 
 PROMPT = Prompt([1], Sampling(10**6))

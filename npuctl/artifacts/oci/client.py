@@ -1,0 +1,232 @@
+"""A small registry client (OCI distribution API v2 over httpx) for what npuctl needs: manifests by tag or
+digest (conditionally, with the ETag registries give: the manifest digest), blobs streamed to a file with
+their digest checked on the way and an interrupted download resumed with Range, and pushes (blobs first,
+then the manifest naming them). Every digest is computed here from the bytes: a registry is not trusted to
+say what it sent."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from npuctl.artifacts.oci.auth import AuthError, Credentials, RegistryAuth, docker_credentials
+
+TIMEOUT_SECONDS = 30.0
+MAX_MANIFEST_BYTES = 4 << 20
+"""ACR's limit; distribution's too."""
+DOWNLOAD_ATTEMPTS = 5
+UPLOAD_CHUNK = 8 << 20
+_READ = 1 << 16
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+class RegistryError(Exception):
+    """A registry that could not be reached, refused a request, or answered something that does not check out."""
+
+
+class DigestError(RegistryError):
+    """Bytes whose sha256 differs from the digest they were asked for."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A manifest as the registry sent it."""
+
+    data: bytes
+    digest: str
+    """sha256 of `data`, computed here."""
+    media_type: str
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class RegistryClient:
+    """One registry host. insecure: plain http (a lab registry); otherwise https with verified TLS.
+    credentials: None reads docker's config.json for the host; anonymous when it has none."""
+
+    def __init__(self, host: str, *, insecure: bool = False, credentials: Credentials | None = None,
+                 timeout: float = TIMEOUT_SECONDS) -> None:
+        self.host = host
+        self.base = f"{'http' if insecure else 'https'}://{host}"
+        try:
+            found = credentials or docker_credentials(host)
+        except AuthError as exc:
+            raise RegistryError(str(exc)) from exc
+        self._http = httpx.Client(base_url=self.base, timeout=timeout, follow_redirects=True,
+                                  auth=RegistryAuth(found), headers={"User-Agent": "npuctl"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def manifest(self, repository: str, reference: str, *, etag: str | None = None,
+                 accept: str = OCI_MANIFEST) -> Fetched | None:
+        """The manifest at a tag or digest; None when `etag` still matches (304). Raises RegistryError, also
+        for 404 (use `head_manifest` to ask whether something exists)."""
+        headers = {"Accept": accept, **({"If-None-Match": etag} if etag else {})}
+        response, data = self._bounded(f"/v2/{repository}/manifests/{reference}", MAX_MANIFEST_BYTES,
+                                       f"manifest {repository}:{reference}", headers)
+        if response.status_code == 304:
+            return None
+        digest = digest_of(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise DigestError(f"{self.base}: manifest {repository}@{reference} has digest {digest}")
+        return Fetched(data, digest, response.headers.get("content-type", "").split(";")[0])
+
+    def head_manifest(self, repository: str, reference: str, accept: str = OCI_MANIFEST) -> str | None:
+        """The digest the registry names for a tag (Docker-Content-Digest); None when there is no such tag."""
+        response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", headers={"Accept": accept})
+        if response.status_code == 404:
+            return None
+        self._expect(response, 200, f"manifest {repository}:{reference}")
+        digest = response.headers.get("docker-content-digest")
+        if not digest:
+            raise RegistryError(f"{self.base}: HEAD {repository}:{reference} named no Docker-Content-Digest")
+        return str(digest)
+
+    def blob(self, repository: str, digest: str, limit: int) -> bytes:
+        """A small blob (a config), checked against its digest."""
+        _, data = self._bounded(f"/v2/{repository}/blobs/{digest}", limit, f"blob {digest[:19]}...")
+        if digest_of(data) != digest:
+            raise DigestError(f"{self.base}: blob {digest[:19]}... has digest {digest_of(data)[:19]}...")
+        return data
+
+    def _bounded(self, url: str, limit: int, what: str,
+                 headers: dict[str, str] | None = None) -> tuple[httpx.Response, bytes]:
+        """GET at most `limit` bytes (a registry is not trusted to send a small manifest); 200 or 304."""
+        try:
+            with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    return response, b""
+                if response.status_code != 200:
+                    response.read()
+                    self._expect(response, 200, what)
+                data = bytearray()
+                for chunk in response.iter_bytes(_READ):
+                    data += chunk
+                    if len(data) > limit:
+                        raise RegistryError(f"{self.base}: {what} is over {limit} bytes, the limit")
+                return response, bytes(data)
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{self.base}: GET {url}: {type(exc).__name__}: {exc}") from exc
+        except AuthError as exc:
+            raise RegistryError(f"{self.base}: {exc}") from exc
+
+    def download(self, repository: str, digest: str, size: int, out: Path) -> int:
+        """Stream a blob into `out`, hashing on the way; a dropped connection resumes where it stopped with a
+        Range request (up to DOWNLOAD_ATTEMPTS). Returns how many times it resumed. Raises DigestError when the
+        bytes are not `digest`'s (and removes `out`)."""
+        hasher = hashlib.sha256()
+        resumed = 0
+        try:
+            with out.open("wb") as target:
+                for attempt in range(DOWNLOAD_ATTEMPTS):
+                    have = target.tell()
+                    try:
+                        hasher = self._stream_into(repository, digest, size, have, hasher, target)
+                        break
+                    except httpx.TransportError as exc:
+                        if attempt == DOWNLOAD_ATTEMPTS - 1:
+                            raise RegistryError(f"{self.base}: blob {digest[:19]}...: {exc} "
+                                                f"({DOWNLOAD_ATTEMPTS} attempts)") from exc
+                        resumed += 1
+                written = target.tell()
+        except RegistryError:
+            out.unlink(missing_ok=True)
+            raise
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest or written != size:
+            out.unlink(missing_ok=True)
+            raise DigestError(f"{self.base}: blob {digest[:19]}... arrived as {written} bytes with digest "
+                              f"{actual[:19]}... (expected {size} bytes); not used")
+        return resumed
+
+    def _stream_into(self, repository: str, digest: str, size: int, have: int, hasher: hashlib._Hash,
+                     target: BinaryIO) -> hashlib._Hash:
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        try:
+            with self._http.stream("GET", f"/v2/{repository}/blobs/{digest}", headers=headers) as response:
+                if have and response.status_code == 200:
+                    # No Range support: start over rather than append the whole blob after a prefix.
+                    target.seek(0)
+                    target.truncate()
+                    hasher = hashlib.sha256()
+                elif response.status_code not in (200, 206):
+                    response.read()
+                    self._expect(response, 200, f"blob {digest}")
+                for chunk in response.iter_bytes(_READ):
+                    hasher.update(chunk)
+                    target.write(chunk)
+                    if target.tell() > size:
+                        raise DigestError(f"{self.base}: blob {digest[:19]}... is longer than the {size} bytes "
+                                          "its manifest says; not used")
+            return hasher
+        except AuthError as exc:
+            raise RegistryError(f"{self.base}: {exc}") from exc
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return self._send("HEAD", f"/v2/{repository}/blobs/{digest}").status_code == 200
+
+    def push_blob(self, repository: str, digest: str, content: bytes | Path) -> bool:
+        """Upload a blob unless the registry has it; True if it was uploaded. A file goes up in chunks
+        (PATCH), so a large context binary is never held in memory."""
+        if self.has_blob(repository, digest):
+            return False
+        started = self._send("POST", f"/v2/{repository}/blobs/uploads/")
+        self._expect(started, 202, "blob upload")
+        location = started.headers["location"]
+        if isinstance(content, Path):
+            offset = 0
+            with content.open("rb") as source:
+                while chunk := source.read(UPLOAD_CHUNK):
+                    headers = {"Content-Type": "application/octet-stream",
+                               "Content-Range": f"{offset}-{offset + len(chunk) - 1}"}
+                    patched = self._send("PATCH", location, content=chunk, headers=headers)
+                    self._expect(patched, 202, f"blob upload {digest[:19]}...")
+                    location, offset = patched.headers["location"], offset + len(chunk)
+            body = b""
+        else:
+            body = content
+        # Appended by hand: merging params into the upload URL re-encodes its opaque _state.
+        separator = "&" if "?" in location else "?"
+        done = self._send("PUT", f"{location}{separator}digest={digest}", content=body,
+                          headers={"Content-Type": "application/octet-stream"})
+        self._expect(done, 201, f"blob upload {digest[:19]}...")
+        return True
+
+    def push_manifest(self, repository: str, reference: str, data: bytes, media_type: str = OCI_MANIFEST) -> str:
+        """PUT a manifest under a tag (or its digest); returns its digest."""
+        response = self._send("PUT", f"/v2/{repository}/manifests/{reference}", content=data,
+                              headers={"Content-Type": media_type})
+        self._expect(response, 201, f"manifest {repository}:{reference}")
+        return digest_of(data)
+
+    def _send(self, method: str, url: str, **options: object) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **options)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{self.base}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+        except AuthError as exc:
+            raise RegistryError(f"{self.base}: {exc}") from exc
+
+    def _expect(self, response: httpx.Response, status: int, what: str) -> None:
+        if response.status_code == status or (status == 200 and response.status_code == 206):
+            return
+        try:
+            errors = response.json().get("errors") or []
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.text[:200]
+        except (ValueError, AttributeError):
+            detail = response.text[:200]
+        hint = " (credentials: the agent config's username/password or `docker login`)" if response.status_code in (401, 403) else ""
+        raise RegistryError(f"{self.base}: {what}: HTTP {response.status_code} {detail}{hint}")

@@ -1,0 +1,93 @@
+"""How served models look through Ollama's listings: `/api/tags` (available), `/api/ps` (loaded: every
+model npuctl serves is), `/api/show` (details, model_info, capabilities)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from npuctl.schema.models import Api
+from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
+
+OLLAMA_VERSION = "0.12.0"
+"""The Ollama API version whose shapes these are; clients check it before using newer fields."""
+NEVER = "9999-12-31T23:59:59Z"
+"""A model's `expires_at`: npuctl unloads a model only when its deployment goes."""
+FORMAT = "onnx"
+
+
+def model_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
+    return [_entry(model, name) for model in _served(models) for name in model.names]
+
+
+def running_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
+    return [_entry(model, name) | {"expires_at": NEVER, "size_vram": 0, "context_length": _context_length(model)}
+            for model in _served(models) for name in model.names]
+
+
+def show(model: ServedModel) -> dict[str, Any]:
+    """`/api/show`'s answer: what npuctl knows of the model, in Ollama's fields."""
+    architecture = _architecture(model)
+    info: dict[str, Any] = {"general.architecture": architecture, "general.name": model.name}
+    length = _context_length(model)
+    if length is not None:
+        info[f"{architecture}.context_length"] = length
+    if isinstance(model, EmbeddingService):
+        info[f"{architecture}.embedding_length"] = model.model.dimensions
+    return {
+        "modelfile": "",
+        "parameters": "",
+        "template": "",
+        "details": _details(model),
+        "model_info": info,
+        "capabilities": _capabilities(model),
+        "modified_at": _time(model.since),
+    }
+
+
+def _served(models: Sequence[ServedModel]) -> list[ServedModel]:
+    return [m for m in models if m.speaks(Api.OLLAMA) and m.status.ready
+            and isinstance(m, EmbeddingService | GenerationService)]
+
+
+def _entry(model: ServedModel, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": _time(model.since),
+        "size": 0,
+        "digest": hashlib.sha256(f"{model.deployment}/{model.generation}".encode()).hexdigest(),
+        "details": _details(model),
+    }
+
+
+def _details(model: ServedModel) -> dict[str, Any]:
+    family = _architecture(model)
+    return {"parent_model": "", "format": FORMAT, "family": family, "families": [family], "parameter_size": "",
+            "quantization_level": ""}
+
+
+def _capabilities(model: ServedModel) -> list[str]:
+    if isinstance(model, GenerationService):
+        return ["completion", "tools"] if model.model.guided else ["completion"]
+    return ["embedding"]
+
+
+def _architecture(model: ServedModel) -> str:
+    if isinstance(model, GenerationService):
+        return model.model.model_type
+    return FORMAT  # an ONNX graph; npuctl does not tell encoder architectures apart
+
+
+def _context_length(model: ServedModel) -> int | None:
+    if isinstance(model, GenerationService):
+        return model.model.context_length
+    if isinstance(model, EmbeddingService):
+        return model.model.encoder.max_tokens
+    return None
+
+
+def _time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
