@@ -20,6 +20,7 @@ from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import answered, read_body
+from npuctl.serve.task_metadata import task_metadata
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip_binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip_repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
@@ -55,6 +56,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             "inputs": [_meta(spec) for spec in inputs],
             "outputs": [_meta(spec) for spec in outputs],
             "status": model.status.as_dict(),
+            **task_metadata(model),
         })
 
     async def model_ready(request: Request) -> Response:

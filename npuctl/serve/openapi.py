@@ -13,7 +13,7 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "npuctl", "version": __version__,
                  "description": "Models served by npuctl (OpenAI and Open Inference Protocol), and its agent's control API."},
-        "paths": {**_openai(), **_oip(), **_metrics(), **_control()},
+        "paths": {**_openai(), **_tasks(), **_oip(), **_metrics(), **_control()},
         "components": {
             "securitySchemes": {"agentToken": {"type": "http", "scheme": "bearer",
                                                "description": "the token in the agent's state folder"}},
@@ -154,3 +154,43 @@ def _control() -> dict[str, Any]:
 
 def _path(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _tasks() -> dict[str, Any]:
+    """Rerank (Cohere's shape; Jina's, infinity's and TEI's requests too) and classify (infinity's shape)."""
+    document = {"oneOf": [{"type": "string"}, _object({"text": {"type": "string"}})]}
+    rerank = _object({
+        "model": {"type": "string", "description": "optional when one reranker serves (TEI's clients send none)"},
+        "query": {"type": "string"},
+        "documents": {"type": "array", "items": document, "description": "Cohere, Jina, infinity (at most 1000)"},
+        "texts": {"type": "array", "items": {"type": "string"}, "description": "TEI: answered as TEI's list"},
+        "top_n": {"type": "integer", "minimum": 1}, "return_documents": {"type": "boolean"},
+        "return_text": {"type": "boolean"}, "raw_scores": {"type": "boolean", "description": "logits, not 0..1"},
+        "rank_fields": {"type": "array", "items": {"type": "string"}}, "truncate": {"type": "boolean"},
+        "truncation_direction": {"type": "string", "enum": ["right", "Right"]},
+    }, required=["query"])
+    result = _object({"index": {"type": "integer"}, "relevance_score": {"type": "number"}, "document": _ANY_OBJECT},
+                     required=["index", "relevance_score"])
+    cohere = _object({"id": {"type": "string"}, "results": {"type": "array", "items": result},
+                      "model": {"type": "string"}, "usage": _ANY_OBJECT, "meta": _ANY_OBJECT}, required=["results"])
+    tei = {"type": "array", "items": _object({"index": {"type": "integer"}, "score": {"type": "number"},
+                                              "text": {"type": "string"}}, required=["index", "score"])}
+    rerank_op = {"post": {
+        "summary": "rerank documents for a query with a cross-encoder (task: rerank)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": rerank}}},
+        "responses": {"200": _json({"oneOf": [cohere, tei]}, "documents by relevance, most relevant first"),
+                      **_errors("OpenAIError", 400, 404, 413, 429, 503, 504)}}}
+    label = _object({"label": {"type": "string"}, "score": {"type": "number"}}, required=["label", "score"])
+    classify = _object({"model": {"type": "string"},
+                        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "raw_scores": {"type": "boolean"}, "truncate": {"type": "boolean"}, "user": {"type": "string"}},
+                       required=["input"])
+    classify_op = {"post": {
+        "summary": "classify texts with a sequence classifier (task: classification)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": classify}}},
+        "responses": {"200": _json(_object({"object": {"type": "string"}, "model": {"type": "string"},
+                                            "data": {"type": "array", "items": {"type": "array", "items": label}},
+                                            "usage": _ANY_OBJECT}, required=["data"]),
+                                   "every label with its score, per input, most likely first"),
+                      **_errors("OpenAIError", 400, 404, 413, 429, 503, 504)}}}
+    return {"/v1/rerank": rerank_op, "/rerank": rerank_op, "/v1/classify": classify_op, "/classify": classify_op}

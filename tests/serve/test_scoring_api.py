@@ -141,6 +141,8 @@ def test_classify_matches_transformers(serve: Serve, built: dict, tiny_models: T
     assert answer["data"][1][0]["label"] == "neutral" and answer["object"] == "classify"
     raw = httpx.post(f"{server.url}/classify", json={"input": texts[0], "raw_scores": True}).json()
     assert abs(raw["data"][0][0]["score"] - logits[0].max()) < 1e-4
+    meta = httpx.get(f"{server.url}/v2/models/classification").json()
+    assert meta["task"] == "classification" and meta["labels"] == labels and meta["endpoints"][0] == "/v1/classify"
 
 
 def test_classify_bad_input_and_a_model_without_labels(serve: Serve, built: dict, tiny_models: TinyModels,

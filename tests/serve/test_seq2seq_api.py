@@ -85,6 +85,8 @@ def test_openai_client_streams_from_t5(serve: Serve, t5: ServedModel, tiny_model
                for _ in range(2)]
     assert sampled[0] == sampled[1], "a seed makes sampling repeatable"
     assert 'npuctl_generations_total{finish_reason="stop",model="t5"}' in httpx.get(f"{server.url}/metrics").text
+    meta = httpx.get(f"{server.url}/v2/models/t5").json()
+    assert meta["task"] == "text2text-generation" and meta["maxOutputTokens"] == 16 and meta["maxInputTokens"] == 32
 
 
 def test_limits_get_400_and_serving_goes_on(serve: Serve, t5: ServedModel) -> None:
