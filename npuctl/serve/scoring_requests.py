@@ -13,10 +13,15 @@ from npuctl.serve.http import read_json
 from npuctl.serve.models import ScoringService
 
 
-async def json_object(request: Request, limit: int) -> dict[str, Any]:
+async def json_object(request: Request, limit: int, fields: frozenset[str]) -> dict[str, Any]:
+    """The body: a JSON object of `fields` only (a field this endpoint would ignore is refused, naming it)."""
     body = await read_json(request, limit)
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r} (this endpoint takes {', '.join(sorted(fields))})",
+                       param=unknown[0])
     return body
 
 
