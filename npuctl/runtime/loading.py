@@ -86,7 +86,9 @@ def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Place
     else:
         decoders = {None: Decoder(open_cpu(folder / DECODER_FILE), start)}
         if placement.on_npu:
-            note += "; the decoder runs on the CPU: no decoder context binary was built for these buckets"
+            refused = next((b.decoder_refused for b in placement.binaries if b.decoder_refused), None)
+            why = f"the QNN EP refused it ({refused})" if refused else "no decoder context binary was built"
+            note += f"; the encoder runs on the NPU, the decoder on the CPU: {why}"
     sessions = [*encoders.values(), *(d.opened for d in decoders.values())]
     buckets = [length for length in encoders if length is not None]
     limit = max_input_tokens(deployment, buckets)

@@ -56,6 +56,8 @@ class ContextBinary:
     """What its wrapper says it was built for (SoC, QNN SDK), checked against the host before loading."""
     decoder: Path | None = None
     """text2text-generation: the wrapper of the one-step decoder compiled for this encoder bucket, if the HTP took it."""
+    decoder_refused: str | None = None
+    """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ def artifacts_of(result: BuildResult) -> Artifacts:
     """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
     binaries = tuple(
         ContextBinary(a.soc_model, a.bucket or None, a.context_model,
-                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder)
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder,
+                      a.decoder_refused)
         for a in result.artifacts
     )
     return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)

@@ -5,6 +5,7 @@ the fp32 model's greedy tokens."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,14 @@ def test_t5_encoder_and_decoder_build_verify_and_serve_on_the_htp(tiny_models: T
     if detect_host().npu.value == "simulator":
         assert served.status.where == Where.SIMULATOR.value and served.status.npu_coverage == 1.0
         assert "encoder and one-step decoder both on the NPU" in served.status.message
+        # Had the HTP refused the decoder, the encoder would still run there and status would say why.
+        artifacts = artifacts_of(result)
+        split = replace(artifacts, context_binaries=tuple(replace(b, decoder=None, decoder_refused="Gather x2")
+                                                          for b in artifacts.context_binaries))
+        halves = load_served(loaded.deployment, split)
+        assert halves.status.where == Where.SIMULATOR.value and 0 < (halves.status.npu_coverage or 0) < 1
+        assert "the decoder on the CPU: the QNN EP refused it (Gather x2)" in halves.status.message
+        halves.retire()
     cpu = load_served(task_manifest(tmp_path, tiny_models[task], task, "t5-cpu").deployment,
                       artifacts_of(build_deployment(task_manifest(tmp_path, tiny_models[task], task, "t5-cpu"),
                                                     store=task_store)))
