@@ -1,5 +1,5 @@
-"""Tiny BERT sequence-classification models made on the spot (no download): a WordPiece tokenizer trained on a few
-sentences, a 2-layer BertConfig with hidden size 32, trained a few steps so that scores are not flat — a
+"""Tiny BERT sequence-classification models made on the spot (no download): a WordPiece tokenizer over the words of a
+few sentences, a 2-layer BertConfig with hidden size 32, trained a few steps so that scores are not flat — a
 cross-encoder (one relevance logit) and a 3-label sentiment classifier."""
 
 from __future__ import annotations
@@ -69,15 +69,21 @@ def without_labels(classifier: Path, out: Path) -> Path:
 
 def _model(folder: Path, corpus: list[str], num_labels: int):  # type: ignore[no-untyped-def]
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # A vocabulary written out, not trained: tokenizers' trainers break frequency ties differently from run to run,
+    # and a model trained on other token ids quantizes differently.
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for text in corpus for w, _ in pre.pre_tokenize_str(text.lower())})
+    letters = sorted({c for w in words for c in w})
+    tokens = dict.fromkeys([*specials, *words, *letters, *(f"##{c}" for c in letters)])  # in order, once each
+    vocab = {token: i for i, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.pre_tokenizer = pre
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(corpus * 3, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
@@ -86,6 +92,7 @@ def _model(folder: Path, corpus: list[str], num_labels: int):  # type: ignore[no
                                    model_input_names=["input_ids", "token_type_ids", "attention_mask"])
     fast.save_pretrained(folder)
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # one thread: the same weights on every run (parallel sums round differently)
     config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
                         id2label={i: label for i, label in enumerate(LABELS)} if num_labels == 3 else None,

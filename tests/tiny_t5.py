@@ -33,6 +33,7 @@ def make_tiny_t5(folder: Path, steps: int = 120) -> Path:
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     fast.save_pretrained(folder)
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # one thread: the same weights on every run (parallel sums round differently)
     config = T5Config(vocab_size=tokenizer.get_vocab_size(), d_model=32, d_ff=64, d_kv=16, num_layers=2,
                       num_decoder_layers=2, num_heads=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, dropout_rate=0.0)
