@@ -35,10 +35,15 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
     api = _ControlApi(reconciler, token, sources)
     read = api.guarded if guard_reads else (lambda handler: handler)
+    get, delete = read(api.get), api.guarded(api.delete)
+
+    async def deployment(request: Request) -> JSONResponse:
+        # One route for both methods: a 405 then names both in its Allow header.
+        return await (delete if request.method == "DELETE" else get)(request)
+
     return [
         Route(f"{PREFIX}/deployments", read(api.list), methods=["GET"]),
-        Route(f"{PREFIX}/deployments/{{name}}", read(api.get), methods=["GET"]),
-        Route(f"{PREFIX}/deployments/{{name}}", api.guarded(api.delete), methods=["DELETE"]),
+        Route(f"{PREFIX}/deployments/{{name}}", deployment, methods=["GET", "DELETE"]),
         Route(f"{PREFIX}/manifests/{{file}}", api.guarded(api.apply), methods=["PUT"]),
         Route(f"{PREFIX}/events", read(api.events), methods=["GET"]),
         Route(f"{PREFIX}/sources", read(api.sources), methods=["GET"]),

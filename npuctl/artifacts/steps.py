@@ -41,6 +41,8 @@ class Runner:
         self.published = published
         self.tools = qnn.tool_versions()
         self.runs: dict[str, StepRun] = {}
+        self.refused: dict[str, str] = {}
+        """Step key -> why a published copy was not taken (said when the step cannot be built here either)."""
 
     def key(self, step: str, inputs: dict[str, str], parameters: dict[str, Any]) -> str:
         """The key `run` stores this step under (with this host's tool versions)."""
@@ -69,7 +71,9 @@ class Runner:
                     record = self._fetch(step, key, target, bucket)
                     seconds = time.perf_counter() - started
                     if record is None and self.cached_only:
-                        raise NotBuiltError(step, f"not in the store {self.store.root} nor published (key {key[:12]})")
+                        refused = f"; published copies refused: {self.refused[key]}" if key in self.refused else ""
+                        raise NotBuiltError(step, f"not in the store {self.store.root} nor published (key {key[:12]})"
+                                            f"{refused}")
                     if record is None:
                         record = self._execute(step, key, inputs, parameters, work, target, bucket)
                         seconds = record.seconds
@@ -90,6 +94,7 @@ class Runner:
             except fetch.FetchError as exc:
                 # A broken or unreachable store costs a local build, never the deployment.
                 self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))
+                self.refused[key] = str(exc)
                 found = None
             if found is None:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -39,7 +39,7 @@ def validate(paths: Sequence[Path], output: str) -> None:
 @click.command()
 def schema() -> None:
     """Print the JSON Schema of manifests (point yaml-language-server at it)."""
-    from npuctl.schema.jsonschema import json_schema
+    from npuctl.schema.rules import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

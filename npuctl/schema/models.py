@@ -9,7 +9,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
@@ -21,10 +21,16 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SOURCE_SCHEMES = ("file:", "pkg:", "hf:", "https:")
 
 
+_BY_VALUE = Strict(False)
+"""Enums are given by their value (a YAML string); strict mode would want an enum instance."""
+
+
 class Spec(BaseModel):
-    """Base of every manifest object: camelCase keys in YAML, unknown keys refused."""
+    """Base of every manifest object: camelCase keys in YAML, unknown keys refused, and values of the type the
+    schema says (strict: "16" is not an integer, "yes" and 1 are not booleans), as editors check them."""
 
     model_config = ConfigDict(
+        strict=True,
         alias_generator=to_camel,
         validate_by_name=False,
         validate_by_alias=True,
@@ -143,17 +149,14 @@ class ModelSource(Spec):
     under the key of the downloaded file name."""
     insecure_skip_digest: bool = False
     """Allow an `https:` source without a sha256 pin. Not for production."""
-    format: Format = Format.AUTO
+    format: Annotated[Format, _BY_VALUE] = Format.AUTO
     """What the source holds. `auto` detects it: an .onnx file, a transformers folder (config.json +
     weights), an EPContext pack (wrapper ONNX + .bin), or an onnxruntime-genai folder."""
-    task: Task = Task.EMBEDDINGS
-    """What the model is served for: `embeddings`, `text-generation` (decoder LLMs), `tensor` (raw tensors in and
-    out), `rerank` (a cross-encoder scoring query-document pairs: /v1/rerank), `classification` (a sequence
-    classifier, labels from config.json's id2label: /v1/classify) or `text2text-generation` (an encoder-decoder
-    such as T5, Flan-T5 or BART: /v1/completions and /v1/chat/completions)."""
+    task: Annotated[Task, _BY_VALUE] = Task.EMBEDDINGS
+    """Served as: embeddings, text-generation, tensor, rerank (/v1/rerank), classification, text2text-generation (T5)."""
     tokenizer: str | None = None
     """Tokenizer file relative to the source (default: the source's tokenizer.json)."""
-    pooling: Pooling = Pooling.AUTO
+    pooling: Annotated[Pooling, _BY_VALUE] = Pooling.AUTO
     """How token states become one embedding (`auto`: from the sentence-transformers config, else mean)."""
     normalize: bool | None = None
     """L2-normalize embeddings (default: what the sentence-transformers config says, else true)."""
@@ -202,17 +205,13 @@ class Calibration(Spec):
 
 
 class Accuracy(Spec):
-    metric: Metric | None = None
-    """How the built model is compared to the fp32 reference: `cosine` of the pooled embeddings
-    (default for embeddings), `max_abs_error` of the outputs (default for tensors; of the relevance scores or
-    label probabilities for rerank and classification), or `agreement` (default for text2text-generation: the
-    share of held-out inputs whose greedy tokens are identical)."""
+    metric: Annotated[Metric, _BY_VALUE] | None = None
+    """How the built model is compared to fp32: `cosine` of pooled embeddings (embeddings' default), `max_abs_error` of
+    outputs, scores or probabilities (others'), `agreement`: share of identical greedy answers (text2text's)."""
     threshold: float | None = None
-    """Minimum cosine or agreement, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error,
-    1.0 agreement."""
+    """Minimum cosine or agreement, or maximum absolute error. Default: 0.98, 0.05 max_abs_error, 1.0 agreement."""
     min_agreement: float = Field(0.9, ge=0, le=1)
-    """Rerank and classification, besides the metric: the lowest share of held-out comparisons the built model
-    must agree on with fp32 (rerank: pairs of documents in the same order; classification: the same top label)."""
+    """Rerank, classification: least share of held-out checks agreeing with fp32 (pairs' order; top label)."""
     samples: int = Field(8, ge=1, le=1000)
     """Held-out inputs (never the calibration inputs) to measure on."""
 
@@ -272,7 +271,7 @@ class PrebuiltBuild(Spec):
 
 
 class Build(Spec):
-    strategy: Strategy = Strategy.AUTO
+    strategy: Annotated[Strategy, _BY_VALUE] = Strategy.AUTO
     """`local` compiles with the QNN EP here; `aihub` sends the compile to Qualcomm AI Hub; `prebuilt` only
     uses published context binaries; `auto` uses prebuilt ones when compatible, else compiles locally."""
     aihub: AiHubBuild = AiHubBuild()
@@ -284,13 +283,13 @@ class Build(Spec):
 
 
 class Runtime(Spec):
-    device: Device = Device.AUTO
+    device: Annotated[Device, _BY_VALUE] = Device.AUTO
     """Where to run: `npu`, `cpu`, or `auto` (the NPU when this host has one, else CPU)."""
-    fallback: Fallback = Fallback.CPU
+    fallback: Annotated[Fallback, _BY_VALUE] = Fallback.CPU
     """What to do when the NPU can't be used: run on the `cpu`, or `none` (stay not-ready with a reason)."""
     allow_simulator: bool = False
     """Let `device: npu` run on Qualcomm's HTP simulator (x86_64 hosts). Slow; for verification only."""
-    performance_mode: PerformanceMode = PerformanceMode.BURST
+    performance_mode: Annotated[PerformanceMode, _BY_VALUE] = PerformanceMode.BURST
     """HTP performance mode (`htp_performance_mode`)."""
     provider_options: dict[str, str] = {}
     """Extra QNN EP provider options, passed through as given."""
@@ -301,7 +300,7 @@ class Serve(Spec):
     """Public model name in the APIs (default: metadata.name)."""
     aliases: list[str] = []
     """Other names the model answers to."""
-    apis: list[Api] = [Api.OPENAI, Api.OIP, Api.OLLAMA]
+    apis: list[Annotated[Api, _BY_VALUE]] = [Api.OPENAI, Api.OIP, Api.OLLAMA]
     """Which HTTP APIs expose the model."""
     max_batch: int = Field(16, ge=1, le=1024)
     """Most requests merged into one inference."""
@@ -338,7 +337,7 @@ class DeploymentSpec(Spec):
     """Which model to deploy, and how to read it."""
     shapes: Shapes = Shapes()
     """Static shapes for the NPU graphs."""
-    precision: Precision = Precision.W8A16
+    precision: Annotated[Precision, _BY_VALUE] = Precision.W8A16
     """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only). Text generation
     built from a transformers folder: `fp32` or `int4` (onnxruntime-genai's CPU model builder)."""
     calibration: Calibration = Calibration()
@@ -395,3 +394,7 @@ class ModelDeployment(Spec):
 def spec_digest(data: Any) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+SCHEMA_FILE = "modeldeployment.schema.json"
+"""Name of the checked-in JSON Schema under the repository's top-level schema/ folder."""

@@ -40,7 +40,7 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
 
-    description = openapi()
+    description = openapi(control=bool(routes))
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(description)

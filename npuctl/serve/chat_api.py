@@ -152,6 +152,8 @@ def _options(body: dict[str, Any]) -> _Options:
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict) or (stream_options and not stream):
         raise ApiError(400, "'stream_options' is an object, and only allowed with stream: true", param="stream_options")
+    if not isinstance(stream_options.get("include_usage", False), bool):
+        raise ApiError(400, "'stream_options.include_usage' must be true or false", param="stream_options")
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise ApiError(400, "'ignore_eos' must be true or false", param="ignore_eos")

@@ -30,8 +30,9 @@ class ServeContext:
     registry: ModelRegistry
     max_body_bytes: int
 
-    def endpoint(self, api: str, handler: Handler) -> Handler:
-        """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted."""
+    def endpoint(self, api: str, handler: Handler, *, counted: bool = True) -> Handler:
+        """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted (not health
+        probes, `counted` false: they are no inference traffic)."""
 
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
@@ -48,6 +49,8 @@ class ServeContext:
                 log.exception("%s %s failed", request.method, request.url.path)
                 response = error_response(ApiError(500, "internal server error"), request.url.path)
                 error_type = "server_error"
+            if not counted:
+                return response
             seconds = time.perf_counter() - started
             self.registry.metrics.observe_request(request.state.model, api, response.status_code, seconds, error_type)
             return response
@@ -56,8 +59,8 @@ class ServeContext:
 
     @contextmanager
     def using(self, request: Request, name: object, api: Api, kind: type[M]) -> Iterator[M]:
-        """The ready model `name` leased for this request; 404 if unknown or not of `kind` or not
-        served over `api`, 503 if declared but not ready."""
+        """The ready model `name` leased for this request; 404 if unknown, not served over `api` or not of
+        `kind`, 503 if declared but not ready."""
         if not isinstance(name, str) or not name:
             raise ApiError(400, "'model' must be a non-empty string", param="model")
         try:
@@ -72,7 +75,9 @@ class ServeContext:
                 status = model.status
                 raise ApiError(503, f"the model {name!r} is not ready ({status.reason}): {status.message}")
             if not isinstance(model, kind):
-                raise ApiError(400, f"the model {name!r} does not serve this kind of request", param="model")
+                # As OpenAI answers a chat request to an embedding model: no such model for this endpoint.
+                raise ApiError(404, f"the model {name!r} does not serve this kind of request", param="model",
+                               code="model_not_found")
             yield model
         finally:
             model.release()

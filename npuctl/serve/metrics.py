@@ -108,19 +108,25 @@ class _ModelState(Collector):
 
     def collect(self) -> Iterator[Metric]:
         queue = GaugeMetricFamily("npuctl_queue_depth", "Requests waiting for a batch (or a generator slot).", labels=["model"])
-        ready = GaugeMetricFamily("npuctl_model_ready", "1 when the model serves on an acceptable provider.", labels=["model", "reason"])
+        ready = GaugeMetricFamily("npuctl_model_ready", "1 when the model serves on an acceptable provider.",
+                                  labels=["model"])
+        reason = GaugeMetricFamily("npuctl_model_readiness_info",
+                                   "Why the model is (not) ready: 1 for its current reason (Serving, NoNPU, ...).",
+                                   labels=["model", "reason"])
         provider = GaugeMetricFamily(
             "npuctl_model_provider", "1 for the execution provider and device each model runs on.",
             labels=["model", "provider", "device"],
         )
-        coverage = GaugeMetricFamily("npuctl_model_npu_coverage", "Share of graph nodes on the QNN EP.", labels=["model"])
+        coverage = GaugeMetricFamily("npuctl_model_npu_coverage_ratio", "Share of graph nodes on the QNN EP (0 to 1).",
+                                     labels=["model"])
         for model in self._models():
             status = model.status
-            ready.add_metric([model.name, status.reason], 1.0 if status.ready else 0.0)
+            ready.add_metric([model.name], 1.0 if status.ready else 0.0)
+            reason.add_metric([model.name, status.reason], 1.0)
             if model.waiting is not None:
                 queue.add_metric([model.name], model.waiting)
             if status.provider is not None:
                 provider.add_metric([model.name, status.provider, status.where or ""], 1.0)
             if status.npu_coverage is not None:
                 coverage.add_metric([model.name], status.npu_coverage)
-        yield from (queue, ready, provider, coverage)
+        yield from (queue, ready, reason, provider, coverage)

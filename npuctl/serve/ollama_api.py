@@ -81,9 +81,9 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         raw = body.get("raw", False)
         if not isinstance(raw, bool):
             raise ApiError(400, "'raw' must be true or false")
-        check.refuse(body, "suffix", "this model does not fill in the middle")
-        check.refuse(body, "images", "this model takes text only")
-        check.refuse(body, "template", "npuctl uses the model's own chat template")
+        check.refuse(body, "suffix", "this model does not fill in the middle", "")
+        check.refuse(body, "images", "this model takes text only", [])
+        check.refuse(body, "template", "npuctl uses the model's own chat template", "")
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
             if not prompt:  # Ollama's way to load a model: it is loaded already
                 return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
@@ -161,7 +161,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any],
                     form: Structure, *, chat: bool) -> Response:
     check.keep_alive(body)
-    check.refuse(body, "think", "this model does not think aloud")
+    check.refuse(body, "think", "this model does not think aloud", False)
     stream = check.stream_flag(body)
     asked = check.options(body)
     logprobs = chat_logprobs(body)

@@ -64,14 +64,16 @@ def keep_alive(body: dict[str, Any]) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float | str) or (
             isinstance(value, str) and not _DURATION.match(value)):
         raise ApiError(400, f"'keep_alive' must be a duration ('5m', '1h', -1) or a number of seconds, not {value!r}")
-    if float(re.sub(r"[^\d.\-]", "", str(value)) or 0) == 0:
+    amount = float(value) if not isinstance(value, str) else float(re.sub(r"[^\d.\-]", "", value))
+    if amount == 0:
         raise ApiError(400, "'keep_alive': 0 would unload the model; npuctl keeps deployed models loaded "
                        "(remove the deployment to unload it)")
 
 
-def refuse(body: dict[str, Any], name: str, why: str) -> None:
-    """400 when `name` is set to anything but an empty or false value."""
-    if body.get(name) not in (None, "", False, []):
+def refuse(body: dict[str, Any], name: str, why: str, empty: object) -> None:
+    """400 when `name` is set to anything but null or `empty` (what clients send for "not set": "", false, [])."""
+    value = body.get(name)
+    if value is not None and (type(value) is not type(empty) or value != empty):
         raise ApiError(400, f"'{name}' is not supported: {why}")
 
 
@@ -131,7 +133,7 @@ def messages(value: Any) -> list[dict[str, Any]]:
             raise ApiError(400, f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}")
         if not isinstance(content, str):
             raise ApiError(400, f"messages[{i}].content must be a string")
-        if message.get("images"):
+        if message.get("images") not in (None, []):
             raise ApiError(400, f"messages[{i}].images: this model takes text only")
         entry: dict[str, Any] = {"role": role, "content": content}
         tool_name = message.get("tool_name")
@@ -140,11 +142,12 @@ def messages(value: Any) -> list[dict[str, Any]]:
                 raise ApiError(400, f"messages[{i}].tool_name must be a string")
             entry["name"] = tool_name
         calls = message.get("tool_calls")
-        if calls:
-            if role != "assistant" or not isinstance(calls, list):
-                raise ApiError(400, f"messages[{i}].tool_calls must be a list, on an assistant message")
-            entry["tool_calls"] = [{"type": "function", "function": call.get("function")} for call in calls
-                                   if isinstance(call, dict)]
+        if calls is not None:
+            if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+                raise ApiError(400, f"messages[{i}].tool_calls must be a list of calls")
+            if calls and role != "assistant":
+                raise ApiError(400, f"messages[{i}].tool_calls: only an assistant message calls tools")
+            entry["tool_calls"] = [{"type": "function", "function": call.get("function")} for call in calls]
         checked.append(entry)
     return checked
 

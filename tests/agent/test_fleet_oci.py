@@ -3,8 +3,8 @@ registry (docker-registry 2.8 on 127.0.0.1): the build host publishes steps with
 oci://` and the desired state with `npuctl bundle push` (ed25519 + cosign signatures, step pins); agents
 follow the tag. The manifests say `build.strategy: prebuilt` (as examples/fleet-x-series.yaml): the build host
 compiles, agents only fetch. New versions converge without a compile; forged, replayed (rolled back) and mispinned
-bundles are refused by every agent while the old state serves; a registry down is Unreachable. The tests run
-in order on one fleet."""
+bundles are refused by every agent while the old state serves; a blob download cut mid-way resumes; a
+tampered binary is caught by its digest; a registry down is Unreachable. The tests run in order on one fleet."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from tests.agent.fleet_harness import (
     wait_all,
 )
 from tests.agent.harness import Agent, infer, tiny_model
-from tests.oci.registry import BINARY, Registry
+from tests.oci.registry import BINARY, CuttingProxy, Registry
 
 AGENTS_PER_SOC = 6
 POLL_SECONDS = 1.0
@@ -53,6 +53,7 @@ class Fleet:
     root: Path
     model: Path
     registry: Registry
+    proxy: CuttingProxy
     key: Path
     cosign_key: Path
     agents: list[Agent]
@@ -69,11 +70,11 @@ class Fleet:
         return f"oci://{self.registry.host}/fleet/steps"
 
     def push(self, version: str, precision: str, key: Path | None = None, cosign_key: Path | None = None,
-             cli: bool = False) -> str:
+             cli: bool = False, model: Path | None = None) -> str:
         """What `npuctl bundle push` does (`cli`: run the command itself); returns the bundle's digest."""
         folder = self.root / "desired" / version
         folder.mkdir(parents=True)
-        (folder / "tiny.yaml").write_text(fleet_manifest(self.model, precision=precision, extra=PREBUILT))
+        (folder / "tiny.yaml").write_text(fleet_manifest(model or self.model, precision=precision, extra=PREBUILT))
         if not cli:  # in-process: a command's start-up costs seconds on this shared machine
             pushed = bundle_push.push(folder, self.tag, key or self.key, self.steps, version=version,
                                       cosign_key=cosign_key or self.cosign_key, insecure=True,
@@ -93,6 +94,17 @@ class Fleet:
     def client(self) -> RegistryClient:
         return RegistryClient(self.registry.host, insecure=True)
 
+    def new_variant(self, seed: int, precision: str) -> Path:
+        """Another tiny model or precision, published by the build host (steps the agents have not fetched)."""
+        model = self.root / "share" / f"tiny-{seed}.onnx"
+        if not model.exists():
+            tiny_model(model, seed=seed)
+        manifest = self.root / "build-host" / f"seed-{seed}-{precision}" / "tiny.yaml"
+        manifest.parent.mkdir(parents=True)
+        manifest.write_text(fleet_manifest(model, precision=precision, extra=PREBUILT))
+        publish_artifacts(manifest, self.root / "build-host" / "cache", self.steps, "--plain-http")
+        return model
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -101,11 +113,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     model.parent.mkdir()
     tiny_model(model)
     registry = Registry(root / "registry").start()
+    # The agents reach the steps through a proxy that can drop a blob download mid-way (16 KiB of a 48 KiB binary).
+    proxy = CuttingProxy(registry.port, cut_after=16 << 10, armed=False).start()
     key = root / "bundle.key"
     public_key = bundles.write_private_key(key)
     cosign_key = root / "cosign.key"
     cosign_public = bundles.write_cosign_key(cosign_key).read_text()
-    fleet = Fleet(root, model, registry, key, cosign_key, [], {}, {})
+    fleet = Fleet(root, model, registry, proxy, key, cosign_key, [], {}, {})
     for precision in ("w8a16", "w8a8"):  # the build host publishes both versions' variants ahead of time
         manifest = root / "build-host" / precision / "tiny.yaml"
         manifest.parent.mkdir(parents=True)
@@ -114,7 +128,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet.push("v1", "w8a16", cli=True)
     fleet.agents = [
         fleet_agent(root / f"agent-{soc}-{i}", soc=soc, bundle_url=fleet.tag, public_key=public_key,
-                    artifacts_url={"url": fleet.steps, "insecure": True}, interval=POLL_SECONDS,
+                    artifacts_url={"url": f"oci://{proxy.host}/fleet/steps", "insecure": True}, interval=POLL_SECONDS,
                     source_options={"insecure": True, "cosignPublicKey": cosign_public})
         for soc in ("x-elite", "x2-elite") for i in range(AGENTS_PER_SOC)]
     try:
@@ -126,6 +140,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         for agent in fleet.agents:
             agent.stop()
         registry.stop()
+        proxy.stop()
         print(f"\noci fleet timings (s): {json.dumps(fleet.timings)}")
 
 
@@ -243,13 +258,65 @@ def test_a_bundle_pinning_other_digests_than_the_registry_serves_is_refused_and_
             client.push_manifest("fleet/steps", swapped_key, original.data)
 
 
+def test_a_download_cut_mid_way_resumes_and_a_tampered_binary_is_caught(fleet: Fleet) -> None:
+    before = serving(fleet)
+    model = fleet.new_variant(seed=1, precision="w8a16")
+    with fleet.client() as client:  # the pins `bundle push` will write: the new steps' manifests
+        pins = bundle_push.pins_for(fleet.root / "build-host" / "seed-1-w8a16",
+                                    Store(fleet.root / "build-host" / "cache"), parse(fleet.steps), client)
+        binaries = {}
+        for pinned in pins.values():
+            manifest = json.loads(client.manifest("fleet/steps", pinned).data)  # type: ignore[union-attr]
+            record = json.loads(client.blob("fleet/steps", manifest["config"]["digest"], 1 << 20))
+            if manifest["annotations"]["dev.npuctl.step"] == "compile":
+                binaries[record["soc_model"]] = max(manifest["layers"], key=lambda layer: layer["size"])["digest"]
+    # The X Elite binary: one bit flipped on the registry's disk. The X2 Elite binary: the first download of it
+    # is cut off after 16 KiB.
+    blob = fleet.registry.blob_file(binaries[60])
+    tampered = bytearray(blob.read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    blob.write_bytes(bytes(tampered))
+    fleet.proxy.only = binaries[88].encode()
+    fleet.proxy.ranges.clear()
+    fleet.proxy.armed = True
+    fleet.push("v5", "w8a16", model=model)
+
+    x_elite, x2_elite = fleet.agents[:AGENTS_PER_SOC], fleet.agents[AGENTS_PER_SOC:]
+    fleet.timings["converge_v5_x2_with_a_cut"] = wait_all(
+        x2_elite, lambda a: source_state(a)["version"] == "v5" and ready_on(before[a.url], "w8a16")(a),
+        "v5 on the X2 Elite half")
+    assert fleet.proxy.cuts == 1
+    resumed_at = [int(r.removeprefix("bytes=").rstrip("-")) for r in fleet.proxy.ranges]
+    assert len(resumed_at) == 1 and 0 < resumed_at[0] < 16 << 10, fleet.proxy.ranges
+    for agent in x2_elite:
+        with agent.client() as client:
+            assert infer(client, "tiny", X).status_code == 200
+
+    def refused(agent: Agent) -> bool:
+        return any(e["reason"] == "BuildFailed" and "the published file is corrupt" in e["message"]
+                   for e in agent.events("tiny"))
+
+    fleet.timings["refuse_tampered"] = wait_all(x_elite, refused, "the tampered binary refused on the X Elite half")
+    for agent in x_elite:
+        status = agent.status("tiny")
+        assert status["phase"] == "Degraded" and status["servingGeneration"] == before[agent.url]
+        with agent.client() as client:
+            assert infer(client, "tiny", X).status_code == 200
+        assert not any(p.read_bytes() == bytes(tampered) for p in agent.cache.rglob("model_ctx_qnn.bin"))
+
+
 def test_a_registry_down_is_unreachable_and_everything_keeps_serving(fleet: Fleet) -> None:
     before = serving(fleet)
     fleet.registry.stop()
     try:
         fleet.timings["report_unreachable"] = wait_all(
             fleet.agents, lambda a: source_state(a)["state"] == "Unreachable", "the source Unreachable")
-        assert_still_serving(fleet, before, "v2")
+        for agent in fleet.agents:
+            status = agent.status("tiny")  # the X Elite half is Degraded since the tampered binary
+            assert status["phase"] in ("Ready", "Degraded") and status["servingGeneration"] == before[agent.url]
+            assert source_state(agent)["version"] == "v5"
+            with agent.client() as client:
+                assert infer(client, "tiny", X).status_code == 200
     finally:
         fleet.registry.start()
 

@@ -117,15 +117,19 @@ class Registry:
 
 
 class CuttingProxy:
-    """A TCP proxy to a registry that closes the client's connection after `cut_after` bytes of the first
-    response that is larger than that (a Wi-Fi drop in the middle of a blob). Counts what went through."""
+    """A TCP proxy to a registry that, while `armed`, closes the client's connection after `cut_after` bytes of
+    the first blob response (a Wi-Fi drop in the middle of a download), then disarms. Records Range headers."""
 
-    def __init__(self, upstream_port: int, cut_after: int) -> None:
+    def __init__(self, upstream_port: int, cut_after: int, armed: bool = True) -> None:
         self.upstream_port = upstream_port
         self.cut_after = cut_after
+        self.armed = armed
+        self.only = b"/blobs/"
+        """Cut only a GET whose path contains this."""
         self.port = free_port()
         self.cuts = 0
         self.ranges: list[str] = []
+        self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = False
 
@@ -150,18 +154,22 @@ class CuttingProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-        cut = self.cuts == 0
         try:
-            threading.Thread(target=self._upstream, args=(client, upstream), daemon=True).start()
-            sent = 0
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        except OSError:  # the registry is down: so is the proxy, to its clients
+            client.close()
+            return
+        # What the current request on this connection is, and how much of its answer went back (no pipelining:
+        # a client sends the next request after reading the answer).
+        current = {"blob": False, "sent": 0}
+        try:
+            threading.Thread(target=self._upstream, args=(client, upstream, current), daemon=True).start()
             while data := upstream.recv(65536):
-                if cut and sent + len(data) > self.cut_after:
-                    client.sendall(data[: self.cut_after - sent])
-                    self.cuts += 1
+                if current["blob"] and current["sent"] + len(data) > self.cut_after and self._take_cut():
+                    client.sendall(data[: max(0, self.cut_after - current["sent"])])
                     return
                 client.sendall(data)
-                sent += len(data)
+                current["sent"] += len(data)
         except OSError:
             pass
         finally:
@@ -173,10 +181,21 @@ class CuttingProxy:
                     pass
                 end.close()
 
-    def _upstream(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if not self.armed:
+                return False
+            self.armed = False
+            self.cuts += 1
+            return True
+
+    def _upstream(self, client: socket.socket, upstream: socket.socket, current: dict[str, int]) -> None:
         try:
             while data := client.recv(65536):
-                for line in data.split(b"\r\n"):
+                lines = data.split(b"\r\n")
+                if lines[0].startswith((b"GET ", b"HEAD ")):
+                    current["blob"], current["sent"] = int(self.only in lines[0] and lines[0].startswith(b"GET ")), 0
+                for line in lines:
                     if line.lower().startswith(b"range:"):
                         self.ranges.append(line.decode().split(":", 1)[1].strip())
                 upstream.sendall(data)

@@ -30,14 +30,19 @@ def test_metrics_parse_and_move(serve: Serve, minilm: Callable[..., ServedModel]
     server = serve(minilm("minilm"))
     before = scrape(server.url)
     assert value(before, "npuctl_model_provider", model="minilm", provider="CPUExecutionProvider", device="cpu") == 1
-    assert value(before, "npuctl_model_ready", model="minilm", reason="Serving") == 1
+    assert value(before, "npuctl_model_ready", model="minilm") == 1
+    assert value(before, "npuctl_model_readiness_info", model="minilm", reason="Serving") == 1
     assert value(before, "npuctl_queue_depth", model="minilm") == 0
 
     for _ in range(3):
         httpx.post(f"{server.url}/v1/embeddings", json={"model": "minilm", "input": ["a", "b"]})
     httpx.post(f"{server.url}/v1/embeddings", json={"model": "minilm", "input": []})
+    for probe in ("/v2/health/live", "/v2/health/ready", "/v2/models/minilm/ready"):
+        assert httpx.get(f"{server.url}{probe}").status_code == 200
     after = scrape(server.url)
 
+    assert not [key for key in after if key[0] == "npuctl_requests_total" and ("api", "oip") in key[1]], \
+        "health probes are counted as requests"
     assert value(after, "npuctl_requests_total", model="minilm", api="openai", code="200") == 3
     assert value(after, "npuctl_requests_total", model="minilm", api="openai", code="400") == 1
     assert value(after, "npuctl_request_errors_total", model="minilm", api="openai", type="invalid_request_error") == 1
@@ -45,6 +50,18 @@ def test_metrics_parse_and_move(serve: Serve, minilm: Callable[..., ServedModel]
     assert value(after, "npuctl_batch_size_count", model="minilm") == 3
     assert value(after, "npuctl_batch_size_sum", model="minilm") == 6
     assert value(after, "npuctl_inference_duration_seconds_count", model="minilm") == 3
+
+
+def test_a_model_not_ready_keeps_one_ready_series_and_says_why(serve: Serve, minilm: Callable[..., ServedModel]) -> None:
+    from npuctl.serve.models import ModelStatus, Unavailable
+    from tests.serve.conftest import deployment
+
+    server = serve(minilm("minilm"), Unavailable(deployment("later"), ModelStatus(False, "Loading", "loading")))
+    samples = scrape(server.url)
+    assert value(samples, "npuctl_model_ready", model="later") == 0
+    assert value(samples, "npuctl_model_readiness_info", model="later", reason="Loading") == 1
+    assert [k for k in samples if k[0] == "npuctl_model_npu_coverage_ratio"] == [
+        ("npuctl_model_npu_coverage_ratio", frozenset({("model", "minilm")}))]
 
 
 def test_two_servers_keep_separate_counters(serve: Serve, tensor: Callable[..., ServedModel]) -> None:

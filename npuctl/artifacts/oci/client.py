@@ -165,7 +165,8 @@ class RegistryClient:
                 elif response.status_code not in (200, 206):
                     response.read()
                     self._expect(response, 200, f"blob {digest}")
-                for chunk in response.iter_bytes(_READ):
+                # As the network delivers (no chunk_size): what arrived before a drop is kept for the Range resume.
+                for chunk in response.iter_bytes():
                     hasher.update(chunk)
                     target.write(chunk)
                     if target.tell() > size:
