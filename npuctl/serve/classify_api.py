@@ -33,7 +33,8 @@ def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
         name = model_name(ctx, body, Task.CLASSIFICATION)
         with ctx.using(request, name, Api.OPENAI, ScoringService) as model:
             if model.task is not Task.CLASSIFICATION:
-                raise ApiError(400, f"the model {name!r} is a {model.task.value} model, not a classifier", param="model")
+                raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
+                               f"{model.task.value} model, not a classifier)", param="model")
             tokens = model.model.encoder.encode(texts)
             if not flag(body, "truncate", model.truncate):
                 long = next((i for i, t in enumerate(tokens) if t.truncated), None)

@@ -57,7 +57,7 @@ _COMPLETIONS_ONLY = {
 
 def openapi(*, control: bool = False) -> dict[str, Any]:
     """The document for `npuctl serve`, or with `control` for an agent (its control API on the same port)."""
-    paths = {**_openai(), **task_paths(), **oip_paths(), **ollama_paths(), **metrics_paths()}
+    paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths(), **task_paths()}
     title = "npuctl agent" if control else "npuctl serve"
     document: dict[str, Any] = {
         "openapi": "3.0.3",

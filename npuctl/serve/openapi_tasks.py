@@ -5,23 +5,32 @@ from __future__ import annotations
 
 from typing import Any
 
-from npuctl.serve.openapi_parts import ANY_OBJECT, errors, json_body, obj, request
+from npuctl.serve.openapi_parts import ANY_OBJECT, NAME, errors, json_body, obj, request
 
 _ERRORS = (400, 404, 413, 429, 503, 504)
 
 
 def task_paths() -> dict[str, Any]:
-    document = {"oneOf": [{"type": "string"}, obj({"text": {"type": "string"}})]}
-    rerank = obj({
-        "model": {"type": "string", "description": "optional when one reranker serves (TEI's clients send none)"},
-        "query": {"type": "string"},
-        "documents": {"type": "array", "items": document, "description": "Cohere, Jina, infinity (at most 1000)"},
-        "texts": {"type": "array", "items": {"type": "string"}, "description": "TEI: answered as TEI's list"},
-        "top_n": {"type": "integer", "minimum": 1}, "return_documents": {"type": "boolean"},
-        "return_text": {"type": "boolean"}, "raw_scores": {"type": "boolean", "description": "logits, not 0..1"},
-        "rank_fields": {"type": "array", "items": {"type": "string"}}, "truncate": {"type": "boolean"},
-        "truncation_direction": {"type": "string", "enum": ["right", "Right"]},
-    }, required=["query"])
+    text = {"type": "string", "pattern": "\\S"}
+    document = {"oneOf": [text, {**obj({"text": text}, required=["text"]), "additionalProperties": True}]}
+    rerank = {**obj({
+        "model": {**NAME, "description": "optional when one reranker serves (TEI's clients send none)"},
+        "query": text,
+        "documents": {"type": "array", "items": document, "minItems": 1, "maxItems": 1000,
+                      "description": "Cohere, Jina, infinity"},
+        "texts": {"type": "array", "items": text, "minItems": 1, "maxItems": 1000,
+                  "description": "TEI: answered as TEI's list"},
+        "top_n": {"type": "integer", "minimum": 1},
+        "return_documents": {"type": "boolean", "description": "with documents"},
+        "return_text": {"type": "boolean", "description": "with texts"},
+        "raw_scores": {"type": "boolean", "description": "logits, not 0..1"},
+        "rank_fields": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                        "description": "with documents"},
+        "truncate": {"type": "boolean"}, "truncation_direction": {"type": "string", "enum": ["right", "Right"]},
+    }, required=["query"]), "additionalProperties": False, "oneOf": [
+        {"required": ["documents"], "not": {"anyOf": [{"required": ["texts"]}, {"required": ["return_text"]}]}},
+        {"required": ["texts"], "not": {"anyOf": [{"required": ["documents"]}, {"required": ["return_documents"]},
+                                                  {"required": ["rank_fields"]}]}}]}
     result = obj({"index": {"type": "integer"}, "relevance_score": {"type": "number"}, "document": ANY_OBJECT},
                  required=["index", "relevance_score"])
     cohere = obj({"id": {"type": "string"}, "results": {"type": "array", "items": result}, "model": {"type": "string"},
@@ -33,10 +42,10 @@ def task_paths() -> dict[str, Any]:
         "responses": {"200": json_body({"oneOf": [cohere, tei]}, "documents by relevance, most relevant first"),
                       **errors("OpenAIError", *_ERRORS)}}}
     label = obj({"label": {"type": "string"}, "score": {"type": "number"}}, required=["label", "score"])
-    classify = obj({"model": {"type": "string"},
-                    "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                    "raw_scores": {"type": "boolean"}, "truncate": {"type": "boolean"}, "user": {"type": "string"}},
-                   required=["input"])
+    classify = {**obj({"model": NAME,
+                       "input": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": 2048}]},
+                       "raw_scores": {"type": "boolean"}, "truncate": {"type": "boolean"}, "user": {"type": "string"}},
+                      required=["input"]), "additionalProperties": False}
     answer = obj({"object": {"type": "string"}, "model": {"type": "string"}, "usage": ANY_OBJECT,
                   "data": {"type": "array", "items": {"type": "array", "items": label}}}, required=["data"])
     classify_op = {"post": {

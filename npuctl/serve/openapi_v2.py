@@ -18,7 +18,10 @@ def oip_paths() -> dict[str, Any]:
     infer = obj({"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
                  "outputs": {"type": "array", "items": obj({"name": {"type": "string"}, "parameters": ANY_OBJECT},
                                                            required=["name"])},
-                 "parameters": ANY_OBJECT}, required=["inputs"])
+                 # What oip._parameters takes; any other request parameter is refused.
+                 "parameters": {**obj({"binary_data_output": {"type": "boolean"},
+                                       "timeout": {"type": "integer", "minimum": 1}}), "additionalProperties": False}},
+                required=["inputs"])
     answer = json_body(obj({"model_name": {"type": "string"}, "model_version": {"type": "string"},
                             "outputs": {"type": "array", "items": tensor}}, required=["model_name", "outputs"]),
                        "output tensors (binary ones after the JSON, application/octet-stream)",

@@ -40,8 +40,6 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def rerank(request: Request) -> Response:
         body = await json_object(request, ctx.max_body_bytes, FIELDS)
         tei = "texts" in body
-        if tei and "documents" in body:
-            raise ApiError(400, "give 'documents' (Cohere, Jina, infinity) or 'texts' (TEI), not both", param="texts")
         query = body.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "'query' must be a non-empty string", param="query")
@@ -49,6 +47,11 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
         top_n = body.get("top_n")
         if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
             raise ApiError(400, f"'top_n' must be a positive integer, not {top_n!r}", param="top_n")
+        misplaced = next((f for f in (("documents", "return_documents", "rank_fields") if tei else ("return_text",))
+                          if f in body), None)
+        if misplaced is not None:
+            other = "'documents' (Cohere, Jina, infinity)" if tei else "'texts' (TEI)"
+            raise ApiError(400, f"'{misplaced}' goes only with {other}", param=misplaced)
         shown = flag(body, "return_text" if tei else "return_documents")
         raw = flag(body, "raw_scores")
         if body.get("truncation_direction", "right") not in ("right", "Right"):
@@ -57,7 +60,8 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
         name = model_name(ctx, body, Task.RERANK)
         with ctx.using(request, name, Api.OPENAI, ScoringService) as model:
             if model.task is not Task.RERANK:
-                raise ApiError(400, f"the model {name!r} is a {model.task.value} model, not a reranker", param="model")
+                raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
+                               f"{model.task.value} model, not a reranker)", param="model")
             truncate = flag(body, "truncate", model.truncate)
             tokens = model.model.encoder.encode_pairs(query, [d.text for d in documents])
             if not truncate:

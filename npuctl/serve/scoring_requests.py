@@ -42,8 +42,10 @@ def model_name(ctx: ServeContext, body: dict[str, Any], task: Task) -> object:
               if isinstance(m, ScoringService) and m.task is task and m.speaks(Api.OPENAI)]
     if len(served) == 1:
         return served[0]
-    which = f"several {task.value} models serve ({', '.join(sorted(served))})" if served else f"no {task.value} model serves"
-    raise ApiError(400, f"'model' is required: {which}", param="model")
+    if not served:
+        raise ApiError(404, f"no {task.value} model serves here", param="model", code="model_not_found")
+    raise ApiError(400, f"'model' is required: {len(served)} {task.value} models serve here "
+                        f"({', '.join(sorted(served))})", param="model")
 
 
 def token_limit_error(what: str, limit: int, param: str) -> ApiError:

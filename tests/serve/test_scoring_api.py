@@ -156,11 +156,12 @@ def test_classify_bad_input_and_a_model_without_labels(serve: Serve, built: dict
         ({"model": "classification", "input": []}, "'input' must be a string or a non-empty list"),
         ({"model": "classification", "input": [" ".join(["awful"] * 40)]}, "limit of 32 tokens"),
         ({"model": "classification", "input": ["x"] * 2049}, "at most 2048"),
-        ({"model": "rerank", "input": ["x"]}, "not a classifier"),
     ]
     for body, message in cases:
         answer = httpx.post(url, json=body)
         assert answer.status_code == 400 and message in answer.json()["error"]["message"], answer.text
+    wrong = httpx.post(url, json={"model": "rerank", "input": ["x"]})
+    assert wrong.status_code == 404 and "not a classifier" in wrong.json()["error"]["message"]
     refused = httpx.post(url, json={"model": "no-labels", "input": ["fine"]})
     assert refused.status_code == 503 and "config.json: id2label is missing" in refused.json()["error"]["message"]
     assert httpx.post(url, json={"model": "classification", "input": ["fine"]}).status_code == 200
