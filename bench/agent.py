@@ -41,9 +41,10 @@ def save_to_serving(root: Path, model: str) -> tuple[float, float, float]:
         first = time.perf_counter() - started
         (agent.manifests / f"{name}.yaml").unlink()
         agent.wait_for(lambda: agent.status(name) is None, "unload")
-        with httpx.Client(base_url=agent.url, timeout=30) as client:
+        with agent.client() as client:
             started = time.perf_counter()
-            (agent.manifests / f"{name}.yaml").write_text(text)
+            # As `npuctl apply` sends it: applied at once (a hand-saved file first settles for settleSeconds).
+            client.put(f"/agent/v1/manifests/{name}.yaml", content=text.encode()).raise_for_status()
             agent.wait_for(lambda: _answers(client, model), "serving again", timeout=300)
             warm = time.perf_counter() - started
         time.sleep(3)  # idle
@@ -64,7 +65,8 @@ def _answers(client: httpx.Client, model: str) -> bool:
 def noop_reconcile(root: Path, count: int = 200, passes: int = 20) -> float:
     """Median milliseconds of a reconcile pass when all `count` deployments already serve."""
     from npuctl.agent.config import AgentConfig
-    from npuctl.agent.main import make_reconciler
+    from npuctl.agent.main import make_actuator, make_reconciler
+    from npuctl.runtime.devices import detect_host
     from npuctl.serve.registry import ModelRegistry
 
     folder = root / "many"
@@ -75,21 +77,25 @@ def noop_reconcile(root: Path, count: int = 200, passes: int = 20) -> float:
     config = AgentConfig(manifests=[folder], state=root / "state-many", cache=root / "cache")
 
     async def measure() -> float:
-        reconciler = make_reconciler(config, ModelRegistry())
+        reconciler = make_reconciler(config, make_actuator(config, ModelRegistry(), detect_host()))
         reconciler._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + 600
-        while len(reconciler.running) < count:
+
+        def serving() -> list[str]:
+            return [name for name, record in reconciler.records.items() if record.running]
+
+        while len(serving()) < count:
             reconciler.reconcile_once()
             await asyncio.sleep(0.05)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(reconciler.running)} of {count} serving")
+                raise TimeoutError(f"only {len(serving())} of {count} serving")
         timings = []
         for _ in range(passes):
             started = time.perf_counter()
             reconciler.reconcile_once()
             timings.append((time.perf_counter() - started) * 1000)
         assert not reconciler.busy, "a converged pass must start no work"
-        for name in list(reconciler.running):
+        for name in serving():
             reconciler.actuator.unload(name)
         return statistics.median(timings)
 

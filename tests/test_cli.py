@@ -69,6 +69,10 @@ def test_checked_in_json_schema_is_current() -> None:
     assert code == 0
     checked_in = json.loads((REPO / "schema" / "modeldeployment.schema.json").read_text())
     assert json.loads(out) == checked_in, "schema/ is stale: run `npuctl schema > schema/modeldeployment.schema.json`"
+    code, out = run("schema", "--status")
+    assert code == 0
+    checked_in = json.loads((REPO / "schema" / "status.schema.json").read_text())
+    assert json.loads(out) == checked_in, "schema/ is stale: run `npuctl schema --status > schema/status.schema.json`"
 
 
 def test_every_shipped_manifest_points_editors_at_the_schema() -> None:

@@ -5,13 +5,14 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "npuctl"
+# npuctl.errors (the NpuctlError base class) sits below every layer.
 ALLOWED = {
-    "schema": {"schema"},
-    "runtime": {"schema", "runtime"},
-    "artifacts": {"schema", "runtime", "artifacts"},
-    "serve": {"schema", "runtime", "artifacts", "serve"},
-    "agent": {"schema", "runtime", "artifacts", "serve", "agent"},
-    "cli": {"schema", "runtime", "artifacts", "serve", "agent", "cli"},
+    "schema": {"errors", "schema"},
+    "runtime": {"errors", "schema", "runtime"},
+    "artifacts": {"errors", "schema", "runtime", "artifacts"},
+    "serve": {"errors", "schema", "runtime", "artifacts", "serve"},
+    "agent": {"errors", "schema", "runtime", "artifacts", "serve", "agent"},
+    "cli": {"errors", "schema", "runtime", "artifacts", "serve", "agent", "cli"},
 }
 
 

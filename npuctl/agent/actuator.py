@@ -1,28 +1,71 @@
 """The agent's hands: build through npuctl.artifacts, open sessions through npuctl.runtime, route through
-the server's model registry. The reconciler decides; this does."""
+the server's model registry. The reconciler decides (through the `Actuator` protocol); this does."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from npuctl.agent.isolated import build_isolated
 from npuctl.agent.selection import device_facts, selects
-from npuctl.artifacts import BuildError, BuildResult, Store
+from npuctl.agent.sharing import SharedModels
+from npuctl.agent.status import RunFacts
+from npuctl.schema.status import ArtifactStatus
+from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.pipeline import survey
-from npuctl.runtime.devices import HostFacts, detect_host
-from npuctl.runtime.loading import load_model
+from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment
-from npuctl.serve.oneshot import artifacts_of
-from npuctl.serve.models import ModelStatus, ServedModel, Unavailable, serve_loaded
+from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
 
 
+class Actuator(Protocol):
+    """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
+    the others are quick and run on the event loop."""
+
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
+        """Produce (or find in the store) the deployment's artifacts. Raises on failure (BuildError says
+        whether it is temporary)."""
+
+    def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
+        """Open sessions (or share those already open under the same `share` key: same artifacts and
+        session options); returns the served model. Raises NotServable when the rules forbid every place."""
+
+    def serve(self, deployment: ModelDeployment, model: ServedModel) -> None:
+        """Route the deployment's names to `model`, atomically replacing any previous one. Raises
+        ValueError when a name belongs to another deployment."""
+
+    def reconfigure(self, deployment: ModelDeployment) -> None:
+        """Apply serving-only options to the model already serving."""
+
+    def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
+        """Answer the deployment's routes as not ready with this reason (nothing loaded)."""
+
+    def unload(self, name: str) -> None:
+        """Stop serving and close the deployment's sessions (once no other deployment shares them);
+        its routes answer 404."""
+
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        """Readiness is false while `subject` (a deployment, the state folder) has this (reason, message)."""
+
+    def describe(self, model: ServedModel) -> RunFacts:
+        """Where a loaded model runs, for status."""
+
+    def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
+        """The artifacts of a build, for status."""
+
+    def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
+        """Whether this agent is selected by the deployment's spec.selector, and why not."""
+
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
+        """Which build steps are stored and which would run next (blocks: re-hashes stored files)."""
+
+
 class LocalActuator:
-    def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts | None = None,
+    def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts,
                  aihub: Credentials | None = None, published: list[str | StoreLocation] | None = None,
                  pins: Callable[[], dict[str, str]] | None = None) -> None:
         self.registry = registry
@@ -30,18 +73,18 @@ class LocalActuator:
         self.pins = pins or dict
         self.store = store
         self.labels = labels
-        self.host = host or detect_host()
+        self.host = host
         self.aihub = aihub
         self.facts = device_facts(self.host)
+        self.shared = SharedModels(host)
 
     def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
                               for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published,
                               pins=self.pins())
 
-    def load(self, loaded: LoadedDeployment, built: BuildResult) -> ServedModel:
-        deployment = loaded.deployment
-        return serve_loaded(deployment, load_model(deployment, artifacts_of(built), self.host))
+    def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
+        return self.shared.load(loaded.deployment, artifacts_of(built), share)
 
     def serve(self, deployment: ModelDeployment, model: ServedModel) -> None:
         self.registry.put(model)
@@ -57,12 +100,15 @@ class LocalActuator:
     def unload(self, name: str) -> None:
         self.registry.remove(name)
 
-    def describe(self, model: ServedModel) -> dict[str, Any]:
-        status = model.status
-        return {"provider": status.provider, "npuCoverage": status.npu_coverage,
-                "onNpu": status.where in ("npu", "npu-simulator"), "note": status.message}
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        self.registry.set_problem(subject, problem)
 
-    def describe_build(self, built: BuildResult) -> list[dict[str, Any]]:
+    def describe(self, model: ServedModel) -> RunFacts:
+        status = model.status
+        return RunFacts(provider=status.provider, npu_coverage=status.npu_coverage, on_npu=status.on_npu,
+                        note=status.message)
+
+    def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
         return describe_artifacts(built)
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
@@ -76,14 +122,9 @@ class LocalActuator:
         return selects(deployment.spec.selector, self.labels, self.facts)
 
 
-def describe_artifacts(built: BuildResult) -> list[dict[str, Any]]:
+def describe_artifacts(built: BuildResult) -> list[ArtifactStatus]:
     """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), as status shows them."""
-    return [
-        {"target": a.target, "socModel": a.soc_model, "bucket": a.bucket, "precision": a.precision.value,
-         "sha256": {f.path: f.sha256 for f in a.files}, "accuracy": a.accuracy.as_dict() if a.accuracy else None,
-         "npuCoverage": a.npu_coverage}
-        for a in built.artifacts
-    ]
+    return [artifact.status() for artifact in built.artifacts]
 
 
 def _step_name(event: Any) -> str:

@@ -6,13 +6,12 @@ truth: the loop picks it up like a hand edit); deleting removes the file."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from npuctl.agent.auth import token_matches
@@ -20,24 +19,25 @@ from npuctl.agent.files import SAFE_FILE, atomic_write
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.status import DeploymentStatus
 from npuctl.schema import load_text
+from npuctl.schema.clashes import clashes
 from npuctl.schema.loader import MAX_FILE_BYTES
-from npuctl.serve.errors import ApiError
+from npuctl.serve.errors import ApiError, error_response
+from npuctl.serve.endpoints import Handler
 from npuctl.serve.http import read_body
 
 PREFIX = "/agent/v1"
-
-Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
 def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False,
                    sources: SourcePoller | None = None) -> list[Route]:
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
     api = _ControlApi(reconciler, token, sources)
-    read = api.guarded if guard_reads else (lambda handler: handler)
+    read = api.guarded if guard_reads else _answering
     get, delete = read(api.get), api.guarded(api.delete)
 
-    async def deployment(request: Request) -> JSONResponse:
+    async def deployment(request: Request) -> Response:
         # One route for both methods: a 405 then names both in its Allow header.
         return await (delete if request.method == "DELETE" else get)(request)
 
@@ -50,8 +50,15 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
     ]
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, **extra}}, status_code=status)
+def _answering(handler: Handler) -> Handler:
+    """ApiErrors as JSON error answers, in the same shape as the model APIs' (`{"error": {"message", ...}}`)."""
+    async def answer(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc, request.url.path)
+
+    return answer
 
 
 class _ControlApi:
@@ -61,59 +68,64 @@ class _ControlApi:
         self.poller = sources
 
     def guarded(self, handler: Handler) -> Handler:
-        async def checked(request: Request) -> JSONResponse:
+        async def checked(request: Request) -> Response:
             if not token_matches(request.headers.get("authorization"), self.token):
-                return JSONResponse(
-                    {"error": {"message": "this call needs the agent's token: Authorization: Bearer <token> "
-                               "(npuctl reads it from the agent's state folder or NPUCTL_TOKEN)"}},
-                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                )
+                raise ApiError(401, "this call needs the agent's token: Authorization: Bearer <token> "
+                               "(npuctl reads it from the agent's state folder or NPUCTL_TOKEN)",
+                               headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
 
-        return checked
+        return _answering(checked)
 
-    async def list(self, request: Request) -> JSONResponse:
+    async def list(self, request: Request) -> Response:
         names = sorted(set(self.reconciler.desired) | set(self.reconciler.book.deployments))
-        return JSONResponse({"items": [self._view(name) for name in names]})
+        health = self.reconciler.health
+        return JSONResponse({
+            "items": [self._view(name) for name in names],
+            "conditions": [c.model_dump(mode="json") for c in health.conditions()],
+            "invalidFiles": [p.model_dump(mode="json") for p in sorted(health.files.values(), key=lambda p: p.file)],
+        })
 
-    async def get(self, request: Request) -> JSONResponse:
+    async def get(self, request: Request) -> Response:
         name = request.path_params["name"]
         if name not in self.reconciler.desired and name not in self.reconciler.book.deployments:
-            return error(404, f"no deployment named {name!r}")
+            raise ApiError(404, f"no deployment named {name!r}")
         return JSONResponse(self._view(name))
 
-    async def events(self, request: Request) -> JSONResponse:
+    async def events(self, request: Request) -> Response:
         name = request.query_params.get("name")
         events = [e.model_dump(mode="json") for e in self.reconciler.book.events if name in (None, e.deployment)]
         return JSONResponse({"items": events})
 
-    async def sources(self, request: Request) -> JSONResponse:
+    async def sources(self, request: Request) -> Response:
         states = self.poller.states.values() if self.poller else []
         return JSONResponse({"items": [state.as_dict() for state in states]})
 
-    async def apply(self, request: Request) -> JSONResponse:
+    async def apply(self, request: Request) -> Response:
         file = request.path_params["file"]
         if not SAFE_FILE.match(file):
-            return error(400, f"{file!r} is not a manifest file name: letters, digits, '.', '_', '-', ending in .yaml or .yml")
-        try:
-            body = await read_body(request, MAX_FILE_BYTES)
-        except ApiError as exc:
-            return error(exc.status, exc.message)
+            raise ApiError(400, f"{file!r} is not a manifest file name: letters, digits, '.', '_', '-', ending in .yaml or .yml")
+        body = await read_body(request, MAX_FILE_BYTES)
         try:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
-            return error(400, "the manifest is not UTF-8 text")
+            raise ApiError(400, "the manifest is not UTF-8 text") from None
         result = load_text(text, file)
         if not result.ok:
-            return error(422, f"{len(result.errors)} error(s) in {file}", errors=[e.as_dict() for e in result.errors])
+            raise ApiError(422, f"{len(result.errors)} error(s) in {file}",
+                           details={"errors": [e.as_dict() for e in result.errors]})
         target = self.reconciler.config.manifests[0] / file
         desired = self.reconciler.desired
         in_file = [n for n, d in desired.items() if d.deployment.file.resolve() == target.resolve()]
         for loaded in result.deployments:
             other = desired.get(loaded.name)
             if other and other.deployment.file.resolve() != target.resolve():
-                return error(409, f"deployment {loaded.name!r} is already declared in {other.deployment.file}; "
-                                  "apply that file instead, or delete it first")
+                raise ApiError(409, f"deployment {loaded.name!r} is already declared in {other.deployment.file}; "
+                                    "apply that file instead, or delete it first")
+        elsewhere = [d.deployment for d in desired.values()
+                     if d.deployment.file.resolve() != target.resolve() and d.conflict is None]
+        for clash in clashes([*elsewhere, *result.deployments]):
+            raise ApiError(409, f"{file}: {clash.message}; choose another spec.serve.name or alias")
         changes = [c.as_dict() for c in plan(result.deployments, in_file, desired)]
         for change, loaded in zip(changes, result.deployments):
             if change["effect"] == "build":
@@ -122,18 +134,19 @@ class _ControlApi:
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, text.encode("utf-8"))
+            self.reconciler.desired_state.trust(target)
             self.reconciler.wake()
         return JSONResponse({"file": str(target), "dryRun": dry_run, "changes": changes})
 
-    async def delete(self, request: Request) -> JSONResponse:
+    async def delete(self, request: Request) -> Response:
         name = request.path_params["name"]
         want = self.reconciler.desired.get(name)
         if want is None:
-            return error(404, f"no deployment named {name!r}")
+            raise ApiError(404, f"no deployment named {name!r}")
         file: Path = want.deployment.file
         others = [n for n, d in self.reconciler.desired.items() if n != name and d.deployment.file == file]
         if others:
-            return error(409, f"{file} also declares {', '.join(others)}; edit that file to remove {name!r}")
+            raise ApiError(409, f"{file} also declares {', '.join(others)}; edit that file to remove {name!r}")
         file.unlink(missing_ok=True)
         self.reconciler.wake()
         return JSONResponse({"deleted": name, "file": str(file)})
@@ -142,5 +155,5 @@ class _ControlApi:
         want = self.reconciler.desired.get(name)
         view: dict[str, Any] = want.deployment.deployment.model_dump(mode="json") if want else {"metadata": {"name": name}}
         status = self.reconciler.book.deployments.get(name)
-        view["status"] = status.model_dump(mode="json") if status else {"phase": "Pending"}
+        view["status"] = (status or DeploymentStatus(name=name)).model_dump(mode="json")
         return view

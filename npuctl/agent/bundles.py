@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from npuctl.agent.files import SAFE_FILE
 from npuctl.schema import API_VERSION, ManifestError, load_text
+from npuctl.errors import NpuctlError
 
 KIND = "ManifestBundle"
 MAX_BUNDLE_BYTES = 8 << 20
@@ -35,7 +36,7 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-class BundleError(ValueError):
+class BundleError(NpuctlError, ValueError):
     """A bundle that must not be applied: bad signature, bad format, or invalid manifests."""
 
 

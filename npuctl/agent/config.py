@@ -89,6 +89,9 @@ class AgentConfig(BaseModel):
     """Full reconcile at least this often, whatever the file watcher saw."""
     debounce_ms: float = Field(250.0, ge=0)
     """Quiet time after a file event before reconciling (editors write files in several steps)."""
+    settle_seconds: float = Field(5.0, ge=0)
+    """A changed manifest file is applied only once it has been unchanged this long, so one written in
+    several steps seconds apart is never applied half-written (`npuctl apply` writes apply at once)."""
     backoff_seconds: tuple[float, float] = (2.0, 300.0)
     """First and longest wait before retrying a failed build or load (doubling in between)."""
     labels: dict[str, str] = {}

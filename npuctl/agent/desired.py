@@ -1,13 +1,22 @@
 """The desired state: every deployment declared in the watched folders, keeping the last good version
-of a file that became invalid so that what is serving stays up."""
+of a file that became invalid so that what is serving stays up.
+
+A changed file is read only once it has settled: unchanged (same mtime and size) for `settle_seconds`,
+by its mtime's age or by how long this process has seen it so. Until then its previous content stays
+declared (a new file declares nothing yet). A file written in several steps, seconds apart, is never
+applied half-written, whether the half is invalid or valid but different. Files the agent wrote itself
+(complete, through a rename: `apply`) are trusted at once."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from npuctl.schema import LoadedDeployment, LoadResult, ManifestError, load_file
+from npuctl.schema.clashes import Clash, clashes
 from npuctl.schema.loader import manifest_files
 from npuctl.schema.models import spec_digest
 
@@ -41,6 +50,8 @@ class Desired:
     deployment: LoadedDeployment
     errors: tuple[ManifestError, ...] = ()
     """Errors of its file now; non-empty means `deployment` is the last good version, not the file's."""
+    conflict: Clash | None = None
+    """A name it would be served under belongs to another deployment, which keeps it."""
 
     @property
     def name(self) -> str:
@@ -64,17 +75,40 @@ class DesiredState:
     """Reads the folders on every `refresh()`; remembers each file's last valid content."""
 
     folders: list[Path]
+    settle_seconds: float = 0.0
+    clock: Callable[[], float] = time.monotonic
     last_good: dict[Path, list[LoadedDeployment]] = field(default_factory=dict)
     parsed: dict[Path, tuple[tuple[int, int], LoadResult]] = field(default_factory=dict)
     """Each file's last parse, by (mtime, size): an unchanged file is not parsed again."""
     current: dict[str, Desired] = field(default_factory=dict)
     errors: list[ManifestError] = field(default_factory=list)
     """Every error of the last refresh, including files that never had a good version."""
+    duplicates: list[ManifestError] = field(default_factory=list)
+    """The errors (among `errors`) of deployments whose metadata.name another file declared first."""
+    changing: dict[Path, tuple[tuple[int, int], float]] = field(default_factory=dict)
+    """Files changed since their last parse and not settled yet: their new stamp, and when it was first seen."""
+    trusted: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    """Stamps of files the agent wrote whole itself."""
+
+    def trust(self, file: Path) -> None:
+        """`file` was just written whole (temp file + rename): read it at the next refresh, unsettled."""
+        try:
+            stat = file.stat()
+        except OSError:
+            return
+        self.trusted[file] = (stat.st_mtime_ns, stat.st_size)
+
+    @property
+    def settles_at(self) -> float | None:
+        """When the next changing file settles (this clock), if one is changing."""
+        if not self.changing:
+            return None
+        return min(seen for _, seen in self.changing.values()) + self.settle_seconds
 
     def refresh(self) -> dict[str, Desired]:
-        desired: dict[str, Desired] = {}
-        previous = {(id(d.deployment), d.errors): d for d in self.current.values()}
-        self.errors = []
+        previous = {(id(d.deployment), d.errors, d.conflict and d.conflict.message): d for d in self.current.values()}
+        self.errors, self.duplicates = [], []
+        declared: list[tuple[LoadedDeployment, tuple[ManifestError, ...]]] = []
         seen: set[Path] = set()
         for file in self._files():
             seen.add(file)
@@ -82,16 +116,37 @@ class DesiredState:
             if result.ok:
                 self.last_good[file] = result.deployments
             self.errors.extend(result.errors)
-            for loaded in self.last_good.get(file, []):
-                errors = tuple(result.errors)
-                # The same object for an unchanged file: its keys and generation are computed once.
-                self._add(desired, previous.get((id(loaded), errors)) or Desired(loaded, errors))
+            declared += [(loaded, tuple(result.errors)) for loaded in self.last_good.get(file, [])]
         for gone in set(self.last_good) - seen:
             del self.last_good[gone]
         for gone in set(self.parsed) - seen:
             del self.parsed[gone]
+        for table in (self.changing, self.trusted):
+            for gone in set(table) - seen:
+                del table[gone]
+        # A contested name stays with the deployment that held it on the last pass; newcomers lose,
+        # in file order among themselves.
+        held = {id(d.deployment) for d in self.current.values() if d.conflict is None}
+        order = sorted(range(len(declared)), key=lambda i: id(declared[i][0]) not in held)
+        lost = {id(clash.loaded): clash for clash in clashes(declared[i][0] for i in order)}
+        desired: dict[str, Desired] = {}
+        for loaded, errors in declared:
+            clash = lost.get(id(loaded))
+            if clash is not None and clash.duplicate:
+                self.duplicates.append(clash.error())
+                self.errors.append(clash.error())
+                continue
+            # The same object for an unchanged file: its keys and generation are computed once.
+            desired[loaded.name] = previous.get((id(loaded), errors, clash and clash.message)) or Desired(
+                loaded, errors, clash)
         self.current = desired
         return desired
+
+    def file_errors(self) -> list[ManifestError]:
+        """Errors no declared deployment shows (as Valid=False): files that declare nothing valid, and
+        deployments that lost their name to another file."""
+        shown = {error for want in self.current.values() for error in want.errors}
+        return [error for error in self.errors if error not in shown]
 
     def _load(self, file: Path) -> LoadResult:
         try:
@@ -101,21 +156,24 @@ class DesiredState:
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self.parsed.get(file)
         if cached and cached[0] == stamp:
+            self.changing.pop(file, None)
             return cached[1]
+        if not self._settled(file, stamp):
+            return cached[1] if cached else LoadResult()
+        self.changing.pop(file, None)
         result = load_file(file)
         self.parsed[file] = (stamp, result)
         return result
 
-    def _add(self, desired: dict[str, Desired], item: Desired) -> None:
-        first = desired.get(item.name)
-        if first is None:
-            desired[item.name] = item
-            return
-        line, column = item.deployment.positions.get(("metadata", "name"), (item.deployment.line, 1))
-        self.errors.append(
-            ManifestError(str(item.deployment.file), line, column, "metadata.name",
-                          f"deployment {item.name!r} is already declared at {first.deployment.where(('metadata', 'name'))}")
-        )
+    def _settled(self, file: Path, stamp: tuple[int, int]) -> bool:
+        if self.trusted.get(file) == stamp or self.settle_seconds <= 0:
+            return True
+        now = self.clock()
+        changing = self.changing.get(file)
+        if changing is None or changing[0] != stamp:
+            changing = self.changing[file] = (stamp, now)
+        age = time.time() - stamp[0] / 1e9  # mtime is wall-clock time
+        return age >= self.settle_seconds or now - changing[1] >= self.settle_seconds
 
     def _files(self) -> list[Path]:
         files: list[Path] = []

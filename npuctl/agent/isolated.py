@@ -36,7 +36,8 @@ def build_isolated(
         return _receive(receiver, progress)
     except EOFError:
         child.join()
-        raise BuildError("build", f"the build process died (exit code {child.exitcode}); finished steps are kept") from None
+        raise BuildError("build", f"the build process died (exit code {child.exitcode}); finished steps are kept",
+                         temporary=True) from None
     finally:
         receiver.close()
         child.join(timeout=30)
@@ -51,8 +52,9 @@ def _receive(receiver: Connection, progress: Callable[[StepEvent], None]) -> Bui
             result: BuildResult = payload
             return result
         else:
-            step, message = payload  # sent as text: exception pickles need their constructors' arguments
-            raise BuildError(step, message)
+            # Sent as plain values: exception pickles need their constructors' arguments.
+            step, message, temporary = payload
+            raise BuildError(step, message, temporary=temporary)
 
 
 def _child(sender: Connection, loaded: LoadedDeployment, root: Path, options: dict[str, Any]) -> None:
@@ -64,10 +66,9 @@ def _child(sender: Connection, loaded: LoadedDeployment, root: Path, options: di
 
     try:
         result = build_deployment(loaded, store=Store(root), progress=lambda e: send(("progress", e)), **options)
-    except BuildError as exc:
-        send(("error", (exc.step, exc.message)))
     except Exception as exc:  # anything else still reaches the agent as a build failure, with its type
-        send(("error", ("build", f"{type(exc).__name__}: {exc}")))
+        error = exc if isinstance(exc, BuildError) else BuildError.wrapping("build", exc)
+        send(("error", (error.step, error.message, error.temporary)))
     else:
         send(("result", result))
     finally:

@@ -23,15 +23,17 @@ from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.store import Store
-from npuctl.runtime.devices import detect_host
+from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.serve.app import create_app
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.server import server_config
 from npuctl.serve.timeline import Timeline
+from npuctl.errors import NpuctlError
 
 log = logging.getLogger("npuctl.agent")
 
 
-class ConfigError(ValueError):
+class ConfigError(NpuctlError, ValueError):
     """The agent's configuration file is unreadable or invalid."""
 
 
@@ -60,14 +62,16 @@ def _relative_to(base: Path, source: str | StoreLocation) -> str | StoreLocation
     return source.model_copy(update={"url": str(base / url)}) if isinstance(source, StoreLocation) else str(base / url)
 
 
-def make_reconciler(config: AgentConfig, registry: ModelRegistry,
-                    pins: Callable[[], dict[str, str]] | None = None) -> Reconciler:
+def make_actuator(config: AgentConfig, registry: ModelRegistry, host: HostFacts,
+                  pins: Callable[[], dict[str, str]] | None = None) -> LocalActuator:
+    token = config.aihub_token.get_secret_value() if config.aihub_token else None
+    return LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
+                         aihub=Credentials(token=token), published=config.artifact_sources, pins=pins)
+
+
+def make_reconciler(config: AgentConfig, actuator: LocalActuator) -> Reconciler:
     book = StatusBook(config.state)
     book.load()
-    token = config.aihub_token.get_secret_value() if config.aihub_token else None
-    actuator = LocalActuator(registry, Store(config.cache), labels=config.labels,
-                             host=detect_host().with_overrides(config.facts), aihub=Credentials(token=token),
-                             published=config.artifact_sources, pins=pins)
     return Reconciler(config, actuator, book, endpoint=f"http://{config.listen}")
 
 
@@ -80,12 +84,13 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         folder.mkdir(parents=True, exist_ok=True)
     token = ensure_token(config.state)
     registry = ModelRegistry()
+    host = detect_host().with_overrides(config.facts)
     # The poller wakes the reconciler; the reconciler's builds ask the poller for the pins of the bundles in effect.
     poller = SourcePoller(config.sources, config.manifests[0], lambda: reconciler.wake(), state=config.state,
                           registries=config.registries)
-    reconciler = make_reconciler(config, registry, pins=poller.pins)
-    host = detect_host().with_overrides(config.facts)
-    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host))
+    actuator = make_actuator(config, registry, host, pins=poller.pins)
+    reconciler = make_reconciler(config, actuator)
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     timeline = Timeline(registry).start()
 
     async def dashboard_data(recent: float | None) -> DashboardData:
@@ -94,8 +99,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
               *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
     app = create_app(registry, routes=routes)
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                           access_log=False, lifespan="off"))
+    server = uvicorn.Server(server_config(app, config.host, config.port))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
     poll_task = asyncio.create_task(poller.run(stop))

@@ -5,7 +5,7 @@ server's registry by the agent, so the serving layer knows nothing of agents."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,10 +19,12 @@ SOURCE_STATES = ("Pending", "Synced", "Unreachable", "Rejected")
 
 
 class AgentCollector(Collector):
-    def __init__(self, book: StatusBook, poller: SourcePoller, host: HostFacts) -> None:
+    def __init__(self, book: StatusBook, poller: SourcePoller, host: HostFacts,
+                 loaded: Callable[[], int] = lambda: 0) -> None:
         self.book = book
         self.poller = poller
         self.host = host
+        self.loaded = loaded
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("npuctl_agent_info", "1, labelled with the agent's version and device.",
@@ -49,4 +51,7 @@ class AgentCollector(Collector):
                 source.add_metric([state.name, state_name, state.version or ""],
                                   1.0 if state.state == state_name else 0.0)
             polls.add_metric([state.name], state.polls)
-        yield from (info, phase, provider, source, polls)
+        loaded = GaugeMetricFamily("npuctl_loaded_models", "Models with open sessions; deployments with the same "
+                                   "artifacts and session options share one.")
+        loaded.add_metric([], float(self.loaded()))
+        yield from (info, phase, provider, source, polls, loaded)

@@ -1,79 +1,35 @@
 """The reconcile loop: read what the manifests declare and what is running, take the next action for
 each difference. Level-triggered (events only wake it), idempotent (a second pass changes nothing),
-and it never blocks serving: builds and loads run in worker threads and swap in when done."""
+and it never blocks serving: builds and loads run in worker threads and swap in when done.
+
+Each deployment has one `Record` (npuctl.agent.records); a build or load ends in an `Outcome` that
+says whether and when to try again. Status is written from the records by npuctl.agent.conditions."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
 
+from npuctl.agent.actuator import Actuator
+from npuctl.agent.conditions import settle, validity
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.desired import Desired, DesiredState, Keys
+from npuctl.agent.health import AgentHealth
+from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
 from npuctl.agent.status import ConditionType as C
-from npuctl.agent.status import DeploymentStatus, Phase, StatusBook
+from npuctl.agent.status import Phase, StatusBook, set_phase
 from npuctl.agent.watcher import ManifestWatcher
+from npuctl.artifacts import BuildResult
+from npuctl.artifacts.errors import is_temporary
 from npuctl.runtime.placement import NotServable
-from npuctl.schema import LoadedDeployment, ModelDeployment
 
 log = logging.getLogger("npuctl.agent")
 
-
-class Actuator(Protocol):
-    """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
-    the others are quick and run on the event loop."""
-
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> Any:
-        """Produce (or find in the store) the deployment's artifacts. Raises on failure."""
-
-    def load(self, loaded: LoadedDeployment, built: Any) -> Any:
-        """Open sessions; returns a loaded model. Raises NotServable when the rules forbid every place."""
-
-    def serve(self, deployment: ModelDeployment, model: Any) -> None:
-        """Route the deployment's names to `model`, atomically replacing any previous one."""
-
-    def reconfigure(self, deployment: ModelDeployment) -> None:
-        """Apply serving-only options to the model already serving."""
-
-    def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
-        """Answer the deployment's routes as not ready with this reason (nothing loaded)."""
-
-    def unload(self, name: str) -> None:
-        """Stop serving and close the deployment's sessions; its routes answer 404."""
-
-    def describe(self, model: Any) -> dict[str, Any]:
-        """provider, npuCoverage, onNpu and the placement note of a loaded model, for status."""
-
-    def describe_build(self, built: Any) -> list[dict[str, Any]]:
-        """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), for status."""
-
-    def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
-        """Whether this agent is selected by the deployment's spec.selector, and why not."""
-
-    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
-        """Which build steps are stored and which would run next (blocks: re-hashes stored files)."""
-
-
-@dataclass
-class Running:
-    """A deployment that is serving: which keys its artifacts and sessions were made from."""
-
-    generation: str
-    keys: Keys
-    model: Any
-
-
-@dataclass
-class Failure:
-    keys: str
-    message: str
-    reason: str
-    attempts: int
-    retry_at: float
+NAME_CONFLICT = "NameConflict"
 
 
 @dataclass
@@ -82,25 +38,31 @@ class Reconciler:
     actuator: Actuator
     book: StatusBook
     endpoint: str = ""
+    clock: Callable[[], float] = time.monotonic
+    """Monotonic seconds: wall-clock jumps cannot stall or rush a backoff. Tests pass their own."""
     desired_state: DesiredState = field(init=False)
-    running: dict[str, Running] = field(default_factory=dict)
-    built: dict[str, Any] = field(default_factory=dict)
-    """Build results by build key (a cache of store lookups; the store is the truth)."""
-    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
-    """(deployment, "build"|"load") -> last failure, for backoff."""
-    busy: dict[str, str] = field(default_factory=dict)
-    """Deployments with work in flight -> "build" | "load"."""
-    desired: dict[str, Desired] = field(default_factory=dict)
-    unserved: dict[str, tuple[str, str]] = field(default_factory=dict)
-    """Declared deployments held as not-ready in the server, with the (reason, message) shown."""
+    records: dict[str, Record] = field(default_factory=dict)
+    builds: dict[str, BuildResult] = field(default_factory=dict)
+    """Build results by build key, for the keys declared now (a cache of store lookups; the store is the truth)."""
 
     def __post_init__(self) -> None:
-        self.desired_state = DesiredState(self.config.manifests)
+        self.desired_state = DesiredState(self.config.manifests, self.config.settle_seconds, self.clock)
+        self.health = AgentHealth(self.book, self.actuator, self.clock, self.config.backoff_seconds)
         self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-build")
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def desired(self) -> dict[str, Desired]:
+        """What the manifests declare now, by deployment name."""
+        return self.desired_state.current
+
+    @property
+    def busy(self) -> bool:
+        """Whether any build or load is in flight."""
+        return any(record.busy for record in self.records.values())
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -126,9 +88,11 @@ class Reconciler:
     async def _sleep(self, stop: asyncio.Event) -> None:
         """Until woken or the next retry or resync is due; then wait for the file system to go quiet."""
         timeout = self.config.resync_seconds
-        now = self._now()
-        for failure in self.failures.values():
-            timeout = min(timeout, max(0.05, failure.retry_at - now))
+        now = self.clock()
+        due = [failure.retry_at for record in self.records.values() for failure in record.failures.values()]
+        for retry_at in (*due, self.health.retry_at, self.desired_state.settles_at):
+            if retry_at is not None:
+                timeout = min(timeout, max(0.05, retry_at - now))
         stopper = asyncio.ensure_future(stop.wait())
         waker = asyncio.ensure_future(self._wake.wait())
         try:
@@ -141,75 +105,130 @@ class Reconciler:
             self._wake.clear()
             await asyncio.sleep(debounce)
 
-    def _now(self) -> float:
-        # The loop's monotonic clock: wall-clock jumps cannot stall or rush a backoff.
-        return asyncio.get_running_loop().time()
-
     # -- one pass ---------------------------------------------------------------------------------
 
     def reconcile_once(self) -> None:
-        self.desired = self.desired_state.refresh()
-        for name, want in self.desired.items():
+        desired = self.desired_state.refresh()
+        for name, want in desired.items():
+            record = self.records.setdefault(name, Record(name))
+            record.want = want
             try:
-                self._reconcile(name, want)
+                self._reconcile(record, want)
             except Exception as exc:  # one deployment's bug must not stop the others converging
                 log.exception("%s: reconcile failed", name)
                 self.book.record(name, "ReconcileError", f"{type(exc).__name__}: {exc}", warning=True)
         # Work in flight finishes first (a half-done swap is not undone); the next pass removes it.
-        for name in sorted((set(self.running) | set(self.book.deployments)) - set(self.desired) - set(self.busy)):
-            self._delete(name)
-        self.book.save()
+        for name in sorted((set(self.records) | set(self.book.deployments)) - set(desired)):
+            gone = self.records.get(name)
+            if gone is not None:
+                gone.want = None
+            if gone is None or not gone.busy:
+                self._delete(name)
+        declared = {want.keys.build for want in desired.values()}
+        self.builds = {key: built for key, built in self.builds.items() if key in declared}
+        self.health.check_files(self.desired_state)
+        self.health.save()
 
-    def _reconcile(self, name: str, want: Desired) -> None:
+    def _reconcile(self, record: Record, want: Desired) -> None:
+        name = record.name
         deployment = want.deployment.deployment
         status = self.book.get(name)
         status.file = str(want.deployment.file)
         status.endpoint = self.endpoint or None
-        generation = want.generation
-        self._validity(status, want)
+        validity(self.book, status, want)
         selected, why = self.actuator.selects(deployment)
         status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
         if not selected:
-            if name in self.running or name in self.unserved:
+            if record.running or record.unserved:
                 self._delete(name, keep_status=True)
-            self._phase(status, Phase.NOT_SELECTED)
-            status.observed_generation = generation
+            set_phase(self.book, status, Phase.NOT_SELECTED)
+            status.observed_generation = want.generation
             return
-        if name in self.busy:
+        if record.busy:
             return
         keys = want.keys
-        running = self.running.get(name)
-        if running and running.keys.load == keys.load:
+        running = record.running
+        self._show_conflict(record, want.conflict.message if want.conflict else None)
+        if want.conflict is not None:
+            self._conflict(record, want)
+        elif running and running.keys.load == keys.load:
             if running.keys.serve != keys.serve:
                 self.actuator.reconfigure(deployment)
                 running.keys = keys
+                running.names = self._names(want)
                 self.book.record(name, "ServingUpdated", "serving options applied in place (no rebuild, no reload)")
-            running.generation = generation
-            status.observed_generation = generation
-            status.serving_generation = generation
-            self._settle(status, want)
-            return
-        status.observed_generation = generation
-        if keys.build in self.built:
-            self._maybe_start(name, "load", keys.load, lambda: self._load(want, keys))
+            running.generation = want.generation
+            status.serving_generation = want.generation
+        elif keys.build in self.builds:
+            self._start(record, Activity.LOADING, keys.load, lambda: self._load(record, want, keys))
         else:
-            self._maybe_start(name, "build", keys.build, lambda: self._build(want, keys))
-        self._settle(status, want)
+            self._start(record, Activity.BUILDING, keys.build, lambda: self._build(record, want, keys))
+        status.observed_generation = want.generation
+        settle(self.book, self.actuator, record, want, status, self.builds.get(keys.build), self.shown_activity(record))
 
-    def _maybe_start(self, name: str, kind: str, key: str, work: Callable[[], Any]) -> None:
-        failure = self.failures.get((name, kind))
-        if failure and failure.keys == key and self._now() < failure.retry_at:
+    def _conflict(self, record: Record, want: Desired) -> None:
+        """Its names belong to another deployment: nothing of this version loads. A version already
+        serving under names of its own keeps serving them."""
+        assert want.conflict is not None
+        if record.running is None and record.unserved is not None:
+            self.actuator.unload(record.name)  # its not-ready placeholder would hold the names too
+            record.unserved = None
+        status = self.book.get(record.name)
+        if status.set_condition(C.SERVING, record.running is not None, NAME_CONFLICT, want.conflict.message):
+            self.book.record(record.name, NAME_CONFLICT, want.conflict.message, warning=True)
+
+    def _show_conflict(self, record: Record, message: str | None) -> None:
+        if record.conflict != message:
+            record.conflict = message
+            self.actuator.not_ready(record.name, (NAME_CONFLICT, message) if message else None)
+
+    def _start(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
+        assert record.want is not None
+        failure = record.failures.get(activity)
+        if failure and failure.blocks(key, record.want, self.clock()):
             return
-        self.busy[name] = kind
-        task = asyncio.get_running_loop().create_task(work())
+        if activity is Activity.BUILDING and self._building(key):
+            return  # another deployment builds the same artifacts: this one loads them when it is done
+        record.activity = activity
+        task = asyncio.get_running_loop().create_task(self._run(record, activity, key, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _build(self, want: Desired, keys: Keys) -> None:
-        name = want.name
+    def _building(self, key: str) -> bool:
+        return any(r.activity is Activity.BUILDING and r.want is not None and r.want.keys.build == key
+                   for r in self.records.values())
+
+    async def _run(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
+        want = record.want
+        assert want is not None
+        try:
+            outcome = await work()
+        except Exception as exc:  # a bug here must not leave the deployment busy for ever
+            log.exception("%s: %s failed", record.name, activity.value.lower())
+            outcome = Outcome.failed("ReconcileError", f"{type(exc).__name__}: {exc}", permanent=False)
+        record.activity = Activity.IDLE
+        self._conclude(record, activity, key, want, outcome)
+        self._wake.set()
+
+    def _conclude(self, record: Record, activity: Activity, key: str, want: Desired, outcome: Outcome) -> None:
+        if outcome.kind is OutcomeKind.DONE:
+            record.failures.pop(activity, None)
+            return
+        old = record.failure(activity, key)
+        attempts = old.attempts + 1 if old and old.want is want else 1  # a saved manifest starts again
+        if outcome.kind is OutcomeKind.PERMANENT:
+            retry_at, when = None, "not retried until the manifest changes"
+        else:
+            delay = backoff(attempts, *self.config.backoff_seconds)
+            retry_at, when = self.clock() + delay, f"retry in {delay:.0f}s"
+        record.failures[activity] = Failure(key, want, outcome.reason, outcome.message, attempts, retry_at)
+        self.book.record(record.name, outcome.reason, f"{outcome.message} (attempt {attempts}; {when})", warning=True)
+
+    async def _build(self, record: Record, want: Desired, keys: Keys) -> Outcome:
+        name = record.name
         loop = asyncio.get_running_loop()
         self.book.record(name, "Building", "building artifacts")
-        self.book.save()
+        self.health.save()
 
         def progress(step: str, state: str) -> None:
             loop.call_soon_threadsafe(self._step_event, name, step, state)
@@ -217,51 +236,40 @@ class Reconciler:
         try:
             result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress)
         except Exception as exc:  # a failed build must never stop the loop
-            self._fail(name, "build", keys.build, "BuildFailed", str(exc))
-        else:
-            self.built[keys.build] = result
-            self.failures.pop((name, "build"), None)
-            self.book.record(name, "Built", "artifacts ready")
-        finally:
-            self.busy.pop(name, None)
-            self._wake.set()
+            return Outcome.failed("BuildFailed", str(exc), permanent=not is_temporary(exc))
+        self.builds[keys.build] = result
+        self.book.record(name, "Built", "artifacts ready")
+        return Outcome.done()
 
-    async def _load(self, want: Desired, keys: Keys) -> None:
-        name = want.name
+    async def _load(self, record: Record, want: Desired, keys: Keys) -> Outcome:
+        name = record.name
         deployment = want.deployment.deployment
         loop = asyncio.get_running_loop()
+        built = self.builds[keys.build]
         try:
-            model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, self.built[keys.build])
-        except NotServable as exc:
-            self._fail(name, "load", keys.load, str(exc.reason), exc.message)
+            model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, built, keys.load)
+        except NotServable as exc:  # the rules forbid every place here: the same until the manifest changes
+            return Outcome.failed(str(exc.reason), exc.message, permanent=True)
         except Exception as exc:
-            self._fail(name, "load", keys.load, "LoadFailed", str(exc))
-        else:
-            previous = self.running.get(name)
+            return Outcome.failed("LoadFailed", str(exc), permanent=not is_temporary(exc))
+        previous = record.running
+        try:
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
-            self.running[name] = Running(want.generation, keys, model)
-            self.unserved.pop(name, None)
-            self.failures.pop((name, "load"), None)
-            status = self.book.get(name)
-            status.serving_generation = want.generation
-            self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
-        finally:
-            self.busy.pop(name, None)
-            self._wake.set()
-
-    def _fail(self, name: str, kind: str, key: str, reason: str, message: str) -> None:
-        old = self.failures.get((name, kind))
-        attempts = old.attempts + 1 if old and old.keys == key else 1
-        first, longest = self.config.backoff_seconds
-        delay = min(longest, first * 2 ** (attempts - 1))
-        self.failures[(name, kind)] = Failure(key, message, reason, attempts, self._now() + delay)
-        self.book.record(name, reason, f"{message} (attempt {attempts}; retry in {delay:.0f}s)", warning=True)
+        except ValueError as exc:  # a name taken since this pass began: close what was opened
+            model.retire()
+            return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
+        record.running = Running(want.generation, keys, model, self._names(want))
+        record.unserved = None
+        self.book.get(name).serving_generation = want.generation
+        self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
+        return Outcome.done()
 
     def _delete(self, name: str, keep_status: bool = False) -> None:
-        self.running.pop(name, None)
-        self.unserved.pop(name, None)
-        for kind in ("build", "load"):
-            self.failures.pop((name, kind), None)
+        record = self.records.pop(name, None)
+        if record is not None:
+            self._show_conflict(record, None)
+        if keep_status and record is not None:
+            self.records[name] = Record(name, record.want)
         self.actuator.unload(name)
         if keep_status:
             self.book.record(name, "Unloaded", "not selected by this agent")
@@ -274,79 +282,14 @@ class Reconciler:
         if state in ("done", "cached", "fetched", "failed"):
             self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
 
-    # -- status -----------------------------------------------------------------------------------
+    @staticmethod
+    def _names(want: Desired) -> tuple[str, ...]:
+        deployment = want.deployment.deployment
+        return (deployment.public_name, *deployment.spec.serve.aliases)
 
-    def _validity(self, status: DeploymentStatus, want: Desired) -> None:
-        if want.valid:
-            status.set_condition(C.VALID, True, "Valid")
-            return
-        first = want.errors[0]
-        more = f" (+{len(want.errors) - 1} more)" if len(want.errors) > 1 else ""
-        changed = status.set_condition(C.VALID, False, "InvalidManifest", f"{first}{more}; the last valid version is kept")
-        if changed:
-            self.book.record(status.name, "InvalidManifest", str(first), warning=True)
-
-    def _settle(self, status: DeploymentStatus, want: Desired) -> None:
-        """Conditions and phase from what is running, in flight and failed."""
-        name = status.name
-        running = self.running.get(name)
-        keys = want.keys
-        build_failure = self._failure(name, "build", keys.build)
-        load_failure = self._failure(name, "load", keys.load)
-        if keys.build in self.built:
-            status.set_condition(C.ARTIFACTS_READY, True, "Built")
-            status.artifacts = self.actuator.describe_build(self.built[keys.build])
-        elif build_failure:
-            status.set_condition(C.ARTIFACTS_READY, False, build_failure.reason, build_failure.message)
-        else:
-            status.set_condition(C.ARTIFACTS_READY, None, "Building" if self.busy.get(name) == "build" else "Pending")
-        if running:
-            facts = self.actuator.describe(running.model)
-            status.provider, status.npu_coverage = facts["provider"], facts["npuCoverage"]
-            status.set_condition(C.LOADED, True, "SessionsOpen", facts.get("note", ""))
-            status.set_condition(C.ON_NPU, facts["onNpu"], "OnNPU" if facts["onNpu"] else "OnCPU", facts.get("note", ""))
-            status.set_condition(C.SERVING, True, "Serving", f"as {want.deployment.deployment.public_name}")
-        else:
-            status.provider, status.npu_coverage = None, None
-            if load_failure:
-                status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
-                status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
-            else:
-                status.set_condition(C.LOADED, None, "Loading" if self.busy.get(name) == "load" else "Pending")
-            failure = load_failure or build_failure
-            reason, message = ((failure.reason, failure.message) if failure
-                               else (self._activity(name).value, "not serving yet"))
-            status.set_condition(C.SERVING, False, reason, message)
-            self._unserved(want.deployment.deployment, reason, message)
-        self._phase(status, self._phase_of(status, want, running))
-
-    def _unserved(self, deployment: ModelDeployment, reason: str, message: str) -> None:
-        """Declared but not serving: its routes answer not-ready with the reason, and readiness is false."""
-        if self.unserved.get(deployment.name) != (reason, message):
-            self.unserved[deployment.name] = (reason, message)
-            self.actuator.unavailable(deployment, reason, message)
-
-    def _phase_of(self, status: DeploymentStatus, want: Desired, running: Running | None) -> Phase:
-        name = status.name
-        current = running is not None and running.keys.load == want.keys.load
-        failed = self._failure(name, "build", want.keys.build) or self._failure(name, "load", want.keys.load)
-        if running and current and want.valid:
-            return Phase.READY
-        if running:
-            return Phase.DEGRADED if failed or not want.valid else self._activity(name)
-        if name in self.busy:
-            return self._activity(name)
-        return Phase.FAILED if failed else Phase.PENDING
-
-    def _failure(self, name: str, kind: str, key: str) -> Failure | None:
-        """The last failure of this kind, if it was for what is declared now (not an older version)."""
-        failure = self.failures.get((name, kind))
-        return failure if failure and failure.keys == key else None
-
-    def _activity(self, name: str) -> Phase:
-        return {"build": Phase.BUILDING, "load": Phase.LOADING}.get(self.busy.get(name, ""), Phase.PENDING)
-
-    def _phase(self, status: DeploymentStatus, phase: Phase) -> None:
-        if status.phase != phase:
-            self.book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
-            status.phase = phase
+    def shown_activity(self, record: Record) -> Activity:
+        """What the deployment waits for: its own work, or a build another deployment runs for it."""
+        if record.activity is Activity.IDLE and record.want is not None and not record.want.conflict \
+                and record.running is None and self._building(record.want.keys.build):
+            return Activity.BUILDING
+        return record.activity

@@ -103,10 +103,15 @@ class SourcePoller:
         # The first poll too is spread out: a fleet rebooting together must not arrive together.
         delay = self.rng.uniform(0, min(source.interval_seconds, 10.0))
         while not await _stopped(stop, delay):
-            if follower is None:
-                await self.poll(client, source)
-            else:
-                await asyncio.to_thread(self.poll_registry, follower)
+            try:
+                if follower is None:
+                    await self.poll(client, source)
+                else:
+                    await asyncio.to_thread(self.poll_registry, follower)
+            except OSError as exc:  # the bundle could not be written (a full disk): the next poll tries again
+                state = self._polled(source)
+                state.message = f"cannot write the bundle: {exc.strerror or exc}; retried at the next poll"
+                log.warning("%s: %s", source.name, state.message)
             delay = source.interval_seconds * self.rng.uniform(0.8, 1.2)
 
     async def poll(self, client: httpx.AsyncClient, source: ManifestSource) -> None:

@@ -1,102 +1,33 @@
-"""Status of each deployment, as `npuctl get` shows it: a phase, conditions with reasons, what the
-deployment really runs on, and recent events. Persisted atomically in the agent's state folder."""
+"""The status book: every deployment's status (the models are npuctl.schema.status, re-exported here)
+and the agent's event log, persisted atomically in the agent's state folder."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections import deque
-from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from typing import Any
 
 from npuctl.agent.files import atomic_write
+from npuctl.schema.status import (
+    ArtifactStatus,
+    Condition,
+    ConditionType,
+    DeploymentStatus,
+    Event,
+    Phase,
+    RunFacts,
+    now,
+)
+
+__all__ = ["ArtifactStatus", "Condition", "ConditionType", "DeploymentStatus", "Event", "Phase", "RunFacts",
+           "StatusBook", "now", "set_phase"]
 
 log = logging.getLogger("npuctl.agent")
 
 STATUS_FILE = "status.json"
 MAX_EVENTS = 20
-
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    BUILDING = "Building"
-    LOADING = "Loading"
-    READY = "Ready"
-    DEGRADED = "Degraded"
-    """Serving, but not what is declared now (an invalid edit, a failed rebuild, an unwanted provider)."""
-    FAILED = "Failed"
-    NOT_SELECTED = "NotSelected"
-
-
-class ConditionType(StrEnum):
-    VALID = "Valid"
-    SELECTED = "Selected"
-    ARTIFACTS_READY = "ArtifactsReady"
-    LOADED = "Loaded"
-    ON_NPU = "OnNPU"
-    SERVING = "Serving"
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True)
-
-
-class Condition(_Record):
-    type: ConditionType
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str
-
-
-class Event(_Record):
-    time: str
-    deployment: str
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-class DeploymentStatus(_Record):
-    name: str
-    phase: Phase = Phase.PENDING
-    conditions: list[Condition] = []
-    observed_generation: str | None = None
-    """Hash of the spec this status reflects."""
-    serving_generation: str | None = None
-    """Hash of the spec whose artifacts are serving now (differs from observedGeneration during an update)."""
-    provider: str | None = None
-    """The execution provider the session really got."""
-    npu_coverage: float | None = None
-    """Share of graph nodes the QNN EP took, 0..1."""
-    artifacts: list[dict[str, Any]] = []
-    endpoint: str | None = None
-    file: str | None = None
-    events: list[Event] = []
-
-    def condition(self, kind: ConditionType) -> Condition | None:
-        return next((c for c in self.conditions if c.type == kind), None)
-
-    def is_true(self, kind: ConditionType) -> bool:
-        found = self.condition(kind)
-        return found is not None and found.status == "True"
-
-    def set_condition(self, kind: ConditionType, status: bool | None, reason: str, message: str = "") -> bool:
-        """Set a condition; its transition time moves only when its status flips. True if anything changed."""
-        value = {True: "True", False: "False", None: "Unknown"}[status]
-        old = self.condition(kind)
-        if old and (old.status, old.reason, old.message) == (value, reason, message):
-            return False
-        when = old.last_transition_time if old and old.status == value else now()
-        new = Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=when)
-        self.conditions = [c for c in self.conditions if c.type != kind] + [new]
-        self.conditions.sort(key=lambda c: list(ConditionType).index(c.type))
-        return True
 
 
 class StatusBook:
@@ -118,6 +49,9 @@ class StatusBook:
             status = DeploymentStatus.model_validate(item)
             self.deployments[status.name] = status
         self.events.extend(Event.model_validate(e) for e in data.get("events", []))
+        # Each event is saved once, in the agent's log; a deployment's recent events are a view of it.
+        for status in self.deployments.values():
+            status.events = [e for e in self.events if e.deployment == status.name][-MAX_EVENTS:]
 
     def get(self, name: str) -> DeploymentStatus:
         if name not in self.deployments:
@@ -128,26 +62,36 @@ class StatusBook:
         self.deployments.pop(name, None)
 
     def record(self, name: str, reason: str, message: str, warning: bool = False) -> Event:
-        event = Event(time=now(), deployment=name, type="Warning" if warning else "Normal", reason=reason, message=message)
-        self.events.append(event)
-        log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", name, reason, message)
+        """An event of deployment `name`: in the agent's log, its status and the log file."""
+        event = self.note(name, reason, message, warning)
         status = self.get(name)
         status.events = [*status.events, event][-MAX_EVENTS:]
         return event
 
+    def note(self, subject: str, reason: str, message: str, warning: bool = False) -> Event:
+        """An event about something that is not a deployment (a manifest file, the state folder)."""
+        event = Event(time=now(), deployment=subject, type="Warning" if warning else "Normal", reason=reason,
+                      message=message)
+        self.events.append(event)
+        log.log(logging.WARNING if warning else logging.INFO, "%s %s: %s", subject, reason, message)
+        return event
+
     def save(self) -> None:
         """Write atomically (temp file + rename) when something changed since the last save."""
-        deployments = [s.model_dump(mode="json") for s in sorted(self.deployments.values(), key=lambda s: s.name)]
+        deployments = [s.model_dump(mode="json", exclude={"events"})
+                       for s in sorted(self.deployments.values(), key=lambda s: s.name)]
         # Comparing dicts is cheap; encoding and fsyncing every deployment on every pass is not.
-        if deployments == self._saved:
+        current = (deployments, len(self.events), id(self.events[-1]) if self.events else None)
+        if current == self._saved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"deployments": deployments, "events": [e.model_dump(mode="json") for e in self.events]}
         atomic_write(self.path, json.dumps(data, indent=1).encode())
-        self._saved = deployments
+        self._saved = current
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
+def set_phase(book: StatusBook, status: DeploymentStatus, phase: Phase) -> None:
+    """Move a deployment to `phase`, with an event when it changes."""
+    if status.phase != phase:
+        book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
+        status.phase = phase

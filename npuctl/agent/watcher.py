@@ -32,18 +32,36 @@ class _Handler(FileSystemEventHandler):
             self.wake()
 
 
+class _FolderHandler(FileSystemEventHandler):
+    """On a folder's parent: wakes when one of the manifest folders appears there (made, or moved in)."""
+
+    def __init__(self, folders: list[Path], wake: Callable[[], None]) -> None:
+        self.folders = {str(folder) for folder in folders}
+        self.wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        paths = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+        if event.is_directory and paths & self.folders:
+            self.wake()
+
+
 class ManifestWatcher:
     """watchdog observers on the manifest folders. `rearm()` re-watches folders that were deleted and
-    made again (their old watch is dead); the loop calls it at every resync."""
+    made again (their old watch is dead); the loop calls it at every pass, and a watch on each folder's
+    parent wakes the loop as soon as a folder is made again."""
 
     def __init__(self, folders: list[Path], wake: Callable[[], None]) -> None:
         self.folders = folders
         self.handler = _Handler(wake)
         self.observer: BaseObserver = Observer()
         self.watches: dict[Path, tuple[ObservedWatch, int]] = {}
+        self._parents = _FolderHandler([folder.absolute() for folder in folders], wake)
 
     def start(self) -> None:
         self.rearm()
+        for parent in sorted({folder.absolute().parent for folder in self.folders}):
+            if parent.is_dir():
+                self.observer.schedule(self._parents, str(parent), recursive=False)
         self.observer.start()
 
     def stop(self) -> None:

@@ -47,6 +47,7 @@ from npuctl.artifacts.result import (
     StepEvent,
     StepRun,
     StepState,
+    artifacts_of,
 )
 from npuctl.artifacts.sources import ResolvedSource, register_resolver, resolve
 from npuctl.artifacts.store import Problem, Record, Store, StoredFile, default_root
@@ -72,4 +73,5 @@ __all__ = [
     "register_resolver",
     "resolve",
     "step_key",
+    "artifacts_of",
 ]

@@ -192,7 +192,7 @@ def _call(hub: Any, call: Callable[[], T], report: Callable[[str], None], sleep:
             if delay is None:
                 raise BuildError("compile", f"AI Hub kept answering 429 (too many requests) while {doing}, "
                                  f"{len(RATE_LIMIT_DELAYS)} retries over {sum(RATE_LIMIT_DELAYS):.0f} s; "
-                                 "try again later") from exc
+                                 "try again later", temporary=True) from exc
             report(f"AI Hub rate-limited {doing} (429); retrying in {delay:.0f} s")
             sleep(delay)
         except hub.UserError as exc:
@@ -202,7 +202,7 @@ def _call(hub: Any, call: Callable[[], T], report: Callable[[str], None], sleep:
                                  "(aihubToken in the agent config, or `qai-hub configure --api_token <token>`)") from exc
             raise BuildError("compile", f"AI Hub refused {doing}: {_first_line(text)}") from exc
         except hub.Error as exc:
-            raise BuildError("compile", f"AI Hub failed while {doing}: {_first_line(str(exc))}") from exc
+            raise BuildError("compile", f"AI Hub failed while {doing}: {_first_line(str(exc))}", temporary=True) from exc
     raise AssertionError("unreachable: the last delay is None")
 
 

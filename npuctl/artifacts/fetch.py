@@ -15,13 +15,14 @@ from pydantic.alias_generators import to_camel
 
 from npuctl.artifacts.publish import BLOBS, STEPS
 from npuctl.artifacts.store import Record
+from npuctl.errors import NpuctlError
 
 TIMEOUT_SECONDS = 30.0
 MAX_RECORD_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 
-class FetchError(Exception):
+class FetchError(NpuctlError):
     """A published store that answered wrongly: unreachable, a bad record, or a file whose digest differs."""
 
 

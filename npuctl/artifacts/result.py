@@ -10,7 +10,10 @@ from typing import Any
 
 from npuctl.artifacts.sources import ResolvedSource
 from npuctl.artifacts.store import StoredFile
+from npuctl.runtime.compat import CompatInfo
+from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.models import Precision, Task
+from npuctl.schema.status import AccuracyStatus, ArtifactStatus
 
 
 class StepState(StrEnum):
@@ -107,6 +110,15 @@ class NpuArtifact:
     decoder_refused: str | None = None
     """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
+    def status(self) -> ArtifactStatus:
+        """What status shows of it."""
+        accuracy = self.accuracy
+        return ArtifactStatus(
+            target=self.target, soc_model=self.soc_model, bucket=self.bucket, precision=self.precision.value,
+            sha256={f.path: f.sha256 for f in self.files}, npu_coverage=self.npu_coverage,
+            accuracy=AccuracyStatus(metric=accuracy.metric, value=accuracy.value, threshold=accuracy.threshold)
+            if accuracy else None)
+
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` shape of one artifact."""
         folder = self.context_model.parent
@@ -149,3 +161,13 @@ class BuildResult:
         """The `npuctl build -o json` object."""
         return {"deployment": self.deployment, "sources": [s.as_dict() for s in self.sources],
                 "artifacts": [a.as_dict() for a in self.artifacts]}
+
+
+def artifacts_of(result: BuildResult) -> Artifacts:
+    """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
+    binaries = tuple(
+        ContextBinary(a.soc_model, a.bucket or None, a.context_model,
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused)
+        for a in result.artifacts
+    )
+    return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)

@@ -115,7 +115,7 @@ class Runner:
             details = work(folder)
         except Exception as exc:
             shutil.rmtree(folder, ignore_errors=True)
-            error = exc if isinstance(exc, BuildError) else BuildError(step, f"{type(exc).__name__}: {exc}")
+            error = exc if isinstance(exc, BuildError) else BuildError.wrapping(step, exc)
             self.progress(StepEvent(step, StepState.FAILED, key, target, bucket,
                                     time.perf_counter() - started, error.message))
             if error is exc:

@@ -11,9 +11,10 @@ import httpx
 from npuctl.agent.api import PREFIX
 from npuctl.agent.auth import read_token
 from npuctl.agent.config import DEFAULT_LISTEN, AgentConfig
+from npuctl.errors import NpuctlError
 
 
-class AgentError(Exception):
+class AgentError(NpuctlError):
     """The agent answered with an error, or could not be reached (`status` is None then)."""
 
     def __init__(self, message: str, status: int | None = None, body: dict[str, Any] | None = None) -> None:
@@ -39,6 +40,13 @@ class AgentClient:
 
     def deployments(self) -> list[dict[str, Any]]:
         return self._items(self._call("GET", "/deployments"))
+
+    def overview(self) -> dict[str, Any]:
+        """The deployments (`items`), the agent's own `conditions`, and `invalidFiles`: manifest files that
+        declare no deployment."""
+        body = self._call("GET", "/deployments")
+        self._items(body)
+        return body
 
     def deployment(self, name: str) -> dict[str, Any]:
         return self._call("GET", f"/deployments/{name}")

@@ -15,6 +15,7 @@ from npuctl.cli.output import OUTPUT, console, emit, err_console
 
 if TYPE_CHECKING:
     from npuctl.cli.client import AgentClient
+    from npuctl.schema.status import DeploymentStatus, Event
 
 T = TypeVar("T")
 
@@ -122,19 +123,30 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
+    from npuctl.schema.status import Condition, FileProblem
+
     client = _client(agent_url)
-    items = [_agent_call(lambda: client.deployment(name))] if name else _agent_call(client.deployments)
+    overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
+    items = overview["items"]
     if output != "table":
         emit(items[0] if name else items, output)
         return
     table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
-    for item in items:
-        status = item.get("status", {})
-        coverage = status.get("npuCoverage")
-        table.add_row(item["metadata"]["name"], status.get("phase", ""), status.get("provider") or "-",
-                      f"{coverage:.0%}" if coverage is not None else "-", status.get("observedGeneration") or "-",
-                      status.get("endpoint") or "-")
+    for status in map(status_of, items):
+        coverage = status.npu_coverage
+        table.add_row(escape(status.name), status.phase.value, escape(status.provider or "-"),
+                      f"{coverage:.0%}" if coverage is not None else "-", status.observed_generation or "-",
+                      escape(status.endpoint or "-"))
+    problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
+    for problem in problems:  # a row per manifest file that declares no deployment
+        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-")
     console.print(table)
+    for problem in problems:
+        err_console.print(problem.message, markup=False, soft_wrap=True)
+    for condition in map(Condition.model_validate, overview.get("conditions", [])):
+        if condition.status == "False":
+            err_console.print(f"agent: {condition.type.value} {condition.reason}: {condition.message}", markup=False,
+                              soft_wrap=True)
 
 
 def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
@@ -154,13 +166,12 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
             if report.error or not report.deployments:
                 table.add_row(report.url, "-", "[red]Unreachable[/red]" if report.error else "-", report.error or "",
                               "", "", sources or "-", "")
-            for item in report.deployments:
-                status = item.get("status", {})
-                coverage = status.get("npuCoverage")
-                socs = sorted({str(a.get("socModel")) for a in status.get("artifacts", [])})
-                table.add_row(report.url, item["metadata"]["name"], status.get("phase", ""),
-                              status.get("provider") or "-", f"{coverage:.0%}" if coverage is not None else "-",
-                              ",".join(socs) or "-", sources or "-", status.get("observedGeneration") or "-")
+            for status in map(status_of, report.deployments):
+                coverage = status.npu_coverage
+                socs = sorted({str(a.soc_model) for a in status.artifacts})
+                table.add_row(report.url, status.name, status.phase.value, status.provider or "-",
+                              f"{coverage:.0%}" if coverage is not None else "-", ",".join(socs) or "-",
+                              sources or "-", status.observed_generation or "-")
         console.print(table)
     if any(r.error for r in reports):
         sys.exit(1)
@@ -171,26 +182,22 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
 @AGENT
 def describe(name: str, agent_url: str | None) -> None:
     """Everything about one deployment: conditions, provider, coverage, artifacts, events."""
-    item = _agent_call(lambda: _client(agent_url).deployment(name))
-    status = item.get("status", {})
-    console.print(f"[bold]{name}[/bold]  phase: {status.get('phase')}  generation: {status.get('observedGeneration')}")
-    console.print(f"file: {status.get('file')}\nendpoint: {status.get('endpoint')}\nprovider: {status.get('provider')}"
-                  f"  NPU coverage: {status.get('npuCoverage')}")
+    status = status_of(_agent_call(lambda: _client(agent_url).deployment(name)))
+    console.print(f"[bold]{escape(name)}[/bold]  phase: {status.phase.value}  generation: {status.observed_generation}")
+    console.print(f"file: {status.file}\nendpoint: {status.endpoint}\nprovider: {status.provider}"
+                  f"  NPU coverage: {status.npu_coverage}", markup=False)
     console.print("conditions:")
-    for c in status.get("conditions", []):
-        message = f": {c['message']}" if c.get("message") else ""
-        console.print(f"  {c['type']:<15} {c['status']:<7} {c['reason']} (since {c['lastTransitionTime']}){message}",
+    for c in status.conditions:
+        message = f": {c.message}" if c.message else ""
+        console.print(f"  {c.type.value:<15} {c.status:<7} {c.reason} (since {c.last_transition_time}){message}",
                       markup=False, soft_wrap=True)
-    if status.get("artifacts"):
+    if status.artifacts:
         console.print("artifacts:")
-    for a in status.get("artifacts", []):
-        accuracy = a.get("accuracy") or {}
-        bar = ("≤" if accuracy.get("metric") == "max_abs_error" else "≥") + f" {accuracy.get('threshold')}"
-        measured = f"{accuracy['metric']} {accuracy['value']:.4f} ({bar})" if accuracy else "not measured (prebuilt)"
-        console.print(f"  {a['target']} soc {a['socModel']} bucket {a['bucket']} {a['precision']}: {measured}, "
-                      f"NPU coverage {a.get('npuCoverage') or 0:.0%}", markup=False, soft_wrap=True)
+    for a in status.artifacts:
+        console.print(f"  {a.target} soc {a.soc_model} bucket {a.bucket} {a.precision}: {a.measured}, "
+                      f"NPU coverage {a.npu_coverage or 0:.0%}", markup=False, soft_wrap=True)
     console.print("events:")
-    _print_events(status.get("events", []))
+    _print_events(status.events)
 
 
 @click.command()
@@ -213,7 +220,9 @@ def events(name: str | None, follow: bool, agent_url: str | None) -> None:
     client = _client(agent_url)
     seen = 0
     while True:
-        items = _agent_call(lambda: client.events(name))
+        from npuctl.schema.status import Event
+
+        items = [Event.model_validate(e) for e in _agent_call(lambda: client.events(name))]
         _print_events(items[seen:] if len(items) >= seen else items)
         seen = len(items)
         if not follow:
@@ -221,8 +230,15 @@ def events(name: str | None, follow: bool, agent_url: str | None) -> None:
         time.sleep(1)
 
 
-def _print_events(items: list[dict[str, Any]]) -> None:
+def status_of(item: dict[str, Any]) -> DeploymentStatus:
+    """The status in a deployment the control API answered with (`{metadata, spec, status}`)."""
+    from npuctl.schema.status import DeploymentStatus
+
+    return DeploymentStatus.model_validate({"name": item["metadata"]["name"], **item.get("status", {})})
+
+
+def _print_events(items: Sequence[Event]) -> None:
     for e in items:
-        color = "yellow" if e["type"] == "Warning" else "dim"
-        console.print(f"[{color}]{e['time']}[/{color}] {escape(e['deployment'])} {escape(e['reason'])}: "
-                      f"{escape(e['message'])}", soft_wrap=True)
+        color = "yellow" if e.type == "Warning" else "dim"
+        console.print(f"[{color}]{e.time}[/{color}] {escape(e.deployment)} {escape(e.reason)}: {escape(e.message)}",
+                      soft_wrap=True)

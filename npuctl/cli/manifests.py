@@ -37,11 +37,14 @@ def validate(paths: Sequence[Path], output: str) -> None:
 
 
 @click.command()
-def schema() -> None:
-    """Print the JSON Schema of manifests (point yaml-language-server at it)."""
+@click.option("--status", "of_status", is_flag=True, help="The schema of a deployment's status instead (what the agent "
+              "saves and its control API answers).")
+def schema(of_status: bool) -> None:
+    """Print the JSON Schema of manifests (point yaml-language-server at it), or of status."""
     from npuctl.schema.rules import json_schema
+    from npuctl.schema.status import status_schema
 
-    click.echo(json.dumps(json_schema(), indent=2))
+    click.echo(json.dumps(status_schema() if of_status else json_schema(), indent=2))
 
 
 @click.command()

@@ -50,12 +50,11 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
                   f"(NPU coverage {status.npu_coverage or 0:.0%}; {escape(loaded.message) if loaded else ''})",
                   soft_wrap=True)
     for artifact in status.artifacts:
-        accuracy = artifact.get("accuracy")
-        measured = (f"{accuracy['metric']} {accuracy['value']:.4f} vs fp32" if accuracy
-                    else "prebuilt, not measured here")
-        coverage = artifact.get("npuCoverage")
-        console.print(f"  built for {artifact['target']} (soc {artifact['socModel']}, {artifact['precision']}, "
-                      f"seq {artifact['bucket']}): {measured}, NPU coverage "
+        accuracy = artifact.accuracy
+        measured = f"{accuracy.metric} {accuracy.value:.4f} vs fp32" if accuracy else "prebuilt, not measured here"
+        coverage = artifact.npu_coverage
+        console.print(f"  built for {artifact.target} (soc {artifact.soc_model}, {artifact.precision}, "
+                      f"seq {artifact.bucket}): {measured}, NPU coverage "
                       f"{'unknown' if coverage is None else f'{coverage:.1%}'}", soft_wrap=True)
     task = want.deployment.deployment.spec.model.task if want else Task.EMBEDDINGS
     console.print(f"  {_try_it(endpoint, public, task)}", soft_wrap=True, markup=False)

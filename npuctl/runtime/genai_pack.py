@@ -16,13 +16,14 @@ from typing import Any
 
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import ContextBinary
+from npuctl.errors import NpuctlError
 
 GENAI_CONFIG = "genai_config.json"
 PIPELINE = "decoder-pipeline"
 _QNN_KEYS = ("qnn", "QNN", "QNNExecutionProvider")
 
 
-class PackError(ValueError):
+class PackError(NpuctlError, ValueError):
     """The folder is not a usable onnxruntime-genai model (the message says what is missing)."""
 
 

@@ -11,6 +11,7 @@ from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
 from npuctl.schema.targets import describe_soc
+from npuctl.errors import NpuctlError
 
 
 class Where(StrEnum):
@@ -18,6 +19,11 @@ class Where(StrEnum):
     SIMULATOR = "npu-simulator"
     """Qualcomm's HTP simulator on an x86_64 host: the NPU code path, at a fraction of the speed."""
     CPU = "cpu"
+
+    @property
+    def on_npu(self) -> bool:
+        """The NPU code path (the simulator included): context binaries on the QNN EP."""
+        return self is not Where.CPU
 
 
 class Reason(StrEnum):
@@ -35,7 +41,7 @@ class Reason(StrEnum):
     """A classifier whose config.json does not name its labels (id2label)."""
 
 
-class NotServable(Exception):
+class NotServable(NpuctlError):
     """A deployment cannot be served under its own rules; `reason` is a Reason, `message` says why."""
 
     def __init__(self, reason: Reason, message: str) -> None:
@@ -85,7 +91,7 @@ class Placement:
 
     @property
     def on_npu(self) -> bool:
-        return self.where is not Where.CPU
+        return self.where.on_npu
 
 
 def place(runtime: Runtime, host: HostFacts, artifacts: Artifacts) -> Placement:

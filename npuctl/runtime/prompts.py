@@ -11,12 +11,14 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from npuctl.errors import NpuctlError
+
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 TOKENIZER = "tokenizer.json"
 
 
-class PromptError(ValueError):
+class PromptError(NpuctlError, ValueError):
     """The messages can't be made into a prompt (the template raised, or there is no template)."""
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from npuctl.errors import NpuctlError
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
@@ -21,7 +23,7 @@ _registered = False
 _genai_registered = False
 
 
-class QnnUnavailable(RuntimeError):
+class QnnUnavailable(NpuctlError, RuntimeError):
     """The QNN EP cannot be used on this host (not installed, or its library failed to load)."""
 
 

@@ -1,5 +1,7 @@
-"""The manifest API: pydantic models of `ModelDeployment`, the SoC table, and the YAML loader that
-places every error at file:line:col. No I/O beyond reading manifest files; imports nothing else of npuctl."""
+"""The API's contracts: pydantic models of `ModelDeployment` (`models`), the SoC table (`targets`), the
+YAML loader that places every error at file:line:col (`loader`), the names two deployments cannot share
+(`clashes`), and the status the agent reports (`status`, published as schema/status.schema.json). No I/O
+beyond reading manifest files; imports nothing else of npuctl but npuctl.errors."""
 
 from npuctl.schema.loader import LoadedDeployment, LoadResult, ManifestError, load_file, load_paths, load_text
 from npuctl.schema.models import (

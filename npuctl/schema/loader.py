@@ -90,8 +90,8 @@ class LoadResult:
 
 
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
-    """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names must be unique
-    across all of them. Raises FileNotFoundError for a path that does not exist."""
+    """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names and the names they
+    are served under must be unique across all of them. Raises FileNotFoundError for a path that does not exist."""
     result = LoadResult()
     for path in paths:
         for file in manifest_files(Path(path)):
@@ -99,7 +99,9 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
             result.files.append(file)
             result.errors.extend(one.errors)
             result.deployments.extend(one.deployments)
-    result.deployments = _drop_duplicate_names(result.deployments, result.errors)
+    from npuctl.schema.clashes import without_clashes  # clashes builds on this module's types
+
+    result.deployments = without_clashes(result.deployments, result.errors)
     return result
 
 
@@ -113,7 +115,7 @@ def manifest_files(path: Path) -> list[Path]:
         file
         for file in path.rglob("*")
         if file.suffix in MANIFEST_SUFFIXES
-        and file.is_file()
+        and (file.is_file() or file.is_symlink())  # a link that leads nowhere is an error to show, not nothing
         and not any(part.startswith((".", "~")) for part in file.relative_to(path).parts)
     )
 
@@ -195,20 +197,6 @@ def _load_document(node: Node, file: Path, yaml: YAML, result: LoadResult) -> No
         return
     positions = {loc: tree.value_position(loc) for loc in tree.values}
     result.deployments.append(LoadedDeployment(deployment, file, line, positions))
-
-
-def _drop_duplicate_names(deployments: list[LoadedDeployment], errors: list[ManifestError]) -> list[LoadedDeployment]:
-    first: dict[str, LoadedDeployment] = {}
-    for loaded in deployments:
-        if loaded.name in first:
-            where = loaded.where(("metadata", "name")).rsplit(":", 2)
-            errors.append(
-                ManifestError(where[0], int(where[1]), int(where[2]), "metadata.name",
-                              f"deployment {loaded.name!r} is already declared at {first[loaded.name].where(('metadata', 'name'))}")
-            )
-        else:
-            first[loaded.name] = loaded
-    return list(first.values())
 
 
 class _Tree:

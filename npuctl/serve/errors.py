@@ -4,8 +4,11 @@ Open Inference Protocol's on /v2 and Ollama's on /api (`{"error": "<message>"}`)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.responses import JSONResponse
+
+from npuctl.errors import NpuctlError
 
 _OPENAI_TYPES = {
     429: "rate_limit_error",
@@ -15,7 +18,7 @@ _OPENAI_TYPES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(NpuctlError):
     """A request that gets an error answer. 4xx: the client's doing; 5xx: the server's state."""
 
     def __init__(
@@ -26,6 +29,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -33,6 +37,8 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
+        """More fields of the error object (the control API's `errors` of an invalid manifest)."""
 
     @property
     def openai_type(self) -> str:
@@ -42,7 +48,8 @@ class ApiError(Exception):
 
 
 def openai_error(exc: ApiError) -> JSONResponse:
-    body = {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
+    body = {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code,
+                      **exc.details}}
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
 from npuctl.runtime.generation import GenerationModel, TextGenerator
 from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
-from npuctl.runtime.placement import Artifacts, NotServable
+from npuctl.runtime.placement import Artifacts, NotServable, Where
 from npuctl.runtime.scoring import Logits, ScoringModel
 from npuctl.runtime.seq2seq import Seq2SeqModel
 from npuctl.runtime.text import Tokens
@@ -40,12 +40,16 @@ class ModelStatus:
     reason: str
     """`Serving` when ready; else a CamelCase reason (`NoNPU`, `SimulatorNotAllowed`, `Loading`, ...)."""
     message: str
-    where: str | None = None
+    where: Where | None = None
     """npu, npu-simulator or cpu: where the sessions run."""
     provider: str | None = None
     """The execution provider the sessions really got."""
     npu_coverage: float | None = None
     """Share of graph nodes on the QNN EP."""
+
+    @property
+    def on_npu(self) -> bool:
+        return self.where is not None and self.where.on_npu
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,13 +130,19 @@ class Unavailable(ServedModel):
     """A declared deployment that does not serve: building, loading, or not servable under its rules."""
 
 
+Release = Callable[[], None]
+"""Gives a loaded model's sessions back: closes them, or, for sessions several deployments share, drops one reference."""
+
+
 class _Running(ServedModel):
-    def __init__(self, deployment: ModelDeployment, model: LoadedModel, batcher: Batcher[Any, Any]) -> None:
+    def __init__(self, deployment: ModelDeployment, model: LoadedModel, batcher: Batcher[Any, Any],
+                 release: Release | None) -> None:
         info = model.info
-        status = ModelStatus(True, SERVING, info.note, info.where.value, info.provider, info.npu_coverage)
+        status = ModelStatus(True, SERVING, info.note, info.where, info.provider, info.npu_coverage)
         super().__init__(deployment, status)
         self.batcher = batcher
         self._model = model
+        self._release = release or model.close
         self._handed_over = False
 
     def _close(self) -> None:
@@ -145,26 +155,27 @@ class _Running(ServedModel):
         assert self.batcher is not None
         self.batcher.join()
         if not self._handed_over:
-            self._model.close()
+            self._release()
         self.closed.set()
 
 
 class EmbeddingService(_Running):
     batcher: Batcher[list[int], Embedding]
 
-    def __init__(self, deployment: ModelDeployment, model: EmbeddingModel) -> None:
+    def __init__(self, deployment: ModelDeployment, model: EmbeddingModel, release: Release | None = None) -> None:
         serve = deployment.spec.serve
         batcher: Batcher[list[int], Embedding] = Batcher(
             deployment.public_name, model.embed,
             max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
         )
-        super().__init__(deployment, model, batcher)
+        super().__init__(deployment, model, batcher, release)
         self.model = model
         self.truncate = serve.truncate
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
-        return EmbeddingService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)))
+        return EmbeddingService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)),
+                                self._release)
 
 
 class ScoringService(_Running):
@@ -172,38 +183,39 @@ class ScoringService(_Running):
 
     batcher: Batcher[Tokens, Logits]
 
-    def __init__(self, deployment: ModelDeployment, model: ScoringModel) -> None:
+    def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None) -> None:
         serve = deployment.spec.serve
         batcher: Batcher[Tokens, Logits] = Batcher(
             deployment.public_name, model.logits,
             max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
         )
-        super().__init__(deployment, model, batcher)
+        super().__init__(deployment, model, batcher, release)
         self.model = model
         self.task = deployment.spec.model.task
         self.truncate = serve.truncate
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
-        return ScoringService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)))
+        return ScoringService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)),
+                              self._release)
 
 
 class TensorService(_Running):
     batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
 
-    def __init__(self, deployment: ModelDeployment, model: TensorModel) -> None:
+    def __init__(self, deployment: ModelDeployment, model: TensorModel, release: Release | None = None) -> None:
         serve = deployment.spec.serve
         # Tensor requests are not concatenated (shapes differ); they share one worker and one queue.
         batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]] = Batcher(
             deployment.public_name, lambda rows: [model.run(feeds) for feeds in rows],
             max_batch=serve.max_batch, window_seconds=0.0, queue_limit=serve.queue_limit,
         )
-        super().__init__(deployment, model, batcher)
+        super().__init__(deployment, model, batcher, release)
         self.model = model
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
-        return TensorService(deployment, self.model)
+        return TensorService(deployment, self.model, self._release)
 
 
 class GenerationService(ServedModel):
@@ -211,7 +223,7 @@ class GenerationService(ServedModel):
 
     def __init__(self, deployment: ModelDeployment, model: TextGenerator) -> None:
         info = model.info
-        super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where.value, info.provider,
+        super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
                                                  info.npu_coverage))
         serve = deployment.spec.serve
         self.model = model
@@ -241,15 +253,16 @@ class GenerationService(ServedModel):
         self.closed.set()
 
 
-def serve_loaded(deployment: ModelDeployment, model: LoadedModel) -> ServedModel:
-    """Put a batcher (a generation queue, for text generation) in front of a loaded model."""
+def serve_loaded(deployment: ModelDeployment, model: LoadedModel, release: Release | None = None) -> ServedModel:
+    """Put a batcher (a generation queue, for text generation) in front of a loaded model. `release` replaces
+    closing the model when the served model closes (for sessions that other deployments share)."""
     if isinstance(model, EmbeddingModel):
-        return EmbeddingService(deployment, model)
+        return EmbeddingService(deployment, model, release)
     if isinstance(model, GenerationModel | Seq2SeqModel):
         return GenerationService(deployment, model)
     if isinstance(model, ScoringModel):
-        return ScoringService(deployment, model)
-    return TensorService(deployment, model)
+        return ScoringService(deployment, model, release)
+    return TensorService(deployment, model, release)
 
 
 def load_served(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> ServedModel:

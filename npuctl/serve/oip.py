@@ -41,6 +41,8 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def ready(request: Request) -> Response:
         models = ctx.registry.models()
         waiting = {m.name: {"reason": m.status.reason, "message": m.status.message} for m in models if not m.status.ready}
+        waiting |= {subject: {"reason": reason, "message": message}
+                    for subject, (reason, message) in ctx.registry.problems().items()}
         return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
 
     async def server_metadata(request: Request) -> Response:

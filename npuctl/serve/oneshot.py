@@ -6,26 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from npuctl.artifacts import BuildError, BuildResult, ProgressCallback, Store, build_deployment
-from npuctl.runtime.compat import CompatInfo
+from npuctl.artifacts import BuildError, BuildResult, ProgressCallback, Store, artifacts_of, build_deployment
 from npuctl.runtime.devices import HostFacts
-from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.loader import LoadedDeployment
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable, load_served
 from npuctl.serve.registry import ModelRegistry
 
 BUILD_FAILED = "BuildFailed"
-
-
-def artifacts_of(result: BuildResult) -> Artifacts:
-    """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
-    binaries = tuple(
-        ContextBinary(a.soc_model, a.bucket or None, a.context_model,
-                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder,
-                      a.decoder_refused)
-        for a in result.artifacts
-    )
-    return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)
 
 
 def build_and_load(

@@ -75,7 +75,9 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
                                 required=["error"]),
             "Tensor": obj({"name": {"type": "string"}, "datatype": {"type": "string"},
                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "data": {"type": "array", "items": {}}, "parameters": ANY_OBJECT},
+                           "data": {"type": "array", "items": {}},
+                           "parameters": obj({"binary_data_size": {"type": "integer", "minimum": 0}}) | {
+                               "additionalProperties": False, "nullable": True}},
                           required=["name", "datatype", "shape"]),
         }},
     }

@@ -15,12 +15,13 @@ MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 
 def oip_paths() -> dict[str, Any]:
     tensor = {"$ref": "#/components/schemas/Tensor"}
+    output = obj({"name": {"type": "string"}, "parameters": _parameters({"binary_data": {"type": "boolean"}})},
+                 required=["name"])
     infer = obj({"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
-                 "outputs": {"type": "array", "items": obj({"name": {"type": "string"}, "parameters": ANY_OBJECT},
-                                                           required=["name"])},
-                 # What oip._parameters takes; any other request parameter is refused.
-                 "parameters": {**obj({"binary_data_output": {"type": "boolean"},
-                                       "timeout": {"type": "integer", "minimum": 1}}), "additionalProperties": False}},
+                 "outputs": {"type": "array", "items": output},
+                 "parameters": _parameters({"binary_data_output": {"type": "boolean"},
+                                            "timeout": {"type": "integer", "minimum": 1,
+                                                        "description": "microseconds"}})},
                 required=["inputs"])
     answer = json_body(obj({"model_name": {"type": "string"}, "model_version": {"type": "string"},
                             "outputs": {"type": "array", "items": tensor}}, required=["model_name", "outputs"]),
@@ -159,6 +160,11 @@ def control_paths() -> dict[str, Any]:
         "/agent/v1/sources": {"get": {"summary": "the manifest sources the agent follows, and their state",
                                       "responses": {"200": listing, **errors("ControlError", 401)}}},
     }
+
+
+def _parameters(properties: dict[str, Any]) -> dict[str, Any]:
+    """Triton's `parameters`: only those npuctl honours (others are refused)."""
+    return _closed(properties) | {"nullable": True}
 
 
 def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:

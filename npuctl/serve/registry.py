@@ -22,6 +22,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._by_deployment: dict[str, ServedModel] = {}
         self._by_name: dict[str, ServedModel] = {}
+        self._problems: dict[str, tuple[str, str]] = {}
 
     def put(self, model: ServedModel) -> ServedModel | None:
         """Add a model, or atomically replace the one of the same deployment; returns the replaced
@@ -68,8 +69,21 @@ class ModelRegistry:
         return model
 
     def ready(self) -> bool:
-        """Every declared deployment serves on a provider its rules accept."""
-        return all(model.status.ready for model in self.models())
+        """Every declared deployment serves on a provider its rules accept, and nothing else is wrong."""
+        return all(model.status.ready for model in self.models()) and not self.problems()
+
+    def set_problem(self, subject: str, problem: tuple[str, str] | None) -> None:
+        """Make readiness false for a reason that is not one model's, as (reason, message) about `subject`
+        (a deployment that cannot be served, the agent's state folder); None clears it."""
+        with self._lock:
+            if problem is None:
+                self._problems.pop(subject, None)
+            else:
+                self._problems[subject] = problem
+
+    def problems(self) -> dict[str, tuple[str, str]]:
+        with self._lock:
+            return dict(self._problems)
 
     def close(self) -> None:
         """Retire everything (server shutdown)."""

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 def run(app: ASGIApp, host: str, port: int) -> None:
     """Serve until SIGINT/SIGTERM."""
     try:
-        uvicorn.Server(_config(app, host, port)).run()
+        uvicorn.Server(server_config(app, host, port)).run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly
 
@@ -29,7 +29,7 @@ class BackgroundServer:
         self.app = app
         self.host = host
         self.port: int = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(_config(app, host, self.port))
+        self._server = uvicorn.Server(server_config(app, host, self.port))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     @property
@@ -57,7 +57,9 @@ class BackgroundServer:
         self.stop()
 
 
-def _config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """The one uvicorn configuration, for `npuctl serve`, the agent, tests and benchmarks."""
     # Connections are kept for clients that reuse them (the OpenAI client does); access logs are the
-    # metrics' job.
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+    # metrics' job; the app has no startup or shutdown hooks (lifespan off).
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                          lifespan="off")

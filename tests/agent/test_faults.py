@@ -18,8 +18,9 @@ import pytest
 
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.records import Activity
 from npuctl.agent.status import StatusBook
-from npuctl.artifacts import Store
+from npuctl.artifacts import BuildError, Store
 from tests.agent.harness import Agent, infer, manifest, tiny_model
 
 X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
@@ -189,17 +190,21 @@ def test_disk_full_during_a_store_write_is_a_clear_condition_and_the_store_stays
 
 
 class _FailingActuator:
-    """Builds always fail; counts the attempts."""
+    """Builds always fail, as a full disk does (a temporary failure); counts the attempts."""
 
     def __init__(self) -> None:
         self.builds = 0
+        self.error: Exception = OSError(28, "No space left on device")
 
     def build(self, loaded: Any, progress: Any) -> Any:
         self.builds += 1
-        raise RuntimeError("no compiler today")
+        raise self.error
 
     def selects(self, deployment: Any) -> tuple[bool, str]:
         return True, ""
+
+    def unavailable(self, deployment: Any, reason: str, message: str) -> None:
+        pass
 
     def unload(self, name: str) -> None:
         pass
@@ -209,7 +214,7 @@ def test_backoff_ignores_wall_clock_jumps(tmp_path: Path, monkeypatch: pytest.Mo
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "tiny.yaml").write_text(manifest())
-    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(0.5, 0.5))
+    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(0.5, 0.5), settle_seconds=0)
     actuator = _FailingActuator()
 
     async def scenario() -> None:
@@ -225,11 +230,64 @@ def test_backoff_ignores_wall_clock_jumps(tmp_path: Path, monkeypatch: pytest.Mo
             monkeypatch.setattr(time, "time", lambda jump=jump: real() + jump)
             reconciler.reconcile_once()
             assert not reconciler.busy and actuator.builds == 1, "no retry before the backoff delay"
-        failure = reconciler.failures[("tiny", "build")]
-        await asyncio.sleep(max(0.0, failure.retry_at - asyncio.get_running_loop().time()) + 0.05)
+        failure = reconciler.records["tiny"].failures[Activity.BUILDING]
+        assert failure.retry_at is not None, "a full disk is temporary: retried"
+        await asyncio.sleep(max(0.0, failure.retry_at - time.monotonic()) + 0.05)
         reconciler.reconcile_once()
         while reconciler.busy:
             await asyncio.sleep(0.01)
         assert actuator.builds == 2, "the retry runs once the delay has passed on the monotonic clock"
+
+    asyncio.run(scenario())
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand: backoffs pass without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_permanent_failures_wait_for_the_manifest_and_temporary_ones_back_off(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    file = manifests / "tiny.yaml"
+    file.write_text(manifest())
+    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(2, 8), settle_seconds=0)
+    clock = _Clock()
+    actuator = _FailingActuator()
+    actuator.error = BuildError("resolve", "file:tiny.onnx does not exist")
+
+    async def settle(reconciler: Reconciler) -> None:
+        reconciler.reconcile_once()
+        while reconciler.busy:
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        reconciler = Reconciler(config, actuator, StatusBook(config.state), clock=clock)  # type: ignore[arg-type]
+        await settle(reconciler)
+        clock.now += 86_400  # a day of passes: a permanent failure is not retried
+        await settle(reconciler)
+        assert actuator.builds == 1
+        file.write_text(manifest() + "\n")  # saved again: one new attempt
+        await settle(reconciler)
+        await settle(reconciler)
+        assert actuator.builds == 2
+        actuator.error = OSError(28, "No space left on device")
+        file.write_text(manifest())
+        await settle(reconciler)
+        delays = []
+        for _ in range(4):  # temporary: retried after 2, 4, 8, 8 s (doubling, capped)
+            failure = reconciler.records["tiny"].failures[Activity.BUILDING]
+            assert failure.retry_at is not None
+            delays.append(failure.retry_at - clock.now)
+            await settle(reconciler)
+            assert actuator.builds == 3 + len(delays) - 1, "no retry before the delay"
+            clock.now = failure.retry_at
+            await settle(reconciler)
+        assert delays == [2, 4, 8, 8] and actuator.builds == 7
 
     asyncio.run(scenario())

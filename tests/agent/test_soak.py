@@ -1,6 +1,8 @@
 """Soak: concurrent clients on two models of one agent while one model's manifest is edited, broken, fixed,
-deleted and recreated in a loop. Every answer is right for its input or a documented 404/429/503; the
-agent's memory stays flat and it leaks no file descriptors.
+deleted and recreated in a loop, and files that clash with the stable model (an alias of its name, a
+duplicate metadata.name) come and go. Every answer is right for its input or a documented 404/429/503;
+the stable model is never taken over; the agent's memory and threads stay flat and it leaks no file
+descriptors.
 
 Not in the default run: `NPUCTL_SOAK=1 python -m pytest tests/agent/test_soak.py -s` (60 s of load;
 NPUCTL_SOAK_SECONDS to change)."""
@@ -31,7 +33,9 @@ def expected(model: Path, x: np.ndarray) -> np.ndarray:
 
 
 def test_soak_two_models_under_load_while_manifests_churn(tmp_path: Path, agent_cache: Path) -> None:
-    agent = Agent(tmp_path, agent_cache)
+    config = tmp_path / "agent.yaml"
+    config.write_text("settleSeconds: 0.5\n")  # edits every 1.5 s: each one settles and is applied
+    agent = Agent(tmp_path, agent_cache, config=config)
     tiny_model(agent.manifests / "tiny.onnx")
     stable, churned = agent.manifests / "stable.yaml", agent.manifests / "churned.yaml"
     stable.write_text(manifest("stable"))
@@ -40,7 +44,7 @@ def test_soak_two_models_under_load_while_manifests_churn(tmp_path: Path, agent_
     agent.wait_phase("stable", "Ready")
     agent.wait_phase("churned", "Ready")
     process = psutil.Process(agent.process.pid)  # type: ignore[union-attr]
-    rss_start, fds_start = process.memory_info().rss, process.num_fds()
+    rss_start, fds_start, threads_start = process.memory_info().rss, process.num_fds(), process.num_threads()
     stop = threading.Event()
     outcomes: Counter[tuple[str, int]] = Counter()
     wrong: list[str] = []
@@ -63,12 +67,22 @@ def test_soak_two_models_under_load_while_manifests_churn(tmp_path: Path, agent_
     def churn() -> None:
         edits = [manifest("churned", queue_limit=16), manifest("churned").replace("w8a16", "int3"),
                  manifest("churned"), None, manifest("churned")]
+        # Newcomers that want the stable model's names: they must get a condition, never its routes.
+        clashes = {agent.manifests / "clash.yaml": manifest("clash") + "    aliases: [stable]\n",
+                   agent.manifests / "0-dup.yaml": manifest("stable", precision="w8a8")}
+        step = 0
         while not stop.is_set():
             for text in edits:
                 if text is None:
                     churned.unlink(missing_ok=True)
                 else:
                     churned.write_text(text)
+                for file, clash in clashes.items():
+                    if step % 2:
+                        file.unlink(missing_ok=True)
+                    else:
+                        file.write_text(clash)
+                step += 1
                 outcomes[("edits", 0)] += 1
                 stop.wait(1.5)
 
@@ -82,12 +96,18 @@ def test_soak_two_models_under_load_while_manifests_churn(tmp_path: Path, agent_
         for thread in threads:
             thread.join()
     churned.write_text(manifest("churned"))
+    for file in (agent.manifests / "clash.yaml", agent.manifests / "0-dup.yaml"):
+        file.unlink(missing_ok=True)
     agent.wait_phase("churned", "Ready")
-    rss_end, fds_end = process.memory_info().rss, process.num_fds()
+    time.sleep(2)  # the clash's removal is applied; its placeholders are gone
+    rss_end, fds_end, threads_end = process.memory_info().rss, process.num_fds(), process.num_threads()
+    conflicts = [e for e in agent.events("clash") if e["reason"] == "NameConflict"]
     agent.stop()
-    print(f"\nsoak {SECONDS:.0f} s: {dict(sorted(outcomes.items()))}; agent RSS {rss_start / 2**20:.0f} -> "
-          f"{rss_end / 2**20:.0f} MiB; fds {fds_start} -> {fds_end}")
+    print(f"\nsoak {SECONDS:.0f} s: {dict(sorted(outcomes.items()))}; {len(conflicts)} NameConflict events; agent RSS "
+          f"{rss_start / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB; fds {fds_start} -> {fds_end}; threads "
+          f"{threads_start} -> {threads_end}")
     assert not wrong, wrong[:5]
     assert outcomes[("stable", 200)] > 0 and outcomes[("churned", 200)] > 0
     assert rss_end < rss_start * 1.5, "agent memory grew by half or more"
     assert fds_end <= fds_start + 8, "file descriptors leak"
+    assert threads_end <= threads_start + 8, "threads leak"

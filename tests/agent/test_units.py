@@ -87,7 +87,7 @@ def test_selectors_on_labels_and_facts() -> None:
 def test_condition_transition_time_moves_only_on_flips(monkeypatch: pytest.MonkeyPatch) -> None:
     status = DeploymentStatus(name="tiny")
     times = iter(["t1", "t2"])
-    monkeypatch.setattr("npuctl.agent.status.now", lambda: next(times))
+    monkeypatch.setattr("npuctl.schema.status.now", lambda: next(times))
     assert status.set_condition(ConditionType.LOADED, False, "Loading")
     assert status.set_condition(ConditionType.LOADED, False, "LoadFailed", "boom")
     assert status.condition(ConditionType.LOADED).last_transition_time == "t1"

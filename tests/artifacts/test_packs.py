@@ -20,7 +20,7 @@ from npuctl.runtime import qnn
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from npuctl.serve.registry import ModelRegistry
 from tests.artifacts.conftest import write_manifest
 
@@ -84,7 +84,7 @@ def test_with_a_buildable_source_the_agent_rebuilds_for_its_own_soc(x2_pack: tup
     (artifact,) = result.artifacts
     assert (artifact.soc_model, artifact.origin, artifact.target) == (60, "local", "soc60")
     assert artifact.accuracy is not None and artifact.accuracy.value <= 0.05
-    model = actuator.load(loaded, result)
+    model = actuator.load(loaded, result, "x-elite")
     assert model.status.where == "npu-simulator"
     # A device the pack fits takes the pack's binary and compiles nothing.
     x2 = build_deployment(loaded, store=store, for_soc=88)

@@ -15,7 +15,7 @@ from npuctl.runtime.devices import detect_host
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.placement import Where
 from npuctl.serve.models import GenerationService, load_served
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from tests.conftest import TinyModels, task_manifest
 from tests.tiny_t5 import PAIRS
 

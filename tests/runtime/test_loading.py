@@ -17,7 +17,7 @@ from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason, Where
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import ModelDeployment
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 
 pytestmark = pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
 

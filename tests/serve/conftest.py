@@ -17,7 +17,7 @@ from npuctl.runtime.placement import Artifacts
 from npuctl.schema.models import ModelDeployment
 from npuctl.serve.app import create_app
 from npuctl.serve.models import ServedModel, load_served
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.server import BackgroundServer
 from tests.conftest import MINILM_SOURCE

@@ -179,5 +179,5 @@ def test_embeddings_models_refuse_chat_and_chat_models_show_in_models(
     api = client(server.url)
     assert {m.id for m in api.models.list()} == {"tiny-llama", "minilm"}
     # As OpenAI answers a chat request to an embedding model: 404, no such model for this endpoint.
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError, match="does not serve this kind of request"):
         api.chat.completions.create(model="minilm", messages=MESSAGES)

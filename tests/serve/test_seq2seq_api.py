@@ -15,7 +15,7 @@ from npuctl.runtime.generation import Sampling
 from npuctl.runtime.placement import Artifacts
 from npuctl.schema.models import ModelDeployment
 from npuctl.serve.models import GenerationService, ServedModel, load_served
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from tests.conftest import TinyModels, task_manifest
 from tests.serve.conftest import Serve
 from tests.tiny_t5 import PAIRS

@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from npuctl.agent.actuator import describe_artifacts
 from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.records import Activity
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import ConditionType, DeploymentStatus, Event, Phase, now
 from npuctl.artifacts import BuildResult
@@ -113,7 +114,8 @@ def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeli
     for name in names:
         want = reconciler.desired.get(name)
         spec = want.deployment.deployment if want else None
-        building = reconciler.busy.get(name) == "build"
+        record = reconciler.records.get(name)
+        building = record is not None and reconciler.shown_activity(record) is Activity.BUILDING
         status = book.deployments.get(name) or DeploymentStatus(name=name)  # a read: never book.get, which adds
         views.append(_deployment(status, registry.get(name), spec.public_name if spec else None,
                                  spec.spec.model.task.value if spec else None,

@@ -1,0 +1,182 @@
+"""The agent's status API: what `npuctl get` and `describe` show, the agent saves in its state folder
+and its control API answers, for each deployment: a phase, conditions with reasons, where it really
+runs, its artifacts, recent events. `status_schema()` is the JSON Schema of a deployment's status
+(schema/status.schema.json). Plain pydantic models, camelCase on the wire."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+STATUS_SCHEMA_FILE = "status.schema.json"
+
+
+class Fact(BaseModel):
+    """Base of status records: camelCase JSON, field docstrings as schema descriptions."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True,
+                              use_attribute_docstrings=True)
+
+
+class AccuracyStatus(Fact):
+    metric: str
+    """`cosine` (higher is better) or `max_abs_error` (lower is better), against the fp32 model."""
+    value: float
+    """The worst case over the held-out samples."""
+    threshold: float
+    """The manifest's bar (spec.accuracy.threshold)."""
+
+
+class ArtifactStatus(Fact):
+    """One verified context binary: for which device, at what precision and sequence bucket, how accurate."""
+
+    target: str
+    """The target's alias, or soc<N>."""
+    soc_model: int
+    bucket: int
+    """Static sequence length; 0 when the model has no sequence axis."""
+    precision: str
+    sha256: dict[str, str]
+    """Digest of each file (the EPContext wrapper and its binary), by name."""
+    accuracy: AccuracyStatus | None = None
+    """None for a prebuilt pack with nothing to compare it with."""
+    npu_coverage: float | None = None
+    """Share of graph nodes the QNN EP took, 0..1."""
+
+    @property
+    def measured(self) -> str:
+        """The accuracy in words, `≥`/`≤` the bar by the metric's direction."""
+        if self.accuracy is None:
+            return "not measured (prebuilt)"
+        bar = "≤" if self.accuracy.metric == "max_abs_error" else "≥"
+        return f"{self.accuracy.metric} {self.accuracy.value:.4f} ({bar} {self.accuracy.threshold})"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BUILDING = "Building"
+    LOADING = "Loading"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    """Serving, but not what is declared now (an invalid edit, a failed rebuild, an unwanted provider)."""
+    FAILED = "Failed"
+    NOT_SELECTED = "NotSelected"
+
+
+class ConditionType(StrEnum):
+    VALID = "Valid"
+    SELECTED = "Selected"
+    ARTIFACTS_READY = "ArtifactsReady"
+    LOADED = "Loaded"
+    ON_NPU = "OnNPU"
+    SERVING = "Serving"
+    STATE_SAVED = "StateSaved"
+    """The agent's, not a deployment's: its state folder takes status writes."""
+
+
+class Condition(Fact):
+    type: ConditionType
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    """CamelCase, for scripts: `Built`, `BuildFailed`, `NameConflict`, `SimulatorNotAllowed`, ..."""
+    message: str = ""
+    """The reason in words, for people."""
+    last_transition_time: str
+    """When `status` last changed (RFC 3339, UTC)."""
+
+
+class Event(Fact):
+    time: str
+    deployment: str
+    """The deployment it concerns (a manifest file's path, for a file that declares none)."""
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+class RunFacts(Fact):
+    """Where a loaded model really runs."""
+
+    provider: str | None = None
+    """The execution provider the sessions really got."""
+    npu_coverage: float | None = None
+    """Share of graph nodes the QNN EP took, 0..1."""
+    on_npu: bool = False
+    """On the NPU code path (the HTP simulator included)."""
+    note: str = ""
+    """Why it runs there (e.g. why not on the NPU)."""
+
+
+class DeploymentStatus(Fact):
+    """The status of one deployment, as the agent saves it and its control API answers."""
+
+    name: str
+    phase: Phase = Phase.PENDING
+    conditions: list[Condition] = []
+    observed_generation: str | None = None
+    """Hash of the spec this status reflects."""
+    serving_generation: str | None = None
+    """Hash of the spec whose artifacts are serving now (differs from observedGeneration during an update)."""
+    provider: str | None = None
+    """The execution provider the session really got."""
+    npu_coverage: float | None = None
+    """Share of graph nodes the QNN EP took, 0..1."""
+    artifacts: list[ArtifactStatus] = []
+    """The context binaries serving (or about to serve) this deployment."""
+    endpoint: str | None = None
+    """The agent's URL the deployment is served at."""
+    file: str | None = None
+    """The manifest file that declares it."""
+    events: list[Event] = []
+    """Its most recent events, oldest first."""
+
+    def condition(self, kind: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    def is_true(self, kind: ConditionType) -> bool:
+        found = self.condition(kind)
+        return found is not None and found.status == "True"
+
+    def set_condition(self, kind: ConditionType, status: bool | None, reason: str, message: str = "") -> bool:
+        """Set a condition; its transition time moves only when its status flips. True if anything changed."""
+        value = {True: "True", False: "False", None: "Unknown"}[status]
+        old = self.condition(kind)
+        if old and (old.status, old.reason, old.message) == (value, reason, message):
+            return False
+        when = old.last_transition_time if old and old.status == value else now()
+        new = Condition(type=kind, status=value, reason=reason, message=message, last_transition_time=when)
+        self.conditions = [c for c in self.conditions if c.type != kind] + [new]
+        self.conditions.sort(key=lambda c: list(ConditionType).index(c.type))
+        return True
+
+
+class FileProblem(Fact):
+    """A manifest file that declares no deployment: invalid, unreadable, or naming a deployment another
+    file declared first."""
+
+    file: str
+    reason: str
+    """`InvalidManifest` or `DuplicateName`."""
+    message: str
+    errors: list[str]
+    """Each error as file:line:col: field: message."""
+
+
+def status_schema() -> dict[str, Any]:
+    """JSON Schema of one deployment's status (`status` in the control API's answers, and each entry of
+    `deployments` in the state folder's status.json)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://npuctl.dev/schema/{STATUS_SCHEMA_FILE}",
+        **DeploymentStatus.model_json_schema(by_alias=True),
+    }
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
