@@ -14,6 +14,7 @@ from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
+from npuctl.serve.guards import check_origin
 
 DEFAULT_PORT = 8765
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -106,6 +107,15 @@ class AgentConfig(BaseModel):
     """Published artifact stores (`npuctl build --publish`): oci://HOST/REPO references, http(s) URLs or folders,
     asked in order for each build step before it runs; the step is built here only when none has it. An entry
     may be a mapping `{url, insecure, username, password}` for a registry's options."""
+    allowed_hosts: list[str] = []
+    """Host names (besides this agent's IP address, and `localhost` on loopback) that requests may carry in
+    their `Host` header, e.g. the machine's DNS name for remote clients. Others get 421: a DNS-rebinding web
+    page cannot reach the agent. `*` allows any."""
+    cors_origins: list[str] = []
+    """Web origins (`https://app.example`) whose pages may call the agent from a browser (CORS, with preflight
+    answers). None by default: a request with a foreign `Origin` gets 403."""
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """Time a client has to send a request's whole body; slower ones get 408 and the connection is closed."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
 
@@ -131,6 +141,13 @@ class AgentConfig(BaseModel):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{listen!r} is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
         return listen
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            check_origin(origin)
+        return origins
 
     @field_validator("facts")
     @classmethod

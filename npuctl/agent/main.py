@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
-from ruamel.yaml import YAML
 
 from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
-from npuctl.agent.auth import ensure_token
+from npuctl.agent.auth import StateFolderError, ensure_token, token_matches
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.dashboard.routes import dashboard_routes
 from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
@@ -24,9 +23,11 @@ from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.fetch import StoreLocation
 from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import HostFacts, detect_host
+from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app
+from npuctl.serve.guards import WebPolicy
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.server import server_config
+from npuctl.serve.server import PortInUse, bind, server_config
 from npuctl.serve.timeline import Timeline
 from npuctl.errors import NpuctlError
 
@@ -37,15 +38,16 @@ class ConfigError(NpuctlError, ValueError):
     """The agent's configuration file is unreadable or invalid."""
 
 
-def load_config(path: Path) -> AgentConfig:
-    """An agent config file (YAML, camelCase keys). Relative folders are relative to the file."""
-    from pydantic import ValidationError
+class StartError(ConfigError):
+    """Something on this machine stops the start: a taken port, an unusable state folder or token file."""
 
-    try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
-        config = AgentConfig.model_validate(data)
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+
+def load_config(path: Path) -> AgentConfig:
+    """An agent config file (YAML, camelCase keys). Relative folders are relative to the file. Errors are
+    placed at file:line:col, one per line."""
+    config, errors = load_document(path, AgentConfig)
+    if config is None:
+        raise ConfigError("\n".join(str(error) for error in errors))
     base = path.parent
     return config.model_copy(update={
         "manifests": [base / p for p in config.manifests],
@@ -76,13 +78,18 @@ def make_reconciler(config: AgentConfig, actuator: LocalActuator) -> Reconciler:
 
 
 async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. Raises ConfigError for a non-loopback address without `remoteAccess`."""
+    """Serve until SIGINT/SIGTERM. Raises ConfigError for a non-loopback address without `remoteAccess`, StartError
+    for a taken port or an unusable state folder (both before anything is built)."""
     if not config.loopback and not config.remote_access:
         raise ConfigError(f"listen {config.listen} is reachable beyond this machine: set remoteAccess: true in the "
                           "agent config (or --allow-remote) to serve there; every control call then needs the token")
+    try:
+        token = ensure_token(config.state)
+        sock = bind(config.host, config.port)
+    except (StateFolderError, PortInUse) as exc:
+        raise StartError(str(exc)) from exc
     for folder in config.manifests:
         folder.mkdir(parents=True, exist_ok=True)
-    token = ensure_token(config.state)
     registry = ModelRegistry()
     host = detect_host().with_overrides(config.facts)
     # The poller wakes the reconciler; the reconciler's builds ask the poller for the pins of the bundles in effect.
@@ -98,7 +105,10 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
               *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
-    app = create_app(registry, routes=routes)
+    app = create_app(registry, routes=routes, body_timeout_seconds=config.body_timeout_seconds,
+                     web=WebPolicy.of(config.allowed_hosts, config.cors_origins),
+                     details=None if config.loopback else lambda request: token_matches(
+                         request.headers.get("authorization"), token))
     server = uvicorn.Server(server_config(app, config.host, config.port))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
@@ -106,8 +116,9 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     if on_start:
         on_start(reconciler)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         await asyncio.gather(loop_task, poll_task)
         timeline.stop()

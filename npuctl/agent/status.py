@@ -9,6 +9,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from npuctl.agent.files import atomic_write
 from npuctl.schema.status import (
     ArtifactStatus,
@@ -43,12 +45,17 @@ class StatusBook:
         """Read what a previous run saved (events and phases are history; reconcile rewrites the rest)."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            deployments = [DeploymentStatus.model_validate(item) for item in data.get("deployments", [])]
+            events = [Event.model_validate(e) for e in data.get("events", [])]
+        except FileNotFoundError:
             return
-        for item in data.get("deployments", []):
-            status = DeploymentStatus.model_validate(item)
-            self.deployments[status.name] = status
-        self.events.extend(Event.model_validate(e) for e in data.get("events", []))
+        except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+            # Damaged, or written by another npuctl version: history only, so start afresh and say so.
+            log.warning("%s: ignoring the saved status (%s); it is rewritten from what runs now", self.path,
+                        _reason(exc))
+            return
+        self.deployments = {status.name: status for status in deployments}
+        self.events.extend(events)
         # Each event is saved once, in the agent's log; a deployment's recent events are a view of it.
         for status in self.deployments.values():
             status.events = [e for e in self.events if e.deployment == status.name][-MAX_EVENTS:]
@@ -88,6 +95,13 @@ class StatusBook:
         data = {"deployments": deployments, "events": [e.model_dump(mode="json") for e in self.events]}
         atomic_write(self.path, json.dumps(data, indent=1).encode())
         self._saved = current
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc.strerror or exc)
 
 
 def set_phase(book: StatusBook, status: DeploymentStatus, phase: Phase) -> None:

@@ -51,6 +51,7 @@ def resolve_hf(rest: str, context: SourceContext) -> Located:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -70,6 +71,8 @@ def resolve_hf(rest: str, context: SourceContext) -> Located:
                          f"the current token (HF_TOKEN or `hf auth login`): {_first_line(exc)}") from exc
     except RevisionNotFoundError as exc:
         raise BuildError("resolve", f"{source}: {source.repo_id} has no revision {source.revision!r}") from exc
+    except HFValidationError as exc:  # a form the manifest check let through and the Hub refuses
+        raise BuildError("resolve", f"{source}: {_first_line(exc)}") from exc
     except LocalEntryNotFoundError as exc:
         mode = "HF_HUB_OFFLINE=1, so only the local cache is read" if offline else "the Hub could not be reached"
         raise BuildError("resolve", f"{source}: {_wanted(source)} of {where} is not in the Hugging Face cache "

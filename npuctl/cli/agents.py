@@ -54,17 +54,22 @@ def _agent_config(manifests: Sequence[Path], config_file: Path | None, **overrid
     try:
         config = load_config(config_file) if config_file else AgentConfig()
         return config.with_overrides(manifests=manifests, **overrides)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except ValidationError as exc:  # an option's value: name the option, not pydantic's model
+        raise click.UsageError("; ".join(f"--{'-'.join(map(str, e['loc'][:1])).replace('_', '-')}: "
+                                         f"{str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())) from exc
 
 
 def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
     import asyncio
 
-    from npuctl.agent.main import ConfigError, run_agent
+    from npuctl.agent.main import ConfigError, StartError, run_agent
 
     try:
         asyncio.run(run_agent(config, on_start))
+    except StartError as exc:
+        raise click.ClickException(str(exc)) from exc
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -103,7 +108,12 @@ def up(folder: Path, config_file: Path | None, **options: Any) -> None:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
-def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> None:
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A Host name to answer besides the listen address (repeatable; * for any).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="A web origin (https://app.example) whose pages may call the server (repeatable; none by default).")
+def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allowed_hosts: Sequence[str],
+          cors_origins: Sequence[str]) -> None:
     """Build what the manifests need (if missing), load the models and serve them until Ctrl-C. One-shot:
     edits to the manifests are not followed (the agent does that)."""
     from npuctl.agent.dashboard.routes import dashboard_routes
@@ -112,11 +122,16 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
     from npuctl.runtime.devices import detect_host
     from npuctl.schema import load_paths
     from npuctl.serve.app import create_app
+    from npuctl.serve.guards import WebPolicy, check_origin
     from npuctl.serve.models import ServedModel
     from npuctl.serve.oneshot import serve_registry
-    from npuctl.serve.server import run
+    from npuctl.serve.server import PortInUse, bind, run
     from npuctl.serve.timeline import Timeline
 
+    try:
+        web = WebPolicy.of(allowed_hosts, [check_origin(origin) for origin in cors_origins])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cors-origin") from exc
     try:
         result = load_paths(paths)
     except FileNotFoundError as exc:
@@ -125,6 +140,10 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         click.echo(str(error), err=True)
     if not result.ok or not result.deployments:
         raise SystemExit(1)
+    try:
+        sock = bind(host, port)  # before the builds: a taken port is known at once, not minutes later
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
 
     def loaded(model: ServedModel) -> None:
         status = model.status
@@ -142,7 +161,7 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
         on_loaded=loaded,
         on_built=builds.__setitem__,
     )
-    url, facts = f"http://{host}:{port}", detect_host()
+    url, facts = f"http://{host}:{sock.getsockname()[1]}", detect_host()
     timeline = Timeline(registry).start()
 
     async def dashboard_data(recent: float | None) -> DashboardData:
@@ -150,7 +169,7 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None) -> No
 
     err_console.print(f"listening on {url} (OpenAI /v1, Open Inference Protocol /v2, /metrics); dashboard: {url}/")
     try:
-        run(create_app(registry, routes=dashboard_routes(dashboard_data)), host, port)
+        run(create_app(registry, routes=dashboard_routes(dashboard_data), web=web), sock)
     finally:
         timeline.stop()
         registry.close()

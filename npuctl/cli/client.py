@@ -39,7 +39,10 @@ class AgentClient:
         self._http = httpx.Client(base_url=self.url + PREFIX, headers=headers, timeout=timeout)
 
     def deployments(self) -> list[dict[str, Any]]:
-        return self._items(self._call("GET", "/deployments"))
+        items = self._items(self._call("GET", "/deployments"))
+        if not all(isinstance(item.get("metadata"), dict) and isinstance(item.get("status"), dict) for item in items):
+            raise self._foreign("deployments without metadata and status")
+        return items
 
     def overview(self) -> dict[str, Any]:
         """The deployments (`items`), the agent's own `conditions`, and `invalidFiles`: manifest files that
@@ -49,7 +52,10 @@ class AgentClient:
         return body
 
     def deployment(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/deployments/{name}")
+        found = self._call("GET", f"/deployments/{name}")
+        if not isinstance(found.get("metadata"), dict) or not isinstance(found.get("status"), dict):
+            raise self._foreign("a deployment without metadata and status")
+        return found
 
     def apply(self, file_name: str, text: str, dry_run: bool = False) -> dict[str, Any]:
         params = {"dryRun": "true"} if dry_run else {}
@@ -61,12 +67,6 @@ class AgentClient:
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         return self._items(self._call("GET", "/events", params={"name": name} if name else {}))
 
-    def _items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        items = body.get("items")
-        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-            raise AgentError(f"{self.url} answered, but not as an npuctl agent (no list of items)")
-        return items
-
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, **kwargs)
@@ -76,13 +76,21 @@ class AgentClient:
             body = response.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict):
-            body = {}
-            if not response.is_error:
-                raise AgentError(f"{self.url} answered, but not as an npuctl agent (no JSON object)",
-                                 response.status_code)
+        error = body.get("error") if isinstance(body, dict) else None
         if response.is_error:
-            error = body.get("error")
-            message = (error.get("message") if isinstance(error, dict) else None) or f"HTTP {response.status_code}"
-            raise AgentError(str(message), response.status_code, body)
+            if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+                raise self._foreign(f"HTTP {response.status_code} for {method} {PREFIX}{path}")
+            raise AgentError(error["message"], response.status_code, body)
+        if not isinstance(body, dict):
+            raise self._foreign(f"{response.headers.get('content-type') or 'no content type'} for {PREFIX}{path}")
         return body
+
+    def _items(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        items = body.get("items")
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise self._foreign("a body without an 'items' list")
+        return items
+
+    def _foreign(self, answer: str) -> AgentError:
+        return AgentError(f"{self.url} is not an npuctl agent, or not this version's (it answered {answer}); "
+                          "check --agent / NPUCTL_AGENT")

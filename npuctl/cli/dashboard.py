@@ -55,9 +55,11 @@ def dashboard_command(agents_file: Path, host: str, port: int) -> None:
     """Serve the dashboard for every agent in FILE on this machine (until Ctrl-C). Agents that want a token get
     NPUCTL_TOKEN; this page then holds it, so it listens on loopback only."""
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
 
     from npuctl.serve.app import ERROR_HANDLERS
-    from npuctl.serve.server import run
+    from npuctl.serve.guards import WebGuard, WebPolicy
+    from npuctl.serve.server import PortInUse, bind, run
 
     if not _loopback(host):
         raise click.UsageError(f"--host {host} is reachable beyond this machine; the fleet dashboard holds the lab's "
@@ -66,8 +68,14 @@ def dashboard_command(agents_file: Path, host: str, port: int) -> None:
     if not urls:
         raise click.UsageError(f"{agents_file} lists no agents")
     source = FleetSource(urls, token=os.environ.get("NPUCTL_TOKEN"))
-    err_console.print(f"npuctl dashboard for {len(urls)} agents: http://{host}:{port}/ (Ctrl-C stops)")
-    run(Starlette(routes=dashboard_routes(source), exception_handlers=ERROR_HANDLERS), host, port)
+    try:
+        sock = bind(host, port)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from exc
+    err_console.print(f"npuctl dashboard for {len(urls)} agents: http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+    # The page holds the lab's token: no other site's page, rebound DNS name included, may read it.
+    guard = Middleware(WebGuard, policy=WebPolicy())
+    run(Starlette(routes=dashboard_routes(source), exception_handlers=ERROR_HANDLERS, middleware=[guard]), sock)
 
 
 def _loopback(host: str) -> bool:

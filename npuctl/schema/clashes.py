@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from npuctl.schema.loader import LoadedDeployment, ManifestError, Loc
+from npuctl.schema.errors import ManifestError
+from npuctl.schema.loader import LoadedDeployment, Loc
 
 
 def served_names(loaded: LoadedDeployment) -> list[tuple[str, Loc]]:

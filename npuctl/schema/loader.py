@@ -19,40 +19,19 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
-from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
+from ruamel.yaml.error import ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from npuctl.schema.errors import ManifestError
 from npuctl.schema.models import API_VERSION, KIND, ModelDeployment
+from npuctl.schema.reading import MAX_DEPTH, MAX_NODES, TooBig, bounded_yaml, yaml_error
 
 MAX_FILE_BYTES = 1 << 20
-MAX_NODES = 100_000
-"""Nodes one document may expand to (aliases count each time they are used): stops billion-laughs."""
-MAX_DEPTH = 64
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 Loc = tuple[str | int, ...]
 _STANDARD_TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_STANDARD_TAG + name for name in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")}
-
-
-@dataclass(frozen=True)
-class ManifestError:
-    """One problem in a manifest, where a user can find it."""
-
-    file: str
-    line: int
-    column: int
-    path: str
-    """Dotted field path (`spec.targets.0.alias`); empty for errors above the fields (syntax, IO)."""
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "column": self.column, "path": self.path, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -91,10 +70,14 @@ class LoadResult:
 
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names and the names they
-    are served under must be unique across all of them. Raises FileNotFoundError for a path that does not exist."""
+    are served under must be unique across all of them. Raises FileNotFoundError for a path that does not exist,
+    is neither a regular file nor a folder, or is a folder without manifests."""
     result = LoadResult()
     for path in paths:
-        for file in manifest_files(Path(path)):
+        files = manifest_files(Path(path))
+        if not files:
+            raise FileNotFoundError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+        for file in files:
             one = load_file(file)
             result.files.append(file)
             result.errors.extend(one.errors)
@@ -109,6 +92,8 @@ def manifest_files(path: Path) -> list[Path]:
     """The manifest files under `path`: itself if a file; else its YAML files, hidden and editor files skipped."""
     if path.is_file():
         return [path]
+    if path.exists() and not path.is_dir():
+        raise FileNotFoundError(f"{path}: not a regular file or a folder (a device, pipe or socket)")
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or directory")
     return sorted(
@@ -143,29 +128,17 @@ def load_text(text: str, file: Path | str = "<string>") -> LoadResult:
     result = LoadResult()
     if len(text) > MAX_FILE_BYTES:
         return _fail(file, f"text is {len(text)} characters; manifests are limited to {MAX_FILE_BYTES} bytes")
-    yaml = YAML(typ="safe", pure=True)
-    yaml.Composer = _BoundedComposer
-    # The composer recurses per nesting level: stop it at the limit, before Python's recursion limit
-    # (reaching that took ~30 s on `[[[[...`).
-    yaml.max_depth = MAX_DEPTH + 1
+    yaml = bounded_yaml()
     try:
         with warnings.catch_warnings():
             # YAML 1.2 lets an anchor be defined again (the latest one wins); that is no reason to print.
             warnings.simplefilter("ignore", ReusedAnchorWarning)
             for node in yaml.compose_all(io.StringIO(text)):
-                if node is None or _is_empty(node):
+                if node is None or is_empty(node):
                     continue
                 _load_document(node, file, yaml, result)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        if isinstance(exc, MaxDepthExceededError):
-            problem = f"nesting is deeper than {MAX_DEPTH} levels"
-        else:
-            problem = "YAML syntax: " + " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        result.errors.append(ManifestError(str(file), line, column, "", problem))
     except (YAMLError, RecursionError) as exc:
-        result.errors.append(ManifestError(str(file), 1, 1, "", f"YAML: {exc}"))
+        result.errors.append(yaml_error(exc, file))
     return result
 
 
@@ -173,12 +146,12 @@ def _fail(file: Path, message: str) -> LoadResult:
     return LoadResult(errors=[ManifestError(str(file), 1, 1, "", message)], files=[file])
 
 
-def _is_empty(node: Node) -> bool:
+def is_empty(node: Node) -> bool:
     return isinstance(node, ScalarNode) and str(node.tag) == _STANDARD_TAG + "null" and node.value in ("", "~", "null")
 
 
 def _load_document(node: Node, file: Path, yaml: YAML, result: LoadResult) -> None:
-    tree = _Tree(file, yaml)
+    tree = Tree(file, yaml)
     data = tree.build(node)
     line = node.start_mark.line + 1
     if tree.errors:
@@ -199,11 +172,13 @@ def _load_document(node: Node, file: Path, yaml: YAML, result: LoadResult) -> No
     result.deployments.append(LoadedDeployment(deployment, file, line, positions))
 
 
-class _Tree:
-    """Turns a composed YAML node into plain data, remembering where every key and value was."""
+class Tree:
+    """Turns a composed YAML node into plain data, remembering where every key and value was, and places
+    the errors of validating that data as a `root` model."""
 
-    def __init__(self, file: Path, yaml: YAML) -> None:
+    def __init__(self, file: Path, yaml: YAML, root: type[BaseModel] = ModelDeployment) -> None:
         self.file = file
+        self.root = root
         self.constructor = yaml.constructor
         self.keys: dict[Loc, Node] = {}
         self.values: dict[Loc, Node] = {}
@@ -214,9 +189,9 @@ class _Tree:
         self.values[loc] = node
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _TooBig(f"document expands to more than {MAX_NODES} nodes (aliases included)")
+            raise TooBig(f"document expands to more than {MAX_NODES} nodes (aliases included)")
         if len(loc) > MAX_DEPTH:
-            raise _TooBig(f"nesting is deeper than {MAX_DEPTH} levels")
+            raise TooBig(f"nesting is deeper than {MAX_DEPTH} levels")
         tag = str(node.tag)
         if tag not in _PLAIN_TAGS:
             self._add(node, loc, f"tag {tag!r} is not allowed; manifests use plain YAML values")
@@ -300,7 +275,7 @@ class _Tree:
         if node is None:
             node = self._nearest(loc)
         mark = node.start_mark
-        return ManifestError(str(self.file), mark.line + 1, mark.column + 1, _dotted(loc), _message(err, loc))
+        return ManifestError(str(self.file), mark.line + 1, mark.column + 1, _dotted(loc), _message(err, loc, self.root))
 
     def _nearest(self, loc: Loc) -> Node:
         for end in range(len(loc), -1, -1):
@@ -309,35 +284,17 @@ class _Tree:
         return self.values[()]
 
 
-class _TooBig(YAMLError):
-    pass
-
-
-class _BoundedComposer(Composer):
-    """Stops at MAX_NODES nodes in the text, before building them all: a 1 MB flat list of 300,000
-    items took ~10 s to compose."""
-
-    _count = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._count += 1
-        if self._count > MAX_NODES:
-            raise ComposerError(None, None, f"the text holds more than {MAX_NODES} YAML nodes",
-                                self.parser.peek_event().start_mark)
-        return super().compose_node(parent, index)
-
-
 def _dotted(loc: Loc) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _message(err: Any, loc: Loc) -> str:
+def _message(err: Any, loc: Loc, root: type[BaseModel]) -> str:
     kind, value = err["type"], err.get("input")
     if kind in ("enum", "literal_error"):
         allowed = re.findall(r"'([^']*)'", err["ctx"]["expected"])
         return f"{value!r} is not one of {', '.join(allowed)}"
     if kind == "extra_forbidden":
-        known = _field_names(loc[:-1])
+        known = _field_names(loc[:-1], root)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
         return f"unknown field {loc[-1]!r}{hint}"
@@ -350,9 +307,9 @@ def _message(err: Any, loc: Loc) -> str:
     return str(err["msg"])
 
 
-def _field_names(loc: Loc) -> list[str]:
+def _field_names(loc: Loc, root: type[BaseModel]) -> list[str]:
     """The YAML keys valid at `loc`, for did-you-mean hints."""
-    model: type[BaseModel] | None = ModelDeployment
+    model: type[BaseModel] | None = root
     for part in loc:
         if model is None:
             return []

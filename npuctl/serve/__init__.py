@@ -5,7 +5,7 @@ removed from while the server runs.
     registry = ModelRegistry()
     registry.put(load_served(deployment, artifacts))     # add, or swap atomically
     app = create_app(registry, routes=[...])             # extra routes: the agent's control API
-    BackgroundServer(app, "127.0.0.1", 8080).start()     # or server.run(app, host, port)
+    BackgroundServer(app, "127.0.0.1", 8080).start()     # or server.run(app, server.bind(host, port))
     registry.remove("minilm")
 """
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -14,6 +15,8 @@ from npuctl.serve.chat_api import chat_routes
 from npuctl.serve.classify_api import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError, error_response
+from npuctl.serve.guards import WebGuard, WebPolicy
+from npuctl.serve.http import BODY_TIMEOUT_SECONDS, BodyDeadline
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip import oip_routes
 from npuctl.serve.ollama_api import ollama_routes
@@ -30,12 +33,17 @@ def create_app(
     *,
     routes: Sequence[BaseRoute] = (),
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
+    web: WebPolicy = WebPolicy(),
+    details: Callable[[Request], bool] | None = None,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
     Inference Protocol /v2, Ollama's /api, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
-    from the registry later are served from the next request on."""
-    ctx = ServeContext(registry, max_body_bytes)
+    from the registry later are served from the next request on. `web` says which Host names and browser
+    origins it answers besides its own address. `details` decides who may read status messages in health and
+    model status (they name files and build errors; an agent beyond loopback shows them only with its token)."""
+    ctx = ServeContext(registry, max_body_bytes, details)
 
     async def metrics(request: Request) -> Response:
         return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
@@ -52,6 +60,7 @@ def create_app(
                 Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,
+        middleware=[Middleware(WebGuard, policy=web), Middleware(BodyDeadline, seconds=body_timeout_seconds)],
     )
     app.state.registry = registry
     return app
@@ -63,5 +72,10 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(exc.status_code, exc.detail, headers=exc.headers), request.url.path)
 
 
-ERROR_HANDLERS = {HTTPException: http_error}
-"""Exception handlers for any app of ours (the fleet dashboard's too): routing errors as JSON."""
+async def server_error(request: Request, exc: Exception) -> Response:
+    """A fault outside the APIs' own handling (the server logs the traceback): JSON, never plain text."""
+    return error_response(ApiError(500, "internal server error"), request.url.path)
+
+
+ERROR_HANDLERS = {HTTPException: http_error, Exception: server_error}
+"""Exception handlers for any app of ours (the fleet dashboard's too): routing errors and faults as JSON."""

@@ -5,6 +5,11 @@ A lone request runs at once; under load (others already waiting, or the last bat
 rows) a batch waits up to the window for more, so batching costs nothing at low load. Each model
 has exactly one worker, which is what a single-stream NPU session needs and what keeps CPU
 inference from oversubscribing the cores.
+
+A session run cannot be interrupted, so no batch holds more than `max_batch` rows: a request larger
+than that runs in slices, and the requests that arrived meanwhile go before its next slice. A small
+request behind the largest one waits for one batch, not for all of it; and once the large request's
+client has left (or its timeout passed), its remaining slices never run.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
@@ -50,6 +56,9 @@ class _Job(Generic[In, Out]):
     future: asyncio.Future[list[Out]]
     loop: asyncio.AbstractEventLoop
     state: _State = _State.WAITING
+    done: int = 0
+    """Rows already taken into a batch."""
+    outputs: list[Out] = field(default_factory=list)
 
 
 _STOP = object()
@@ -59,8 +68,8 @@ class Batcher(Generic[In, Out]):
     """Runs `run(rows) -> outputs` (one output per row, same order) on merged requests.
 
     A request is a list of rows (an embeddings request with five inputs is five rows); requests are
-    merged while the batch holds at most `max_batch` rows; a request larger than that runs alone,
-    in `max_batch`-row slices.
+    merged while the batch holds at most `max_batch` rows; a request larger than that runs in
+    `max_batch`-row slices, taking turns with the requests that arrive meanwhile.
     """
 
     def __init__(
@@ -96,7 +105,7 @@ class Batcher(Generic[In, Out]):
         """Queue one request and wait for its outputs.
 
         Cancelling the awaiting task (client gone, timeout) frees the request's queue slot at once;
-        a request already running finishes and its outputs are dropped.
+        a request already running stops after its current slice and its outputs are dropped.
         """
         loop = asyncio.get_running_loop()
         job: _Job[In, Out] = _Job(items, loop.create_future(), loop)
@@ -145,52 +154,91 @@ class Batcher(Generic[In, Out]):
             return True
 
     def _work(self) -> None:
-        carry: _Job[In, Out] | None = None
+        line: deque[_Job[In, Out]] = deque()
         stopping = False
-        while not stopping:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
-                return
-            assert isinstance(first, _Job)
-            batch = [first] if self._take(first) else []
-            rows = len(first.items) if batch else 0
-            busy = not self._queue.empty() or self._last_rows > 1
-            deadline = time.monotonic() + (self.window_seconds if busy else 0.0)
-            while rows < self.max_batch:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if busy else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
+        while True:
+            if not line:
+                if stopping:
+                    return
+                first = self._queue.get()
+                if first is _STOP:
+                    # Requests queued behind the stop marker still get their answer.
                     stopping = True
-                    break
-                assert isinstance(nxt, _Job)
-                if rows + len(nxt.items) > self.max_batch:
-                    carry = nxt
-                    break
-                if self._take(nxt):
-                    batch.append(nxt)
-                    rows += len(nxt.items)
+                    continue
+                assert isinstance(first, _Job)
+                line.append(first)
+            stopping = self._drain(line) or stopping
+            busy = len(line) > 1 or self._last_rows > 1
+            if busy and not stopping and self.window_seconds > 0:
+                stopping = self._wait_for_more(line)
+            batch, unfinished = self._next_batch(line)
             if batch:
                 self._run_batch(batch)
-        # Requests queued behind the stop marker still get their answer.
-        if carry is not None:
-            self._queue.put(carry)
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            if isinstance(job, _Job) and self._take(job):
-                self._run_batch([job])
+            # Who arrived while that batch ran goes before the sliced request's next turn.
+            stopping = self._drain(line) or stopping
+            if unfinished is not None:
+                line.append(unfinished)
 
-    def _run_batch(self, jobs: list[_Job[In, Out]]) -> None:
-        rows = [item for job in jobs for item in job.items]
+    def _drain(self, line: deque[_Job[In, Out]]) -> bool:
+        """Move everything queued into `line`; True if the stop marker was among it."""
+        stop = False
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return stop
+            if item is _STOP:
+                stop = True
+            else:
+                assert isinstance(item, _Job)
+                line.append(item)
+
+    def _wait_for_more(self, line: deque[_Job[In, Out]]) -> bool:
+        """Under load, wait up to the window for the batch to fill; True if the stop marker came."""
+        rows = sum(len(job.items) - job.done for job in line)
+        deadline = time.monotonic() + self.window_seconds
+        while rows < self.max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            assert isinstance(item, _Job)
+            line.append(item)
+            rows += len(item.items)
+        return False
+
+    def _next_batch(self, line: deque[_Job[In, Out]]) -> tuple[list[tuple[_Job[In, Out], int]], _Job[In, Out] | None]:
+        """(job, rows) pairs for one batch of at most max_batch rows, from the front of `line`, and the
+        request that was sliced and has rows left (it rejoins the line after the batch)."""
+        batch: list[tuple[_Job[In, Out], int]] = []
+        rows = 0
+        while line and rows < self.max_batch:
+            job = line[0]
+            if job.state is _State.DROPPED or (job.state is _State.WAITING and not self._take(job)):
+                line.popleft()  # its client left: none of its rows run
+                continue
+            left = len(job.items) - job.done
+            room = self.max_batch - rows
+            if left > room and len(job.items) <= self.max_batch:
+                break  # a request that fits in one batch is never split: it goes first in the next
+            take = min(left, room)
+            line.popleft()
+            batch.append((job, take))
+            rows += take
+            if take < left:
+                return batch, job
+        return batch, None
+
+    def _run_batch(self, batch: list[tuple[_Job[In, Out], int]]) -> None:
+        rows = [item for job, take in batch for item in job.items[job.done : job.done + take]]
         started = time.perf_counter()
         try:
-            outputs: list[Out] = []
-            for start in range(0, len(rows), self.max_batch):
-                outputs.extend(self._run(rows[start : start + self.max_batch]))
+            outputs = self._run(rows) if rows else []
         except Exception as exc:  # the model's failure belongs to the requests, not to the worker
-            for job in jobs:
+            for job, _ in batch:
+                self._drop(job)
                 _deliver_error(job, exc)
             return
         seconds = time.perf_counter() - started
@@ -198,12 +246,15 @@ class Batcher(Generic[In, Out]):
         self._batch_seconds = seconds if not self._batch_seconds else 0.8 * self._batch_seconds + 0.2 * seconds
         if self.observer is not None:
             self.observer(len(rows), seconds)
+        offset = 0
         # One wake-up of each event loop per batch, not one per request.
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Out]], list[Out]]]] = {}
-        offset = 0
-        for job in jobs:
-            answers.setdefault(job.loop, []).append((job.future, list(outputs[offset : offset + len(job.items)])))
-            offset += len(job.items)
+        for job, take in batch:
+            job.outputs.extend(outputs[offset : offset + take])
+            job.done += take
+            offset += take
+            if job.done == len(job.items):
+                answers.setdefault(job.loop, []).append((job.future, job.outputs))
         for loop, results in answers.items():
             _in_loop(loop, _set_results, results)
 

@@ -17,6 +17,7 @@ from npuctl.serve.completing import begun, checked_prompt, collect, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.limits import check_rows
 from npuctl.serve.logprobs import chat_logprobs, completion_logprobs
 from npuctl.serve.models import GenerationService
 from npuctl.serve.openai_replies import Reply, Shape
@@ -104,6 +105,7 @@ async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:
 def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise ApiError(400, "'messages' must be a non-empty array of messages", param="messages")
+    check_rows(len(value), "'messages'", param="messages")
     messages = []
     for i, message in enumerate(value):
         if not isinstance(message, dict):

@@ -29,6 +29,11 @@ log = logging.getLogger("npuctl.serve")
 class ServeContext:
     registry: ModelRegistry
     max_body_bytes: int
+    details: Callable[[Request], bool] | None = None
+    """Whether a request may see status messages (they name files and build errors); None: everyone may."""
+
+    def shows_details(self, request: Request) -> bool:
+        return self.details is None or self.details(request)
 
     def endpoint(self, api: str, handler: Handler, *, counted: bool = True) -> Handler:
         """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted (not health

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -19,7 +20,8 @@ from npuctl.runtime.tensors import TensorSpec
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
-from npuctl.serve.http import answered, read_body
+from npuctl.serve.http import answered, check_json_type, read_body
+from npuctl.serve.limits import check_rows, check_tokens
 from npuctl.serve.task_metadata import task_metadata
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip_binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
@@ -27,6 +29,11 @@ from npuctl.serve.oip_repository import EXTENSIONS, PLATFORM, InferenceStats, Ti
 
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
+
+HIDDEN = "(details need the agent's token)"
+_KINDS_TAKEN = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+"""numpy kinds of the JSON data each kind of input takes: booleans, integers, numbers."""
+_KIND_NAMES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string"}
 
 
 def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -40,8 +47,10 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def ready(request: Request) -> Response:
         models = ctx.registry.models()
-        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message} for m in models if not m.status.ready}
-        waiting |= {subject: {"reason": reason, "message": message}
+        shown = ctx.shows_details(request)
+        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message if shown else HIDDEN}
+                   for m in models if not m.status.ready}
+        waiting |= {subject: {"reason": reason, "message": message if shown else HIDDEN}
                     for subject, (reason, message) in ctx.registry.problems().items()}
         return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
 
@@ -57,14 +66,15 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             "platform": PLATFORM,
             "inputs": [_meta(spec) for spec in inputs],
             "outputs": [_meta(spec) for spec in outputs],
-            "status": model.status.as_dict(),
+            "status": model.status.as_dict() | ({} if ctx.shows_details(request) else {"message": HIDDEN}),
             **task_metadata(model),
         })
 
     async def model_ready(request: Request) -> Response:
         model = _model(ctx, request)
         status = model.status
-        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": status.message}
+        message = status.message if ctx.shows_details(request) else HIDDEN
+        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": message}
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
     async def model_config(request: Request) -> Response:
@@ -84,6 +94,8 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
+        if HEADER_LENGTH.lower() not in request.headers:
+            check_json_type(request)  # the binary extension's header is not one a page can send without CORS
         body, blobs = split(await read_body(request, ctx.max_body_bytes), request.headers.get(HEADER_LENGTH))
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
             raise ApiError(400, "the request body must be a JSON object with an 'inputs' list")
@@ -126,7 +138,9 @@ async def _infer(request: Request, model: ServedModel, body: dict[str, Any], blo
     decoded = time.perf_counter()
     if isinstance(model, EmbeddingService):
         texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
-        tokens = model.model.encoder.encode(texts)
+        check_rows(len(texts), f"input {TEXT_INPUT!r}")
+        tokens = await run_in_threadpool(model.model.encoder.encode, texts)
+        check_tokens(sum(len(t.ids) for t in tokens), f"input {TEXT_INPUT!r}")
         if not model.truncate and any(t.truncated for t in tokens):
             limit = model.model.encoder.max_tokens
             raise ApiError(400, f"input {TEXT_INPUT!r} holds a text longer than {limit} tokens")
@@ -240,6 +254,8 @@ def _array(tensor: dict[str, Any], spec: TensorSpec, blobs: Blobs) -> np.ndarray
         raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
     if not spec.accepts(shape):
         raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} (-1: any size)")
+    if shape and spec.shape and spec.shape[0] == -1:
+        check_rows(shape[0], f"input {name!r}")  # its batch rows: one session run, which nothing interrupts
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict) or set(parameters) - {BINARY_SIZE}:
         raise ApiError(400, f"input {name!r}: the only input parameter npuctl takes is {BINARY_SIZE} "
@@ -254,8 +270,13 @@ def _array(tensor: dict[str, Any], spec: TensorSpec, blobs: Blobs) -> np.ndarray
         raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
     try:
         flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+        given = np.asarray(data).dtype.kind if flat.size and spec.dtype != np.object_ else None
     except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"input {name!r}: 'data' is not a list of {spec.datatype} values") from None
+    if given is not None and given not in _KINDS_TAKEN[np.dtype(spec.dtype).kind]:
+        # numpy would cut 1.5 to 1 for an INT64 input, or read "2" as 2.0: never silently.
+        raise ApiError(400, f"input {name!r}: 'data' holds {_KIND_NAMES.get(given, 'mixed, null or out-of-range')} "
+                       f"values; {spec.datatype} takes {_KIND_NAMES[np.dtype(spec.dtype).kind]} values")
     if spec.datatype == "BYTES" and not all(isinstance(v, str) for v in flat):
         raise ApiError(400, f"input {name!r}: BYTES data must be strings")
     if flat.size != math.prod(shape):

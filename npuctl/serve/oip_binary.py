@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from npuctl.runtime.tensors import TensorSpec
 from npuctl.serve.errors import ApiError
+from npuctl.serve.http import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"
@@ -51,10 +52,7 @@ def split(body: bytes, header_length: str | None) -> tuple[Any, Blobs]:
                            f"of the JSON header, at most the body's {len(body)} bytes")
         size = int(header_length)
         header, rest = body[:size], body[size:]
-    try:
-        return json.loads(header), Blobs(rest)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request's JSON header is not valid JSON: {exc}") from exc
+    return parse_json(header, "the request's JSON header"), Blobs(rest)
 
 
 def decode(spec: TensorSpec, data: bytes, shape: list[int]) -> np.ndarray:

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -17,10 +18,9 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.fastjson import FastJSONResponse
 from npuctl.serve.http import answered, read_json
+from npuctl.serve.limits import check_rows, check_tokens
 from npuctl.serve.models import EmbeddingService
 
-MAX_INPUTS = 2048
-"""Inputs per request, as OpenAI allows."""
 OWNED_BY = "npuctl"
 
 
@@ -38,7 +38,8 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
                 raise ApiError(
                     400, f"this model only gives {model.model.dimensions}-dimensional embeddings", param="dimensions"
                 )
-            tokens = input_tokens(body.get("input"), model.model.encoder, model.truncate)
+            # Tokenizing megabytes takes a second: off the event loop, which serves everyone else meanwhile.
+            tokens = await run_in_threadpool(input_tokens, body.get("input"), model.model.encoder, model.truncate)
             vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
             used = sum(len(t.ids) for t in tokens)
             data = [
@@ -74,8 +75,7 @@ def input_tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Token
         value = [value]
     if not isinstance(value, list) or not value:
         raise ApiError(400, "'input' must be a string, a list of strings, or token arrays, and not empty", param="input")
-    if len(value) > MAX_INPUTS:
-        raise ApiError(400, f"'input' holds {len(value)} items; at most {MAX_INPUTS} are allowed", param="input")
+    check_rows(len(value), "'input'", param="input")
     if all(isinstance(item, str) for item in value):
         if any(not item for item in value):
             raise ApiError(400, "'input' must not contain empty strings", param="input")
@@ -84,6 +84,7 @@ def input_tokens(value: Any, encoder: TextEncoder, truncate: bool) -> list[Token
         tokens = [_checked_ids(item, i, encoder) for i, item in enumerate(value)]
     else:
         raise ApiError(400, "'input' must be all strings or all token arrays (lists of integers)", param="input")
+    check_tokens(sum(len(t.ids) for t in tokens), "'input'", param="input")
     if not truncate:
         long = next((i for i, t in enumerate(tokens) if t.truncated), None)
         if long is not None:

@@ -102,7 +102,7 @@ def _openai() -> dict[str, Any]:
                 "owned_by": {"type": "string"}}, required=["id", "object"])
     answer = json_body(obj({"id": {"type": "string"}, "object": {"type": "string"}, "choices": {"type": "array"}}),
                        "the completion (or an SSE stream)", "text/event-stream")
-    failures = errors("OpenAIError", 400, 404, 413, 415, 429, 503, 504)
+    failures = errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)
     chat = obj({"model": NAME, "messages": {"type": "array", "items": _MESSAGE, "minItems": 1}, **_GENERATION,
                 **_CHAT_ONLY}, required=["model", "messages"])
     completion = obj({"model": NAME, "prompt": {"oneOf": [

@@ -42,7 +42,7 @@ def oip_paths() -> dict[str, Any]:
             "summary": "inference on JSON tensors, or binary ones (Triton's binary tensor data extension: this JSON, "
                        "then the tensors' bytes, its length in Inference-Header-Content-Length)",
             "requestBody": request(infer),
-            "responses": {"200": answer, **errors("PlainError", 400, 404, 413, 415, 429, 503, 504)}}},
+            "responses": {"200": answer, **errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
     }
     paths: dict[str, Any] = {
         "/v2": {"get": {"summary": "server metadata and extensions",
@@ -104,7 +104,7 @@ def ollama_paths() -> dict[str, Any]:
         "dimensions": {"type": "integer", "nullable": True}}, required=["model", "input"])
     embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": options, "keep_alive": keep_alive},
                          required=["model"])
-    failures = errors("PlainError", 400, 404, 413, 415, 429, 503, 504)
+    failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
     answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
 
     def post(summary: str, body: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def control_paths() -> dict[str, Any]:
             # An empty body is an empty manifest file: no deployments.
             "requestBody": {"required": False, "content": {"application/yaml": {"schema": {}}}},
             "responses": {"200": json_body(ANY_OBJECT, "planned changes"),
-                          **errors("ControlError", 400, 401, 404, 409, 413, 415, 422)}}},
+                          **errors("ControlError", 400, 401, 404, 408, 409, 413, 415, 422)}}},
         "/agent/v1/events": {"get": {
             "summary": "recent events", "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": listing, **errors("ControlError", 401)}}},

@@ -3,6 +3,8 @@ a caller that has its own main loop (the agent, tests, benchmarks)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 import threading
 import time
@@ -11,21 +13,46 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-def run(app: ASGIApp, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM."""
+class PortInUse(OSError):
+    """The address to listen on is taken (or not this machine's); the message says which and what to do."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, so a taken port is reported before anything else starts (builds take
+    minutes; finding out after them is too late)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    if os.name == "nt":
+        # Windows' SO_REUSEADDR would let this socket share a port another server listens on.
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_EXCLUSIVEADDRUSE", socket.SO_REUSEADDR), 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        uvicorn.Server(server_config(app, host, port)).run()
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+            raise PortInUse(exc.errno, f"port {port} on {host} is already in use (another npuctl agent or server?): "
+                            "stop it, or choose another port") from exc
+        raise PortInUse(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def run(app: ASGIApp, sock: socket.socket) -> None:
+    """Serve on a bound socket until SIGINT/SIGTERM."""
+    host, port = sock.getsockname()[:2]
+    try:
+        uvicorn.Server(server_config(app, host, port)).run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly
+    finally:
+        sock.close()
 
 
 class BackgroundServer:
     """uvicorn on its own thread, on a socket bound before it starts (port 0 picks a free port)."""
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = bind(host, port)
         self.app = app
         self.host = host
         self.port: int = self._socket.getsockname()[1]

@@ -226,3 +226,86 @@ def test_validate_survives_classic_attacks(name: str, tmp_path: Path) -> None:
     assert re.match(rf"{re.escape(str(file))}:\d+:\d+: ", done.stderr), done.stderr
     assert "Traceback" not in done.stderr
     assert not Path("/tmp/npuctl-pwned").exists()
+
+
+# -- hostile corners: unicode, integer limits, hf: sources; the agent's own config and state files -----------
+
+CORNERS = ["\x00", "e" + "\u0301" * 500, "\u202e", "\ufeff", "\U0001f600", "hf:../../x", "hf:org/-bad-", "hf:a--b/c",
+           "hf:a/b@..", "hf:a/b/./c", "hf:" + "a" * 200 + "/b", "file:\x00", "pkg:", ""]
+LIMITS = [2**31 - 1, 2**31, -(2**31) - 1, 2**63 - 1, 2**63, -(2**63) - 1, 2**64, 10**30, -1, 0]
+FIELDS = ["spec.model.source", "spec.model.tokenizer", "metadata.name", "spec.serve.name", "spec.serve.maxBatch",
+          "spec.serve.queueLimit", "spec.serve.maxInputTokens", "spec.serve.timeoutSeconds", "spec.accuracy.samples",
+          "spec.buckets.0", "spec.targets.0.socModel", "spec.build.prebuilt.source"]
+
+
+def _set(document: dict[str, Any], dotted: str, value: Any) -> None:
+    """Put `value` at a dotted path; `.0` makes a one-item list there."""
+    *parents, last = dotted.split(".")
+    node: Any = document
+    for part, after in zip(parents, [*parents[1:], last]):
+        if after == "0":
+            break
+        node = node.setdefault(part, {})
+    if last == "0":
+        node[parents[-1]] = [value]
+    elif parents and parents[-1] == "0":
+        node[parents[-2]] = [{last: value}]
+    else:
+        node[last] = value
+
+
+@fuzz_settings(MANIFEST_CASES)
+@given(st.sampled_from(FIELDS), st.one_of(st.sampled_from(CORNERS), st.sampled_from(LIMITS), st.text(max_size=30)))
+def test_corner_values_in_every_field_give_placed_errors_or_a_deployment(field: str, value: Any) -> None:
+    document = YAML(typ="safe", pure=True).load(VALID)
+    _set(document, field, value)
+    text = json.dumps(document)  # JSON is YAML; \u escapes carry the corners through
+    check(load_text(text, "m.yaml"), text, "m.yaml")
+
+
+@fuzz_settings(MANIFEST_CASES)
+@given(st.one_of(st.text(max_size=200), st.text(alphabet="[]{}:,-?&*!|>'\"#%@ \n\tab01", max_size=200),
+                 st.builds(lambda key, value: f"{key}: {value}\n", st.sampled_from(
+                     ["listen", "resyncSeconds", "manifests", "corsOrigins", "allowedHosts", "bodyTimeoutSeconds",
+                      "backoffSeconds", "facts", "sources", "lisen"]),
+                     st.one_of(st.sampled_from([str(n) for n in LIMITS] + ["[", "{a: 1}", "~", "'\\ud800'", "[x, 1]"]),
+                               st.text(max_size=20)))))
+def test_damaged_agent_configs_give_placed_errors(text: str) -> None:
+    from npuctl.agent.config import AgentConfig
+    from npuctl.schema.documents import load_document
+
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "agent.yaml"
+        file.write_bytes(text.encode("utf-8", "surrogatepass"))
+        config, errors = load_document(file, AgentConfig)
+    assert (config is None) == bool(errors)
+    for error in errors:
+        assert error.file == str(file) and error.line >= 1 and error.column >= 1 and error.message
+
+
+STATE_SAMPLE = json.dumps({"deployments": [{"name": "tiny", "phase": "Ready", "conditions": [
+    {"type": "Valid", "status": "True", "reason": "Valid", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}],
+    "events": [{"time": "t", "deployment": "tiny", "type": "Normal", "reason": "Ready", "message": "m"}]})
+
+
+@fuzz_settings(MANIFEST_CASES)
+@given(st.one_of(st.integers(0, len(STATE_SAMPLE)).map(lambda cut: STATE_SAMPLE[:cut].encode()),
+                 st.sampled_from([b"[]", b"null", b"1", b'{"deployments": {}}', b'{"deployments": [1]}',
+                                  b'{"deployments": [{"name": "x", "phase": "Hibernating"}]}',
+                                  b'{"deployments": [], "events": [{"type": "Fatal"}]}', b"[" * 100_000]),
+                 st.binary(max_size=200)),
+       st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"  \n", b"ok-token", b"two words", b"\xff\xfe"])))
+def test_a_damaged_state_folder_never_crashes_the_start(status: bytes, token: bytes) -> None:
+    from npuctl.agent.auth import StateFolderError, ensure_token
+    from npuctl.agent.status import StatusBook
+
+    with tempfile.TemporaryDirectory() as folder:
+        state = Path(folder)
+        (state / "status.json").write_bytes(status)
+        (state / "token").write_bytes(token)
+        book = StatusBook(state)
+        book.load()  # never raises: a damaged history is dropped with a warning
+        try:
+            assert ensure_token(state)
+        except StateFolderError as exc:
+            assert str(state / "token") in str(exc)

@@ -67,7 +67,8 @@ def test_malformed_tensors_get_400_naming_the_input(
 
 def test_bad_bodies_and_unknown_models_are_4xx(serve: Serve, tensor: Callable[..., ServedModel]) -> None:
     server = serve(tensor("tiny"))
-    assert httpx.post(f"{server.url}/v2/models/tiny/infer", content=b"[1,").status_code == 400
+    assert httpx.post(f"{server.url}/v2/models/tiny/infer", content=b"[1,",
+                      headers={"content-type": "application/json"}).status_code == 400
     assert httpx.post(f"{server.url}/v2/models/tiny/infer", json={"inputs": 3}).status_code == 400
     unknown_output = httpx.post(f"{server.url}/v2/models/tiny/infer", json={**tensors(), "outputs": [{"name": "q"}]})
     assert unknown_output.status_code == 400 and "'q'" in unknown_output.json()["error"]

@@ -106,7 +106,7 @@ def test_unknown_model_bad_json_big_body_and_unknown_path_are_4xx_json(serve: Se
         client(server.url).embeddings.create(model="nope", input="a")
     assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
     answers = {
-        400: httpx.post(f"{server.url}/v1/embeddings", content=b"{not json"),
+        400: httpx.post(f"{server.url}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}),
         413: httpx.post(f"{server.url}/v1/embeddings", json={"model": "minilm", "input": ["x" * 20_000]}),
         404: httpx.get(f"{server.url}/v1/nothing-here"),
         405: httpx.get(f"{server.url}/v1/embeddings"),

@@ -90,11 +90,13 @@ def test_a_zip_bomb_hits_the_size_limit_after_inflating(server_url: str) -> None
                         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert answer.status_code == 413 and "inflates past the limit" in answer.json()["error"]
     small = httpx.post(f"{server_url}/v1/embeddings", content=gzip.compress(b'{"model": "minilm", "input": "hi"}'),
-                       headers={"Content-Encoding": "gzip"})
+                       headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert small.status_code == 200  # every API takes compressed bodies
-    broken = httpx.post(f"{server_url}/v2/models/tiny/infer", content=b"not gzip", headers={"Content-Encoding": "gzip"})
+    broken = httpx.post(f"{server_url}/v2/models/tiny/infer", content=b"not gzip",
+                        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
     assert broken.status_code == 400 and "not valid gzip" in broken.json()["error"]
-    unknown = httpx.post(f"{server_url}/v2/models/tiny/infer", content=b"{}", headers={"Content-Encoding": "br"})
+    unknown = httpx.post(f"{server_url}/v2/models/tiny/infer", content=b"{}",
+                         headers={"Content-Encoding": "br", "Content-Type": "application/json"})
     assert unknown.status_code == 415
 
 

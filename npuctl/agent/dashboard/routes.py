@@ -39,12 +39,14 @@ DataSource = Callable[[float | None], Awaitable[DashboardData]]
 _MEDIA = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".js": "text/javascript; charset=utf-8"}
 _ASSETS = ("dashboard.js", "dashboard.css")
-# Everything the page loads comes from this server; no inline script, no framing.
+# Everything the page loads comes from this server; no inline script, no framing. `same-origin`, not
+# `no-referrer`: with no-referrer the browser sends `Origin: null` on the login form, which the server's
+# Origin check (serve/guards.py) refuses; other sites still get no referrer.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _FAILED_MARKER = 'id="failed" hidden'
