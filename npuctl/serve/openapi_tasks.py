@@ -7,7 +7,7 @@ from typing import Any
 
 from npuctl.serve.openapi_parts import ANY_OBJECT, NAME, errors, json_body, obj, request
 
-_ERRORS = (400, 404, 413, 429, 503, 504)
+_ERRORS = (400, 404, 408, 413, 415, 429, 503, 504)
 
 
 def task_paths() -> dict[str, Any]:
