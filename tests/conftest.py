@@ -74,3 +74,46 @@ def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> TinyChat:
     """Trained tiny Llama and Qwen2 checkpoints and one store for their NPU builds (tests/tiny_chat.py)."""
     pytest.importorskip("olive")
     return TinyChat(tmp_path_factory.mktemp("tiny-chat"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """The tiny trained models of the rerank, classification and text2text-generation tests, each made on first use
+    and kept for the session."""
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+class TinyModels:
+    """tiny_models["rerank"] (a BERT cross-encoder), ["classification"] (a 3-label BERT), ["no-labels"] (that
+    classifier without id2label), ["text2text-generation"] (a T5): transformers folders."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __getitem__(self, name: str) -> Path:
+        folder = self.root / name
+        if folder.is_dir():
+            return folder
+        from tests.tiny_bert import make_classifier, make_cross_encoder, without_labels
+        from tests.tiny_t5 import make_tiny_t5
+
+        makers = {"rerank": make_cross_encoder, "classification": make_classifier, "text2text-generation": make_tiny_t5,
+                  "no-labels": lambda out: without_labels(self["classification"], out)}
+        work = self.root / f".{name}"
+        work.mkdir()
+        makers[name](work)
+        work.rename(folder)
+        return folder
+
+
+def task_manifest(folder: Path, source: Path, task: str, name: str | None = None, **spec: Any) -> LoadedDeployment:
+    """A manifest for one of the tiny task models (CPU fp32 unless `spec` says otherwise); small buckets."""
+    body = {"model": {"source": f"file:{source}", "task": task}, "precision": "fp32", "targets": ["x-elite"],
+            "shapes": {"sequenceLengths": [32], "maxOutputTokens": 16}, "accuracy": {"samples": 4}} | spec
+    return write_deployment(folder, name or task, body)
+
+
+@pytest.fixture(scope="session")
+def task_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One artifact store for the task models: each export runs once per session."""
+    return Store(tmp_path_factory.mktemp("task-store"))

@@ -71,6 +71,21 @@ def make_static(model: onnx.ModelProto, batch: int, sequence: int) -> onnx.Model
     return static
 
 
+def folded(path: Path) -> onnx.ModelProto:
+    """The static model with everything computed from constants and fixed shapes folded away (onnxruntime's basic,
+    ONNX-only optimizations): e.g. T5's relative position buckets (Log, integer arithmetic), which the HTP refuses."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="npuctl-fold-") as folder:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(Path(folder) / MODEL_FILE)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
 def clamp_mask_constants(model: onnx.ModelProto) -> int:
     """Raise huge negative float constants (attention-mask fill values) to MASK_FLOOR, in place.
     Returns how many tensors changed."""
@@ -89,6 +104,17 @@ def clamp_mask_constants(model: onnx.ModelProto) -> int:
         tensor.CopyFrom(numpy_helper.from_array(np.maximum(values, MASK_FLOOR).astype(values.dtype), tensor.name))
         changed += 1
     return changed
+
+
+def read_inputs(model_path: Path) -> tuple[list[InputSpec], bool]:
+    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return inputs_of(model), has_sequence_axis(model)
+
+
+def fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
+                 for axis, d in enumerate(shape))
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:

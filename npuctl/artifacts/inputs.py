@@ -14,6 +14,10 @@ from npuctl.artifacts.graphs import InputSpec
 from npuctl.schema.models import Calibration, DeploymentSpec, Task
 
 Feed = dict[str, np.ndarray[Any, Any]]
+Text = str | tuple[str, str]
+"""One text, or a (query, document) pair for a cross-encoder."""
+TEXT_TASKS = (Task.EMBEDDINGS, Task.RERANK, Task.CLASSIFICATION, Task.TEXT2TEXT_GENERATION)
+"""Tasks whose models take tokenized text: calibrated and verified on sentences, not random tensors."""
 
 CALIBRATION_SEED, HELD_OUT_SEED = 0, 1
 
@@ -90,7 +94,7 @@ def held_out_texts(samples: int, calibration: Sequence[str]) -> list[str]:
     return [t for t in HELD_OUT_CORPUS if t not in used][:samples]
 
 
-def text_feeds(tokenizer_file: Path, specs: Sequence[InputSpec], texts: Sequence[str]) -> list[Feed]:
+def text_feeds(tokenizer_file: Path, specs: Sequence[InputSpec], texts: Sequence[Text]) -> list[Feed]:
     """Tokenize into feeds of the static model's inputs (input_ids, attention_mask, token_type_ids), padded to
     its sequence length. The last batch is filled up by repeating its first text."""
     from tokenizers import Tokenizer
@@ -152,11 +156,11 @@ def feeds_digest(feeds: Sequence[Feed]) -> str:
 
 
 def calibration_texts_for(spec: DeploymentSpec, base_dir: Path) -> list[str]:
-    """The texts an embeddings deployment is calibrated on; none for tensor models (seeded random inputs)."""
-    if spec.model.task is not Task.EMBEDDINGS:
+    """The texts a text model is calibrated on; none for tensor models (seeded random inputs)."""
+    if spec.model.task not in TEXT_TASKS:
         if spec.calibration.texts or spec.calibration.file:
-            raise BuildError("quantize", "calibration texts need task: embeddings; tensor models are "
-                             "calibrated with seeded random inputs")
+            raise BuildError("quantize", "calibration texts need a text task (embeddings, rerank, classification, "
+                             "text2text-generation); tensor models are calibrated with seeded random inputs")
         return []
     return calibration_texts(spec.calibration, base_dir)
 
@@ -171,7 +175,7 @@ def held_out_feeds(spec: DeploymentSpec, specs: list[InputSpec], tokenizer: Path
     """Inputs for verify, none of them calibrated on."""
     samples = spec.accuracy.samples
     texts = held_out_texts(samples, calibration)
-    if spec.model.task is Task.EMBEDDINGS and not texts:
+    if spec.model.task in TEXT_TASKS and not texts:
         raise BuildError("verify", "every built-in held-out sentence is in the calibration set; "
                          "accuracy must be measured on inputs that were not calibrated on")
     return _feeds(spec, specs, tokenizer, texts, samples, HELD_OUT_SEED, "verify")
@@ -179,9 +183,14 @@ def held_out_feeds(spec: DeploymentSpec, specs: list[InputSpec], tokenizer: Path
 
 def _feeds(spec: DeploymentSpec, specs: list[InputSpec], tokenizer: Path | None, texts: list[str], count: int,
            seed: int, step: str) -> list[Feed]:
-    if spec.model.task is not Task.EMBEDDINGS:
+    if spec.model.task not in TEXT_TASKS:
         return random_feeds(specs, count, seed)
     if tokenizer is None:
-        raise BuildError(step, "no tokenizer.json in the model folder: an embeddings model needs one "
+        raise BuildError(step, f"no tokenizer.json in the model folder: a {spec.model.task.value} model needs one "
                          "(set spec.model.tokenizer)")
-    return text_feeds(tokenizer, specs, texts)
+    return text_feeds(tokenizer, specs, pairs(texts) if spec.model.task is Task.RERANK else texts)
+
+
+def pairs(texts: Sequence[str]) -> list[Text]:
+    """Query-document pairs for a cross-encoder: each text with the next one (the last with the first)."""
+    return [(text, texts[(i + 1) % len(texts)]) for i, text in enumerate(texts)]

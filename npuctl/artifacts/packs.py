@@ -12,11 +12,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from npuctl.artifacts import wrappers
 from npuctl.artifacts.errors import BuildError
 from npuctl.runtime.compat import CompatInfo, sdk_of
+from npuctl.schema.models import Target
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, describe_soc
+
+if TYPE_CHECKING:
+    from npuctl.artifacts.sources import ResolvedSource
 
 PRECOMPILED = "precompiled"
 WRAPPER_FILE = "model_ctx.onnx"
@@ -183,3 +188,19 @@ def _bucket_of_wrapper(wrapper: Path) -> int:
     inputs = onnx.load(str(wrapper), load_external_data=False).graph.input
     dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
     return dims[1] if len(dims) > 1 else 0
+
+
+def why_not_compiled(targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
+                     entries: list[PackEntry]) -> str:
+    """Why `targets` get no context binary: what the pack holds and what would fix it."""
+    from npuctl.artifacts.sources import buildable  # sources reads packs: imported here, not at the top
+
+    wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
+    has = f"{pack.uri} holds {holds(entries)}" if pack else "there is no prebuilt pack"
+    if model is None:
+        fix = "give a buildable source too (spec.model.source, with the pack in spec.build.prebuilt.source)"
+    elif not buildable(model):
+        fix = f"spec.model.source {model.uri} is {model.format.value}, which can't be compiled here"
+    else:
+        fix = "build.strategy is prebuilt: use auto to compile what the pack lacks"
+    return f"no context binary for {wanted}: {has}; {fix}"

@@ -11,9 +11,10 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import aihub, export, fetch, generation, graphs, inputs, packs, quantize, verify
+from npuctl.artifacts import aihub, decoder_steps, export, fetch, generation, graphs, inputs, measure, packs
+from npuctl.artifacts import quantize, seq2seq, verify
 from npuctl.artifacts.graphs import MODEL_FILE
-from npuctl.artifacts.errors import AccuracyError, BuildError, NotBuiltError
+from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import (
     AccuracyResult,
     BuildResult,
@@ -26,12 +27,11 @@ from npuctl.artifacts.result import (
 from npuctl.artifacts.sources import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
-from npuctl.runtime import pooling
+from npuctl.runtime import pooling, scoring
 from npuctl.schema.loader import LoadedDeployment
-from npuctl.schema.models import Format, Metric, ModelDeployment, Precision, Strategy, Target, Task
-from npuctl.schema.targets import describe_soc
+from npuctl.schema.models import Format, ModelDeployment, Precision, Strategy, Target, Task
 
-DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05}
+SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
 
 
 def build_deployment(
@@ -133,6 +133,8 @@ class _Build:
         self.for_soc = for_soc
         self.aihub_credentials = aihub_credentials
         self.model_dir: Path | None = None
+        self.export: Record | None = None
+        """The export step's record (an encoder-decoder's decoder is in it)."""
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
@@ -149,7 +151,7 @@ class _Build:
         from_pack = {t.name: packs.for_soc(entries, t.soc_model or 0, pack.uri) for t in targets} if pack else {}
         to_compile = [t for t in targets if not from_pack.get(t.name)]
         if to_compile and not compilable and self.spec.precision is not Precision.FP32:
-            raise BuildError("prebuilt", self._why_not_compiled(to_compile, model, pack, entries))
+            raise BuildError("prebuilt", packs.why_not_compiled(to_compile, model, pack, entries))
         fp32 = self._fp32(model, resolve_runs[0]) if model is not None and buildable(model) else None
         self.model_dir = fp32.model_dir if fp32 else pack.folder if pack else None
         tokenizer = self._tokenizer(self.model_dir)
@@ -158,7 +160,7 @@ class _Build:
             for entry in from_pack.get(target.name, []):
                 artifacts.append(self._import(target, entry, pack, resolve_runs))  # type: ignore[arg-type]
         if fp32 is not None and to_compile and self.spec.precision is not Precision.FP32:
-            specs, sequence_axis = _inputs(fp32.path)
+            specs, sequence_axis = graphs.read_inputs(fp32.path)
             buckets = self.spec.shapes.sequence_lengths if sequence_axis else [0]
             for bucket in buckets:
                 try:
@@ -210,18 +212,6 @@ class _Build:
             return mine or targets
         return [Target.model_validate({"socModel": self.for_soc})]
 
-    def _why_not_compiled(self, targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
-                          entries: list[packs.PackEntry]) -> str:
-        wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
-        has = f"{pack.uri} holds {packs.holds(entries)}" if pack else "there is no prebuilt pack"
-        if model is None:
-            fix = "give a buildable source too (spec.model.source, with the pack in spec.build.prebuilt.source)"
-        elif not buildable(model):
-            fix = f"spec.model.source {model.uri} is {model.format.value}, which can't be compiled here"
-        else:
-            fix = "build.strategy is prebuilt: use auto to compile what the pack lacks"
-        return f"no context binary for {wanted}: {has}; {fix}"
-
     def _import(self, target: Target, entry: packs.PackEntry, pack: ResolvedSource,
                 resolve_runs: tuple[StepRun, ...]) -> NpuArtifact:
         relative = entry.path.relative_to(pack.folder).as_posix()
@@ -246,11 +236,21 @@ class _Build:
             return _Fp32(source.path, source.digest, source.folder, (resolve_run,))
         parameters = {"opset": export.OPSET, "torch": dist_version("torch"),
                       "transformers": dist_version("transformers")}
+        head = self.spec.model.task in SCORING_TASKS
+        if head:  # embeddings keep their keys: the parameter is only there for heads
+            parameters["head"] = "sequence-classification"
+        if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
+            parameters["max_output_tokens"] = self.spec.shapes.max_output_tokens
 
         def work(out: Path) -> dict[str, Any]:
-            return {"input_names": export.export_transformers(source.path, out)}
+            if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
+                return seq2seq.export_seq2seq(source.path, out, self.spec.shapes.max_output_tokens)
+            if self.spec.model.task is Task.CLASSIFICATION:
+                _labels(source.folder)  # before loading: transformers would give a head without labels 2 random ones
+            return {"input_names": export.export_transformers(source.path, out, head=head)}
 
         record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
+        self.export = record
         return _Fp32(record.path(MODEL_FILE), record.digest, record.folder, (resolve_run, run))
 
     def _tokenizer(self, model_dir: Path | None) -> Path | None:
@@ -275,22 +275,28 @@ class _Build:
         static, static_run = run("static-shapes", {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
                                  static_work, bucket=bucket)
 
+        fold = self.spec.model.task is Task.TEXT2TEXT_GENERATION  # T5's position buckets: Log and integer math
+
         def fixes_work(out: Path) -> dict[str, Any]:
-            model = onnx.load(str(static.path(MODEL_FILE)))
+            model = graphs.folded(static.path(MODEL_FILE)) if fold else onnx.load(str(static.path(MODEL_FILE)))
             clamped = graphs.clamp_mask_constants(model)
             graphs.save(model, out / MODEL_FILE)
             return {"clamped_mask_constants": clamped}
 
-        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, {"mask_floor": graphs.MASK_FLOOR},
-                               fixes_work, bucket=bucket)
+        fixes = {"mask_floor": graphs.MASK_FLOOR} | ({"fold_constants": True} if fold else {})
+        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, fixes, fixes_work, bucket=bucket)
         def preprocess_work(out: Path) -> dict[str, Any]:
             quantize.preprocess(fixed.path(MODEL_FILE), out / MODEL_FILE)
             return {}
 
         pre, pre_run = run("preprocess", {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
-        static_specs = [graphs.InputSpec(s.name, s.dtype, _fixed_shape(s.shape, batch, bucket)) for s in specs]
+        static_specs = [graphs.InputSpec(s.name, s.dtype, graphs.fixed_shape(s.shape, batch, bucket)) for s in specs]
         calibration_texts = inputs.calibration_texts_for(self.spec, self.base_dir)
         steps = [*fp32.steps, static_run, fixes_run, pre_run]
+        decoder = None
+        if self.spec.model.task is Task.TEXT2TEXT_GENERATION and self.export is not None:
+            decoder, decoder_run = decoder_steps.static_decoder(self.runner, self.export, bucket)
+            steps.append(decoder_run)
         compile_input, qdq = pre, None
         if self.spec.precision in quantize.QUANT_TYPES:
             feeds = inputs.calibration_feeds(self.spec, static_specs, tokenizer, calibration_texts)
@@ -307,7 +313,8 @@ class _Build:
         artifacts = []
         for target in targets:
             try:
-                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps)))
+                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps),
+                                              decoder))
             except NotBuiltError as exc:
                 if not self.partial:
                     raise
@@ -315,7 +322,8 @@ class _Build:
         return artifacts
 
     def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
-                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...]) -> NpuArtifact:
+                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...],
+                decoder: Record | None) -> NpuArtifact:
         soc, arch, name = target.soc_model or 0, target.htp_arch, target.name
         precision = self.spec.precision
         fp16 = precision is Precision.FP16
@@ -339,35 +347,36 @@ class _Build:
                 "compile", {"model": compile_input.digest},
                 facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
                 compile_work, target=name, bucket=bucket)
-        metric = self.spec.accuracy.metric or (Metric.COSINE if self.spec.model.task is Task.EMBEDDINGS
-                                               else Metric.MAX_ABS_ERROR)
-        threshold = self.spec.accuracy.threshold
-        threshold = DEFAULT_THRESHOLDS[metric] if threshold is None else threshold
+        task = self.spec.model.task
+        if decoder is not None:
+            decoder, decoder_run = decoder_steps.compile_decoder(self.runner, decoder, facts, name, bucket,
+                                                                 self.spec.build.optimization_level)
+            steps = (*steps, decoder_run)
+        metric, threshold = verify.bar(self.spec)
         pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
-                if self.spec.model.task is Task.EMBEDDINGS else None)
+                if task is Task.EMBEDDINGS else None)
+        head = _labels(self.model_dir) if task is Task.CLASSIFICATION else None
 
         def verify_work(out: Path) -> dict[str, Any]:
-            measured = verify.measure(compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE), held_out,
-                                      soc_model=soc, fp16=fp16, metric=metric, pool=pool)
-            if not measured.passes(threshold):
-                relation = "below the required" if metric is Metric.COSINE else "above the allowed"
-                raise AccuracyError(
-                    f"{metric.value} {measured.value:.6f} on {name} ({precision.value}, bucket {bucket}) is "
-                    f"{relation} {threshold} (spec.accuracy.threshold)",
-                    metric=metric.value, value=measured.value, threshold=threshold)
+            measured = measure.measure(self.spec, compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE),
+                                       held_out, self.model_dir, soc_model=soc, fp16=fp16, pool=pool, head=head,
+                                       decoder=decoder_steps.decoder_context(decoder))
+            verify.check(measured, threshold, self.spec.accuracy.min_agreement, f"{name} ({precision.value}, bucket {bucket})")
             # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
             coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))
             return facts | {
                 "accuracy": {"metric": metric.value, "value": measured.value, "mean": measured.mean,
-                             "threshold": threshold, "samples": measured.samples},
+                             "threshold": threshold, "samples": measured.samples, "agreement": measured.agreement},
                 "npu_coverage": coverage, "coverage": measured.coverage.as_dict(),
             }
 
         verify_params = {"metric": metric.value, "threshold": threshold, "soc_model": soc, "fp16": fp16,
                          "pooling": [pool.mode.value, pool.normalize] if pool else None}
+        if task in SCORING_TASKS:
+            verify_params["min_agreement"] = self.spec.accuracy.min_agreement
         verified, verify_run = self.runner.run(
             "verify", {"context": compiled.digest, "reference": reference.digest,
-                       "held_out": inputs.feeds_digest(held_out)},
+                       "held_out": inputs.feeds_digest(held_out)} | ({"decoder": decoder.digest} if decoder else {}),
             verify_params, verify_work, target=name, bucket=bucket)
         accuracy = verified.details["accuracy"]
         return NpuArtifact(
@@ -376,11 +385,12 @@ class _Build:
             context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
             qdq_model=qdq.path(MODEL_FILE) if qdq else None, static_model=fixed.path(MODEL_FILE),
             accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
-                                    accuracy["mean"], accuracy["samples"]),
+                                    accuracy["mean"], accuracy["samples"], accuracy.get("agreement")),
             npu_coverage=verified.details["npu_coverage"], qnn_sdk=compiled.details.get("qnn_sdk_compiled") or sdk,
             files=compiled.files, steps=(*steps, compile_run, verify_run),
             origin="aihub" if compiled.step == "aihub-compile" else "local",
             compatibility=compiled.details.get("ep_compatibility_info"),
+            decoder=decoder_steps.decoder_context(decoder), decoder_refused=decoder.details.get("refused") if decoder else None,
         )
 
 
@@ -396,12 +406,8 @@ def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> l
     return list({id(known[n]): known[n] for n in names}.values())
 
 
-def _inputs(model_path: Path) -> tuple[list[graphs.InputSpec], bool]:
-    """The model's inputs, and whether it has a sequence axis (read once; the model is not kept)."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    return graphs.inputs_of(model), graphs.has_sequence_axis(model)
-
-
-def _fixed_shape(shape: tuple[int | str | None, ...], batch: int, sequence: int) -> tuple[int | str | None, ...]:
-    return tuple(d if isinstance(d, int) and d > 0 else batch if axis == 0 else sequence if axis == 1 else d
-                 for axis, d in enumerate(shape))
+def _labels(model_dir: Path | None) -> scoring.Head:
+    try:
+        return scoring.read_head(model_dir, need_labels=True)
+    except scoring.HeadError as exc:
+        raise BuildError("export", str(exc)) from exc

@@ -65,9 +65,12 @@ class AccuracyResult:
     threshold: float
     mean: float
     samples: int
+    agreement: float | None = None
+    """Rerank, classification, text2text-generation: share of held-out comparisons that agree with fp32."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "value": self.value, "threshold": self.threshold}
+        agreement = {} if self.agreement is None else {"agreement": self.agreement}
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold} | agreement
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ class NpuArtifact:
     generation: GenerationReport | None = None
     """Text generation: the greedy comparison and the stage placement of the decoder-pipeline pack (whose
     first context wrapper is `context_model`)."""
+    decoder: Path | None = None
+    """text2text-generation: the one-step decoder's EPContext wrapper for this bucket (None: it runs on the CPU)."""
+    decoder_refused: str | None = None
+    """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
     def status(self) -> ArtifactStatus:
         """What status shows of it."""
@@ -151,7 +158,8 @@ class NpuArtifact:
             "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
             "steps": [s.as_dict() for s in self.steps],
             **({"generation": self.generation.as_dict()} if self.generation else {}),
-        }
+        } | ({"decoder": str(self.decoder) if self.decoder else None, "decoder_refused": self.decoder_refused}
+             if self.decoder or self.decoder_refused else {})
 
 
 @dataclass(frozen=True)
@@ -189,7 +197,7 @@ def artifacts_of(result: BuildResult) -> Artifacts:
     """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
     binaries = tuple(
         ContextBinary(a.soc_model, a.bucket or None, a.context_model,
-                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility))
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused)
         for a in result.artifacts
     )
     return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)

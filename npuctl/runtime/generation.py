@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -64,6 +64,55 @@ class Step:
     top: tuple[tuple[int, float], ...] = ()
 
 
+class TextGenerator(Protocol):
+    """What the generation queue and the chat API need of a loaded text generator (this module's GenerationModel,
+    npuctl.runtime.seq2seq's encoder-decoders)."""
+
+    @property
+    def tokenizer(self) -> PromptTokenizer: ...
+
+    @property
+    def info(self) -> RunInfo: ...
+
+    @property
+    def slots(self) -> int:
+        """Generations that may run at once."""
+        ...
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]: ...
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt, in tokens."""
+        ...
+
+    @property
+    def context_length(self) -> int:
+        """Tokens of a prompt and its answer together."""
+        ...
+
+    def room(self, prompt_tokens: int) -> int:
+        """How many tokens may be generated after a prompt this long."""
+        ...
+
+    @property
+    def guided(self) -> bool:
+        """Whether generation can be constrained to a grammar."""
+        ...
+
+    @property
+    def model_type(self) -> str:
+        """The architecture (config.json's model_type: llama, t5, ...)."""
+        ...
+
+    def tokens(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[int]: ...
+
+    def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]: ...
+
+    def close(self) -> None: ...
+
+
 class GenerationModel:
     """One loaded onnxruntime-genai model. `slots` generators may run at once: one on a single-stream NPU
     pipeline, more on the CPU."""
@@ -75,6 +124,12 @@ class GenerationModel:
         self.info = info
         self.slots = slots
         self.context_length = pack.context_length
+        self.eos_token_ids = frozenset(pack.eos_token_ids)
+        self.max_prompt_tokens = self.context_length - 1
+        self.model_type = pack.model_type
+
+    def room(self, prompt_tokens: int) -> int:
+        return self.context_length - prompt_tokens
 
     @property
     def guided(self) -> bool:
@@ -127,7 +182,7 @@ class GenerationModel:
                 generator.generate_next_token()
                 produced += 1
                 token = int(generator.get_next_tokens()[0])
-                yield Step(token) if logits is None else _step(token, logits, sampling.logprobs or 0)
+                yield Step(token) if logits is None else step_of(token, logits, sampling.logprobs or 0)
         finally:
             del generator  # frees its KV cache now, not at the next garbage collection
 
@@ -135,7 +190,8 @@ class GenerationModel:
         self._model = None
 
 
-def _step(token: int, logits: Any, top: int) -> Step:
+def step_of(token: int, logits: Any, top: int) -> Step:
+    """A generated token with its log probability and the `top` most likely tokens, from the logits it was drawn from."""
     shifted = logits.astype(np.float64) - float(logits.max())
     logprobs = shifted - math.log(float(np.exp(shifted).sum()))
     best = np.argsort(-logprobs)[:top]

@@ -37,6 +37,8 @@ class Reason(StrEnum):
     SESSION_FAILED = "SessionFailed"
     NOT_ON_NPU = "NotOnNPU"
     NO_TOKENIZER = "NoTokenizer"
+    NO_LABELS = "NoLabels"
+    """A classifier whose config.json does not name its labels (id2label)."""
 
 
 class NotServable(NpuctlError):
@@ -58,6 +60,10 @@ class ContextBinary:
     path: Path
     compat: compat.CompatInfo | None = None
     """What its wrapper says it was built for (SoC, QNN SDK), checked against the host before loading."""
+    decoder: Path | None = None
+    """text2text-generation: the wrapper of the one-step decoder compiled for this encoder bucket, if the HTP took it."""
+    decoder_refused: str | None = None
+    """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
 
 @dataclass(frozen=True)

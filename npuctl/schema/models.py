@@ -54,6 +54,9 @@ class Task(StrEnum):
     EMBEDDINGS = "embeddings"
     TEXT_GENERATION = "text-generation"
     TENSOR = "tensor"
+    RERANK = "rerank"
+    CLASSIFICATION = "classification"
+    TEXT2TEXT_GENERATION = "text2text-generation"
 
 
 class Pooling(StrEnum):
@@ -76,6 +79,7 @@ class Precision(StrEnum):
 class Metric(StrEnum):
     COSINE = "cosine"
     MAX_ABS_ERROR = "max_abs_error"
+    AGREEMENT = "agreement"
 
 
 class Strategy(StrEnum):
@@ -152,7 +156,7 @@ class ModelSource(Spec):
     weights), an EPContext pack (wrapper ONNX + .bin), an onnxruntime-genai folder, or a .gguf file
     (text generation: F32, F16, BF16, Q8_0 or Q4_0 tensors, dequantized before building)."""
     task: Annotated[Task, _BY_VALUE] = Task.EMBEDDINGS
-    """What the model is served for: text embeddings, text generation, or raw tensors in and out."""
+    """Served as: embeddings, text-generation, tensor, rerank (/v1/rerank), classification, text2text-generation (T5)."""
     tokenizer: str | None = None
     """Tokenizer file relative to the source (default: the source's tokenizer.json)."""
     pooling: Annotated[Pooling, _BY_VALUE] = Pooling.AUTO
@@ -180,6 +184,8 @@ class Shapes(Spec):
     """Static batch size of the NPU graphs."""
     sequence_lengths: list[Annotated[int, Field(ge=1, le=32768)]] = Field([128], min_length=1)
     """Sequence-length buckets: one static NPU graph each. A request goes to the smallest bucket it fits."""
+    max_output_tokens: int = Field(64, ge=1, le=4096)
+    """text2text-generation: the most tokens one answer may have (the decoder's fixed self-attention length)."""
 
     @field_validator("sequence_lengths")
     @classmethod
@@ -198,10 +204,12 @@ class Calibration(Spec):
 
 class Accuracy(Spec):
     metric: Annotated[Metric, _BY_VALUE] | None = None
-    """How the built model is compared to the fp32 reference: `cosine` of the pooled embeddings
-    (default for embeddings) or `max_abs_error` of the outputs (default for tensors)."""
+    """How the built model is compared to fp32: `cosine` of pooled embeddings (embeddings' default), `max_abs_error` of
+    outputs, scores or probabilities (others'), `agreement`: share of identical greedy answers (text2text's)."""
     threshold: float | None = None
-    """Minimum cosine, or maximum absolute error. Default: 0.98 cosine, 0.05 max_abs_error."""
+    """Minimum cosine or agreement, or maximum absolute error. Default: 0.98, 0.05 max_abs_error, 1.0 agreement."""
+    min_agreement: float = Field(0.9, ge=0, le=1)
+    """Rerank, classification: least share of held-out checks agreeing with fp32 (pairs' order; top label)."""
     samples: int = Field(8, ge=1, le=1000)
     """Held-out inputs (never the calibration inputs) to measure on."""
     tokens: int = Field(16, ge=1, le=1024)

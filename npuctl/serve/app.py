@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.serve.chat_api import chat_routes
+from npuctl.serve.classify_api import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError, error_response
 from npuctl.serve.guards import WebGuard, WebPolicy
@@ -21,6 +22,7 @@ from npuctl.serve.oip import oip_routes
 from npuctl.serve.ollama_api import ollama_routes
 from npuctl.serve.openai_api import openai_routes
 from npuctl.serve.openapi import openapi
+from npuctl.serve.rerank_api import rerank_routes
 from npuctl.serve.registry import ModelRegistry
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
@@ -53,7 +55,8 @@ def create_app(
 
     app = Starlette(
         # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
-        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *oip_routes(ctx), *ollama_routes(ctx),
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx),
+                *oip_routes(ctx), *ollama_routes(ctx),
                 Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,

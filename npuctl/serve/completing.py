@@ -23,8 +23,11 @@ def checked_prompt(model: GenerationService, ids: list[int], max_tokens: int | N
         raise ApiError(400, f"the {what} are {len(ids)} tokens; this model accepts at most "
                        f"{min(limit, context - 1)} input tokens (its context is {context} tokens)",
                        param=what, code="context_length_exceeded")
-    room = context - len(ids)
+    room = min(context - len(ids), model.model.room(len(ids)))
     if max_tokens is not None and max_tokens > room:
+        if room < context - len(ids):  # an encoder-decoder: answers have a length of their own
+            raise ApiError(400, f"this model's answers have at most {room} tokens (spec.shapes.maxOutputTokens), "
+                           f"not {max_param} {max_tokens}", param=max_param, code="context_length_exceeded")
         raise ApiError(400, f"this model's context is {context} tokens: {len(ids)} in the {what} leave room for "
                        f"{room} generated tokens, not {max_param} {max_tokens}",
                        param=max_param, code="context_length_exceeded")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from npuctl.runtime.generation import GenerationModel, Sampling, Step
+from npuctl.runtime.generation import Sampling, Step, TextGenerator
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
@@ -137,7 +137,7 @@ class Generation:
                 now = time.perf_counter()
                 took, self.last_token_at = now - (self.last_token_at or started), now
                 self.first_token_at = self.first_token_at or self.last_token_at
-                if token in model.pack.eos_token_ids:
+                if token in model.eos_token_ids:
                     reason = FinishReason.STOP
                     break
                 self.completion_tokens += 1
@@ -208,7 +208,7 @@ class Generation:
 
 
 class GenerationQueue:
-    def __init__(self, name: str, model: GenerationModel, *, slots: int, queue_limit: int) -> None:
+    def __init__(self, name: str, model: TextGenerator, *, slots: int, queue_limit: int) -> None:
         self.name = name
         self.model = model
         self.slots = slots

@@ -15,9 +15,12 @@ import numpy.typing as npt
 
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
-from npuctl.runtime.generation import GenerationModel
+from npuctl.runtime.generation import GenerationModel, TextGenerator
 from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
+from npuctl.runtime.scoring import Logits, ScoringModel
+from npuctl.runtime.seq2seq import Seq2SeqModel
+from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.serve.batching import Batcher
@@ -186,6 +189,28 @@ class EmbeddingService(_Running):
                                 self._release)
 
 
+class ScoringService(_Running):
+    """A reranker or classifier: token rows (query-document pairs, or texts) batched like embeddings."""
+
+    batcher: Batcher[Tokens, Logits]
+
+    def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None) -> None:
+        serve = deployment.spec.serve
+        batcher: Batcher[Tokens, Logits] = Batcher(
+            deployment.public_name, model.logits,
+            max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
+        )
+        super().__init__(deployment, model, batcher, release)
+        self.model = model
+        self.task = deployment.spec.model.task
+        self.truncate = serve.truncate
+
+    def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
+        self._handed_over = True
+        return ScoringService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)),
+                              self._release)
+
+
 class TensorService(_Running):
     batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
 
@@ -207,16 +232,17 @@ class TensorService(_Running):
 class GenerationService(ServedModel):
     """A text-generation model behind its generation queue."""
 
-    def __init__(self, deployment: ModelDeployment, model: GenerationModel) -> None:
+    def __init__(self, deployment: ModelDeployment, model: TextGenerator) -> None:
         info = model.info
+        pack_stages = model.pack.stages if isinstance(model, GenerationModel) else ()
         stages = tuple(StageStatus(s.name, info.where.value if s.on_qnn else Where.CPU.value, s.nodes)
-                       for s in model.pack.stages)
+                       for s in pack_stages)
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
                                                  info.npu_coverage, stages))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)
-        self.max_input_tokens = min(serve.max_input_tokens or model.context_length, model.context_length)
+        self.max_input_tokens = min(serve.max_input_tokens or model.max_prompt_tokens, model.max_prompt_tokens)
         self._handed_over = False
 
     @property
@@ -246,8 +272,10 @@ def serve_loaded(deployment: ModelDeployment, model: LoadedModel, release: Relea
     closing the model when the served model closes (for sessions that other deployments share)."""
     if isinstance(model, EmbeddingModel):
         return EmbeddingService(deployment, model, release)
-    if isinstance(model, GenerationModel):
+    if isinstance(model, GenerationModel | Seq2SeqModel):
         return GenerationService(deployment, model)
+    if isinstance(model, ScoringModel):
+        return ScoringService(deployment, model, release)
     return TensorService(deployment, model, release)
 
 

@@ -22,6 +22,7 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import answered, check_json_type, read_body
 from npuctl.serve.limits import check_rows, check_tokens
+from npuctl.serve.task_metadata import task_metadata
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip_binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip_repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
@@ -66,6 +67,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             "inputs": [_meta(spec) for spec in inputs],
             "outputs": [_meta(spec) for spec in outputs],
             "status": model.status.as_dict() | ({} if ctx.shows_details(request) else {"message": HIDDEN}),
+            **task_metadata(model),
         })
 
     async def model_ready(request: Request) -> Response:

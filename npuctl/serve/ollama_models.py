@@ -77,7 +77,7 @@ def _capabilities(model: ServedModel) -> list[str]:
 
 def _architecture(model: ServedModel) -> str:
     if isinstance(model, GenerationService):
-        return model.model.pack.model_type
+        return model.model.model_type
     return FORMAT  # an ONNX graph; npuctl does not tell encoder architectures apart
 
 

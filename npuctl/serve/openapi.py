@@ -9,6 +9,7 @@ from typing import Any
 
 from npuctl import __version__
 from npuctl.serve.openapi_parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi_tasks import task_paths
 from npuctl.serve.openapi_v2 import control_paths, metrics_paths, oip_paths, ollama_paths
 
 _GENERATION: dict[str, Any] = {
@@ -56,7 +57,7 @@ _COMPLETIONS_ONLY = {
 
 def openapi(*, control: bool = False) -> dict[str, Any]:
     """The document for `npuctl serve`, or with `control` for an agent (its control API on the same port)."""
-    paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths()}
+    paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths(), **task_paths()}
     title = "npuctl agent" if control else "npuctl serve"
     document: dict[str, Any] = {
         "openapi": "3.0.3",

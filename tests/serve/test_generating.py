@@ -22,7 +22,7 @@ class GatedModel:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.tokenizer = SimpleNamespace(decode=lambda ids: "x" * len(ids))
-        self.pack = SimpleNamespace(eos_token_ids=frozenset({0}))
+        self.eos_token_ids = frozenset({0})
 
     def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
         while not cancel.is_set() and not self.gate.wait(0.005):

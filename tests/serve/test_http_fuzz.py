@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -44,7 +44,8 @@ serve_schema = schemathesis.openapi.from_dict(openapi())
 agent_schema = schemathesis.openapi.from_dict(openapi(control=True))
 BODY_DEPENDS_ON_THE_MODEL = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat",
                              "/api/generate", "/api/embed", "/api/embeddings", "/v2/models/{name}/infer",
-                             "/v2/models/{name}/versions/{version}/infer", "/agent/v1/manifests/{file}"}
+                             "/v2/models/{name}/versions/{version}/infer", "/agent/v1/manifests/{file}",
+                             "/v1/rerank", "/rerank", "/v1/classify", "/classify"}
 MODEL_DEPENDENT = (
     # the model's signature (tensor names, datatypes, shapes), vocabulary, context and dimensions
     "not an input of this model", "is missing", "has shape", "has datatype", "values; shape", "needs 'data'",
@@ -56,13 +57,14 @@ MODEL_DEPENDENT = (
     "only allowed with stream: true", "needs 'logprobs'", "needs 'tools'", "with tools the model may call",
     "is given twice", "names a function twice", "not in 'tools'", "cannot be followed",
     "would need the prompt's log probabilities",
-    "only an assistant message calls tools",
+    "only an assistant message calls tools", "needs string fields", "models serve here",
     # a manifest's YAML content (placed at file:line:col)
     "error(s) in",
 )
 STATUSES: Counter[int] = Counter()
 MODEL_NAMES = ["minilm", "tiny", "agent-tiny"]
-_turn = itertools.count()
+_turns: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
+"""A count per operation: adding an operation to the description does not change the cases of the others."""
 TOKEN: list[str] = []
 
 
@@ -118,7 +120,7 @@ def check(case: schemathesis.Case, url: str, headers: dict[str, str] | None = No
 def name_a_served_model(case: schemathesis.Case) -> None:
     """Half the schema-valid cases name a model that serves, so inference paths run too, not only 404s (a
     schema-invalid case keeps its invalid name)."""
-    turn = next(_turn)
+    turn = next(_turns[f"{case.method} {case.path}"])
     if turn % 2 and case.meta is not None and case.meta.generation.mode.is_positive:
         name = MODEL_NAMES[turn // 2 % len(MODEL_NAMES)]
         for key in ("name", "model"):
