@@ -10,23 +10,17 @@ from typing import Any
 
 import onnx
 
-from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts import aihub, decoder_steps, export, fetch, generation, graphs, inputs, measure, packs
+from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts import quantize, seq2seq, verify
-from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.errors import BuildError, NotBuiltError
-from npuctl.artifacts.result import (
-    AccuracyResult,
-    BuildResult,
-    NpuArtifact,
-    ProgressCallback,
-    StepEvent,
-    StepRun,
-    StepState,
-)
+from npuctl.artifacts.graphs import MODEL_FILE
+from npuctl.artifacts.result import AccuracyResult, BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun
+from npuctl.artifacts.result import StepState
 from npuctl.artifacts.sources import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
+from npuctl.artifacts.targets import targets_of
 from npuctl.runtime import pooling, scoring
 from npuctl.schema.loader import LoadedDeployment
 from npuctl.schema.models import Format, ModelDeployment, Precision, Strategy, Target, Task
@@ -72,7 +66,7 @@ def build_deployment(
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
                    aihub_credentials=aihub_credentials, compile_prebuilt=publishing or fetch_only)
     try:
-        return build.run(_pick_targets(deployment, targets))
+        return build.run(targets_of(deployment, targets))
     finally:
         for source in runner.published:
             source.close()
@@ -392,18 +386,6 @@ class _Build:
             compatibility=compiled.details.get("ep_compatibility_info"),
             decoder=decoder_steps.decoder_context(decoder), decoder_refused=decoder.details.get("refused") if decoder else None,
         )
-
-
-def _pick_targets(deployment: ModelDeployment, names: Sequence[str] | None) -> list[Target]:
-    declared = deployment.spec.targets
-    if not names:
-        return list(declared)
-    known = {t.name: t for t in declared} | {f"soc{t.soc_model}": t for t in declared}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise BuildError("resolve", f"{', '.join(unknown)}: not a target of {deployment.name} "
-                         f"(its targets: {', '.join(t.name for t in declared)})")
-    return list({id(known[n]): known[n] for n in names}.values())
 
 
 def _labels(model_dir: Path | None) -> scoring.Head:

@@ -4,7 +4,13 @@ YAML loader that places every error at file:line:col (`loader`), the names two d
 beyond reading manifest files; imports nothing else of npuctl but npuctl.errors."""
 
 from npuctl.schema.errors import ManifestError
-from npuctl.schema.loader import LoadedDeployment, LoadResult, load_file, load_paths, load_text
+from npuctl.schema.loader import (
+    LoadedDeployment,
+    LoadResult,
+    load_file,
+    load_paths,
+    load_text,
+)
 from npuctl.schema.models import (
     API_VERSION,
     KIND,

@@ -82,7 +82,9 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
             result.files.append(file)
             result.errors.extend(one.errors)
             result.deployments.extend(one.deployments)
-    from npuctl.schema.clashes import without_clashes  # clashes builds on this module's types
+    from npuctl.schema.clashes import (
+        without_clashes,  # clashes builds on this module's types
+    )
 
     result.deployments = without_clashes(result.deployments, result.errors)
     return result
