@@ -158,12 +158,17 @@ def test_a_bundle_past_its_expiry_is_refused_and_one_in_effect_is_reported(regis
     poller.poll_registry(follower)
     assert poller.states["fleet"].state == "Rejected" and "expired at" in poller.states["fleet"].message
 
-    push(registry, "expiring", "soon", key, now, expires=now + timedelta(seconds=1))
+    # Expiry times are whole seconds: a fresh clock and a few seconds' room, so the push and the first poll
+    # land before it.
+    created = datetime.now(UTC).replace(microsecond=0)
+    expires = created + timedelta(seconds=5)
+    push(registry, "expiring", "soon", key, created, expires=expires)
     soon = source.model_copy(update={"url": f"oci://{registry.host}/fleet/desired:expiring"})
     poller, follower = SourcePoller([soon], tmp_path, lambda: None), RegistryFollower(soon)
     poller.poll_registry(follower)
-    assert poller.states["fleet"].state == "Synced"
-    time.sleep(1.5)  # the bundle in effect expires; the tag stays where it is
+    assert poller.states["fleet"].state == "Synced", poller.states["fleet"].message
+    # the bundle in effect expires; the tag stays where it is
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
     poller.poll_registry(follower)  # 304: a frozen mirror
     state = poller.states["fleet"]
     assert state.state == "Rejected" and "expired" in state.message and "serves no newer one" in state.message
