@@ -36,8 +36,10 @@ the tests build llama and qwen2."""
 DEFAULT_COSINE = {Precision.W8A16: 0.98, Precision.W4A16: 0.80}
 """Default first-token logits cosine bar. The tiny test models measured 0.9999 at w8a16, 0.92-0.99 at w4a16."""
 DEFAULT_CONTEXT = 4096
-GRAPH_BUDGET = 1 << 30
-"""Weight bytes one graph may hold with `splits: auto`: half of QNN's ~2 GB finalize limit."""
+FINALIZE_LIMIT = 2 << 30
+"""Weight bytes past which QNN fails to finalize a graph on the device (error 1002)."""
+GRAPH_BUDGET = FINALIZE_LIMIT // 2
+"""Weight bytes one graph may hold with `splits: auto`: a margin under the limit for the estimate's error."""
 _WEIGHT_BYTES = {Precision.W8A16: 1.0, Precision.W4A16: 0.5}
 _OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
 _LOG_TAIL = 2000
@@ -127,13 +129,19 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
         raise BuildError("resolve", f"spec.generation.contextLength {context} is longer than the model's context of "
                          f"{limit} tokens ({uri} config.json max_position_embeddings): lower it")
     layers = int(config["num_hidden_layers"])
-    if generation.splits == "auto":
-        per_layer = _layer_parameters(config) * _WEIGHT_BYTES[deployment.spec.precision]
-        splits = min(layers, max(1, math.ceil(per_layer * layers / GRAPH_BUDGET)))
-    else:
-        splits = generation.splits
+    precision = deployment.spec.precision
+    per_layer = _layer_parameters(config) * _WEIGHT_BYTES[precision]
+    fewest = min(layers, max(1, math.ceil(per_layer * layers / GRAPH_BUDGET)))
+    splits = fewest if generation.splits == "auto" else generation.splits
     if splits > layers:
         raise BuildError("resolve", f"spec.generation.splits {splits} is more than the model's {layers} layers")
+    # Refused here, before hours of quantizing, because the x86 prepare finalizes such a graph (2.3 GB was
+    # measured to pass) and only the NPU's own finalize at load time refuses it.
+    largest = math.ceil(layers / splits) * per_layer
+    if largest > FINALIZE_LIMIT:
+        raise BuildError("resolve", f"spec.generation.splits {splits} puts ~{largest / 2**30:.1f} GiB of {precision.value} "
+                         f"weights in one graph, over QNN's ~2 GB finalize limit (error 1002 when the NPU loads it): "
+                         f"set spec.generation.splits to {fewest} or more, or auto")
     return Shape(generation.window, context, int(splits))
 
 

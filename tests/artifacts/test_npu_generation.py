@@ -111,6 +111,22 @@ def test_a_window_or_kv_cache_past_the_models_context_is_refused_naming_the_knob
         tiny_chat.build("tiny-long", "llama", generation={"contextLength": 1024})
 
 
+def test_a_graph_over_qnns_finalize_limit_is_refused_before_any_step_naming_the_splits_to_set(
+        tiny_chat: TinyChat, tmp_path: Path) -> None:
+    # Llama-3.2-3B's shapes: ~2.6 GiB of w8a16 weights in one graph. Qualcomm's x86 prepare finalizes even a
+    # 2.3 GB graph, so the device's error 1002 cannot be produced here: the build refuses the shape up front.
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 3072, "num_attention_heads": 24,
+        "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 8192, "num_hidden_layers": 28,
+        "max_position_embeddings": 131072, "vocab_size": 128256}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BuildError) as refused:
+        tiny_chat.build("llama-3b-one-graph", f"file:{tmp_path}", generation={"splits": 1})
+    assert refused.value.step == "resolve"
+    assert "~2.6 GiB of w8a16 weights in one graph, over QNN's ~2 GB finalize limit" in refused.value.message
+    assert "set spec.generation.splits to 3 or more, or auto" in refused.value.message
+
+
 def test_an_soc_the_qnn_sdk_cannot_compile_for_fails_the_build_naming_the_target(tiny_chat: TinyChat) -> None:
     with pytest.raises(BuildError, match=r"QNN EP took none of the \d+ nodes .* for soc 999.*targets\[\]\.socModel"):
         tiny_chat.build("tiny-soc999", "llama", targets=[{"socModel": 999}])
