@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
 
 from npuctl.errors import NpuctlError
 
@@ -61,6 +62,12 @@ class PromptTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def detokenizer(self) -> Callable[[int], str | None]:
+        """An incremental decoder for one answer (tokenizers' DecodeStream: one short step per token, where
+        decoding a window of tokens twice per token cost 5 µs)."""
+        stream = DecodeStream(skip_special_tokens=True)
+        return lambda token: stream.step(self.tokenizer, token)
 
 
 def _compile(template: str) -> Callable[..., str]:

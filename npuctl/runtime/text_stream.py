@@ -5,66 +5,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-Decode = Callable[[Sequence[int]], str]
-_PARTIAL = "\ufffd"
-"""What a tokenizer decodes an incomplete UTF-8 sequence to."""
+Detokenize = Callable[[int], "str | None"]
+"""An incremental decoder for one answer: a token in, the text it completes out (None while a character is
+unfinished). `PromptTokenizer.detokenizer()` makes one with the tokenizers library's DecodeStream."""
 
 
 class TextStream:
-    def __init__(self, decode: Decode, stop: Sequence[str] = ()) -> None:
-        self._decode = decode
+    def __init__(self, detokenize: Detokenize, stop: Sequence[str] = ()) -> None:
+        self._detokenize = detokenize
         self._stop = [s for s in stop if s]
-        self._ids: list[int] = []
-        # Decoding from a recent offset rather than from the start keeps each step short; text before the
-        # offset is settled (tokenizers join pieces with context, hence one token of overlap).
-        self._prefix = 0
-        self._read = 0
-        self._before: str | None = None
-        self._text = ""
-        self._sent = 0
+        self._held = ""
+        """Text not yet released. Released text never holds the start of a stop string, so only this is searched."""
         self.stopped = False
         """A stop string was generated; the text ends before it."""
-
-    @property
-    def text(self) -> str:
-        """Everything released so far."""
-        return self._text[: self._sent]
 
     def push(self, token: int) -> str:
         """Add one generated token; return the text it releases (often '', never past a stop string)."""
         if self.stopped:
             return ""
-        self._ids.append(token)
-        if self._before is None:  # the settled window's text only changes when the window moves
-            self._before = self._decode(self._ids[self._prefix : self._read])
-        after = self._decode(self._ids[self._prefix :])
-        if len(after) > len(self._before) and not after.endswith(_PARTIAL):
-            self._append(after[len(self._before) :])
-            self._prefix, self._read, self._before = self._read, len(self._ids), None
-        return self._release(final=False)
+        piece = self._detokenize(token)
+        if not piece:
+            return ""
+        self._held += piece
+        hits = [i for i in (self._held.find(s) for s in self._stop) if i >= 0]
+        if hits:
+            self._held = self._held[: min(hits)]
+            self.stopped = True
+        return self._release(self._held_back() if self._stop and not self.stopped else 0)
 
     def finish(self) -> str:
-        """The rest: undecodable bytes left at the end, and text held back as a possible stop string."""
-        if not self.stopped and self._read < len(self._ids):
-            before = self._decode(self._ids[self._prefix : self._read])
-            self._append(self._decode(self._ids[self._prefix :])[len(before) :])
-            self._read = len(self._ids)
-        return self._release(final=True)
+        """The rest: text held back as a possible stop string."""
+        return self._release(0)
 
-    def _append(self, piece: str) -> None:
-        start = max(0, len(self._text) - max((len(s) for s in self._stop), default=0))
-        self._text += piece
-        hits = [i for i in (self._text.find(s, start) for s in self._stop) if i >= 0]
-        if hits:
-            self._text = self._text[: min(hits)]
-            self.stopped = True
-
-    def _release(self, final: bool) -> str:
-        end = len(self._text) if final or self.stopped else len(self._text) - self._held_back()
-        piece = self._text[self._sent : end]
-        self._sent = max(self._sent, end)
+    def _release(self, keep: int) -> str:
+        end = len(self._held) - keep
+        piece, self._held = self._held[:end], self._held[end:]
         return piece
 
     def _held_back(self) -> int:
         """Length of the longest text end that could still grow into a stop string."""
-        return max((k for s in self._stop for k in range(1, len(s)) if self._text.endswith(s[:k])), default=0)
+        return max((k for s in self._stop for k in range(1, len(s)) if self._held.endswith(s[:k])), default=0)

@@ -1,10 +1,11 @@
-"""Dynamic batching: requests from the event loop are merged into batches that one worker thread
-runs, and every result is handed back to the request that asked for it.
+"""Dynamic batching: requests from the event loop are merged into batches that worker threads run,
+and every result is handed back to the request that asked for it.
 
 A lone request runs at once; under load (others already waiting, or the last batch held several
-rows) a batch waits up to the window for more, so batching costs nothing at low load. Each model
-has exactly one worker, which is what a single-stream NPU session needs and what keeps CPU
-inference from oversubscribing the cores.
+rows) a batch waits up to the window for more, so batching costs nothing at low load. A batch is
+formed only when a worker is free, so it holds everyone who came while the others ran. An NPU model
+has one worker (its session is single-stream); a CPU model has two, so that one batch runs while the
+loop answers the last and reads the next: with one, the cores idle through that turn-around.
 
 A session run cannot be interrupted, so no batch holds more than `max_batch` rows: a request larger
 than that runs in slices, and the requests that arrived meanwhile go before its next slice. A small
@@ -58,10 +59,18 @@ class _Job(Generic[In, Out]):
     state: _State = _State.WAITING
     done: int = 0
     """Rows already taken into a batch."""
-    outputs: list[Out] = field(default_factory=list)
+    finished: int = 0
+    """Rows whose outputs came back (slices of one request may run on two workers at once)."""
+    parts: dict[int, Sequence[Out]] = field(default_factory=dict)
+    """Outputs by the offset of the slice they answer."""
+
+    def outputs(self) -> list[Out]:
+        return [out for _, part in sorted(self.parts.items()) for out in part]
 
 
 _STOP = object()
+Slice = tuple[_Job[In, Out], int, int]
+"""A job, the offset of its first row in the batch, and how many of its rows."""
 
 
 class Batcher(Generic[In, Out]):
@@ -80,21 +89,28 @@ class Batcher(Generic[In, Out]):
         max_batch: int,
         window_seconds: float,
         queue_limit: int,
+        workers: int = 1,
     ) -> None:
         self.name = name
         self.max_batch = max_batch
         self.window_seconds = window_seconds
         self.queue_limit = queue_limit
+        self.workers = workers
         self.observer: BatchObserver | None = None
         self._run = run
         self._queue: queue.SimpleQueue[_Job[In, Out] | object] = queue.SimpleQueue()
+        self._batches: queue.SimpleQueue[list[Slice[In, Out]] | object] = queue.SimpleQueue()
+        self._free = threading.Semaphore(workers)
         self._lock = threading.Lock()
         self._waiting = 0
         self._closed = False
         self._batch_seconds = 0.0
         self._last_rows = 0
-        self._worker = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
-        self._worker.start()
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)]
+        self._threads += [threading.Thread(target=self._run_batches, name=f"batcher-{name}-{i}", daemon=True)
+                          for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def waiting(self) -> int:
@@ -130,13 +146,15 @@ class Batcher(Generic[In, Out]):
         self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the worker to finish; True when it has."""
-        self._worker.join(timeout)
-        return not self._worker.is_alive()
+        """Wait for the workers to finish; True when they have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _retry_after(self) -> int:
         # Time to clear the queue at the recent pace, in whole seconds as Retry-After wants.
-        batches = self._waiting / self.max_batch
+        batches = self._waiting / self.max_batch / self.workers
         return max(1, math.ceil(batches * self._batch_seconds))
 
     def _drop(self, job: _Job[In, Out]) -> None:
@@ -154,12 +172,12 @@ class Batcher(Generic[In, Out]):
             return True
 
     def _work(self) -> None:
+        """Form batches, one whenever a worker is free."""
         line: deque[_Job[In, Out]] = deque()
+        unfinished: _Job[In, Out] | None = None
         stopping = False
-        while True:
-            if not line:
-                if stopping:
-                    return
+        while line or unfinished is not None or not stopping:
+            if not line and unfinished is None:
                 first = self._queue.get()
                 if first is _STOP:
                     # Requests queued behind the stop marker still get their answer.
@@ -167,17 +185,29 @@ class Batcher(Generic[In, Out]):
                     continue
                 assert isinstance(first, _Job)
                 line.append(first)
+            self._free.acquire()
             stopping = self._drain(line) or stopping
-            busy = len(line) > 1 or self._last_rows > 1
-            if busy and not stopping and self.window_seconds > 0:
-                stopping = self._wait_for_more(line)
-            batch, unfinished = self._next_batch(line)
-            if batch:
-                self._run_batch(batch)
-            # Who arrived while that batch ran goes before the sliced request's next turn.
-            stopping = self._drain(line) or stopping
+            # Who arrived while the last batch ran goes before the sliced request's next turn.
             if unfinished is not None:
                 line.append(unfinished)
+            busy = len(line) > 1 or self._last_rows > 1
+            if busy and not stopping and self.window_seconds > 0:
+                stopping = self._wait_for_more(line) or stopping
+            batch, unfinished = self._next_batch(line)
+            if batch:
+                self._batches.put(batch)
+            else:
+                self._free.release()
+        for _ in range(self.workers):
+            self._batches.put(_STOP)
+
+    def _run_batches(self) -> None:
+        while (batch := self._batches.get()) is not _STOP:
+            assert isinstance(batch, list)
+            try:
+                self._run_batch(batch)
+            finally:
+                self._free.release()
 
     def _drain(self, line: deque[_Job[In, Out]]) -> bool:
         """Move everything queued into `line`; True if the stop marker was among it."""
@@ -209,10 +239,10 @@ class Batcher(Generic[In, Out]):
             rows += len(item.items)
         return False
 
-    def _next_batch(self, line: deque[_Job[In, Out]]) -> tuple[list[tuple[_Job[In, Out], int]], _Job[In, Out] | None]:
-        """(job, rows) pairs for one batch of at most max_batch rows, from the front of `line`, and the
-        request that was sliced and has rows left (it rejoins the line after the batch)."""
-        batch: list[tuple[_Job[In, Out], int]] = []
+    def _next_batch(self, line: deque[_Job[In, Out]]) -> tuple[list[Slice[In, Out]], _Job[In, Out] | None]:
+        """The slices of one batch of at most max_batch rows, from the front of `line`, and the request
+        that was sliced and has rows left (it rejoins the line when the next batch is formed)."""
+        batch: list[Slice[In, Out]] = []
         rows = 0
         while line and rows < self.max_batch:
             job = line[0]
@@ -225,19 +255,20 @@ class Batcher(Generic[In, Out]):
                 break  # a request that fits in one batch is never split: it goes first in the next
             take = min(left, room)
             line.popleft()
-            batch.append((job, take))
+            batch.append((job, job.done, take))
+            job.done += take
             rows += take
             if take < left:
                 return batch, job
         return batch, None
 
-    def _run_batch(self, batch: list[tuple[_Job[In, Out], int]]) -> None:
-        rows = [item for job, take in batch for item in job.items[job.done : job.done + take]]
+    def _run_batch(self, batch: list[Slice[In, Out]]) -> None:
+        rows = [item for job, start, take in batch for item in job.items[start : start + take]]
         started = time.perf_counter()
         try:
             outputs = self._run(rows) if rows else []
         except Exception as exc:  # the model's failure belongs to the requests, not to the worker
-            for job, _ in batch:
+            for job, _, _ in batch:
                 self._drop(job)
                 _deliver_error(job, exc)
             return
@@ -249,12 +280,14 @@ class Batcher(Generic[In, Out]):
         offset = 0
         # One wake-up of each event loop per batch, not one per request.
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Out]], list[Out]]]] = {}
-        for job, take in batch:
-            job.outputs.extend(outputs[offset : offset + take])
-            job.done += take
+        for job, start, take in batch:
+            with self._lock:
+                job.parts[start] = outputs[offset : offset + take]
+                job.finished += take
+                complete = job.finished == len(job.items)
             offset += take
-            if job.done == len(job.items):
-                answers.setdefault(job.loop, []).append((job.future, job.outputs))
+            if complete:
+                answers.setdefault(job.loop, []).append((job.future, job.outputs()))
         for loop, results in answers.items():
             _in_loop(loop, _set_results, results)
 

@@ -92,7 +92,7 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
     if not options.stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.whole(whole, generation))
-    return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation))
+    return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation), generation.ready)
 
 
 async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:

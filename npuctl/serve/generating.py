@@ -111,6 +111,10 @@ class Generation:
             if piece.text:
                 yield piece.text
 
+    def ready(self) -> bool:
+        """Whether the next piece (or the end) is already here: a reader need not wait for it."""
+        return not self._pieces.empty()
+
     async def chunks(self) -> AsyncIterator[Piece]:
         """As `pieces`, each with the tokens it came from."""
         while (item := await self._pieces.get()) is not None:
@@ -123,10 +127,10 @@ class Generation:
         """Run to the end in the calling thread (the queue's slot thread), handing pieces to the event loop."""
         started = time.perf_counter()
         model = self._queue.model
-        stream = TextStream(model.tokenizer.decode, self._prompt.stop)
         reason = FinishReason.LENGTH
         try:
             try:
+                stream = TextStream(model.tokenizer.detokenizer(), self._prompt.stop)
                 steps = model.steps(self._prompt.ids, self._prompt.sampling, self._cancel)
             except Exception as exc:
                 self._call(self._begin, exc)

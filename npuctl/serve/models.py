@@ -178,6 +178,7 @@ class EmbeddingService(_Running):
         batcher: Batcher[list[int], Embedding] = Batcher(
             deployment.public_name, model.embed,
             max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
+            workers=model.info.parallel_runs,
         )
         super().__init__(deployment, model, batcher, release)
         self.model = model
@@ -199,6 +200,7 @@ class ScoringService(_Running):
         batcher: Batcher[Tokens, Logits] = Batcher(
             deployment.public_name, model.logits,
             max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
+            workers=model.info.parallel_runs,
         )
         super().__init__(deployment, model, batcher, release)
         self.model = model

@@ -175,7 +175,7 @@ async def _generate(request: Request, model: GenerationService, ids: list[int], 
     if not stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.piece(whole) | reply.final(generation, ids, whole=True))
-    return LineStream(reply.lines(generation, ids), stream_lease(model, generation))
+    return LineStream(reply.lines(generation, ids), stream_lease(model, generation), generation.ready)
 
 
 def _context(body: dict[str, Any], model: GenerationService) -> list[int]:

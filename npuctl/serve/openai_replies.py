@@ -36,6 +36,8 @@ class Reply:
         self.prompt_tokens = prompt_tokens
         self.shape = shape
         self._decode = decode
+        self._chunk_head = self._object(True)
+        """What every stream chunk begins with (built once: a chunk per token is on the hot path)."""
         self._offset = len(shape.echo)
         """Completions' text_offset: where the next token's text starts in the answer."""
 
@@ -84,9 +86,8 @@ class Reply:
 
     def _chunk(self, delta: dict[str, Any] | str, reason: str | None,
                logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": logprobs}
-        choice |= {"delta": delta} if self.chat else {"text": delta}
-        return self._object(True) | {"choices": [choice]}
+        choice = {"index": 0, "finish_reason": reason, "logprobs": logprobs, "delta" if self.chat else "text": delta}
+        return {**self._chunk_head, "choices": [choice]}
 
     def _logprobs(self, piece: Piece) -> dict[str, Any] | None:
         if not self.shape.logprobs:

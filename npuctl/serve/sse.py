@@ -18,16 +18,19 @@ DONE = "[DONE]"
 
 class EventStream(StreamingResponse):
     """A response sending each item of `events` as `data: <json>` (strings as they are); `on_close` runs once
-    when the stream ends, fails, or the client disconnects."""
+    when the stream ends, fails, or the client disconnects. While `more()` says the next event is already
+    waiting, frames are gathered and sent in one write: a burst of tokens costs one write, not one each."""
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None]) -> None:
+    def __init__(self, events: AsyncIterator[dict[str, Any] | str], on_close: Callable[[], None],
+                 more: Callable[[], bool] = lambda: False) -> None:
         # __call__ below sends the events itself; the parent only supplies status and headers.
         super().__init__(cast(Any, events), media_type=self.media_type,
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         self._events = events
         self._on_close = on_close
+        self._more = more
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -40,12 +43,17 @@ class EventStream(StreamingResponse):
                     group.cancel_scope.cancel()
 
                 group.start_soon(watch)
+                frames: list[bytes] = []
                 async for event in self._events:
-                    await send({"type": "http.response.body", "body": self.frame(event), "more_body": True})
+                    frames.append(self.frame(event))
+                    if self._more():
+                        continue
+                    await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+                    frames.clear()
                     # A send to a gone client returns at once, and a full queue of pieces never waits: without
                     # this, a fast generator would be drained to its end before `watch` saw the disconnect.
                     await anyio.lowlevel.checkpoint()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": b"".join(frames), "more_body": False})
                 group.cancel_scope.cancel()
         except OSError:
             pass  # the client is gone mid-write; nothing left to tell it

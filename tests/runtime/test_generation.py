@@ -18,24 +18,42 @@ from npuctl.runtime.devices import detect_host
 from npuctl.runtime.generation import GenerationModel, Sampling
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import Artifacts, NotServable, Reason
+from npuctl.runtime.prompts import PromptTokenizer
 from npuctl.runtime.text_stream import TextStream
 from npuctl.schema.models import ModelDeployment
 
 VOCAB = 64
 
 
-def test_pieces_add_up_to_the_text_even_across_split_characters() -> None:
-    data = "héllo 🙂 wörld".encode()
-    stream = TextStream(lambda ids: bytes(ids).decode("utf-8", errors="replace"))
-    pieces = [stream.push(b) for b in data] + [stream.finish()]
-    assert "".join(pieces) == "héllo 🙂 wörld"
-    assert all("\ufffd" not in p for p in pieces)
+def byte_tokenizer(folder: Path) -> PromptTokenizer:
+    """A byte-level tokenizer without merges: every UTF-8 byte is a token, so characters split over tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return PromptTokenizer(folder)
 
 
-def test_a_stop_string_split_over_tokens_is_held_back_and_cut() -> None:
-    stream = TextStream(lambda ids: "".join(chr(i) for i in ids), stop=["END"])
-    released = "".join(stream.push(ord(c)) for c in "abcENxyzEND tail")
-    assert stream.stopped and released + stream.finish() == "abcENxyz"
+def test_pieces_add_up_to_the_text_even_across_split_characters(tmp_path: Path) -> None:
+    tokenizer = byte_tokenizer(tmp_path)
+    text = "héllo 🙂 wörld"
+    ids = tokenizer.tokenizer.encode(text).ids
+    assert len(ids) == len(text.encode())
+    stream = TextStream(tokenizer.detokenizer())
+    pieces = [stream.push(token) for token in ids] + [stream.finish()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces) and pieces.count("") >= 4, "split characters are held back"
+
+
+def test_a_stop_string_split_over_tokens_is_held_back_and_cut(tmp_path: Path) -> None:
+    tokenizer = byte_tokenizer(tmp_path)
+    stream = TextStream(tokenizer.detokenizer(), stop=["END"])
+    released = [stream.push(token) for token in tokenizer.tokenizer.encode("abcENxyzEND tail").ids]
+    assert released[:5] == ["a", "b", "c", "", ""], "'EN' may begin the stop string"
+    assert stream.stopped and "".join(released) + stream.finish() == "abcENxyz"
 
 
 def pipeline_pack(folder: Path, *, soc_model: int = 60,

@@ -21,7 +21,7 @@ class GatedModel:
 
     def __init__(self) -> None:
         self.gate = threading.Event()
-        self.tokenizer = SimpleNamespace(decode=lambda ids: "x" * len(ids))
+        self.tokenizer = SimpleNamespace(detokenizer=lambda: lambda token: "x")
         self.eos_token_ids = frozenset({0})
 
     def steps(self, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
