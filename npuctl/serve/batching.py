@@ -99,16 +99,19 @@ class Batcher(Generic[In, Out]):
         self.observer: BatchObserver | None = None
         self._run = run
         self._queue: queue.SimpleQueue[_Job[In, Out] | object] = queue.SimpleQueue()
-        self._batches: queue.SimpleQueue[list[Slice[In, Out]] | object] = queue.SimpleQueue()
-        self._free = threading.Semaphore(workers)
         self._lock = threading.Lock()
+        # The workers take turns forming a batch (the one holding `_forming` owns the fields below it), then
+        # each runs its own: a lone request costs one thread wake-up, not two.
+        self._forming = threading.Lock()
+        self._line: deque[_Job[In, Out]] = deque()
+        self._unfinished: _Job[In, Out] | None = None
+        self._stopping = False
         self._waiting = 0
         self._closed = False
         self._batch_seconds = 0.0
         self._last_rows = 0
-        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)]
-        self._threads += [threading.Thread(target=self._run_batches, name=f"batcher-{name}-{i}", daemon=True)
-                          for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}-{i}", daemon=True)
+                         for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -172,42 +175,34 @@ class Batcher(Generic[In, Out]):
             return True
 
     def _work(self) -> None:
-        """Form batches, one whenever a worker is free."""
-        line: deque[_Job[In, Out]] = deque()
-        unfinished: _Job[In, Out] | None = None
-        stopping = False
-        while line or unfinished is not None or not stopping:
-            if not line and unfinished is None:
+        while (batch := self._form()) is not None:
+            if batch:
+                self._run_batch(batch)
+
+    def _form(self) -> list[Slice[In, Out]] | None:
+        """The next batch, formed when this worker is free: it holds everyone who came while the others ran.
+        Empty when its requests were all dropped; None once stopped."""
+        with self._forming:
+            line = self._line
+            if not line and self._unfinished is None:
+                if self._stopping:
+                    return None
                 first = self._queue.get()
                 if first is _STOP:
                     # Requests queued behind the stop marker still get their answer.
-                    stopping = True
-                    continue
+                    self._stopping = True
+                    return []
                 assert isinstance(first, _Job)
                 line.append(first)
-            self._free.acquire()
-            stopping = self._drain(line) or stopping
+            self._stopping = self._drain(line) or self._stopping
             # Who arrived while the last batch ran goes before the sliced request's next turn.
-            if unfinished is not None:
-                line.append(unfinished)
+            if self._unfinished is not None:
+                line.append(self._unfinished)
             busy = len(line) > 1 or self._last_rows > 1
-            if busy and not stopping and self.window_seconds > 0:
-                stopping = self._wait_for_more(line) or stopping
-            batch, unfinished = self._next_batch(line)
-            if batch:
-                self._batches.put(batch)
-            else:
-                self._free.release()
-        for _ in range(self.workers):
-            self._batches.put(_STOP)
-
-    def _run_batches(self) -> None:
-        while (batch := self._batches.get()) is not _STOP:
-            assert isinstance(batch, list)
-            try:
-                self._run_batch(batch)
-            finally:
-                self._free.release()
+            if busy and not self._stopping and self.window_seconds > 0:
+                self._stopping = self._wait_for_more(line) or self._stopping
+            batch, self._unfinished = self._next_batch(line)
+            return batch
 
     def _drain(self, line: deque[_Job[In, Out]]) -> bool:
         """Move everything queued into `line`; True if the stop marker was among it."""
