@@ -4,8 +4,8 @@ and every result is handed back to the request that asked for it.
 A lone request runs at once; under load (others already waiting, or the last batch held several
 rows) a batch waits up to the window for more, so batching costs nothing at low load. A batch is
 formed only when a worker is free, so it holds everyone who came while the others ran. An NPU model
-has one worker (its session is single-stream); a CPU model has two, so that one batch runs while the
-loop answers the last and reads the next: with one, the cores idle through that turn-around.
+has one worker (its session is single-stream); a CPU model has two, so that under load one batch runs
+while the loop answers another and reads the next (README "Serving" has the figures).
 
 A session run cannot be interrupted, so no batch holds more than `max_batch` rows: a request larger
 than that runs in slices, and the requests that arrived meanwhile go before its next slice. A small
