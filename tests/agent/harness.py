@@ -65,8 +65,10 @@ def free_port() -> int:
 class Agent:
     """`npuctl agent` as a user starts it, in its own process."""
 
-    def __init__(self, root: Path, cache: Path, config: Path | None = None) -> None:
+    def __init__(self, root: Path, cache: Path, config: Path | None = None, *, remote: bool = False) -> None:
         self.config = config
+        self.remote = remote
+        """Listen on 0.0.0.0 with --allow-remote (reachable from the network); the test still talks to 127.0.0.1."""
         self.manifests = root / "manifests"
         self.state = root / "state"
         self.cache = cache
@@ -85,7 +87,10 @@ class Agent:
         """Start the process without waiting for it (to start many at once)."""
         env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
         command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(self.manifests),
-                   "--listen", f"127.0.0.1:{self.port}", "--state", str(self.state), "--cache", str(self.cache)]
+                   "--listen", f"{'0.0.0.0' if self.remote else '127.0.0.1'}:{self.port}", "--state", str(self.state),
+                   "--cache", str(self.cache)]
+        if self.remote:
+            command.append("--allow-remote")
         if self.config is not None:
             command += ["--config", str(self.config)]
         with self.log.open("ab") as log:

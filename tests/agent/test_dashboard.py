@@ -181,14 +181,10 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
 
 def test_a_remote_agents_page_needs_the_token_and_the_html_never_holds_it(
         tmp_path: Path, agent_cache: Path, browser: BrowserContext) -> None:
-    agent = Agent(tmp_path, agent_cache)
+    agent = Agent(tmp_path, agent_cache, remote=True)
     tiny_model(agent.manifests / "tiny.onnx")
     (agent.manifests / "tiny.yaml").write_text(manifest())
-    env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
-    command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests), "--allow-remote",
-               "--listen", f"0.0.0.0:{agent.port}", "--state", str(agent.state), "--cache", str(agent.cache)]
-    with agent.log.open("ab") as log:
-        agent.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    agent.launch()
     try:
         agent.wait_live()
         token = agent.token

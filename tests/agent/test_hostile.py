@@ -224,13 +224,9 @@ def test_get_at_a_server_that_is_not_npuctl_says_so() -> None:
 
 def test_readiness_beyond_loopback_shows_build_messages_only_with_the_token(tmp_path: Path,
                                                                              agent_cache: Path) -> None:
-    agent = Agent(tmp_path, agent_cache)
+    agent = Agent(tmp_path, agent_cache, remote=True)
     (agent.manifests / "broken.yaml").write_text(manifest("broken").replace("file:tiny.onnx", "file:missing.onnx"))
-    env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
-    command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests), "--allow-remote",
-               "--listen", f"0.0.0.0:{agent.port}", "--state", str(agent.state), "--cache", str(agent.cache)]
-    with agent.log.open("ab") as log:
-        agent.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    agent.launch()
     try:
         agent.wait_live()
         token = {"Authorization": f"Bearer {agent.token}"}

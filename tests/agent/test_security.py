@@ -20,7 +20,7 @@ from npuctl.agent.auth import ensure_token, token_matches
 from npuctl.artifacts import BuildError, Store, build_deployment
 from npuctl.artifacts.hf import HfSource
 from npuctl.schema import load_file
-from tests.agent.harness import Agent, free_port, manifest
+from tests.agent.harness import Agent, manifest
 
 
 def test_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,26 +64,12 @@ def test_control_api_refuses_escaping_file_names_and_oversized_uploads(agent: Ag
 
 def test_non_loopback_agent_needs_an_opt_in_and_then_guards_reads_too(tmp_path: Path, agent_cache: Path) -> None:
     # An agent on 0.0.0.0 is reachable from the network: every control call, reads included, needs the token.
-    agent = Agent(tmp_path, agent_cache)
-    agent.port = free_port()
-    agent.url = f"http://127.0.0.1:{agent.port}"
-
-    def start_on_all_interfaces() -> Agent:
-        import os
-
-        env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
-        command = [sys.executable, "-m", "npuctl", "agent", "--manifests", str(agent.manifests), "--allow-remote",
-                   "--listen", f"0.0.0.0:{agent.port}", "--state", str(agent.state), "--cache", str(agent.cache)]
-        with agent.log.open("ab") as log:
-            agent.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        agent.wait_for(agent._live, what="the agent to answer")
-        return agent
-
+    agent = Agent(tmp_path, agent_cache, remote=True)
     refused = subprocess.run([sys.executable, "-m", "npuctl", "agent", "--listen", f"0.0.0.0:{agent.port}",
                               "--manifests", str(agent.manifests), "--state", str(agent.state)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "remoteAccess" in refused.stderr, refused.stderr
-    start_on_all_interfaces()
+    agent.start()
     try:
         assert httpx.get(f"{agent.url}/agent/v1/deployments").status_code == 401
         assert httpx.get(f"{agent.url}/agent/v1/events").status_code == 401
