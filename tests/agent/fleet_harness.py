@@ -44,6 +44,11 @@ SOC_ONLY_X_ELITE = """\
 """
 
 
+AGENTS_PER_SOC = 6
+POLL_SECONDS = 1.0
+"""How often the fleet agents poll their bundle source."""
+
+
 def fleet_manifest(model: Path, name: str = "tiny", precision: str = "w8a16", extra: str = "") -> str:
     return FLEET_MANIFEST.format(name=name, model=model.as_posix(), precision=precision, extra=extra)
 

@@ -34,6 +34,10 @@ spec:
 """
 
 
+X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
+"""An input for the tiny model."""
+
+
 def tiny_model(path: Path, seed: int = 0) -> None:
     """y = relu(x @ W + b) with x: float32[1, 8]: small enough that the HTP simulator compiles it at once."""
     rng = np.random.default_rng(seed)

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.agent.harness import Agent, infer, manifest
-
-X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
+from tests.agent.harness import Agent, X, infer, manifest
 
 
 def test_save_converges_and_bad_edits_keep_the_last_good_version(agent: Agent) -> None:

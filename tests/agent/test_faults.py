@@ -21,9 +21,7 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.records import Activity
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildError, Store
-from tests.agent.harness import Agent, infer, manifest, tiny_model
-
-X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
+from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 
 
 class FastAgent(Agent):

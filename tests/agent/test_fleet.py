@@ -20,6 +20,8 @@ import pytest
 from npuctl.agent import bundles
 from npuctl.artifacts.publish import BLOBS, STEPS
 from tests.agent.fleet_harness import (
+    AGENTS_PER_SOC,
+    POLL_SECONDS,
     SOC_ONLY_X_ELITE,
     StaticServer,
     fleet_agent,
@@ -31,11 +33,8 @@ from tests.agent.fleet_harness import (
     start_all,
     wait_all,
 )
-from tests.agent.harness import Agent, infer, tiny_model
+from tests.agent.harness import Agent, X, infer, tiny_model
 
-AGENTS_PER_SOC = 6
-POLL_SECONDS = 1.0
-X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
 
 pytestmark = pytest.mark.slow
 

@@ -26,6 +26,8 @@ from npuctl.artifacts.oci.client import RegistryClient
 from npuctl.artifacts.oci.refs import parse
 from npuctl.artifacts.store import Store
 from tests.agent.fleet_harness import (
+    AGENTS_PER_SOC,
+    POLL_SECONDS,
     fleet_agent,
     fleet_manifest,
     publish_artifacts,
@@ -34,12 +36,9 @@ from tests.agent.fleet_harness import (
     start_all,
     wait_all,
 )
-from tests.agent.harness import Agent, infer, tiny_model
+from tests.agent.harness import Agent, X, infer, tiny_model
 from tests.oci.registry import BINARY, CuttingProxy, Registry
 
-AGENTS_PER_SOC = 6
-POLL_SECONDS = 1.0
-X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
 PREBUILT = "  build:\n    strategy: prebuilt\n"
 """As examples/fleet-x-series.yaml: the publisher compiles, agents only fetch."""
 

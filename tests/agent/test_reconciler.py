@@ -19,10 +19,9 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.agent.harness import Agent, infer, manifest, tiny_model
+from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
-X = [0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.7, -0.8]
 
 
 @pytest.fixture
