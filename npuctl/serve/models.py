@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,11 +20,15 @@ from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
 from npuctl.runtime.scoring import Logits, ScoringModel
 from npuctl.runtime.seq2seq import Seq2SeqModel
+from npuctl.runtime.sessions import RunInfo
 from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.serve.batching import Batcher
 from npuctl.serve.generating import GenerationQueue
+
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 if TYPE_CHECKING:
     from npuctl.serve.metrics import ServeMetrics
@@ -170,19 +174,21 @@ class _Running(ServedModel):
         self.closed.set()
 
 
+def _row_batcher(deployment: ModelDeployment, run: Callable[[list[In]], Sequence[Out]],
+                 info: RunInfo) -> Batcher[In, Out]:
+    """Token rows merged into batches as spec.serve says, as many batches in flight as the session takes."""
+    serve = deployment.spec.serve
+    return Batcher(deployment.public_name, run, max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000,
+                   queue_limit=serve.queue_limit, workers=info.parallel_runs)
+
+
 class EmbeddingService(_Running):
     batcher: Batcher[list[int], Embedding]
 
     def __init__(self, deployment: ModelDeployment, model: EmbeddingModel, release: Release | None = None) -> None:
-        serve = deployment.spec.serve
-        batcher: Batcher[list[int], Embedding] = Batcher(
-            deployment.public_name, model.embed,
-            max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
-            workers=model.info.parallel_runs,
-        )
-        super().__init__(deployment, model, batcher, release)
+        super().__init__(deployment, model, _row_batcher(deployment, model.embed, model.info), release)
         self.model = model
-        self.truncate = serve.truncate
+        self.truncate = deployment.spec.serve.truncate
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
@@ -196,16 +202,10 @@ class ScoringService(_Running):
     batcher: Batcher[Tokens, Logits]
 
     def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None) -> None:
-        serve = deployment.spec.serve
-        batcher: Batcher[Tokens, Logits] = Batcher(
-            deployment.public_name, model.logits,
-            max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000, queue_limit=serve.queue_limit,
-            workers=model.info.parallel_runs,
-        )
-        super().__init__(deployment, model, batcher, release)
+        super().__init__(deployment, model, _row_batcher(deployment, model.logits, model.info), release)
         self.model = model
         self.task = deployment.spec.model.task
-        self.truncate = serve.truncate
+        self.truncate = deployment.spec.serve.truncate
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
