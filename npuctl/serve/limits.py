@@ -1,11 +1,17 @@
 """Per-request caps that hold on every API, so one request within the body limit cannot hold a model for
-long: rows (embeddings inputs, OIP text elements or tensor batch rows, chat messages) and tokens."""
+long: rows (embeddings inputs, OIP text elements or tensor batch rows, chat messages) and tokens; and where
+tokenizing a request runs, by its size."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from npuctl.serve.errors import ApiError
+
+T = TypeVar("T")
 
 MAX_ROWS = 2048
 """Rows per request: OpenAI's limit on embeddings inputs, applied to every API."""
@@ -31,7 +37,13 @@ def check_tokens(count: int, what: str, param: str | None = None) -> None:
                        "request (split it into several requests)", param=param)
 
 
-def is_short(value: Any) -> bool:
+async def tokenized(value: Any, tokenize: Callable[..., T], *args: Any) -> T:
+    """`tokenize(value, *args)`: on the event loop when `value` is short, else in a thread, so a request of
+    megabytes (a second of tokenizing) does not hold up everyone else."""
+    return tokenize(value, *args) if _is_short(value) else await run_in_threadpool(tokenize, value, *args)
+
+
+def _is_short(value: Any) -> bool:
     """Whether `value` (a text, token ids, or a list of them) holds at most INLINE_INPUT characters or ids;
     anything else in a list counts as one."""
     items = value if isinstance(value, list) else [value]

@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -21,7 +20,7 @@ from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.http import answered, check_json_type, read_body
-from npuctl.serve.limits import check_rows, check_tokens, is_short
+from npuctl.serve.limits import check_rows, check_tokens, tokenized
 from npuctl.serve.task_metadata import task_metadata
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip_binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
@@ -139,8 +138,7 @@ async def _infer(request: Request, model: ServedModel, body: dict[str, Any], blo
     if isinstance(model, EmbeddingService):
         texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
         check_rows(len(texts), f"input {TEXT_INPUT!r}")
-        tokenize = model.model.encoder.encode
-        tokens = tokenize(texts) if is_short(texts) else await run_in_threadpool(tokenize, texts)
+        tokens = await tokenized(texts, model.model.encoder.encode)
         check_tokens(sum(len(t.ids) for t in tokens), f"input {TEXT_INPUT!r}")
         if not model.truncate and any(t.truncated for t in tokens):
             limit = model.model.encoder.max_tokens

@@ -6,7 +6,6 @@ import base64
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -18,7 +17,7 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.errors import ApiError
 from npuctl.serve.fastjson import FastJSONResponse
 from npuctl.serve.http import answered, read_json
-from npuctl.serve.limits import check_rows, check_tokens, is_short
+from npuctl.serve.limits import check_rows, check_tokens, tokenized
 from npuctl.serve.models import EmbeddingService
 
 OWNED_BY = "npuctl"
@@ -38,11 +37,7 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
                 raise ApiError(
                     400, f"this model only gives {model.model.dimensions}-dimensional embeddings", param="dimensions"
                 )
-            value, encoder = body.get("input"), model.model.encoder
-            if is_short(value):
-                tokens = input_tokens(value, encoder, model.truncate)
-            else:  # tokenizing megabytes takes a second: off the event loop, which serves everyone else meanwhile
-                tokens = await run_in_threadpool(input_tokens, value, encoder, model.truncate)
+            tokens = await tokenized(body.get("input"), input_tokens, model.model.encoder, model.truncate)
             vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
             used = sum(len(t.ids) for t in tokens)
             data = [
