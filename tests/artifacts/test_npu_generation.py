@@ -127,6 +127,14 @@ def test_a_graph_over_qnns_finalize_limit_is_refused_before_any_step_naming_the_
     assert "set spec.generation.splits to 3 or more, or auto" in refused.value.message
 
 
+def test_a_config_with_an_impossible_size_is_refused_naming_the_field(tiny_chat: TinyChat, tmp_path: Path) -> None:
+    config = json.loads((tiny_chat.source("llama") / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(config | {"num_hidden_layers": 0}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(BuildError, match=r"config.json: num_hidden_layers must be a positive integer, not 0"):
+        tiny_chat.build("tiny-no-layers", f"file:{tmp_path}")
+
+
 def test_an_soc_the_qnn_sdk_cannot_compile_for_fails_the_build_naming_the_target(tiny_chat: TinyChat) -> None:
     with pytest.raises(BuildError, match=r"QNN EP took none of the \d+ nodes .* for soc 999.*targets\[\]\.socModel"):
         tiny_chat.build("tiny-soc999", "llama", targets=[{"socModel": 999}])
