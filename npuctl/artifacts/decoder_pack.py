@@ -41,8 +41,9 @@ FINALIZE_LIMIT = 2 << 30
 GRAPH_BUDGET = FINALIZE_LIMIT // 2
 """Weight bytes one graph may hold with `splits: auto`: a margin under the limit for the estimate's error."""
 _WEIGHT_BYTES = {Precision.W8A16: 1.0, Precision.W4A16: 0.5}
-_SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings")
-"""The config.json sizes the graph budget is computed from (the last may be absent)."""
+_SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+_OPTIONAL_SIZES = ("max_position_embeddings", "num_key_value_heads", "head_dim")
+"""With _SIZES, the config.json sizes the shapes and the graph budget are computed from."""
 _OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
 _LOG_TAIL = 2000
 
@@ -120,10 +121,9 @@ def model_config(source: ResolvedSource) -> dict[str, Any]:
 
 
 def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str) -> Shape:
-    for key in _SIZES:
+    for key in _SIZES + _OPTIONAL_SIZES:
         value = config.get(key)
-        if (value is not None or key != "max_position_embeddings") and \
-                (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if (value is not None or key in _SIZES) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise BuildError("resolve", f"{uri} config.json: {key} must be a positive integer, not {value!r}")
     generation = deployment.spec.generation
     limit = int(config.get("max_position_embeddings") or DEFAULT_CONTEXT)
