@@ -33,13 +33,6 @@ class RunInfo:
     """Share of graph nodes on the QNN EP, over all of the model's sessions."""
     note: str
 
-    @property
-    def parallel_runs(self) -> int:
-        """Batches that may run at once. A CPU session takes two: one runs while the server answers another
-        and reads the next (both share the session's intra-op threads; raw, two callers ran 739 rows/s at
-        batch 16 against one caller's 633 on 2 cores). The HTP is single-stream."""
-        return 1 if self.where.on_npu else 2
-
     @classmethod
     def of(cls, where: Where, sessions: list[OpenedSession], note: str) -> RunInfo:
         on_qnn = sum(s.coverage.nodes_by_ep.get(qnn.EP_NAME, 0) for s in sessions)
@@ -50,8 +43,11 @@ class RunInfo:
 def open_cpu(model: Path) -> OpenedSession:
     options = ort.SessionOptions()
     options.add_session_config_entry(qnn.RECORD_ASSIGNMENT, "1")
-    # Idle intra-op threads would otherwise spin, taking the cores the HTTP event loop needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Intra-op threads spin between the parallel parts of a run (without it each part waits for a sleeping
+    # thread to wake: batch 1 took 1.4x as long here) and stop the moment the run ends, leaving the cores to the
+    # event loop that answers the batch and to the PC's other programs (README "Serving" has the A/B).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(model), options, providers=[CPU_EP])
     return _opened(session)
 

@@ -1,11 +1,10 @@
-"""Dynamic batching: requests from the event loop are merged into batches that worker threads run,
-and every result is handed back to the request that asked for it.
+"""Dynamic batching: requests from the event loop are merged into batches that one worker thread
+runs, and every result is handed back to the request that asked for it.
 
 A lone request runs at once; under load (others already waiting, or the last batch held several
-rows) a batch waits up to the window for more, so batching costs nothing at low load. A batch is
-formed only when a worker is free, so it holds everyone who came while the others ran. An NPU model
-has one worker (its session is single-stream); a CPU model has two, so that under load one batch runs
-while the loop answers another and reads the next (README "Serving" has the figures).
+rows) a batch waits up to the window for more, so batching costs nothing at low load. Each model
+has exactly one worker, which is what a single-stream NPU session needs and what keeps CPU
+inference from oversubscribing the cores.
 
 A session run cannot be interrupted, so no batch holds more than `max_batch` rows: a request larger
 than that runs in slices, and the requests that arrived meanwhile go before its next slice. A small
@@ -59,18 +58,10 @@ class _Job(Generic[In, Out]):
     state: _State = _State.WAITING
     done: int = 0
     """Rows already taken into a batch."""
-    finished: int = 0
-    """Rows whose outputs came back (slices of one request may run on two workers at once)."""
-    parts: dict[int, Sequence[Out]] = field(default_factory=dict)
-    """Outputs by the offset of the slice they answer."""
-
-    def outputs(self) -> list[Out]:
-        return [out for _, part in sorted(self.parts.items()) for out in part]
+    outputs: list[Out] = field(default_factory=list)
 
 
 _STOP = object()
-Slice = tuple[_Job[In, Out], int, int]
-"""A job, the offset of its first row in the batch, and how many of its rows."""
 
 
 class Batcher(Generic[In, Out]):
@@ -89,31 +80,21 @@ class Batcher(Generic[In, Out]):
         max_batch: int,
         window_seconds: float,
         queue_limit: int,
-        workers: int = 1,
     ) -> None:
         self.name = name
         self.max_batch = max_batch
         self.window_seconds = window_seconds
         self.queue_limit = queue_limit
-        self.workers = workers
         self.observer: BatchObserver | None = None
         self._run = run
         self._queue: queue.SimpleQueue[_Job[In, Out] | object] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        # The workers take turns forming a batch (the one holding `_forming` owns the fields below it), then
-        # each runs its own: a lone request costs one thread wake-up, not two.
-        self._forming = threading.Lock()
-        self._line: deque[_Job[In, Out]] = deque()
-        self._unfinished: _Job[In, Out] | None = None
-        self._stopping = False
         self._waiting = 0
         self._closed = False
         self._batch_seconds = 0.0
         self._last_rows = 0
-        self._threads = [threading.Thread(target=self._work, name=f"batcher-{name}-{i}", daemon=True)
-                         for i in range(workers)]
-        for thread in self._threads:
-            thread.start()
+        self._worker = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
 
     @property
     def waiting(self) -> int:
@@ -149,15 +130,13 @@ class Batcher(Generic[In, Out]):
         self._queue.put(_STOP)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the workers to finish; True when they have."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        """Wait for the worker to finish; True when it has."""
+        self._worker.join(timeout)
+        return not self._worker.is_alive()
 
     def _retry_after(self) -> int:
         # Time to clear the queue at the recent pace, in whole seconds as Retry-After wants.
-        batches = self._waiting / self.max_batch / self.workers
+        batches = self._waiting / self.max_batch
         return max(1, math.ceil(batches * self._batch_seconds))
 
     def _drop(self, job: _Job[In, Out]) -> None:
@@ -175,34 +154,30 @@ class Batcher(Generic[In, Out]):
             return True
 
     def _work(self) -> None:
-        while (batch := self._form()) is not None:
-            if batch:
-                self._run_batch(batch)
-
-    def _form(self) -> list[Slice[In, Out]] | None:
-        """The next batch, formed when this worker is free: it holds everyone who came while the others ran.
-        Empty when its requests were all dropped; None once stopped."""
-        with self._forming:
-            line = self._line
-            if not line and self._unfinished is None:
-                if self._stopping:
-                    return None
+        line: deque[_Job[In, Out]] = deque()
+        stopping = False
+        while True:
+            if not line:
+                if stopping:
+                    return
                 first = self._queue.get()
                 if first is _STOP:
                     # Requests queued behind the stop marker still get their answer.
-                    self._stopping = True
-                    return []
+                    stopping = True
+                    continue
                 assert isinstance(first, _Job)
                 line.append(first)
-            self._stopping = self._drain(line) or self._stopping
-            # Who arrived while the last batch ran goes before the sliced request's next turn.
-            if self._unfinished is not None:
-                line.append(self._unfinished)
+            stopping = self._drain(line) or stopping
             busy = len(line) > 1 or self._last_rows > 1
-            if busy and not self._stopping and self.window_seconds > 0:
-                self._stopping = self._wait_for_more(line) or self._stopping
-            batch, self._unfinished = self._next_batch(line)
-            return batch
+            if busy and not stopping and self.window_seconds > 0:
+                stopping = self._wait_for_more(line)
+            batch, unfinished = self._next_batch(line)
+            if batch:
+                self._run_batch(batch)
+            # Who arrived while that batch ran goes before the sliced request's next turn.
+            stopping = self._drain(line) or stopping
+            if unfinished is not None:
+                line.append(unfinished)
 
     def _drain(self, line: deque[_Job[In, Out]]) -> bool:
         """Move everything queued into `line`; True if the stop marker was among it."""
@@ -234,10 +209,10 @@ class Batcher(Generic[In, Out]):
             rows += len(item.items)
         return False
 
-    def _next_batch(self, line: deque[_Job[In, Out]]) -> tuple[list[Slice[In, Out]], _Job[In, Out] | None]:
-        """The slices of one batch of at most max_batch rows, from the front of `line`, and the request
-        that was sliced and has rows left (it rejoins the line when the next batch is formed)."""
-        batch: list[Slice[In, Out]] = []
+    def _next_batch(self, line: deque[_Job[In, Out]]) -> tuple[list[tuple[_Job[In, Out], int]], _Job[In, Out] | None]:
+        """(job, rows) pairs for one batch of at most max_batch rows, from the front of `line`, and the
+        request that was sliced and has rows left (it rejoins the line after the batch)."""
+        batch: list[tuple[_Job[In, Out], int]] = []
         rows = 0
         while line and rows < self.max_batch:
             job = line[0]
@@ -250,20 +225,19 @@ class Batcher(Generic[In, Out]):
                 break  # a request that fits in one batch is never split: it goes first in the next
             take = min(left, room)
             line.popleft()
-            batch.append((job, job.done, take))
-            job.done += take
+            batch.append((job, take))
             rows += take
             if take < left:
                 return batch, job
         return batch, None
 
-    def _run_batch(self, batch: list[Slice[In, Out]]) -> None:
-        rows = [item for job, start, take in batch for item in job.items[start : start + take]]
+    def _run_batch(self, batch: list[tuple[_Job[In, Out], int]]) -> None:
+        rows = [item for job, take in batch for item in job.items[job.done : job.done + take]]
         started = time.perf_counter()
         try:
             outputs = self._run(rows) if rows else []
         except Exception as exc:  # the model's failure belongs to the requests, not to the worker
-            for job, _, _ in batch:
+            for job, _ in batch:
                 self._drop(job)
                 _deliver_error(job, exc)
             return
@@ -275,14 +249,12 @@ class Batcher(Generic[In, Out]):
         offset = 0
         # One wake-up of each event loop per batch, not one per request.
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[Out]], list[Out]]]] = {}
-        for job, start, take in batch:
-            with self._lock:
-                job.parts[start] = outputs[offset : offset + take]
-                job.finished += take
-                complete = job.finished == len(job.items)
+        for job, take in batch:
+            job.outputs.extend(outputs[offset : offset + take])
+            job.done += take
             offset += take
-            if complete:
-                answers.setdefault(job.loop, []).append((job.future, job.outputs()))
+            if job.done == len(job.items):
+                answers.setdefault(job.loop, []).append((job.future, job.outputs))
         for loop, results in answers.items():
             _in_loop(loop, _set_results, results)
 

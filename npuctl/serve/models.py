@@ -20,7 +20,6 @@ from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
 from npuctl.runtime.scoring import Logits, ScoringModel
 from npuctl.runtime.seq2seq import Seq2SeqModel
-from npuctl.runtime.sessions import RunInfo
 from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
@@ -174,19 +173,18 @@ class _Running(ServedModel):
         self.closed.set()
 
 
-def _row_batcher(deployment: ModelDeployment, run: Callable[[list[In]], Sequence[Out]],
-                 info: RunInfo) -> Batcher[In, Out]:
-    """Token rows merged into batches as spec.serve says, as many batches in flight as the session takes."""
+def _row_batcher(deployment: ModelDeployment, run: Callable[[list[In]], Sequence[Out]]) -> Batcher[In, Out]:
+    """Rows merged into batches as spec.serve says."""
     serve = deployment.spec.serve
     return Batcher(deployment.public_name, run, max_batch=serve.max_batch, window_seconds=serve.batch_window_ms / 1000,
-                   queue_limit=serve.queue_limit, workers=info.parallel_runs)
+                   queue_limit=serve.queue_limit)
 
 
 class EmbeddingService(_Running):
     batcher: Batcher[list[int], Embedding]
 
     def __init__(self, deployment: ModelDeployment, model: EmbeddingModel, release: Release | None = None) -> None:
-        super().__init__(deployment, model, _row_batcher(deployment, model.embed, model.info), release)
+        super().__init__(deployment, model, _row_batcher(deployment, model.embed), release)
         self.model = model
         self.truncate = deployment.spec.serve.truncate
 
@@ -202,7 +200,7 @@ class ScoringService(_Running):
     batcher: Batcher[Tokens, Logits]
 
     def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None) -> None:
-        super().__init__(deployment, model, _row_batcher(deployment, model.logits, model.info), release)
+        super().__init__(deployment, model, _row_batcher(deployment, model.logits), release)
         self.model = model
         self.task = deployment.spec.model.task
         self.truncate = deployment.spec.serve.truncate
