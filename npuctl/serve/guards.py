@@ -25,6 +25,8 @@ ANY = "*"
 PREFLIGHT_MAX_AGE = 600
 ALLOWED_METHODS = "GET, POST, PUT, DELETE"
 ALLOWED_HEADERS = "Authorization, Content-Type"
+_LONGEST_IP = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
+"""No longer text is an IP address (ipaddress takes at most four digits a group, three an octet)."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +114,17 @@ def _hostname(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-@functools.lru_cache(maxsize=256)  # parsed on every request; bounded, since Host is the client's to choose
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    address = text.partition("%")[0]
+    # Parsed on every request, so kept; the Host is the client's to choose, so only what can be an address is
+    # parsed and kept, in a bounded cache.
+    return _parse_ip(address) if len(address) <= _LONGEST_IP else None
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        address = ipaddress.ip_address(text.partition("%")[0])
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -14,6 +14,7 @@ import pytest
 
 from npuctl.artifacts import BuildResult
 from npuctl.runtime.placement import Artifacts
+from npuctl.serve import guards
 from npuctl.serve.guards import WebPolicy
 from npuctl.serve.limits import MAX_REQUEST_TOKENS, MAX_ROWS
 from npuctl.serve.models import ServedModel, load_served
@@ -156,6 +157,22 @@ def test_browser_requests_need_json_this_host_and_an_allowed_origin(
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
     same = httpx.post(url, json={"model": "minilm", "input": "x"}, headers={"origin": server.url})
     assert same.status_code == 200, "a page the server itself serves is not foreign"
+
+
+def test_host_names_a_client_makes_up_are_refused_and_not_kept(serve: Serve, minilm: Callable[..., ServedModel]) -> None:
+    # The server keeps the addresses it parses from Host headers; a client choosing a new huge Host for every
+    # request must not make it keep them (300 x 16 KB would be ~5 MB), and what it keeps stays bounded.
+    server = serve(minilm("minilm"))
+    with httpx.Client(base_url=server.url) as http:
+        assert http.get("/v1/models").status_code == 200
+        kept = guards._parse_ip.cache_info().currsize
+        for i in range(300):
+            answer = http.get("/v1/models", headers={"host": f"{i}{'1' * 16_000}:{server.port}"})
+            assert answer.status_code == 421 and "Host" in answer.json()["error"]["message"]
+        assert guards._parse_ip.cache_info().currsize == kept
+        addresses = [http.get("/v1/models", headers={"host": f"10.0.{i // 256}.{i % 256}"}) for i in range(300)]
+    assert all(answer.status_code == 421 for answer in addresses)
+    assert guards._parse_ip.cache_info().currsize <= 256
 
 
 def test_tensor_data_of_the_wrong_kind_is_refused_not_converted(serve: Serve, tensor: Callable[..., ServedModel]) -> None:
