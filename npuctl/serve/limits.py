@@ -18,7 +18,7 @@ MAX_ROWS = 2048
 MAX_REQUEST_TOKENS = 300_000
 """Tokens per embeddings request, summed over its inputs after truncation (OpenAI's limit)."""
 INLINE_INPUT = 2048
-"""Input up to this many characters (or token ids) is tokenized on the event loop: a sentence takes ~20 µs
+"""Input up to this many characters (or token ids) is tokenized on the event loop: a sentence takes 20–35 µs
 there, and a hand-off to a thread and back cost more than that (c16 +14%, c64 +10% requests/s measured)."""
 
 
