@@ -77,7 +77,7 @@ def _embedding_model(manifest: Path, store: Path) -> EmbeddingModel:
     from npuctl.artifacts import Store, build_deployment
     from npuctl.runtime.loading import load_model
     from npuctl.schema import load_file
-    from npuctl.serve.oneshot import artifacts_of
+    from npuctl.cli.oneshot import artifacts_of
 
     [loaded] = load_file(manifest).deployments
     result = build_deployment(loaded, store=Store(store), cached_only=True)

@@ -10,11 +10,11 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
-from npuctl.artifacts.fetch import StoreLocation
+from npuctl.artifacts.published.fetch import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
-from npuctl.serve.guards import check_origin
+from npuctl.serve.http.guards import check_origin
 
 DEFAULT_PORT = 8765
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

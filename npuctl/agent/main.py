@@ -20,14 +20,14 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
-from npuctl.artifacts.fetch import StoreLocation
+from npuctl.artifacts.published.fetch import StoreLocation
 from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app
-from npuctl.serve.guards import WebPolicy
+from npuctl.serve.http.guards import WebPolicy
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.server import PortInUse, bind, server_config
+from npuctl.serve.http.server import PortInUse, bind, server_config
 from npuctl.serve.timeline import Timeline
 from npuctl.errors import NpuctlError
 

@@ -27,7 +27,7 @@ stored); spec.model.sha256 pins are checked for every scheme. build.strategy: lo
 (Qualcomm AI Hub compile jobs), prebuilt (EPContext packs only), auto (a pack's binary per target when it has
 one, else compile locally). for_soc: an agent's device SoC (only its targets; compiled for it when undeclared).
 
-Published stores (npuctl.artifacts.publish: `publish(results, store, dest)` writes the layout; `published=` folders or
+Published stores (npuctl.artifacts.published.publish: `publish(results, store, dest)` writes the layout; `published=` folders or
 http(s) URLs are asked for each missing step by key before it runs, files verified by sha256, StepState.FETCHED).
 
 A fully built deployment returns from `build_deployment` without running a step (files are re-hashed);
@@ -49,7 +49,7 @@ from npuctl.artifacts.result import (
     StepState,
     artifacts_of,
 )
-from npuctl.artifacts.sources import ResolvedSource, register_resolver, resolve
+from npuctl.artifacts.sources.resolve import ResolvedSource, register_resolver, resolve
 from npuctl.artifacts.store import Problem, Record, Store, StoredFile, default_root
 
 __all__ = [

@@ -10,14 +10,24 @@ from typing import Any
 
 import onnx
 
-from npuctl.artifacts import aihub, decoder_steps, export, fetch, generation, graphs, inputs, measure, packs
+from npuctl.artifacts import aihub
+from npuctl.artifacts.seq2seq import steps as decoder_steps
+from npuctl.artifacts.encoder import export
+from npuctl.artifacts.published import fetch
+from npuctl.artifacts.llm import choose as generation
+from npuctl.artifacts.encoder import graphs
+from npuctl.artifacts.encoder import inputs
+from npuctl.artifacts.encoder import measure
+from npuctl.artifacts.sources import packs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import quantize, seq2seq, verify
+from npuctl.artifacts.encoder import quantize
+from npuctl.artifacts.seq2seq import export as seq2seq
+from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
-from npuctl.artifacts.graphs import MODEL_FILE
+from npuctl.artifacts.encoder.graphs import MODEL_FILE
 from npuctl.artifacts.result import AccuracyResult, BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun
 from npuctl.artifacts.result import StepState
-from npuctl.artifacts.sources import ResolvedSource, SourceContext, buildable, resolve
+from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
 from npuctl.artifacts.targets import targets_of
@@ -51,7 +61,7 @@ def build_deployment(
     for_soc: the SoC of the device that will load the result (an agent's): only its targets are built, and
     when none is declared for it but the model can be compiled, it is compiled for that SoC instead.
     aihub_credentials: for `build.strategy: aihub` (default: qai-hub's own INI file).
-    published: artifact stores (folders or http(s) URLs, npuctl.artifacts.publish layout) asked for each missing
+    published: artifact stores (folders or http(s) URLs, npuctl.artifacts.published.publish layout) asked for each missing
     step before it runs, in order; a step fetched from one is not run (with `cached_only` too). pins: step key ->
     manifest digest (from signed bundles): an oci: store is asked for a pinned step by that digest only.
     publishing: the build is for `--publish`: `build.strategy: prebuilt` compiles here (the publisher is where

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts.sources import ResolvedSource
+from npuctl.artifacts.sources.resolve import ResolvedSource
 from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary

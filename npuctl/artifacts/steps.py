@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts import fetch
+from npuctl.artifacts.published import fetch
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.store import Record, Store

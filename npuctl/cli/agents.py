@@ -122,10 +122,10 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     from npuctl.runtime.devices import detect_host
     from npuctl.schema import load_paths
     from npuctl.serve.app import create_app
-    from npuctl.serve.guards import WebPolicy, check_origin
+    from npuctl.serve.http.guards import WebPolicy, check_origin
     from npuctl.serve.models import ServedModel
-    from npuctl.serve.oneshot import serve_registry
-    from npuctl.serve.server import PortInUse, bind, run
+    from npuctl.cli.oneshot import serve_registry
+    from npuctl.serve.http.server import PortInUse, bind, run
     from npuctl.serve.timeline import Timeline
 
     try:

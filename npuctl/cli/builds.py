@@ -92,7 +92,7 @@ def _publish(results: list[BuildResult], store: Store, publish_to: str, plain_ht
             raise SystemExit(1) from exc
         count, written, size = len(pushed.digests), pushed.blobs_written, pushed.bytes_written
     else:
-        from npuctl.artifacts.publish import publish
+        from npuctl.artifacts.published.publish import publish
 
         done = publish(results, store, Path(publish_to))
         count, written, size = len(done.steps), done.blobs_written, done.bytes_written

@@ -58,8 +58,8 @@ def dashboard_command(agents_file: Path, host: str, port: int) -> None:
     from starlette.middleware import Middleware
 
     from npuctl.serve.app import ERROR_HANDLERS
-    from npuctl.serve.guards import WebGuard, WebPolicy
-    from npuctl.serve.server import PortInUse, bind, run
+    from npuctl.serve.http.guards import WebGuard, WebPolicy
+    from npuctl.serve.http.server import PortInUse, bind, run
 
     if not _loopback(host):
         raise click.UsageError(f"--host {host} is reachable beyond this machine; the fleet dashboard holds the lab's "

@@ -1,6 +1,6 @@
 """Encoder-decoder text generation (T5-family) on ONNX Runtime: the encoder once per request (a context binary per
 input bucket on the NPU, or the dynamic fp32 model on the CPU), then the decoder one token a step with a fixed-length
-self-attention cache (see npuctl.artifacts.seq2seq for the graphs), greedy or sampled."""
+self-attention cache (see npuctl.artifacts.seq2seq.export for the graphs), greedy or sampled."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from npuctl.serve.models import (
     serve_loaded,
 )
 from npuctl.serve.registry import ModelRegistry, UnknownModel
-from npuctl.serve.server import BackgroundServer, run
+from npuctl.serve.http.server import BackgroundServer, run
 
 __all__ = [
     "BackgroundServer",

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from npuctl.schema.models import Api
 from npuctl.serve.batching import BatcherClosed, QueueFull
-from npuctl.serve.errors import ApiError, error_response
+from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry, UnknownModel
 

@@ -12,7 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from npuctl.serve.batching import BatchObserver
-from npuctl.serve.generating import GenerationObserver, GenerationStats
+from npuctl.serve.generation.queue import GenerationObserver, GenerationStats
 
 if TYPE_CHECKING:
     from npuctl.serve.models import ServedModel

@@ -24,7 +24,7 @@ from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.serve.batching import Batcher
-from npuctl.serve.generating import GenerationQueue
+from npuctl.serve.generation.queue import GenerationQueue
 
 In = TypeVar("In")
 Out = TypeVar("Out")

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from npuctl.agent.dashboard.routes import COOKIE, DATA_PATH, dashboard_routes, session_value
 from npuctl.agent.dashboard.views import AgentView, DashboardData, dashboard
-from npuctl.serve.server import BackgroundServer
+from npuctl.serve.http.server import BackgroundServer
 
 TOKEN = "s3cret-token-for-the-dashboard-test"
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}

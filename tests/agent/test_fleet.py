@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from npuctl.agent import bundles
-from npuctl.artifacts.publish import BLOBS, STEPS
+from npuctl.artifacts.published.publish import BLOBS, STEPS
 from tests.agent.fleet_harness import (
     AGENTS_PER_SOC,
     POLL_SECONDS,

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.agent.auth import ensure_token, token_matches
 from npuctl.artifacts import BuildError, Store, build_deployment
-from npuctl.artifacts.hf import HfSource
+from npuctl.artifacts.sources.hf import HfSource
 from npuctl.schema import load_file
 from tests.agent.harness import Agent, manifest
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from npuctl.artifacts import BuildError, llm_verify
+from npuctl.artifacts import BuildError
+from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.runtime.devices import NpuKind, detect_host
 from tests.tiny_chat import PROMPTS, TinyChat
 from tests.tiny_gguf import write_gguf

@@ -15,7 +15,7 @@ import pytest
 from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.config import AgentConfig
 from npuctl.artifacts import BuildError, BuildResult, Store, build_deployment
-from npuctl.artifacts.wrappers import read_description, write_wrapper
+from npuctl.artifacts.sources.wrappers import read_description, write_wrapper
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.loading import load_model

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from npuctl.artifacts import Store, StepEvent, build_deployment
-from npuctl.artifacts.publish import BLOBS, LAYOUT_FILE, STEPS
+from npuctl.artifacts.published.publish import BLOBS, LAYOUT_FILE, STEPS
 from tests.artifacts.conftest import write_manifest
 
 

@@ -15,8 +15,8 @@ from huggingface_hub import constants as hf_constants
 import pytest
 
 from npuctl.artifacts import BuildError, BuildResult, Store, build_deployment
-from npuctl.artifacts.hf import resolve_hf
-from npuctl.artifacts.sources import SourceContext, resolve
+from npuctl.artifacts.sources.hf import resolve_hf
+from npuctl.artifacts.sources.resolve import SourceContext, resolve
 from tests.artifacts.conftest import tiny_model, write_manifest
 from tests.conftest import MINILM_SOURCE, minilm_manifest
 
@@ -163,7 +163,7 @@ def test_https_source_with_a_wrong_digest_stores_nothing(local_https: tuple[str,
 
 
 def test_https_size_limit_and_missing_pin(local_https: tuple[str, Path], tmp_path: Path) -> None:
-    from npuctl.artifacts.download import fetch, resolve_https
+    from npuctl.artifacts.sources.https import fetch, resolve_https
 
     base, served = local_https
     (served / "big.bin").write_bytes(b"x" * 4096)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from npuctl.artifacts.fetch import FetchError, StoreLocation, open_source
+from npuctl.artifacts.published.fetch import FetchError, StoreLocation, open_source
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import RegistryClient
 from npuctl.artifacts.oci.steps import FILE_TYPE, RECORD_TYPE, STEP_TYPE, TITLE, push_steps

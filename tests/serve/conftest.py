@@ -19,7 +19,7 @@ from npuctl.serve.app import create_app
 from npuctl.serve.models import ServedModel, load_served
 from npuctl.artifacts import artifacts_of
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.server import BackgroundServer
+from npuctl.serve.http.server import BackgroundServer
 from tests.conftest import MINILM_SOURCE
 
 TENSOR_WEIGHT = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)

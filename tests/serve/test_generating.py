@@ -13,7 +13,7 @@ import pytest
 
 from npuctl.runtime.generation import Sampling, Step
 from npuctl.serve.batching import QueueFull
-from npuctl.serve.generating import FinishReason, GenerationQueue, Prompt
+from npuctl.serve.generation.queue import FinishReason, GenerationQueue, Prompt
 
 
 class GatedModel:

@@ -33,9 +33,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.app import create_app
 from npuctl.serve.models import load_served
-from npuctl.serve.openapi import openapi
+from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.server import BackgroundServer
+from npuctl.serve.http.server import BackgroundServer
 from tests.agent.harness import Agent, manifest, tiny_model
 from tests.fuzzing import FULL, HTTP_CASES, fuzz_settings
 from tests.serve.conftest import deployment
@@ -230,7 +230,7 @@ def test_hostile_bodies_get_4xx_json_never_5xx(sent: tuple[str, str, bytes, str 
 
 def test_the_documented_manifest_file_names_are_the_agents() -> None:
     from npuctl.agent.files import SAFE_FILE
-    from npuctl.serve.openapi_v2 import MANIFEST_FILE
+    from npuctl.serve.openapi.others import MANIFEST_FILE
 
     assert MANIFEST_FILE == SAFE_FILE.pattern
 

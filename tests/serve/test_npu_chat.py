@@ -10,7 +10,7 @@ import pytest
 
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
-from npuctl.serve.oneshot import artifacts_of
+from npuctl.cli.oneshot import artifacts_of
 from tests.serve.conftest import Serve
 from tests.tiny_chat import PROMPTS, TinyChat
 

@@ -11,7 +11,7 @@ import pytest
 from npuctl.serve.app import create_app
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.server import BackgroundServer
+from npuctl.serve.http.server import BackgroundServer
 from tests.serve.conftest import Serve, deployment
 from tests.serve.test_oip import tensors
 

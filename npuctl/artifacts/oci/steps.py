@@ -24,7 +24,7 @@ from npuctl.artifacts.oci.refs import Reference
 from npuctl.artifacts.store import RECORD, Record
 
 if TYPE_CHECKING:
-    from npuctl.artifacts.fetch import StoreLocation
+    from npuctl.artifacts.published.fetch import StoreLocation
     from npuctl.artifacts.result import BuildResult
     from npuctl.artifacts.store import Store
 
@@ -79,7 +79,7 @@ def push_steps(records: list[Record], client: RegistryClient, repository: str) -
 def publish(results: list[BuildResult], store: Store, location: str, insecure: bool = False) -> PushedSteps:
     """`npuctl build --publish oci://HOST/REPO`: every stored step of `results`, pushed by key. Credentials from
     docker's config.json (`docker login`) and credential helpers. Raises ReferenceError, RegistryError."""
-    from npuctl.artifacts.publish import stored_records
+    from npuctl.artifacts.published.publish import stored_records
 
     reference = refs.parse(location, allow_tag=False)
     with RegistryClient(reference.host, insecure=insecure) as client:
@@ -100,7 +100,7 @@ class OciStepSource:
         """Blob downloads resumed with Range (for tests and figures)."""
 
     def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
-        from npuctl.artifacts.fetch import FetchError, safe_relative
+        from npuctl.artifacts.published.fetch import FetchError, safe_relative
 
         repository = self.reference.repository
         pinned = self.pins.get(key)

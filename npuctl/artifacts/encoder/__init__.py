@@ -1,0 +1,1 @@
+"""Encoder builds (embeddings, rerankers, classifiers): export, static shapes and fixes, quantization, calibration inputs, verification."""

@@ -1,0 +1,1 @@
+"""Chat-model builds: onnxruntime-genai folders, and QNN decoder-pipeline packs (Olive's stages, compile, verify)."""

@@ -1,0 +1,26 @@
+"""Which build a text-generation deployment gets: a GGUF file is first dequantized into a transformers folder;
+then w8a16 / w4a16 build QNN decoder-pipeline packs, and fp32 / int4 a CPU model with onnxruntime-genai's
+builder (an onnxruntime-genai folder is served as it is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npuctl.artifacts.llm import pack as decoder_pack
+from npuctl.artifacts.llm import genai
+from npuctl.artifacts.sources import gguf as gguf_source
+from npuctl.artifacts.result import BuildResult, StepRun
+from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.steps import Runner
+from npuctl.schema.models import Format, ModelDeployment, Target
+
+
+def build(deployment: ModelDeployment, source: ResolvedSource, resolve_run: StepRun, runner: Runner,
+          targets: list[Target], base_dir: Path) -> BuildResult:
+    earlier: tuple[StepRun, ...] = (resolve_run,)
+    if source.format is Format.GGUF:
+        source, convert_run = gguf_source.convert_step(source, runner.run)
+        earlier += (convert_run,)
+    if deployment.spec.precision in decoder_pack.NPU_PRECISIONS:
+        return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir)
+    return genai.build_generation(deployment, source, earlier, runner.run)

@@ -1,0 +1,217 @@
+"""The stages of a QNN decoder-pipeline build that Olive's passes do, each run in a child process
+(`python -m npuctl.artifacts.llm.olive_steps <request.json> <result.json>`): Olive imports torch and
+transformers, logs to stdout, and its passes hold whole models in memory; none of that belongs in the agent.
+
+Olive 0.13 is driven pass by pass (`create_pass_from_dict(...).run(model, out)`), not through its workflow
+engine, which refuses to start when `QNNExecutionProvider` is not in `ort.get_available_providers()` (a plugin
+EP never is). The compile stage keeps Olive's pipeline bookkeeping (`process_llm_pipeline`) but compiles with
+onnxruntime's own session options: Olive's EPContextBinaryGenerator unregisters the plugin library after each
+session, so with weight sharing the second graph of a pair no longer finds the first's context."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from npuctl.artifacts.llm import compile as llm_compile
+from npuctl.artifacts.errors import BuildError
+
+PIPELINE_FILE = "llm_pipeline.json"
+"""Written beside the components of a split/static/compiled model: which file is which stage."""
+SURGERIES = ("RemoveRopeMultiCache", "AttentionMaskToSequenceLengths", "SimplifiedLayerNormToL2Norm")
+"""Olive's QNN recipe: RoPE caches cut to one, the attention mask becomes sequence lengths (what GQA on the CPU
+takes), RMSNorm becomes L2 normalization (an HTP op)."""
+_CONTRIB_OPS = ["GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits"]
+"""Left unquantized: they run on the CPU and take float inputs."""
+WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
+"""Per-channel weight type of each NPU precision; activations are uint16 in both."""
+
+
+def surgeries(request: dict[str, Any], out: Path) -> dict[str, Any]:
+    """GraphSurgeries on the genai builder's fp32 model, then the KV head size fixed to a number: the builder
+    writes it as the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of."""
+    import onnx
+    from olive.passes.onnx.graph_surgeries import GraphSurgeries
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
+    model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
+                 _onnx_model(Path(request["model_dir"])), out)
+    path = Path(model.model_path)
+    proto = onnx.load(str(path), load_external_data=False)
+    make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
+    onnx.save(proto, str(path))
+    return {"surgeries": list(SURGERIES), "kv_head_size": int(request["head_size"])}
+
+
+def quantize(request: dict[str, Any], out: Path) -> dict[str, Any]:
+    """OnnxStaticQuantization for the QNN EP: per-channel weights, uint16 activations, calibrated on the texts."""
+    from olive.passes.onnx.quantization import OnnxStaticQuantization
+
+    _register_corpus()
+    data_config = {
+        "name": "npuctl_corpus", "type": "DataContainer",
+        "load_dataset_config": {"type": "npuctl_corpus", "params": {
+            "tokenizer": request["tokenizer"], "texts": request["texts"], "window": request["window"]}},
+        "pre_process_data_config": {"type": "skip_pre_process"},
+        "dataloader_config": {"type": "no_auto_batch_dataloader"},
+    }
+    config = {"data_config": data_config, "precision": WEIGHT_TYPES[request["precision"]],
+              "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
+              "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
+    _run(OnnxStaticQuantization, config, _onnx_model(Path(request["model_dir"])), out)
+    return {"weights": WEIGHT_TYPES[request["precision"]], "activations": "uint16",
+            "calibration_texts": len(request["texts"])}
+
+
+def static(request: dict[str, Any], out: Path) -> dict[str, Any]:
+    """CaptureSplitInfo (on the transformers model) -> SplitModel -> StaticLLM: embeddings, a context graph
+    (the prefill window) and an iterator graph (one token) per split, lm_head; genai_config.json rewritten."""
+    from olive.model import HfModelHandler
+    from olive.passes.onnx.split import SplitModel
+    from olive.passes.onnx.static_llm import StaticLLM
+    from olive.passes.pytorch.capture_split_info import CaptureSplitInfo
+
+    info = _run(CaptureSplitInfo, {"num_splits": request["splits"], "unique_embeds_lm_head_splits": True},
+                HfModelHandler(model_path=request["hf_dir"]), out / "split-info")
+    assignments = {str(k): int(v) for k, v in info.model_attributes["split_assignments"].items()}
+    split = _run(SplitModel, {"split_assignments": assignments}, _onnx_model(Path(request["model_dir"])),
+                 out / "split")
+    model = _run(StaticLLM, {"context_length": request["window"], "batch_size": 1}, split, out / "static")
+    shutil.rmtree(out / "split-info", ignore_errors=True)
+    _move_up(out / "static", out)
+    shutil.rmtree(out / "split", ignore_errors=True)
+    _save_pipeline(out, model.model_attributes["llm_pipeline"])
+    config_file = out / "genai_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    # The KV cache is as long as the manifest says: genai sizes it from max_length.
+    model_config = config["model"]
+    model_config["context_length"] = request["context_length"]
+    config["search"]["max_length"] = request["context_length"]
+    # The pipeline pads each prompt chunk to the window with pad_token_id: one outside the vocabulary (the
+    # builder writes vocab_size when config.json has none, as for Qwen2) makes the embeddings' Gather fail.
+    pad = model_config.get("pad_token_id")
+    if not isinstance(pad, int) or not 0 <= pad < int(model_config["vocab_size"]):
+        eos = model_config["eos_token_id"]
+        model_config["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return {"split_assignments": assignments, "pipeline": model.model_attributes["llm_pipeline"]}
+
+
+def compile_pack(request: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Context binaries of every context/iterator graph for one SoC (onnxruntime's compiler, the plugin EP
+    registered once), genai_config.json pointed at them, then ComposeOnnxModels chains each group."""
+    from olive.model import CompositeModelHandler, ONNXModelHandler
+    from olive.passes.onnx.common import process_llm_pipeline
+    from olive.passes.onnx.compose import ComposeOnnxModels
+
+    source = Path(request["model_dir"])
+    pipeline = _load_pipeline(source)
+    names = [pipeline["embeddings"], *pipeline["context"], *pipeline["iterator"], pipeline["lm_head"]]
+    composite = CompositeModelHandler(
+        [ONNXModelHandler(model_path=str(source), onnx_file_name=f"{name}.onnx") for name in names], names,
+        model_path=str(source), model_attributes={"llm_pipeline": pipeline, "additional_files": _extra_files(source)})
+    compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
+                                    bool(request["weight_sharing"]))
+    for name in (pipeline["embeddings"], pipeline["lm_head"]):
+        compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
+
+    def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
+        groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}
+        for context, iterator in zip(llm_pipeline["context"], llm_pipeline["iterator"], strict=True):
+            pair = {f"{context}_ctx": Path(components[context].model_path),
+                    f"{iterator}_ctx": Path(components[iterator].model_path)}
+            for name, wrapper in compiler.compile_pair(pair, folder).items():
+                group = "context" if name == f"{context}_ctx" else "iterator"
+                groups[group][name] = ONNXModelHandler(model_path=str(folder), onnx_file_name=wrapper.name)
+        return groups
+
+    compiled = process_llm_pipeline(composite, pipeline, compile_groups, out / "compiled",
+                                    group_session_options={"provider_options": [{"qnn": compiler.pack_options()}]})
+    composed = _run(ComposeOnnxModels, {}, compiled, out / "pack")
+    _move_up(out / "pack", out)
+    shutil.rmtree(out / "compiled", ignore_errors=True)
+    _save_pipeline(out, composed.model_attributes["llm_pipeline"])
+    return {"soc_model": compiler.soc_model, "weight_sharing": compiler.weight_sharing,
+            "placement": compiler.placement.as_dict()}
+
+
+STAGES = {"surgeries": surgeries, "quantize": quantize, "static": static, "compile": compile_pack}
+
+
+def main(argv: list[str]) -> int:
+    """Run the stage a request file names; write {"details": ...} or {"error": ...} to the result file."""
+    request_file, result_file = Path(argv[0]), Path(argv[1])
+    request = json.loads(request_file.read_text(encoding="utf-8"))
+    logging.getLogger("olive").setLevel(logging.WARNING)
+    try:
+        details = STAGES[request["stage"]](request, Path(request["out"]))
+        result: dict[str, Any] = {"details": details}
+    except BuildError as exc:
+        result = {"error": exc.message}
+    except Exception as exc:  # reported to the parent, which raises a BuildError naming the step
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+    result_file.write_text(json.dumps(result), encoding="utf-8")
+    return 0 if "details" in result else 1
+
+
+def _run(pass_type: Any, config: dict[str, Any], model: Any, out: Path) -> Any:
+    from olive.hardware.accelerator import AcceleratorSpec, Device
+    from olive.passes.olive_pass import create_pass_from_dict
+
+    accelerator = AcceleratorSpec(accelerator_type=Device.NPU, execution_provider="QNNExecutionProvider")
+    return create_pass_from_dict(pass_type, config, disable_search=True, accelerator_spec=accelerator).run(model, str(out))
+
+
+def _onnx_model(folder: Path) -> Any:
+    """An Olive model of `folder/model.onnx`, with the folder's other files (genai_config.json, tokenizer)
+    carried along by every pass."""
+    from olive.model import ONNXModelHandler
+
+    return ONNXModelHandler(model_path=str(folder), onnx_file_name="model.onnx",
+                            model_attributes={"additional_files": _extra_files(folder)})
+
+
+def _extra_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.iterdir()
+                  if p.is_file() and p.suffix not in (".onnx", ".data", ".bin") and p.name != PIPELINE_FILE)
+
+
+def _register_corpus() -> None:
+    """An Olive dataset of tokenized texts (its registry is the extension point for data a recipe doesn't know)."""
+    from olive.data.registry import Registry
+
+    @Registry.register_dataset("npuctl_corpus")  # type: ignore[untyped-decorator]
+    def npuctl_corpus(tokenizer: str, texts: list[str], window: int, **_: Any) -> list[Any]:
+        import torch
+        from tokenizers import Tokenizer
+
+        encoder = Tokenizer.from_file(tokenizer)
+        rows = []
+        for text in texts:
+            ids = encoder.encode(text).ids[:window]
+            rows.append(({"input_ids": torch.tensor([ids]),
+                          "attention_mask": torch.ones(1, len(ids), dtype=torch.int64)}, 0))
+        return rows
+
+
+def _move_up(folder: Path, parent: Path) -> None:
+    for item in folder.iterdir():
+        shutil.move(str(item), str(parent / item.name))
+    folder.rmdir()
+
+
+def _save_pipeline(folder: Path, pipeline: dict[str, Any]) -> None:
+    (folder / PIPELINE_FILE).write_text(json.dumps(pipeline), encoding="utf-8")
+
+
+def _load_pipeline(folder: Path) -> dict[str, Any]:
+    pipeline: dict[str, Any] = json.loads((folder / PIPELINE_FILE).read_text(encoding="utf-8"))
+    return pipeline
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

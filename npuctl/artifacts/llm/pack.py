@@ -1,0 +1,267 @@
+"""The build graph of a QNN decoder-pipeline pack (text generation at w8a16 or w4a16), step by step:
+
+    genai-builder (fp32, the CPU reference) -> llm-surgeries -> llm-quantize -> llm-static
+        -> per target: compile (context binaries + compose) -> verify (greedy tokens vs the reference)
+
+Each step is content-addressed in the store: the targets share every step up to compile; a precision change
+reruns llm-quantize and what follows; serving options are in no key. The Olive stages run in child processes
+(npuctl.artifacts.llm.olive_steps), the comparison too (npuctl.artifacts.llm.verify)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from npuctl.artifacts import compile as qnn_compile
+from npuctl.artifacts.llm import genai
+from npuctl.artifacts.encoder import inputs
+from npuctl.artifacts.llm import verify as llm_verify
+from npuctl.artifacts.errors import AccuracyError, BuildError
+from npuctl.artifacts.result import AccuracyResult, BuildResult, GenerationReport, NpuArtifact, StepRun
+from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.steps import Runner, dist_version
+from npuctl.artifacts.store import Record
+from npuctl.schema.models import ModelDeployment, Precision, Target
+
+NPU_PRECISIONS = (Precision.W8A16, Precision.W4A16)
+ARCHITECTURES = ("llama", "qwen2", "mistral", "phi3")
+"""transformers `model_type`s whose genai-builder graph has GroupQueryAttention (what Olive's StaticLLM takes);
+the tests build llama and qwen2."""
+DEFAULT_COSINE = {Precision.W8A16: 0.98, Precision.W4A16: 0.80}
+"""Default first-token logits cosine bar. The tiny test models measured 0.9999 at w8a16, 0.92-0.99 at w4a16."""
+DEFAULT_CONTEXT = 4096
+FINALIZE_LIMIT = 2 << 30
+"""Weight bytes past which QNN fails to finalize a graph on the device (error 1002)."""
+GRAPH_BUDGET = FINALIZE_LIMIT // 2
+"""Weight bytes one graph may hold with `splits: auto`: a margin under the limit for the estimate's error."""
+_WEIGHT_BYTES = {Precision.W8A16: 1.0, Precision.W4A16: 0.5}
+_SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+_OPTIONAL_SIZES = ("max_position_embeddings", "num_key_value_heads", "head_dim")
+"""With _SIZES, the config.json sizes the shapes and the graph budget are computed from."""
+_OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
+_LOG_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The pack's static shapes, resolved against the checkpoint's config."""
+
+    window: int
+    context_length: int
+    splits: int
+
+
+def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
+                         runner: Runner, targets: list[Target], base_dir: Path) -> BuildResult:
+    """One verified decoder-pipeline pack per target, from a transformers folder; the fp32 genai folder (the
+    reference) is the CPU model."""
+    spec = deployment.spec
+    config = model_config(source)
+    shape = resolve_shape(deployment, config, source.uri)
+    reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run)
+    steps = [*earlier, reference_run]
+    texts = inputs.calibration_texts(spec.calibration, base_dir)
+    prompts = held_out_prompts(spec.accuracy.samples, texts)
+    olive = {name: dist_version(name) for name in _OLIVE}
+
+    def surgeries_work(out: Path) -> dict[str, Any]:
+        return run_stage("llm-surgeries", {"stage": "surgeries", "model_dir": str(reference.folder),
+                                           "head_size": _head_size(config)}, out)
+
+    graphs, run = runner.run("llm-surgeries", {"model": reference.digest}, {"tools": olive}, surgeries_work)
+    steps.append(run)
+    tokenizer = graphs.path("tokenizer.json")
+
+    def quantize_work(out: Path) -> dict[str, Any]:
+        return run_stage("llm-quantize", {"stage": "quantize", "model_dir": str(graphs.folder), "texts": texts,
+                                          "tokenizer": str(tokenizer), "window": shape.window,
+                                          "precision": spec.precision.value}, out)
+
+    calibration = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+    quantized, run = runner.run("llm-quantize", {"model": graphs.digest, "calibration": calibration},
+                                {"precision": spec.precision.value, "window": shape.window, "tools": olive},
+                                quantize_work)
+    steps.append(run)
+
+    def static_work(out: Path) -> dict[str, Any]:
+        return run_stage("llm-static", {"stage": "static", "model_dir": str(quantized.folder),
+                                        "hf_dir": str(source.folder), "splits": shape.splits,
+                                        "window": shape.window, "context_length": shape.context_length}, out)
+
+    static, run = runner.run("llm-static", {"model": quantized.digest, "source": source.digest},
+                             {"splits": shape.splits, "window": shape.window,
+                              "context_length": shape.context_length, "tools": olive}, static_work)
+    steps.append(run)
+    artifacts = [_target(deployment, target, static, reference, prompts, runner, tuple(steps)) for target in targets]
+    all_steps = {s.key: s for s in steps} | {s.key: s for a in artifacts for s in a.steps}
+    return BuildResult(deployment.name, spec.model.task, spec.precision, reference.path("model.onnx"),
+                       reference.folder, reference.path("tokenizer.json"), tuple(artifacts),
+                       tuple(all_steps.values()), (source,))
+
+
+def model_config(source: ResolvedSource) -> dict[str, Any]:
+    """The checkpoint's config.json, refused when its architecture is not one the NPU path builds."""
+    try:
+        config: dict[str, Any] = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError("resolve", f"{source.uri}: cannot read config.json ({exc})") from exc
+    kind = config.get("model_type")
+    if kind not in ARCHITECTURES:
+        names = ", ".join(config.get("architectures") or []) or "unnamed"
+        raise BuildError("resolve", f"{source.uri}: architecture {kind!r} ({names}) cannot be built for the NPU "
+                         f"(supported model_type: {', '.join(ARCHITECTURES)}); precision fp32 or int4 builds it "
+                         "for the CPU, if onnxruntime-genai's model builder knows it")
+    return config
+
+
+def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str) -> Shape:
+    for key in _SIZES + _OPTIONAL_SIZES:
+        value = config.get(key)
+        if (value is not None or key in _SIZES) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise BuildError("resolve", f"{uri} config.json: {key} must be a positive integer, not {value!r}")
+    generation = deployment.spec.generation
+    limit = int(config.get("max_position_embeddings") or DEFAULT_CONTEXT)
+    if generation.window >= limit:
+        raise BuildError("resolve", f"spec.generation.window {generation.window} is not shorter than the model's "
+                         f"context of {limit} tokens ({uri} config.json max_position_embeddings): lower "
+                         "spec.generation.window")
+    context = generation.context_length or max(min(limit, DEFAULT_CONTEXT), generation.window + 1)
+    if context > limit:
+        raise BuildError("resolve", f"spec.generation.contextLength {context} is longer than the model's context of "
+                         f"{limit} tokens ({uri} config.json max_position_embeddings): lower it")
+    layers = int(config["num_hidden_layers"])
+    precision = deployment.spec.precision
+    per_layer = _layer_parameters(config) * _WEIGHT_BYTES[precision]
+    fewest = min(layers, max(1, math.ceil(per_layer * layers / GRAPH_BUDGET)))
+    splits = fewest if generation.splits == "auto" else generation.splits
+    if splits > layers:
+        raise BuildError("resolve", f"spec.generation.splits {splits} is more than the model's {layers} layers")
+    # Refused here, before hours of quantizing, because the x86 prepare finalizes such a graph (2.3 GB was
+    # measured to pass) and only the NPU's own finalize at load time refuses it.
+    largest = math.ceil(layers / splits) * per_layer
+    if largest > FINALIZE_LIMIT:
+        raise BuildError("resolve", f"spec.generation.splits {splits} puts ~{largest / 2**30:.1f} GiB of {precision.value} "
+                         f"weights in one graph, over QNN's ~2 GB finalize limit (error 1002 when the NPU loads it): "
+                         f"set spec.generation.splits to {fewest} or more, or auto")
+    return Shape(generation.window, context, int(splits))
+
+
+def held_out_prompts(samples: int, calibration: list[str]) -> list[str]:
+    """The first half of each held-out sentence (never calibrated on): the model is asked to go on."""
+    sentences = inputs.held_out_texts(samples, calibration)
+    if not sentences:
+        raise BuildError("verify", "every built-in held-out sentence is in the calibration set; generation must "
+                         "be checked on prompts that were not calibrated on")
+    return [" ".join(s.split()[: max(2, len(s.split()) // 2)]) for s in sentences]
+
+
+def run_stage(step: str, request: dict[str, Any], out: Path) -> dict[str, Any]:
+    """One olive_steps stage in a child process; its error becomes this step's BuildError."""
+    if dist_version("olive-ai") is None:
+        raise BuildError(step, "olive-ai is not installed: pip install 'npuctl[npu-llm]'")
+    with tempfile.TemporaryDirectory(prefix="npuctl-olive-") as scratch:
+        request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        request_file.write_text(json.dumps(request | {"out": str(out)}), encoding="utf-8")
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
+                               str(result_file)], capture_output=True, text=True, env=env, check=False)
+        if not result_file.is_file():
+            log = (done.stderr or done.stdout)[-_LOG_TAIL:]
+            raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {log}")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    if "error" in result:
+        raise BuildError(step, result["error"])
+    details: dict[str, Any] = result["details"]
+    return details
+
+
+def _target(deployment: ModelDeployment, target: Target, static: Record, reference: Record, prompts: list[str],
+            runner: Runner, steps: tuple[StepRun, ...]) -> NpuArtifact:
+    spec = deployment.spec
+    soc = target.soc_model or 0
+    sharing = spec.generation.weight_sharing
+    facts = {"soc_model": soc, "htp_arch": target.htp_arch, "precision": spec.precision.value,
+             "weight_sharing": sharing, "qnn_sdk": runner.tools["qnn-sdk"]}
+
+    def compile_work(out: Path) -> dict[str, Any]:
+        details = run_stage("compile", {"stage": "compile", "model_dir": str(static.folder), "soc_model": soc,
+                                        "weight_sharing": sharing,
+                                        "optimization_level": spec.build.optimization_level}, out)
+        return facts | details | {"ep_compatibility_info": qnn_compile.compatibility(_first_context(out))}
+
+    compiled, compile_run = runner.run("compile", {"model": static.digest},
+                                       facts | {"optimization_level": spec.build.optimization_level},
+                                       compile_work, target=target.name)
+    tokens = spec.accuracy.tokens
+    matching = tokens if spec.accuracy.matching_tokens is None else spec.accuracy.matching_tokens
+    threshold = DEFAULT_COSINE[spec.precision] if spec.accuracy.threshold is None else spec.accuracy.threshold
+
+    def verify_work(out: Path) -> dict[str, Any]:
+        checks = llm_verify.compare(compiled.folder, reference.folder, prompts, tokens)
+        worst = min(checks, key=lambda c: c.first_divergence)
+        cosine = min(c.cosine for c in checks)
+        if worst.first_divergence < matching or cosine < threshold:
+            raise AccuracyError(
+                f"on {target.name} ({spec.precision.value}) the greedy tokens first differ from the fp32 reference "
+                f"at token {worst.first_divergence} of {tokens} (prompt {worst.prompt!r}; spec.accuracy."
+                f"matchingTokens wants {matching}) and the first-token logits cosine is {cosine:.5f} "
+                f"(spec.accuracy.threshold wants {threshold})", metric="greedy", value=cosine, threshold=threshold)
+        return {"checks": [c.as_dict() for c in checks], "first_divergence": worst.first_divergence,
+                "cosine": cosine, "mean_cosine": sum(c.cosine for c in checks) / len(checks)}
+
+    verified, verify_run = runner.run(
+        "verify", {"pack": compiled.digest, "reference": reference.digest},
+        {"prompts": prompts, "tokens": tokens, "matching_tokens": matching, "threshold": threshold},
+        verify_work, target=target.name)
+    placement = compiled.details["placement"]
+    details = verified.details
+    report = GenerationReport(tokens, details["first_divergence"], matching, len(prompts), placement["node_share"],
+                              placement["weight_share"], placement["stages"])
+    wrapper = _first_context(compiled.folder)
+    return NpuArtifact(
+        target=target.name, soc_model=soc, htp_arch=target.htp_arch, precision=spec.precision, batch=1,
+        bucket=0, context_model=wrapper, context_binary=compiled.path(_binary_of(wrapper)), qdq_model=None,
+        static_model=None,
+        accuracy=AccuracyResult("cosine", details["cosine"], threshold, details["mean_cosine"], len(prompts)),
+        npu_coverage=placement["node_share"], qnn_sdk=runner.tools["qnn-sdk"], files=compiled.files,
+        steps=(*steps, compile_run, verify_run), compatibility=compiled.details.get("ep_compatibility_info"),
+        generation=report)
+
+
+def _first_context(pack: Path) -> Path:
+    """The pack's first context-graph wrapper: what placement checks against the host."""
+    pipeline = json.loads((pack / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]["pipeline"]
+    for name, stage in pipeline[0].items():
+        if stage.get("run_on_token_gen") is False:
+            return pack / str(stage["filename"])
+    raise BuildError("compile", f"{pack}: the pack's genai_config.json has no context stage")
+
+
+def _binary_of(wrapper: Path) -> str:
+    import onnx
+
+    for node in onnx.load(str(wrapper), load_external_data=False).graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "EPContext" and attribute.name == "ep_cache_context":
+                return str(attribute.s.decode())
+    raise BuildError("compile", f"{wrapper} has no EPContext node naming a context binary")
+
+
+def _head_size(config: dict[str, Any]) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def _layer_parameters(config: dict[str, Any]) -> int:
+    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head = _head_size(config)
+    attention = hidden * head * (2 * heads + 2 * kv_heads)
+    return attention + 3 * hidden * int(config["intermediate_size"])

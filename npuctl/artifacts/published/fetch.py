@@ -1,0 +1,188 @@
+"""Reading a published artifact store: a folder or the same layout over http(s) (npuctl.artifacts.published.publish), or
+an OCI registry repository (npuctl.artifacts.oci.steps). A step is fetched by its key: its record first, then
+each file it lists by sha256, each checked while it streams. Anything that does not match is discarded; the
+caller then builds the step itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic.alias_generators import to_camel
+
+from npuctl.artifacts.published.publish import BLOBS, STEPS
+from npuctl.artifacts.store import Record
+from npuctl.errors import NpuctlError
+
+TIMEOUT_SECONDS = 30.0
+MAX_RECORD_BYTES = 1 << 20
+_CHUNK = 1 << 20
+
+
+class FetchError(NpuctlError):
+    """A published store that answered wrongly: unreachable, a bad record, or a file whose digest differs."""
+
+
+class StoreLocation(BaseModel):
+    """A published store with options (agent config `artifactSources:` entry written as a mapping)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid", frozen=True,
+                              use_attribute_docstrings=True)
+
+    url: str
+    """oci://HOST[:PORT]/REPO, an http(s) URL or a folder."""
+    insecure: bool = False
+    """oci:// only: plain http to the registry (a lab registry). TLS is verified otherwise."""
+    username: str | None = None
+    """oci:// only: registry user; without it, docker's config.json and credential helpers are asked."""
+    password: SecretStr | None = None
+    """oci:// only: the user's password or access token. Never logged."""
+
+
+class ArtifactSource(Protocol):
+    location: str
+
+    def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
+        """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
+        Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class LayoutSource(Protocol):
+    location: str
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        """The file at `path` under the store (None when it is not there), at most `limit` bytes."""
+
+    def copy(self, path: str, out: Path) -> str:
+        """Copy the file at `path` to `out`; returns its sha256. Raises FetchError when it is not there."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def open_source(location: str | StoreLocation, pins: dict[str, str] | None = None) -> ArtifactSource:
+    """A published store by reference (oci:), URL (http:, https:) or folder path. pins: step key -> manifest
+    digest that an oci: store must serve for that key (from signed bundles)."""
+    spec = location if isinstance(location, StoreLocation) else StoreLocation(url=location)
+    if spec.url.startswith("oci://"):
+        from npuctl.artifacts.oci.client import RegistryError
+        from npuctl.artifacts.oci.steps import open_registry
+
+        try:
+            return open_registry(spec, pins)
+        except (ValueError, RegistryError) as exc:
+            raise FetchError(str(exc)) from exc
+    if spec.url.startswith(("http://", "https://")):
+        return HttpSource(spec.url)
+    return FolderSource(Path(spec.url))
+
+
+class _LayoutFetch:
+    """fetch_step over read/copy of the folder layout."""
+
+    def fetch_step(self: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
+        return fetch_layout_step(self, step, key, workdir)
+
+
+def fetch_layout_step(source: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
+    raw = source.read(f"{STEPS}/{key}.json", MAX_RECORD_BYTES)
+    if raw is None:
+        return None
+    try:
+        record = Record.from_storage(json.loads(raw), workdir)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FetchError(f"{source.location}: {STEPS}/{key}.json is not a step record: {exc}") from exc
+    if (record.key, record.step) != (key, step):
+        raise FetchError(f"{source.location}: {STEPS}/{key}.json describes {record.step} {record.key[:12]}, "
+                         f"not {step} {key[:12]}")
+    for stored in record.files:
+        target = workdir / safe_relative(stored.path, source.location)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        actual = source.copy(f"{BLOBS}/{stored.sha256}", target)
+        if actual != stored.sha256:
+            raise FetchError(f"{source.location}: {BLOBS}/{stored.sha256[:12]}... has sha256 {actual[:12]}...; "
+                             "the published file is corrupt")
+    return record
+
+
+class FolderSource(_LayoutFetch):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.location = str(root)
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        try:
+            with (self.root / path).open("rb") as f:
+                return f.read(limit)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FetchError(f"{self.location}: {path}: {exc}") from exc
+
+    def copy(self, path: str, out: Path) -> str:
+        digest = hashlib.sha256()
+        try:
+            with (self.root / path).open("rb") as source, out.open("wb") as target:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+        except OSError as exc:
+            raise FetchError(f"{self.location}: {path}: {exc}") from exc
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
+class HttpSource(_LayoutFetch):
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self.location = url
+        self._http = httpx.Client(base_url=url.rstrip("/") + "/", timeout=TIMEOUT_SECONDS, follow_redirects=True)
+
+    def read(self, path: str, limit: int) -> bytes | None:
+        import httpx
+
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{self.location}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise FetchError(f"{self.location}{path}: HTTP {response.status_code}")
+        return response.content[:limit]
+
+    def copy(self, path: str, out: Path) -> str:
+        import httpx
+
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path) as response, out.open("wb") as target:
+                if response.status_code != 200:
+                    raise FetchError(f"{self.location}{path}: HTTP {response.status_code}")
+                for chunk in response.iter_bytes(_CHUNK):
+                    digest.update(chunk)
+                    target.write(chunk)
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{self.location}{path}: {exc}") from exc
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def safe_relative(path: str, location: str) -> str:
+    # Records come from another machine: a path must stay inside the step's folder.
+    parts = PurePosixPath(path).parts
+    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path or ":" in path:
+        raise FetchError(f"{location}: a step record names the unsafe file path {path!r}")
+    return path
+

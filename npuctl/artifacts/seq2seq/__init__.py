@@ -1,0 +1,1 @@
+"""Encoder-decoder builds (T5 family): export of both graphs, the decoder's NPU steps, verification."""

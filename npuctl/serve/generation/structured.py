@@ -1,0 +1,175 @@
+"""Structured output and tool calls for chat, by constrained decoding: OpenAI's `response_format` (json_object,
+json_schema) and `tools` / `tool_choice` become a grammar onnxruntime-genai's guidance holds the model to, so the
+answer parses whatever the weights are. A tool call is generated as `{"name": ..., "arguments": {...}}` and
+answered as OpenAI `tool_calls`."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from npuctl.runtime.generation import Guidance
+from npuctl.serve.http.errors import ApiError
+
+_COMPACT = {"x-guidance": {"whitespace_flexible": False}}
+"""JSON without free whitespace: a small model cannot wander off into blank space."""
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What a chat request asks of the answer's form."""
+
+    guidance: Guidance | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    """The tools offered, as the chat template takes them (OpenAI's `tools` entries)."""
+    may_call: bool = False
+    """The answer may be a tool call (tool_choice is not `none`)."""
+
+    @property
+    def param(self) -> str | None:
+        """The request parameter the grammar comes from."""
+        if self.guidance is None:
+            return None
+        return "tools" if self.may_call else "response_format"
+
+    def tool_calls(self, text: str) -> list[dict[str, Any]] | None:
+        """The answer as OpenAI tool calls, when it is one (None: it is text)."""
+        if not self.may_call or not text.startswith("{"):
+            return None
+        try:
+            call = json.loads(text)
+        except ValueError:
+            return None  # cut short by max_tokens: the text is the answer
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            return None
+        arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)
+        return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                 "function": {"name": call["name"], "arguments": arguments}}]
+
+
+def structure(body: dict[str, Any], guided: bool) -> Structure:
+    """The form `body` asks for; 400 naming the parameter when it is malformed, or when it needs guidance and
+    this onnxruntime-genai has none (`guided` false)."""
+    schema = _response_schema(body.get("response_format"))
+    tools = _tools(body.get("tools"))
+    choice = body.get("tool_choice", "auto" if tools else "none")
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise ApiError(400, "'parallel_tool_calls' must be true or false", param="parallel_tool_calls")
+    calls = _chosen(choice, tools)
+    if calls and schema is not None:
+        raise ApiError(400, "'response_format' with tools the model may call is not supported: set tool_choice "
+                       "'none', or leave out response_format", param="response_format")
+    guidance = None
+    if calls:
+        union = _call_schema(calls)
+        if choice == "auto":
+            guidance = Guidance("lark_grammar", f"start: call | TEXT\ncall: %json {json.dumps(union)}\n"
+                                                r"TEXT: /[^{](.|\n)*/")
+        else:
+            guidance = Guidance("json_schema", json.dumps(union))
+    elif schema is not None:
+        guidance = Guidance("json_schema", json.dumps(schema))
+    if guidance is not None and not guided:
+        param = "tools" if calls else "response_format"
+        raise ApiError(400, f"'{param}' needs constrained decoding, which this server's onnxruntime-genai lacks",
+                       param=param)
+    return Structure(guidance, tuple(tools), bool(calls))
+
+
+def _response_schema(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"} | _COMPACT
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(schema, dict):
+            raise ApiError(400, "'response_format.json_schema' must be an object with a 'name' and a 'schema' "
+                           "object", param="response_format")
+        return {**_COMPACT, **_closed(schema)}
+    raise ApiError(400, "'response_format.type' must be text, json_object or json_schema", param="response_format")
+
+
+def _tools(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ApiError(400, "'tools' must be a list of function tools", param="tools")
+    tools: list[dict[str, Any]] = []
+    for i, tool in enumerate(value):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+            raise ApiError(400, f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param=f"tools[{i}]")
+        name, parameters = function.get("name"), function.get("parameters", _NO_PARAMETERS)
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise ApiError(400, f"tools[{i}].function.name must be 1 to 64 letters, digits, '_' or '-'",
+                           param=f"tools[{i}].function.name")
+        if not isinstance(parameters, dict):
+            raise ApiError(400, f"tools[{i}].function.parameters must be a JSON Schema object",
+                           param=f"tools[{i}].function.parameters")
+        tools.append({"type": "function", "function": function | {"parameters": parameters}})
+    names = [tool["function"]["name"] for tool in tools]
+    if len(set(names)) != len(names):
+        raise ApiError(400, "'tools' names a function twice", param="tools")
+    return tools
+
+
+def _chosen(choice: Any, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools the answer may call."""
+    if choice == "none":
+        return []
+    if not tools:
+        raise ApiError(400, "'tool_choice' needs 'tools'", param="tool_choice")
+    if choice in ("auto", "required"):
+        return tools
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) and choice.get("type") == "function" \
+        else None
+    if not isinstance(name, str):
+        raise ApiError(400, "'tool_choice' must be none, auto, required or {'type': 'function', 'function': "
+                       "{'name': ...}}", param="tool_choice")
+    named = [t for t in tools if t["function"]["name"] == name]
+    if not named:
+        raise ApiError(400, f"'tool_choice' names {name!r}, which is not in 'tools'", param="tool_choice")
+    return named
+
+
+def _call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """One JSON Schema for a call of any of `tools`. Their `$defs` move to the top, where their `$ref`s point."""
+    definitions: dict[str, Any] = {}
+    calls = []
+    for tool in tools:
+        function = tool["function"]
+        parameters = dict(function["parameters"])
+        for key, definition in parameters.pop("$defs", {}).items():
+            if definitions.setdefault(key, definition) != definition:
+                raise ApiError(400, f"two tools define ${key} differently in their parameters' $defs", param="tools")
+        calls.append({"type": "object", "properties": {"name": {"const": function["name"]},
+                                                       "arguments": _closed(parameters)},
+                      "required": ["name", "arguments"], "additionalProperties": False})
+    schema: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
+    if definitions:
+        schema = schema | {"$defs": definitions}
+    return schema | _COMPACT
+
+
+def _closed(schema: Any) -> Any:
+    """`schema` with no properties beyond those it names, where it does not say: every answer still validates
+    against the original, and a model cannot run on adding keys until max_tokens cuts it."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if "properties" in closed and "additionalProperties" not in closed:
+        closed["additionalProperties"] = False
+    return closed

@@ -1,0 +1,312 @@
+"""Open Inference Protocol (KServe v2) over HTTP, with Triton's extensions: health, model metadata and readiness
+(also under `/versions/{version}`), and `infer` with tensors checked against the model's signature (name, datatype,
+shape) before they reach a session, as JSON or binary data. Embedding models answer too: a BYTES `text` input, an
+FP32 `embedding` output."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from npuctl import __version__
+from npuctl.runtime.tensors import TensorSpec
+from npuctl.schema.models import Api
+from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.body import answered, check_json_type, read_body
+from npuctl.serve.http.limits import check_rows, check_tokens, tokenized
+from npuctl.serve.oip.task_metadata import task_metadata
+from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
+from npuctl.serve.oip.binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
+from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
+
+TEXT_INPUT = "text"
+EMBEDDING_OUTPUT = "embedding"
+
+HIDDEN = "(details need the agent's token)"
+_KINDS_TAKEN = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+"""numpy kinds of the JSON data each kind of input takes: booleans, integers, numbers."""
+_KIND_NAMES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string"}
+
+
+def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
+    stats = InferenceStats()
+
+    def served() -> list[ServedModel]:
+        return [m for m in ctx.registry.models() if m.speaks(Api.OIP)]
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        models = ctx.registry.models()
+        shown = ctx.shows_details(request)
+        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message if shown else HIDDEN}
+                   for m in models if not m.status.ready}
+        waiting |= {subject: {"reason": reason, "message": message if shown else HIDDEN}
+                    for subject, (reason, message) in ctx.registry.problems().items()}
+        return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": "npuctl", "version": __version__, "extensions": EXTENSIONS})
+
+    async def model_metadata(request: Request) -> Response:
+        model = _model(ctx, request)
+        inputs, outputs = _signature(model)
+        return JSONResponse({
+            "name": model.name,
+            "versions": [model.generation],
+            "platform": PLATFORM,
+            "inputs": [_meta(spec) for spec in inputs],
+            "outputs": [_meta(spec) for spec in outputs],
+            "status": model.status.as_dict() | ({} if ctx.shows_details(request) else {"message": HIDDEN}),
+            **task_metadata(model),
+        })
+
+    async def model_ready(request: Request) -> Response:
+        model = _model(ctx, request)
+        status = model.status
+        message = status.message if ctx.shows_details(request) else HIDDEN
+        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": message}
+        return JSONResponse(body, status_code=200 if status.ready else 503)
+
+    async def model_config(request: Request) -> Response:
+        model = _model(ctx, request)
+        return JSONResponse(config(model, *_signature(model)))
+
+    async def model_stats(request: Request) -> Response:
+        models = [_model(ctx, request)] if "name" in request.path_params else served()
+        return JSONResponse(stats.report(models))
+
+    async def repository_index(request: Request) -> Response:
+        body = await read_body(request, ctx.max_body_bytes)
+        query, _ = split(body, None) if body.strip() else ({}, None)
+        if not isinstance(query, dict) or not isinstance(query.get("ready", False), bool):
+            raise ApiError(400, "the body is optional; if given, a JSON object with a boolean 'ready'")
+        return JSONResponse(index(served(), query.get("ready", False)))
+
+    async def infer(request: Request) -> Response:
+        started = time.perf_counter()
+        if HEADER_LENGTH.lower() not in request.headers:
+            check_json_type(request)  # the binary extension's header is not one a page can send without CORS
+        body, blobs = split(await read_body(request, ctx.max_body_bytes), request.headers.get(HEADER_LENGTH))
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
+            raise ApiError(400, "the request body must be a JSON object with an 'inputs' list")
+        with ctx.using(request, request.path_params["name"], Api.OIP, ServedModel) as model:
+            _version(model, request)
+            try:
+                answer, timing = await _infer(request, model, body, blobs, started)
+            except ApiError:
+                stats.failed(model, time.perf_counter() - started)
+                raise
+            stats.succeeded(model, timing)
+            return answer
+
+    probes = (live, ready, model_ready)
+
+    def route(path: str, handler: Any, methods: list[str]) -> Route:
+        return Route(path, ctx.endpoint("oip", handler, counted=handler not in probes), methods=methods)
+
+    model_routes = [("", model_metadata, "GET"), ("/ready", model_ready, "GET"), ("/infer", infer, "POST"),
+                    ("/config", model_config, "GET"), ("/stats", model_stats, "GET")]
+    return [
+        route("/v2", server_metadata, ["GET"]),
+        route("/v2/health/live", live, ["GET"]),
+        route("/v2/health/ready", ready, ["GET"]),
+        route("/v2/repository/index", repository_index, ["POST"]),
+        route("/v2/models/stats", model_stats, ["GET"]),  # before /v2/models/{name}, as in Triton
+        *(route(f"/v2/models/{{name}}{tail}", handler, [method]) for tail, handler, method in model_routes),
+        *(route(f"/v2/models/{{name}}/versions/{{version}}{tail}", handler, [method])
+          for tail, handler, method in model_routes),
+    ]
+
+
+async def _infer(request: Request, model: ServedModel, body: dict[str, Any], blobs: Blobs,
+                 started: float) -> tuple[Response, Timing]:
+    inputs, outputs = _signature(model)
+    timeout = _parameters(body, model.timeout_seconds)
+    feeds = _feeds(body["inputs"], inputs, blobs)
+    wanted = _wanted_outputs(body.get("outputs"), outputs, _flag(body.get("parameters") or {}, "binary_data_output",
+                                                                  "the request"))
+    decoded = time.perf_counter()
+    if isinstance(model, EmbeddingService):
+        texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
+        check_rows(len(texts), f"input {TEXT_INPUT!r}")
+        tokens = await tokenized(texts, model.model.encoder.encode)
+        check_tokens(sum(len(t.ids) for t in tokens), f"input {TEXT_INPUT!r}")
+        if not model.truncate and any(t.truncated for t in tokens):
+            limit = model.model.encoder.max_tokens
+            raise ApiError(400, f"input {TEXT_INPUT!r} holds a text longer than {limit} tokens")
+        vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), timeout)
+        results: dict[str, np.ndarray] = {EMBEDDING_OUTPUT: np.stack(vectors)}
+    elif isinstance(model, TensorService):
+        [results] = await answered(request, model.batcher.submit([feeds]), timeout)
+    else:
+        raise ApiError(400, f"the model {model.name!r} does not take tensors")
+    inferred = time.perf_counter()
+    specs = {spec.name: spec for spec in outputs}
+    tensors, blobs_out = [], []
+    for name, binary in wanted:
+        tensor = _tensor(name, specs[name], results[name], binary)
+        if binary:
+            blobs_out.append(encode(results[name]))
+        tensors.append(tensor)
+    answer: dict[str, Any] = {"model_name": model.name, "model_version": model.generation, "outputs": tensors}
+    if "id" in body:
+        answer["id"] = body["id"]
+    response = respond(answer, blobs_out)
+    done = time.perf_counter()
+    first = next(iter(feeds.values()))
+    rows = int(first.shape[0]) if first.ndim else 1
+    return response, Timing(rows, done - started, decoded - started, inferred - decoded, done - inferred)
+
+
+def _parameters(body: dict[str, Any], timeout: float) -> float:
+    """The request's parameters checked; the timeout it allows (Triton's `timeout`, in microseconds, can only
+    shorten the model's)."""
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ApiError(400, "the request's 'parameters' must be an object")
+    unknown = sorted(set(parameters) - {"binary_data_output", "timeout"})
+    if unknown:
+        raise ApiError(400, f"request parameter {unknown[0]!r} is not supported (npuctl takes binary_data_output "
+                       "and timeout; its models keep no sequence state and have one priority)")
+    asked = parameters.get("timeout")
+    if asked is None:
+        return timeout
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
+        raise ApiError(400, f"request parameter 'timeout' must be a positive number of microseconds, not {asked!r}")
+    return min(timeout, asked / 1e6)
+
+
+def _flag(parameters: Any, name: str, where: str) -> bool:
+    if not isinstance(parameters, dict):
+        raise ApiError(400, f"the 'parameters' of {where} must be an object")
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"parameter {name!r} of {where} must be true or false")
+    return value
+
+
+def _version(model: ServedModel, request: Request) -> None:
+    version = request.path_params.get("version")
+    if version not in (None, "", model.generation):
+        raise ApiError(404, f"the model {model.name!r} has no version {version!r}; it serves version "
+                       f"{model.generation!r}")
+
+
+def _model(ctx: ServeContext, request: Request) -> ServedModel:
+    name = request.path_params["name"]
+    model = next((m for m in ctx.registry.models() if name in m.names and m.speaks(Api.OIP)), None)
+    if model is None:
+        raise ApiError(404, f"the model {name!r} does not exist")
+    request.state.model = model.name
+    _version(model, request)
+    return model
+
+
+def _signature(model: ServedModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    if isinstance(model, TensorService):
+        return model.model.inputs, model.model.outputs
+    if isinstance(model, EmbeddingService):
+        return (
+            [TensorSpec(TEXT_INPUT, "BYTES", (-1,), np.object_)],
+            [TensorSpec(EMBEDDING_OUTPUT, "FP32", (-1, model.model.dimensions), np.float32)],
+        )
+    return [], []
+
+
+def _meta(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _feeds(tensors: list[Any], specs: list[TensorSpec], blobs: Blobs) -> dict[str, np.ndarray]:
+    by_name = {spec.name: spec for spec in specs}
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in tensors:
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ApiError(400, "every input must be an object with a 'name'")
+        name = tensor["name"]
+        if name not in by_name:
+            raise ApiError(400, f"input {name!r} is not an input of this model (inputs: {', '.join(by_name)})")
+        if name in feeds:
+            raise ApiError(400, f"input {name!r} is given twice")
+        feeds[name] = _array(tensor, by_name[name], blobs)
+    blobs.finish()
+    missing = [name for name in by_name if name not in feeds]
+    if missing:
+        raise ApiError(400, f"input {missing[0]!r} is missing")
+    return feeds
+
+
+def _array(tensor: dict[str, Any], spec: TensorSpec, blobs: Blobs) -> np.ndarray:
+    name, shape, datatype = spec.name, tensor.get("shape"), tensor.get("datatype")
+    if datatype != spec.datatype:
+        raise ApiError(400, f"input {name!r} has datatype {datatype!r}; the model takes {spec.datatype}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
+    if not spec.accepts(shape):
+        raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} (-1: any size)")
+    if shape and spec.shape and spec.shape[0] == -1:
+        check_rows(shape[0], f"input {name!r}")  # its batch rows: one session run, which nothing interrupts
+    parameters = tensor.get("parameters") or {}
+    if not isinstance(parameters, dict) or set(parameters) - {BINARY_SIZE}:
+        raise ApiError(400, f"input {name!r}: the only input parameter npuctl takes is {BINARY_SIZE} "
+                       "(no shared memory)")
+    if BINARY_SIZE in parameters:
+        size = parameters[BINARY_SIZE]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or "data" in tensor:
+            raise ApiError(400, f"input {name!r}: {BINARY_SIZE} must be a byte count, given instead of 'data'")
+        return decode(spec, blobs.take(size, name), shape)
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
+    try:
+        flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+        given = np.asarray(data).dtype.kind if flat.size and spec.dtype != np.object_ else None
+    except (TypeError, ValueError, OverflowError):
+        raise ApiError(400, f"input {name!r}: 'data' is not a list of {spec.datatype} values") from None
+    if given is not None and given not in _KINDS_TAKEN[np.dtype(spec.dtype).kind]:
+        # numpy would cut 1.5 to 1 for an INT64 input, or read "2" as 2.0: never silently.
+        raise ApiError(400, f"input {name!r}: 'data' holds {_KIND_NAMES.get(given, 'mixed, null or out-of-range')} "
+                       f"values; {spec.datatype} takes {_KIND_NAMES[np.dtype(spec.dtype).kind]} values")
+    if spec.datatype == "BYTES" and not all(isinstance(v, str) for v in flat):
+        raise ApiError(400, f"input {name!r}: BYTES data must be strings")
+    if flat.size != math.prod(shape):
+        raise ApiError(400, f"input {name!r} has {flat.size} values; shape {shape} needs {math.prod(shape)}")
+    return flat.reshape(shape)
+
+
+def _wanted_outputs(requested: Any, specs: list[TensorSpec], binary: bool) -> list[tuple[str, bool]]:
+    """The outputs to send, each with whether it goes as binary data (`binary`: the request's default)."""
+    names = [spec.name for spec in specs]
+    if requested is None:
+        return [(name, binary) for name in names]
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise ApiError(400, "'outputs' must be a list of objects with a 'name'")
+    unknown = next((o["name"] for o in requested if o["name"] not in names), None)
+    if unknown is not None:
+        raise ApiError(400, f"output {unknown!r} is not an output of this model (outputs: {', '.join(names)})")
+    wanted = []
+    for output in requested:
+        parameters = output.get("parameters") or {}
+        where = f"output {output['name']!r}"
+        if not isinstance(parameters, dict) or set(parameters) - {"binary_data"}:
+            raise ApiError(400, f"{where}: the only output parameter npuctl takes is binary_data (no classification, "
+                           "no shared memory)")
+        wanted.append((output["name"], _flag(parameters, "binary_data", where) if "binary_data" in parameters
+                       else binary))
+    return wanted
+
+
+def _tensor(name: str, spec: TensorSpec, value: np.ndarray, binary: bool) -> dict[str, Any]:
+    tensor: dict[str, Any] = {"name": name, "datatype": spec.datatype, "shape": list(value.shape)}
+    if binary:
+        return tensor | {"parameters": {BINARY_SIZE: value.nbytes}}
+    return tensor | {"data": value.reshape(-1).tolist()}

@@ -1,0 +1,1 @@
+"""Ollama's API: chat, generate, embed, listings, and its request checks."""

@@ -1,0 +1,264 @@
+"""Ollama's API on the same port, for the editor plugins, note apps and front-ends that speak only it:
+`/api/chat` and `/api/generate` (newline-delimited JSON streams by default, or one object), `/api/embed` and
+the older `/api/embeddings`, and the model listings `/api/tags`, `/api/show`, `/api/ps`, `/api/version`.
+Models are the deployments whose `spec.serve.apis` include `ollama`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from npuctl.runtime.prompts import PromptError
+from npuctl.schema.models import Api
+from npuctl.serve.ollama import requests as check
+from npuctl.serve.generation.completing import begun, checked_prompt, collect, stream_lease
+from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.http.errors import ApiError
+from npuctl.serve.generation.queue import FinishReason, Generation, Piece
+from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.generation.logprobs import chat_logprobs, token_entry
+from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
+from npuctl.serve.ollama.listings import OLLAMA_VERSION, model_list, running_list, show
+from npuctl.serve.openai.embeddings import input_tokens
+from npuctl.serve.openai.replies import rest
+from npuctl.serve.http.sse import LineStream
+from npuctl.serve.generation.structured import Structure
+
+RUNNING = "Ollama is running"
+"""What Ollama answers on `/`; clients probe it to find a server."""
+_COMMON = ("model", "stream", "format", "options", "keep_alive", "think", "logprobs", "top_logprobs")
+CHAT_FIELDS = (*_COMMON, "messages", "tools")
+GENERATE_FIELDS = (*_COMMON, "prompt", "suffix", "images", "system", "template", "context", "raw")
+EMBED_FIELDS = ("model", "input", "truncate", "options", "keep_alive", "dimensions")
+EMBEDDINGS_FIELDS = ("model", "prompt", "options", "keep_alive")
+
+
+def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
+    def names() -> set[str]:
+        return {name for model in ctx.registry.models() if model.speaks(Api.OLLAMA) for name in model.names}
+
+    async def root(request: Request) -> Response:
+        return PlainTextResponse(RUNNING)
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"version": OLLAMA_VERSION})
+
+    async def tags(request: Request) -> Response:
+        return JSONResponse({"models": model_list(ctx.registry.models())})
+
+    async def ps(request: Request) -> Response:
+        return JSONResponse({"models": running_list(ctx.registry.models())})
+
+    async def show_model(request: Request) -> Response:
+        body = await _body(request, ctx, ("model", "verbose"))
+        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, ServedModel) as model:
+            return JSONResponse(show(model))
+
+    async def chat(request: Request) -> Response:
+        body = await _body(request, ctx, CHAT_FIELDS)
+        history = check.messages(body.get("messages"))
+        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
+            form = check.form(body, model.model.guided)
+            try:
+                ids = model.model.tokenizer.chat(history, form.tools)
+            except PromptError as exc:
+                raise ApiError(400, str(exc)) from exc
+            return await _generate(request, model, ids, body, form, chat=True)
+
+    async def generate(request: Request) -> Response:
+        body = await _body(request, ctx, GENERATE_FIELDS)
+        prompt, system = body.get("prompt", ""), body.get("system", "")
+        if not isinstance(prompt, str) or not isinstance(system, str):
+            raise ApiError(400, "'prompt' and 'system' must be strings")
+        raw = body.get("raw", False)
+        if not isinstance(raw, bool):
+            raise ApiError(400, "'raw' must be true or false")
+        check.refuse(body, "suffix", "this model does not fill in the middle", "")
+        check.refuse(body, "images", "this model takes text only", [])
+        check.refuse(body, "template", "npuctl uses the model's own chat template", "")
+        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
+            if not prompt:  # Ollama's way to load a model: it is loaded already
+                return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
+            tokenizer = model.model.tokenizer
+            if raw or not tokenizer.has_chat_template:
+                ids = tokenizer.plain(system + prompt)
+            else:
+                turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
+                                                                                      "content": prompt}]
+                try:
+                    ids = tokenizer.chat(turns)
+                except PromptError as exc:
+                    raise ApiError(400, str(exc)) from exc
+            form = check.form(body, model.model.guided)
+            return await _generate(request, model, _context(body, model) + ids, body, form, chat=False)
+
+    async def embed(request: Request) -> Response:
+        body = await _body(request, ctx, EMBED_FIELDS)
+        check.keep_alive(body)
+        check.options(body)  # no option changes an embedding: any named one is refused
+        truncate = body.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise ApiError(400, "'truncate' must be true or false")
+        texts = body.get("input")
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
+            raise ApiError(400, "'input' must be a non-empty string or a list of them")
+        started = time.perf_counter()
+        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
+            dimensions = body.get("dimensions")
+            if dimensions is not None and dimensions != model.model.dimensions:
+                raise ApiError(400, f"'dimensions': this model only gives {model.model.dimensions}-dimensional "
+                               "embeddings")
+            tokens = input_tokens(texts, model.model.encoder, model.truncate and truncate)
+            vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
+            return JSONResponse({
+                "model": model.name,
+                "embeddings": [vector.tolist() for vector in vectors],
+                "total_duration": _nanoseconds(time.perf_counter() - started),
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(t.ids) for t in tokens),
+            })
+
+    async def embeddings(request: Request) -> Response:
+        body = await _body(request, ctx, EMBEDDINGS_FIELDS)
+        check.keep_alive(body)
+        check.options(body)
+        prompt = body.get("prompt", "")
+        if not isinstance(prompt, str):
+            raise ApiError(400, "'prompt' must be a string")
+        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
+            if not prompt:
+                return JSONResponse({"embedding": []})
+            tokens = input_tokens([prompt], model.model.encoder, model.truncate)
+            [vector] = await answered(request, model.batcher.submit([tokens[0].ids]), model.timeout_seconds)
+            return JSONResponse({"embedding": vector.tolist()})
+
+    def route(path: str, handler: Any, method: str) -> Route:
+        return Route(path, ctx.endpoint("ollama", handler), methods=[method])
+
+    return [
+        Route("/", root, methods=["GET", "HEAD"]),
+        route("/api/version", version, "GET"),
+        route("/api/tags", tags, "GET"),
+        route("/api/ps", ps, "GET"),
+        route("/api/show", show_model, "POST"),
+        route("/api/chat", chat, "POST"),
+        route("/api/generate", generate, "POST"),
+        route("/api/embed", embed, "POST"),
+        route("/api/embeddings", embeddings, "POST"),
+    ]
+
+
+async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any],
+                    form: Structure, *, chat: bool) -> Response:
+    check.keep_alive(body)
+    check.refuse(body, "think", "this model does not think aloud", False)
+    stream = check.stream_flag(body)
+    asked = check.options(body)
+    logprobs = chat_logprobs(body)
+    sampling = replace(asked.sampling, guidance=form.guidance, logprobs=logprobs)
+    prompt = checked_prompt(model, ids, asked.max_tokens, sampling, asked.stop, what="prompt",
+                            max_param="options.num_predict", context=asked.context)
+    reply = _Reply(model, len(ids), form, logprobs is not None, chat=chat)
+    generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
+    await answered(request, begun(generation, "format" if form.param == "response_format" else form.param),
+                   model.timeout_seconds)
+    if not stream:
+        whole = await answered(request, collect(generation), model.timeout_seconds)
+        return JSONResponse(reply.piece(whole) | reply.final(generation, ids, whole=True))
+    return LineStream(reply.lines(generation, ids), stream_lease(model, generation), generation.ready)
+
+
+def _context(body: dict[str, Any], model: GenerationService) -> list[int]:
+    """/api/generate's `context`: the token ids an earlier answer gave back, to continue from."""
+    context = body.get("context") or []
+    vocabulary = model.model.tokenizer.tokenizer.get_vocab_size()
+    if not isinstance(context, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocabulary
+                                                for t in context):
+        raise ApiError(400, f"'context' must be a list of token ids (0..{vocabulary - 1}) from an earlier answer")
+    return context
+
+
+class _Reply:
+    """Ollama's response objects for one request."""
+
+    def __init__(self, model: GenerationService, prompt_tokens: int, form: Structure, logprobs: bool, *,
+                 chat: bool) -> None:
+        self.model = model.name
+        self.chat = chat
+        self.prompt_tokens = prompt_tokens
+        self.form = form
+        self.logprobs = logprobs
+        self._decode = model.model.tokenizer.decode
+
+    def piece(self, piece: Piece) -> dict[str, Any]:
+        calls = self.form.tool_calls(piece.text) if self.chat else None
+        if calls:
+            message = {"role": "assistant", "content": "", "tool_calls": [
+                {"function": {"name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"])}}
+                for c in calls]}
+            content: dict[str, Any] = {"message": message}
+        else:
+            content = {"message": {"role": "assistant", "content": piece.text}} if self.chat else \
+                {"response": piece.text}
+        if self.logprobs:
+            content["logprobs"] = [token_entry(step, self._decode) for step in piece.steps]
+        return {"model": self.model, "created_at": _now()} | content | {"done": False}
+
+    def loaded(self) -> dict[str, Any]:
+        return {"model": self.model, "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
+
+    def final(self, generation: Generation, ids: list[int], *, whole: bool = False) -> dict[str, Any]:
+        first, last = generation.first_token_at, generation.last_token_at
+        prompt_seconds = first - generation.arrived - generation.queue_wait if first else 0.0
+        answer: dict[str, Any] = {} if whole else self.piece(Piece(""))
+        answer |= {
+            "done": True,
+            "done_reason": "length" if generation.finish_reason == FinishReason.LENGTH else "stop",
+            "total_duration": _nanoseconds(time.perf_counter() - generation.arrived),
+            "load_duration": 0,
+            "prompt_eval_count": self.prompt_tokens,
+            "prompt_eval_duration": _nanoseconds(prompt_seconds),
+            "eval_count": generation.completion_tokens,
+            "eval_duration": _nanoseconds(last - first if first and last else 0.0),
+        }
+        if not self.chat:
+            answer["context"] = ids + generation.token_ids
+        return answer
+
+    async def lines(self, generation: Generation, ids: list[int]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            chunks = generation.chunks()
+            async for piece in chunks:
+                if self.chat and self.form.may_call and piece.text.startswith("{"):
+                    piece = await rest(piece, chunks)  # a tool call goes whole, once its arguments parse
+                yield self.piece(piece)
+        except Exception as exc:  # the status is sent: the error goes in the stream, as Ollama does
+            yield {"error": f"generation failed: {exc}"}
+            return
+        yield self.final(generation, ids)
+
+
+async def _body(request: Request, ctx: ServeContext, fields: tuple[str, ...]) -> dict[str, Any]:
+    body = await read_json(request, ctx.max_body_bytes)
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    check.check_fields(body, fields)
+    return body
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _nanoseconds(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))

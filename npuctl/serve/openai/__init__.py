@@ -1,0 +1,1 @@
+"""OpenAI's API: embeddings and model listings, chat and text completions, and their response objects."""

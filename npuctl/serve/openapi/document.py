@@ -1,0 +1,129 @@
+"""The OpenAPI 3.0 description of one process's port, with the constraints the server enforces: `npuctl serve`
+(OpenAI /v1, Open Inference Protocol /v2 with Triton's extensions, Ollama's /api, /metrics), and the agent (the
+same, plus its control API /agent/v1). Served at /openapi.json; copies in schema/openapi.json and
+schema/openapi-agent.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from npuctl import __version__
+from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.tasks import task_paths
+from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
+
+_GENERATION: dict[str, Any] = {
+    "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+    "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
+    "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
+    "top_k": {"type": "integer", "minimum": 0, "nullable": True},
+    "seed": {"type": "integer", "nullable": True},
+    "n": {"type": "integer", "enum": [1], "description": "one choice per request"},
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object", "nullable": True, "properties": {"include_usage": {"type": "boolean"}},
+                       "description": "only with stream: true"},
+    "ignore_eos": {"type": "boolean"},
+    "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1},
+                                         {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1}}]},
+}
+_PARTS = {"type": "array", "items": obj({"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+                                        required=["type", "text"])}
+_CONTENT = {"oneOf": [{"type": "string"}, _PARTS]}
+_MESSAGE = {"oneOf": [
+    obj({"role": {"type": "string", "enum": ["system", "developer", "user", "tool"]}, "content": _CONTENT},
+        required=["role", "content"]),
+    obj({"role": {"type": "string", "enum": ["assistant"]}, "content": {**_CONTENT, "nullable": True}},
+        required=["role"]),
+]}
+_CHAT_ONLY = {
+    "response_format": {"oneOf": [
+        obj({"type": {"type": "string", "enum": ["text", "json_object"]}}, required=["type"]),
+        obj({"type": {"type": "string", "enum": ["json_schema"]}, "json_schema": obj(
+            {"name": {"type": "string"}, "schema": ANY_OBJECT, "strict": {"type": "boolean"}}, required=["name"])},
+            required=["type", "json_schema"])]},
+    "tools": {"type": "array", "items": TOOL},
+    "tool_choice": {"description": "needs tools (none, auto, required, or a named function)"},
+    "parallel_tool_calls": {"type": "boolean"},
+    "logprobs": {"type": "boolean", "nullable": True},
+    "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True,
+                     "description": "needs logprobs: true"},
+}
+_COMPLETIONS_ONLY = {
+    "echo": {"type": "boolean"},
+    "logprobs": {"type": "integer", "minimum": 0, "maximum": 5, "nullable": True},
+}
+
+
+def openapi(*, control: bool = False) -> dict[str, Any]:
+    """The document for `npuctl serve`, or with `control` for an agent (its control API on the same port)."""
+    paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths(), **task_paths()}
+    title = "npuctl agent" if control else "npuctl serve"
+    document: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": __version__,
+                 "description": "Models served by npuctl: OpenAI, Open Inference Protocol (with Triton's "
+                                "extensions) and Ollama APIs" + (", and the agent's control API." if control else ".")},
+        "paths": paths | (control_paths() if control else {}),
+        "components": {"schemas": {
+            "OpenAIError": obj({"error": obj(
+                {"message": {"type": "string"}, "type": {"type": "string"},
+                 "param": {"type": "string", "nullable": True}, "code": {"type": "string", "nullable": True}},
+                required=["message", "type"])}, required=["error"]),
+            "PlainError": obj({"error": {"type": "string"}}, required=["error"]),
+            "ControlError": obj({"error": obj({"message": {"type": "string"}}, required=["message"])},
+                                required=["error"]),
+            "Tensor": obj({"name": {"type": "string"}, "datatype": {"type": "string"},
+                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                           "data": {"type": "array", "items": {}},
+                           "parameters": obj({"binary_data_size": {"type": "integer", "minimum": 0}}) | {
+                               "additionalProperties": False, "nullable": True}},
+                          required=["name", "datatype", "shape"]),
+        }},
+    }
+    if control:
+        document["components"]["securitySchemes"] = {"agentToken": {
+            "type": "http", "scheme": "bearer", "description": "the token in the agent's state folder"}}
+    return document
+
+
+def _openai() -> dict[str, Any]:
+    token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+    embeddings = obj({
+        "model": NAME,
+        "input": {"oneOf": [{"type": "string", "minLength": 1},
+                            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                             "maxItems": 2048},
+                            token_ids, {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 2048}]},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "nullable": True},
+    }, required=["model", "input"])
+    card = obj({"id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
+                "owned_by": {"type": "string"}}, required=["id", "object"])
+    answer = json_body(obj({"id": {"type": "string"}, "object": {"type": "string"}, "choices": {"type": "array"}}),
+                       "the completion (or an SSE stream)", "text/event-stream")
+    failures = errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)
+    chat = obj({"model": NAME, "messages": {"type": "array", "items": _MESSAGE, "minItems": 1}, **_GENERATION,
+                **_CHAT_ONLY}, required=["model", "messages"])
+    completion = obj({"model": NAME, "prompt": {"oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]},
+        **_GENERATION, **_COMPLETIONS_ONLY}, required=["model", "prompt"])
+    return {
+        "/v1/chat/completions": {"post": {"summary": "OpenAI chat completions", "requestBody": request(chat),
+                                          "responses": {"200": answer, **failures}}},
+        "/v1/completions": {"post": {"summary": "OpenAI text completions", "requestBody": request(completion),
+                                     "responses": {"200": answer, **failures}}},
+        "/v1/embeddings": {"post": {
+            "summary": "OpenAI embeddings", "requestBody": request(embeddings),
+            "responses": {"200": json_body(obj({"object": {"type": "string"}, "data": {"type": "array"},
+                                                "model": {"type": "string"}, "usage": ANY_OBJECT}), "embeddings"),
+                          **failures}}},
+        "/v1/models": {"get": {"summary": "models that serve now", "responses": {
+            "200": json_body(obj({"object": {"type": "string"}, "data": {"type": "array", "items": card}}),
+                             "models")}}},
+        "/v1/models/{model}": {"get": {
+            "summary": "one model", "parameters": [path_param("model")],
+            "responses": {"200": json_body(card, "the model"), **errors("OpenAIError", 404)}}},
+    }
+

@@ -1,0 +1,172 @@
+"""The OpenAPI paths besides OpenAI's: the Open Inference Protocol with Triton's extensions, Ollama's API,
+/metrics, and the agent's control API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+
+_DURATION = "^-?[0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h)?$"
+_ZERO = "^-?0+([.]0+)?(ns|us|µs|ms|s|m|h)?$"
+MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
+"""The agent's manifest file names (npuctl.agent.files.SAFE_FILE; the serve layer does not import the agent's)."""
+
+
+def oip_paths() -> dict[str, Any]:
+    tensor = {"$ref": "#/components/schemas/Tensor"}
+    output = obj({"name": {"type": "string"}, "parameters": _parameters({"binary_data": {"type": "boolean"}})},
+                 required=["name"])
+    infer = obj({"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
+                 "outputs": {"type": "array", "items": output},
+                 "parameters": _parameters({"binary_data_output": {"type": "boolean"},
+                                            "timeout": {"type": "integer", "minimum": 1,
+                                                        "description": "microseconds"}})},
+                required=["inputs"])
+    answer = json_body(obj({"model_name": {"type": "string"}, "model_version": {"type": "string"},
+                            "outputs": {"type": "array", "items": tensor}}, required=["model_name", "outputs"]),
+                       "output tensors (binary ones after the JSON, application/octet-stream)",
+                       "application/octet-stream")
+    ready = json_body(ANY_OBJECT, "readiness")
+    by_model: dict[str, Any] = {
+        "": {"get": {"summary": "signature and status", "responses": {"200": json_body(ANY_OBJECT, "metadata"),
+                                                                      **errors("PlainError", 404)}}},
+        "/ready": {"get": {"summary": "readiness", "responses": {"200": ready, "503": ready,
+                                                                 **errors("PlainError", 404)}}},
+        "/config": {"get": {"summary": "model configuration (Triton's fields)",
+                            "responses": {"200": json_body(ANY_OBJECT, "configuration"),
+                                          **errors("PlainError", 404)}}},
+        "/stats": {"get": {"summary": "inference statistics", "responses": {
+            "200": json_body(ANY_OBJECT, "statistics"), **errors("PlainError", 404)}}},
+        "/infer": {"post": {
+            "summary": "inference on JSON tensors, or binary ones (Triton's binary tensor data extension: this JSON, "
+                       "then the tensors' bytes, its length in Inference-Header-Content-Length)",
+            "requestBody": request(infer),
+            "responses": {"200": answer, **errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)}}},
+    }
+    paths: dict[str, Any] = {
+        "/v2": {"get": {"summary": "server metadata and extensions",
+                        "responses": {"200": json_body(ANY_OBJECT, "name, version, extensions")}}},
+        "/v2/health/live": {"get": {"summary": "liveness", "responses": {"200": json_body(ANY_OBJECT, "live")}}},
+        "/v2/health/ready": {"get": {"summary": "readiness of every model", "responses": {"200": ready, "503": ready}}},
+        "/v2/repository/index": {"post": {
+            "summary": "every model over /v2 and its state",
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": obj({"ready": {"type": "boolean"}})}}},
+            "responses": {"200": json_body({"type": "array", "items": ANY_OBJECT}, "models"),
+                          **errors("PlainError", 400)}}},
+        "/v2/models/stats": {"get": {"summary": "inference statistics of every model",
+                                     "responses": {"200": json_body(ANY_OBJECT, "statistics")}}},
+    }
+    for tail, operations in by_model.items():
+        for prefix, parameters in (("/v2/models/{name}", [path_param("name")]),
+                                   ("/v2/models/{name}/versions/{version}", [path_param("name"),
+                                                                             path_param("version")])):
+            paths[prefix + tail] = {method: op | {"parameters": parameters} for method, op in operations.items()}
+    return paths
+
+
+def ollama_paths() -> dict[str, Any]:
+    options = _closed({
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
+        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
+        "top_k": {"type": "integer", "minimum": 0, "nullable": True},
+        "seed": {"type": "integer", "nullable": True},
+        "num_predict": {"type": "integer", "minimum": -2, "not": {"enum": [0]}, "nullable": True},
+        "num_ctx": {"type": "integer", "minimum": 2, "nullable": True},
+        "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1}, {
+            "type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}}]},
+    })
+    options["nullable"] = True
+    keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
+                                              {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}]}
+    common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
+              "format": {"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]}, ANY_OBJECT]},
+              "think": {"type": "boolean", "enum": [False], "nullable": True},
+              "logprobs": {"type": "boolean", "nullable": True},
+              "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True}}
+    no_images = {"type": "array", "maxItems": 0}
+    message = obj({"role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+                   "content": {"type": "string"}, "images": {**no_images, "nullable": True},
+                   "tool_name": {"type": "string", "nullable": True},
+                   "tool_calls": {"type": "array", "items": ANY_OBJECT, "nullable": True}}, required=["role"])
+    chat = _closed(common | {"messages": {"type": "array", "items": message, "minItems": 1},
+                             "tools": {"type": "array", "items": TOOL, "nullable": True}},
+                   required=["model", "messages"])
+    generate = _closed(common | {"prompt": {"type": "string"}, "system": {"type": "string"},
+                                 "raw": {"type": "boolean"}, "suffix": {"type": "string", "enum": [""]},
+                                 "template": {"type": "string", "enum": [""]}, "images": no_images,
+                                 "context": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
+                       required=["model"])
+    embed = _closed({"model": NAME, "input": {"oneOf": [
+        {"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
+        "truncate": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
+        "dimensions": {"type": "integer", "nullable": True}}, required=["model", "input"])
+    embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": options, "keep_alive": keep_alive},
+                         required=["model"])
+    failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
+    answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
+
+    def post(summary: str, body: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
+        return {"post": {"summary": summary, "requestBody": request(body), "responses": {"200": ok, **failures}}}
+
+    listing = json_body(obj({"models": {"type": "array", "items": ANY_OBJECT}}, required=["models"]), "models")
+    return {
+        "/": {"get": {"summary": "'Ollama is running', for clients looking for a server",
+                      "responses": {"200": {"description": "text", "content": {
+                          "text/plain": {"schema": {"type": "string"}}}}}}},
+        "/api/version": {"get": {"summary": "Ollama API version", "responses": {
+            "200": json_body(obj({"version": {"type": "string"}}, required=["version"]), "version")}}},
+        "/api/tags": {"get": {"summary": "models", "responses": {"200": listing}}},
+        "/api/ps": {"get": {"summary": "loaded models (all that serve)", "responses": {"200": listing}}},
+        "/api/show": post("one model's details", _closed({"model": NAME, "verbose": {"type": "boolean"}},
+                                                          required=["model"]), json_body(ANY_OBJECT, "details")),
+        "/api/chat": post("Ollama chat", chat, answer),
+        "/api/generate": post("Ollama generate", generate, answer),
+        "/api/embed": post("Ollama embeddings", embed, json_body(ANY_OBJECT, "embeddings")),
+        "/api/embeddings": post("Ollama embeddings (older endpoint)", embeddings, json_body(ANY_OBJECT, "embedding")),
+    }
+
+
+def metrics_paths() -> dict[str, Any]:
+    return {"/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+        "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}}
+
+
+def control_paths() -> dict[str, Any]:
+    token: list[dict[str, list[str]]] = [{"agentToken": []}]
+    listing = json_body(obj({"items": {"type": "array", "items": ANY_OBJECT}}, required=["items"]), "items")
+    return {
+        "/agent/v1/deployments": {"get": {"summary": "deployments with status", "responses": {
+            "200": listing, **errors("ControlError", 401)}}},
+        "/agent/v1/deployments/{name}": {
+            "get": {"summary": "one deployment", "parameters": [path_param("name")],
+                    "responses": {"200": json_body(ANY_OBJECT, "the deployment"), **errors("ControlError", 401, 404)}},
+            "delete": {"summary": "remove its manifest file", "parameters": [path_param("name")], "security": token,
+                       "responses": {"200": json_body(ANY_OBJECT, "deleted"),
+                                     **errors("ControlError", 401, 404, 409)}},
+        },
+        "/agent/v1/manifests/{file}": {"put": {
+            "summary": "write a manifest file into the watched folder", "security": token,
+            "parameters": [path_param("file") | {"schema": {"type": "string", "pattern": MANIFEST_FILE}},
+                           {"name": "dryRun", "in": "query", "schema": {"type": "boolean"}}],
+            # An empty body is an empty manifest file: no deployments.
+            "requestBody": {"required": False, "content": {"application/yaml": {"schema": {}}}},
+            "responses": {"200": json_body(ANY_OBJECT, "planned changes"),
+                          **errors("ControlError", 400, 401, 404, 408, 409, 413, 415, 422)}}},
+        "/agent/v1/events": {"get": {
+            "summary": "recent events", "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": listing, **errors("ControlError", 401)}}},
+        "/agent/v1/sources": {"get": {"summary": "the manifest sources the agent follows, and their state",
+                                      "responses": {"200": listing, **errors("ControlError", 401)}}},
+    }
+
+
+def _parameters(properties: dict[str, Any]) -> dict[str, Any]:
+    """Triton's `parameters`: only those npuctl honours (others are refused)."""
+    return _closed(properties) | {"nullable": True}
+
+
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An object with no other keys: Ollama's endpoints refuse fields they do not know."""
+    return obj(properties, required) | {"additionalProperties": False}
