@@ -68,7 +68,7 @@ spec.accuracy.samples to this): only so many, so that training takes seconds."""
 
 def training_sentences() -> list[str]:
     """What the trained models learn besides CORPUS."""
-    from npuctl.artifacts.encoder.inputs import HELD_OUT_CORPUS
+    from npuctl.artifacts.inputs import HELD_OUT_CORPUS
 
     return list(HELD_OUT_CORPUS[:TRAINED_HELD_OUT])
 

@@ -14,7 +14,7 @@ from npuctl.agent.status import RunFacts
 from npuctl.schema.status import ArtifactStatus
 from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of
 from npuctl.artifacts.aihub import Credentials
-from npuctl.artifacts.published.fetch import StoreLocation
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.pipeline import survey
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment

@@ -10,7 +10,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 
-from npuctl.artifacts.published.fetch import StoreLocation
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL

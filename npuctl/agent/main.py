@@ -20,7 +20,7 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
-from npuctl.artifacts.published.fetch import StoreLocation
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.store import Store
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.schema.documents import load_document

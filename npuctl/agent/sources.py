@@ -25,7 +25,7 @@ from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
 from npuctl.agent.registry_sources import RegistryFollower, check_pins
 from npuctl.agent.status import now
-from npuctl.artifacts.published.fetch import StoreLocation
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci.client import RegistryError
 
 log = logging.getLogger("npuctl.agent")

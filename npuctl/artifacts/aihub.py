@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from npuctl.artifacts.compile import compat_soc
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.encoder.graphs import MODEL_FILE
+from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.result import StepEvent, StepRun, StepState
 from npuctl.artifacts.steps import Runner
 from npuctl.artifacts.store import Record

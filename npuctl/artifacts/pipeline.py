@@ -13,18 +13,18 @@ import onnx
 from npuctl.artifacts import aihub
 from npuctl.artifacts.seq2seq import steps as decoder_steps
 from npuctl.artifacts.encoder import export
-from npuctl.artifacts.published import fetch
+from npuctl.artifacts.published import fetch, location
 from npuctl.artifacts.llm import choose as generation
-from npuctl.artifacts.encoder import graphs
-from npuctl.artifacts.encoder import inputs
-from npuctl.artifacts.encoder import measure
+from npuctl.artifacts import graphs
+from npuctl.artifacts import inputs
+from npuctl.artifacts import measure
 from npuctl.artifacts.sources import packs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts.encoder import quantize
+from npuctl.artifacts import quantize
 from npuctl.artifacts.seq2seq import export as seq2seq
 from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
-from npuctl.artifacts.encoder.graphs import MODEL_FILE
+from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.result import AccuracyResult, BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun
 from npuctl.artifacts.result import StepState
 from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, buildable, resolve
@@ -48,7 +48,7 @@ def build_deployment(
     cached_only: bool = False,
     for_soc: int | None = None,
     aihub_credentials: aihub.Credentials | None = None,
-    published: Sequence[str | fetch.StoreLocation] = (),
+    published: Sequence[str | location.StoreLocation] = (),
     pins: dict[str, str] | None = None,
     publishing: bool = False,
 ) -> BuildResult:
@@ -72,7 +72,7 @@ def build_deployment(
         deployment = deployment.deployment
     fetch_only = deployment.spec.build.strategy is Strategy.PREBUILT and not publishing and bool(published)
     runner = Runner(store or Store(), progress or (lambda event: None), cached_only or fetch_only,
-                    [fetch.open_source(location, pins) for location in published])
+                    [fetch.open_source(where, pins) for where in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
                    aihub_credentials=aihub_credentials, compile_prebuilt=publishing or fetch_only)
     try:

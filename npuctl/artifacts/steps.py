@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts.published import fetch
+from npuctl.artifacts.published import fetch, location
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.store import Record, Store
@@ -34,7 +34,7 @@ class Runner:
     """Runs steps through the store: look up by key, else build in a work folder under the key's lock."""
 
     def __init__(self, store: Store, progress: ProgressCallback, cached_only: bool,
-                 published: Sequence[fetch.ArtifactSource] = ()) -> None:
+                 published: Sequence[location.ArtifactSource] = ()) -> None:
         self.store = store
         self.progress = progress
         self.cached_only = cached_only
@@ -91,7 +91,7 @@ class Runner:
             folder = self.store.new_workdir(key)
             try:
                 found = source.fetch_step(step, key, folder)
-            except fetch.FetchError as exc:
+            except location.FetchError as exc:
                 # A broken or unreachable store costs a local build, never the deployment.
                 self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))
                 self.refused[key] = str(exc)

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,14 +23,21 @@ from npuctl.runtime.seq2seq import Seq2SeqModel
 from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
-from npuctl.serve.batching import Batcher
-from npuctl.serve.generation.queue import GenerationQueue
+from npuctl.serve.batching import Batcher, BatchObserver
+from npuctl.serve.generation.queue import GenerationObserver, GenerationQueue
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-if TYPE_CHECKING:
-    from npuctl.serve.metrics import ServeMetrics
+
+
+class Observers(Protocol):
+    """Where a model reports its batches and generations: the server's metrics (npuctl.serve.metrics.ServeMetrics),
+    named here so that the models do not import the metrics that read them."""
+
+    def batch_observer(self, model: str) -> BatchObserver: ...
+
+    def generation_observer(self, model: str) -> GenerationObserver: ...
 
 Tensors = Mapping[str, npt.NDArray[np.generic]]
 
@@ -104,7 +111,7 @@ class ServedModel:
         """Requests queued and not yet running (None when the model has no queue)."""
         return self.batcher.waiting if self.batcher is not None else None
 
-    def attach(self, metrics: ServeMetrics) -> None:
+    def attach(self, metrics: Observers) -> None:
         """Report to the server's metrics (the registry calls this when it takes the model)."""
         if self.batcher is not None:
             self.batcher.observer = metrics.batch_observer(self.name)
@@ -249,7 +256,7 @@ class GenerationService(ServedModel):
     def waiting(self) -> int | None:
         return self.queue.waiting
 
-    def attach(self, metrics: ServeMetrics) -> None:
+    def attach(self, metrics: Observers) -> None:
         self.queue.observer = metrics.generation_observer(self.name)
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:

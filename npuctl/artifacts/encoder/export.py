@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.encoder.graphs import MODEL_FILE
+from npuctl.artifacts.graphs import MODEL_FILE
 
 OPSET = 17
 OUTPUT = "last_hidden_state"

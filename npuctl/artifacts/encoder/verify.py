@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from npuctl.artifacts.errors import AccuracyError
-from npuctl.artifacts.encoder.inputs import Feed
+from npuctl.artifacts.inputs import Feed
 from npuctl.runtime import pooling, qnn
 from npuctl.schema.models import DeploymentSpec, Metric, Task
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from npuctl.artifacts.encoder.inputs import Feed
+from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement, compare
 from npuctl.runtime import qnn, scoring
 from npuctl.schema.models import Metric

@@ -22,7 +22,7 @@ from typing import Any
 
 from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts.llm import genai
-from npuctl.artifacts.encoder import inputs
+from npuctl.artifacts import inputs
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.result import AccuracyResult, BuildResult, GenerationReport, NpuArtifact, StepRun

@@ -1,5 +1,5 @@
 """Reading a published artifact store: a folder or the same layout over http(s) (npuctl.artifacts.published.publish), or
-an OCI registry repository (npuctl.artifacts.oci.steps). A step is fetched by its key: its record first, then
+an OCI registry repository (npuctl.artifacts.published.registry). A step is fetched by its key: its record first, then
 each file it lists by sha256, each checked while it streams. Anything that does not match is discarded; the
 caller then builds the step itself."""
 
@@ -8,62 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path, PurePosixPath
-from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, SecretStr
-from pydantic.alias_generators import to_camel
-
+from npuctl.artifacts.published.location import ArtifactSource, FetchError, LayoutSource, StoreLocation, safe_relative
 from npuctl.artifacts.published.publish import BLOBS, STEPS
 from npuctl.artifacts.store import Record
-from npuctl.errors import NpuctlError
 
 TIMEOUT_SECONDS = 30.0
 MAX_RECORD_BYTES = 1 << 20
 _CHUNK = 1 << 20
-
-
-class FetchError(NpuctlError):
-    """A published store that answered wrongly: unreachable, a bad record, or a file whose digest differs."""
-
-
-class StoreLocation(BaseModel):
-    """A published store with options (agent config `artifactSources:` entry written as a mapping)."""
-
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid", frozen=True,
-                              use_attribute_docstrings=True)
-
-    url: str
-    """oci://HOST[:PORT]/REPO, an http(s) URL or a folder."""
-    insecure: bool = False
-    """oci:// only: plain http to the registry (a lab registry). TLS is verified otherwise."""
-    username: str | None = None
-    """oci:// only: registry user; without it, docker's config.json and credential helpers are asked."""
-    password: SecretStr | None = None
-    """oci:// only: the user's password or access token. Never logged."""
-
-
-class ArtifactSource(Protocol):
-    location: str
-
-    def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
-        """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
-        Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
-
-    def close(self) -> None:
-        """Release connections."""
-
-
-class LayoutSource(Protocol):
-    location: str
-
-    def read(self, path: str, limit: int) -> bytes | None:
-        """The file at `path` under the store (None when it is not there), at most `limit` bytes."""
-
-    def copy(self, path: str, out: Path) -> str:
-        """Copy the file at `path` to `out`; returns its sha256. Raises FetchError when it is not there."""
-
-    def close(self) -> None:
-        """Release connections."""
 
 
 def open_source(location: str | StoreLocation, pins: dict[str, str] | None = None) -> ArtifactSource:
@@ -72,7 +24,7 @@ def open_source(location: str | StoreLocation, pins: dict[str, str] | None = Non
     spec = location if isinstance(location, StoreLocation) else StoreLocation(url=location)
     if spec.url.startswith("oci://"):
         from npuctl.artifacts.oci.client import RegistryError
-        from npuctl.artifacts.oci.steps import open_registry
+        from npuctl.artifacts.published.registry import open_registry
 
         try:
             return open_registry(spec, pins)
@@ -177,12 +129,3 @@ class HttpSource(_LayoutFetch):
 
     def close(self) -> None:
         self._http.close()
-
-
-def safe_relative(path: str, location: str) -> str:
-    # Records come from another machine: a path must stay inside the step's folder.
-    parts = PurePosixPath(path).parts
-    if not parts or PurePosixPath(path).is_absolute() or ".." in parts or "\\" in path or ":" in path:
-        raise FetchError(f"{location}: a step record names the unsafe file path {path!r}")
-    return path
-

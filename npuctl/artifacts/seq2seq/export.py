@@ -15,7 +15,7 @@ from typing import Any
 
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.encoder.export import OPSET, copy_assets
-from npuctl.artifacts.encoder.graphs import MASK_FLOOR, MODEL_FILE
+from npuctl.artifacts.graphs import MASK_FLOOR, MODEL_FILE
 from npuctl.runtime.seq2seq import DECODER_FILE, cross_names, self_names
 
 MODEL_TYPES = ("t5", "mt5")

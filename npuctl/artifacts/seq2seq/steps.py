@@ -11,7 +11,7 @@ from typing import Any
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts.encoder import graphs
+from npuctl.artifacts import graphs
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.steps import Runner
 from npuctl.artifacts.store import Record

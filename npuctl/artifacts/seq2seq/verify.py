@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npuctl.artifacts.encoder.inputs import Feed
+from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement
 from npuctl.runtime import qnn
 from npuctl.runtime.generation import Sampling

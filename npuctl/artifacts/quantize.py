@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.encoder.inputs import Feed
+from npuctl.artifacts.inputs import Feed
 from npuctl.schema.models import Precision
 
 QUANT_TYPES = {Precision.W8A8: ("QUInt8", "QUInt8"), Precision.W8A16: ("QUInt16", "QUInt8")}

@@ -10,7 +10,7 @@ from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.encoder import verify_scores
 from npuctl.artifacts.seq2seq import verify as verify_seq2seq
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.encoder.inputs import Feed
+from npuctl.artifacts.inputs import Feed
 from npuctl.runtime import pooling, scoring
 from npuctl.runtime.seq2seq import DECODER_FILE
 from npuctl.schema.models import DeploymentSpec, Task

@@ -24,7 +24,7 @@ from npuctl.artifacts.oci.refs import Reference
 from npuctl.artifacts.store import RECORD, Record
 
 if TYPE_CHECKING:
-    from npuctl.artifacts.published.fetch import StoreLocation
+    from npuctl.artifacts.published.location import StoreLocation
     from npuctl.artifacts.result import BuildResult
     from npuctl.artifacts.store import Store
 
@@ -100,7 +100,7 @@ class OciStepSource:
         """Blob downloads resumed with Range (for tests and figures)."""
 
     def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
-        from npuctl.artifacts.published.fetch import FetchError, safe_relative
+        from npuctl.artifacts.published.location import FetchError, safe_relative
 
         repository = self.reference.repository
         pinned = self.pins.get(key)

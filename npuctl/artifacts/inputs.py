@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.encoder.graphs import InputSpec
+from npuctl.artifacts.graphs import InputSpec
 from npuctl.schema.models import Calibration, DeploymentSpec, Task
 
 Feed = dict[str, np.ndarray[Any, Any]]
