@@ -44,8 +44,8 @@ def read_capped(file: Path, limit: int, within: Path | None = None) -> bytes:
             raise Unreadable(f"not a regular file ({kind}); manifests are regular files")
         chunks: list[bytes] = []
         size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
+        while size <= limit:  # whole chunks: some /proc files refuse reads of odd sizes; one chunk past the cap
+            chunk = os.read(fd, _CHUNK)
             if not chunk:
                 return b"".join(chunks)
             chunks.append(chunk)
