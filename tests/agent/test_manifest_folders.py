@@ -259,7 +259,7 @@ def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfi
         return load_file(file, within) if within else load_file(file)
 
     monkeypatch.setattr(desired_module, "load_file", hung)
-    monkeypatch.setattr(reconcile_module, "READ_DEADLINE_SECONDS", 0.3)
+    monkeypatch.setattr(reconcile_module, "READ_DEADLINE_SECONDS", 0.3, raising=False)  # absent before the fix
 
     async def scenario() -> None:
         reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]

@@ -410,7 +410,7 @@ NON_REGULAR = pytest.mark.skipif(sys.platform == "win32" or not Path("/dev/zero"
 def test_entries_that_are_not_regular_files_get_placed_errors_and_never_block(kinds: list[str]) -> None:
     from npuctl.schema import load_paths
 
-    folder, entries = _hostile_folder(kinds)
+    folder, entries = _hostile_folder(["manifest", *kinds])  # a folder of only a folder has no manifests (exit 2)
     result = _within(30, lambda: load_paths([folder]))
     assert all(PLACED.match(str(error)) and OUTSIDE_LINE not in str(error) for error in result.errors), result.errors
     for entry, says in entries.items():
