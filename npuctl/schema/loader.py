@@ -297,7 +297,8 @@ def _message(err: Any, loc: Loc, root: type[BaseModel]) -> str:
     kind, value = err["type"], err.get("input")
     if kind in ("enum", "literal_error"):
         allowed = re.findall(r"'([^']*)'", err["ctx"]["expected"])
-        return f"{excerpt(repr(value))} is not one of {', '.join(allowed)}"
+        shown = repr(excerpt(value)) if isinstance(value, str) else excerpt(repr(value))
+        return f"{shown} is not one of {', '.join(allowed)}"
     if kind == "extra_forbidden":
         known = _field_names(loc[:-1], root)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)

@@ -5,11 +5,13 @@ Default run: a small profile (200 cases per property). `NPUCTL_FUZZ=full`: 10,00
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,9 @@ spec:
 # YAML's own line breaks: a position past the last of them is outside the text.
 LINE_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 PLACED = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<column>\d+): ")
+MESSAGE_CHARS = 1000
+"""An error quotes a bounded excerpt of the file (npuctl.schema.errors.excerpt), never the file: with the known
+fields listed in a hint, no message needs more."""
 
 # Fragments that stress YAML's corners; mutations splice them in anywhere.
 NASTY = [
@@ -66,6 +71,7 @@ def check(result: LoadResult, text: str, file: str) -> None:
         assert 1 <= error.column <= len(text) + 1, error
         assert PLACED.match(str(error)), str(error)
         assert error.message
+        assert len(error.message) <= MESSAGE_CHARS, f"an error quotes {len(error.message)} characters of the file"
     for loaded in result.deployments:
         assert loaded.name and PLACED.match(loaded.where(("spec", "precision")) + ": ")
 
@@ -400,6 +406,24 @@ def _within(seconds: float, work: Any) -> Any:
     return box[0]
 
 
+@contextlib.contextmanager
+def _address_space(extra: int = 1 << 30) -> Iterator[None]:
+    """This process may grow by `extra` bytes of address space, no more, meanwhile: a read that never ends
+    (/dev/zero, before the fix) fails with MemoryError rather than taking the host's memory."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    status = Path("/proc/self/status")
+    size = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
+                 if line.startswith("VmSize:")), None) if status.exists() else None
+    if size is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 NON_REGULAR = pytest.mark.skipif(sys.platform == "win32" or not Path("/dev/zero").exists(),
                                  reason="FIFOs, devices, sockets and symlinks of a POSIX system")
 
@@ -411,7 +435,8 @@ def test_entries_that_are_not_regular_files_get_placed_errors_and_never_block(ki
     from npuctl.schema import load_paths
 
     folder, entries = _hostile_folder(["manifest", *kinds])  # a folder of only a folder has no manifests (exit 2)
-    result = _within(30, lambda: load_paths([folder]))
+    with _address_space():
+        result = _within(30, lambda: load_paths([folder]))
     assert all(PLACED.match(str(error)) and OUTSIDE_LINE not in str(error) for error in result.errors), result.errors
     for entry, says in entries.items():
         errors = [error for error in result.errors if error.file == str(entry)]
@@ -422,7 +447,8 @@ def test_entries_that_are_not_regular_files_get_placed_errors_and_never_block(ki
             assert not errors, (entry, errors)
     declared = sum(1 for says in entries.values() if says is None)
     assert len(result.deployments) == declared, (kinds, result.deployments, result.errors)
-    command = _within(30, lambda: CliRunner().invoke(cli, ["validate", str(folder), "-o", "json"]))
+    with _address_space():
+        command = _within(30, lambda: CliRunner().invoke(cli, ["validate", str(folder), "-o", "json"]))
     assert command.exit_code == (1 if any(entries.values()) else 0), command.output
     assert OUTSIDE_LINE not in command.output
 
@@ -447,3 +473,21 @@ def test_the_size_cap_counts_bytes_read_not_what_stat_says() -> None:
                           text=True, timeout=120, preexec_fn=_limit_memory)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"/proc/self/pagemap:1:1: more than {MAX_FILE_BYTES} bytes" in done.stderr, done.stderr
+
+
+def test_errors_quote_a_bounded_excerpt_of_the_file() -> None:
+    # Finding 9 of issue 26: a file's lines came back whole as `unknown field '…'`. Keys and values a message
+    # quotes are cut to 60 characters, saying how long they were.
+    long = "k" * 1000  # YAML takes keys up to 1024 characters
+    texts = {
+        "unknown key": VALID.replace("  precision: w8a16\n", f"  precision: w8a16\n  {long}: 1\n"),
+        "value not allowed": VALID.replace("precision: w8a16", f"precision: {long}"),
+        "duplicate key": VALID + f"{long}: 1\n{long}: 2\n",
+        "nested under a long key": VALID.replace("  serve:\n", f"  {long}:\n    x: 1\n  serve:\n"),
+    }
+    for case, text in texts.items():
+        result = load_text(text, "m.yaml")
+        assert result.errors, case
+        for error in result.errors:
+            assert long not in str(error) and "(1000 characters)" in str(error), (case, str(error)[:300])
+            assert len(str(error)) < 600, (case, len(str(error)))
