@@ -47,6 +47,8 @@ class AgentHealth:
     reading_since: str = field(default_factory=now)
     loop_error: str | None = None
     """Why the reconcile loop is being restarted, until a pass completes again."""
+    loop_attempts: int = 0
+    """Restarts since the last pass that completed."""
     loop_since: str = field(default_factory=now)
 
     def save(self) -> None:
@@ -109,13 +111,14 @@ class AgentHealth:
         self.reading = problem
         self.actuator.not_ready(MANIFESTS, problem)
 
-    def loop_failed(self, exc: BaseException, attempts: int, delay: float) -> None:
+    def loop_failed(self, exc: BaseException, delay: float) -> None:
         """A reconcile pass raised: shown (condition, event, log, readiness) until one completes again."""
         log.error("reconcile loop failed (%s: %s); restarting it in %.0fs", type(exc).__name__, exc, delay,
                   exc_info=exc)
         if self.loop_error is None:
             self.loop_since = now()
-        self.loop_error = f"{type(exc).__name__}: {exc} (attempt {attempts}; restarted in {delay:.0f}s)"
+        self.loop_attempts += 1
+        self.loop_error = f"{type(exc).__name__}: {exc} (attempt {self.loop_attempts}; restarted in {delay:.0f}s)"
         self.book.note(RECONCILE, "ReconcileLoopFailed", self.loop_error, warning=True)
         self.actuator.not_ready(RECONCILE, ("ReconcileLoopFailed", self.loop_error))
 
@@ -124,7 +127,7 @@ class AgentHealth:
         if self.loop_error is None:
             return
         self.book.note(RECONCILE, "ReconcileLoopRunning", "a reconcile pass completed again")
-        self.loop_error, self.loop_since = None, now()
+        self.loop_error, self.loop_attempts, self.loop_since = None, 0, now()
         self.actuator.not_ready(RECONCILE, None)
 
     def check_files(self, desired: DesiredState) -> None:
