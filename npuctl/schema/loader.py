@@ -75,12 +75,13 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     is neither a regular file nor a folder, or is a folder without manifests. Links in a folder are followed
     only to files inside it; a path named here is read wherever it leads."""
     result = LoadResult()
-    for path in paths:
-        files = manifest_files(Path(path))
+    for path in map(Path, paths):
+        files = manifest_files(path)
         if not files:
             raise FileNotFoundError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+        folder = path if path.is_dir() else None
         for file in files:
-            one = load_file(file, within=Path(path) if Path(path).is_dir() else None)
+            one = load_file(file, folder)
             result.files.append(file)
             result.errors.extend(one.errors)
             result.deployments.extend(one.deployments)

@@ -251,7 +251,9 @@ def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfi
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     actuator = _Actuator()
     gate = threading.Event()
-    threading.Timer(20, gate.set).start()  # a guard: before the fix the read blocks the test's own loop
+    guard = threading.Timer(20, gate.set)  # before the fix the read blocks the test's own loop: this ends it
+    guard.daemon = True
+    guard.start()
     load_file = desired_module.load_file
 
     def hung(file: Path, within: Path | None = None) -> Any:  # a file on a share that stopped answering
