@@ -25,7 +25,7 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
 from tests.agent.harness import X, Agent, infer, manifest
 
-POSIX = sys.platform.startswith("linux") or sys.platform == "darwin"
+LINUX = sys.platform.startswith("linux")
 SECRET = "s3cret-line-of-a-file-outside: 42"
 ADDRESS_SPACE = 4 << 30
 """The agent's address-space limit (resource.prlimit) in the hostile-folder test: it starts at ~1.1 GiB of
@@ -110,8 +110,7 @@ class Watch:
             self._stop.wait(0.1)
 
 
-@pytest.mark.skipif(not POSIX or not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(),
-                    reason="FIFOs, devices and symlinks of a POSIX system")
+@pytest.mark.skipif(not LINUX, reason="FIFOs, devices, symlinks, /proc and prlimit of Linux")
 def test_entries_that_are_not_regular_files_are_refused_and_the_agent_keeps_reconciling(agent: Agent) -> None:
     import resource
 

@@ -417,7 +417,8 @@ def _address_space(extra: int = 1 << 30) -> Iterator[None]:
     size = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
                  if line.startswith("VmSize:")), None) if status.exists() else None
     if size is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+        cap = size + extra if hard == resource.RLIM_INFINITY else min(size + extra, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
         yield
     finally:
