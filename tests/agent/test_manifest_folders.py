@@ -131,6 +131,11 @@ def test_entries_that_are_not_regular_files_are_refused_and_the_agent_keeps_reco
         for name, why in says.items():
             assert why in rows[name] and rows[name].startswith(f"{agent.manifests / name}:1:1: "), (name, rows[name])
         assert "a-folder.yaml" not in rows, "a folder named *.yaml is searched, not refused"
+        # `npuctl apply -f` of the folder reads it as the agent does: the first refused entry stops it, placed.
+        sent = npuctl("apply", "-f", str(agent.manifests), "--dry-run", "--agent", agent.url, token=agent.token,
+                      timeout=60)
+        assert sent.returncode == 1 and "dangling.yaml: a symbolic link that leads nowhere" in sent.stderr, sent.stderr
+        assert "Traceback" not in sent.stderr
         # The reconcile loop still runs: a deployment applied now appears and serves.
         applied = agent.manifests.parent / "tiny2.yaml"
         applied.write_text(manifest("tiny2"))
