@@ -84,6 +84,7 @@ class _ControlApi:
             "items": [self._view(name) for name in names],
             "conditions": [c.model_dump(mode="json") for c in health.conditions()],
             "invalidFiles": [p.model_dump(mode="json") for p in sorted(health.files.values(), key=lambda p: p.file)],
+            "pendingFiles": [p.model_dump(mode="json") for p in self.reconciler.desired_state.pending],
         })
 
     async def get(self, request: Request) -> Response:

@@ -33,7 +33,7 @@ def pins_for(folder: Path, store: Store, steps: refs.Reference, client: Registry
     BundleError naming the manifest and step when one is not built here or not in the step repository."""
     pins: dict[str, str] = {}
     for file in sorted(folder.glob("*.y*ml")):
-        for deployment in load_file(file).deployments:
+        for deployment in load_file(file, folder).deployments:
             found = survey(deployment, store=store)
             if found.next_step is not None:
                 raise bundles.BundleError(

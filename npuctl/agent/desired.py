@@ -5,13 +5,18 @@ A changed file is read only once it has settled: unchanged (same mtime and size)
 by its mtime's age or by how long this process has seen it so. Until then its previous content stays
 declared (a new file declares nothing yet). A file written in several steps, seconds apart, is never
 applied half-written, whether the half is invalid or valid but different. Files the agent wrote itself
-(complete, through a rename: `apply`) are trusted at once."""
+(complete, through a rename: `apply`) are trusted at once.
+
+`refresh()` runs in a worker thread (npuctl.agent.reconcile): what the event loop reads of it (`current`,
+`settles_at`, `pending`) is replaced whole at the end, never changed in place, and `trust()` takes a lock."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from npuctl.schema import LoadedDeployment, LoadResult, ManifestError, load_file
 from npuctl.schema.clashes import Clash, clashes
 from npuctl.schema.loader import manifest_files
 from npuctl.schema.models import spec_digest
+from npuctl.schema.status import PendingFile
 
 SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate")
 """spec.serve fields applied in place: no rebuild, no reload."""
@@ -89,6 +95,13 @@ class DesiredState:
     """Files changed since their last parse and not settled yet: their new stamp, and when it was first seen."""
     trusted: dict[Path, tuple[int, int]] = field(default_factory=dict)
     """Stamps of files the agent wrote whole itself."""
+    settles_at: float | None = None
+    """When the next changing file settles (this clock), if one is changing."""
+    pending: tuple[PendingFile, ...] = ()
+    """The files changing at the last refresh, and when each will be read."""
+    read: bool = False
+    """Whether a refresh has completed: before, nothing is known of what the folders declare."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def trust(self, file: Path) -> None:
         """`file` was just written whole (temp file + rename): read it at the next refresh, unsettled."""
@@ -96,23 +109,17 @@ class DesiredState:
             stat = file.stat()
         except OSError:
             return
-        self.trusted[file] = (stat.st_mtime_ns, stat.st_size)
-
-    @property
-    def settles_at(self) -> float | None:
-        """When the next changing file settles (this clock), if one is changing."""
-        if not self.changing:
-            return None
-        return min(seen for _, seen in self.changing.values()) + self.settle_seconds
+        with self._lock:
+            self.trusted[file] = (stat.st_mtime_ns, stat.st_size)
 
     def refresh(self) -> dict[str, Desired]:
         previous = {(id(d.deployment), d.errors, d.conflict and d.conflict.message): d for d in self.current.values()}
         self.errors, self.duplicates = [], []
         declared: list[tuple[LoadedDeployment, tuple[ManifestError, ...]]] = []
         seen: set[Path] = set()
-        for file in self._files():
+        for file, folder in self._files():
             seen.add(file)
-            result = self._load(file)
+            result = self._load(file, folder)
             if result.ok:
                 self.last_good[file] = result.deployments
             self.errors.extend(result.errors)
@@ -121,9 +128,11 @@ class DesiredState:
             del self.last_good[gone]
         for gone in set(self.parsed) - seen:
             del self.parsed[gone]
-        for table in (self.changing, self.trusted):
-            for gone in set(table) - seen:
-                del table[gone]
+        for gone in set(self.changing) - seen:
+            del self.changing[gone]
+        with self._lock:
+            for gone in set(self.trusted) - seen:
+                del self.trusted[gone]
         # A contested name stays with the deployment that held it on the last pass; newcomers lose,
         # in file order among themselves.
         held = {id(d.deployment) for d in self.current.values() if d.conflict is None}
@@ -140,7 +149,19 @@ class DesiredState:
             desired[loaded.name] = previous.get((id(loaded), errors, clash and clash.message)) or Desired(
                 loaded, errors, clash)
         self.current = desired
+        self._note_pending()
+        self.read = True
         return desired
+
+    def _note_pending(self) -> None:
+        """`settles_at` and `pending` from `changing`. A file is read when unchanged for settle_seconds by
+        this process's clock or by its mtime, whichever comes first."""
+        now, wall = self.clock(), time.time()
+        due = {file: min(stamp[0] / 1e9 - wall, seen - now) + self.settle_seconds
+               for file, (stamp, seen) in self.changing.items()}
+        self.settles_at = now + min(due.values()) if due else None
+        self.pending = tuple(PendingFile(file=str(file), applies_at=_rfc3339(wall + max(0.0, after)))
+                             for file, after in sorted(due.items()))
 
     def file_errors(self) -> list[ManifestError]:
         """Errors no declared deployment shows (as Valid=False): files that declare nothing valid, and
@@ -148,11 +169,11 @@ class DesiredState:
         shown = {error for want in self.current.values() for error in want.errors}
         return [error for error in self.errors if error not in shown]
 
-    def _load(self, file: Path) -> LoadResult:
+    def _load(self, file: Path, folder: Path) -> LoadResult:
         try:
             stat = file.stat()
         except OSError:
-            return load_file(file)
+            return load_file(file, folder)
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self.parsed.get(file)
         if cached and cached[0] == stamp:
@@ -161,12 +182,14 @@ class DesiredState:
         if not self._settled(file, stamp):
             return cached[1] if cached else LoadResult()
         self.changing.pop(file, None)
-        result = load_file(file)
+        result = load_file(file, folder)
         self.parsed[file] = (stamp, result)
         return result
 
     def _settled(self, file: Path, stamp: tuple[int, int]) -> bool:
-        if self.trusted.get(file) == stamp or self.settle_seconds <= 0:
+        with self._lock:
+            trusted = self.trusted.get(file) == stamp
+        if trusted or self.settle_seconds <= 0:
             return True
         now = self.clock()
         changing = self.changing.get(file)
@@ -175,11 +198,16 @@ class DesiredState:
         age = time.time() - stamp[0] / 1e9  # mtime is wall-clock time
         return age >= self.settle_seconds or now - changing[1] >= self.settle_seconds
 
-    def _files(self) -> list[Path]:
-        files: list[Path] = []
+    def _files(self) -> list[tuple[Path, Path]]:
+        """Each manifest file, with the folder it was found in (links may lead only inside that)."""
+        files: list[tuple[Path, Path]] = []
         for folder in self.folders:
             try:
-                files.extend(manifest_files(folder))
+                files.extend((file, folder) for file in manifest_files(folder))
             except FileNotFoundError:
                 continue  # a folder that is gone declares nothing; it may come back
         return files
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -45,8 +45,8 @@ class AgentClient:
         return items
 
     def overview(self) -> dict[str, Any]:
-        """The deployments (`items`), the agent's own `conditions`, and `invalidFiles`: manifest files that
-        declare no deployment."""
+        """The deployments (`items`), the agent's own `conditions`, `invalidFiles`: manifest files that
+        declare no deployment, and `pendingFiles`: files saved and not read yet (each with when it will be)."""
         body = self._call("GET", "/deployments")
         self._items(body)
         return body

@@ -82,14 +82,20 @@ def diff(paths: Sequence[Path], agent_url: str | None, output: str) -> None:
 
 def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None, invalid_exit: int = 1) -> list[Any]:
     from npuctl.cli.client import AgentError
-    from npuctl.schema.loader import manifest_files
+    from npuctl.schema.loader import MAX_FILE_BYTES, manifest_files
+    from npuctl.schema.opening import Unreadable, read_capped
 
     client = _client(agent_url)
     results = []
     for path in paths:
         for file in manifest_files(path):
             try:
-                results.append(client.apply(file.name, file.read_text(encoding="utf-8"), dry_run=dry_run))
+                text = read_capped(file, MAX_FILE_BYTES, path if path.is_dir() else None).decode("utf-8-sig")
+            except (Unreadable, UnicodeDecodeError) as exc:
+                err_console.print(f"[red]error:[/red] {escape(f'{file}: {exc}')}")
+                sys.exit(invalid_exit)
+            try:
+                results.append(client.apply(file.name, text, dry_run=dry_run))
             except AgentError as exc:
                 for error in exc.body.get("error", {}).get("errors", []):
                     err_console.print(f"{file}:{error['line']}:{error['column']}: {error['path']}: {error['message']}",
@@ -123,7 +129,7 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
-    from npuctl.schema.status import Condition, FileProblem
+    from npuctl.schema.status import Condition, FileProblem, PendingFile
 
     client = _client(agent_url)
     overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
@@ -140,9 +146,15 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
     for problem in problems:  # a row per manifest file that declares no deployment
         table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-")
+    pending = [PendingFile.model_validate(p) for p in overview.get("pendingFiles", [])]
+    for waiting in pending:  # saved, not read yet: what it declares is not applied until then
+        table.add_row(escape(waiting.file), "[yellow]Pending[/yellow]", "-", "-", "-", "-")
     console.print(table)
     for problem in problems:
         err_console.print(problem.message, markup=False, soft_wrap=True)
+    for waiting in pending:
+        err_console.print(f"{waiting.file}: saved; applied at {waiting.applies_at} if it does not change again",
+                          markup=False, soft_wrap=True)
     for condition in map(Condition.model_validate, overview.get("conditions", [])):
         if condition.status == "False":
             err_console.print(f"agent: {condition.type.value} {condition.reason}: {condition.message}", markup=False,

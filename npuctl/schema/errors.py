@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 
+EXCERPT_CHARS = 60
+"""The most of a file's own text an error quotes (a key, a value): enough to find it, never the file."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text` cut to `limit` characters, marking the cut."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 @dataclass(frozen=True)
 class ManifestError:
     """One problem in a manifest, where a user can find it."""

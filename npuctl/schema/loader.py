@@ -22,8 +22,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import ReusedAnchorWarning, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from npuctl.schema.errors import ManifestError
+from npuctl.schema.errors import ManifestError, excerpt
 from npuctl.schema.models import API_VERSION, KIND, ModelDeployment
+from npuctl.schema.opening import Unreadable, read_capped
 from npuctl.schema.reading import MAX_DEPTH, MAX_NODES, TooBig, bounded_yaml, yaml_error
 
 MAX_FILE_BYTES = 1 << 20
@@ -71,14 +72,16 @@ class LoadResult:
 def load_paths(paths: Iterable[Path | str]) -> LoadResult:
     """Load files and directories (recursively, `*.yaml` / `*.yml`). Deployment names and the names they
     are served under must be unique across all of them. Raises FileNotFoundError for a path that does not exist,
-    is neither a regular file nor a folder, or is a folder without manifests."""
+    is neither a regular file nor a folder, or is a folder without manifests. Links in a folder are followed
+    only to files inside it; a path named here is read wherever it leads."""
     result = LoadResult()
-    for path in paths:
-        files = manifest_files(Path(path))
+    for path in map(Path, paths):
+        files = manifest_files(path)
         if not files:
             raise FileNotFoundError(f"{path}: no manifests (*.yaml, *.yml) in this folder")
+        folder = path if path.is_dir() else None
         for file in files:
-            one = load_file(file)
+            one = load_file(file, folder)
             result.files.append(file)
             result.errors.extend(one.errors)
             result.deployments.extend(one.deployments)
@@ -91,7 +94,9 @@ def load_paths(paths: Iterable[Path | str]) -> LoadResult:
 
 
 def manifest_files(path: Path) -> list[Path]:
-    """The manifest files under `path`: itself if a file; else its YAML files, hidden and editor files skipped."""
+    """The manifest files under `path`: itself if a file; else its YAML files, hidden and editor files skipped.
+    Names that are not regular files (links, FIFOs, devices, sockets) are listed too: reading them is refused
+    with the reason, which a user should see rather than nothing."""
     if path.is_file():
         return [path]
     if path.exists() and not path.is_dir():
@@ -102,19 +107,18 @@ def manifest_files(path: Path) -> list[Path]:
         file
         for file in path.rglob("*")
         if file.suffix in MANIFEST_SUFFIXES
-        and (file.is_file() or file.is_symlink())  # a link that leads nowhere is an error to show, not nothing
+        and (file.is_symlink() or not file.is_dir())  # a folder named x.yaml is searched, not read
         and not any(part.startswith((".", "~")) for part in file.relative_to(path).parts)
     )
 
 
-def load_file(file: Path) -> LoadResult:
+def load_file(file: Path, within: Path | None = None) -> LoadResult:
+    """Read and validate one manifest file. With `within` (the folder it was found in), a link out of that
+    folder is refused unread (npuctl.schema.opening)."""
     try:
-        size = file.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return _fail(file, f"file is {size} bytes; manifests are limited to {MAX_FILE_BYTES} bytes")
-        raw = file.read_bytes()
-    except OSError as exc:
-        return _fail(file, f"cannot read: {exc.strerror or exc}")
+        raw = read_capped(file, MAX_FILE_BYTES, within)
+    except Unreadable as exc:
+        return _fail(file, str(exc))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -209,7 +213,7 @@ class Tree:
             return self.constructor.construct_object(node, deep=True)
         except (YAMLError, ValueError, OverflowError) as exc:
             # ValueError: a timestamp like 2001-13-45, an int past Python's 4300-digit conversion limit.
-            self._add(node, loc, f"bad value: {exc}")
+            self._add(node, loc, f"bad value: {excerpt(str(exc), 200)}")
             return None
 
     def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
@@ -222,7 +226,7 @@ class Tree:
             key = str(key) if not isinstance(key, str) else key
             if key in out:
                 first = self.keys[(*loc, key)].start_mark
-                self._add(key_node, (*loc, key), f"duplicate key {key!r} (first at line {first.line + 1})")
+                self._add(key_node, (*loc, key), f"duplicate key {excerpt(key)!r} (first at line {first.line + 1})")
                 continue
             self.keys[(*loc, key)] = key_node
             out[key] = self.build(value_node, (*loc, key))
@@ -287,23 +291,24 @@ class Tree:
 
 
 def _dotted(loc: Loc) -> str:
-    return ".".join(str(part) for part in loc)
+    return ".".join(excerpt(str(part)) for part in loc)
 
 
 def _message(err: Any, loc: Loc, root: type[BaseModel]) -> str:
     kind, value = err["type"], err.get("input")
     if kind in ("enum", "literal_error"):
         allowed = re.findall(r"'([^']*)'", err["ctx"]["expected"])
-        return f"{value!r} is not one of {', '.join(allowed)}"
+        shown = repr(excerpt(value)) if isinstance(value, str) else excerpt(repr(value))
+        return f"{shown} is not one of {', '.join(allowed)}"
     if kind == "extra_forbidden":
         known = _field_names(loc[:-1], root)
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
-        return f"unknown field {loc[-1]!r}{hint}"
+        return f"unknown field {excerpt(str(loc[-1]))!r}{hint}"
     if kind == "missing":
         return f"required field {loc[-1]!r} is missing"
     if kind.startswith("value_error") or kind == "assertion_error":
-        return str(err["msg"]).removeprefix("Value error, ")
+        return excerpt(str(err["msg"]).removeprefix("Value error, "), 200)
     if isinstance(value, str | int | float | bool) and len(repr(value)) < 80:
         return f"{err['msg']} (got {value!r})"
     return str(err["msg"])

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from npuctl.schema.errors import ManifestError
+from npuctl.schema.errors import ManifestError, excerpt
 
 MAX_NODES = 100_000
 """Nodes one document may expand to (aliases count each time they are used): stops billion-laughs."""
@@ -30,13 +30,13 @@ def bounded_yaml() -> YAML:
 def yaml_error(exc: YAMLError | RecursionError, file: Path) -> ManifestError:
     """A YAML reading error, placed."""
     if not isinstance(exc, MarkedYAMLError):
-        return ManifestError(str(file), 1, 1, "", f"YAML: {exc}")
+        return ManifestError(str(file), 1, 1, "", f"YAML: {excerpt(str(exc), 200)}")
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     if isinstance(exc, MaxDepthExceededError):
         problem = f"nesting is deeper than {MAX_DEPTH} levels"
     else:
-        problem = "YAML syntax: " + " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        problem = "YAML syntax: " + excerpt(" ".join(str(p) for p in (exc.context, exc.problem) if p), 200)
     return ManifestError(str(file), line, column, "", problem)
 
 

@@ -118,6 +118,10 @@ class ConditionType(StrEnum):
     SERVING = "Serving"
     STATE_SAVED = "StateSaved"
     """The agent's, not a deployment's: its state folder takes status writes."""
+    MANIFESTS_READ = "ManifestsRead"
+    """The agent's: its manifest folders were read within the deadline and no file is waiting to settle."""
+    RECONCILING = "Reconciling"
+    """The agent's: its reconcile loop runs (False while it is restarted after a failure)."""
 
 
 class Condition(Fact):
@@ -206,6 +210,15 @@ class FileProblem(Fact):
     message: str
     errors: list[str]
     """Each error as file:line:col: field: message."""
+
+
+class PendingFile(Fact):
+    """A manifest file saved since it was last read: it is read once unchanged for `settleSeconds`, and
+    until then what it declared before (nothing, for a new file) stays declared."""
+
+    file: str
+    applies_at: str
+    """When it is read if it does not change again (RFC 3339, UTC)."""
 
 
 def status_schema() -> dict[str, Any]:

@@ -207,6 +207,9 @@ class _FailingActuator:
     def unload(self, name: str) -> None:
         pass
 
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        pass
+
 
 def test_backoff_ignores_wall_clock_jumps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifests = tmp_path / "manifests"

@@ -45,6 +45,9 @@ spec:
 # YAML's own line breaks: a position past the last of them is outside the text.
 LINE_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 PLACED = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<column>\d+): ")
+MESSAGE_CHARS = 1000
+"""An error quotes a bounded excerpt of the file (npuctl.schema.errors.excerpt), never the file: with the known
+fields listed in a hint, no message needs more."""
 
 # Fragments that stress YAML's corners; mutations splice them in anywhere.
 NASTY = [
@@ -66,6 +69,7 @@ def check(result: LoadResult, text: str, file: str) -> None:
         assert 1 <= error.column <= len(text) + 1, error
         assert PLACED.match(str(error)), str(error)
         assert error.message
+        assert len(error.message) <= MESSAGE_CHARS, f"an error quotes {len(error.message)} characters of the file"
     for loaded in result.deployments:
         assert loaded.name and PLACED.match(loaded.where(("spec", "precision")) + ": ")
 
