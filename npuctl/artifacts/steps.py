@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts.published import fetch, location
+from npuctl.artifacts.published import location
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.store import Record, Store

@@ -1,6 +1,6 @@
 """The API's contracts: pydantic models of `ModelDeployment` (`models`), the SoC table (`targets`), the
 YAML loader that places every error at file:line:col (`loader`), the names two deployments cannot share
-(`clashes`), and the status the agent reports (`status`, published as schema/status.schema.json). No I/O
+(`clashes`), loading many files and folders at once (`folders`), and the status the agent reports (`status`, published as schema/status.schema.json). No I/O
 beyond reading manifest files; imports nothing else of npuctl but npuctl.errors."""
 
 from npuctl.schema.errors import ManifestError
@@ -8,9 +8,9 @@ from npuctl.schema.loader import (
     LoadedDeployment,
     LoadResult,
     load_file,
-    load_paths,
     load_text,
 )
+from npuctl.schema.folders import load_paths
 from npuctl.schema.models import (
     API_VERSION,
     KIND,
