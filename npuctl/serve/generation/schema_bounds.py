@@ -184,6 +184,9 @@ def pattern_size(pattern: str) -> int:
                 i = pattern.find("}", i) + 1 or len(pattern)
         elif char == "[":
             i = _class_end(pattern, i)
+        elif char in "|*+?^$":  # no atom of their own
+            i += 1
+            continue
         elif char == "(":
             groups.append([0, 0])
             i += 1
