@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from npuctl.serve.generation.schema_bounds import MAX_SCHEMA_COST
 from tests.agent.harness import Agent
 from tests.manifests import write_deployment
 
 MODEL = "chat"
+LIMIT = f"at most {MAX_SCHEMA_COST:,}"
 RSS_GROWTH_BOUND = 200 << 20
 """The memory guard: the agent's RSS may grow this much over its RSS before the hostile requests (before the
 fix, minItems 10^7 took it up by 1.4 GB and 10^8 by 14 GB)."""
@@ -44,17 +46,17 @@ def ref_chain(length: int) -> dict[str, Any]:
 HUGE = {
     # schema -> (the place under the schema the 400 names, what it says)
     "minItems 10^8": ({"type": "array", "items": {"type": "integer"}, "minItems": 10**8},
-                      "minItems", "is 100,000,000; structured output allows at most 20,000"),
-    "maxItems 10^6": ({"type": "array", "maxItems": 10**6}, "maxItems", "allows at most 20,000"),
+                      "minItems", f"is 100,000,000; structured output allows {LIMIT}"),
+    "maxItems 10^6": ({"type": "array", "maxItems": 10**6}, "maxItems", LIMIT),
     "nested minItems 1000^3": ({"type": "array", "minItems": 1000, "items": {"type": "array", "minItems": 1000,
-                                "items": {"type": "array", "minItems": 1000}}}, "items", "at most 20,000"),
-    "ten arrays of maxItems 10,000": ({"type": "object", "required": [f"p{i}" for i in range(10)],
-                                       "properties": {f"p{i}": {"type": "array", "maxItems": 10_000}
-                                                      for i in range(10)}}, "properties.p", "at most 20,000"),
+                                "items": {"type": "array", "minItems": 1000}}}, "items", LIMIT),
+    "ten arrays of maxItems 5,000": ({"type": "object", "required": [f"p{i}" for i in range(10)],
+                                      "properties": {f"p{i}": {"type": "array", "maxItems": 5_000}
+                                                      for i in range(10)}}, "properties.p", LIMIT),
     "minLength 10^9": ({"type": "string", "minLength": 10**9}, "minLength", "at most 1,000,000"),
     "pattern (a{1000}){1000}": ({"type": "string", "pattern": "^(a{1000}){1000}$"}, "pattern", "at most 10,000"),
     "5,000 optional properties": ({"type": "object", "properties": {f"p{i}": {"type": "integer"}
-                                                                    for i in range(5000)}}, "", "at most 20,000"),
+                                                                    for i in range(5000)}}, "", LIMIT),
 }
 DEEP = {
     "250 levels": (nested(250), "is nested 65 levels deep"),
