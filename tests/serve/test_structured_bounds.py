@@ -30,7 +30,7 @@ from npuctl.serve.generation.schema_bounds import (
 )
 from npuctl.serve.generation.structured import structure
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.http.faults import MAX_REPORT_CHARS, FaultLog
+from npuctl.serve.http.faults import MAX_KINDS, MAX_REPORT_CHARS, FaultLog
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
 from tests.serve.conftest import Serve
@@ -69,6 +69,10 @@ def refused(schema: Any) -> SchemaTooBig:
     ({"$defs": {"a": {"type": "array", "maxItems": 10**6}}, "$ref": "#/$defs/a"}, "$defs.a.maxItems",
      LIMIT),
     ({"enum": list(range(30_000))}, "", LIMIT),
+    ({"anyOf": [{}] * 500_000}, "", f"more than {MAX_SCHEMA_VISITS:,} parts"),
+    ({"const": [[]] * 200_000}, "", f"more than {MAX_SCHEMA_VISITS:,} parts"),
+    ({"type": "string", "pattern": "^" * 10_001}, "pattern", f"is 10,001 characters long; structured output allows "
+                                                            f"at most {MAX_PATTERN_SIZE:,}"),
 ])
 def test_each_size_is_refused_naming_its_place_and_the_limit(schema: dict[str, Any], place: str, says: str) -> None:
     error = refused(schema)
@@ -210,6 +214,22 @@ def test_repeated_server_faults_are_logged_once_per_kind(serve: Serve, records: 
     assert len(records.texts) == 2, [text[:200] for text in records.texts]
     assert all(len(text) < MAX_REPORT_CHARS + 500 for text in records.texts), [len(t) for t in records.texts]
     assert "RecursionError" in records.texts[0] and "ValueError" in records.texts[1]
+
+
+def test_only_the_latest_kinds_are_remembered() -> None:
+    logger = logging.getLogger("tests.faults.kinds")
+    handler = Records()
+    logger.addHandler(handler)
+    faults = FaultLog(logger, interval=60, clock=lambda: 0.0)
+    kinds = [type(f"Fault{i}", (Exception,), {}) for i in range(MAX_KINDS + 1)]
+    try:
+        for kind in kinds:
+            faults.report(kind("boom"), "GET /a")
+        faults.report(kinds[-1]("boom"), "GET /a")  # remembered: counted
+        faults.report(kinds[0]("boom"), "GET /a")  # forgotten for the newest: reported again
+    finally:
+        logger.removeHandler(handler)
+    assert len(handler.texts) == MAX_KINDS + 2
 
 
 def test_a_kind_is_reported_again_after_the_interval_with_the_count() -> None:

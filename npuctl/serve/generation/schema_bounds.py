@@ -28,13 +28,15 @@ MAX_SCHEMA_DEPTH = 64
 """Nesting of a schema's objects and arrays, `$ref`s followed (OpenAI allows 10 levels of objects, ~20 here)."""
 MAX_SCHEMA_COST = 10_000
 """The estimated grammar size of a whole schema: each schema object 1, each repetition an array or object asks
-for 1, properties that are not required (count²)/100, each `enum` value 1, and everything under a repetition
+for 1, properties that are not required (count²)/100, each `enum` value 1, a `pattern` a tenth of its length,
+and everything under a repetition
 counts as often as it repeats. At the bound a compile took 0.10-0.20 s on this host at load average 3.5
 (maxItems 9,999 the slowest; a two-property schema 0.05-0.13 s), so the event loop is not held much longer."""
 MAX_STRING_LENGTH = 1_000_000
 """`minLength`/`maxLength`: above any answer a model on this PC can write (~250,000 tokens)."""
 MAX_PATTERN_SIZE = 10_000
-"""A `pattern` unrolled: its counted repetitions multiplied through their nesting (`(a{100}){100}` is 10,000)."""
+"""A `pattern`'s length, and its size unrolled: its counted repetitions multiplied through their nesting
+(`(a{100}){100}` is 10,000)."""
 MAX_SCHEMA_VISITS = 100_000
 """Schema values walked, a `$ref` target once per reference to it: a bound on this check's own time."""
 
@@ -75,10 +77,11 @@ def check_schema(schema: Any, place: str, spent: int = 0) -> int:
     stack = [_Visit(schema, place, 1, 1, ())]
     while stack:
         visit = stack.pop()
-        visits += 1
+        # A list's items count before any is walked: half a million of them must not be queued first.
+        visits += 1 + (len(visit.value) if isinstance(visit.value, list) else 0)
         if visits > MAX_SCHEMA_VISITS:
             raise SchemaTooBig(place, f"has more than {MAX_SCHEMA_VISITS:,} parts (its $refs followed); "
-                               "npuctl compiles smaller schemas")
+                               "structured output allows no more")
         if visit.depth > MAX_SCHEMA_DEPTH:
             raise SchemaTooBig(visit.place, f"is nested {visit.depth} levels deep (its $refs followed); structured "
                                f"output allows at most {MAX_SCHEMA_DEPTH}")
@@ -129,13 +132,18 @@ def _own_cost(node: dict[str, Any], place: str) -> tuple[int, int]:
         optional = sum(1 for key in properties if key not in named)
     choices = node.get("enum")
     pattern = node.get("pattern")
+    scanned = 0
     if isinstance(pattern, str):
+        if len(pattern) > MAX_PATTERN_SIZE:
+            raise SchemaTooBig(f"{place}.pattern", f"is {len(pattern):,} characters long; structured output allows "
+                               f"at most {MAX_PATTERN_SIZE:,}")
+        scanned = len(pattern) // 10  # the compiler's work grows with it, and so does this check's
         size = pattern_size(pattern)
         if size > MAX_PATTERN_SIZE:
             raise SchemaTooBig(f"{place}.pattern", f"has more than {MAX_PATTERN_SIZE:,} parts when its counted "
                                f"repetitions ({{n}}, {{n,m}}) are unrolled (they multiply through their nesting); "
                                f"structured output allows at most {MAX_PATTERN_SIZE:,}")
-    own = 1 + repeats + optional * optional // 100 + (len(choices) if isinstance(choices, list) else 0)
+    own = 1 + repeats + optional * optional // 100 + (len(choices) if isinstance(choices, list) else 0) + scanned
     return own, repeats
 
 
