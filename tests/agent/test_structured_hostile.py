@@ -43,8 +43,8 @@ def ref_chain(length: int) -> dict[str, Any]:
     return {"$ref": "#/$defs/d0", "$defs": defs}
 
 
-HUGE = {
-    # schema -> (the place under the schema the 400 names, what it says)
+HUGE: dict[str, tuple[dict[str, Any], str, str]] = {
+    # name -> (schema, the place under the schema the 400 names, what it says)
     "minItems 10^8": ({"type": "array", "items": {"type": "integer"}, "minItems": 10**8},
                       "minItems", f"is 100,000,000; structured output allows {LIMIT}"),
     "maxItems 10^6": ({"type": "array", "maxItems": 10**6}, "maxItems", LIMIT),
@@ -58,7 +58,7 @@ HUGE = {
     "5,000 optional properties": ({"type": "object", "properties": {f"p{i}": {"type": "integer"}
                                                                     for i in range(5000)}}, "", LIMIT),
 }
-DEEP = {
+DEEP: dict[str, tuple[dict[str, Any], str]] = {
     "250 levels": (nested(250), "is nested 65 levels deep"),
     "a chain of 3,000 $refs": (ref_chain(3000), "is nested 65 levels deep"),
 }
@@ -150,12 +150,12 @@ class Guard:
             while not self._stop.wait(0.1):
                 started = time.monotonic()
                 try:
-                    status = client.get(f"{self.agent.url}/v2/health/live").status_code
+                    status = str(client.get(f"{self.agent.url}/v2/health/live").status_code)
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 self.polls += 1
                 took = time.monotonic() - started
-                if status != 200 or took > HEALTH_SECONDS:
+                if status != "200" or took > HEALTH_SECONDS:
                     self.slow_health.append(f"{status} after {took:.2f} s")
 
 

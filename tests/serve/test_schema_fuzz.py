@@ -21,13 +21,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npuctl.artifacts import BuildResult
+from npuctl.artifacts import BuildResult, artifacts_of
 from npuctl.serve.app import create_app
 from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import load_served
 from npuctl.serve.registry import ModelRegistry
 from tests.fuzzing import FULL, fuzz_settings
-from tests.serve.conftest import artifacts_of, deployment
+from tests.serve.conftest import deployment
 
 MODEL = "tiny-llama"
 SIZES = [0, 1, 2, 3, 10, 100, 1000, 5_000, 10_000, 10_001, 20_001, 10**6, 10**8, 10**9, 2**31, 2**63, 10**30, -1, 1.5,

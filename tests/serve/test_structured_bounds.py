@@ -139,17 +139,22 @@ BUILD_SECONDS = 3.0
 
 @pytest.fixture
 def slow_build(serve: Serve, tiny_llama: Callable[..., ServedModel]) -> Iterator[tuple[str, list[int], threading.Event]]:
-    served = tiny_llama(serve={"timeoutSeconds": 1})
-    model: Any = served.model
+    served: Any = tiny_llama(serve={"timeoutSeconds": 1})
+    model = served.model
     real = model.steps
     tokens: list[int] = []
     built = threading.Event()
+
+    def recorded(generated: Iterator[Any]) -> Iterator[Any]:
+        for step in generated:
+            tokens.append(step.token)
+            yield step
 
     def steps(prompt: list[int], sampling: Any, cancel: threading.Event) -> Iterator[Any]:
         if not built.is_set():
             time.sleep(BUILD_SECONDS)  # the first request's build: a native call nothing interrupts
             built.set()
-            return (tokens.append(step.token) or step for step in real(prompt, sampling, cancel))
+            return recorded(real(prompt, sampling, cancel))
         return real(prompt, sampling, cancel)  # type: ignore[no-any-return]
 
     model.steps = steps
