@@ -3,6 +3,7 @@ on the CPU, a QNN decoder-pipeline pack on the NPU), and token-by-token generati
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -23,6 +24,9 @@ from npuctl.runtime.sessions import CPU_EP, RunInfo
 from npuctl.schema.models import ModelDeployment
 
 INSTALL_HINT = "onnxruntime-genai is not installed: pip install 'npuctl[genai]'"
+_GRAMMAR_BUILDS = threading.Lock()
+"""One grammar compiles at a time in this process: the compile holds the GIL for its whole native call, and
+between two of them the event loop gets its turn (concurrent builds would hold it back for their sum)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,10 @@ class GenerationModel:
                 raise GuidanceError("this onnxruntime-genai has no guidance (constrained decoding)")
             params.set_guidance(sampling.guidance.kind, sampling.guidance.data)
         try:
-            generator = og.Generator(self._model, params)
+            with _GRAMMAR_BUILDS if sampling.guidance is not None else contextlib.nullcontext():
+                if cancel.is_set():  # given up while waiting its turn: build nothing
+                    return iter(())
+                generator = og.Generator(self._model, params)
         except RuntimeError as exc:  # the grammar is compiled here
             if sampling.guidance is not None and "grammar" in str(exc).lower():
                 raise GuidanceError(str(exc)) from exc

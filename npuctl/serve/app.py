@@ -15,6 +15,7 @@ from npuctl.serve.openai.chat import chat_routes
 from npuctl.serve.scoring.classify import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError, error_response
+from npuctl.serve.http.faults import Faults
 from npuctl.serve.http.guards import WebGuard, WebPolicy
 from npuctl.serve.http.body import BODY_TIMEOUT_SECONDS, BodyDeadline
 from npuctl.serve.metrics import ServeMetrics
@@ -60,7 +61,8 @@ def create_app(
                 Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,
-        middleware=[Middleware(WebGuard, policy=web), Middleware(BodyDeadline, seconds=body_timeout_seconds)],
+        middleware=[Middleware(Faults), Middleware(WebGuard, policy=web),
+                    Middleware(BodyDeadline, seconds=body_timeout_seconds)],
     )
     app.state.registry = registry
     return app
@@ -73,7 +75,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    """A fault outside the APIs' own handling (the server logs the traceback): JSON, never plain text."""
+    """A fault outside the APIs' own handling, in an app without Faults (the server logs the traceback): JSON,
+    never plain text."""
     return error_response(ApiError(500, "internal server error"), request.url.path)
 
 

@@ -3,7 +3,6 @@ wrapper that answers errors as JSON and records request metrics."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -16,13 +15,13 @@ from starlette.responses import Response
 from npuctl.schema.models import Api
 from npuctl.serve.batching import BatcherClosed, QueueFull
 from npuctl.serve.http.errors import ApiError, error_response
+from npuctl.serve.http.faults import SERVER_FAULTS
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry, UnknownModel
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=ServedModel)
 
-log = logging.getLogger("npuctl.serve")
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,8 @@ class ServeContext:
             except (QueueFull, BatcherClosed) as exc:
                 api_error = _overload(exc)
                 response, error_type = error_response(api_error, request.url.path), api_error.openai_type
-            except Exception:
-                log.exception("%s %s failed", request.method, request.url.path)
+            except Exception as exc:
+                SERVER_FAULTS.report(exc, f"{request.method} {request.url.path}")
                 response = error_response(ApiError(500, "internal server error"), request.url.path)
                 error_type = "server_error"
             if not counted:

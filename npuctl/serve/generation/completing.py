@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from starlette.requests import Request
+
 from npuctl.runtime.generation import GuidanceError, Sampling
+from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.generation.queue import Generation, Piece, Prompt
 from npuctl.serve.models import GenerationService
@@ -45,8 +48,21 @@ async def collect(generation: Generation) -> Piece:
     return Piece("".join(p.text for p in pieces), tuple(step for p in pieces for step in p.steps))
 
 
-async def begun(generation: Generation, param: str | None) -> None:
-    """Wait for the model to take the request; 400 naming `param` when its grammar does not compile."""
+async def started(request: Request, model: GenerationService, prompt: Prompt, param: str | None) -> Generation:
+    """A slot in the model's queue, and the generation begun in it (its grammar built): each wait under the
+    model's timeout (504), 400 naming `param` when the grammar does not compile. A grammar is built in one
+    native call nothing can interrupt: when the client gets its 504 (or leaves) first, the generation is
+    cancelled, so it ends as soon as that call returns, with no token generated."""
+    generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
+    try:
+        await answered(request, _begun(generation, param), model.timeout_seconds)
+    except BaseException:
+        generation.cancel()
+        raise
+    return generation
+
+
+async def _begun(generation: Generation, param: str | None) -> None:
     try:
         await generation.begun()
     except GuidanceError as exc:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npuctl.runtime.generation import Guidance
+from npuctl.serve.generation.schema_bounds import check_schema
 from npuctl.serve.http.errors import ApiError
 
 _COMPACT = {"x-guidance": {"whitespace_flexible": False}}
@@ -52,10 +53,12 @@ class Structure:
                  "function": {"name": call["name"], "arguments": arguments}}]
 
 
-def structure(body: dict[str, Any], guided: bool) -> Structure:
-    """The form `body` asks for; 400 naming the parameter when it is malformed, or when it needs guidance and
+def structure(body: dict[str, Any], guided: bool, *, schema_place: str = "response_format.json_schema.schema") \
+        -> Structure:
+    """The form `body` asks for; 400 naming the parameter when it is malformed, when a schema passes the bounds
+    of schema_bounds (naming its place: `schema_place` for response_format's), or when it needs guidance and
     this onnxruntime-genai has none (`guided` false)."""
-    schema = _response_schema(body.get("response_format"))
+    schema = _response_schema(body.get("response_format"), schema_place)
     tools = _tools(body.get("tools"))
     choice = body.get("tool_choice", "auto" if tools else "none")
     parallel = body.get("parallel_tool_calls", True)
@@ -82,7 +85,7 @@ def structure(body: dict[str, Any], guided: bool) -> Structure:
     return Structure(guidance, tuple(tools), bool(calls))
 
 
-def _response_schema(value: Any) -> dict[str, Any] | None:
+def _response_schema(value: Any, place: str) -> dict[str, Any] | None:
     if value is None:
         return None
     kind = value.get("type") if isinstance(value, dict) else None
@@ -96,6 +99,7 @@ def _response_schema(value: Any) -> dict[str, Any] | None:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(schema, dict):
             raise ApiError(400, "'response_format.json_schema' must be an object with a 'name' and a 'schema' "
                            "object", param="response_format")
+        check_schema(schema, place)  # before anything walks it: _closed recurses, the compiler unrolls
         return {**_COMPACT, **_closed(schema)}
     raise ApiError(400, "'response_format.type' must be text, json_object or json_schema", param="response_format")
 
@@ -106,6 +110,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ApiError(400, "'tools' must be a list of function tools", param="tools")
     tools: list[dict[str, Any]] = []
+    cost = 0
     for i, tool in enumerate(value):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
@@ -117,6 +122,7 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         if not isinstance(parameters, dict):
             raise ApiError(400, f"tools[{i}].function.parameters must be a JSON Schema object",
                            param=f"tools[{i}].function.parameters")
+        cost = check_schema(parameters, f"tools[{i}].function.parameters", cost)
         tools.append({"type": "function", "function": function | {"parameters": parameters}})
     names = [tool["function"]["name"] for tool in tools]
     if len(set(names)) != len(names):

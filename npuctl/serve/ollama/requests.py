@@ -90,7 +90,7 @@ def form(body: dict[str, Any], guided: bool) -> Structure:
     tools = body.get("tools") or None
     asked = {"response_format": response_format, "tools": tools} | ({"tool_choice": "auto"} if tools else {})
     try:
-        return structure(asked, guided)
+        return structure(asked, guided, schema_place="format")
     except ApiError as exc:  # named as Ollama names it
         raise ApiError(400, exc.message.replace("'response_format'", "'format'")) from exc
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve.ollama import requests as check
-from npuctl.serve.generation.completing import begun, checked_prompt, collect, stream_lease
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.generation.queue import FinishReason, Generation, Piece
@@ -169,9 +169,7 @@ async def _generate(request: Request, model: GenerationService, ids: list[int], 
     prompt = checked_prompt(model, ids, asked.max_tokens, sampling, asked.stop, what="prompt",
                             max_param="options.num_predict", context=asked.context)
     reply = _Reply(model, len(ids), form, logprobs is not None, chat=chat)
-    generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-    await answered(request, begun(generation, "format" if form.param == "response_format" else form.param),
-                   model.timeout_seconds)
+    generation = await started(request, model, prompt, "format" if form.param == "response_format" else form.param)
     if not stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.piece(whole) | reply.final(generation, ids, whole=True))

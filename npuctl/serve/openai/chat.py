@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
-from npuctl.serve.generation.completing import begun, checked_prompt, collect, stream_lease
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import answered, read_json
@@ -87,8 +87,7 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
     prompt = checked_prompt(model, ids, options.max_tokens, options.sampling, options.stop, what=what,
                             max_param="max_tokens")
     reply = Reply(model.name, chat, len(ids), shape, model.model.tokenizer.decode)
-    generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-    await answered(request, begun(generation, shape.structure.param), model.timeout_seconds)
+    generation = await started(request, model, prompt, shape.structure.param)
     if not options.stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.whole(whole, generation))
