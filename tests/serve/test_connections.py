@@ -25,7 +25,7 @@ from npuctl.serve.registry import ModelRegistry
 
 IMPLEMENTATIONS: list[HttpImplementation] = ["h11", "httptools"]
 LIMITS = ConnectionLimits(header_timeout_seconds=1.0, keep_alive_seconds=1, max_connections=16)
-WAIT = 20.0
+WAIT = 10.0
 """How long a test socket waits for the server to answer or close: far past every limit above."""
 GET = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
