@@ -1,31 +1,39 @@
 """Issue 26 on a real agent process reachable beyond loopback (`remoteAccess: true`, as the probe ran it), with a
 build that failed on a source whose name and folder must not reach strangers: connections that never send a
-request (finding 11), and every route the app has against the one redaction rule of status messages (finding 5)."""
+request (finding 11); every route the app has, and what schemathesis generates for every documented operation,
+against the one redaction rule of status messages (finding 5)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
+import schemathesis
 from starlette.routing import Route
 
 from npuctl.agent.api import control_routes
 from npuctl.agent.dashboard.routes import dashboard_routes
 from npuctl.serve.app import create_app
 from npuctl.serve.endpoints import HIDDEN
+from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
 from tests.agent.harness import X, Agent, manifest
+from tests.fuzzing import FULL, fuzz_settings
 
 MISSING = "leak-marker-7c1e.onnx"
 """The failed build's source: its name, and the folder it was looked for in, are what must not leak."""
 HEADER_TIMEOUT = 2
 SILENT = 500
+REDACTION_CASES = 100 if FULL else 3
+"""schemathesis cases per documented operation against the redaction rule."""
 """As many silent sockets as the probe held (60 s, all still open, before the fix)."""
 BODIES: dict[str, Any] = {
     "/v1/chat/completions": {"model": "broken", "messages": [{"role": "user", "content": "hi"}]},
@@ -129,3 +137,25 @@ def test_the_connection_limits_of_an_agent_config_reach_its_server(tmp_path: Pat
     config.write_text("headerTimeoutSeconds: 2.5\nkeepAliveSeconds: 7\nmaxConnections: 40\n")
     limits = load_config(config).connection_limits
     assert (limits.header_timeout_seconds, limits.keep_alive_seconds, limits.max_connections) == (2.5, 7, 40)
+
+
+agent_schema = schemathesis.openapi.from_dict(openapi(control=True))
+_turns: defaultdict[str, itertools.count[int]] = defaultdict(itertools.count)
+
+
+@agent_schema.parametrize()
+@fuzz_settings(REDACTION_CASES)
+def test_generated_requests_never_show_a_build_message_without_the_token(case: schemathesis.Case,
+                                                                         remote_agent: Agent) -> None:
+    """The redaction rule against what schemathesis generates for every documented operation; half the valid
+    cases name the failed deployment, so their answers are about it."""
+    if next(_turns[f"{case.method} {case.path}"]) % 2 and case.meta is not None \
+            and case.meta.generation.mode.is_positive:
+        for key in ("name", "model"):
+            if case.path_parameters and key in case.path_parameters:
+                case.path_parameters[key] = "broken"
+        if isinstance(case.body, dict) and "model" in case.body:
+            case.body["model"] = "broken"
+    answer = case.call(base_url=remote_agent.url, timeout=30)
+    leaked = [s for s in (MISSING, str(remote_agent.manifests.parent)) if s in answer.text]
+    assert not leaked, f"{case.method} {case.formatted_path} without the token shows {leaked}: {answer.text[:300]}"

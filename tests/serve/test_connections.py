@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,6 +24,7 @@ from npuctl.serve.app import create_app
 from npuctl.serve.http.connections import ConnectionLimits, HttpImplementation
 from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.registry import ModelRegistry
+from tests.fuzzing import FULL, HTTP_CASES, fuzz_settings
 
 IMPLEMENTATIONS: list[HttpImplementation] = ["h11", "httptools"]
 LIMITS = ConnectionLimits(header_timeout_seconds=1.0, keep_alive_seconds=1, max_connections=16)
@@ -145,3 +148,64 @@ def test_the_serve_commands_help_gives_the_defaults_of_the_limits() -> None:
     assert f"(default {defaults.header_timeout_seconds:g})" in text
     assert f"(default {defaults.keep_alive_seconds})" in text
     assert f"(default {defaults.max_connections})" in text
+
+
+REQUESTS = [GET, b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 30\r\n\r\n{\"model\": \"x\", \"input\": \"hi\"}",
+            b"PUT /agent/v1/manifests/x.yaml HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer x\r\n\r\n"]
+
+
+@st.composite
+def stalled(draw: st.DrawFn) -> tuple[bytes, int]:
+    """What one connection sends before it stops: a request cut anywhere (nothing, part of its headers, all of
+    them), a header that never ends, or bytes that are no HTTP; and how many 0.1 s pieces it trickles them in."""
+    request = draw(st.sampled_from(REQUESTS))
+    sent = draw(st.one_of(st.builds(lambda cut: request[:cut], st.integers(0, len(request))),
+                          st.builds(lambda n: request[: request.index(b"\r\n") + 2] + b"X-Long: " + b"a" * n,
+                                    st.integers(0, 4000)),
+                          st.binary(max_size=200)))
+    return sent, draw(st.integers(1, 4))
+
+
+@fuzz_settings(HTTP_CASES * 8 if FULL else 8)
+@given(connections=st.lists(stalled(), min_size=1, max_size=40))
+def test_stalled_connections_are_all_closed_never_5xx(connections: list[tuple[bytes, int]]) -> None:
+    """A batch of connections that each stop somewhere in a request, sent together: every one is closed by the
+    server within the wait, with nothing, a 4xx or (a request that was whole) its answer; never a 5xx."""
+    server = FUZZED[0]
+    sockets = [connect(server) for _ in connections]
+    try:
+        for piece in range(4):
+            for sock, (sent, pieces) in zip(sockets, connections, strict=True):
+                size = -(-len(sent) // pieces)
+                if piece < pieces and sent[piece * size:(piece + 1) * size]:
+                    try:
+                        sock.sendall(sent[piece * size:(piece + 1) * size])
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+            time.sleep(0.1)
+        for sock in sockets:
+            try:
+                answer = until_closed(sock)
+            except ConnectionResetError:
+                continue  # closed with bytes of ours unread: a reset, still closed
+            statuses = [int(line.split()[1]) for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+            assert all(status < 500 for status in statuses), answer[:300]
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert httpx.get(f"{server.url}/v2/health/live").status_code == 200
+
+
+FUZZED: list[BackgroundServer] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fuzzed_server() -> Iterator[None]:
+    """One server (the default HTTP protocol) for the hypothesis property, which cannot take a function fixture.
+    A body cut short is the body deadline's (1 s here): the headers were whole."""
+    app = create_app(ModelRegistry(), routes=[Route("/slow", slow, methods=["GET"])], body_timeout_seconds=1)
+    with BackgroundServer(app, limits=ConnectionLimits(0.5, 1, 64)) as running:
+        FUZZED.append(running)
+        yield
+        FUZZED.clear()
