@@ -14,6 +14,7 @@ from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
+from npuctl.serve.http.connections import ConnectionLimits
 from npuctl.serve.http.guards import check_origin
 
 DEFAULT_PORT = 8765
@@ -116,6 +117,13 @@ class AgentConfig(BaseModel):
     answers). None by default: a request with a foreign `Origin` gets 403."""
     body_timeout_seconds: float = Field(30.0, gt=0)
     """Time a client has to send a request's whole body; slower ones get 408 and the connection is closed."""
+    header_timeout_seconds: float = Field(ConnectionLimits.header_timeout_seconds, gt=0)
+    """Time a client has to send a request's headers, from opening the connection (or from the first byte of a
+    later request on it); slower ones get 408 and the connection is closed."""
+    keep_alive_seconds: int = Field(ConnectionLimits.keep_alive_seconds, ge=1)
+    """An idle connection between two requests is closed after this many seconds."""
+    max_connections: int = Field(ConnectionLimits.max_connections, ge=1)
+    """Open client connections at most; one more is answered 503 and closed at once."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
 
@@ -154,6 +162,10 @@ class AgentConfig(BaseModel):
     def _known_facts(cls, facts: dict[str, str | int | float]) -> dict[str, str | int | float]:
         check_facts(facts)
         return facts
+
+    @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.header_timeout_seconds, self.keep_alive_seconds, self.max_connections)
 
     @property
     def host(self) -> str:

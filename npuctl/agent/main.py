@@ -109,7 +109,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
                      web=WebPolicy.of(config.allowed_hosts, config.cors_origins),
                      details=None if config.loopback else lambda request: token_matches(
                          request.headers.get("authorization"), token))
-    server = uvicorn.Server(server_config(app, config.host, config.port))
+    server = uvicorn.Server(server_config(app, config.host, config.port, config.connection_limits))
     stop = asyncio.Event()
     loop_task = asyncio.create_task(reconciler.run(stop))
     poll_task = asyncio.create_task(poller.run(stop))

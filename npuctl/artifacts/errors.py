@@ -15,11 +15,14 @@ from npuctl.errors import NpuctlError
 
 
 class BuildError(NpuctlError):
-    def __init__(self, step: str, message: str, *, temporary: bool = False) -> None:
+    def __init__(self, step: str, message: str, *, temporary: bool = False, field: tuple[str, ...] = ()) -> None:
         super().__init__(f"{step}: {message}")
         self.step = step
         self.message = message
         self.temporary = temporary
+        self.field = field
+        """The manifest field the error is about (`("spec", "model", "format")`), for placing it at its line; empty
+        when it is about no one field."""
 
     @classmethod
     def wrapping(cls, step: str, exc: BaseException) -> BuildError:

@@ -112,8 +112,16 @@ def up(folder: Path, config_file: Path | None, **options: Any) -> None:
               help="A Host name to answer besides the listen address (repeatable; * for any).")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
               help="A web origin (https://app.example) whose pages may call the server (repeatable; none by default).")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="A request's headers must arrive within this of the connection opening, else 408 and the connection "
+                   "closes (default 10).")
+@click.option("--keep-alive", type=click.IntRange(min=1), metavar="SECONDS",
+              help="Close a connection idle this long between requests (default 5).")
+@click.option("--max-connections", type=click.IntRange(min=1), metavar="N",
+              help="Open client connections at most; one more gets 503 and is closed (default 512).")
 def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allowed_hosts: Sequence[str],
-          cors_origins: Sequence[str]) -> None:
+          cors_origins: Sequence[str], header_timeout: float | None, keep_alive: int | None,
+          max_connections: int | None) -> None:
     """Build what the manifests need (if missing), load the models and serve them until Ctrl-C. One-shot:
     edits to the manifests are not followed (the agent does that)."""
     from npuctl.agent.dashboard.routes import dashboard_routes
@@ -125,6 +133,7 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     from npuctl.serve.http.guards import WebPolicy, check_origin
     from npuctl.serve.models import ServedModel
     from npuctl.cli.oneshot import serve_registry
+    from npuctl.serve.http.connections import ConnectionLimits
     from npuctl.serve.http.server import PortInUse, bind, run
     from npuctl.serve.timeline import Timeline
 
@@ -169,7 +178,10 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
 
     err_console.print(f"listening on {url} (OpenAI /v1, Open Inference Protocol /v2, /metrics); dashboard: {url}/")
     try:
-        run(create_app(registry, routes=dashboard_routes(dashboard_data), web=web), sock)
+        run(create_app(registry, routes=dashboard_routes(dashboard_data), web=web), sock,
+            ConnectionLimits(header_timeout or ConnectionLimits.header_timeout_seconds,
+                             keep_alive or ConnectionLimits.keep_alive_seconds,
+                             max_connections or ConnectionLimits.max_connections))
     finally:
         timeline.stop()
         registry.close()

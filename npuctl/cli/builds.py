@@ -68,7 +68,9 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: str
                     results.append(build_deployment(deployment, store=store, targets=targets or None,
                                                     progress=show.update, publishing=publish_to is not None))
         except BuildError as exc:
-            err_console.print(f"[red]build of {deployment.name} failed[/red]: {escape(str(exc))}")
+            # Placed as the loader places its errors: at the manifest field the failure is about, when there is one.
+            place = f"{deployment.where(exc.field)}: {'.'.join(exc.field)}: " if exc.field else ""
+            err_console.print(f"{escape(place)}[red]build of {deployment.name} failed[/red]: {escape(str(exc))}")
             raise SystemExit(1) from exc
     if publish_to is not None:
         _publish(results, store, publish_to, plain_http)

@@ -24,6 +24,10 @@ M = TypeVar("M", bound=ServedModel)
 
 
 
+HIDDEN = "(details need the agent's token)"
+"""What a request that may not read status messages gets in their place."""
+
+
 @dataclass(frozen=True)
 class ServeContext:
     registry: ModelRegistry
@@ -31,8 +35,12 @@ class ServeContext:
     details: Callable[[Request], bool] | None = None
     """Whether a request may see status messages (they name files and build errors); None: everyone may."""
 
-    def shows_details(self, request: Request) -> bool:
-        return self.details is None or self.details(request)
+    def message(self, request: Request, message: str) -> str:
+        """The one redaction rule of every route that shows status (readiness, model status, the repository index,
+        a not-ready model's 503): a status's reason, a CamelCase word, is for everyone; its message, the free text
+        of a build or load that names files, folders, digests and server paths, only for a request that may see
+        details (on an agent beyond loopback: one with the token)."""
+        return message if self.details is None or self.details(request) else HIDDEN
 
     def endpoint(self, api: str, handler: Handler, *, counted: bool = True) -> Handler:
         """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted (not health
@@ -77,7 +85,8 @@ class ServeContext:
                 raise ApiError(404, f"the model {name!r} is not served over the {api.value} API", param="model")
             if not model.status.ready:
                 status = model.status
-                raise ApiError(503, f"the model {name!r} is not ready ({status.reason}): {status.message}")
+                raise ApiError(503, f"the model {name!r} is not ready ({status.reason}): "
+                               f"{self.message(request, status.message)}")
             if not isinstance(model, kind):
                 # As OpenAI answers a chat request to an embedding model: no such model for this endpoint.
                 raise ApiError(404, f"the model {name!r} does not serve this kind of request", param="model",

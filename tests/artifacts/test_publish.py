@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from npuctl.artifacts import Store, StepEvent, build_deployment
-from npuctl.artifacts.published.publish import BLOBS, LAYOUT_FILE, STEPS
+from npuctl.artifacts.published.publish import BLOBS, LAYOUT_FILE, STEPS, publish
 from tests.artifacts.conftest import write_manifest
 
 
@@ -102,3 +102,37 @@ def test_a_corrupt_blob_is_refused_and_the_step_built_here(published: Path, tmp_
     assert ("compile", "done") in states and ("quantize", "fetched") in states
     assert any(e.message and "corrupt" in e.message for e in events if e.step == "compile")
     assert result.artifacts[0].soc_model == 60
+
+
+def _local_paths(value: object) -> list[str]:
+    """Every string in a JSON value that names a path of this machine: absolute, or a `file:` URI of one."""
+    if isinstance(value, dict):
+        return [found for item in value.values() for found in _local_paths(item)]
+    if isinstance(value, list):
+        return [found for item in value for found in _local_paths(item)]
+    if isinstance(value, str) and (Path(value).is_absolute() or Path(value.removeprefix("file:")).is_absolute()):
+        return [value]
+    return []
+
+
+def test_nothing_published_names_a_path_of_the_publishers_machine(published: Path, tmp_path: Path) -> None:
+    """Issue 26, finding 14: build records listed the publisher's store paths. Also a source declared by an
+    absolute path, built from the same store and published beside it."""
+    publisher = published.parent
+    published = shutil.copytree(published, tmp_path / "published")  # the module's other tests keep theirs as it is
+    source = tmp_path / "models" / "tiny.onnx"
+    source.parent.mkdir()
+    shutil.copy(publisher / "tiny.onnx", source)
+    loaded = write_manifest(tmp_path, name="absolute", source=f"file:{source}")
+    store = Store(publisher / "store")
+    publish([build_deployment(loaded, store=store)], store, published)
+    files = [p for p in published.rglob("*") if p.is_file()]
+    assert len(list((published / "builds").rglob("*.json"))) == 2
+    for file in files:
+        data = file.read_bytes()
+        assert str(publisher).encode() not in data and str(tmp_path).encode() not in data, file
+        if file.suffix == ".json":
+            assert not _local_paths(json.loads(data)), (file, _local_paths(json.loads(data)))
+    (absolute,) = (json.loads(p.read_text()) for p in (published / "builds" / "absolute").glob("*.json"))
+    assert absolute["sources"][0]["uri"] == "file:tiny.onnx"
+    assert all(f["path"].startswith("steps/") for a in absolute["artifacts"] for f in a["files"])

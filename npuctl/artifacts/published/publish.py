@@ -8,7 +8,9 @@ server or object store bucket):
                                    step's inputs, parameters and tool versions; files listed with sha256)
     blobs/sha256/<hex>             file contents by digest (a file shared by several steps is stored once)
     builds/<deployment>/<id>.json  what `npuctl build -o json` said about a published build, with its step
-                                   keys (for people and scripts; agents don't read it)
+                                   keys (for people and scripts; agents don't read it); its files named
+                                   relative to the store's root (`steps/<key>/model_ctx.onnx`), local
+                                   sources by their file name: no path of the publisher's machine
 
 An agent computes the key of each step it needs exactly as the builder did, so it asks for
 `steps/<key>.json` and the blobs it lists and never needs an index. Blobs are written before the record
@@ -64,7 +66,7 @@ def publish(results: list[BuildResult], store: Store, dest: Path) -> Published:
             blobs, nbytes = _publish_record(record, dest)
             keys.append(record.key)
             written, size = written + blobs, size + nbytes
-        builds.append(_describe(result, [r.key for r in records], dest))
+        builds.append(_describe(result, [r.key for r in records], dest, store.root))
     return Published(tuple(keys), written, size, tuple(builds))
 
 
@@ -92,10 +94,29 @@ def _publish_record(record: Record, dest: Path) -> tuple[int, int]:
     return written, size
 
 
-def _describe(result: BuildResult, keys: list[str], dest: Path) -> Path:
+def _describe(result: BuildResult, keys: list[str], dest: Path, store_root: Path) -> Path:
     path = dest / BUILDS / result.deployment / f"{build_id(keys)}.json"
-    _write_json(path, {**result.as_dict(), "steps": keys})
+    _write_json(path, {**_without_local_paths(result.as_dict(), store_root.resolve()), "steps": keys})
     return path
+
+
+def _without_local_paths(value: Any, store_root: Path) -> Any:
+    """The `npuctl build -o json` object with each local path made a name that means the same to a reader
+    elsewhere: a stored file's path relative to the store's root, any other path (a `file:` source's) its
+    file name. What the build is made of is in the digests and step keys beside them."""
+    if isinstance(value, dict):
+        return {key: _without_local_paths(item, store_root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_local_paths(item, store_root) for item in value]
+    if not isinstance(value, str):
+        return value
+    scheme, colon, rest = value.partition(":")
+    if scheme == "file" and colon and Path(rest).expanduser().is_absolute():
+        return f"file:{Path(rest).name}"
+    if not Path(value).is_absolute():
+        return value
+    local = Path(value).resolve()
+    return local.relative_to(store_root).as_posix() if local.is_relative_to(store_root) else local.name
 
 
 def _copy_atomic(source: Path, target: Path) -> None:

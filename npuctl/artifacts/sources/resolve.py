@@ -91,7 +91,7 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
     if found in (Format.ONNX, Format.GGUF) and path.is_dir():
         path = _single_file(path, uri, ".onnx" if found is Format.ONNX else ".gguf")
     if found is Format.ONNX:
-        _check_external_data(path, uri)
+        _check_external_data(path, uri, declared)
     hashes = _hashes(path)
     _check_pins(uri, hashes, context.pins)
     return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
@@ -151,13 +151,25 @@ def _single_file(folder: Path, uri: str, suffix: str) -> Path:
     return candidates[0]
 
 
-def _check_external_data(model: Path, uri: str) -> None:
-    """Refuse ONNX external-data locations outside the model's folder (`../`, absolute, or a symlink out):
-    loading the model would read whatever file they name."""
+def _check_external_data(model: Path, uri: str, declared: Format) -> None:
+    """Refuse a file that is no ONNX model, and ONNX external-data locations outside the model's folder (`../`,
+    absolute, or a symlink out): loading the model would read whatever file they name."""
     import onnx
+    from google.protobuf.message import DecodeError
 
     folder = model.parent.resolve()
-    graph = onnx.load(str(model), load_external_data=False).graph
+    field = ("spec", "model", "format") if declared is Format.ONNX else ("spec", "model", "source")
+    why = ("set spec.model.format to the source's format" if declared is Format.ONNX
+           else "point spec.model.source at an ONNX model")
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except DecodeError:
+        raise BuildError("resolve", f"{uri}: {model.name} is not an ONNX model (it does not parse as one); {why}",
+                         field=field) from None
+    if not graph.node:
+        # Protobuf reads many byte strings (an empty file, zeros) as a message with nothing in it.
+        raise BuildError("resolve", f"{uri}: {model.name} is not an ONNX model (it holds no graph nodes); {why}",
+                         field=field)
     tensors = [*graph.initializer, *(a.t for n in graph.node for a in n.attribute if a.HasField("t"))]
     for tensor in tensors:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:

@@ -12,6 +12,8 @@ import time
 import uvicorn
 from starlette.types import ASGIApp
 
+from npuctl.serve.http.connections import ConnectionLimits, HttpImplementation, ServerConfig
+
 
 class PortInUse(OSError):
     """The address to listen on is taken (or not this machine's); the message says which and what to do."""
@@ -37,11 +39,11 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: ASGIApp, sock: socket.socket) -> None:
+def run(app: ASGIApp, sock: socket.socket, limits: ConnectionLimits = ConnectionLimits()) -> None:
     """Serve on a bound socket until SIGINT/SIGTERM."""
     host, port = sock.getsockname()[:2]
     try:
-        uvicorn.Server(server_config(app, host, port)).run(sockets=[sock])
+        uvicorn.Server(server_config(app, host, port, limits)).run(sockets=[sock])
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly
     finally:
@@ -51,12 +53,13 @@ def run(app: ASGIApp, sock: socket.socket) -> None:
 class BackgroundServer:
     """uvicorn on its own thread, on a socket bound before it starts (port 0 picks a free port)."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0,
+                 limits: ConnectionLimits = ConnectionLimits(), http: HttpImplementation = "auto") -> None:
         self._socket = bind(host, port)
         self.app = app
         self.host = host
         self.port: int = self._socket.getsockname()[1]
-        self._server = uvicorn.Server(server_config(app, host, self.port))
+        self._server = uvicorn.Server(server_config(app, host, self.port, limits, http))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
 
     @property
@@ -84,9 +87,10 @@ class BackgroundServer:
         self.stop()
 
 
-def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+def server_config(app: ASGIApp, host: str, port: int, limits: ConnectionLimits = ConnectionLimits(),
+                  http: HttpImplementation = "auto") -> uvicorn.Config:
     """The one uvicorn configuration, for `npuctl serve`, the agent, tests and benchmarks."""
-    # Connections are kept for clients that reuse them (the OpenAI client does); access logs are the
-    # metrics' job; the app has no startup or shutdown hooks (lifespan off).
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                          lifespan="off")
+    # Connections are kept for clients that reuse them (the OpenAI client does) within `limits`; access logs are
+    # the metrics' job; the app has no startup or shutdown hooks (lifespan off).
+    return ServerConfig(app, host=host, port=port, limits=limits, http=http, log_level="warning", access_log=False,
+                        timeout_graceful_shutdown=5, lifespan="off")

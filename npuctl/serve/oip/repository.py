@@ -4,7 +4,7 @@ version), the repository index (every deployment over /v2 and its state), and in
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +121,10 @@ def config(model: ServedModel, inputs: Sequence[TensorSpec], outputs: Sequence[T
     return answer
 
 
-def index(models: Sequence[ServedModel], ready_only: bool) -> list[dict[str, str]]:
+def index(models: Sequence[ServedModel], ready_only: bool, message: Callable[[str], str]) -> list[dict[str, str]]:
+    """Triton's repository index; `message` is what the asker may read of a status message (the redaction rule)."""
     return [{"name": m.name, "version": m.generation, "state": "READY" if m.status.ready else "UNAVAILABLE",
-             "reason": "" if m.status.ready else f"{m.status.reason}: {m.status.message}"}
+             "reason": "" if m.status.ready else f"{m.status.reason}: {message(m.status.message)}"}
             for m in models if m.status.ready or not ready_only]
 
 

@@ -29,7 +29,6 @@ from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Ti
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
 
-HIDDEN = "(details need the agent's token)"
 _KINDS_TAKEN = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 """numpy kinds of the JSON data each kind of input takes: booleans, integers, numbers."""
 _KIND_NAMES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number", "U": "string"}
@@ -46,10 +45,9 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def ready(request: Request) -> Response:
         models = ctx.registry.models()
-        shown = ctx.shows_details(request)
-        waiting = {m.name: {"reason": m.status.reason, "message": m.status.message if shown else HIDDEN}
+        waiting = {m.name: {"reason": m.status.reason, "message": ctx.message(request, m.status.message)}
                    for m in models if not m.status.ready}
-        waiting |= {subject: {"reason": reason, "message": message if shown else HIDDEN}
+        waiting |= {subject: {"reason": reason, "message": ctx.message(request, message)}
                     for subject, (reason, message) in ctx.registry.problems().items()}
         return JSONResponse({"ready": not waiting, "notReady": waiting}, status_code=503 if waiting else 200)
 
@@ -65,15 +63,15 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
             "platform": PLATFORM,
             "inputs": [_meta(spec) for spec in inputs],
             "outputs": [_meta(spec) for spec in outputs],
-            "status": model.status.as_dict() | ({} if ctx.shows_details(request) else {"message": HIDDEN}),
+            "status": model.status.as_dict() | {"message": ctx.message(request, model.status.message)},
             **task_metadata(model),
         })
 
     async def model_ready(request: Request) -> Response:
         model = _model(ctx, request)
         status = model.status
-        message = status.message if ctx.shows_details(request) else HIDDEN
-        body = {"name": model.name, "ready": status.ready, "reason": status.reason, "message": message}
+        body = {"name": model.name, "ready": status.ready, "reason": status.reason,
+                "message": ctx.message(request, status.message)}
         return JSONResponse(body, status_code=200 if status.ready else 503)
 
     async def model_config(request: Request) -> Response:
@@ -89,7 +87,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
         query, _ = split(body, None) if body.strip() else ({}, None)
         if not isinstance(query, dict) or not isinstance(query.get("ready", False), bool):
             raise ApiError(400, "the body is optional; if given, a JSON object with a boolean 'ready'")
-        return JSONResponse(index(served(), query.get("ready", False)))
+        return JSONResponse(index(served(), query.get("ready", False), lambda text: ctx.message(request, text)))
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()
