@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from npuctl.artifacts import BuildError
+from npuctl.artifacts import BuildError, facts
 from npuctl.artifacts.result import NpuArtifact
 from npuctl.runtime.devices import NpuKind, detect_host
 from tests.tiny_chat import CONTEXT, TinyChat
@@ -67,7 +67,7 @@ def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared
         tiny_chat.build("tiny-llama-shared", "llama", generation={"contextLength": 256, "weightSharing": True})
     # The shared pack is built; loading it crashes inside libQnnHtp.so on the simulator, and verify says so.
     assert failed.value.step == "verify" and "weightSharing" in failed.value.message
-    compiled = [r for r in tiny_chat.store.records() if r.step == "compile" and r.details.get("weight_sharing")]
+    compiled = [r for r in tiny_chat.store.records() if isinstance(r.details, facts.LlmCompile) and r.details.weight_sharing]
     [shared] = compiled
     assert context_binaries(shared.path("context_ctx.onnx")) == context_binaries(shared.path("iterator_ctx.onnx"))
     assert len([f for f in shared.files if f.path.endswith(".bin")]) == 1
