@@ -6,27 +6,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
-from npuctl.artifacts import aihub, facts
+from npuctl.artifacts import aihub, facts, graphs, inputs, measure, quantize
 from npuctl.artifacts.seq2seq import steps as decoder_steps
 from npuctl.artifacts.encoder import export
 from npuctl.artifacts.published import fetch, location
 from npuctl.artifacts.llm import choose as generation
-from npuctl.artifacts import graphs
-from npuctl.artifacts import inputs
-from npuctl.artifacts import measure
 from npuctl.artifacts.sources import packs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import quantize
 from npuctl.artifacts.seq2seq import export as seq2seq
 from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.graphs import MODEL_FILE
-from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun
-from npuctl.artifacts.result import StepState
+from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
@@ -128,9 +122,9 @@ class _Build:
         self.compile_prebuilt = compile_prebuilt
         """Take the compile path under `prebuilt` (publishing, or fetching what a publisher compiled)."""
         self.partial = partial
+        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.missing: str | None = None
         """With `partial`: the first step found missing (the rest of its bucket depends on it)."""
-        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.spec = deployment.spec
         self.base_dir = base_dir
         self.runner = runner

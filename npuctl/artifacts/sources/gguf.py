@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
