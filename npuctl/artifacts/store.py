@@ -1,7 +1,8 @@
 """The artifact store: one folder per step key, written atomically, trusted only while its files match their sha256.
 
-Layout under the root: `steps/<key>/` (the step's files + `record.json`), `tmp/` (work in progress,
-renamed into `steps/` when complete), `locks/<key>.lock` (one builder per key, across processes).
+Layout under the root: `steps/<key>/` (the step's files + `record.json`, with the step's facts under `details`:
+npuctl.artifacts.facts), `tmp/` (work in progress, renamed into `steps/` when complete), `locks/<key>.lock` (one
+builder per key, across processes).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _CHUNK = 1 << 20
 _OWN_KEYS = ("step", "key", "inputs", "parameters", "tool_versions", "files", "created", "seconds")
 """A record's own keys; its step's facts are under `details`."""
 F = TypeVar("F", bound=facts.Facts, covariant=True)
+"""Covariant because a record is read-only: a record of compile facts is a record of facts (what publishing takes)."""
 G = TypeVar("G", bound=facts.Facts)
 
 
