@@ -293,17 +293,14 @@ def parse(data: object) -> AnyFacts:
 def from_flat(step: str, flat: dict[str, object]) -> AnyFacts:
     """The facts of a record written before `details` existed, from the keys beside the record's own. Keys its
     model does not have are dropped; a missing fact raises ValueError (the step is then rebuilt)."""
-    kind = step
-    if step == "export" and "layers" in flat:
-        kind = "seq2seq-export"
-    elif step == "compile" and "placement" in flat:
-        kind = "llm-compile"
-    elif step == "verify" and "checks" in flat:
-        kind = "llm-verify"
-    model = _KINDS.get(kind)
+    shared = next((model for model, told_by in _SHARED_NAMES if model.step == step and told_by in flat), None)
+    model = shared or _KINDS.get(step)
     if model is None:
         raise ValueError(f"no facts of a step named {step!r}")
-    return parse({k: v for k, v in flat.items() if k in model.model_fields} | {"kind": kind})
+    return parse({k: v for k, v in flat.items() if k in model.model_fields} | {"kind": model.model_fields["kind"].default})
 
 
 _KINDS: dict[str, type[Facts]] = {model.model_fields["kind"].default: model for model in get_args(get_args(AnyFacts)[0])}
+_SHARED_NAMES: tuple[tuple[type[Facts], str], ...] = (
+    (Seq2SeqExport, "layers"), (LlmCompile, "placement"), (LlmVerify, "checks"))
+"""Kinds whose step name another kind has too, and the flat fact only they record."""
