@@ -52,8 +52,8 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
     # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
     # embeddings and lm_head on the CPU, as designed.
-    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s]["cpu_ops"]} == {"GroupQueryAttention"}
-    assert report.stages["embeddings"]["nodes"].keys() == {"CPUExecutionProvider"}
+    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
+    assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
 
 
