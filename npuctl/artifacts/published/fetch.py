@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from npuctl.artifacts.published.location import ArtifactSource, FetchError, LayoutSource, StoreLocation, safe_relative
 from npuctl.artifacts.published.publish import BLOBS, STEPS
