@@ -108,6 +108,8 @@ spec:
 def _npu_case(runs: int, tokens: int) -> dict[str, object]:
     import openai
 
+    from npuctl.artifacts import Store
+    from npuctl.artifacts.facts import Targeted
     from tests.tiny_chat import CONTEXT, TRAIN_STEPS
     from tests.tiny_llama import make_tiny_decoder
 
@@ -127,9 +129,9 @@ def _npu_case(runs: int, tokens: int) -> dict[str, object]:
                     if run:
                         figures[model].append(measured)
         steps = {}
-        for record in (folder / "store" / "steps").glob("*/record.json"):
-            data = json.loads(record.read_text(encoding="utf-8"))
-            steps[f"{data['step']} {data.get('soc_model', '')}".strip()] = round(data["seconds"], 1)
+        for record in Store(folder / "store").records():
+            soc = record.details.soc_model if isinstance(record.details, Targeted) else ""
+            steps[f"{record.step} {soc}".strip()] = round(record.seconds, 1)
     return {
         "max_new_tokens": tokens, "runs": runs,
         "npu_ttft_ms": round(statistics.median(t for t, _ in figures["chat-npu"]) * 1000, 1),

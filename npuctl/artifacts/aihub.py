@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.compile import compat_soc
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.graphs import MODEL_FILE
@@ -30,7 +31,6 @@ from npuctl.runtime.compat import CompatInfo
 from npuctl.schema.models import ModelDeployment, Precision, Target
 from npuctl.schema.targets import describe_soc
 
-STEP = "aihub-compile"
 TARGET_RUNTIME = "precompiled_qnn_onnx"
 RATE_LIMIT_DELAYS = (20.0, 40.0, 60.0, 60.0, 60.0)
 """Seconds to wait after each 429 before trying again; after the last, the build fails."""
@@ -61,6 +61,15 @@ class Job:
     name: str | None = None
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """A finished compile job and what its wrapper says it was compiled for and with."""
+
+    job: str
+    device: str
+    info: CompatInfo
+
+
 def compile_options(*, fp16: bool, qairt_version: str | None, extra: str) -> str:
     """The compile job's options: precompiled QNN ONNX, fp16 compute when asked (quantized models arrive as
     QDQ ONNX, calibrated here), and the QAIRT version: by default the one onnxruntime-qnn bundles here, since a
@@ -84,9 +93,9 @@ def compile_on_aihub(
     credentials: Credentials | None = None,
     report: Callable[[str], None] = lambda message: None,
     sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Compile `model` into `out/model_ctx.onnx` + `out/model_ctx_qnn.bin`; returns facts for the record
-    (aihub_job, aihub_device, ep_compatibility_info). Raises BuildError on refusal, rate limit, failed job."""
+) -> Compiled:
+    """Compile `model` into `out/model_ctx.onnx` + `out/model_ctx_qnn.bin`. Raises BuildError on refusal, rate
+    limit, failed job."""
     hub = _import_hub()
     client = _client(hub, credentials)
     submitted = _call(hub, lambda: client.submit_compile_job(
@@ -110,8 +119,7 @@ def compile_on_aihub(
         with contextlib.redirect_stdout(io.StringIO()):
             downloaded = Path(_call(hub, lambda: target.download(tmp), report, sleep, "downloading the compiled model"))
         info = unpack(downloaded, out)
-    return {"aihub_job": submitted.job_id, "aihub_device": job.device, "ep_compatibility_info": info.raw,
-            "qnn_sdk_compiled": info.qnn_sdk}
+    return Compiled(submitted.job_id, job.device, info)
 
 
 def unpack(download: Path, out: Path) -> CompatInfo:
@@ -224,8 +232,9 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)
 
 
-def compile_step(runner: Runner, deployment: ModelDeployment, target: Target, bucket: int, compile_input: Record,
-                 facts: dict[str, Any], credentials: Credentials | None) -> tuple[Record, StepRun]:
+def compile_step(runner: Runner, deployment: ModelDeployment, target: Target, bucket: int,
+                 compile_input: Record[facts.Facts], on: facts.Targeted,
+                 credentials: Credentials | None) -> tuple[Record[facts.AihubCompile], StepRun]:
     """The `aihub-compile` step of one (target, bucket): its key is the prepared model, the device and the
     compile options, so a second build asks AI Hub nothing."""
     settings = deployment.spec.build.aihub
@@ -237,18 +246,19 @@ def compile_step(runner: Runner, deployment: ModelDeployment, target: Target, bu
                                       qairt_version=settings.qairt_version, extra=settings.options),
               settings.project, f"{deployment.name} {target.name} bucket {bucket}")
     inputs = {"model": compile_input.digest}
-    parameters = facts | {"device": job.device, "options": job.options}
-    key = runner.key(STEP, inputs, parameters)
+    parameters = on.model_dump(mode="json") | {"device": job.device, "options": job.options}
+    key = runner.key(facts.AihubCompile.step, inputs, parameters)
 
     def report(message: str) -> None:
-        runner.progress(StepEvent(STEP, StepState.RUNNING, key, target.name, bucket, message=message))
+        runner.progress(StepEvent(facts.AihubCompile.step, StepState.RUNNING, key, target.name, bucket, message=message))
 
-    def work(out: Path) -> dict[str, Any]:
-        details = compile_on_aihub(compile_input.path(MODEL_FILE), out, job, credentials=credentials, report=report)
-        said = compat_soc(details["ep_compatibility_info"])
-        if said not in (None, facts["soc_model"]):
+    def work(out: Path) -> facts.AihubCompile:
+        compiled = compile_on_aihub(compile_input.path(MODEL_FILE), out, job, credentials=credentials, report=report)
+        said = compat_soc(compiled.info.raw)
+        if said not in (None, on.soc_model):
             raise BuildError("compile", f"AI Hub compiled for {describe_soc(said)} on {job.device}, but target "
-                             f"{target.name} is {describe_soc(facts['soc_model'])}: set spec.build.aihub.device")
-        return facts | details
+                             f"{target.name} is {describe_soc(on.soc_model)}: set spec.build.aihub.device")
+        return facts.AihubCompile(**on.model_dump(), ep_compatibility_info=compiled.info.raw, aihub_job=compiled.job,
+                                  aihub_device=compiled.device, qnn_sdk_compiled=compiled.info.qnn_sdk)
 
-    return runner.run(STEP, inputs, parameters, work, target=target.name, bucket=bucket)
+    return runner.run(facts.AihubCompile, inputs, parameters, work, target=target.name, bucket=bucket)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.pipeline import referenced_keys
+from npuctl.artifacts.facts import Facts
 from npuctl.artifacts.store import Record, Store
 from npuctl.schema.loader import LoadedDeployment
 
@@ -19,7 +20,7 @@ STALE_WORK_SECONDS = 3600
 class Collection:
     kept: set[str] = field(default_factory=set)
     """Keys of the stored steps some deployment uses."""
-    removed: list[Record] = field(default_factory=list)
+    removed: list[Record[Facts]] = field(default_factory=list)
     """The unused steps (removed, or that would be on a dry run)."""
     freed_bytes: int = 0
 

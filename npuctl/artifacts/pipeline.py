@@ -6,27 +6,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
-from npuctl.artifacts import aihub
+from npuctl.artifacts import aihub, facts, graphs, inputs, measure, quantize
 from npuctl.artifacts.seq2seq import steps as decoder_steps
 from npuctl.artifacts.encoder import export
 from npuctl.artifacts.published import fetch, location
 from npuctl.artifacts.llm import choose as generation
-from npuctl.artifacts import graphs
-from npuctl.artifacts import inputs
-from npuctl.artifacts import measure
 from npuctl.artifacts.sources import packs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import quantize
 from npuctl.artifacts.seq2seq import export as seq2seq
 from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.graphs import MODEL_FILE
-from npuctl.artifacts.result import AccuracyResult, BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun
-from npuctl.artifacts.result import StepState
+from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, buildable, resolve
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
@@ -128,16 +122,16 @@ class _Build:
         self.compile_prebuilt = compile_prebuilt
         """Take the compile path under `prebuilt` (publishing, or fetching what a publisher compiled)."""
         self.partial = partial
+        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.missing: str | None = None
         """With `partial`: the first step found missing (the rest of its bucket depends on it)."""
-        """Skip (target, bucket) branches whose steps are missing instead of failing: to list what is built."""
         self.spec = deployment.spec
         self.base_dir = base_dir
         self.runner = runner
         self.for_soc = for_soc
         self.aihub_credentials = aihub_credentials
         self.model_dir: Path | None = None
-        self.export: Record | None = None
+        self.export: Record[facts.Seq2SeqExport] | None = None
         """The export step's record (an encoder-decoder's decoder is in it)."""
 
     def run(self, targets: list[Target]) -> BuildResult:
@@ -220,20 +214,17 @@ class _Build:
                 resolve_runs: tuple[StepRun, ...]) -> NpuArtifact:
         relative = entry.path.relative_to(pack.folder).as_posix()
 
-        def work(out: Path) -> dict[str, Any]:
+        def work(out: Path) -> facts.ImportPack:
             return packs.import_entry(entry, out)
 
-        record, run = self.runner.run("import-pack", {"pack": pack.digest}, {"graph": relative},
+        record, run = self.runner.run(facts.ImportPack, {"pack": pack.digest}, {"graph": relative},
                                       work, target=target.name, bucket=entry.bucket)
-        details = record.details
         return NpuArtifact(
-            target=target.name, soc_model=details["soc_model"], htp_arch=details["htp_arch"],
-            precision=self.spec.precision, batch=self.spec.shapes.batch, bucket=entry.bucket,
-            context_model=record.path(packs.WRAPPER_FILE), context_binary=record.path(details["context_binary"]),
-            qdq_model=None, static_model=None, accuracy=None,
+            target=target.name, built=record.details, precision=self.spec.precision, batch=self.spec.shapes.batch,
+            bucket=entry.bucket, context_model=record.path(packs.WRAPPER_FILE),
+            context_binary=record.path(record.details.context_binary), accuracy=None,
             # An EPContext wrapper is one node, and it runs on the QNN EP or not at all.
-            npu_coverage=1.0, qnn_sdk=details["qnn_sdk"], files=record.files, steps=(*resolve_runs, run),
-            origin="prebuilt", compatibility=details["ep_compatibility_info"])
+            npu_coverage=1.0, files=record.files, steps=(*resolve_runs, run))
 
     def _fp32(self, source: ResolvedSource, resolve_run: StepRun) -> _Fp32:
         if source.format is Format.ONNX:
@@ -246,15 +237,19 @@ class _Build:
         if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
             parameters["max_output_tokens"] = self.spec.shapes.max_output_tokens
 
-        def work(out: Path) -> dict[str, Any]:
-            if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
-                return seq2seq.export_seq2seq(source.path, out, self.spec.shapes.max_output_tokens)
-            if self.spec.model.task is Task.CLASSIFICATION:
-                _labels(source.folder)  # before loading: transformers would give a head without labels 2 random ones
-            return {"input_names": export.export_transformers(source.path, out, head=head)}
+        record: Record[facts.Facts]
+        if self.spec.model.task is Task.TEXT2TEXT_GENERATION:
+            tokens = self.spec.shapes.max_output_tokens
+            self.export, run = self.runner.run(facts.Seq2SeqExport, {"source": source.digest}, parameters,
+                                               lambda out: seq2seq.export_seq2seq(source.path, out, tokens))
+            record = self.export
+        else:
+            def work(out: Path) -> facts.Export:
+                if self.spec.model.task is Task.CLASSIFICATION:
+                    _labels(source.folder)  # before loading: transformers would give a head without labels 2 random ones
+                return facts.Export(input_names=export.export_transformers(source.path, out, head=head))
 
-        record, run = self.runner.run("export", {"source": source.digest}, parameters, work)
-        self.export = record
+            record, run = self.runner.run(facts.Export, {"source": source.digest}, parameters, work)
         return _Fp32(record.path(MODEL_FILE), record.digest, record.folder, (resolve_run, run))
 
     def _tokenizer(self, model_dir: Path | None) -> Path | None:
@@ -272,28 +267,28 @@ class _Build:
         batch = self.spec.shapes.batch
         run = self.runner.run
 
-        def static_work(out: Path) -> dict[str, Any]:
+        def static_work(out: Path) -> facts.StaticShapes:
             graphs.save(graphs.make_static(onnx.load(str(fp32.path)), batch, bucket), out / MODEL_FILE)
-            return {}
+            return facts.StaticShapes()
 
-        static, static_run = run("static-shapes", {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
+        static, static_run = run(facts.StaticShapes, {"model": fp32.digest}, {"batch": batch, "sequence": bucket},
                                  static_work, bucket=bucket)
 
         fold = self.spec.model.task is Task.TEXT2TEXT_GENERATION  # T5's position buckets: Log and integer math
 
-        def fixes_work(out: Path) -> dict[str, Any]:
+        def fixes_work(out: Path) -> facts.NpuFixes:
             model = graphs.folded(static.path(MODEL_FILE)) if fold else onnx.load(str(static.path(MODEL_FILE)))
             clamped = graphs.clamp_mask_constants(model)
             graphs.save(model, out / MODEL_FILE)
-            return {"clamped_mask_constants": clamped}
+            return facts.NpuFixes(clamped_mask_constants=clamped)
 
         fixes = {"mask_floor": graphs.MASK_FLOOR} | ({"fold_constants": True} if fold else {})
-        fixed, fixes_run = run("npu-fixes", {"model": static.digest}, fixes, fixes_work, bucket=bucket)
-        def preprocess_work(out: Path) -> dict[str, Any]:
+        fixed, fixes_run = run(facts.NpuFixes, {"model": static.digest}, fixes, fixes_work, bucket=bucket)
+        def preprocess_work(out: Path) -> facts.Preprocess:
             quantize.preprocess(fixed.path(MODEL_FILE), out / MODEL_FILE)
-            return {}
+            return facts.Preprocess()
 
-        pre, pre_run = run("preprocess", {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
+        pre, pre_run = run(facts.Preprocess, {"model": fixed.digest}, {}, preprocess_work, bucket=bucket)
         static_specs = [graphs.InputSpec(s.name, s.dtype, graphs.fixed_shape(s.shape, batch, bucket)) for s in specs]
         calibration_texts = inputs.calibration_texts_for(self.spec, self.base_dir)
         steps = [*fp32.steps, static_run, fixes_run, pre_run]
@@ -301,15 +296,15 @@ class _Build:
         if self.spec.model.task is Task.TEXT2TEXT_GENERATION and self.export is not None:
             decoder, decoder_run = decoder_steps.static_decoder(self.runner, self.export, bucket)
             steps.append(decoder_run)
-        compile_input, qdq = pre, None
+        compile_input: Record[facts.Facts] = pre
         if self.spec.precision in quantize.QUANT_TYPES:
             feeds = inputs.calibration_feeds(self.spec, static_specs, tokenizer, calibration_texts)
 
-            def quantize_work(out: Path) -> dict[str, Any]:
+            def quantize_work(out: Path) -> facts.Quantize:
                 quantize.quantize(pre.path(MODEL_FILE), out / MODEL_FILE, self.spec.precision, feeds)
-                return {"precision": self.spec.precision.value, "calibration_samples": len(feeds) * batch}
+                return facts.Quantize(precision=self.spec.precision, calibration_samples=len(feeds) * batch)
 
-            qdq, quantize_run = run("quantize", {"model": pre.digest, "calibration": inputs.feeds_digest(feeds)},
+            qdq, quantize_run = run(facts.Quantize, {"model": pre.digest, "calibration": inputs.feeds_digest(feeds)},
                                     {"precision": self.spec.precision.value, "per_channel": quantize.PER_CHANNEL}, quantize_work, bucket=bucket)
             compile_input = qdq
             steps.append(quantize_run)
@@ -317,84 +312,80 @@ class _Build:
         artifacts = []
         for target in targets:
             try:
-                artifacts.append(self._target(target, bucket, compile_input, static, fixed, qdq, held_out, tuple(steps),
-                                              decoder))
+                artifacts.append(self._target(target, bucket, compile_input, static, held_out, tuple(steps), decoder))
             except NotBuiltError as exc:
                 if not self.partial:
                     raise
                 self.missing = self.missing or exc.step
         return artifacts
 
-    def _target(self, target: Target, bucket: int, compile_input: Record, reference: Record, fixed: Record,
-                qdq: Record | None, held_out: list[inputs.Feed], steps: tuple[StepRun, ...],
-                decoder: Record | None) -> NpuArtifact:
-        soc, arch, name = target.soc_model or 0, target.htp_arch, target.name
+    def _target(self, target: Target, bucket: int, compile_input: Record[facts.Facts], reference: Record[facts.Facts],
+                held_out: list[inputs.Feed], steps: tuple[StepRun, ...],
+                decoder: Record[facts.DecoderStatic] | None) -> NpuArtifact:
+        soc, name = target.soc_model or 0, target.name
         precision = self.spec.precision
         fp16 = precision is Precision.FP16
-        sdk = self.runner.tools["qnn-sdk"]
-        facts = {"soc_model": soc, "htp_arch": arch, "precision": precision.value, "qnn_sdk": sdk}
+        on = facts.Targeted(soc_model=soc, htp_arch=target.htp_arch, precision=precision,
+                            qnn_sdk=self.runner.tools["qnn-sdk"])
+        level = self.spec.build.optimization_level
 
-        def compile_work(out: Path) -> dict[str, Any]:
+        def compile_work(out: Path) -> facts.Compile:
             compiled = qnn_compile.compile_context(compile_input.path(MODEL_FILE), out, soc_model=soc, fp16=fp16,
-                                                   optimization_level=self.spec.build.optimization_level)
+                                                   optimization_level=level)
             if qnn_compile.compat_soc(compiled.compatibility) != soc:
                 raise BuildError("compile", f"asked for soc {soc}, the context binary says "
                                  f"{compiled.compatibility!r}")
-            return facts | {"ep_compatibility_info": compiled.compatibility,
-                            "npu_coverage": compiled.coverage.qnn_share, "coverage": compiled.coverage.as_dict()}
+            return facts.Compile(**on.model_dump(), ep_compatibility_info=compiled.compatibility,
+                                 npu_coverage=compiled.coverage.qnn_share, coverage=facts.Coverage.of(compiled.coverage))
 
+        compiled: Record[facts.Compile | facts.AihubCompile]
         if self.spec.build.strategy is Strategy.AIHUB:
-            compiled, compile_run = aihub.compile_step(self.runner, self.deployment, target, bucket, compile_input, facts,
-                                                            self.aihub_credentials)
+            compiled, compile_run = aihub.compile_step(self.runner, self.deployment, target, bucket, compile_input, on,
+                                                       self.aihub_credentials)
         else:
             compiled, compile_run = self.runner.run(
-                "compile", {"model": compile_input.digest},
-                facts | {"fp16": fp16, "optimization_level": self.spec.build.optimization_level},
+                facts.Compile, {"model": compile_input.digest},
+                on.model_dump(mode="json") | {"fp16": fp16, "optimization_level": level},
                 compile_work, target=name, bucket=bucket)
         task = self.spec.model.task
+        compiled_decoder = None
         if decoder is not None:
-            decoder, decoder_run = decoder_steps.compile_decoder(self.runner, decoder, facts, name, bucket,
-                                                                 self.spec.build.optimization_level)
+            compiled_decoder, decoder_run = decoder_steps.compile_decoder(self.runner, decoder, on, name, bucket, level)
             steps = (*steps, decoder_run)
         metric, threshold = verify.bar(self.spec)
         pool = (pooling.pooling_config(self.model_dir, self.spec.model.pooling, self.spec.model.normalize)
                 if task is Task.EMBEDDINGS else None)
         head = _labels(self.model_dir) if task is Task.CLASSIFICATION else None
 
-        def verify_work(out: Path) -> dict[str, Any]:
+        def verify_work(out: Path) -> facts.Verify:
             measured = measure.measure(self.spec, compiled.path(qnn_compile.CONTEXT_MODEL), reference.path(MODEL_FILE),
                                        held_out, self.model_dir, soc_model=soc, fp16=fp16, pool=pool, head=head,
-                                       decoder=decoder_steps.decoder_context(decoder))
+                                       decoder=decoder_steps.decoder_context(compiled_decoder))
             verify.check(measured, threshold, self.spec.accuracy.min_agreement, f"{name} ({precision.value}, bucket {bucket})")
+            shares = [measured.coverage.qnn_share]
             # An AI Hub compile reports no node assignment; the wrapper's own session (measured) then decides.
-            coverage = min(measured.coverage.qnn_share, compiled.details.get("npu_coverage", 1.0))
-            return facts | {
-                "accuracy": {"metric": metric.value, "value": measured.value, "mean": measured.mean,
-                             "threshold": threshold, "samples": measured.samples, "agreement": measured.agreement},
-                "npu_coverage": coverage, "coverage": measured.coverage.as_dict(),
-            }
+            if isinstance(compiled.details, facts.Compile):
+                shares.append(compiled.details.npu_coverage)
+            accuracy = facts.Accuracy(metric=metric.value, value=measured.value, mean=measured.mean, threshold=threshold,
+                                      samples=measured.samples, agreement=measured.agreement)
+            return facts.Verify(**on.model_dump(), accuracy=accuracy, npu_coverage=min(shares),
+                                coverage=facts.Coverage.of(measured.coverage))
 
         verify_params = {"metric": metric.value, "threshold": threshold, "soc_model": soc, "fp16": fp16,
                          "pooling": [pool.mode.value, pool.normalize] if pool else None}
         if task in SCORING_TASKS:
             verify_params["min_agreement"] = self.spec.accuracy.min_agreement
         verified, verify_run = self.runner.run(
-            "verify", {"context": compiled.digest, "reference": reference.digest,
-                       "held_out": inputs.feeds_digest(held_out)} | ({"decoder": decoder.digest} if decoder else {}),
+            facts.Verify, {"context": compiled.digest, "reference": reference.digest,
+                           "held_out": inputs.feeds_digest(held_out)}
+            | ({"decoder": compiled_decoder.digest} if compiled_decoder else {}),
             verify_params, verify_work, target=name, bucket=bucket)
-        accuracy = verified.details["accuracy"]
         return NpuArtifact(
-            target=name, soc_model=soc, htp_arch=arch, precision=precision, batch=self.spec.shapes.batch,
-            bucket=bucket, context_model=compiled.path(qnn_compile.CONTEXT_MODEL),
-            context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
-            qdq_model=qdq.path(MODEL_FILE) if qdq else None, static_model=fixed.path(MODEL_FILE),
-            accuracy=AccuracyResult(accuracy["metric"], accuracy["value"], accuracy["threshold"],
-                                    accuracy["mean"], accuracy["samples"], accuracy.get("agreement")),
-            npu_coverage=verified.details["npu_coverage"], qnn_sdk=compiled.details.get("qnn_sdk_compiled") or sdk,
-            files=compiled.files, steps=(*steps, compile_run, verify_run),
-            origin="aihub" if compiled.step == "aihub-compile" else "local",
-            compatibility=compiled.details.get("ep_compatibility_info"),
-            decoder=decoder_steps.decoder_context(decoder), decoder_refused=decoder.details.get("refused") if decoder else None,
+            target=name, built=compiled.details, precision=precision, batch=self.spec.shapes.batch, bucket=bucket,
+            context_model=compiled.path(qnn_compile.CONTEXT_MODEL), context_binary=compiled.path(qnn_compile.CONTEXT_BINARY),
+            accuracy=verified.details.accuracy, npu_coverage=verified.details.npu_coverage, files=compiled.files,
+            steps=(*steps, compile_run, verify_run), decoder=decoder_steps.decoder_context(compiled_decoder),
+            decoder_refused=compiled_decoder.details.refused if compiled_decoder else None,
         )
 
 

@@ -8,12 +8,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.sources.resolve import ResolvedSource
 from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.models import Precision, Task
-from npuctl.schema.status import AccuracyStatus, ArtifactStatus, GenerationStatus
+from npuctl.schema.status import ArtifactStatus, GenerationStatus
 
 
 class StepState(StrEnum):
@@ -57,55 +58,14 @@ class StepRun:
 
 
 @dataclass(frozen=True)
-class AccuracyResult:
-    metric: str
-    """"cosine" (of pooled embeddings, or of flattened outputs) or "max_abs_error"."""
-    value: float
-    """Worst case over the held-out samples."""
-    threshold: float
-    mean: float
-    samples: int
-    agreement: float | None = None
-    """Rerank, classification, text2text-generation: share of held-out comparisons that agree with fp32."""
-
-    def as_dict(self) -> dict[str, Any]:
-        agreement = {} if self.agreement is None else {"agreement": self.agreement}
-        return {"metric": self.metric, "value": self.value, "threshold": self.threshold} | agreement
-
-
-@dataclass(frozen=True)
-class GenerationReport:
-    """How a decoder-pipeline pack generates against the fp32 CPU reference, and where its work runs."""
-
-    tokens: int
-    """Greedy tokens compared per held-out prompt."""
-    first_divergence: int
-    """Worst prompt: index of the first token that differs (`tokens` when none does)."""
-    matching_tokens: int
-    """The bar for first_divergence (spec.accuracy.matchingTokens)."""
-    prompts: int
-    node_share: float
-    """Share of the pack's graph nodes on the QNN EP (embeddings, lm_head, GroupQueryAttention and the KV cache
-    stay on the CPU by design)."""
-    weight_share: float
-    """Share of the pack's weight bytes read by nodes on the QNN EP."""
-    stages: dict[str, Any]
-    """Stage -> {nodes, weight_bytes: {EP: n}, cpu_ops: {op: n}}."""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tokens": self.tokens, "first_divergence": self.first_divergence,
-                "matching_tokens": self.matching_tokens, "prompts": self.prompts, "node_share": self.node_share,
-                "weight_share": self.weight_share, "stages": self.stages}
-
-
-@dataclass(frozen=True)
 class NpuArtifact:
     """A verified context binary for one (target, sequence bucket)."""
 
     target: str
     """The target's alias, or soc<N>."""
-    soc_model: int
-    htp_arch: int | None
+    built: facts.Binary
+    """What the step that made the binary recorded (a compile here or on AI Hub, or a pack's import): the SoC,
+    HTP arch, QNN SDK and compatibility string are read from it."""
     precision: Precision
     batch: int
     bucket: int
@@ -113,24 +73,14 @@ class NpuArtifact:
     context_model: Path
     """The EPContext wrapper (`*_ctx.onnx`); load it with the QNN EP and this soc_model. Its .bin sits beside it."""
     context_binary: Path
-    qdq_model: Path | None
-    """The static QDQ model the binary was compiled from (CPU fallback of a quantized deployment); None for fp16
-    and for prebuilt packs."""
-    static_model: Path | None
-    """The static fp32 model of this bucket, after NPU fixes; None for prebuilt packs."""
-    accuracy: AccuracyResult | None
+    accuracy: facts.Accuracy | None
     """None when there is nothing to compare with: a prebuilt pack without a buildable spec.model.source."""
     npu_coverage: float
     """Share of graph nodes the QNN EP took (0..1), lowest of compile and verify sessions."""
-    qnn_sdk: str | None
     files: tuple[StoredFile, ...]
     """The wrapper and the binary, paths relative to their folder."""
     steps: tuple[StepRun, ...]
-    origin: str = "local"
-    """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
-    compatibility: str | None = None
-    """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
-    generation: GenerationReport | None = None
+    generation: GenerationStatus | None = None
     """Text generation: the greedy comparison and the stage placement of the decoder-pipeline pack (whose
     first context wrapper is `context_model`)."""
     decoder: Path | None = None
@@ -138,15 +88,37 @@ class NpuArtifact:
     decoder_refused: str | None = None
     """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
 
+    @property
+    def soc_model(self) -> int:
+        return self.built.soc_model
+
+    @property
+    def htp_arch(self) -> int | None:
+        return self.built.htp_arch
+
+    @property
+    def qnn_sdk(self) -> str | None:
+        """The QNN SDK the binary was compiled with."""
+        return self.built.compiled_with
+
+    @property
+    def compatibility(self) -> str | None:
+        """The wrapper's `ep_compatibility_info.QNNExecutionProvider`, e.g. v2:6:2.51.0:5.51.0:0:60:0:0."""
+        return self.built.ep_compatibility_info
+
+    @property
+    def origin(self) -> str:
+        """Who compiled it: "local" (the QNN EP here), "aihub" (a Qualcomm AI Hub compile job) or "prebuilt" (a pack)."""
+        if isinstance(self.built, facts.ImportPack):
+            return "prebuilt"
+        return "aihub" if isinstance(self.built, facts.AihubCompile) else "local"
+
     def status(self) -> ArtifactStatus:
         """What status shows of it."""
-        accuracy = self.accuracy
         return ArtifactStatus(
             target=self.target, soc_model=self.soc_model, bucket=self.bucket, precision=self.precision.value,
             sha256={f.path: f.sha256 for f in self.files}, npu_coverage=self.npu_coverage,
-            accuracy=AccuracyStatus(metric=accuracy.metric, value=accuracy.value, threshold=accuracy.threshold)
-            if accuracy else None,
-            generation=GenerationStatus.model_validate(self.generation.as_dict()) if self.generation else None)
+            accuracy=self.accuracy.status() if self.accuracy else None, generation=self.generation)
 
     def as_dict(self) -> dict[str, Any]:
         """The `npuctl build -o json` shape of one artifact."""
@@ -157,7 +129,7 @@ class NpuArtifact:
             "files": [{"path": str(folder / f.path), "sha256": f.sha256, "size": f.size} for f in self.files],
             "accuracy": self.accuracy.as_dict() if self.accuracy else None, "npu_coverage": self.npu_coverage,
             "steps": [s.as_dict() for s in self.steps],
-            **({"generation": self.generation.as_dict()} if self.generation else {}),
+            **({"generation": self.generation.model_dump(by_alias=False)} if self.generation else {}),
         } | ({"decoder": str(self.decoder) if self.decoder else None, "decoder_refused": self.decoder_refused}
              if self.decoder or self.decoder_refused else {})
 

@@ -10,18 +10,23 @@ import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.published import location
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.store import Record, Store
 from npuctl.runtime import qnn
 
-StepWork = Callable[[Path], dict[str, Any]]
-"""Writes a step's files into the folder it is given; returns the facts its record keeps."""
-StepRunner = Callable[[str, dict[str, str], dict[str, Any], StepWork], tuple[Record, StepRun]]
-"""`Runner.run` as the build graphs call it: (step, inputs, parameters, work) -> (record, run)."""
+F = TypeVar("F", bound=facts.Facts)
+
+
+class StepRunner(Protocol):
+    """`Runner.run` as the build graphs call it."""
+
+    def __call__(self, kind: type[F], inputs: dict[str, str], parameters: dict[str, Any],
+                 work: Callable[[Path], F]) -> tuple[Record[F], StepRun]: ...
 
 
 def step_key(step: str, inputs: dict[str, str], parameters: dict[str, Any], tool_versions: dict[str, str]) -> str:
@@ -50,32 +55,33 @@ class Runner:
 
     def run(
         self,
-        step: str,
+        kind: type[F],
         inputs: dict[str, str],
         parameters: dict[str, Any],
-        work: StepWork,
+        work: Callable[[Path], F],
         *,
         target: str | None = None,
         bucket: int | None = None,
-    ) -> tuple[Record, StepRun]:
-        """`work(folder)` writes the step's files into `folder` and returns facts for the record."""
+    ) -> tuple[Record[F], StepRun]:
+        """The step `kind.step`, whose `work(folder)` writes its files into `folder` and returns its facts."""
+        step = kind.step
         key = self.key(step, inputs, parameters)
         started = time.perf_counter()
-        record = self.store.get(key)
+        record = self._stored(key, kind)
         if record is None and self.cached_only and not self.published:
             raise NotBuiltError(step, f"not in the store {self.store.root} (key {key[:12]})")
         if record is None:
             with self.store.lock(key):
-                record = self.store.get(key)  # another builder may have finished it while we waited
+                record = self._stored(key, kind)  # another builder may have finished it while we waited
                 if record is None:
-                    record = self._fetch(step, key, target, bucket)
+                    record = self._fetch(kind, key, target, bucket)
                     seconds = time.perf_counter() - started
                     if record is None and self.cached_only:
                         refused = f"; published copies refused: {self.refused[key]}" if key in self.refused else ""
                         raise NotBuiltError(step, f"not in the store {self.store.root} nor published (key {key[:12]})"
                                             f"{refused}")
                     if record is None:
-                        record = self._execute(step, key, inputs, parameters, work, target, bucket)
+                        record = self._execute(kind, key, inputs, parameters, work, target, bucket)
                         seconds = record.seconds
                     run = StepRun(step, key, False, seconds)
                     self.runs.setdefault(key, run)
@@ -84,13 +90,23 @@ class Runner:
         run = self.runs.setdefault(key, StepRun(step, key, True, time.perf_counter() - started))
         return record, run
 
-    def _fetch(self, step: str, key: str, target: str | None, bucket: int | None) -> Record | None:
+    def _stored(self, key: str, kind: type[F]) -> Record[F] | None:
+        """The stored record of `key`; None also when its facts are another kind's (it is then built over)."""
+        record = self.store.get(key)
+        return record.narrowed(kind) if record is not None else None
+
+    def _fetch(self, kind: type[F], key: str, target: str | None, bucket: int | None) -> Record[F] | None:
         """The step from the first published store that has it, committed to the local store; None if none has."""
+        step = kind.step
         for source in self.published:
             started = time.perf_counter()
             folder = self.store.new_workdir(key)
             try:
-                found = source.fetch_step(step, key, folder)
+                published = source.fetch_step(step, key, folder)
+                found = published.narrowed(kind) if published is not None else None
+                if published is not None and found is None:
+                    raise location.FetchError(f"{source.location}: step {key[:12]} records the facts of "
+                                              f"{published.details.kind}, not of {step}")
             except location.FetchError as exc:
                 # A broken or unreachable store costs a local build, never the deployment.
                 self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, message=f"not fetched: {exc}"))
@@ -99,15 +115,16 @@ class Runner:
             if found is None:
                 shutil.rmtree(folder, ignore_errors=True)
                 continue
-            record = self.store.commit(folder, step=step, key=key, inputs=found.inputs, parameters=found.parameters,
+            record = self.store.commit(folder, key=key, inputs=found.inputs, parameters=found.parameters,
                                        tool_versions=found.tool_versions, seconds=found.seconds, details=found.details)
             self.progress(StepEvent(step, StepState.FETCHED, key, target, bucket, time.perf_counter() - started,
                                     message=source.location))
             return record
         return None
 
-    def _execute(self, step: str, key: str, inputs: dict[str, str], parameters: dict[str, Any],
-                 work: StepWork, target: str | None, bucket: int | None) -> Record:
+    def _execute(self, kind: type[F], key: str, inputs: dict[str, str], parameters: dict[str, Any],
+                 work: Callable[[Path], F], target: str | None, bucket: int | None) -> Record[F]:
+        step = kind.step
         self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket))
         folder = self.store.new_workdir(key)
         started = time.perf_counter()
@@ -122,7 +139,7 @@ class Runner:
                 raise
             raise error from exc
         seconds = time.perf_counter() - started
-        record = self.store.commit(folder, step=step, key=key, inputs=inputs, parameters=parameters,
+        record = self.store.commit(folder, key=key, inputs=inputs, parameters=parameters,
                                    tool_versions=self.tools, seconds=seconds, details=details)
         self.progress(StepEvent(step, StepState.DONE, key, target, bucket, seconds))
         return record

@@ -1,7 +1,8 @@
 """The artifact store: one folder per step key, written atomically, trusted only while its files match their sha256.
 
-Layout under the root: `steps/<key>/` (the step's files + `record.json`), `tmp/` (work in progress,
-renamed into `steps/` when complete), `locks/<key>.lock` (one builder per key, across processes).
+Layout under the root: `steps/<key>/` (the step's files + `record.json`, with the step's facts under `details`:
+npuctl.artifacts.facts), `tmp/` (work in progress, renamed into `steps/` when complete), `locks/<key>.lock` (one
+builder per key, across processes).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from filelock import FileLock, Timeout
+
+from npuctl.artifacts import facts
 
 CACHE_ENV = "NPUCTL_CACHE"
 RECORD = "record.json"
 _CHUNK = 1 << 20
+_OWN_KEYS = ("step", "key", "inputs", "parameters", "tool_versions", "files", "created", "seconds")
+"""A record's own keys; its step's facts are under `details`."""
+F = TypeVar("F", bound=facts.Facts, covariant=True)
+"""Covariant because a record is read-only: a record of compile facts is a record of facts (what publishing takes)."""
+G = TypeVar("G", bound=facts.Facts)
 
 
 def default_root() -> Path:
@@ -55,7 +63,7 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class Record:
+class Record(Generic[F]):
     """What `record.json` says about one completed step."""
 
     step: str
@@ -68,8 +76,8 @@ class Record:
     created: str
     seconds: float
     """How long the step took when it ran."""
-    details: dict[str, Any]
-    """Step-specific facts: soc_model, htp_arch, precision, qnn_sdk, accuracy, npu_coverage, ..."""
+    details: F
+    """What the step recorded about its output (npuctl.artifacts.facts)."""
     folder: Path
 
     def path(self, name: str) -> Path:
@@ -85,19 +93,31 @@ class Record:
         return {
             "step": self.step, "key": self.key, "inputs": self.inputs, "parameters": self.parameters,
             "tool_versions": self.tool_versions, "files": [f.as_dict() for f in self.files],
-            "created": self.created, "seconds": self.seconds, **self.details,
+            "created": self.created, "seconds": self.seconds, "details": self.details.model_dump(mode="json"),
         }
 
-    @classmethod
-    def from_storage(cls, data: dict[str, Any], folder: Path) -> Record:
-        known = {"step", "key", "inputs", "parameters", "tool_versions", "files", "created", "seconds"}
-        return cls(
+    @staticmethod
+    def from_storage(data: dict[str, Any], folder: Path) -> Record[facts.AnyFacts]:
+        """Raises ValueError, KeyError or TypeError when `data` is not a record."""
+        if "details" in data:
+            details = facts.parse(data["details"])
+        else:
+            details = facts.from_flat(data["step"], {k: v for k, v in data.items() if k not in _OWN_KEYS})
+        if details.step != data["step"]:
+            raise ValueError(f"a {data['step']} step with the facts of {details.kind}")
+        return Record(
             step=data["step"], key=data["key"], inputs=data["inputs"], parameters=data["parameters"],
             tool_versions=data["tool_versions"],
             files=tuple(StoredFile(f["path"], f["sha256"], f["size"]) for f in data["files"]),
-            created=data["created"], seconds=data["seconds"],
-            details={k: v for k, v in data.items() if k not in known}, folder=folder,
+            created=data["created"], seconds=data["seconds"], details=details, folder=folder,
         )
+
+    def narrowed(self, kind: type[G]) -> Record[G] | None:
+        """This record, typed by its facts, when they are `kind`'s; None when they are another step's."""
+        if not isinstance(self.details, kind):
+            return None
+        return Record(self.step, self.key, self.inputs, self.parameters, self.tool_versions, self.files, self.created,
+                      self.seconds, self.details, self.folder)
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,7 @@ class Store:
         # Hashes this process already checked, by (path, size, mtime): a cached build re-reads nothing twice.
         self._checked: dict[tuple[str, int, int], str] = {}
 
-    def get(self, key: str) -> Record | None:
+    def get(self, key: str) -> Record[facts.AnyFacts] | None:
         """The record of `key`, or None when missing, unreadable, or any file fails its sha256."""
         record = self._read(key)
         if record is None or self._bad_file(record) is not None:
@@ -145,21 +165,20 @@ class Store:
         self,
         workdir: Path,
         *,
-        step: str,
         key: str,
         inputs: dict[str, str],
         parameters: dict[str, Any],
         tool_versions: dict[str, str],
         seconds: float,
-        details: dict[str, Any],
-    ) -> Record:
+        details: G,
+    ) -> Record[G]:
         """Hash the files in `workdir`, write its record, and rename it to `steps/<key>`. Call under `lock(key)`."""
         files = tuple(
             StoredFile(p.relative_to(workdir).as_posix(), sha256_file(p), p.stat().st_size)
             for p in sorted(workdir.rglob("*")) if p.is_file() and p.name != RECORD
         )
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        record = Record(step, key, inputs, parameters, tool_versions, files, created, round(seconds, 3), details,
+        record = Record(details.step, key, inputs, parameters, tool_versions, files, created, round(seconds, 3), details,
                         self.steps_dir / key)
         (workdir / RECORD).write_text(json.dumps(record.for_storage(), indent=2), encoding="utf-8")
         self.steps_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +187,7 @@ class Store:
         os.replace(workdir, record.folder)
         return record
 
-    def records(self) -> list[Record]:
+    def records(self) -> list[Record[facts.AnyFacts]]:
         """Every readable record, unverified (cheap): for listings."""
         if not self.steps_dir.is_dir():
             return []
@@ -214,18 +233,21 @@ class Store:
                 continue
         return removed
 
-    def size(self, record: Record) -> int:
+    def size(self, record: Record[facts.Facts]) -> int:
         return sum(f.size for f in record.files)
 
-    def _read(self, key: str) -> Record | None:
+    def _read(self, key: str) -> Record[facts.AnyFacts] | None:
         file = self.steps_dir / key / RECORD
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
-            return Record.from_storage(data, file.parent)
+            record = Record.from_storage(data, file.parent)
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if "details" not in data:
+            _migrate(record, file)
+        return record
 
-    def _bad_file(self, record: Record) -> str | None:
+    def _bad_file(self, record: Record[facts.Facts]) -> str | None:
         for stored in record.files:
             path = record.path(stored.path)
             try:
@@ -247,3 +269,16 @@ class Store:
         trash = self.tmp_dir / f"{folder.name}.trash-{uuid.uuid4().hex[:8]}"
         os.replace(folder, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _migrate(record: Record[facts.Facts], file: Path) -> None:
+    """Rewrite a record of the flat format (facts beside its own keys) with its facts under `details`, once: the
+    published copies of this step (`npuctl build --publish`) are then in the current format too."""
+    temporary = file.with_name(f".{RECORD}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        temporary.write_text(json.dumps(record.for_storage(), indent=2), encoding="utf-8")
+        os.replace(temporary, file)
+    except OSError:
+        pass  # read-only store, or a reader holding the file open on Windows: read as flat again next time
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -186,6 +186,7 @@ def cache() -> None:
 def cache_ls(root: Path | None, output: str) -> None:
     """List stored steps (not re-hashed; `cache verify` does that)."""
     from npuctl.artifacts import Store
+    from npuctl.artifacts.facts import Targeted
 
     store = Store(root)
     records = store.records()
@@ -194,9 +195,11 @@ def cache_ls(root: Path | None, output: str) -> None:
         return
     table = Table("key", "step", "target", "precision", "size", "created", title=str(store.root), title_justify="left")
     for record in records:
-        soc = record.details.get("soc_model")
+        targeted = record.details if isinstance(record.details, Targeted) else None
+        soc = targeted.soc_model if targeted else None
+        precision = targeted.precision if targeted else None
         table.add_row(record.key[:12], record.step, f"soc {soc}" if soc else "",
-                      str(record.details.get("precision") or record.parameters.get("precision") or ""),
+                      str(precision or record.parameters.get("precision") or ""),
                       human_size(store.size(record)), record.created)
     console.print(table)
 

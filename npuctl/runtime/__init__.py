@@ -1,5 +1,7 @@
-"""Running models on this host: device detection (`devices`), the QNN EP plugin (`qnn`), where a
-deployment may run (`placement`), ONNX Runtime sessions with the provider they really got
-(`sessions`), and the loaded models: text embeddings (`embeddings`, `text`, `pooling`) and raw
-tensors (`tensors`), put together by `loading.load_model`. No HTTP here (that is npuctl.serve), and
-no building (npuctl.artifacts)."""
+"""Running models on this host. `loading.load_model` puts a deployment's artifacts (`placement.Artifacts`) into
+sessions where its rules allow, or raises `placement.NotServable` saying why; `placement` decides NPU or CPU,
+`compat` whether a context binary fits this device, `devices` what the host is, `qnn` the QNN EP plugin, and
+`sessions` the ONNX Runtime sessions with the provider they really got. The models by task: `embeddings`
+(`pooling`, `text`, `bucketed`), `scoring`, `tensors`, `seq2seq`, and text generation with onnxruntime-genai
+(`generation`, `genai_pack`, `prompts`, `text_stream`). No HTTP here (that is npuctl.serve), and no building
+(npuctl.artifacts)."""

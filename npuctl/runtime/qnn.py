@@ -138,9 +138,6 @@ class Coverage:
     def qnn_share(self) -> float:
         return self.nodes_by_ep.get(EP_NAME, 0) / self.total if self.total else 0.0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"qnn_share": self.qnn_share, "nodes_by_ep": self.nodes_by_ep, "other_ops": self.other_ops}
-
 
 def npu_coverage(session: ort.InferenceSession) -> Coverage:
     """Node assignment of a session created with `RECORD_ASSIGNMENT` = "1"."""

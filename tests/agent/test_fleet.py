@@ -112,10 +112,10 @@ def test_new_bundle_versions_converge_on_every_agent_from_the_published_store(fl
     fetched = {r.path.lstrip("/") for r in fleet.artifact_server.log(f"/{BLOBS}/") if r.status == 200}
     compiles = [r for p in (fleet.artifact_server.root / STEPS).glob("*.json")
                 if (r := json.loads(p.read_text()))["step"] == "compile"]
-    assert sorted((r["soc_model"], r["precision"]) for r in compiles) == [
+    assert sorted((r["details"]["soc_model"], r["details"]["precision"]) for r in compiles) == [
         (60, "w8a16"), (60, "w8a8"), (88, "w8a16"), (88, "w8a8")]
     for record in compiles:
-        assert {f"{BLOBS}/{f['sha256']}" for f in record["files"]} <= fetched, record["soc_model"]
+        assert {f"{BLOBS}/{f['sha256']}" for f in record["files"]} <= fetched, record["details"]["soc_model"]
 
 
 def test_a_bundle_signed_with_another_key_is_refused_and_the_old_one_keeps_serving(fleet: Fleet) -> None:

@@ -186,7 +186,7 @@ def test_bundle_versions_from_the_registry_converge_with_steps_fetched_not_compi
             manifest = json.loads(client.manifest("fleet/steps", digest).data)  # type: ignore[union-attr]
             if manifest["annotations"]["dev.npuctl.step"] == "compile":
                 record = json.loads(client.blob("fleet/steps", manifest["config"]["digest"], 1 << 20))
-                compiles.append((record["soc_model"], record["precision"], max(manifest["layers"], key=lambda l: l["size"])))
+                compiles.append((record["details"]["soc_model"], record["details"]["precision"], max(manifest["layers"], key=lambda l: l["size"])))
     assert sorted((soc, precision) for soc, precision, _ in compiles) == [
         (60, "w8a16"), (60, "w8a8"), (88, "w8a16"), (88, "w8a8")]
     for soc, precision, binary in compiles:
@@ -268,7 +268,7 @@ def test_a_download_cut_mid_way_resumes_and_a_tampered_binary_is_caught(fleet: F
             manifest = json.loads(client.manifest("fleet/steps", pinned).data)  # type: ignore[union-attr]
             record = json.loads(client.blob("fleet/steps", manifest["config"]["digest"], 1 << 20))
             if manifest["annotations"]["dev.npuctl.step"] == "compile":
-                binaries[record["soc_model"]] = max(manifest["layers"], key=lambda layer: layer["size"])["digest"]
+                binaries[record["details"]["soc_model"]] = max(manifest["layers"], key=lambda layer: layer["size"])["digest"]
     # The X Elite binary: one bit flipped on the registry's disk. The X2 Elite binary: the first download of it
     # is cut off after 16 KiB.
     blob = fleet.registry.blob_file(binaries[60])

@@ -85,7 +85,7 @@ def test_429_is_retried_with_backoff_then_succeeds(hub: FakeHub, tmp_path: Path,
     assert slept == [RATE_LIMIT_DELAYS[0], POLL_SECONDS]
     assert any("rate-limited" in line and "429" in line for line in said)
     assert any("OPTIMIZING_MODEL" in line for line in said)
-    assert details["aihub_device"] == X_ELITE and (tmp_path / "out" / "model_ctx_qnn.bin").is_file()
+    assert details.device == X_ELITE and (tmp_path / "out" / "model_ctx_qnn.bin").is_file()
 
 
 def test_429_without_end_gives_up_after_the_last_delay(hub: FakeHub, tmp_path: Path, tiny_dir: Path) -> None:

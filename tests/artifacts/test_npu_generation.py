@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from npuctl.artifacts import BuildError
+from npuctl.artifacts import BuildError, facts
 from npuctl.artifacts.result import NpuArtifact
 from npuctl.runtime.devices import NpuKind, detect_host
 from tests.tiny_chat import CONTEXT, TinyChat
@@ -52,8 +52,8 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
     # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
     # embeddings and lm_head on the CPU, as designed.
-    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s]["cpu_ops"]} == {"GroupQueryAttention"}
-    assert report.stages["embeddings"]["nodes"].keys() == {"CPUExecutionProvider"}
+    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
+    assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
 
 
@@ -67,7 +67,7 @@ def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared
         tiny_chat.build("tiny-llama-shared", "llama", generation={"contextLength": 256, "weightSharing": True})
     # The shared pack is built; loading it crashes inside libQnnHtp.so on the simulator, and verify says so.
     assert failed.value.step == "verify" and "weightSharing" in failed.value.message
-    compiled = [r for r in tiny_chat.store.records() if r.step == "compile" and r.details.get("weight_sharing")]
+    compiled = [r for r in tiny_chat.store.records() if isinstance(r.details, facts.LlmCompile) and r.details.weight_sharing]
     [shared] = compiled
     assert context_binaries(shared.path("context_ctx.onnx")) == context_binaries(shared.path("iterator_ctx.onnx"))
     assert len([f for f in shared.files if f.path.endswith(".bin")]) == 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
 import pytest
 
-from npuctl.artifacts import AccuracyError, BuildError, BuildResult, NotBuiltError, Store, build_deployment
+from npuctl.artifacts import AccuracyError, BuildError, BuildResult, NotBuiltError, Store, build_deployment, facts
 from npuctl.artifacts.compile import COMPAT_KEY, compat_soc
 from tests.artifacts.conftest import tiny_model, write_manifest
 
@@ -71,8 +72,9 @@ def test_two_targets_give_two_binaries_for_their_socs(tiny_dir: Path, store: Sto
     assert len(digests) == 2
     for artifact in result.artifacts:
         record = store.get(artifact.context_model.parent.name)
-        assert record is not None and record.details["soc_model"] == artifact.soc_model
-        assert record.details["htp_arch"] == {60: 73, 88: 81}[artifact.soc_model]
+        assert record is not None and isinstance(record.details, facts.Compile)
+        assert record.details.soc_model == artifact.soc_model
+        assert record.details.htp_arch == {60: 73, 88: 81}[artifact.soc_model]
         props = {p.key: p.value for p in onnx.load(str(artifact.context_model)).metadata_props}
         assert compat_soc(props[COMPAT_KEY]) == artifact.soc_model
     only = build_deployment(write_manifest(tiny_dir, targets=["x-elite", "x2-elite"]), store=store,
@@ -84,8 +86,9 @@ def test_fp16_compiles_without_quantization(tiny_dir: Path, store: Store) -> Non
     result = build_deployment(write_manifest(tiny_dir, precision="fp16"), store=store)
     assert "quantize" not in [s.name for s in result.steps]
     (artifact,) = result.artifacts
-    assert artifact.qdq_model is None and artifact.accuracy.value <= 0.01
-    assert store.get(artifact.context_model.parent.name).details["precision"] == "fp16"
+    assert artifact.accuracy.value <= 0.01
+    record = json.loads((artifact.context_model.parent / "record.json").read_text(encoding="utf-8"))
+    assert record["step"] == "compile" and record["details"]["precision"] == "fp16"
 
 
 def test_fp32_builds_nothing_for_the_npu(tiny_dir: Path, store: Store) -> None:
@@ -96,7 +99,7 @@ def test_fp32_builds_nothing_for_the_npu(tiny_dir: Path, store: Store) -> None:
 def test_buckets_build_one_static_graph_each(tiny_dir: Path, store: Store) -> None:
     result = build_deployment(write_manifest(tiny_dir, shapes={"sequenceLengths": [8, 16]}), store=store)
     assert [a.bucket for a in result.artifacts] == [8, 16]
-    shapes = [[d.dim_value for d in onnx.load(str(a.static_model)).graph.input[0].type.tensor_type.shape.dim]
+    shapes = [[d.dim_value for d in onnx.load(str(a.context_model)).graph.input[0].type.tensor_type.shape.dim]
               for a in result.artifacts]
     assert shapes == [[1, 8, 16], [1, 16, 16]]
 

@@ -56,7 +56,7 @@ def http_store(published: Path) -> Iterator[tuple[str, list[str]]]:
 def test_publish_layout_holds_records_and_blobs_by_digest(published: Path) -> None:
     assert json.loads((published / LAYOUT_FILE).read_text()) == {"layout": 1}
     records = [json.loads(p.read_text()) for p in (published / STEPS).glob("*.json")]
-    compiles = sorted(r["soc_model"] for r in records if r["step"] == "compile")
+    compiles = sorted(r["details"]["soc_model"] for r in records if r["step"] == "compile")
     assert compiles == [60, 88]
     for record in records:
         for file in record["files"]:
@@ -90,7 +90,7 @@ def test_a_corrupt_blob_is_refused_and_the_step_built_here(published: Path, tmp_
     copy = tmp_path / "copy"
     shutil.copytree(published, copy)
     compile_record = next(r for p in (copy / STEPS).glob("*.json")
-                          if (r := json.loads(p.read_text()))["step"] == "compile" and r["soc_model"] == 60)
+                          if (r := json.loads(p.read_text()))["step"] == "compile" and r["details"]["soc_model"] == 60)
     blob = copy / BLOBS / compile_record["files"][0]["sha256"]
     blob.write_bytes(b"x" * blob.stat().st_size)
     tiny_model(tmp_path / "tiny.onnx")

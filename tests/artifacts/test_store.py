@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from npuctl.artifacts import Store
+from npuctl.artifacts.facts import Quantize
 from npuctl.artifacts.store import CACHE_ENV, default_root
+from npuctl.schema.models import Precision
+
+FACTS = Quantize(precision=Precision.W8A16, calibration_samples=16)
 
 
 def put(store: Store, key: str, content: bytes = b"weights") -> None:
@@ -16,15 +20,15 @@ def put(store: Store, key: str, content: bytes = b"weights") -> None:
     (work / "sub").mkdir()
     (work / "sub" / "config.json").write_text("{}")
     with store.lock(key):
-        store.commit(work, step="compile", key=key, inputs={"model": "abc"}, parameters={"soc_model": 60},
-                     tool_versions={"onnxruntime": "x"}, seconds=1.5, details={"soc_model": 60, "precision": "w8a16"})
+        store.commit(work, key=key, inputs={"model": "abc"}, parameters={"precision": "w8a16"},
+                     tool_versions={"onnxruntime": "x"}, seconds=1.5, details=FACTS)
 
 
 def test_commit_then_get_returns_the_record(store: Store) -> None:
     put(store, "k1")
     record = store.get("k1")
     assert record is not None
-    assert record.step == "compile" and record.details == {"soc_model": 60, "precision": "w8a16"}
+    assert record.step == "quantize" and record.details == FACTS
     assert [f.path for f in record.files] == ["model.bin", "sub/config.json"]
     assert record.path("model.bin").read_bytes() == b"weights"
     assert list(store.tmp_dir.iterdir()) == []
@@ -43,7 +47,7 @@ def test_a_changed_byte_makes_the_record_absent_and_verify_drops_it(store: Store
     file.write_bytes(b"weightz")
     assert store.get("k3") is None
     problems = store.verify()
-    assert [(p.key, p.step) for p in problems] == [("k3", "compile")]
+    assert [(p.key, p.step) for p in problems] == [("k3", "quantize")]
     assert "model.bin has sha256" in problems[0].message
     assert not (store.steps_dir / "k3").exists() and store.get("k4") is not None
 

@@ -30,16 +30,20 @@ def locked_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regist
     started.stop()
 
 
-def stored_step(root: Path, key: str, files: dict[str, bytes], step: str = "compile"):  # -> Record
+def stored_step(root: Path, key: str, files: dict[str, bytes]):  # -> Record
+    from npuctl.artifacts.facts import Compile, Coverage
     from npuctl.artifacts.store import Store
+    from npuctl.schema.models import Precision
 
     store = Store(root)
     work = store.new_workdir(key)
     for name, data in files.items():
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(data)
-    return store.commit(work, step=step, key=key, inputs={"model": "ab" * 32}, parameters={"soc_model": 60},
-                        tool_versions={"qnn": "2.x"}, seconds=1.0, details={"soc_model": 60})
+    return store.commit(work, key=key, inputs={"model": "ab" * 32}, parameters={"soc_model": 60},
+                        tool_versions={"qnn": "2.x"}, seconds=1.0, details=Compile(
+        soc_model=60, htp_arch=73, precision=Precision.W8A16, qnn_sdk="2.x", ep_compatibility_info=None, npu_coverage=1.0,
+        coverage=Coverage(qnn_share=1.0, nodes_by_ep={"QNNExecutionProvider": 1}, other_ops={})))
 
 
 @pytest.fixture(scope="module")

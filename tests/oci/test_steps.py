@@ -19,6 +19,7 @@ from npuctl.artifacts.published.location import FetchError, StoreLocation
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import RegistryClient
 from npuctl.artifacts.published.registry import FILE_TYPE, RECORD_TYPE, STEP_TYPE, TITLE, push_steps
+from npuctl.artifacts.facts import Compile
 from npuctl.artifacts.store import RECORD, sha256_file
 from tests.oci.conftest import stored_step
 from tests.oci.registry import CuttingProxy, Registry
@@ -66,7 +67,7 @@ def test_a_fetched_step_matches_what_was_built(registry: Registry, published, tm
         record = source.fetch_step("compile", KEY, tmp_path)
     finally:
         source.close()
-    assert record is not None and record.key == KEY and record.details["soc_model"] == 60
+    assert record is not None and record.key == KEY and isinstance(record.details, Compile) and record.details.soc_model == 60
     assert {name: (tmp_path / name).read_bytes() for name in FILES} == FILES
 
 

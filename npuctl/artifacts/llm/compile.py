@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.runtime import qnn
 
@@ -35,17 +36,16 @@ class StagePlacement:
 class PackPlacement:
     stages: dict[str, StagePlacement] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def report(self) -> facts.Placement:
         nodes: Counter[str] = Counter()
         weights: Counter[str] = Counter()
         for stage in self.stages.values():
             nodes.update(stage.nodes)
             weights.update(stage.weight_bytes)
-        return {
-            "node_share": _share(nodes), "weight_share": _share(weights),
-            "stages": {name: {"nodes": dict(s.nodes), "weight_bytes": dict(s.weight_bytes), "cpu_ops": dict(s.cpu_ops)}
-                       for name, s in self.stages.items()},
-        }
+        return facts.Placement(
+            node_share=_share(nodes), weight_share=_share(weights),
+            stages={name: facts.StagePlacement(nodes=dict(s.nodes), weight_bytes=dict(s.weight_bytes),
+                                               cpu_ops=dict(s.cpu_ops)) for name, s in self.stages.items()})
 
 
 class Compiler:

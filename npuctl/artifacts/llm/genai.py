@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import BuildResult, StepRun
 from npuctl.artifacts.sources.resolve import ResolvedSource
@@ -18,7 +19,7 @@ from npuctl.artifacts.steps import StepRunner, dist_version
 from npuctl.artifacts.store import Record
 from npuctl.schema.models import Format, ModelDeployment, Precision
 
-STEP = "genai-builder"
+STEP = facts.GenaiBuilder.step
 GENAI_CONFIG = "genai_config.json"
 BUILDER_PRECISIONS = {Precision.FP32: "fp32", Precision.INT4: "int4"}
 _TOOLS = ("onnxruntime-genai", "transformers", "torch", "onnx-ir", "onnxscript")
@@ -45,7 +46,8 @@ def build_generation(deployment: ModelDeployment, source: ResolvedSource, earlie
                        tokenizer if tokenizer.is_file() else None, (), steps, (source,))
 
 
-def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRunner) -> tuple[Record, StepRun]:
+def builder_step(source: ResolvedSource, precision: Precision,
+                 run_step: StepRunner) -> tuple[Record[facts.GenaiBuilder], StepRun]:
     """onnxruntime-genai's CPU model builder on a transformers folder, as a stored step."""
     if precision not in BUILDER_PRECISIONS:
         raise BuildError(STEP, f"spec.precision {precision.value} is not a precision of onnxruntime-genai's CPU "
@@ -54,11 +56,11 @@ def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRun
     parameters: dict[str, Any] = {"precision": BUILDER_PRECISIONS[precision], "execution_provider": "cpu",
                                   "tools": {name: dist_version(name) for name in _TOOLS}}
 
-    def work(out: Path) -> dict[str, Any]:
+    def work(out: Path) -> facts.GenaiBuilder:
         run_builder(source.path, out, BUILDER_PRECISIONS[precision])
-        return {"precision": BUILDER_PRECISIONS[precision]}
+        return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision])
 
-    return run_step(STEP, {"source": source.digest}, parameters, work)
+    return run_step(facts.GenaiBuilder, {"source": source.digest}, parameters, work)
 
 
 def run_builder(source: Path, out: Path, precision: str) -> None:

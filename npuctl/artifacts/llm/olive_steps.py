@@ -14,9 +14,13 @@ import json
 import logging
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from npuctl.artifacts import facts
 from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.errors import BuildError
 
@@ -31,7 +35,7 @@ WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
 """Per-channel weight type of each NPU precision; activations are uint16 in both."""
 
 
-def surgeries(request: dict[str, Any], out: Path) -> dict[str, Any]:
+def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
     """GraphSurgeries on the genai builder's fp32 model, then the KV head size fixed to a number: the builder
     writes it as the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of."""
     import onnx
@@ -44,10 +48,10 @@ def surgeries(request: dict[str, Any], out: Path) -> dict[str, Any]:
     proto = onnx.load(str(path), load_external_data=False)
     make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
     onnx.save(proto, str(path))
-    return {"surgeries": list(SURGERIES), "kv_head_size": int(request["head_size"])}
+    return facts.LlmSurgeries(surgeries=list(SURGERIES), kv_head_size=int(request["head_size"]))
 
 
-def quantize(request: dict[str, Any], out: Path) -> dict[str, Any]:
+def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     """OnnxStaticQuantization for the QNN EP: per-channel weights, uint16 activations, calibrated on the texts."""
     from olive.passes.onnx.quantization import OnnxStaticQuantization
 
@@ -63,11 +67,11 @@ def quantize(request: dict[str, Any], out: Path) -> dict[str, Any]:
               "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
               "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
     _run(OnnxStaticQuantization, config, _onnx_model(Path(request["model_dir"])), out)
-    return {"weights": WEIGHT_TYPES[request["precision"]], "activations": "uint16",
-            "calibration_texts": len(request["texts"])}
+    return facts.LlmQuantize(weights=WEIGHT_TYPES[request["precision"]], activations="uint16",
+                             calibration_texts=len(request["texts"]))
 
 
-def static(request: dict[str, Any], out: Path) -> dict[str, Any]:
+def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     """CaptureSplitInfo (on the transformers model) -> SplitModel -> StaticLLM: embeddings, a context graph
     (the prefill window) and an iterator graph (one token) per split, lm_head; genai_config.json rewritten."""
     from olive.model import HfModelHandler
@@ -98,10 +102,10 @@ def static(request: dict[str, Any], out: Path) -> dict[str, Any]:
         eos = model_config["eos_token_id"]
         model_config["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return {"split_assignments": assignments, "pipeline": model.model_attributes["llm_pipeline"]}
+    return facts.LlmStatic(split_assignments=assignments, pipeline=model.model_attributes["llm_pipeline"])
 
 
-def compile_pack(request: dict[str, Any], out: Path) -> dict[str, Any]:
+def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     """Context binaries of every context/iterator graph for one SoC (onnxruntime's compiler, the plugin EP
     registered once), genai_config.json pointed at them, then ComposeOnnxModels chains each group."""
     from olive.model import CompositeModelHandler, ONNXModelHandler
@@ -135,11 +139,11 @@ def compile_pack(request: dict[str, Any], out: Path) -> dict[str, Any]:
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
     _save_pipeline(out, composed.model_attributes["llm_pipeline"])
-    return {"soc_model": compiler.soc_model, "weight_sharing": compiler.weight_sharing,
-            "placement": compiler.placement.as_dict()}
+    return compiler.placement.report()
 
 
-STAGES = {"surgeries": surgeries, "quantize": quantize, "static": static, "compile": compile_pack}
+STAGES: dict[str, Callable[[dict[str, Any], Path], BaseModel]] = {
+    "surgeries": surgeries, "quantize": quantize, "static": static, "compile": compile_pack}
 
 
 def main(argv: list[str]) -> int:
@@ -149,7 +153,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("olive").setLevel(logging.WARNING)
     try:
         details = STAGES[request["stage"]](request, Path(request["out"]))
-        result: dict[str, Any] = {"details": details}
+        result: dict[str, Any] = {"details": details.model_dump(mode="json")}
     except BuildError as exc:
         result = {"error": exc.message}
     except Exception as exc:  # reported to the parent, which raises a BuildError naming the step

@@ -18,14 +18,17 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from npuctl.artifacts import compile as qnn_compile
+from npuctl.artifacts import facts
 from npuctl.artifacts.llm import genai
 from npuctl.artifacts import inputs
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.errors import AccuracyError, BuildError
-from npuctl.artifacts.result import AccuracyResult, BuildResult, GenerationReport, NpuArtifact, StepRun
+from npuctl.artifacts.result import BuildResult, NpuArtifact, StepRun
 from npuctl.artifacts.sources.resolve import ResolvedSource
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record
@@ -48,6 +51,7 @@ _OPTIONAL_SIZES = ("max_position_embeddings", "num_key_value_heads", "head_dim")
 """With _SIZES, the config.json sizes the shapes and the graph budget are computed from."""
 _OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
 _LOG_TAIL = 2000
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -72,31 +76,31 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     prompts = held_out_prompts(spec.accuracy.samples, texts)
     olive = {name: dist_version(name) for name in _OLIVE}
 
-    def surgeries_work(out: Path) -> dict[str, Any]:
-        return run_stage("llm-surgeries", {"stage": "surgeries", "model_dir": str(reference.folder),
-                                           "head_size": _head_size(config)}, out)
+    def surgeries_work(out: Path) -> facts.LlmSurgeries:
+        return run_stage("llm-surgeries", facts.LlmSurgeries, {"stage": "surgeries", "model_dir": str(reference.folder),
+                                              "head_size": _head_size(config)}, out)
 
-    graphs, run = runner.run("llm-surgeries", {"model": reference.digest}, {"tools": olive}, surgeries_work)
+    graphs, run = runner.run(facts.LlmSurgeries, {"model": reference.digest}, {"tools": olive}, surgeries_work)
     steps.append(run)
     tokenizer = graphs.path("tokenizer.json")
 
-    def quantize_work(out: Path) -> dict[str, Any]:
-        return run_stage("llm-quantize", {"stage": "quantize", "model_dir": str(graphs.folder), "texts": texts,
+    def quantize_work(out: Path) -> facts.LlmQuantize:
+        return run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize", "model_dir": str(graphs.folder), "texts": texts,
                                           "tokenizer": str(tokenizer), "window": shape.window,
                                           "precision": spec.precision.value}, out)
 
     calibration = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-    quantized, run = runner.run("llm-quantize", {"model": graphs.digest, "calibration": calibration},
+    quantized, run = runner.run(facts.LlmQuantize, {"model": graphs.digest, "calibration": calibration},
                                 {"precision": spec.precision.value, "window": shape.window, "tools": olive},
                                 quantize_work)
     steps.append(run)
 
-    def static_work(out: Path) -> dict[str, Any]:
-        return run_stage("llm-static", {"stage": "static", "model_dir": str(quantized.folder),
+    def static_work(out: Path) -> facts.LlmStatic:
+        return run_stage("llm-static", facts.LlmStatic, {"stage": "static", "model_dir": str(quantized.folder),
                                         "hf_dir": str(source.folder), "splits": shape.splits,
                                         "window": shape.window, "context_length": shape.context_length}, out)
 
-    static, run = runner.run("llm-static", {"model": quantized.digest, "source": source.digest},
+    static, run = runner.run(facts.LlmStatic, {"model": quantized.digest, "source": source.digest},
                              {"splits": shape.splits, "window": shape.window,
                               "context_length": shape.context_length, "tools": olive}, static_work)
     steps.append(run)
@@ -163,8 +167,9 @@ def held_out_prompts(samples: int, calibration: list[str]) -> list[str]:
     return [" ".join(s.split()[: max(2, len(s.split()) // 2)]) for s in sentences]
 
 
-def run_stage(step: str, request: dict[str, Any], out: Path) -> dict[str, Any]:
-    """One olive_steps stage in a child process; its error becomes this step's BuildError."""
+def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path) -> M:
+    """One olive_steps stage in a child process, what it reports read as `kind`; its error becomes this step's
+    BuildError."""
     if dist_version("olive-ai") is None:
         raise BuildError(step, "olive-ai is not installed: pip install 'npuctl[npu-llm]'")
     with tempfile.TemporaryDirectory(prefix="npuctl-olive-") as scratch:
@@ -179,32 +184,36 @@ def run_stage(step: str, request: dict[str, Any], out: Path) -> dict[str, Any]:
         result = json.loads(result_file.read_text(encoding="utf-8"))
     if "error" in result:
         raise BuildError(step, result["error"])
-    details: dict[str, Any] = result["details"]
-    return details
+    try:
+        return kind.model_validate(result["details"])
+    except ValueError as exc:
+        raise BuildError(step, f"the Olive stage reported what npuctl cannot read: {exc}") from exc
 
 
-def _target(deployment: ModelDeployment, target: Target, static: Record, reference: Record, prompts: list[str],
-            runner: Runner, steps: tuple[StepRun, ...]) -> NpuArtifact:
+def _target(deployment: ModelDeployment, target: Target, static: Record[facts.LlmStatic], reference: Record[facts.Facts],
+            prompts: list[str], runner: Runner, steps: tuple[StepRun, ...]) -> NpuArtifact:
     spec = deployment.spec
     soc = target.soc_model or 0
     sharing = spec.generation.weight_sharing
-    facts = {"soc_model": soc, "htp_arch": target.htp_arch, "precision": spec.precision.value,
-             "weight_sharing": sharing, "qnn_sdk": runner.tools["qnn-sdk"]}
+    on = facts.Targeted(soc_model=soc, htp_arch=target.htp_arch, precision=spec.precision,
+                        qnn_sdk=runner.tools["qnn-sdk"])
 
-    def compile_work(out: Path) -> dict[str, Any]:
-        details = run_stage("compile", {"stage": "compile", "model_dir": str(static.folder), "soc_model": soc,
-                                        "weight_sharing": sharing,
-                                        "optimization_level": spec.build.optimization_level}, out)
-        return facts | details | {"ep_compatibility_info": qnn_compile.compatibility(_first_context(out))}
+    def compile_work(out: Path) -> facts.LlmCompile:
+        placement = run_stage("compile", facts.Placement, {
+            "stage": "compile", "model_dir": str(static.folder), "soc_model": soc, "weight_sharing": sharing,
+            "optimization_level": spec.build.optimization_level}, out)
+        return facts.LlmCompile(**on.model_dump(), weight_sharing=sharing, placement=placement,
+                                ep_compatibility_info=qnn_compile.compatibility(_first_context(out)))
 
-    compiled, compile_run = runner.run("compile", {"model": static.digest},
-                                       facts | {"optimization_level": spec.build.optimization_level},
+    compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
+                                       on.model_dump(mode="json") | {"weight_sharing": sharing,
+                                                                     "optimization_level": spec.build.optimization_level},
                                        compile_work, target=target.name)
     tokens = spec.accuracy.tokens
     matching = tokens if spec.accuracy.matching_tokens is None else spec.accuracy.matching_tokens
     threshold = DEFAULT_COSINE[spec.precision] if spec.accuracy.threshold is None else spec.accuracy.threshold
 
-    def verify_work(out: Path) -> dict[str, Any]:
+    def verify_work(out: Path) -> facts.LlmVerify:
         checks = llm_verify.compare(compiled.folder, reference.folder, prompts, tokens)
         worst = min(checks, key=lambda c: c.first_divergence)
         cosine = min(c.cosine for c in checks)
@@ -214,26 +223,23 @@ def _target(deployment: ModelDeployment, target: Target, static: Record, referen
                 f"at token {worst.first_divergence} of {tokens} (prompt {worst.prompt!r}; spec.accuracy."
                 f"matchingTokens wants {matching}) and the first-token logits cosine is {cosine:.5f} "
                 f"(spec.accuracy.threshold wants {threshold})", metric="greedy", value=cosine, threshold=threshold)
-        return {"checks": [c.as_dict() for c in checks], "first_divergence": worst.first_divergence,
-                "cosine": cosine, "mean_cosine": sum(c.cosine for c in checks) / len(checks)}
+        return facts.LlmVerify(checks=[c.as_fact() for c in checks], first_divergence=worst.first_divergence,
+                               cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks))
 
     verified, verify_run = runner.run(
-        "verify", {"pack": compiled.digest, "reference": reference.digest},
+        facts.LlmVerify, {"pack": compiled.digest, "reference": reference.digest},
         {"prompts": prompts, "tokens": tokens, "matching_tokens": matching, "threshold": threshold},
         verify_work, target=target.name)
-    placement = compiled.details["placement"]
-    details = verified.details
-    report = GenerationReport(tokens, details["first_divergence"], matching, len(prompts), placement["node_share"],
-                              placement["weight_share"], placement["stages"])
+    checked = verified.details
     wrapper = _first_context(compiled.folder)
     return NpuArtifact(
-        target=target.name, soc_model=soc, htp_arch=target.htp_arch, precision=spec.precision, batch=1,
-        bucket=0, context_model=wrapper, context_binary=compiled.path(_binary_of(wrapper)), qdq_model=None,
-        static_model=None,
-        accuracy=AccuracyResult("cosine", details["cosine"], threshold, details["mean_cosine"], len(prompts)),
-        npu_coverage=placement["node_share"], qnn_sdk=runner.tools["qnn-sdk"], files=compiled.files,
-        steps=(*steps, compile_run, verify_run), compatibility=compiled.details.get("ep_compatibility_info"),
-        generation=report)
+        target=target.name, built=compiled.details, precision=spec.precision, batch=1, bucket=0,
+        context_model=wrapper, context_binary=compiled.path(_binary_of(wrapper)),
+        accuracy=facts.Accuracy(metric="cosine", value=checked.cosine, mean=checked.mean_cosine, threshold=threshold,
+                                samples=len(prompts), agreement=None),
+        npu_coverage=compiled.details.placement.node_share, files=compiled.files,
+        steps=(*steps, compile_run, verify_run),
+        generation=checked.generation(compiled.details.placement, tokens, matching))
 
 
 def _first_context(pack: Path) -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 
 _LOG_TAIL = 1500
@@ -44,9 +45,9 @@ class PromptCheck:
                 return index
         return min(len(self.npu_tokens), len(self.cpu_tokens))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "first_divergence": self.first_divergence, "cosine": self.cosine,
-                "npu_tokens": list(self.npu_tokens), "cpu_tokens": list(self.cpu_tokens)}
+    def as_fact(self) -> facts.PromptCheck:
+        return facts.PromptCheck(prompt=self.prompt, first_divergence=self.first_divergence, cosine=self.cosine,
+                                 npu_tokens=list(self.npu_tokens), cpu_tokens=list(self.cpu_tokens))
 
 
 def compare(pack: Path, reference: Path, prompts: list[str], tokens: int) -> list[PromptCheck]:
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
         checks = _run(Path(request["pack"]), Path(request["reference"]), request["prompts"], request["tokens"])
-        result: dict[str, Any] = {"checks": [c.as_dict() for c in checks]}
+        result: dict[str, Any] = {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
     except Exception as exc:  # onnxruntime-genai raises plain RuntimeError; the parent names the step
         result = {"error": f"onnxruntime-genai could not run the pack: {exc}"}
     Path(argv[1]).write_text(json.dumps(result), encoding="utf-8")

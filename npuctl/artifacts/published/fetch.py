@@ -11,6 +11,7 @@ from pathlib import Path
 
 from npuctl.artifacts.published.location import ArtifactSource, FetchError, LayoutSource, StoreLocation, safe_relative
 from npuctl.artifacts.published.publish import BLOBS, STEPS
+from npuctl.artifacts.facts import AnyFacts
 from npuctl.artifacts.store import Record
 
 TIMEOUT_SECONDS = 30.0
@@ -38,11 +39,11 @@ def open_source(location: str | StoreLocation, pins: dict[str, str] | None = Non
 class _LayoutFetch:
     """fetch_step over read/copy of the folder layout."""
 
-    def fetch_step(self: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
+    def fetch_step(self: LayoutSource, step: str, key: str, workdir: Path) -> Record[AnyFacts] | None:
         return fetch_layout_step(self, step, key, workdir)
 
 
-def fetch_layout_step(source: LayoutSource, step: str, key: str, workdir: Path) -> Record | None:
+def fetch_layout_step(source: LayoutSource, step: str, key: str, workdir: Path) -> Record[AnyFacts] | None:
     raw = source.read(f"{STEPS}/{key}.json", MAX_RECORD_BYTES)
     if raw is None:
         return None

@@ -9,6 +9,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, SecretStr
 from pydantic.alias_generators import to_camel
 
+from npuctl.artifacts.facts import AnyFacts
 from npuctl.artifacts.store import Record
 from npuctl.errors import NpuctlError
 
@@ -36,7 +37,7 @@ class StoreLocation(BaseModel):
 class ArtifactSource(Protocol):
     location: str
 
-    def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
+    def fetch_step(self, step: str, key: str, workdir: Path) -> Record[AnyFacts] | None:
         """Fetch the published step `key` into `workdir` (empty). None when the store does not have it.
         Raises FetchError when it has something that does not check out (`workdir` is then left partly filled)."""
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts.result import BuildResult
+from npuctl.artifacts.facts import Facts
 from npuctl.artifacts.store import RECORD, Record, Store
 
 LAYOUT_FILE = "npuctl-store.json"
@@ -70,7 +71,7 @@ def publish(results: list[BuildResult], store: Store, dest: Path) -> Published:
     return Published(tuple(keys), written, size, tuple(builds))
 
 
-def stored_records(result: BuildResult, store: Store) -> list[Record]:
+def stored_records(result: BuildResult, store: Store) -> list[Record[Facts]]:
     """The records of a build's steps that are in the store (what a publisher pushes)."""
     return [r for r in (store.get(run.key) for run in result.steps) if r is not None]
 
@@ -80,7 +81,7 @@ def build_id(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
-def _publish_record(record: Record, dest: Path) -> tuple[int, int]:
+def _publish_record(record: Record[Facts], dest: Path) -> tuple[int, int]:
     written = size = 0
     for stored in record.files:
         blob = dest / BLOBS / stored.sha256

@@ -21,6 +21,7 @@ from npuctl.artifacts.oci import refs
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import OCI_MANIFEST, DigestError, RegistryClient, RegistryError, digest_of
 from npuctl.artifacts.oci.refs import Reference
+from npuctl.artifacts.facts import AnyFacts, Facts
 from npuctl.artifacts.store import RECORD, Record
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class PushedSteps:
     bytes_written: int
 
 
-def step_manifest(record: Record, record_bytes: bytes) -> bytes:
+def step_manifest(record: Record[Facts], record_bytes: bytes) -> bytes:
     layers = [{"mediaType": FILE_TYPE, "digest": f"sha256:{f.sha256}", "size": f.size,
                "annotations": {TITLE: f.path}} for f in sorted(record.files, key=lambda f: f.path)]
     manifest = {
@@ -59,7 +60,7 @@ def step_manifest(record: Record, record_bytes: bytes) -> bytes:
     return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
 
 
-def push_steps(records: list[Record], client: RegistryClient, repository: str) -> PushedSteps:
+def push_steps(records: list[Record[Facts]], client: RegistryClient, repository: str) -> PushedSteps:
     """Push each record's files, then its record, then the manifest tagged by its key (in that order: a
     registry refuses a manifest naming blobs it lacks, and a reader never sees a tag without its files)."""
     digests: dict[str, str] = {}
@@ -99,7 +100,7 @@ class OciStepSource:
         self.resumed = 0
         """Blob downloads resumed with Range (for tests and figures)."""
 
-    def fetch_step(self, step: str, key: str, workdir: Path) -> Record | None:
+    def fetch_step(self, step: str, key: str, workdir: Path) -> Record[AnyFacts] | None:
         from npuctl.artifacts.published.location import FetchError, safe_relative
 
         repository = self.reference.repository

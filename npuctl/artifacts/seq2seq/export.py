@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.encoder.export import OPSET, copy_assets
 from npuctl.artifacts.graphs import MASK_FLOOR, MODEL_FILE
@@ -21,7 +22,7 @@ from npuctl.runtime.seq2seq import DECODER_FILE, cross_names, self_names
 MODEL_TYPES = ("t5", "mt5")
 
 
-def export_seq2seq(source: Path, out: Path, max_output_tokens: int) -> dict[str, Any]:
+def export_seq2seq(source: Path, out: Path, max_output_tokens: int) -> facts.Seq2SeqExport:
     """Write `out/model.onnx` (encoder), `out/decoder.onnx` and the source's tokenizer and config files."""
     try:
         import torch
@@ -62,8 +63,8 @@ def export_seq2seq(source: Path, out: Path, max_output_tokens: int) -> dict[str,
     for name in ("generation_config.json", "spiece.model"):
         if (source / name).is_file():
             (out / name).write_bytes((source / name).read_bytes())
-    return {"layers": layers, "heads": heads, "d_kv": d_kv, "max_output_tokens": max_output_tokens,
-            "decoder_start_token_id": config.decoder_start_token_id, "eos_token_id": config.eos_token_id}
+    return facts.Seq2SeqExport(layers=layers, heads=heads, d_kv=d_kv, max_output_tokens=max_output_tokens,
+                               decoder_start_token_id=config.decoder_start_token_id, eos_token_id=config.eos_token_id)
 
 
 def _model_type(source: Path) -> str | None:

@@ -12,8 +12,8 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepRun
 from npuctl.artifacts.sources.resolve import ResolvedSource
@@ -21,7 +21,7 @@ from npuctl.artifacts.steps import StepRunner, dist_version
 from npuctl.artifacts.store import Record
 from npuctl.schema.models import Format
 
-STEP = "gguf-convert"
+STEP = facts.GgufConvert.step
 ARCHITECTURES = ("llama", "qwen2")
 """GGUF `general.architecture` values converted (Mistral GGUFs say llama). Both have been built and compared."""
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
@@ -32,22 +32,22 @@ _LOG_TAIL = 2000
 
 def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[ResolvedSource, StepRun]:
     """The transformers folder of a GGUF source (checked before anything runs)."""
-    facts = inspect(source.path, source.uri)
+    inspected = inspect(source.path, source.uri)
 
-    def work(out: Path) -> dict[str, Any]:
+    def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf", str(source.path), str(out)],
                               capture_output=True, text=True, env=env, check=False)
         if done.returncode != 0:
             raise BuildError(STEP, f"transformers could not load {source.uri}: "
                              f"{(done.stderr or done.stdout)[-_LOG_TAIL:]}")
-        return facts
+        return inspected
 
-    record, run = run_step(STEP, {"source": source.digest}, {"tools": {n: dist_version(n) for n in _TOOLS}}, work)
+    record, run = run_step(facts.GgufConvert, {"source": source.digest}, {"tools": {n: dist_version(n) for n in _TOOLS}}, work)
     return _as_source(source, record), run
 
 
-def inspect(path: Path, uri: str) -> dict[str, Any]:
+def inspect(path: Path, uri: str) -> facts.GgufConvert:
     """Architecture and tensor types of a GGUF file; BuildError when the project cannot take them."""
     try:
         import gguf
@@ -71,10 +71,10 @@ def inspect(path: Path, uri: str) -> dict[str, Any]:
                          f"({len(unsupported)} of {len(reader.tensors)} tensors have types npuctl cannot dequantize: "
                          f"{', '.join(sorted({t.tensor_type.name for t in unsupported}))}); use a {' / '.join(TENSOR_TYPES)} "
                          "file (llama.cpp: llama-quantize <in.gguf> <out.gguf> Q8_0) or the original checkpoint")
-    return {"architecture": architecture, "tensor_types": dict(types)}
+    return facts.GgufConvert(architecture=architecture, tensor_types=dict(types))
 
 
-def _as_source(gguf_source: ResolvedSource, record: Record) -> ResolvedSource:
+def _as_source(gguf_source: ResolvedSource, record: Record[facts.GgufConvert]) -> ResolvedSource:
     return ResolvedSource(f"{gguf_source.uri} (dequantized)", record.folder, Format.TRANSFORMERS, record.digest,
                           gguf_source.revision)
 

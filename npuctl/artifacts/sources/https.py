@@ -12,6 +12,7 @@ import time
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.sources.resolve import Located, SourceContext, register_resolver
 
@@ -46,9 +47,9 @@ def resolve_https(rest: str, context: SourceContext) -> Located:
                 except BaseException:
                     shutil.rmtree(work, ignore_errors=True)  # leftovers are the store's clean_tmp's job
                     raise
-                record = store.commit(work, step="download", key=key, inputs={"url": url},
-                                      parameters={"sha256": pin}, tool_versions={},
-                                      seconds=time.perf_counter() - started, details={"url": url, "sha256": actual})
+                record = store.commit(work, key=key, inputs={"url": url}, parameters={"sha256": pin}, tool_versions={},
+                                      seconds=time.perf_counter() - started,
+                                      details=facts.Download(url=url, sha256=actual))
     return Located(record.path(name))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from npuctl.artifacts import facts
 from npuctl.artifacts.sources import wrappers
 from npuctl.artifacts.errors import BuildError
 from npuctl.runtime.compat import CompatInfo, sdk_of
@@ -88,9 +89,8 @@ def holds(entries: list[PackEntry]) -> str:
                              for e in entries})) or "nothing"
 
 
-def import_entry(entry: PackEntry, out: Path) -> dict[str, object]:
-    """Copy the entry into `out` as `model_ctx.onnx` + its binary (a raw .bin gets a generated wrapper).
-    Returns the record details: soc_model, htp_arch, qnn_sdk, ep_compatibility_info, context_binary."""
+def import_entry(entry: PackEntry, out: Path) -> facts.ImportPack:
+    """Copy the entry into `out` as `model_ctx.onnx` + its binary (a raw .bin gets a generated wrapper)."""
     folder = entry.path.parent
     if entry.description is not None:
         binary = out / entry.path.name
@@ -111,8 +111,8 @@ def import_entry(entry: PackEntry, out: Path) -> dict[str, object]:
         shutil.copyfile(source, out / relative)
         shutil.copyfile(_inside(folder, entry.path.name, entry.path), out / WRAPPER_FILE)
     info = entry.compat
-    return {"soc_model": info.soc_model, "htp_arch": info.htp_arch, "qnn_sdk": info.qnn_sdk,
-            "ep_compatibility_info": info.raw, "context_binary": relative}
+    return facts.ImportPack(soc_model=info.soc_model, htp_arch=info.htp_arch, precision=None, qnn_sdk=info.qnn_sdk,
+                            ep_compatibility_info=info.raw, context_binary=relative)
 
 
 def _inside(folder: Path, relative: str, named_by: Path) -> Path:
