@@ -50,7 +50,7 @@ MODEL_DEPENDENT = (
     # the model's signature (tensor names, datatypes, shapes), vocabulary, context and dimensions
     "not an input of this model", "is missing", "has shape", "has datatype", "values; shape", "needs 'data'",
     "BYTES", "binary_data_size", "not an output of this model", "does not take tensors", "tokens;",
-    "context is", "outside the vocabulary", "-dimensional", "longer than", "'data' is not a list", "'data' holds",
+    "context is", "outside the vocabulary", "is not a token id of this model", "-dimensional", "longer than", "'data' is not a list", "'data' holds",
     # the per-request caps (npuctl/serve/limits.py)
     "rows; at most", "is empty; send at least one", "tokens in all",
     # a rule between fields

@@ -103,7 +103,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embed(request: Request) -> Response:
         body = await _body(request, ctx, EMBED_FIELDS)
         check.keep_alive(body)
-        check.options(body)  # no option changes an embedding: any named one is refused
+        check.no_options(body)
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
             raise ApiError(400, "'truncate' must be true or false")
@@ -131,7 +131,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embeddings(request: Request) -> Response:
         body = await _body(request, ctx, EMBEDDINGS_FIELDS)
         check.keep_alive(body)
-        check.options(body)
+        check.no_options(body)
         prompt = body.get("prompt", "")
         if not isinstance(prompt, str):
             raise ApiError(400, "'prompt' must be a string")
