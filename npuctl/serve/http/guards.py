@@ -98,6 +98,15 @@ class WebGuard:
         return local is None or given == local or (given.is_loopback and local.is_loopback)
 
 
+def from_another_site(headers: Headers) -> bool:
+    """Whether a browser sent this request for a page of another site: a foreign `Origin` (one CORS allows, or the
+    guard would have refused it), or, where a privacy extension stripped `Origin`, `Sec-Fetch-Site` saying so."""
+    origin = headers.get("origin")
+    if origin is not None and not _same_origin(origin, headers.get("host")):
+        return True
+    return headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
+
+
 def check_origin(origin: str) -> str:
     """`origin` if it is `*` or scheme://host[:port] as browsers send it; else ValueError saying so."""
     parts = urlsplit(origin)
