@@ -208,8 +208,9 @@ class _Reply:
                 for c in calls]}
             content: dict[str, Any] = {"message": message}
         else:
-            content = {"message": {"role": "assistant", "content": piece.text}} if self.chat else \
-                {"response": piece.text}
+            # A tool call cut short (by num_predict) is no text: done_reason says length.
+            text = "" if self.chat and self.form.cut_call(piece.text) else piece.text
+            content = {"message": {"role": "assistant", "content": text}} if self.chat else {"response": text}
         if self.logprobs:
             content["logprobs"] = [token_entry(step, self._decode) for step in piece.steps]
         return {"model": self.model, "created_at": _now()} | content | {"done": False}
