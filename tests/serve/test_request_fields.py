@@ -21,11 +21,13 @@ from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import load_served
 from npuctl.serve.openapi.document import openapi
 from npuctl.serve.openai.fields import CHAT, COMPLETIONS
+from npuctl.serve.openai.responses_request import REFUSED as RESPONSES_REFUSED
 from npuctl.serve.registry import ModelRegistry
 from tests.serve.conftest import deployment
 
 Post = Callable[[str, dict[str, Any]], httpx.Response]
 CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+RESPONSES_PATH = "/v1/responses"
 OLLAMA_CHAT, OLLAMA_GENERATE, OLLAMA_EMBED, OLLAMA_EMBEDDINGS = "/api/chat", "/api/generate", "/api/embed", \
     "/api/embeddings"
 EOS = 1
@@ -55,6 +57,7 @@ def base(path: str) -> dict[str, Any]:
                     "temperature": 0},
         COMPLETIONS_PATH: {"model": "tiny-llama", "prompt": "The quick brown", "max_tokens": 12, "temperature": 0},
         EMBEDDINGS_PATH: {"model": "minilm", "input": "a sentence"},
+        RESPONSES_PATH: {"model": "tiny-llama", "input": "Hello there", "max_output_tokens": 12, "temperature": 0},
         OLLAMA_CHAT: {"model": "tiny-llama", "messages": [{"role": "user", "content": "Hello there"}],
                       "stream": False, "options": {"temperature": 0, "num_predict": 12}},
         OLLAMA_GENERATE: {"model": "tiny-llama", "prompt": "The quick brown", "stream": False,
@@ -71,11 +74,15 @@ def text(path: str, answer: httpx.Response) -> str:
         return str(body["choices"][0]["message"]["content"])
     if path == COMPLETIONS_PATH:
         return str(body["choices"][0]["text"])
+    if path == RESPONSES_PATH:
+        return "".join(part["text"] for item in body["output"] for part in item.get("content", []))
     return str(body["message"]["content"] if path == OLLAMA_CHAT else body["response"])
 
 
 def tokens(path: str, answer: httpx.Response) -> int:
     body = answer.json()
+    if path == RESPONSES_PATH:
+        return int(body["usage"]["output_tokens"])
     return int(body["usage"]["completion_tokens"] if path.startswith("/v1") else body["eval_count"])
 
 
@@ -112,7 +119,7 @@ def check_prompt(post: Post, path: str) -> None:
 
 def check_max_tokens(name: str) -> Callable[[Post, str], None]:
     def check(post: Post, path: str) -> None:
-        request = {k: v for k, v in base(path).items() if k != "max_tokens"} | {name: 3}
+        request = {k: v for k, v in base(path).items() if not k.startswith("max_")} | {name: 3}
         assert tokens(path, post(path, request)) == 3
     return check
 
@@ -352,6 +359,91 @@ def check_refused_unless_empty(name: str, value: Any) -> Callable[[Post, str], N
     return check
 
 
+def check_input_of_responses(post: Post, path: str) -> None:
+    items = [{"role": "user", "content": [{"type": "input_text", "text": "Hello there"}]}]
+    assert text(path, post(path, base(path) | {"input": items})) == text(path, post(path, base(path)))
+    assert text(path, post(path, base(path) | {"input": "Something else, at length"})) != \
+        text(path, post(path, base(path)))
+
+
+def check_instructions(post: Post, path: str) -> None:
+    plain, told = post(path, base(path)).json(), post(path, base(path) | {"instructions": "Be brief."}).json()
+    assert told["usage"]["input_tokens"] > plain["usage"]["input_tokens"] and told["instructions"] == "Be brief."
+
+
+def check_responses_stream(post: Post, path: str) -> None:
+    answer = post(path, base(path) | {"stream": True})
+    events = [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: ")]
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.incomplete"
+    assert "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta") == \
+        text(path, post(path, base(path)))
+
+
+def responses_call(post: Post, **fields: Any) -> dict[str, Any]:
+    tool = {"type": "function", "name": "get_weather", "parameters": TOOL["function"]["parameters"]}  # type: ignore[index]
+    answer = post(RESPONSES_PATH, base(RESPONSES_PATH) | {"max_output_tokens": 100, "tools": [tool]} | fields)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def check_responses_tools(post: Post, path: str) -> None:
+    [call] = responses_call(post, tool_choice="required")["output"]
+    assert call["type"] == "function_call" and call["name"] == "get_weather"
+
+
+def check_responses_tool_choice(post: Post, path: str) -> None:
+    assert responses_call(post, tool_choice="none", max_output_tokens=12)["output"][0]["type"] == "message"
+    named = responses_call(post, tool_choice={"type": "function", "name": "get_weather"})
+    assert named["output"][0]["name"] == "get_weather"
+
+
+def check_responses_parallel(post: Post, path: str) -> None:
+    assert len(responses_call(post, tool_choice="required", parallel_tool_calls=False)["output"]) == 1
+    refused(post, path, base(path) | {"parallel_tool_calls": "no"}, "parallel_tool_calls")
+
+
+def check_text_format(post: Post, path: str) -> None:
+    answer = text(path, post(path, base(path) | {"max_output_tokens": 60, "text": {"format": {
+        "type": "json_schema", "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "integer"}},
+                                                       "required": ["a"]}}}}))
+    assert isinstance(json.loads(answer)["a"], int)
+
+
+def check_responses_temperature(post: Post, path: str) -> None:
+    greedy = text(path, post(path, base(path)))
+    assert any(text(path, post(path, base(path) | {"temperature": 2})) != greedy for _ in range(3))
+
+
+def check_responses_top_p(post: Post, path: str) -> None:
+    greedy = text(path, post(path, base(path)))
+    assert text(path, post(path, base(path) | {"temperature": 1, "top_p": 0.001})) == greedy
+
+
+def check_previous_response_id(post: Post, path: str) -> None:
+    first = post(path, base(path)).json()
+    second = post(path, base(path) | {"previous_response_id": first["id"]}).json()
+    assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"] + 12
+    refused(post, path, base(path) | {"previous_response_id": "resp_unknown"}, "is not kept here")
+
+
+def check_store(post: Post, path: str) -> None:
+    unstored = post(path, base(path) | {"store": False}).json()
+    assert unstored["store"] is False
+    refused(post, path, base(path) | {"previous_response_id": unstored["id"]}, "is not kept here")
+
+
+def check_metadata(post: Post, path: str) -> None:
+    assert post(path, base(path) | {"metadata": {"who": "me"}}).json()["metadata"] == {"who": "me"}
+    refused(post, path, base(path) | {"metadata": {"who": 3}}, "metadata")
+
+
+def check_responses_identifier(name: str) -> Callable[[Post, str], None]:
+    def check(post: Post, path: str) -> None:
+        assert text(path, post(path, base(path) | {name: "someone"})) == text(path, post(path, base(path)))
+        refused(post, path, base(path) | {name: 3}, name)
+    return check
+
+
 @dataclass(frozen=True)
 class Audit:
     fields: dict[str, Callable[[Post, str], None]]
@@ -387,6 +479,16 @@ AUDITS = {
         **{name: check_refused_unless_empty(name, "x") for name in CHAT}}),
     COMPLETIONS_PATH: Audit(_GENERATION | {"prompt": check_prompt, "echo": check_echo,
                                            **{name: check_refused_unless_empty(name, "x") for name in COMPLETIONS}}),
+    RESPONSES_PATH: Audit({
+        "model": check_model, "input": check_input_of_responses, "instructions": check_instructions,
+        "stream": check_responses_stream, "tools": check_responses_tools, "tool_choice": check_responses_tool_choice,
+        "parallel_tool_calls": check_responses_parallel, "text": check_text_format,
+        "max_output_tokens": check_max_tokens("max_output_tokens"), "temperature": check_responses_temperature,
+        "top_p": check_responses_top_p, "previous_response_id": check_previous_response_id, "store": check_store,
+        "metadata": check_metadata, "user": check_responses_identifier("user"),
+        "safety_identifier": check_responses_identifier("safety_identifier"),
+        "prompt_cache_key": check_responses_identifier("prompt_cache_key"),
+        **{name: check_refused_unless_empty(name, "x") for name in RESPONSES_REFUSED}}),
     EMBEDDINGS_PATH: Audit({"model": check_model, "input": check_input, "dimensions": check_dimensions,
                             "encoding_format": check_encoding_format}),
     OLLAMA_CHAT: Audit(_OLLAMA_TEXT | {"messages": check_messages, "tools": check_ollama_tools}, _OLLAMA_OPTIONS),
@@ -414,7 +516,7 @@ def documented(path: str) -> tuple[set[str], set[str]]:
 def test_every_documented_field_is_audited() -> None:
     for path, audit in AUDITS.items():
         fields, options = documented(path)
-        refusals = set(CHAT if path == CHAT_PATH else COMPLETIONS if path == COMPLETIONS_PATH else ())
+        refusals = set({CHAT_PATH: CHAT, COMPLETIONS_PATH: COMPLETIONS, RESPONSES_PATH: RESPONSES_REFUSED}.get(path, ()))
         assert set(audit.fields) == fields - ({"options"} if audit.options else set()) | refusals, path
         assert set(audit.options or {}) == options, path
         assert not fields & refusals, f"{path} documents a field it refuses"
