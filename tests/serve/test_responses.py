@@ -4,6 +4,7 @@ calls, `text.format` json_schema, `max_output_tokens`, usage, `previous_response
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -135,3 +136,34 @@ def test_the_store_keeps_the_latest_within_its_bounds() -> None:
     assert store.conversation("big") is not None and store.conversation("b") is None  # the bytes bound
     store.keep("huge", [{"role": "user", "content": "x" * 300}])
     assert store.conversation("huge") is None and store.conversation("big") is not None
+
+
+def test_openai_agents_runs_an_agent_with_a_tool_in_its_default_mode(url: str) -> None:
+    """openai-agents' default model is the Responses API; the tool is called, its output goes back, and the
+    agent's final answer is the model's text."""
+    agents = pytest.importorskip("agents", reason="openai-agents is not installed: its releases for this openai "
+                                 "need websockets<17 (this venv has 17.4)")
+    calls: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return "sunny"
+
+    model = agents.OpenAIResponsesModel(model="tiny-llama", openai_client=openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="unused", max_retries=0))
+    agent = agents.Agent(name="tiny", instructions="Be tiny.", model=model, tools=[get_weather],
+                         model_settings=agents.ModelSettings(tool_choice="required", max_tokens=100))
+    agents.set_tracing_disabled(True)
+    result = agents.Runner.run_sync(agent, "Weather in Paris?", max_turns=3)
+    assert len(calls) == 1, "the agent did not call its tool once (then tool_choice resets to auto)"
+    assert isinstance(result.final_output, str) and result.final_output
+
+    async def streamed() -> list[str]:
+        run = agents.Runner.run_streamed(agent, "Weather?", max_turns=3)
+        return [event.data.type async for event in run.stream_events() if event.type == "raw_response_event"]
+
+    kinds = asyncio.run(streamed())
+    assert len(calls) == 2 and "response.function_call_arguments.done" in kinds
+    assert "response.output_text.delta" in kinds and kinds.count("response.completed") >= 1

@@ -178,7 +178,8 @@ class Answer:
         }
         if generation is not None:
             done = generation.completion_tokens
-            body["usage"] = {"input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            body["usage"] = {"input_tokens": self.input_tokens,
+                             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                              "output_tokens": done, "output_tokens_details": {"reasoning_tokens": 0},
                              "total_tokens": self.input_tokens + done}
         return body
