@@ -18,7 +18,6 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.http.guards import WebGuard, WebPolicy
 from npuctl.serve.http.body import BODY_TIMEOUT_SECONDS, BodyDeadline
-from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip.routes import oip_routes
 from npuctl.serve.ollama.routes import ollama_routes
 from npuctl.serve.openai.embeddings import openai_routes
@@ -37,19 +36,22 @@ def create_app(
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     web: WebPolicy = WebPolicy(),
     details: Callable[[Request], bool] | None = None,
+    control: bool = False,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
     Inference Protocol /v2, Ollama's /api, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on. `web` says which Host names and browser
     origins it answers besides its own address. `details` decides who may read status messages in health and
-    model status (they name files and build errors; an agent beyond loopback shows them only with its token)."""
+    model status (they name files and build errors; an agent beyond loopback shows them only with its token).
+    `control`: `routes` hold the agent's control API, which /openapi.json then describes too."""
     ctx = ServeContext(registry, max_body_bytes, details)
 
     async def metrics(request: Request) -> Response:
-        return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
+        body, kind = registry.metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": kind})
 
-    description = openapi(control=bool(routes))
+    description = openapi(control=control)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(description)

@@ -23,8 +23,11 @@ from npuctl.serve.http.errors import ApiError, error_response
 
 ANY = "*"
 PREFLIGHT_MAX_AGE = 600
-ALLOWED_METHODS = "GET, POST, PUT, DELETE"
-ALLOWED_HEADERS = "Authorization, Content-Type"
+ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")
+ALLOWED_HEADERS = frozenset({"authorization", "content-type", "content-encoding", "accept", "api-key", "x-api-key"})
+ALLOWED_HEADER_PREFIXES = ("x-stainless-", "openai-")
+"""What the official SDKs send besides (the openai SDKs' X-Stainless-* platform headers, OpenAI-Organization,
+OpenAI-Project, OpenAI-Beta): without them in the preflight's answer a browser blocks the SDK's request."""
 _LONGEST_IP = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
 """No longer text is an IP address (ipaddress takes at most four digits a group, three an octet)."""
 
@@ -71,7 +74,7 @@ class WebGuard:
                           "corsOrigins (agent config) or --cors-origin (npuctl serve)")
             return
         if cross and scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await _preflight(send, origin or "")
+            await _preflight(send, origin or "", headers)
             return
         if not cross:
             await self.app(scope, receive, send)
@@ -151,10 +154,17 @@ def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
             (b"access-control-expose-headers", b"Retry-After")]
 
 
-async def _preflight(send: Send, origin: str) -> None:
-    headers = [*_cors_headers(origin), (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
-               (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
+async def _preflight(send: Send, origin: str, asked: Headers) -> None:
+    """The CORS answer: the method and headers asked for, those of them that are allowed (a browser then sends
+    the request only if all it asked for came back)."""
+    method = asked.get("access-control-request-method", "").strip().upper()
+    methods = method if method in ALLOWED_METHODS else ", ".join(ALLOWED_METHODS)
+    wanted = [name.strip().lower() for name in asked.get("access-control-request-headers", "").split(",")]
+    allowed = [name for name in wanted if name in ALLOWED_HEADERS or name.startswith(ALLOWED_HEADER_PREFIXES)]
+    headers = [*_cors_headers(origin), (b"access-control-allow-methods", methods.encode()),
                (b"access-control-max-age", str(PREFLIGHT_MAX_AGE).encode()), (b"content-length", b"0")]
+    if allowed:
+        headers.append((b"access-control-allow-headers", ", ".join(allowed).encode("latin-1")))
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 

@@ -136,7 +136,9 @@ def ollama_paths() -> dict[str, Any]:
 
 def metrics_paths() -> dict[str, Any]:
     return {"/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-        "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}}
+        "200": {"description": "text exposition format, or OpenMetrics when Accept asks for it", "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}}}}}}}}
 
 
 def control_paths() -> dict[str, Any]:
