@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from npuctl.serve.openai.chat import chat_routes
 from npuctl.serve.openai.responses import responses_routes
+from npuctl.serve.tei.routes import tei_routes
 from npuctl.serve.scoring.classify import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError, error_response
@@ -59,7 +60,7 @@ def create_app(
     app = Starlette(
         # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
         routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *responses_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx),
-                *oip_routes(ctx), *ollama_routes(ctx),
+                *oip_routes(ctx), *ollama_routes(ctx), *tei_routes(ctx),
                 Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,

@@ -56,7 +56,9 @@ MODEL_DEPENDENT = (
     # a rule between fields
     "only allowed with stream: true", "needs 'logprobs'", "needs 'tools'", "with tools the model may call",
     "is given twice", "names a function twice", "not in 'tools'", "cannot be followed",
-    "would need the prompt's log probabilities", "is not kept here", "has no message", "must be an integer of at least",
+    "would need the prompt's log probabilities", "is not kept here", "has no message",
+    "must be an integer of at least", "POST / answers as the model here", "models here can",
+    "normalized (spec.model.normalize)", "is not a classifier",
     "only an assistant message calls tools", "needs string fields", "models serve here",
     # a manifest's YAML content (placed at file:line:col)
     "error(s) in",

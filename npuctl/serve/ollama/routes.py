@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.runtime.prompts import PromptError
@@ -44,9 +44,6 @@ EMBEDDINGS_FIELDS = ("model", "prompt", "options", "keep_alive")
 def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     def names() -> set[str]:
         return {name for model in ctx.registry.models() if model.speaks(Api.OLLAMA) for name in model.names}
-
-    async def root(request: Request) -> Response:
-        return PlainTextResponse(RUNNING)
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": OLLAMA_VERSION})
@@ -146,7 +143,6 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         return Route(path, ctx.endpoint("ollama", handler), methods=[method])
 
     return [
-        Route("/", root, methods=["GET", "HEAD"]),
         route("/api/version", version, "GET"),
         route("/api/tags", tags, "GET"),
         route("/api/ps", ps, "GET"),

@@ -10,6 +10,7 @@ from typing import Any
 from npuctl import __version__
 from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
+from npuctl.serve.openapi.tei import tei_paths
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
 
 _GENERATION: dict[str, Any] = {
@@ -108,6 +109,8 @@ def _responses() -> dict[str, Any]:
 def openapi(*, control: bool = False) -> dict[str, Any]:
     """The document for `npuctl serve`, or with `control` for an agent (its control API on the same port)."""
     paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths(), **task_paths()}
+    for path, operations in tei_paths().items():
+        paths[path] = {**paths.get(path, {}), **operations}  # `/`: Ollama's GET and TEI's POST
     title = "npuctl agent" if control else "npuctl serve"
     document: dict[str, Any] = {
         "openapi": "3.0.3",
