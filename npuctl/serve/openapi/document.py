@@ -92,7 +92,9 @@ def _responses() -> dict[str, Any]:
         "model": NAME, "input": {"oneOf": [text, {"type": "array", "items": item, "minItems": 1}]},
         "instructions": {"type": "string", "nullable": True}, "stream": {"type": "boolean", "nullable": True},
         "tools": {"type": "array", "items": tool, "nullable": True},
-        "tool_choice": {"description": "needs tools (none, auto, required, or {type: function, name})"},
+        "tool_choice": {"nullable": True, "description": "needs tools", "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            closed({"type": {"type": "string", "enum": ["function"]}, "name": text}, required=["type", "name"])]},
         "parallel_tool_calls": {"type": "boolean", "nullable": True},
         "text": closed({"format": text_format}),
         "max_output_tokens": {"type": "integer", "minimum": 1, "nullable": True},

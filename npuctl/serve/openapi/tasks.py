@@ -50,8 +50,9 @@ def task_paths() -> dict[str, Any]:
     }, required=["query", "documents"]), "additionalProperties": False}
     v2_op = {"post": {
         "summary": "Cohere v2 rerank (task: rerank)", "requestBody": request(v2),
+        # Under /v2, errors come in the Open Inference Protocol's shape ({"error": "..."}).
         "responses": {"200": json_body(cohere, "documents by relevance, most relevant first"),
-                      **errors("OpenAIError", *_ERRORS)}}}
+                      **errors("PlainError", *_ERRORS)}}}
     label = obj({"label": {"type": "string"}, "score": {"type": "number"}}, required=["label", "score"])
     classify = {**obj({"model": NAME,
                        "input": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": 2048}]},

@@ -57,8 +57,9 @@ def tei_paths() -> dict[str, Any]:
         "/generate_stream": post("TGI: generated text as SSE", generate, generated),
         "/info": {"get": {"summary": "TEI/TGI: the one model's facts (or ?model=)",
                           "parameters": [{"name": "model", "in": "query", "required": False,
-                                          "schema": {"type": "string"}}],
+                                          "schema": {"type": "string", "minLength": 1}}],
                           "responses": {"200": json_body(ANY_OBJECT, "facts"), **errors("OpenAIError", 400, 404)}}},
         "/": post("TEI/TGI: what the one model here does with `inputs` (embed, predict or generate)",
-                  {"oneOf": [embed, predict, generate]}, generated),
+                  {"oneOf": [embed, predict, generate]},
+                  json_body({}, "what /embed, /predict or /generate answers", "text/event-stream")),
     }
