@@ -71,3 +71,20 @@ def test_a_body_not_declared_json_is_refused_only_from_another_sites_page(
         assert stripped.status_code == 415, kind
     refused = httpx.post(url, content=b"input=hello", headers={"content-type": "application/x-www-form-urlencoded"})
     assert refused.status_code == 400 and "not valid JSON" in refused.json()["error"]["message"]
+
+
+def test_litellm_ollama_providers_are_answered(serve: Serve, tiny_llama: Callable[..., ServedModel],
+                                               minilm: Callable[..., ServedModel],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # litellm fetches its model price list from GitHub at import unless told to use its own copy.
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = pytest.importorskip("litellm", reason="litellm is not installed (pip install 'npuctl[dev]')")
+    server = serve(tiny_llama(), minilm())
+    messages = [{"role": "user", "content": "Hello"}]
+    for provider in ("ollama", "ollama_chat"):
+        answer = litellm.completion(model=f"{provider}/tiny-llama", api_base=server.url, messages=messages,
+                                    max_tokens=4, temperature=0)
+        assert answer.choices[0].message.content, provider
+        assert answer.usage.completion_tokens == 4, provider
+    embedded = litellm.embedding(model="ollama/minilm", api_base=server.url, input=["a sentence"])
+    assert len(embedded.data[0]["embedding"]) == 384
