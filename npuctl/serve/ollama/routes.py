@@ -139,11 +139,19 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             [vector] = await answered(request, model.batcher.submit([tokens[0].ids]), model.timeout_seconds)
             return JSONResponse({"embedding": vector.tolist()})
 
+    async def not_here(request: Request) -> Response:
+        # An agent answers these (npuctl/agent/ollama_models.py); a one-shot server has no manifests to change.
+        raise ApiError(400, f"{request.url.path} changes what is deployed, which npuctl serve cannot: it serves the "
+                       "manifests given with -f. Edit those, or run an agent (npuctl agent) and pull or delete there "
+                       "with its token")
+
     def route(path: str, handler: Any, method: str) -> Route:
         return Route(path, ctx.endpoint("ollama", handler), methods=[method])
 
     return [
         route("/api/version", version, "GET"),
+        route("/api/pull", not_here, "POST"),
+        route("/api/delete", not_here, "DELETE"),
         route("/api/tags", tags, "GET"),
         route("/api/ps", ps, "GET"),
         route("/api/show", show_model, "POST"),
