@@ -167,3 +167,16 @@ def test_openai_agents_runs_an_agent_with_a_tool_in_its_default_mode(url: str) -
     kinds = asyncio.run(streamed())
     assert len(calls) == 2 and "response.function_call_arguments.done" in kinds
     assert "response.output_text.delta" in kinds and kinds.count("response.completed") >= 1
+
+
+def test_langchain_with_use_responses_api_invokes_streams_and_calls_tools(url: str) -> None:
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(base_url=f"{url}/v1", api_key="unused", model="tiny-llama", max_retries=0,  # type: ignore[arg-type]
+                       use_responses_api=True, max_completion_tokens=100, temperature=0)
+    answer = model.invoke("Hello")
+    assert isinstance(answer.text, str) and answer.text
+    streamed = "".join(chunk.text for chunk in model.stream("Hello"))
+    assert streamed == answer.text
+    called = model.bind_tools([WEATHER], tool_choice="any").invoke("Weather in Paris?")
+    assert called.tool_calls and called.tool_calls[0]["name"] == "get_weather"
