@@ -6,6 +6,7 @@ truth: the loop picks it up like a hand edit); deleting removes the file."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from npuctl.agent.auth import token_matches
 from npuctl.agent.files import SAFE_FILE, atomic_write
+from npuctl.agent.ollama_models import ollama_model_routes
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
@@ -33,7 +35,7 @@ PREFIX = "/agent/v1"
 def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False,
                    sources: SourcePoller | None = None) -> list[Route]:
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
-    api = _ControlApi(reconciler, token, sources)
+    api = ControlApi(reconciler, token, sources)
     read = api.guarded if guard_reads else _answering
     get, delete = read(api.get), api.guarded(api.delete)
 
@@ -47,6 +49,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
         Route(f"{PREFIX}/manifests/{{file}}", api.guarded(api.apply), methods=["PUT"]),
         Route(f"{PREFIX}/events", read(api.events), methods=["GET"]),
         Route(f"{PREFIX}/sources", read(api.sources), methods=["GET"]),
+        *ollama_model_routes(api),
     ]
 
 
@@ -61,11 +64,15 @@ def _answering(handler: Handler) -> Handler:
     return answer
 
 
-class _ControlApi:
+class ControlApi:
     def __init__(self, reconciler: Reconciler, token: str, sources: SourcePoller | None) -> None:
         self.reconciler = reconciler
         self.token = token
         self.poller = sources
+
+    @property
+    def declared(self) -> Mapping[str, object]:
+        return self.reconciler.desired
 
     def guarded(self, handler: Handler) -> Handler:
         async def checked(request: Request) -> Response:
@@ -111,6 +118,12 @@ class _ControlApi:
             text = body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise ApiError(400, "the manifest is not UTF-8 text") from None
+        dry_run = request.query_params.get("dryRun", "").lower() in ("1", "true", "yes")
+        return JSONResponse(await self.write(file, text, dry_run))
+
+    async def write(self, file: str, text: str, dry_run: bool) -> dict[str, Any]:
+        """Check the manifest `text` as `npuctl apply` does and, unless `dry_run`, write it into the first watched
+        folder as `file`: what would change, per deployment."""
         result = load_text(text, file)
         if not result.ok:
             raise ApiError(422, f"{len(result.errors)} error(s) in {file}",
@@ -131,16 +144,18 @@ class _ControlApi:
         for change, loaded in zip(changes, result.deployments):
             if change["effect"] == "build":
                 change["steps"] = await run_in_threadpool(self.reconciler.actuator.survey, loaded, target.parent)
-        dry_run = request.query_params.get("dryRun", "").lower() in ("1", "true", "yes")
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, text.encode("utf-8"))
             self.reconciler.desired_state.trust(target)
             self.reconciler.wake()
-        return JSONResponse({"file": str(target), "dryRun": dry_run, "changes": changes})
+        return {"file": str(target), "dryRun": dry_run, "changes": changes}
 
     async def delete(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        return JSONResponse(self.remove(request.path_params["name"]))
+
+    def remove(self, name: str) -> dict[str, Any]:
+        """Delete the manifest file that declares deployment `name` (409 when it declares others too)."""
         want = self.reconciler.desired.get(name)
         if want is None:
             raise ApiError(404, f"no deployment named {name!r}")
@@ -150,7 +165,7 @@ class _ControlApi:
             raise ApiError(409, f"{file} also declares {', '.join(others)}; edit that file to remove {name!r}")
         file.unlink(missing_ok=True)
         self.reconciler.wake()
-        return JSONResponse({"deleted": name, "file": str(file)})
+        return {"deleted": name, "file": str(file)}
 
     def _view(self, name: str) -> dict[str, Any]:
         want = self.reconciler.desired.get(name)

@@ -105,7 +105,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
               *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
-    app = create_app(registry, routes=routes, body_timeout_seconds=config.body_timeout_seconds,
+    app = create_app(registry, routes=routes, control=True, body_timeout_seconds=config.body_timeout_seconds,
                      web=WebPolicy.of(config.allowed_hosts, config.cors_origins),
                      details=None if config.loopback else lambda request: token_matches(
                          request.headers.get("authorization"), token))

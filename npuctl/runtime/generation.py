@@ -18,6 +18,7 @@ import numpy as np
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.genai_pack import GenaiPack, PackError, host_view, read_pack
+from npuctl.runtime.penalties import Penalties
 from npuctl.runtime.placement import Artifacts, NotServable, Placement, Reason, Where, place
 from npuctl.runtime.prompts import PromptTokenizer
 from npuctl.runtime.sessions import CPU_EP, RunInfo
@@ -43,6 +44,8 @@ class Sampling:
     """Constrain the output to a grammar (constrained decoding)."""
     logprobs: int | None = None
     """Give each token's log probability and this many most likely alternatives (None: no log probabilities)."""
+    penalties: Penalties = Penalties()
+    """Logit bias and repetition penalties, applied to each step's logits."""
 
 
 @dataclass(frozen=True)
@@ -182,14 +185,19 @@ class GenerationModel:
     def _run(self, generator: Any, prompt: list[int], sampling: Sampling, cancel: threading.Event) -> Iterator[Step]:
         try:
             generator.append_tokens(prompt)
-            produced = 0
-            while produced < sampling.max_new_tokens and not cancel.is_set() and not generator.is_done():
+            produced: list[int] = []
+            penalties = sampling.penalties if sampling.penalties.active else None
+            while len(produced) < sampling.max_new_tokens and not cancel.is_set() and not generator.is_done():
                 # The logits the next token is drawn from (before the grammar's mask and the sampler's choice).
-                logits = generator.get_logits()[0, -1] if sampling.logprobs is not None else None
+                logits = generator.get_logits()[0, -1] if sampling.logprobs is not None or penalties else None
+                if penalties is not None and logits is not None:
+                    logits = np.array(logits, copy=True)
+                    penalties.apply(logits, prompt, produced)
+                    generator.set_logits(logits[np.newaxis, np.newaxis, :])
                 generator.generate_next_token()
-                produced += 1
                 token = int(generator.get_next_tokens()[0])
-                yield Step(token) if logits is None else step_of(token, logits, sampling.logprobs or 0)
+                produced.append(token)
+                yield Step(token) if sampling.logprobs is None else step_of(token, logits, sampling.logprobs)
         finally:
             del generator  # frees its KV cache now, not at the next garbage collection
 

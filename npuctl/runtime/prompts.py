@@ -34,6 +34,8 @@ class PromptTokenizer:
         # Some tokenizer configs carry several named templates; "default" is the chat one.
         if isinstance(template, list):
             template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        self.template = template if isinstance(template, str) else None
+        """The chat template's text (Jinja, as transformers renders it); None without one."""
         self._render = _compile(template) if isinstance(template, str) else None
         self._specials = {key: _token_text(config.get(key)) for key in
                           ("bos_token", "eos_token", "unk_token", "pad_token") if config.get(key) is not None}

@@ -142,7 +142,8 @@ class Seq2SeqModel:
         returns."""
         cross, mask, bucket = self.encoder.run(prompt)
         decoder = self.decoders.get(bucket) or self.decoders[None]
-        steps = decoder.steps(cross, mask, chooser(sampling, self.eos_token_ids), sampling.max_new_tokens, cancel)
+        steps = decoder.steps(cross, mask, chooser(sampling, self.eos_token_ids, prompt), sampling.max_new_tokens,
+                              cancel)
         return (Step(token) if sampling.logprobs is None else step_of(token, logits, sampling.logprobs)
                 for token, logits in steps)
 
@@ -151,13 +152,22 @@ class Seq2SeqModel:
         self.decoders = {}
 
 
-def chooser(sampling: Sampling, eos_token_ids: frozenset[int]) -> Choose:
-    """Next-token choice: argmax at temperature 0, else sampling with temperature, top_k and top_p (seeded)."""
+def chooser(sampling: Sampling, eos_token_ids: frozenset[int], prompt: Sequence[int] = ()) -> Choose:
+    """Next-token choice: argmax at temperature 0, else sampling with temperature, top_k and top_p (seeded), after
+    the request's logit bias and penalties."""
     rng = np.random.default_rng(sampling.seed)
     banned = sorted(eos_token_ids) if sampling.ignore_eos else []
+    chosen: list[int] = []
 
     def choose(logits: npt.NDArray[np.floating]) -> int:
+        token = pick(logits)
+        chosen.append(token)
+        return token
+
+    def pick(logits: npt.NDArray[np.floating]) -> int:
         values = np.asarray(logits, np.float64).copy()
+        if sampling.penalties.active:
+            sampling.penalties.apply(values, prompt, chosen)
         values[banned] = -np.inf
         if sampling.temperature == 0:
             return int(np.argmax(values))

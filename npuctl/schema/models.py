@@ -307,7 +307,8 @@ class DeploymentSpec(Spec):
     """`w8a16` (uint8 weights, uint16 activations), `w8a8`, `fp16` on the HTP, or `fp32` (CPU only). Text generation
     from a transformers folder or a GGUF file: `w8a16` or `w4a16` (8- or 4-bit per-channel weights, 16-bit
     activations) build a QNN decoder-pipeline pack per target; `fp32` or `int4` build a CPU model with
-    onnxruntime-genai's model builder."""
+    onnxruntime-genai's model builder. An onnxruntime-genai folder (`format: genai`) is served as it is, whatever
+    this says."""
     calibration: Calibration = Calibration()
     """Inputs that set the quantization ranges."""
     accuracy: Accuracy = Accuracy()

@@ -12,13 +12,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.serve.openai.chat import chat_routes
+from npuctl.serve.openai.responses import responses_routes
+from npuctl.serve.tei.routes import tei_routes
 from npuctl.serve.scoring.classify import classify_routes
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.http.faults import Faults
 from npuctl.serve.http.guards import WebGuard, WebPolicy
 from npuctl.serve.http.body import BODY_TIMEOUT_SECONDS, BodyDeadline
-from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.oip.routes import oip_routes
 from npuctl.serve.ollama.routes import ollama_routes
 from npuctl.serve.openai.embeddings import openai_routes
@@ -37,27 +38,30 @@ def create_app(
     body_timeout_seconds: float = BODY_TIMEOUT_SECONDS,
     web: WebPolicy = WebPolicy(),
     details: Callable[[Request], bool] | None = None,
+    control: bool = False,
 ) -> Starlette:
     """The server app for `registry`'s models: OpenAI /v1 (embeddings, chat and text completions), Open
     Inference Protocol /v2, Ollama's /api, /metrics, their OpenAPI description at /openapi.json,
     plus `routes` (the agent's control API) on the same port. Models added to, swapped in or removed
     from the registry later are served from the next request on. `web` says which Host names and browser
     origins it answers besides its own address. `details` decides who may read status messages in health and
-    model status (they name files and build errors; an agent beyond loopback shows them only with its token)."""
+    model status (they name files and build errors; an agent beyond loopback shows them only with its token).
+    `control`: `routes` hold the agent's control API, which /openapi.json then describes too."""
     ctx = ServeContext(registry, max_body_bytes, details)
 
     async def metrics(request: Request) -> Response:
-        return Response(registry.metrics.render(), media_type=ServeMetrics.CONTENT_TYPE)
+        body, kind = registry.metrics.render(request.headers.get("accept", ""))
+        return Response(body, headers={"content-type": kind})
 
-    description = openapi(control=bool(routes))
+    description = openapi(control=control)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(description)
 
     app = Starlette(
         # The caller's routes first: the dashboard's `/` for browsers goes before Ollama's `/` for programs.
-        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx),
-                *oip_routes(ctx), *ollama_routes(ctx),
+        routes=[*routes, *openai_routes(ctx), *chat_routes(ctx), *responses_routes(ctx), *rerank_routes(ctx), *classify_routes(ctx),
+                *oip_routes(ctx), *ollama_routes(ctx), *tei_routes(ctx),
                 Route("/metrics", metrics, methods=["GET"]),
                 Route("/openapi.json", openapi_json, methods=["GET"])],
         exception_handlers=ERROR_HANDLERS,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -21,7 +22,6 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class ServeMetrics:
-    CONTENT_TYPE = CONTENT_TYPE_LATEST
 
     def __init__(self, models: Callable[[], list[ServedModel]]) -> None:
         self.registry = CollectorRegistry()
@@ -98,8 +98,12 @@ class ServeMetrics:
 
         return observe
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The samples and their content type, in the format the `Accept` header asks for: OpenMetrics when it
+        names application/openmetrics-text (as Prometheus asks), else Prometheus' text format (prometheus_client's
+        own negotiation)."""
+        encode, kind = choose_encoder(accept)
+        return encode(self.registry), kind
 
 
 class _ModelState(Collector):

@@ -247,7 +247,8 @@ def test_the_agent_refuses_browsers_it_does_not_know_and_answers_cors_for_those_
     text = httpx.post(url, content=b'{"model": "x", "input": "hi"}', headers={"content-type": "text/plain",
                                                                                 "origin": "http://evil.example"})
     assert text.status_code == 403
-    plain = httpx.post(url, content=b'{"model": "x", "input": "hi"}', headers={"content-type": "text/plain"})
+    plain = httpx.post(url, content=b'{"model": "x", "input": "hi"}', headers={"content-type": "text/plain",
+                                                                                 "sec-fetch-site": "cross-site"})
     assert plain.status_code == 415
     rebound = httpx.get(f"{plain_agent.url}/agent/v1/deployments", headers={"host": "rebind.evil.example"})
     assert rebound.status_code == 421

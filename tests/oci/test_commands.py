@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,27 @@ def test_the_agent_config_refuses_bad_references() -> None:
         {"url": "oci://127.0.0.1:5000/npuctl/steps", "insecure": True, "username": "u", "password": "hunter2-secret"}]})
     assert [r.url for r in config.registries] == ["oci://ghcr.io/contoso/steps", "oci://127.0.0.1:5000/npuctl/steps"]
     assert "hunter2-secret" not in repr(config) and "hunter2-secret" not in config.model_dump_json()
+
+
+def test_publishing_over_https_to_a_plain_http_registry_names_it_and_plain_http(tmp_path: Path) -> None:
+    class Plain(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        folder = tmp_path / "manifests"
+        folder.mkdir()
+        tiny_model(tmp_path / "tiny.onnx")
+        (folder / "tiny.yaml").write_text(fleet_manifest(tmp_path / "tiny.onnx"))
+        done = npuctl("build", "-f", str(folder / "tiny.yaml"), "--publish", f"oci://{host}/fleet/steps",
+                      "--cache", str(tmp_path / "cache"))
+    finally:
+        server.shutdown()
+    said = " ".join(done.stderr.split())  # the console wraps long lines
+    assert done.returncode == 1 and f"{host} did not answer TLS (https)" in said and "--plain-http" in said, said

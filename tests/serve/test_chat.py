@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -181,3 +182,21 @@ def test_embeddings_models_refuse_chat_and_chat_models_show_in_models(
     # As OpenAI answers a chat request to an embedding model: 404, no such model for this endpoint.
     with pytest.raises(openai.NotFoundError, match="does not serve this kind of request"):
         api.chat.completions.create(model="minilm", messages=MESSAGES)
+
+
+def test_a_genai_folder_is_served_as_it_is_whatever_the_default_precision(
+        serve: Serve, tiny_llama_build: BuildResult, tmp_path: Path) -> None:
+    from npuctl.artifacts import artifacts_of, build_deployment
+    from npuctl.artifacts.store import Store
+    from npuctl.serve.models import load_served
+    from tests.manifests import write_deployment
+
+    assert tiny_llama_build.model_dir is not None
+    loaded = write_deployment(tmp_path, "genai-folder", {  # no precision: the default, w8a16
+        "model": {"source": f"file:{tiny_llama_build.model_dir}", "task": "text-generation", "format": "genai"},
+        "runtime": {"device": "cpu"}})
+    built = build_deployment(loaded, store=Store(tmp_path / "store"))
+    assert built.model_dir == tiny_llama_build.model_dir
+    server = serve(load_served(loaded.deployment, artifacts_of(built)))
+    answer = client(server.url).chat.completions.create(model="genai-folder", messages=MESSAGES, max_tokens=4)
+    assert answer.usage is not None and answer.usage.completion_tokens == 4

@@ -45,18 +45,22 @@ agent_schema = schemathesis.openapi.from_dict(openapi(control=True))
 BODY_DEPENDS_ON_THE_MODEL = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat",
                              "/api/generate", "/api/embed", "/api/embeddings", "/v2/models/{name}/infer",
                              "/v2/models/{name}/versions/{version}/infer", "/agent/v1/manifests/{file}",
-                             "/v1/rerank", "/rerank", "/v1/classify", "/classify"}
+                             "/v1/rerank", "/rerank", "/v1/classify", "/classify", "/v1/responses", "/v2/rerank",
+                             "/embed", "/predict", "/generate", "/generate_stream", "/"}
 MODEL_DEPENDENT = (
     # the model's signature (tensor names, datatypes, shapes), vocabulary, context and dimensions
     "not an input of this model", "is missing", "has shape", "has datatype", "values; shape", "needs 'data'",
     "BYTES", "binary_data_size", "not an output of this model", "does not take tensors", "tokens;",
-    "context is", "outside the vocabulary", "-dimensional", "longer than", "'data' is not a list", "'data' holds",
+    "context is", "outside the vocabulary", "is not a token id of this model", "-dimensional", "longer than",
+    "'data' is not a list", "'data' holds",
     # the per-request caps (npuctl/serve/limits.py)
     "rows; at most", "is empty; send at least one", "tokens in all",
     # a rule between fields
     "only allowed with stream: true", "needs 'logprobs'", "needs 'tools'", "with tools the model may call",
     "is given twice", "names a function twice", "not in 'tools'", "cannot be followed",
-    "would need the prompt's log probabilities",
+    "would need the prompt's log probabilities", "is not kept here", "has no message",
+    "must be an integer of at least", "POST / answers as the model here", "models here can",
+    "normalized (spec.model.normalize)", "is not a classifier",
     "only an assistant message calls tools", "needs string fields", "models serve here",
     # a manifest's YAML content (placed at file:line:col)
     "error(s) in",

@@ -12,6 +12,7 @@ import ollama
 import pytest
 from pydantic import BaseModel, Field
 
+from npuctl.artifacts import BuildResult
 from npuctl.serve.models import ServedModel
 from tests.serve.conftest import Serve
 
@@ -155,3 +156,12 @@ def test_a_stream_is_newline_delimited_json(server_url: str) -> None:
         assert response.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in response.iter_lines() if line]
     assert [line["done"] for line in lines][-1] is True and len(lines) >= 2
+
+
+def test_show_returns_the_models_own_chat_template(server_url: str, tiny_llama_build: BuildResult) -> None:
+    assert tiny_llama_build.model_dir is not None
+    config = json.loads((tiny_llama_build.model_dir / "tokenizer_config.json").read_text())
+    template = config.get("chat_template") or (tiny_llama_build.model_dir / "chat_template.jinja").read_text()
+    shown = ollama.Client(host=server_url).show("tiny-llama")
+    assert shown.template == template and "{%" in template
+    assert ollama.Client(host=server_url).show("minilm").template == ""

@@ -166,3 +166,20 @@ def test_classify_bad_input_and_a_model_without_labels(serve: Serve, built: dict
     refused = httpx.post(url, json={"model": "no-labels", "input": ["fine"]})
     assert refused.status_code == 503 and "config.json: id2label is missing" in refused.json()["error"]["message"]
     assert httpx.post(url, json={"model": "classification", "input": ["fine"]}).status_code == 200
+
+
+def test_cohere_client_v2_reranks(serve: Serve, built: dict, tiny_models: TinyModels) -> None:
+    server = serve(served(built, "rerank"))
+    client = cohere.ClientV2(base_url=server.url, api_key="unused", timeout=30)
+    answer = client.rerank(model="rerank", query=QUERY, documents=DOCUMENTS, top_n=2)
+    want = 1 / (1 + np.exp(-_reference(tiny_models["rerank"], [QUERY] * len(DOCUMENTS), DOCUMENTS)[:, 0]))
+    assert [r.index for r in answer.results] == list(np.argsort(-want))[:2]
+    assert all(abs(r.relevance_score - want[r.index]) < 1e-4 for r in answer.results)
+    assert answer.meta is not None and answer.meta.api_version is not None and answer.meta.api_version.version == "2"
+    limit = client.rerank(model="rerank", query=QUERY, documents=DOCUMENTS, max_tokens_per_doc=100000)
+    assert len(limit.results) == len(DOCUMENTS)
+    with pytest.raises(cohere.errors.BadRequestError) as refused:
+        client.rerank(model="rerank", query=QUERY, documents=DOCUMENTS, max_tokens_per_doc=4)
+    assert "max_tokens_per_doc" in str(refused.value.body)
+    with pytest.raises(cohere.errors.BadRequestError):
+        client.rerank(model="rerank", query=QUERY, documents=DOCUMENTS, priority=1)

@@ -158,3 +158,20 @@ def test_what_cannot_be_honoured_is_a_400_naming_the_parameter(url: str, path: s
     answer = httpx.post(f"{url}{path}", json=body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == param
+
+
+def test_a_forced_tool_call_cut_by_max_tokens_is_length_with_no_wrapper_text(url: str) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather",
+                                               "parameters": GetWeather.model_json_schema()}}]
+    request = {"model": "tiny-llama", "messages": MESSAGES, "tools": tools, "tool_choice": "required",
+               "max_tokens": 10}
+    whole = client(url).chat.completions.create(**request)  # type: ignore[call-overload]
+    assert whole.choices[0].finish_reason == "length"
+    assert not whole.choices[0].message.tool_calls and not whole.choices[0].message.content
+    chunks = list(client(url).chat.completions.create(**request, stream=True))  # type: ignore[call-overload]
+    assert not any(c.choices[0].delta.content or c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "length"
+    cut = ChatOpenAI(base_url=f"{url}/v1", api_key="unused", model="tiny-llama", max_retries=0,  # type: ignore[arg-type]
+                     max_completion_tokens=10).bind_tools([GetWeather], tool_choice="any").invoke("Weather?")
+    assert cut.response_metadata["finish_reason"] == "length" and not cut.content and not cut.tool_calls
+

@@ -21,6 +21,8 @@ def build(deployment: ModelDeployment, source: ResolvedSource, resolve_run: Step
     if source.format is Format.GGUF:
         source, convert_run = gguf_source.convert_step(source, runner.run)
         earlier += (convert_run,)
-    if deployment.spec.precision in decoder_pack.NPU_PRECISIONS:
+    # An onnxruntime-genai folder is built already (its precision is its own): served as it is, whatever
+    # spec.precision says (the NPU precisions are for packs built from transformers or GGUF weights).
+    if source.format is not Format.GENAI and deployment.spec.precision in decoder_pack.NPU_PRECISIONS:
         return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir)
     return genai.build_generation(deployment, source, earlier, runner.run)

@@ -7,6 +7,7 @@ say what it sent."""
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -119,7 +120,7 @@ class RegistryClient:
                         raise RegistryError(f"{self.base}: {what} is over {limit} bytes, the limit")
                 return response, bytes(data)
         except httpx.HTTPError as exc:
-            raise RegistryError(f"{self.base}: GET {url}: {type(exc).__name__}: {exc}") from exc
+            raise self._failed("GET", url, exc) from exc
         except AuthError as exc:
             raise RegistryError(f"{self.base}: {exc}") from exc
 
@@ -217,9 +218,17 @@ class RegistryClient:
         try:
             return self._http.request(method, url, **options)  # type: ignore[arg-type]
         except httpx.HTTPError as exc:
-            raise RegistryError(f"{self.base}: {method} {url}: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(method, url, exc) from exc
         except AuthError as exc:
             raise RegistryError(f"{self.base}: {exc}") from exc
+
+    def _failed(self, method: str, url: str, exc: httpx.HTTPError) -> RegistryError:
+        said = f"{method} {url}: {type(exc).__name__}: {exc}"
+        if self.base.startswith("https:") and _tls_refused(exc):
+            return RegistryError(f"{self.host} did not answer TLS (https), as a plain-http registry does; if it is "
+                                 f"one (a lab registry), add --plain-http (npuctl build --publish, npuctl bundle push) "
+                                 f"or `insecure: true` for it in the agent config ({said})")
+        return RegistryError(f"{self.base}: {said}")
 
     def _expect(self, response: httpx.Response, status: int, what: str) -> None:
         if response.status_code == status or (status == 200 and response.status_code == 206):
@@ -231,3 +240,14 @@ class RegistryClient:
             detail = response.text[:200]
         hint = " (credentials: the agent config's username/password or `docker login`)" if response.status_code in (401, 403) else ""
         raise RegistryError(f"{self.base}: {what}: HTTP {response.status_code} {detail}{hint}")
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether the TLS handshake failed on an answer that is no TLS (plain http answers a ClientHello with an HTTP
+    400, which OpenSSL reads as a record of the wrong version)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and ("WRONG_VERSION_NUMBER" in str(seen) or "record layer" in str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "WRONG_VERSION_NUMBER" in str(exc)

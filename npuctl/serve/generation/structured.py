@@ -38,6 +38,11 @@ class Structure:
             return None
         return "tools" if self.may_call else "response_format"
 
+    def cut_call(self, text: str) -> bool:
+        """Whether `text` is a tool call cut short (by max_tokens): a grammar that allows a call starts only a call
+        with `{`, so it is no answer text either."""
+        return self.may_call and text.startswith("{") and self.tool_calls(text) is None
+
     def tool_calls(self, text: str) -> list[dict[str, Any]] | None:
         """The answer as OpenAI tool calls, when it is one (None: it is text)."""
         if not self.may_call or not text.startswith("{"):
@@ -45,7 +50,7 @@ class Structure:
         try:
             call = json.loads(text)
         except ValueError:
-            return None  # cut short by max_tokens: the text is the answer
+            return None  # cut short by max_tokens (see cut_call)
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
             return None
         arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from npuctl.serve.http.compressed import inflater
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.guards import from_another_site
 
 T = TypeVar("T")
 
@@ -84,19 +85,25 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body parsed as JSON; 415 unless it says it is JSON, 413 past `limit` bytes, 400 if not JSON (see
-    `parse_json`)."""
+    """The body parsed as JSON; 415 when a browser sent it for another site without saying it is JSON (see
+    `check_json_type`), 413 past `limit` bytes, 400 if not JSON (see `parse_json`)."""
     check_json_type(request)
     return parse_json(await read_body(request, limit))
 
 
 def check_json_type(request: Request) -> None:
-    """415 unless the request says its body is JSON: a web page cannot send that to another site without a
-    CORS preflight (it can send text/plain or a form)."""
+    """415 when a browser sent the body for a page of another site and did not say it is JSON.
+
+    A page can make a browser POST text/plain or a form to any site without a CORS preflight; only a JSON
+    content type makes the browser ask first. So from another site's page (which the Origin check let through:
+    CORS allows it) the body must say it is JSON, and the browser will have preflighted it: the page gets no
+    more than CORS grants. Everyone else (curl's `-d`, which says it sends a form; Ollama's and Triton's
+    clients, which say nothing) is no page, and their body is taken for the JSON it is; if it is not JSON, that
+    is a 400."""
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if not JSON_TYPES.match(kind):
-        raise ApiError(415, f"the request body must be JSON, sent with Content-Type: application/json "
-                       f"(got {kind or 'none'!r})")
+    if not JSON_TYPES.match(kind) and from_another_site(request.headers):
+        raise ApiError(415, f"a page of another site must send the request body as JSON, with Content-Type: "
+                       f"application/json (got {kind or 'none'!r})")
 
 
 def parse_json(body: bytes, what: str = "request body") -> Any:

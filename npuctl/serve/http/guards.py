@@ -23,8 +23,11 @@ from npuctl.serve.http.errors import ApiError, error_response
 
 ANY = "*"
 PREFLIGHT_MAX_AGE = 600
-ALLOWED_METHODS = "GET, POST, PUT, DELETE"
-ALLOWED_HEADERS = "Authorization, Content-Type"
+ALLOWED_METHODS = ("GET", "POST", "PUT", "DELETE")
+ALLOWED_HEADERS = frozenset({"authorization", "content-type", "content-encoding", "accept", "api-key", "x-api-key"})
+ALLOWED_HEADER_PREFIXES = ("x-stainless-", "openai-")
+"""What the official SDKs send besides (the openai SDKs' X-Stainless-* platform headers, OpenAI-Organization,
+OpenAI-Project, OpenAI-Beta): without them in the preflight's answer a browser blocks the SDK's request."""
 _LONGEST_IP = len("0000:0000:0000:0000:0000:ffff:255.255.255.255")
 """No longer text is an IP address (ipaddress takes at most four digits a group, three an octet)."""
 
@@ -71,7 +74,7 @@ class WebGuard:
                           "corsOrigins (agent config) or --cors-origin (npuctl serve)")
             return
         if cross and scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await _preflight(send, origin or "")
+            await _preflight(send, origin or "", headers)
             return
         if not cross:
             await self.app(scope, receive, send)
@@ -96,6 +99,15 @@ class WebGuard:
             return False
         # The address the connection came in on; any loopback address stands for any other.
         return local is None or given == local or (given.is_loopback and local.is_loopback)
+
+
+def from_another_site(headers: Headers) -> bool:
+    """Whether a browser sent this request for a page of another site: a foreign `Origin` (one CORS allows, or the
+    guard would have refused it), or, where a privacy extension stripped `Origin`, `Sec-Fetch-Site` saying so."""
+    origin = headers.get("origin")
+    if origin is not None and not _same_origin(origin, headers.get("host")):
+        return True
+    return headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site")
 
 
 def check_origin(origin: str) -> str:
@@ -142,10 +154,17 @@ def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
             (b"access-control-expose-headers", b"Retry-After")]
 
 
-async def _preflight(send: Send, origin: str) -> None:
-    headers = [*_cors_headers(origin), (b"access-control-allow-methods", ALLOWED_METHODS.encode()),
-               (b"access-control-allow-headers", ALLOWED_HEADERS.encode()),
+async def _preflight(send: Send, origin: str, asked: Headers) -> None:
+    """The CORS answer: the method and headers asked for, those of them that are allowed (a browser then sends
+    the request only if all it asked for came back)."""
+    method = asked.get("access-control-request-method", "").strip().upper()
+    methods = method if method in ALLOWED_METHODS else ", ".join(ALLOWED_METHODS)
+    wanted = [name.strip().lower() for name in asked.get("access-control-request-headers", "").split(",")]
+    allowed = [name for name in wanted if name in ALLOWED_HEADERS or name.startswith(ALLOWED_HEADER_PREFIXES)]
+    headers = [*_cors_headers(origin), (b"access-control-allow-methods", methods.encode()),
                (b"access-control-max-age", str(PREFLIGHT_MAX_AGE).encode()), (b"content-length", b"0")]
+    if allowed:
+        headers.append((b"access-control-allow-headers", ", ".join(allowed).encode("latin-1")))
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
 

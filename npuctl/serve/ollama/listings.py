@@ -39,7 +39,8 @@ def show(model: ServedModel) -> dict[str, Any]:
     return {
         "modelfile": "",
         "parameters": "",
-        "template": "",
+        # The model's own chat template (Jinja, where Ollama's are Go templates): what its prompts are made with.
+        "template": (model.model.tokenizer.template or "") if isinstance(model, GenerationService) else "",
         "details": _details(model),
         "model_info": info,
         "capabilities": _capabilities(model),

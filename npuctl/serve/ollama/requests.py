@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npuctl.runtime.generation import Sampling
+from npuctl.serve.generation.penalties import OLLAMA_FIELDS, ollama_penalties
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.generation.structured import Structure, structure
 
@@ -16,7 +17,7 @@ LATEST = ":latest"
 """Ollama's default tag: `name:latest` is the same model as `name`."""
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MAX_STOP = 16
-OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "stop")
+OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "stop", *OLLAMA_FIELDS)
 """The `options` npuctl honours (Ollama's others tune its own runtime: GPU layers, threads, mmap, ...)."""
 _DURATION = re.compile(r"^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$")
 
@@ -95,6 +96,17 @@ def form(body: dict[str, Any], guided: bool) -> Structure:
         raise ApiError(400, exc.message.replace("'response_format'", "'format'")) from exc
 
 
+def no_options(body: dict[str, Any]) -> None:
+    """An embedding's `options`: none of Ollama's options changes an embedding here, so any one set is refused
+    (Ollama's num_ctx would truncate: here `truncate` and the model's limit do)."""
+    value = body.get("options") or {}
+    if not isinstance(value, dict):
+        raise ApiError(400, "'options' must be an object")
+    named = sorted(name for name, setting in value.items() if setting is not None)
+    if named:
+        raise ApiError(400, f"options.{named[0]} does not change an embedding; leave it out")
+
+
 def options(body: dict[str, Any]) -> Options:
     value = body.get("options") or {}
     if not isinstance(value, dict):
@@ -116,7 +128,8 @@ def options(body: dict[str, Any]) -> Options:
     top_p = _number(value, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0:
         raise ApiError(400, "options.top_p must be above 0")
-    sampling = Sampling(0, temperature, top_p, top_k or None, _integer(value, "seed"))
+    sampling = Sampling(0, temperature, top_p, top_k or None, _integer(value, "seed"),
+                        penalties=ollama_penalties(value))
     return Options(predict if predict and predict > 0 else None, context, sampling, _stop(value.get("stop")))
 
 

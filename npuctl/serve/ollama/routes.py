@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.runtime.prompts import PromptError
@@ -44,9 +44,6 @@ EMBEDDINGS_FIELDS = ("model", "prompt", "options", "keep_alive")
 def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     def names() -> set[str]:
         return {name for model in ctx.registry.models() if model.speaks(Api.OLLAMA) for name in model.names}
-
-    async def root(request: Request) -> Response:
-        return PlainTextResponse(RUNNING)
 
     async def version(request: Request) -> Response:
         return JSONResponse({"version": OLLAMA_VERSION})
@@ -103,7 +100,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embed(request: Request) -> Response:
         body = await _body(request, ctx, EMBED_FIELDS)
         check.keep_alive(body)
-        check.options(body)  # no option changes an embedding: any named one is refused
+        check.no_options(body)
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
             raise ApiError(400, "'truncate' must be true or false")
@@ -131,7 +128,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embeddings(request: Request) -> Response:
         body = await _body(request, ctx, EMBEDDINGS_FIELDS)
         check.keep_alive(body)
-        check.options(body)
+        check.no_options(body)
         prompt = body.get("prompt", "")
         if not isinstance(prompt, str):
             raise ApiError(400, "'prompt' must be a string")
@@ -142,12 +139,19 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             [vector] = await answered(request, model.batcher.submit([tokens[0].ids]), model.timeout_seconds)
             return JSONResponse({"embedding": vector.tolist()})
 
+    async def not_here(request: Request) -> Response:
+        # An agent answers these (npuctl/agent/ollama_models.py); a one-shot server has no manifests to change.
+        raise ApiError(400, f"{request.url.path} changes what is deployed, which npuctl serve cannot: it serves the "
+                       "manifests given with -f. Edit those, or run an agent (npuctl agent) and pull or delete there "
+                       "with its token")
+
     def route(path: str, handler: Any, method: str) -> Route:
         return Route(path, ctx.endpoint("ollama", handler), methods=[method])
 
     return [
-        Route("/", root, methods=["GET", "HEAD"]),
         route("/api/version", version, "GET"),
+        route("/api/pull", not_here, "POST"),
+        route("/api/delete", not_here, "DELETE"),
         route("/api/tags", tags, "GET"),
         route("/api/ps", ps, "GET"),
         route("/api/show", show_model, "POST"),
@@ -206,8 +210,9 @@ class _Reply:
                 for c in calls]}
             content: dict[str, Any] = {"message": message}
         else:
-            content = {"message": {"role": "assistant", "content": piece.text}} if self.chat else \
-                {"response": piece.text}
+            # A tool call cut short (by num_predict) is no text: done_reason says length.
+            text = "" if self.chat and self.form.cut_call(piece.text) else piece.text
+            content = {"message": {"role": "assistant", "content": text}} if self.chat else {"response": text}
         if self.logprobs:
             content["logprobs"] = [token_entry(step, self._decode) for step in piece.steps]
         return {"model": self.model, "created_at": _now()} | content | {"done": False}

@@ -19,7 +19,9 @@ from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.limits import check_rows
 from npuctl.serve.generation.logprobs import chat_logprobs, completion_logprobs
+from npuctl.serve.generation.penalties import openai_penalties
 from npuctl.serve.models import GenerationService
+from npuctl.serve.openai import fields
 from npuctl.serve.openai.replies import Reply, Shape
 from npuctl.serve.http.sse import EventStream
 from npuctl.serve.generation.structured import structure
@@ -43,6 +45,7 @@ class _Options:
 def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def chat(request: Request) -> Response:
         body = await _body(request, ctx)
+        fields.refuse(body, fields.CHAT)
         messages = _messages(body.get("messages"))
         options = _options(body)
         logprobs = chat_logprobs(body)
@@ -52,12 +55,14 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
                 ids = model.model.tokenizer.chat(messages, form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc), param="messages") from exc
-            sampling = replace(options.sampling, guidance=form.guidance, logprobs=logprobs)
+            sampling = replace(options.sampling, guidance=form.guidance, logprobs=logprobs,
+                               penalties=openai_penalties(body, _vocabulary(model)))
             return await _answer(request, model, ids, replace(options, sampling=sampling), chat=True,
                                  what="messages", shape=Shape(form, logprobs is not None))
 
     async def completions(request: Request) -> Response:
         body = await _body(request, ctx)
+        fields.refuse(body, fields.COMPLETIONS)
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
@@ -70,8 +75,9 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
         if echo and logprobs is not None:
             raise ApiError(400, "'echo' with 'logprobs' would need the prompt's log probabilities, which npuctl "
                            "does not compute", param="echo")
-        options = replace(options, sampling=replace(options.sampling, logprobs=logprobs))
         with ctx.using(request, body.get("model"), Api.OPENAI, GenerationService) as model:
+            options = replace(options, sampling=replace(options.sampling, logprobs=logprobs,
+                                                        penalties=openai_penalties(body, _vocabulary(model))))
             ids = model.model.tokenizer.plain(prompt)
             return await _answer(request, model, ids, options, chat=False, what="prompt",
                                  shape=Shape(logprobs=logprobs is not None, echo=prompt if echo else ""))
@@ -92,6 +98,10 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.whole(whole, generation))
     return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation), generation.ready)
+
+
+def _vocabulary(model: GenerationService) -> int:
+    return int(model.model.tokenizer.tokenizer.get_vocab_size())
 
 
 async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:

@@ -46,8 +46,9 @@ class Reply:
         choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": self._logprobs(piece)}
         if self.chat:
             calls = self.shape.structure.tool_calls(piece.text)
+            cut = self.shape.structure.cut_call(piece.text)  # no call and no text: finish_reason says length
             message = {"role": "assistant", "content": None, "tool_calls": calls} if calls else \
-                {"role": "assistant", "content": piece.text}
+                {"role": "assistant", "content": None if cut else piece.text}
             choice |= {"message": message, "finish_reason": TOOL_CALLS if calls else reason}
         else:
             choice["text"] = self.shape.echo + piece.text
@@ -72,6 +73,8 @@ class Reply:
                         yield self._chunk(delta, None, self._logprobs(call)) | usage
                         reason = TOOL_CALLS
                         break
+                    if self.shape.structure.cut_call(call.text):
+                        break  # a call cut short is no answer text; the last chunk says length
                     piece = call
                 text = piece.text
                 yield self._chunk({"content": text} if self.chat else text, None, self._logprobs(piece)) | usage

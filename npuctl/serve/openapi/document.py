@@ -10,6 +10,7 @@ from typing import Any
 from npuctl import __version__
 from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
+from npuctl.serve.openapi.tei import tei_paths
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
 
 _GENERATION: dict[str, Any] = {
@@ -24,6 +25,14 @@ _GENERATION: dict[str, Any] = {
     "stream_options": {"type": "object", "nullable": True, "properties": {"include_usage": {"type": "boolean"}},
                        "description": "only with stream: true"},
     "ignore_eos": {"type": "boolean"},
+    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
+    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
+    "logit_bias": {"type": "object", "nullable": True, "maxProperties": 1024,
+                   "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+                   "description": "token ids of the model's vocabulary (as strings) to a bias"},
+    "user": {"type": "string"},
+    "safety_identifier": {"type": "string"},
+    "prompt_cache_key": {"type": "string"},
     "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1},
                                          {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1}}]},
 }
@@ -55,9 +64,55 @@ _COMPLETIONS_ONLY = {
 }
 
 
+def closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    """An object with no properties but these (the Responses API refuses others, naming them)."""
+    return obj(properties, required) | {"additionalProperties": False}
+
+
+def _responses() -> dict[str, Any]:
+    text = {"type": "string"}
+    part = obj({"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": text},
+               required=["type", "text"])
+    item = {"oneOf": [
+        obj({"type": {"type": "string", "enum": ["message"]},
+             "role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
+             "content": {"oneOf": [text, {"type": "array", "items": part}]}}, required=["role", "content"]),
+        obj({"type": {"type": "string", "enum": ["function_call"]}, "call_id": text, "name": text,
+             "arguments": text}, required=["type", "call_id", "name", "arguments"]),
+        obj({"type": {"type": "string", "enum": ["function_call_output"]}, "call_id": text, "output": text},
+            required=["type", "call_id", "output"])]}
+    tool = closed({"type": {"type": "string", "enum": ["function"]}, "name": {"type": "string",
+                                                                              "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                   "description": text, "parameters": ANY_OBJECT, "strict": {"type": "boolean"}},
+                  required=["type", "name"])
+    text_format = closed({"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}, "name": text,
+                          "schema": ANY_OBJECT, "description": text, "strict": {"type": "boolean"}},
+                         required=["type"])
+    return closed({
+        "model": NAME, "input": {"oneOf": [text, {"type": "array", "items": item, "minItems": 1}]},
+        "instructions": {"type": "string", "nullable": True}, "stream": {"type": "boolean", "nullable": True},
+        "tools": {"type": "array", "items": tool, "nullable": True},
+        "tool_choice": {"nullable": True, "description": "needs tools", "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            closed({"type": {"type": "string", "enum": ["function"]}, "name": text}, required=["type", "name"])]},
+        "parallel_tool_calls": {"type": "boolean", "nullable": True},
+        "text": closed({"format": text_format}),
+        "max_output_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
+        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
+        "previous_response_id": {"type": "string", "nullable": True,
+                                 "description": "an answer this process keeps (the latest 256, in memory)"},
+        "store": {"type": "boolean", "nullable": True},
+        "metadata": {"type": "object", "nullable": True, "maxProperties": 16, "additionalProperties": text},
+        "user": text, "safety_identifier": text, "prompt_cache_key": text,
+    }, required=["model", "input"])
+
+
 def openapi(*, control: bool = False) -> dict[str, Any]:
     """The document for `npuctl serve`, or with `control` for an agent (its control API on the same port)."""
     paths = {**_openai(), **oip_paths(), **ollama_paths(), **metrics_paths(), **task_paths()}
+    for path, operations in tei_paths().items():
+        paths[path] = {**paths.get(path, {}), **operations}  # `/`: Ollama's GET and TEI's POST
     title = "npuctl agent" if control else "npuctl serve"
     document: dict[str, Any] = {
         "openapi": "3.0.3",
@@ -110,6 +165,11 @@ def _openai() -> dict[str, Any]:
         {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]},
         **_GENERATION, **_COMPLETIONS_ONLY}, required=["model", "prompt"])
     return {
+        "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(_responses()),
+                                   "responses": {"200": json_body(obj({"id": {"type": "string"}, "object": {
+                                       "type": "string"}, "output": {"type": "array"}}),
+                                       "the response (or an SSE stream of its events)", "text/event-stream"),
+                                       **failures}}},
         "/v1/chat/completions": {"post": {"summary": "OpenAI chat completions", "requestBody": request(chat),
                                           "responses": {"200": answer, **failures}}},
         "/v1/completions": {"post": {"summary": "OpenAI text completions", "requestBody": request(completion),

@@ -76,8 +76,14 @@ def ollama_paths() -> dict[str, Any]:
         "num_ctx": {"type": "integer", "minimum": 2, "nullable": True},
         "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1}, {
             "type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}}]},
+        "repeat_penalty": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 10, "nullable": True},
+        "repeat_last_n": {"type": "integer", "minimum": -1, "nullable": True},
+        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
+        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
     })
     options["nullable"] = True
+    no_options = {"type": "object", "nullable": True, "maxProperties": 0,
+                  "description": "no option changes an embedding"}
     keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
                                               {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}]}
     common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
@@ -100,9 +106,9 @@ def ollama_paths() -> dict[str, Any]:
                        required=["model"])
     embed = _closed({"model": NAME, "input": {"oneOf": [
         {"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
-        "truncate": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
+        "truncate": {"type": "boolean"}, "options": no_options, "keep_alive": keep_alive,
         "dimensions": {"type": "integer", "nullable": True}}, required=["model", "input"])
-    embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": options, "keep_alive": keep_alive},
+    embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": no_options, "keep_alive": keep_alive},
                          required=["model"])
     failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
     answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
@@ -130,7 +136,9 @@ def ollama_paths() -> dict[str, Any]:
 
 def metrics_paths() -> dict[str, Any]:
     return {"/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-        "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}}
+        "200": {"description": "text exposition format, or OpenMetrics when Accept asks for it", "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/openmetrics-text": {"schema": {"type": "string"}}}}}}}}
 
 
 def control_paths() -> dict[str, Any]:

@@ -9,7 +9,7 @@ NAME: dict[str, Any] = {"type": "string", "minLength": 1}
 _WORDS = {400: "the request is malformed", 401: "the token is missing or wrong",
           404: "no such model, version, deployment or route", 408: "the body did not arrive within the body timeout",
           409: "conflicts with another manifest", 413: "the body is over the size limit (after inflating)",
-          415: "an unsupported Content-Encoding, or a JSON body not sent as application/json",
+          415: "an unsupported Content-Encoding, or a body from another site's page not sent as application/json",
           422: "the manifest is invalid", 429: "the model's queue is full (Retry-After)",
           503: "the model is not ready", 504: "no answer within the model's timeout"}
 

@@ -41,6 +41,18 @@ def task_paths() -> dict[str, Any]:
         "summary": "rerank documents for a query with a cross-encoder (task: rerank)", "requestBody": request(rerank),
         "responses": {"200": json_body({"oneOf": [cohere, tei]}, "documents by relevance, most relevant first"),
                       **errors("OpenAIError", *_ERRORS)}}}
+    v2 = {**obj({
+        "model": {**NAME, "description": "optional when one reranker serves"}, "query": text,
+        "documents": {"type": "array", "items": text, "minItems": 1, "maxItems": 1000},
+        "top_n": {"type": "integer", "minimum": 1, "nullable": True},
+        "max_tokens_per_doc": {"type": "integer", "nullable": True,
+                               "description": "at least the model's input limit (documents are cut there)"},
+    }, required=["query", "documents"]), "additionalProperties": False}
+    v2_op = {"post": {
+        "summary": "Cohere v2 rerank (task: rerank)", "requestBody": request(v2),
+        # Under /v2, errors come in the Open Inference Protocol's shape ({"error": "..."}).
+        "responses": {"200": json_body(cohere, "documents by relevance, most relevant first"),
+                      **errors("PlainError", *_ERRORS)}}}
     label = obj({"label": {"type": "string"}, "score": {"type": "number"}}, required=["label", "score"])
     classify = {**obj({"model": NAME,
                        "input": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": 2048}]},
@@ -52,4 +64,4 @@ def task_paths() -> dict[str, Any]:
         "summary": "classify texts with a sequence classifier (task: classification)", "requestBody": request(classify),
         "responses": {"200": json_body(answer, "every label with its score, per input, most likely first"),
                       **errors("OpenAIError", *_ERRORS)}}}
-    return {"/v1/rerank": rerank_op, "/rerank": rerank_op, "/v1/classify": classify_op, "/classify": classify_op}
+    return {"/v1/rerank": rerank_op, "/rerank": rerank_op, "/v2/rerank": v2_op, "/v1/classify": classify_op, "/classify": classify_op}

@@ -27,6 +27,7 @@ MAX_DOCUMENTS = 1000
 """Documents per request: Cohere's recommended maximum."""
 FIELDS = frozenset({"model", "query", "documents", "texts", "top_n", "return_documents", "return_text", "raw_scores",
                     "rank_fields", "truncate", "truncation_direction"})
+V2_FIELDS = frozenset({"model", "query", "documents", "top_n", "max_tokens_per_doc", "relevant_spans", "priority"})
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,7 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "'query' must be a non-empty string", param="query")
         documents = _documents(body, "texts" if tei else "documents")
-        top_n = body.get("top_n")
-        if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
-            raise ApiError(400, f"'top_n' must be a positive integer, not {top_n!r}", param="top_n")
+        top_n = _top_n(body)
         misplaced = next((f for f in (("documents", "return_documents", "rank_fields") if tei else ("return_text",))
                           if f in body), None)
         if misplaced is not None:
@@ -57,34 +56,77 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
         if body.get("truncation_direction", "right") not in ("right", "Right"):
             raise ApiError(400, "only 'truncation_direction': 'right' is supported (the end of a document is cut)",
                            param="truncation_direction")
-        name = model_name(ctx, body, Task.RERANK)
-        with ctx.using(request, name, Api.OPENAI, ScoringService) as model:
-            if model.task is not Task.RERANK:
-                raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
-                               f"{model.task.value} model, not a reranker)", param="model")
-            truncate = flag(body, "truncate", model.truncate)
-            tokens = model.model.encoder.encode_pairs(query, [d.text for d in documents])
-            if not truncate:
-                _check_lengths(tokens, model.model.encoder.max_tokens)
-            logits = await answered(request, model.batcher.submit(tokens), model.timeout_seconds)
-            scores = relevance(np.stack(logits), raw=raw)
-            order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or len(documents)]
-            used = sum(len(t.ids) for t in tokens)
-            if tei:
-                return JSONResponse([{"index": i, "score": float(scores[i])} | ({"text": documents[i].text} if shown else {})
-                                     for i in order])
-            results = [{"index": i, "relevance_score": float(scores[i])} | ({"document": documents[i].shown} if shown else {})
-                       for i in order]
-            return JSONResponse({
-                "id": str(uuid.uuid4()), "object": "rerank", "model": model.name, "results": results,
-                "usage": {"prompt_tokens": used, "total_tokens": used},
-                "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
-            })
+        scores, used, served = await _scored(request, ctx, body, query, documents, raw)
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or len(documents)]
+        if tei:
+            return JSONResponse([{"index": i, "score": float(scores[i])} | ({"text": documents[i].text} if shown else {})
+                                 for i in order])
+        results = [{"index": i, "relevance_score": float(scores[i])} | ({"document": documents[i].shown} if shown else {})
+                   for i in order]
+        return JSONResponse({
+            "id": str(uuid.uuid4()), "object": "rerank", "model": served, "results": results,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+        })
+
+    async def rerank_v2(request: Request) -> Response:
+        """Cohere's v2 (ClientV2.rerank): documents are strings, and no document comes back."""
+        body = await json_object(request, ctx.max_body_bytes, V2_FIELDS)
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ApiError(400, "'query' must be a non-empty string", param="query")
+        if not isinstance(body.get("documents"), list) or not all(isinstance(d, str) for d in body["documents"]):
+            raise ApiError(400, "'documents' must be a non-empty list of strings", param="documents")
+        documents = _documents(body, "documents")
+        top_n = _top_n(body)
+        for name, why in (("relevant_spans", "relevant spans are not computed"),
+                          ("priority", "requests are served in the order they come")):
+            if body.get(name) not in (None, False):
+                raise ApiError(400, f"'{name}' is not supported: {why}", param=name)
+        scores, used, served = await _scored(request, ctx, body, query, documents, False,
+                                             max_tokens=body.get("max_tokens_per_doc"))
+        order = sorted(range(len(documents)), key=lambda i: -scores[i])[: top_n or len(documents)]
+        return JSONResponse({
+            "id": str(uuid.uuid4()), "model": served,
+            "results": [{"index": i, "relevance_score": float(scores[i])} for i in order],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
+                     "tokens": {"input_tokens": used}},
+        })
 
     return [
         Route("/v1/rerank", ctx.endpoint("openai", rerank), methods=["POST"]),
         Route("/rerank", ctx.endpoint("openai", rerank), methods=["POST"]),
+        Route("/v2/rerank", ctx.endpoint("openai", rerank_v2), methods=["POST"]),
     ]
+
+
+async def _scored(request: Request, ctx: ServeContext, body: dict[str, Any], query: str, documents: list[_Document],
+                  raw: bool, max_tokens: Any = None) -> tuple[list[float], int, str]:
+    """Each document's relevance to `query`, the tokens used, and the model's name. `max_tokens` (Cohere v2's
+    max_tokens_per_doc): documents are cut there; only the model's own limit or more can be honoured."""
+    name = model_name(ctx, body, Task.RERANK)
+    with ctx.using(request, name, Api.OPENAI, ScoringService) as model:
+        if model.task is not Task.RERANK:
+            raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
+                           f"{model.task.value} model, not a reranker)", param="model")
+        limit = model.model.encoder.max_tokens
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < limit):
+            raise ApiError(400, f"'max_tokens_per_doc' must be an integer of at least {limit}: this model reads a "
+                           f"query with its document up to {limit} tokens and cuts the rest", param="max_tokens_per_doc")
+        truncate = True if max_tokens is not None else flag(body, "truncate", model.truncate)
+        tokens = model.model.encoder.encode_pairs(query, [d.text for d in documents])
+        if not truncate:
+            _check_lengths(tokens, limit)
+        logits = await answered(request, model.batcher.submit(tokens), model.timeout_seconds)
+        return [float(s) for s in relevance(np.stack(logits), raw=raw)], sum(len(t.ids) for t in tokens), model.name
+
+
+def _top_n(body: dict[str, Any]) -> int | None:
+    top_n = body.get("top_n")
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1):
+        raise ApiError(400, f"'top_n' must be a positive integer, not {top_n!r}", param="top_n")
+    return top_n
 
 
 def _documents(body: dict[str, Any], field: str) -> list[_Document]:

@@ -1,0 +1,229 @@
+"""The request-field audit (issue 27): every field the OpenAPI description documents for the generation and
+embedding APIs is sent to a real server, and each must change the answer in the way its documentation says, or be
+refused with a 400 naming it. The fields OpenAI documents that npuctl cannot honour must be 400s naming them. A
+field added to the description without a check here fails `test_every_documented_field_is_audited`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from npuctl.artifacts import BuildResult, artifacts_of
+from npuctl.runtime.placement import Artifacts
+from npuctl.serve.app import create_app
+from npuctl.serve.http.server import BackgroundServer
+from npuctl.serve.models import load_served
+from npuctl.serve.openapi.document import openapi
+from npuctl.serve.openai.fields import CHAT, COMPLETIONS
+from npuctl.serve.openai.responses_request import REFUSED as RESPONSES_REFUSED
+from npuctl.serve.registry import ModelRegistry
+from tests.serve.conftest import deployment
+from tests.serve import field_checks as checks
+from tests.serve import field_checks_responses as responses
+from tests.serve.field_audit import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    OLLAMA_CHAT,
+    OLLAMA_EMBED,
+    OLLAMA_EMBEDDINGS,
+    OLLAMA_GENERATE,
+    RESPONSES_PATH,
+    Post,
+    refused,
+    with_option,
+)
+
+
+@pytest.fixture(scope="module")
+def post(tiny_llama_build: BuildResult, minilm_artifacts: Artifacts) -> Iterator[Post]:
+    registry = ModelRegistry()
+    registry.put(
+        load_served(
+            deployment(
+                "tiny-llama",
+                model={"source": "file:unused", "task": "text-generation", "format": "genai"},
+                runtime={"device": "cpu"},
+            ),
+            artifacts_of(tiny_llama_build),
+        )
+    )
+    registry.put(load_served(deployment("minilm", precision="fp32"), minilm_artifacts))
+    server = BackgroundServer(create_app(registry)).start()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield lambda path, body: client.post(path, json=body)
+    server.stop()
+    registry.close()
+
+
+@dataclass(frozen=True)
+class Audit:
+    fields: dict[str, Callable[[Post, str], None]]
+    options: dict[str, Callable[[Post, str], None]] | None = None
+    """Ollama's `options` object, field by field."""
+
+
+_GENERATION = {
+    "model": checks.check_model,
+    "max_tokens": checks.check_max_tokens("max_tokens"),
+    "max_completion_tokens": checks.check_max_tokens("max_completion_tokens"),
+    "temperature": checks.check_temperature,
+    "top_p": checks.check_narrowing("top_p", 0.001),
+    "top_k": checks.check_narrowing("top_k", 1),
+    "seed": checks.check_seed,
+    "n": checks.check_n,
+    "stream": checks.check_stream,
+    "stream_options": checks.check_stream_options,
+    "ignore_eos": checks.check_ignore_eos,
+    "stop": checks.check_stop,
+    "frequency_penalty": checks.check_penalty("frequency_penalty"),
+    "presence_penalty": checks.check_penalty("presence_penalty"),
+    "logit_bias": checks.check_logit_bias,
+    "user": checks.check_identifier("user"),
+    "safety_identifier": checks.check_identifier("safety_identifier"),
+    "prompt_cache_key": checks.check_identifier("prompt_cache_key"),
+    "logprobs": checks.check_logprobs,
+}
+_OLLAMA_OPTIONS = {
+    "temperature": checks.check_temperature,
+    "top_p": checks.check_narrowing("top_p", 0.001),
+    "top_k": checks.check_narrowing("top_k", 1),
+    "seed": checks.check_seed,
+    "num_predict": checks.check_num_predict,
+    "num_ctx": lambda post, path: refused(post, path, with_option(path, num_ctx=4), "context is 4 tokens"),
+    "stop": checks.check_stop,
+    "repeat_penalty": checks.check_penalty("repeat_penalty"),
+    "repeat_last_n": checks.check_repeat_last_n,
+    "presence_penalty": checks.check_penalty("presence_penalty"),
+    "frequency_penalty": checks.check_penalty("frequency_penalty"),
+}
+_OLLAMA_TEXT = {
+    "model": checks.check_model,
+    "stream": checks.check_stream,
+    "keep_alive": checks.check_keep_alive,
+    "format": checks.check_format,
+    "think": checks.check_think,
+    "logprobs": checks.check_logprobs,
+    "top_logprobs": checks.check_top_logprobs,
+}
+AUDITS = {
+    CHAT_PATH: Audit(
+        _GENERATION
+        | {
+            "messages": checks.check_messages,
+            "response_format": checks.check_response_format,
+            "tools": checks.check_tools,
+            "tool_choice": checks.check_tool_choice,
+            "parallel_tool_calls": checks.check_parallel_tool_calls,
+            "top_logprobs": checks.check_top_logprobs,
+            **{name: checks.check_refused_unless_empty(name, "x") for name in CHAT},
+        }
+    ),
+    COMPLETIONS_PATH: Audit(
+        _GENERATION
+        | {
+            "prompt": checks.check_prompt,
+            "echo": checks.check_echo,
+            **{name: checks.check_refused_unless_empty(name, "x") for name in COMPLETIONS},
+        }
+    ),
+    RESPONSES_PATH: Audit(
+        {
+            "model": checks.check_model,
+            "input": responses.check_input_of_responses,
+            "instructions": responses.check_instructions,
+            "stream": responses.check_responses_stream,
+            "tools": responses.check_responses_tools,
+            "tool_choice": responses.check_responses_tool_choice,
+            "parallel_tool_calls": responses.check_responses_parallel,
+            "text": responses.check_text_format,
+            "max_output_tokens": checks.check_max_tokens("max_output_tokens"),
+            "temperature": responses.check_responses_temperature,
+            "top_p": responses.check_responses_top_p,
+            "previous_response_id": responses.check_previous_response_id,
+            "store": responses.check_store,
+            "metadata": responses.check_metadata,
+            "user": responses.check_responses_identifier("user"),
+            "safety_identifier": responses.check_responses_identifier("safety_identifier"),
+            "prompt_cache_key": responses.check_responses_identifier("prompt_cache_key"),
+            **{name: checks.check_refused_unless_empty(name, "x") for name in RESPONSES_REFUSED},
+        }
+    ),
+    EMBEDDINGS_PATH: Audit(
+        {
+            "model": checks.check_model,
+            "input": checks.check_input,
+            "dimensions": checks.check_dimensions,
+            "encoding_format": checks.check_encoding_format,
+        }
+    ),
+    OLLAMA_CHAT: Audit(
+        _OLLAMA_TEXT | {"messages": checks.check_messages, "tools": checks.check_ollama_tools}, _OLLAMA_OPTIONS
+    ),
+    OLLAMA_GENERATE: Audit(
+        _OLLAMA_TEXT
+        | {
+            "prompt": checks.check_prompt,
+            "context": checks.check_context,
+            "raw": checks.check_raw,
+            "system": checks.check_system,
+            "images": checks.check_refused_unless_empty("images", ["aGk="]),
+            "suffix": checks.check_refused_unless_empty("suffix", "x"),
+            "template": checks.check_refused_unless_empty("template", "x"),
+        },
+        _OLLAMA_OPTIONS,
+    ),
+    OLLAMA_EMBED: Audit(
+        {
+            "model": checks.check_model,
+            "input": checks.check_input,
+            "dimensions": checks.check_dimensions,
+            "truncate": checks.check_truncate,
+            "keep_alive": checks.check_keep_alive,
+            "options": checks.check_embedding_options,
+        }
+    ),
+    OLLAMA_EMBEDDINGS: Audit(
+        {
+            "model": checks.check_model,
+            "prompt": checks.check_input,
+            "keep_alive": checks.check_keep_alive,
+            "options": checks.check_embedding_options,
+        }
+    ),
+}
+CASES = [(path, name) for path, audit in AUDITS.items() for name in audit.fields] + [
+    (path, f"options.{name}") for path, audit in AUDITS.items() for name in audit.options or {}
+]
+
+
+def documented(path: str) -> tuple[set[str], set[str]]:
+    """The body fields of POST `path` in the OpenAPI description, and those of its `options` object."""
+    schema = openapi()["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    options = schema["properties"].get("options", {}).get("properties", {})
+    return set(schema["properties"]), set(options) if path not in (OLLAMA_EMBED, OLLAMA_EMBEDDINGS) else set()
+
+
+def test_every_documented_field_is_audited() -> None:
+    for path, audit in AUDITS.items():
+        fields, options = documented(path)
+        refusals = set(
+            {CHAT_PATH: CHAT, COMPLETIONS_PATH: COMPLETIONS, RESPONSES_PATH: RESPONSES_REFUSED}.get(path, ())
+        )
+        assert set(audit.fields) == fields - ({"options"} if audit.options else set()) | refusals, path
+        assert set(audit.options or {}) == options, path
+        assert not fields & refusals, f"{path} documents a field it refuses"
+
+
+@pytest.mark.parametrize(("path", "name"), CASES, ids=[f"{p}:{n}" for p, n in CASES])
+def test_each_field_has_its_effect_or_is_a_400_naming_it(post: Post, path: str, name: str) -> None:
+    audit = AUDITS[path]
+    check = (
+        audit.options[name.removeprefix("options.")]
+        if name.startswith("options.") and audit.options
+        else audit.fields[name]
+    )
+    check(post, path)
