@@ -27,6 +27,8 @@ SUBPACKAGES = {
         "scoring": {TOP, "http", "generation"},
         # Ollama's answers reuse OpenAI's embedding route and reply objects.
         "ollama": {TOP, "http", "generation", "openai"},
+        # TEI/TGI answer with the other APIs' use cases; `/` answers as Ollama's root does for a plain GET.
+        "tei": {TOP, "http", "generation", "openai", "scoring", "ollama"},
     },
     "artifacts": {
         "sources": {TOP},

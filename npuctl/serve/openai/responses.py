@@ -17,7 +17,7 @@ from npuctl.runtime.generation import Sampling
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.generation.completing import begun, checked_prompt, collect, stream_lease
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.generation.queue import FinishReason, Generation
 from npuctl.serve.generation.structured import Structure, structure
 from npuctl.serve.http.body import answered, read_json
@@ -56,8 +56,7 @@ def responses_routes(ctx: ServeContext) -> list[BaseRoute]:
             prompt = checked_prompt(model, ids, asked.max_output_tokens, sampling, (), what="input",
                                     max_param="max_output_tokens")
             answer = Answer(asked, model.name, len(ids), form)
-            generation = await answered(request, model.queue.start(prompt), model.timeout_seconds)
-            await answered(request, begun(generation, form.param and _param(form.param)), model.timeout_seconds)
+            generation = await started(request, model, prompt, form.param and _param(form.param))
 
             def kept(output: list[dict[str, Any]]) -> None:
                 if asked.store is not False:

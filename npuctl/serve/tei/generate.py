@@ -13,7 +13,7 @@ from npuctl.runtime.generation import Sampling
 from npuctl.runtime.penalties import Penalties
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.generation.completing import begun, checked_prompt, collect, stream_lease
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.generation.queue import FinishReason, Generation, Piece
 from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
@@ -53,8 +53,7 @@ async def generate(request: Request, ctx: ServeContext, body: dict[str, Any], na
         ids = model.model.tokenizer.plain(prompt)
         checked = checked_prompt(model, ids, parameters.get("max_new_tokens"), sampling, stop, what="inputs",
                                  max_param="parameters.max_new_tokens")
-        generation = await answered(request, model.queue.start(checked), model.timeout_seconds)
-        await answered(request, begun(generation, None), model.timeout_seconds)
+        generation = await started(request, model, checked, None)
         head = prompt if parameters.get("return_full_text") is True else ""
         if stream:
             return EventStream(_events(generation, head, details, sampling.seed), stream_lease(model, generation),
