@@ -67,8 +67,8 @@ def check_redirect(origin: httpx.URL, target: httpx.URL, allowed_hosts: Sequence
     same_origin = (target.scheme, target.host, target.port) == (origin.scheme, origin.host, origin.port)
     if same_origin or "*" in allowed_hosts or target.host in allowed_hosts:
         return target
-    raise FetchRefused(f"{origin} redirected to another host, {target.host}; add it to the source's "
-                       "redirectHosts to follow such redirects")
+    raise FetchRefused(f"{origin} redirected to another origin, {target.scheme}://{target.netloc.decode()}; add "
+                       f"{target.host} to the source's redirectHosts to follow such redirects")
 
 
 async def _bounded(response: httpx.Response, limit: int, url: httpx.URL) -> bytes:

@@ -147,6 +147,10 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
         if condition.status == "False":
             err_console.print(f"agent: {condition.type.value} {condition.reason}: {condition.message}", markup=False,
                               soft_wrap=True)
+    for source in _agent_call(client.sources):  # a source that is not in sync (Stalled, Rejected, ...) says why
+        if source.get("state") != "Synced":
+            err_console.print(f"source {source.get('name')}: {source.get('state')} (last poll {source.get('last_poll')}"
+                              f"): {source.get('message')}", markup=False, soft_wrap=True)
 
 
 def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:

@@ -89,6 +89,8 @@ def agent_url(line: str) -> str:
         raise ValueError(f"{line!r}: scheme {url.scheme!r} is not http or https; {expected}")
     if not url.host:
         raise ValueError(f"{line!r} names no host; {expected}")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(f"{line!r}: port {url.port} is not in 1-65535; {expected}")
     if url.userinfo or url.path not in ("", "/") or url.query or url.fragment:
         raise ValueError(f"{line!r} has more than a scheme, host and port (a path, query, user or fragment); "
                          f"{expected}")
