@@ -30,7 +30,6 @@ UPLOAD_CHUNK = 8 << 20
 MAX_REDIRECTS = 5
 MAX_REDIRECT_BODY = 64 << 10
 """A redirect's body is read and dropped; a registry has no reason to send more than a line of HTML."""
-_READ = 1 << 16
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -130,7 +129,9 @@ class RegistryClient:
                     response.read()
                     self._expect(response, 200, what)
                 data = bytearray()
-                for chunk in response.iter_bytes(_READ):
+                # As the network delivers (no chunk_size, which would wait for 64 KiB): the deadline is checked
+                # on every read, so a registry trickling bytes cannot hold the read past it.
+                for chunk in response.iter_bytes():
                     data += chunk
                     if len(data) > limit:
                         raise RegistryError(f"{self.base}: {what} is over {limit} bytes, the limit")
