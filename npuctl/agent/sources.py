@@ -167,6 +167,8 @@ class SourcePoller:
             pulled = follower.poll(state.etag or (applied.digest if applied else None),
                                    time.monotonic() + source.poll_timeout_seconds)
             if pulled is None:
+                if state.verdict is None and applied is not None:  # restarted on a tag that has not moved
+                    state.verdict = ("Synced", f"tag unchanged since bundle {applied.version}")
                 state.unchanged()
                 return
         except DeadlineExceeded:
