@@ -40,7 +40,7 @@ class FleetSource:
     async def _agent(self, client: httpx.AsyncClient, entry: AgentEntry) -> AgentView:
         url = entry.url
         if entry.problem is not None:  # a bad line of the list is a row saying why, never a request
-            return AgentView(url=url, error=f"{entry.place}: {entry.problem}")
+            return AgentView(url=url, error=f"{entry.place}: {entry.problem}", invalid=True)
         try:
             response = await client.get(f"{url}{DATA_PATH}")
             response.raise_for_status()

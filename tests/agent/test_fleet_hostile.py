@@ -233,7 +233,7 @@ def test_a_bad_line_in_an_agents_file_is_a_row_with_its_place(tmp_path: Path) ->
     assert data.status_code == 200, data.text
     views = data.json()["agents"]
     assert [v["url"] for v in views][:len(BAD_LINES)] == BAD_LINES
-    assert all(v["error"].startswith(f"{agents}:") for v in views)
+    assert all(v["error"].startswith(f"{agents}:") and v["invalid"] for v in views)
 
 
 def test_an_agents_file_over_its_cap_is_refused_while_reading(tmp_path: Path) -> None:
