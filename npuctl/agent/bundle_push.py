@@ -50,14 +50,14 @@ def pins_for(folder: Path, store: Store, steps: refs.Reference, client: Registry
 
 
 def push(folder: Path, target: str, key_file: Path, steps: str, *, version: str | None = None,
-         expires_in: timedelta = timedelta(days=30), cosign_key: Path | None = None, insecure: bool = False,
+         expires_in: timedelta = bundles.DEFAULT_VALIDITY, cosign_key: Path | None = None, insecure: bool = False,
          store: Store | None = None, now: datetime | None = None) -> Pushed:
     """Raises BundleError (bad manifests, unbuilt or unpublished steps, bad key), ReferenceError, RegistryError."""
     reference = refs.parse(target, need_tag=True)
     steps_reference = refs.parse(steps, allow_tag=False)
     created = (now or datetime.now(UTC)).replace(microsecond=0)
     key = bundles.load_private_key(key_file.read_bytes())
-    packed = bundles.pack(folder, version or bundles.default_version(created))
+    packed = bundles.pack(folder, version or bundles.default_version(created), created, expires_in)
     with RegistryClient(steps_reference.host, insecure=insecure) as step_client:
         pins = pins_for(folder, store or Store(), steps_reference, step_client)
     bundle = bundles.Bundle(packed.version, packed.manifests, created, created + expires_in, pins)

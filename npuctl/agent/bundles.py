@@ -5,8 +5,10 @@ A bundle is one JSON document, `{"apiVersion", "kind": "ManifestBundle", "versio
 (`<bundle>.sig`: base64 of the ed25519 signature over the bundle's exact bytes). JSON instead of an
 archive: there are no paths to slip out of the folder, only file names checked against one pattern.
 
-Optional, signed with the rest: `created` and `expires` (UTC, ISO 8601): an agent refuses a bundle created
-before the one in effect (no rollback unless its source allows it) and reports one past its expiry; `steps`:
+Signed with the rest: `created` and `expires` (UTC, ISO 8601), which `npuctl bundle pack` and `push` always
+write: an agent refuses a bundle created before the one in effect, and once it has applied a dated bundle it
+refuses an undated one (no rollback unless its source allows it); it refuses a bundle past its expiry and reports
+the one in effect once it expires. Bundles without dates (written before pack dated them) are still read. `steps`:
 step key -> OCI manifest digest of every build step the manifests need (pins: an agent fetches those steps
 by that digest only, and refuses a bundle whose pins the registry does not serve under the keys).
 """
@@ -19,7 +21,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +34,8 @@ from npuctl.errors import NpuctlError
 
 KIND = "ManifestBundle"
 MAX_BUNDLE_BYTES = 8 << 20
+DEFAULT_VALIDITY = timedelta(days=30)
+"""How long a packed or pushed bundle is valid unless the publisher says otherwise (--expires-in)."""
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -67,10 +71,14 @@ class Bundle:
         return "---\n".join(parts)
 
 
-def pack(folder: Path, version: str) -> Bundle:
-    """A bundle of the manifest files directly in `folder`; each must be valid."""
+def pack(folder: Path, version: str, created: datetime, valid_for: timedelta = DEFAULT_VALIDITY) -> Bundle:
+    """A bundle of the manifest files directly in `folder` (each must be valid), created at `created` (to the
+    second) and expiring `valid_for` later: an agent can then refuse an older replayed one."""
+    if valid_for <= timedelta(0):
+        raise BundleError(f"a bundle must be valid for some time, not {valid_for}")
     manifests = {file.name: file.read_text(encoding="utf-8") for file in sorted(folder.glob("*.y*ml"))}
-    bundle = Bundle(version, manifests)
+    created = created.astimezone(UTC).replace(microsecond=0)
+    bundle = Bundle(version, manifests, created, created + valid_for)
     check(bundle)
     return bundle
 
@@ -92,6 +100,8 @@ def parse(data: bytes) -> Bundle:
                                               and _DIGEST.match(v) for k, v in steps.items()):
         raise BundleError("steps must map step keys (64 hex digits) to manifest digests (sha256:<64 hex>)")
     bundle = Bundle(str(raw.get("version", "")), manifests, _time(raw, "created"), _time(raw, "expires"), steps)
+    if bundle.created and bundle.expires and bundle.expires <= bundle.created:
+        raise BundleError(f"expires ({timestamp(bundle.expires)}) is not after created ({timestamp(bundle.created)})")
     check(bundle)
     return bundle
 
@@ -100,8 +110,10 @@ def _time(raw: dict[str, object], name: str) -> datetime | None:
     value = raw.get(name)
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise BundleError(f"{name}: {value!r} is not an ISO 8601 time (e.g. 2026-12-01T19:30:00Z)")
     try:
-        parsed = datetime.fromisoformat(str(value))
+        parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise BundleError(f"{name}: {value!r} is not an ISO 8601 time (e.g. 2026-12-01T19:30:00Z)") from exc
     if parsed.tzinfo is None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from npuctl.artifacts.published.location import StoreLocation
@@ -37,7 +37,16 @@ class ManifestSource(BaseModel):
     interval_seconds: float = Field(300.0, gt=0)
     """Mean time between polls; each wait is jittered by ±20%."""
     allow_rollback: bool = False
-    """Accept a bundle created before the one in effect (by default it is Rejected: a replayed old bundle)."""
+    """Accept a bundle created before the one in effect, or an undated one after a dated one (by default it is
+    Rejected: a replayed old bundle)."""
+    poll_timeout_seconds: float = Field(60.0, gt=0)
+    """Deadline of one whole poll (bundle, signature, redirects; for oci:// the manifest and layer). A poll past
+    it is abandoned, the source shows `Stalled`, and the next poll comes at the usual interval."""
+    redirect_hosts: list[str] = []
+    """http(s) sources: hosts besides the bundle URL's own origin that its redirects may lead to (a CDN); `*`
+    for any. Redirects never go from https to http. oci:// sources do not take it: their blob downloads may
+    redirect to any https host (registries hand them to storage; the bytes are checked against their digest),
+    their manifests only within the registry."""
     cosign_public_key: str | None = None
     """oci:// only: also require a cosign signature (`.sig` tag, ECDSA P-256) by this PEM public key."""
     insecure: bool = False
@@ -62,6 +71,13 @@ class ManifestSource(BaseModel):
         elif not url.startswith(("https://", "http://")):
             raise ValueError(f"{url!r} is not an http(s) URL nor an oci://HOST/REPO:TAG reference")
         return url
+
+    @model_validator(mode="after")
+    def _redirects_for_http(self) -> ManifestSource:
+        if self.redirect_hosts and self.oci:
+            raise ValueError("redirectHosts is for http(s) sources; an oci:// source's blobs may redirect to any "
+                             "https host already, its manifests to none")
+        return self
 
     @property
     def oci(self) -> bool:

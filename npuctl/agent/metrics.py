@@ -15,7 +15,7 @@ from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import Phase, StatusBook
 from npuctl.runtime.devices import HostFacts
 
-SOURCE_STATES = ("Pending", "Synced", "Unreachable", "Rejected")
+SOURCE_STATES = ("Pending", "Synced", "Unreachable", "Stalled", "Rejected")
 
 
 class AgentCollector(Collector):

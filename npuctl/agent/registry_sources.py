@@ -39,11 +39,12 @@ class RegistryFollower:
         self.reference = refs.parse(source.url, need_tag=True)
         self._client: RegistryClient | None = None
 
-    def poll(self, digest_in_effect: str | None) -> Pulled | None:
-        """The bundle at the tag, None when the tag still names `digest_in_effect`."""
+    def poll(self, digest_in_effect: str | None, deadline: float) -> Pulled | None:
+        """The bundle at the tag, None when the tag still names `digest_in_effect`. DeadlineExceeded when the
+        registry is still sending at `deadline` (time.monotonic())."""
         client = self._connect()
         pulled = pull_bundle(client, self.reference, etag_of(digest_in_effect) if digest_in_effect else None,
-                             MAX_BUNDLE_BYTES)
+                             MAX_BUNDLE_BYTES, deadline)
         if pulled is None:
             return None
         if self.source.cosign_public_key:

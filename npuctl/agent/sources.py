@@ -2,9 +2,11 @@
 watched folder, where the reconcile loop takes it like any edit. Polls carry If-None-Match and a
 jittered interval, so a fleet's agents neither download unchanged bundles nor arrive in the same second.
 An unreachable source or a bundle that fails verification leaves the last good bundle in place. oci://
-sources are polled through npuctl.agent.registry_sources. Before a bundle is applied: it must not be expired,
-nor older than the bundle in effect (unless the source allows rollback), and its step pins must be what the
-artifact registries serve."""
+sources are polled through npuctl.agent.registry_sources. Each poll has a deadline (`pollTimeoutSeconds`): one
+that does not finish in time (a server sending a byte a second) is abandoned and the source shows `Stalled`.
+Before a bundle is applied: it must not be expired, nor older than the bundle in effect, nor undated once a
+dated one was applied (unless the source allows rollback), and its step pins must be what the artifact
+registries serve."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,12 +24,13 @@ from typing import Any
 import httpx
 
 from npuctl.agent import bundles
+from npuctl.agent.bundle_fetch import MAX_SIGNATURE_BYTES, FetchError, FetchRefused, fetch
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
 from npuctl.agent.registry_sources import RegistryFollower, check_pins
 from npuctl.agent.status import now
 from npuctl.artifacts.published.location import StoreLocation
-from npuctl.artifacts.oci.client import RegistryError
+from npuctl.artifacts.oci.client import DeadlineExceeded, RegistryError
 
 log = logging.getLogger("npuctl.agent")
 
@@ -36,7 +40,7 @@ class SourceState:
     name: str
     url: str
     state: str = "Pending"
-    """Pending, Synced, Unreachable or Rejected."""
+    """Pending, Synced, Unreachable, Stalled (the last poll passed its deadline) or Rejected."""
     message: str = ""
     version: str | None = None
     """Version of the bundle in effect (the last good one)."""
@@ -44,9 +48,16 @@ class SourceState:
     last_change: str | None = None
     polls: int = 0
     etag: str | None = None
+    verdict: tuple[str, str] | None = None
+    """State and message given to the bundle behind `etag`: what an unchanged answer (304) restores after an
+    Unreachable or Stalled poll."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "etag"}
+        return {k: v for k, v in asdict(self).items() if k not in ("etag", "verdict")}
+
+    def unchanged(self) -> None:
+        if self.verdict is not None:
+            self.state, self.message = self.verdict
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,7 @@ class SourcePoller:
     async def run(self, stop: asyncio.Event) -> None:
         followers = {s.name: RegistryFollower(s) for s in self.sources if s.oci}
         try:
-            async with httpx.AsyncClient(timeout=30, follow_redirects=True) as client:
+            async with httpx.AsyncClient(timeout=30) as client:  # redirects: bundle_fetch follows them
                 await asyncio.gather(*(self._follow(client, source, followers.get(source.name), stop)
                                        for source in self.sources))
         finally:
@@ -115,32 +126,54 @@ class SourcePoller:
             delay = source.interval_seconds * self.rng.uniform(0.8, 1.2)
 
     async def poll(self, client: httpx.AsyncClient, source: ManifestSource) -> None:
+        """One poll of an http(s) source, the bundle and its signature within the source's deadline."""
         state = self._polled(source)
+        await self._poll_http(client, source, state)
+        self._check_expiry(source, state)
+
+    async def _poll_http(self, client: httpx.AsyncClient, source: ManifestSource, state: SourceState) -> None:
         headers = {"If-None-Match": state.etag} if state.etag else {}
         try:
-            response = await client.get(source.url, headers=headers)
-            if response.status_code == 304:
-                self._check_expiry(source, state)
-                return
-            response.raise_for_status()
-            signature = await client.get(bundles.signature_location(source.url))
-            signature.raise_for_status()
-        except httpx.HTTPError as exc:
-            state.state, state.message = "Unreachable", f"{type(exc).__name__}: {exc}; keeping bundle {state.version}"
+            async with asyncio.timeout(source.poll_timeout_seconds):
+                response = await fetch(client, source.url, bundles.MAX_BUNDLE_BYTES, source.redirect_hosts, headers)
+                if response.status == 304:
+                    state.unchanged()
+                    return
+                signature = await fetch(client, bundles.signature_location(source.url), MAX_SIGNATURE_BYTES,
+                                        source.redirect_hosts)
+        except TimeoutError:
+            self._stalled(source, state)
             return
-        self._accept(source, state, response.content, signature.text, None)
-        state.etag = response.headers.get("etag")
+        except FetchRefused as exc:
+            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+            return
+        except FetchError as exc:
+            state.state, state.message = "Unreachable", f"{exc}; keeping bundle {state.version}"
+            return
+        self._accept(source, state, response.body, signature.body.decode("ascii", "replace"), None)
+        if state.state != "Unreachable":  # pins that could not be checked: fetch the bundle again next time
+            state.etag, state.verdict = response.etag, (state.state, state.message)
 
     def poll_registry(self, follower: RegistryFollower) -> None:
         """One poll of an oci:// source (blocking: run in a thread)."""
+        state = self._polled(follower.source)
+        self._poll_registry(follower, state)
+        self._check_expiry(follower.source, state)
+
+    def _poll_registry(self, follower: RegistryFollower, state: SourceState) -> None:
         source = follower.source
-        state = self._polled(source)
         applied = self.applied.get(source.name)
         try:
-            pulled = follower.poll(state.etag or (applied.digest if applied else None))
+            pulled = follower.poll(state.etag or (applied.digest if applied else None),
+                                   time.monotonic() + source.poll_timeout_seconds)
             if pulled is None:
-                self._check_expiry(source, state)
+                if state.verdict is None and applied is not None:  # restarted on a tag that has not moved
+                    state.verdict = ("Synced", f"tag unchanged since bundle {applied.version}")
+                state.unchanged()
                 return
+        except DeadlineExceeded:
+            self._stalled(source, state)
+            return
         except RegistryError as exc:
             state.state, state.message = "Unreachable", f"{exc}; keeping bundle {state.version}"
             return
@@ -149,7 +182,13 @@ class SourcePoller:
             return
         self._accept(source, state, pulled.data, pulled.signature, pulled.digest)
         if state.state != "Unreachable":
-            state.etag = pulled.digest
+            state.etag, state.verdict = pulled.digest, (state.state, state.message)
+
+    def _stalled(self, source: ManifestSource, state: SourceState) -> None:
+        state.state = "Stalled"
+        state.message = (f"the poll did not finish within {source.poll_timeout_seconds:g} s (pollTimeoutSeconds): "
+                         f"the server sends too slowly or not at all; keeping bundle {state.version}")
+        log.warning("%s: %s", source.name, state.message)
 
     def _polled(self, source: ManifestSource) -> SourceState:
         state = self.states[source.name]
@@ -175,6 +214,12 @@ class SourcePoller:
         if bundle.expires and bundle.expires < datetime.now(UTC):
             raise bundles.BundleError(f"bundle {bundle.version} expired at {bundle.expires.isoformat()}")
         applied = self.applied.get(source.name)
+        if applied and applied.created and not bundle.created and not source.allow_rollback:
+            # An undated bundle cannot be ordered: after a dated one it can only be a replay of an old one.
+            raise bundles.BundleError(
+                f"bundle {bundle.version} has no created time, and bundle {applied.version} in effect was created "
+                f"{applied.created}: a rollback to an undated bundle (repack it with npuctl bundle pack, which dates "
+                f"it); set allowRollback: true on source {source.name} to accept it")
         if (applied and applied.created and bundle.created and not source.allow_rollback
                 and bundle.created < datetime.fromisoformat(applied.created)):
             raise bundles.BundleError(
@@ -183,12 +228,17 @@ class SourcePoller:
                 f"on source {source.name} to accept older bundles")
 
     def _check_expiry(self, source: ManifestSource, state: SourceState) -> None:
-        # A frozen mirror answers 304 forever: say so once the bundle in effect is past its expiry.
+        # After every poll, whatever its outcome: a frozen mirror answers 304 forever, and a dead or stalled
+        # server must not hide that the bundle in effect is past its expiry either.
         applied = self.applied.get(source.name)
-        if applied and applied.expires and datetime.fromisoformat(applied.expires) < datetime.now(UTC):
+        if not (applied and applied.expires and datetime.fromisoformat(applied.expires) < datetime.now(UTC)):
+            return
+        expired = f"bundle {applied.version} in effect expired at {applied.expires}"
+        if state.state == "Synced":
             state.state = "Rejected"
-            state.message = (f"bundle {applied.version} in effect expired at {applied.expires} and the source "
-                             "serves no newer one; keeping it")
+            state.message = f"{expired} and the source serves no newer one; keeping it"
+        elif expired not in state.message:
+            state.message = f"{state.message}; {expired}"
 
     def _apply(self, source: ManifestSource, bundle: bundles.Bundle, state: SourceState, digest: str | None) -> None:
         applied = Applied.of(bundle, digest)

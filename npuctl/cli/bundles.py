@@ -81,12 +81,17 @@ def bundle_push(folder: Path, target: str, key: Path, steps: str, version: str |
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", "key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Also sign with this private key (writes OUT.sig).")
-def bundle_pack(folder: Path, version: str, out: Path, key: Path | None) -> None:
-    """Pack the manifests in FOLDER into a bundle (every manifest must be valid)."""
+@click.option("--expires-in", "expires_days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True, help="Days until agents refuse the bundle as expired (it is dated now: agents "
+              "refuse bundles older than the one they run).")
+def bundle_pack(folder: Path, version: str, out: Path, key: Path | None, expires_days: float) -> None:
+    """Pack the manifests in FOLDER into a bundle dated now (every manifest must be valid)."""
+    from datetime import UTC, datetime, timedelta
+
     from npuctl.agent import bundles
 
     try:
-        packed = bundles.pack(folder, version)
+        packed = bundles.pack(folder, version, datetime.now(UTC), timedelta(days=expires_days))
     except bundles.BundleError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(1)
@@ -94,7 +99,9 @@ def bundle_pack(folder: Path, version: str, out: Path, key: Path | None) -> None
     out.write_bytes(data)
     if key:
         _sign(out, data, key)
-    click.echo(f"{out}: {len(packed.manifests)} manifest(s), version {version}{', signed' if key else ''}")
+    expires = bundles.timestamp(packed.expires) if packed.expires else "never"
+    click.echo(f"{out}: {len(packed.manifests)} manifest(s), version {version}, expires {expires}"
+               f"{', signed' if key else ''}")
 
 
 @bundle.command("sign")

@@ -64,6 +64,10 @@ class AgentClient:
     def delete(self, name: str) -> dict[str, Any]:
         return self._call("DELETE", f"/deployments/{name}")
 
+    def sources(self) -> list[dict[str, Any]]:
+        """Each manifest source's state (name, url, state, message, version, lastPoll, ...)."""
+        return self._items(self._call("GET", "/sources"))
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         return self._items(self._call("GET", "/events", params={"name": name} if name else {}))
 

@@ -159,14 +159,22 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
         if condition.status == "False":
             err_console.print(f"agent: {condition.type.value} {condition.reason}: {condition.message}", markup=False,
                               soft_wrap=True)
+    for source in _agent_call(client.sources):  # a source that is not in sync (Stalled, Rejected, ...) says why
+        if source.get("state") != "Synced":
+            err_console.print(f"source {source.get('name')}: {source.get('state')} (last poll {source.get('last_poll')}"
+                              f"): {source.get('message')}", markup=False, soft_wrap=True)
 
 
 def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
     import os
 
-    from npuctl.cli.fleet import query_agents, read_agent_list
+    from npuctl.cli.fleet import AgentListError, query_agents, read_agent_list
 
-    reports = query_agents(read_agent_list(agents_file), token=os.environ.get("NPUCTL_TOKEN"))
+    try:
+        entries = read_agent_list(agents_file)
+    except AgentListError as exc:
+        raise click.UsageError(str(exc)) from exc
+    reports = query_agents(entries, token=os.environ.get("NPUCTL_TOKEN"))
     for report in reports:
         report.deployments = [d for d in report.deployments if name in (None, d["metadata"]["name"])]
     if output != "table":
@@ -175,13 +183,15 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
         table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", box=None)
         for report in reports:
             sources = ", ".join(f"{s['name']} {s['state']} {s.get('version') or ''}".strip() for s in report.sources)
+            # Escaped: the agents file and the agents' answers are text, never markup (a line may hold `[/x]`).
+            agent, sources = escape(report.url), escape(sources)
             if report.error or not report.deployments:
-                table.add_row(report.url, "-", "[red]Unreachable[/red]" if report.error else "-", report.error or "",
-                              "", "", sources or "-", "")
+                problem = "[red]Invalid[/red]" if report.invalid else "[red]Unreachable[/red]" if report.error else "-"
+                table.add_row(agent, "-", problem, escape(report.error or ""), "", "", sources or "-", "")
             for status in map(status_of, report.deployments):
                 coverage = status.npu_coverage
                 socs = sorted({str(a.soc_model) for a in status.artifacts})
-                table.add_row(report.url, status.name, status.phase.value, status.provider or "-",
+                table.add_row(agent, escape(status.name), status.phase.value, escape(status.provider or "-"),
                               f"{coverage:.0%}" if coverage is not None else "-", ",".join(socs) or "-",
                               sources or "-", status.observed_generation or "-")
         console.print(table)

@@ -8,21 +8,25 @@ import asyncio
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import httpx
 
 from npuctl.agent.dashboard.routes import DATA_PATH, dashboard_routes
 from npuctl.agent.dashboard.views import AgentView, DashboardData, dashboard
-from npuctl.cli.fleet import no_answer, read_agent_list
+from npuctl.cli.fleet import AgentEntry, AgentListError, no_answer, read_agent_list
 from npuctl.cli.output import err_console
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 
 class FleetSource:
     """Asks `urls` (agents' base URLs) for their dashboard data, with `token` as Bearer when given."""
 
-    def __init__(self, urls: list[str], token: str | None = None, timeout: float = 5.0) -> None:
-        self.urls = urls
+    def __init__(self, entries: list[AgentEntry], token: str | None = None, timeout: float = 5.0) -> None:
+        self.entries = entries
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
 
@@ -30,15 +34,18 @@ class FleetSource:
         params = {} if recent is None else {"seconds": f"{recent:g}"}
         async with httpx.AsyncClient(headers=self.headers, timeout=self.timeout, params=params,
                                      limits=httpx.Limits(max_connections=64)) as client:
-            views = await asyncio.gather(*(self._agent(client, url) for url in self.urls))
+            views = await asyncio.gather(*(self._agent(client, entry) for entry in self.entries))
         return dashboard(list(views), fleet=True)
 
-    async def _agent(self, client: httpx.AsyncClient, url: str) -> AgentView:
+    async def _agent(self, client: httpx.AsyncClient, entry: AgentEntry) -> AgentView:
+        url = entry.url
+        if entry.problem is not None:  # a bad line of the list is a row saying why, never a request
+            return AgentView(url=url, error=f"{entry.place}: {entry.problem}", invalid=True)
         try:
             response = await client.get(f"{url}{DATA_PATH}")
             response.raise_for_status()
             agents = DashboardData.model_validate(response.json()).agents
-        except (httpx.HTTPError, ValueError) as exc:  # a pydantic ValidationError is a ValueError
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # a pydantic ValidationError is a ValueError
             return AgentView(url=url, error=no_answer(exc))
         if len(agents) != 1:
             return AgentView(url=url, error=f"answered with {len(agents)} agents' data (a fleet dashboard?)")
@@ -54,28 +61,36 @@ class FleetSource:
 def dashboard_command(agents_file: Path, host: str, port: int) -> None:
     """Serve the dashboard for every agent in FILE on this machine (until Ctrl-C). Agents that want a token get
     NPUCTL_TOKEN; this page then holds it, so it listens on loopback only."""
-    from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-
-    from npuctl.serve.app import ERROR_HANDLERS
-    from npuctl.serve.http.guards import WebGuard, WebPolicy
     from npuctl.serve.http.server import PortInUse, bind, run
 
     if not _loopback(host):
         raise click.UsageError(f"--host {host} is reachable beyond this machine; the fleet dashboard holds the lab's "
                                "token (NPUCTL_TOKEN) and listens on loopback only (127.0.0.1, ::1, localhost)")
-    urls = read_agent_list(agents_file)
-    if not urls:
+    try:
+        entries = read_agent_list(agents_file)
+    except AgentListError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not entries:
         raise click.UsageError(f"{agents_file} lists no agents")
-    source = FleetSource(urls, token=os.environ.get("NPUCTL_TOKEN"))
+    source = FleetSource(entries, token=os.environ.get("NPUCTL_TOKEN"))
     try:
         sock = bind(host, port)
     except PortInUse as exc:
         raise click.ClickException(str(exc)) from exc
-    err_console.print(f"npuctl dashboard for {len(urls)} agents: http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+    err_console.print(f"npuctl dashboard for {len(entries)} agents: http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)")
+    run(fleet_app(source), sock)
+
+
+def fleet_app(source: FleetSource) -> Starlette:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from npuctl.serve.app import ERROR_HANDLERS
+    from npuctl.serve.http.guards import WebGuard, WebPolicy
+
     # The page holds the lab's token: no other site's page, rebound DNS name included, may read it.
     guard = Middleware(WebGuard, policy=WebPolicy())
-    run(Starlette(routes=dashboard_routes(source), exception_handlers=ERROR_HANDLERS, middleware=[guard]), sock)
+    return Starlette(routes=dashboard_routes(source), exception_handlers=ERROR_HANDLERS, middleware=[guard])
 
 
 def _loopback(host: str) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_sign_and_verify_round_trip_and_refusals(tmp_path: Path) -> None:
     pem, public = bundles.generate_key()
     _, other = bundles.generate_key()
     (tmp_path / "tiny.yaml").write_text(manifest())
-    data = bundles.pack(tmp_path, "v1").as_bytes()
+    data = bundles.pack(tmp_path, "v1", datetime.now(UTC)).as_bytes()
     signature = bundles.sign(data, bundles.load_private_key(pem))
     bundles.verify(data, signature, public)
     with pytest.raises(bundles.BundleError, match="does not verify"):

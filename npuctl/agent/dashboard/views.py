@@ -69,6 +69,8 @@ class AgentView(_Record):
     url: str
     error: str | None = None
     """Why this agent gave no answer (fleet view only)."""
+    invalid: bool = False
+    """The lab's list names no agent on this line (`url` is the line as written; `error` its FILE:LINE and why)."""
     host: Host | None = None
     sources: list[str] = []
     """Each manifest source's state (`lab Synced 2026-11-25`)."""

@@ -57,10 +57,13 @@ def push_bundle(client: RegistryClient, reference: Reference, data: bytes, signa
     return client.push_manifest(repository, reference.tag, json.dumps(manifest, sort_keys=True).encode())
 
 
-def pull_bundle(client: RegistryClient, reference: Reference, etag: str | None, limit: int) -> PulledBundle | None:
+def pull_bundle(client: RegistryClient, reference: Reference, etag: str | None, limit: int,
+                deadline: float | None = None) -> PulledBundle | None:
     """The bundle at the reference's tag; None when the tag still points at `etag`'s manifest (304).
-    Raises RegistryError (unreachable, refused, or bytes that do not match their digest), NotABundle."""
-    fetched = client.manifest(reference.repository, reference.tag or reference.digest or "", etag=etag)
+    Raises RegistryError (unreachable, refused, or bytes that do not match their digest; DeadlineExceeded past
+    `deadline`, a time.monotonic()), NotABundle."""
+    fetched = client.manifest(reference.repository, reference.tag or reference.digest or "", etag=etag,
+                              deadline=deadline)
     if fetched is None:
         return None
     try:
@@ -70,7 +73,7 @@ def pull_bundle(client: RegistryClient, reference: Reference, etag: str | None, 
         digest = str(layer["digest"])
     except (ValueError, KeyError, TypeError, StopIteration) as exc:
         raise NotABundle(f"{reference} is not an npuctl bundle (artifactType {BUNDLE_TYPE}): {exc!r}") from exc
-    return PulledBundle(fetched.digest, client.blob(reference.repository, digest, limit), signature)
+    return PulledBundle(fetched.digest, client.blob(reference.repository, digest, limit, deadline=deadline), signature)
 
 
 def etag_of(digest: str) -> str:

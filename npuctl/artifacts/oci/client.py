@@ -2,12 +2,19 @@
 digest (conditionally, with the ETag registries give: the manifest digest), blobs streamed to a file with
 their digest checked on the way and an interrupted download resumed with Range, and pushes (blobs first,
 then the manifest naming them). Every digest is computed here from the bytes: a registry is not trusted to
-say what it sent."""
+say what it sent.
+
+Redirects: registries hand blob downloads to storage (S3, a CDN), and oras and distribution's clients follow
+them (without the registry's Authorization, as here), which is safe because a blob is checked against its
+digest. So a blob GET may be redirected to any host; everything else (manifests, pushes, token-less probes)
+only within the registry; never from https to http; at most MAX_REDIRECTS, each redirect's own body capped."""
 
 from __future__ import annotations
 
 import hashlib
 import ssl
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +28,9 @@ MAX_MANIFEST_BYTES = 4 << 20
 """ACR's limit; distribution's too."""
 DOWNLOAD_ATTEMPTS = 5
 UPLOAD_CHUNK = 8 << 20
-_READ = 1 << 16
+MAX_REDIRECTS = 5
+MAX_REDIRECT_BODY = 64 << 10
+"""A redirect's body is read and dropped; a registry has no reason to send more than a line of HTML."""
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -31,6 +40,10 @@ class RegistryError(Exception):
 
 class DigestError(RegistryError):
     """Bytes whose sha256 differs from the digest they were asked for."""
+
+
+class DeadlineExceeded(RegistryError):
+    """The registry was still sending when the caller's deadline passed."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,8 @@ class RegistryClient:
         except AuthError as exc:
             raise RegistryError(str(exc)) from exc
         self._http = httpx.Client(base_url=self.base, timeout=timeout, follow_redirects=True,
-                                  auth=RegistryAuth(found), headers={"User-Agent": "npuctl"})
+                                  max_redirects=MAX_REDIRECTS, auth=RegistryAuth(found),
+                                  headers={"User-Agent": "npuctl"}, event_hooks={"response": [self._redirected]})
 
     def close(self) -> None:
         self._http.close()
@@ -72,12 +86,12 @@ class RegistryClient:
         self.close()
 
     def manifest(self, repository: str, reference: str, *, etag: str | None = None,
-                 accept: str = OCI_MANIFEST) -> Fetched | None:
+                 accept: str = OCI_MANIFEST, deadline: float | None = None) -> Fetched | None:
         """The manifest at a tag or digest; None when `etag` still matches (304). Raises RegistryError, also
-        for 404 (use `head_manifest` to ask whether something exists)."""
+        for 404 (use `head_manifest` to ask whether something exists); DeadlineExceeded past `deadline`."""
         headers = {"Accept": accept, **({"If-None-Match": etag} if etag else {})}
         response, data = self._bounded(f"/v2/{repository}/manifests/{reference}", MAX_MANIFEST_BYTES,
-                                       f"manifest {repository}:{reference}", headers)
+                                       f"manifest {repository}:{reference}", headers, deadline)
         if response.status_code == 304:
             return None
         digest = digest_of(data)
@@ -96,16 +110,18 @@ class RegistryClient:
             raise RegistryError(f"{self.base}: HEAD {repository}:{reference} named no Docker-Content-Digest")
         return str(digest)
 
-    def blob(self, repository: str, digest: str, limit: int) -> bytes:
-        """A small blob (a config), checked against its digest."""
-        _, data = self._bounded(f"/v2/{repository}/blobs/{digest}", limit, f"blob {digest[:19]}...")
+    def blob(self, repository: str, digest: str, limit: int, *, deadline: float | None = None) -> bytes:
+        """A small blob (a config), checked against its digest; DeadlineExceeded past `deadline`."""
+        _, data = self._bounded(f"/v2/{repository}/blobs/{digest}", limit, f"blob {digest[:19]}...",
+                                deadline=deadline)
         if digest_of(data) != digest:
             raise DigestError(f"{self.base}: blob {digest[:19]}... has digest {digest_of(data)[:19]}...")
         return data
 
-    def _bounded(self, url: str, limit: int, what: str,
-                 headers: dict[str, str] | None = None) -> tuple[httpx.Response, bytes]:
-        """GET at most `limit` bytes (a registry is not trusted to send a small manifest); 200 or 304."""
+    def _bounded(self, url: str, limit: int, what: str, headers: dict[str, str] | None = None,
+                 deadline: float | None = None) -> tuple[httpx.Response, bytes]:
+        """GET at most `limit` bytes (a registry is not trusted to send a small manifest) before `deadline` (a
+        time.monotonic(); each read has the client's timeout besides); 200 or 304."""
         try:
             with self._http.stream("GET", url, headers=headers) as response:
                 if response.status_code == 304:
@@ -114,10 +130,15 @@ class RegistryClient:
                     response.read()
                     self._expect(response, 200, what)
                 data = bytearray()
-                for chunk in response.iter_bytes(_READ):
+                # As the network delivers (no chunk_size, which would wait for 64 KiB): the deadline is checked
+                # on every read, so a registry trickling bytes cannot hold the read past it.
+                for chunk in response.iter_bytes():
                     data += chunk
                     if len(data) > limit:
                         raise RegistryError(f"{self.base}: {what} is over {limit} bytes, the limit")
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DeadlineExceeded(f"{self.base}: {what}: still arriving at the deadline "
+                                               f"({len(data)} bytes so far)")
                 return response, bytes(data)
         except httpx.HTTPError as exc:
             raise self._failed("GET", url, exc) from exc
@@ -230,6 +251,27 @@ class RegistryClient:
                                  f"or `insecure: true` for it in the agent config ({said})")
         return RegistryError(f"{self.base}: {said}")
 
+    def _redirected(self, response: httpx.Response) -> None:
+        """httpx's response hook, on every answer including each redirect: refuse a redirect the rule above
+        does not allow, and cap the body httpx reads and drops before following one."""
+        if not response.has_redirect_location:
+            return
+        source = response.request.url
+        try:
+            target = source.join(response.headers["location"])
+        except httpx.InvalidURL as exc:
+            raise RegistryError(f"{self.base}: {source.path} redirected to a malformed URL: {exc}") from exc
+        if source.scheme == "https" and target.scheme != "https":
+            raise RegistryError(f"{self.base}: {source.path} redirected from https to {target.scheme}: refused")
+        registry = httpx.URL(self.base)
+        leaves = (target.scheme, target.host, target.port) != (registry.scheme, registry.host, registry.port)
+        # Off the registry only blob downloads get there, so a hop that starts elsewhere is one of theirs.
+        blob = response.request.method == "GET" and ("/blobs/" in source.path or source.host != registry.host)
+        if leaves and not blob:
+            raise RegistryError(f"{self.base}: {source.path} redirected to another host, {target.host}: only blob "
+                                "downloads may leave the registry (their bytes are checked against the digest)")
+        response.stream = _Capped(response.stream, MAX_REDIRECT_BODY, f"{self.base}: the redirect from {source.path}")
+
     def _expect(self, response: httpx.Response, status: int, what: str) -> None:
         if response.status_code == status or (status == 200 and response.status_code == 206):
             return
@@ -251,3 +293,21 @@ def _tls_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return "WRONG_VERSION_NUMBER" in str(exc)
+
+class _Capped(httpx.SyncByteStream):
+    """A response body that raises RegistryError past `limit` bytes."""
+
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, limit: int, what: str) -> None:
+        assert isinstance(stream, httpx.SyncByteStream)  # the registry client is synchronous
+        self._stream, self._limit, self._what = stream, limit, what
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise RegistryError(f"{self._what} has a body over {self._limit} bytes")
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()

@@ -71,7 +71,7 @@ function overviewRows(data) {
     const soc = agent.host ? [agent.host.soc, agent.host.socModel ? `soc ${agent.host.socModel}` : null, agent.host.npu].filter(Boolean).join(" · ") : "";
     if (agent.error || agent.deployments.length === 0) {
       rows.push(el("tr", { "data-agent": agent.url }, el("td", {}, agent.url), el("td", {}, "-"),
-        el("td", {}, agent.error ? chip("Unreachable") : "-"), el("td", { colspan: 3 }, agent.error || "no deployments"),
+        el("td", {}, agent.error ? chip(agent.invalid ? "Invalid" : "Unreachable") : "-"), el("td", { colspan: 3 }, agent.error || "no deployments"),
         el("td", {}, soc), el("td", {}, sources)));
     }
     for (const d of agent.deployments) {
