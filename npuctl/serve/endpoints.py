@@ -42,7 +42,7 @@ class ServeContext:
         details (on an agent beyond loopback: one with the token)."""
         return message if self.details is None or self.details(request) else HIDDEN
 
-    def endpoint(self, api: str, handler: Handler, *, counted: bool = True) -> Handler:
+    def endpoint(self, api: Api, handler: Handler, *, counted: bool = True) -> Handler:
         """`handler` with ApiErrors (and server faults) answered as JSON, and every request counted (not health
         probes, `counted` false: they are no inference traffic)."""
 

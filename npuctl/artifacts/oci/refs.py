@@ -30,9 +30,6 @@ class Reference:
         """HOST/REPO, as cosign's `docker-reference` and `docker login` name it."""
         return f"{self.host}/{self.repository}"
 
-    def with_tag(self, tag: str) -> Reference:
-        return replace(self, tag=tag, digest=None)
-
     def with_digest(self, digest: str) -> Reference:
         return replace(self, tag=None, digest=digest)
 

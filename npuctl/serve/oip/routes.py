@@ -109,7 +109,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
     probes = (live, ready, model_ready)
 
     def route(path: str, handler: Any, methods: list[str]) -> Route:
-        return Route(path, ctx.endpoint("oip", handler, counted=handler not in probes), methods=methods)
+        return Route(path, ctx.endpoint(Api.OIP, handler, counted=handler not in probes), methods=methods)
 
     model_routes = [("", model_metadata, "GET"), ("/ready", model_ready, "GET"), ("/infer", infer, "POST"),
                     ("/config", model_config, "GET"), ("/stats", model_stats, "GET")]

@@ -146,7 +146,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
                        "with its token")
 
     def route(path: str, handler: Any, method: str) -> Route:
-        return Route(path, ctx.endpoint("ollama", handler), methods=[method])
+        return Route(path, ctx.endpoint(Api.OLLAMA, handler), methods=[method])
 
     return [
         route("/api/version", version, "GET"),

@@ -83,8 +83,8 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
                                  shape=Shape(logprobs=logprobs is not None, echo=prompt if echo else ""))
 
     return [
-        Route("/v1/chat/completions", ctx.endpoint("openai", chat), methods=["POST"]),
-        Route("/v1/completions", ctx.endpoint("openai", completions), methods=["POST"]),
+        Route("/v1/chat/completions", ctx.endpoint(Api.OPENAI, chat), methods=["POST"]),
+        Route("/v1/completions", ctx.endpoint(Api.OPENAI, completions), methods=["POST"]),
     ]
 
 

@@ -58,9 +58,9 @@ def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
         return JSONResponse(_card(name))
 
     return [
-        Route("/v1/embeddings", ctx.endpoint("openai", embeddings), methods=["POST"]),
-        Route("/v1/models", ctx.endpoint("openai", list_models), methods=["GET"]),
-        Route("/v1/models/{model:path}", ctx.endpoint("openai", get_model), methods=["GET"]),
+        Route("/v1/embeddings", ctx.endpoint(Api.OPENAI, embeddings), methods=["POST"]),
+        Route("/v1/models", ctx.endpoint(Api.OPENAI, list_models), methods=["GET"]),
+        Route("/v1/models/{model:path}", ctx.endpoint(Api.OPENAI, get_model), methods=["GET"]),
     ]
 
 

@@ -69,7 +69,7 @@ def responses_routes(ctx: ServeContext) -> list[BaseRoute]:
                 return JSONResponse(body)
             return EventStream(answer.events(generation, kept), stream_lease(model, generation), generation.ready)
 
-    return [Route("/v1/responses", ctx.endpoint("openai", create), methods=["POST"])]
+    return [Route("/v1/responses", ctx.endpoint(Api.OPENAI, create), methods=["POST"])]
 
 
 def _param(chat_param: str) -> str:

@@ -51,8 +51,8 @@ def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
                                  "id": f"classify-{uuid.uuid4().hex}", "created": int(time.time())})
 
     return [
-        Route("/v1/classify", ctx.endpoint("openai", classify), methods=["POST"]),
-        Route("/classify", ctx.endpoint("openai", classify), methods=["POST"]),
+        Route("/v1/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
+        Route("/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
     ]
 
 

@@ -94,9 +94,9 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
         })
 
     return [
-        Route("/v1/rerank", ctx.endpoint("openai", rerank), methods=["POST"]),
-        Route("/rerank", ctx.endpoint("openai", rerank), methods=["POST"]),
-        Route("/v2/rerank", ctx.endpoint("openai", rerank_v2), methods=["POST"]),
+        Route("/v1/rerank", ctx.endpoint(Api.OPENAI, rerank), methods=["POST"]),
+        Route("/rerank", ctx.endpoint(Api.OPENAI, rerank), methods=["POST"]),
+        Route("/v2/rerank", ctx.endpoint(Api.OPENAI, rerank_v2), methods=["POST"]),
     ]
 
 

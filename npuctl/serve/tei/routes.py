@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl import __version__
+from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
@@ -89,10 +90,10 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
         return JSONResponse(facts)
 
     return [
-        Route("/embed", ctx.endpoint("openai", embed_route), methods=["POST"]),
-        Route("/predict", ctx.endpoint("openai", predict_route), methods=["POST"]),
-        Route("/generate", ctx.endpoint("openai", generate_route), methods=["POST"]),
-        Route("/generate_stream", ctx.endpoint("openai", generate_stream_route), methods=["POST"]),
-        Route("/info", ctx.endpoint("openai", info, counted=False), methods=["GET"]),
-        Route("/", ctx.endpoint("openai", root), methods=["GET", "HEAD", "POST"]),
+        Route("/embed", ctx.endpoint(Api.OPENAI, embed_route), methods=["POST"]),
+        Route("/predict", ctx.endpoint(Api.OPENAI, predict_route), methods=["POST"]),
+        Route("/generate", ctx.endpoint(Api.OPENAI, generate_route), methods=["POST"]),
+        Route("/generate_stream", ctx.endpoint(Api.OPENAI, generate_stream_route), methods=["POST"]),
+        Route("/info", ctx.endpoint(Api.OPENAI, info, counted=False), methods=["GET"]),
+        Route("/", ctx.endpoint(Api.OPENAI, root), methods=["GET", "HEAD", "POST"]),
     ]
