@@ -34,7 +34,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
                    sources: SourcePoller | None = None) -> list[Route]:
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
     api = _ControlApi(reconciler, token, sources)
-    read = api.guarded if guard_reads else _answering
+    read = api.guarded if guard_reads else answering
     get, delete = read(api.get), api.guarded(api.delete)
 
     async def deployment(request: Request) -> Response:
@@ -50,7 +50,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
     ]
 
 
-def _answering(handler: Handler) -> Handler:
+def answering(handler: Handler) -> Handler:
     """ApiErrors as JSON error answers, in the same shape as the model APIs' (`{"error": {"message", ...}}`)."""
     async def answer(request: Request) -> Response:
         try:
@@ -75,7 +75,7 @@ class _ControlApi:
                                headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
 
-        return _answering(checked)
+        return answering(checked)
 
     async def list(self, request: Request) -> Response:
         names = sorted(set(self.reconciler.desired) | set(self.reconciler.book.deployments))

@@ -14,6 +14,7 @@ from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
+from npuctl.schema.power import PowerDefaults
 from npuctl.serve.http.guards import check_origin
 
 DEFAULT_PORT = 8765
@@ -118,6 +119,8 @@ class AgentConfig(BaseModel):
     """Time a client has to send a request's whole body; slower ones get 408 and the connection is closed."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
+    power: PowerDefaults = PowerDefaults()
+    """The power policy of deployments without `spec.runtime.power`, by power source, and the CPU thread pool."""
 
     @field_validator("artifact_sources")
     @classmethod
