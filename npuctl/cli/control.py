@@ -131,15 +131,15 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if output != "table":
         emit(items[0] if name else items, output)
         return
-    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
+    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", "LAST BENCH", box=None)
     for status in map(status_of, items):
         coverage = status.npu_coverage
         table.add_row(escape(status.name), status.phase.value, escape(status.provider or "-"),
                       f"{coverage:.0%}" if coverage is not None else "-", status.observed_generation or "-",
-                      escape(status.endpoint or "-"))
+                      escape(status.endpoint or "-"), status.last_bench.headline() if status.last_bench else "-")
     problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
     for problem in problems:  # a row per manifest file that declares no deployment
-        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-")
+        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-", "-")
     console.print(table)
     for problem in problems:
         err_console.print(problem.message, markup=False, soft_wrap=True)
@@ -160,18 +160,20 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
     if output != "table":
         emit([r.as_dict() for r in reports], output)
     else:
-        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", box=None)
+        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", "LAST BENCH",
+                      box=None)
         for report in reports:
             sources = ", ".join(f"{s['name']} {s['state']} {s.get('version') or ''}".strip() for s in report.sources)
             if report.error or not report.deployments:
                 table.add_row(report.url, "-", "[red]Unreachable[/red]" if report.error else "-", report.error or "",
-                              "", "", sources or "-", "")
+                              "", "", sources or "-", "", "")
             for status in map(status_of, report.deployments):
                 coverage = status.npu_coverage
                 socs = sorted({str(a.soc_model) for a in status.artifacts})
                 table.add_row(report.url, status.name, status.phase.value, status.provider or "-",
                               f"{coverage:.0%}" if coverage is not None else "-", ",".join(socs) or "-",
-                              sources or "-", status.observed_generation or "-")
+                              sources or "-", status.observed_generation or "-",
+                              status.last_bench.headline() if status.last_bench else "-")
         console.print(table)
     if any(r.error for r in reports):
         sys.exit(1)

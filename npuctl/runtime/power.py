@@ -2,7 +2,7 @@
 
 - the CPU EP: intra-op threads as a share of the cores, and spinning during a run (ORT's
   `session.intra_op.allow_spinning`; spinning always stops when a run ends);
-- onnxruntime-genai on the CPU: the same two, through its config's `session_options`;
+- onnxruntime-genai on the CPU: the threads, through its config's `session_options` (it has no spinning option);
 - the QNN EP (and genai's QNN stages): `htp_performance_mode`.
 
 What a path cannot take is listed in `PowerInForce.not_applied`, which status and `npuctl bench` show.
@@ -148,14 +148,15 @@ def qnn_session(runtime: Runtime, choice: Choice) -> tuple[dict[str, str], Power
 
 
 def genai_cpu(choice: Choice) -> tuple[dict[str, Any], PowerInForce]:
-    """An onnxruntime-genai config overlay for the decoder's CPU session, and what it sets."""
+    """An onnxruntime-genai config overlay for the decoder's CPU session, and what it sets. genai's config has
+    thread counts but no session config entries (it refuses `config_entries`), so spinning stays genai's."""
     threads = cpu_threads(choice.policy)
-    spin = "1" if SPINS[choice.policy] else "0"
-    entries = {SPINNING: spin, STOP_SPINNING: "1"}
-    overlay = {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads,
-                                                         "config_entries": entries}}}}
+    overlay = {"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}}
+    not_applied = [] if SPINS[choice.policy] else [
+        "cpu spinning: onnxruntime-genai's config has no option for it (it sets session.intra_op.allow_spinning "
+        "itself)"]
     return overlay, PowerInForce(policy=choice.policy, source=choice.source, provider=CPU_EP,
-                                 settings={"intra_op_num_threads": str(threads), **entries})
+                                 settings={"intra_op_num_threads": str(threads)}, not_applied=not_applied)
 
 
 def genai_qnn(runtime: Runtime, choice: Choice) -> tuple[dict[str, str], PowerInForce]:

@@ -115,3 +115,17 @@ class BenchResult(Figure):
     process: ProcessFigures
     chat: ChatFigures | None = None
     requests: RequestFigures | None = None
+
+    def headline(self) -> str:
+        """One line for tables and the dashboard: the figure users compare PCs by, and when it was taken."""
+        if self.chat is not None:
+            figure = (f"{self.chat.decode_tokens_per_second.median:.1f} tok/s, TTFT "
+                      f"{self.chat.prompts[0].time_to_first_token_ms.median:.0f} ms")
+        elif self.requests is not None:
+            one = self.requests.levels[0]
+            most = max(self.requests.levels, key=lambda level: level.requests_per_second.median)
+            figure = (f"{one.latency_p50_ms.median:.1f} ms p50, {most.requests_per_second.median:.1f} req/s "
+                      f"@{most.clients}")
+        else:
+            figure = "-"
+        return f"{figure} ({self.time[:16].replace('T', ' ')})"
