@@ -1,11 +1,14 @@
 """`npuctl bench` against a real agent process serving MiniLM (embeddings) and the tiny Llama (chat) on the CPU:
 the JSON's fields are there, positive and consistent with each other and with what the server reports, and the
-result is kept in the deployment's status, where `npuctl get` and `get --agents` show it. Never timing thresholds."""
+result is kept in the deployment's status, where `npuctl get`, `get --agents`, the agent's dashboard and the lab's
+(in chromium) show it. Never timing thresholds."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ from click.testing import CliRunner
 
 from npuctl.cli import cli
 from npuctl.cli.benching import CHAT_PROMPT_WORDS, DECODE_TOKENS, WORD
-from tests.agent.harness import Agent
+from npuctl.schema.bench import BenchResult
+from tests.agent.harness import Agent, free_port
 from tests.conftest import MINILM_SOURCE
 
 MINILM = f"""\
@@ -135,3 +139,42 @@ def _prompt_tokens(agent: Agent, content: str) -> int:
     body = {"model": "chat", "messages": [{"role": "user", "content": content}], "max_tokens": 1}
     answer = httpx.post(f"{agent.url}/v1/chat/completions", json=body, timeout=60).json()
     return int(answer["usage"]["prompt_tokens"])
+
+
+def test_the_last_bench_shows_on_the_dashboard_and_on_the_labs(served: Agent, tmp_path: Path) -> None:
+    from tests.agent.test_dashboard import BROWSER, CHROMIUM, CHROMIUM_ARGS, card, watch_console
+
+    from playwright.sync_api import sync_playwright
+
+    npuctl(served, "bench", "minilm", "--rounds", "1", "--requests", "2", "--clients", "1")
+    headline = BenchResult.model_validate(served.status("minilm")["lastBench"]).headline()
+    listing = tmp_path / "lab-agents.txt"
+    listing.write_text(f"{served.url}\n")
+    fleet_table = npuctl(served, "get", "--agents", str(listing)).stdout
+    assert headline in next(line for line in fleet_table.splitlines() if " minilm " in line)
+
+    port = free_port()
+    with (tmp_path / "dashboard.log").open("ab") as log:
+        lab = subprocess.Popen([sys.executable, "-m", "npuctl", "dashboard", "--agents", str(listing),
+                                "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        lab_url = f"http://127.0.0.1:{port}/"
+        served.wait_for(lambda: httpx.get(lab_url, headers=BROWSER, timeout=2).status_code == 200,
+                        "the lab's dashboard", timeout=60)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            errors = watch_console(page)
+            for url in (f"{served.url}/", lab_url):
+                page.goto(url)
+                row = page.locator(f'#table tr[data-agent="{served.url}"][data-name="minilm"] td.bench')
+                row.wait_for(timeout=30_000)
+                assert row.inner_text() == headline
+                line = card(page, "minilm").locator("p.bench").inner_text()
+                assert headline in line and "power burst (agent default on unknown)" in line
+            page.screenshot(path=str(tmp_path / "bench-on-the-lab-dashboard.png"), full_page=True)
+            browser.close()
+        assert errors == [], errors
+    finally:
+        lab.terminate()
+        lab.wait(15)
