@@ -20,7 +20,6 @@ from npuctl.agent.auth import token_matches
 from npuctl.agent.reconcile import Reconciler
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema.bench import BenchResult, HostFigures
-from npuctl.serve.endpoints import Handler
 from npuctl.serve.http.body import read_body
 from npuctl.serve.http.errors import ApiError
 
