@@ -25,9 +25,11 @@ from npuctl.schema.bench import (
 )
 from npuctl.schema.enums import Task
 
-CHAT_PROMPT_WORDS = (16, 512, 2048)
-"""Prompt lengths aimed at, in words of one token each ("hello" repeated); the server's count is reported."""
-DECODE_TOKENS = 64
+CHAT_PROMPT_TOKENS = (32, 512, 2048)
+"""Prompt lengths aimed at, in the model's tokens: "hello" repeated, the count of words from two probes of the
+model's tokenizer through the server; the server's own count is what is reported."""
+PROBE_WORDS = (8, 16)
+DECODE_TOKENS = 128
 """Tokens generated after a short prompt, end-of-sequence ignored: the decode the tokens/s are over."""
 WORD = "hello "
 SAMPLE_SECONDS = 0.2
@@ -168,8 +170,8 @@ class _Stream:
     completion_tokens: int
     first: float
     """Seconds from the request to the first content."""
-    decode: float
-    """Seconds from the first content to the last."""
+    total: float
+    """Seconds from the request to the end of the stream."""
     gaps: list[float]
     """Seconds between content chunks (a chunk holds one or more tokens)."""
 
@@ -203,7 +205,7 @@ async def _chat(http: httpx.AsyncClient, target: Target, words: int, max_tokens:
     if not stamps or not usage:
         raise BenchError(f"{target.model} streamed no content or no usage")
     return _Stream(int(usage["prompt_tokens"]), int(usage["completion_tokens"]), stamps[0] - start,
-                   stamps[-1] - stamps[0], [b - a for a, b in zip(stamps, stamps[1:])])
+                   time.perf_counter() - start, [b - a for a, b in zip(stamps, stamps[1:])])
 
 
 async def _fitting(http: httpx.AsyncClient, target: Target, words: int, max_tokens: int) -> tuple[int, _Stream]:
@@ -218,46 +220,63 @@ async def _fitting(http: httpx.AsyncClient, target: Target, words: int, max_toke
 
 async def bench_chat(http: httpx.AsyncClient, target: Target, rounds: int,
                      progress: Progress) -> tuple[ChatFigures, int]:
-    """Prefill at each prompt length, then decode after the short prompt; rounds interleave them. One request
-    in flight at a time. Returns the figures and the tokens generated."""
-    progress("warming up, fitting the prompts to the model's context")
-    words: list[int] = []
+    """Prefill at each prompt length, then decode after the shortest; rounds interleave them. One request in flight
+    at a time. Decode is timed as the whole request with DECODE_TOKENS tokens less the same request with one (in
+    the same round): a server may send tokens that are ready together in one write, so the client's arrival times
+    say little about a fast model's decode. Returns the figures and the tokens generated (the warm-up's too: the
+    agent's CPU time covers it)."""
+    progress("warming up, fitting the prompts to the model's tokens and context")
     generated = 0
-    for aimed in CHAT_PROMPT_WORDS:
-        fitted, warm = await _fitting(http, target, aimed, 1)
+    probes = []
+    for words in PROBE_WORDS:
+        stream = await _chat(http, target, words, 1)
+        if stream is None:
+            raise BenchError(f"{target.model}'s context cannot hold a prompt of {words} words")
+        probes.append(stream.prompt_tokens)
+        generated += stream.completion_tokens
+    per_word = max(1e-9, (probes[1] - probes[0]) / (PROBE_WORDS[1] - PROBE_WORDS[0]))
+    template = probes[0] - per_word * PROBE_WORDS[0]
+    lengths: list[int] = []
+    for aimed in CHAT_PROMPT_TOKENS:
+        fitted, warm = await _fitting(http, target, max(1, round((aimed - template) / per_word)), 1)
         generated += warm.completion_tokens
-        if fitted in words:
+        if fitted in lengths:
             break  # the context limit: longer prompts would measure the same one again
-        words.append(fitted)
-    decode_words, warm = await _fitting(http, target, CHAT_PROMPT_WORDS[0], DECODE_TOKENS)
+        lengths.append(fitted)
+    decode_words, warm = await _fitting(http, target, lengths[0], DECODE_TOKENS)
     generated += warm.completion_tokens
-    prefill: dict[int, list[_Stream]] = {w: [] for w in words}
+    prefill: dict[int, list[_Stream]] = {w: [] for w in lengths}
+    one: list[_Stream] = []
     decode: list[_Stream] = []
     for round_ in range(1, rounds + 1):
-        for length in words:
+        for length in lengths:
             progress(f"round {round_}/{rounds}: prefill of {length} words")
-            stream = await _chat(http, target, length, 1)
-            if stream is None:
-                raise BenchError(f"a prompt of {length} words stopped fitting {target.model}'s context")
-            prefill[length].append(stream)
-            generated += stream.completion_tokens
+            prefill[length].append(await _still_fitting(http, target, length, 1))
         progress(f"round {round_}/{rounds}: decode of {DECODE_TOKENS} tokens")
-        stream = await _chat(http, target, decode_words, DECODE_TOKENS)
-        if stream is None:
-            raise BenchError(f"a prompt of {decode_words} words stopped fitting {target.model}'s context")
-        decode.append(stream)
-        generated += stream.completion_tokens
-    prompts = [PromptFigures(prompt_tokens=runs[0].prompt_tokens,
+        one.append(await _still_fitting(http, target, decode_words, 1))
+        decode.append(await _still_fitting(http, target, decode_words, DECODE_TOKENS))
+        generated += sum(runs[-1].completion_tokens for runs in prefill.values())
+        generated += one[-1].completion_tokens + decode[-1].completion_tokens
+    prompts = [PromptFigures(words=words, prompt_tokens=runs[0].prompt_tokens,
                              time_to_first_token_ms=spread([s.first * 1000 for s in runs]),
                              prefill_tokens_per_second=spread([s.prompt_tokens / s.first for s in runs]))
-               for runs in prefill.values()]
+               for words, runs in prefill.items()]
     tokens = decode[0].completion_tokens
+    if any(s.completion_tokens != tokens or s.total <= o.total for s, o in zip(decode, one)):
+        raise BenchError(f"{target.model} did not generate {DECODE_TOKENS} tokens in a measurable time in every round")
     figures = ChatFigures(
         prompts=prompts, decode_tokens=tokens - 1,
-        decode_tokens_per_second=spread([(s.completion_tokens - 1) / s.decode for s in decode]),
-        inter_token_p50_ms=spread([percentile(s.gaps, 0.5) * 1000 for s in decode]),
-        inter_token_p95_ms=spread([percentile(s.gaps, 0.95) * 1000 for s in decode]))
+        decode_tokens_per_second=spread([(s.completion_tokens - 1) / (s.total - o.total) for s, o in zip(decode, one)]),
+        inter_token_p50_ms=spread([percentile(s.gaps or [0.0], 0.5) * 1000 for s in decode]),
+        inter_token_p95_ms=spread([percentile(s.gaps or [0.0], 0.95) * 1000 for s in decode]))
     return figures, generated
+
+
+async def _still_fitting(http: httpx.AsyncClient, target: Target, words: int, max_tokens: int) -> _Stream:
+    stream = await _chat(http, target, words, max_tokens)
+    if stream is None:
+        raise BenchError(f"a prompt of {words} words stopped fitting {target.model}'s context")
+    return stream
 
 
 async def guarded(step: Awaitable[Any]) -> Any:

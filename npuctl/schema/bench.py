@@ -30,6 +30,8 @@ class Spread(Figure):
 class PromptFigures(Figure):
     """One prompt length of a chat bench: the prefill."""
 
+    words: int
+    """The prompt: one user message of "hello " this many times, in the model's chat template."""
     prompt_tokens: int
     """The prompt's tokens as the model's tokenizer counts them (the server's `usage.prompt_tokens`)."""
     time_to_first_token_ms: Spread
@@ -39,11 +41,13 @@ class PromptFigures(Figure):
 
 class ChatFigures(Figure):
     prompts: list[PromptFigures]
-    """Short, ~512 and ~2,048 tokens (or the context limit if lower)."""
+    """~32, ~512 and ~2,048 tokens (fewer when the context holds less: the longest that fits ends the list)."""
     decode_tokens: int
-    """Tokens generated per round after the first (the decode the tokens/s are over)."""
+    """Tokens generated per round after the first (the decode the tokens/s are over): the request generating
+    them all less the same request generating one, so the server's write batching does not skew it."""
     decode_tokens_per_second: Spread
     inter_token_p50_ms: Spread
+    """Between streamed chunks as the client reads them (a chunk holds the tokens ready at once)."""
     inter_token_p95_ms: Spread
 
 
