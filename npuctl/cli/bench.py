@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from npuctl.agent.api import PREFIX
-from npuctl.cli.benching import BenchError, Progress, Target, Watch, bench_chat, bench_requests, guarded
+from npuctl.cli.benching import DECODE_TOKENS, BenchError, Progress, Target, Watch, bench_chat, bench_requests, guarded
 from npuctl.cli.client import AgentClient, AgentError, default_token
 from npuctl.cli.control import AGENT
 from npuctl.cli.output import OUTPUT, console, emit, err_console
@@ -52,12 +52,14 @@ class AgentProbe:
               help="Requests per round at each number of clients (at least one per client).")
 @click.option("--clients", "clients", multiple=True, type=click.IntRange(1, 1024), default=CLIENT_LEVELS,
               show_default=True, help="Concurrent clients (repeatable; at most the model's serve.queueLimit).")
+@click.option("--decode-tokens", default=DECODE_TOKENS, show_default=True, type=click.IntRange(2, 100_000),
+              help="Chat: tokens generated in each decode run (a fast model needs more to outlast the host's jitter).")
 @click.option("--keep/--no-keep", default=True, show_default=True,
               help="Keep the result in the deployment's status (needs the agent's token).")
 @AGENT
 @OUTPUT
-def bench(name: str, rounds: int, requests: int, clients: Sequence[int], keep: bool, agent_url: str | None,
-          output: str) -> None:
+def bench(name: str, rounds: int, requests: int, clients: Sequence[int], decode_tokens: int, keep: bool,
+          agent_url: str | None, output: str) -> None:
     """Measure deployment NAME on the agent: chat prefill and decode, or latency and throughput at 1, 16 and 64
     clients; the agent's CPU seconds per token or request, its peak memory, where the work ran and the power policy.
     Progress goes to stderr; the figures to stdout."""
@@ -77,7 +79,7 @@ def bench(name: str, rounds: int, requests: int, clients: Sequence[int], keep: b
     progress: Progress = (lambda line: err_console.print(f"[dim]bench {escape(name)}:[/dim] {escape(line)}"))
     try:
         result = asyncio.run(_run(target, status, HostFigures.model_validate(process["host"]), token, rounds,
-                                  requests, clients, progress))
+                                  requests, clients, decode_tokens, progress))
     except BenchError as exc:
         _fail(str(exc), 2)
     if keep:
@@ -92,7 +94,7 @@ def bench(name: str, rounds: int, requests: int, clients: Sequence[int], keep: b
 
 
 async def _run(target: Target, status: DeploymentStatus, host: HostFigures, token: str | None, rounds: int,
-               requests: int, clients: Sequence[int], progress: Progress) -> BenchResult:
+               requests: int, clients: Sequence[int], decode_tokens: int, progress: Progress) -> BenchResult:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx.Limits(max_connections=max(clients) + 2)
     started = time.monotonic()
@@ -101,7 +103,7 @@ async def _run(target: Target, status: DeploymentStatus, host: HostFigures, toke
         chat = requests_figures = None
         async with Watch(probe) as watch:
             if target.task is Task.TEXT_GENERATION:
-                chat, units = await guarded(bench_chat(http, target, rounds, progress))
+                chat, units = await guarded(bench_chat(http, target, rounds, decode_tokens, progress))
                 in_flight = 1
             else:
                 requests_figures, units = await guarded(
