@@ -8,6 +8,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -16,14 +17,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from npuctl.agent.api import PREFIX
-from npuctl.cli.benching import DECODE_TOKENS, BenchError, Progress, Target, Watch, bench_chat, bench_requests, guarded
+from npuctl.cli.benching import (DECODE_TOKENS, BenchError, ProcessProbe, Progress, Target, Watch, bench_chat,
+                                 bench_requests, guarded)
 from npuctl.cli.client import AgentClient, AgentError, default_token
 from npuctl.cli.control import AGENT
 from npuctl.cli.output import OUTPUT, console, emit, err_console
 from npuctl.schema.bench import BENCH_ROUNDS, CLIENT_LEVELS, BenchResult, HostFigures, ProcessFigures
 from npuctl.schema.enums import Task
 from npuctl.schema.power import PowerInForce
-from npuctl.schema.status import ConditionType, DeploymentStatus, now
+from npuctl.schema.status import ConditionType, DeploymentStatus, RunFacts, now
 
 REQUESTS = 32
 TIMEOUT_SECONDS = 300.0
@@ -45,7 +47,12 @@ class AgentProbe:
 
 
 @click.command()
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("-f", "--filename", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bench a manifest on a one-shot `npuctl serve` started for it (builds what is missing) instead "
+                   "of the agent; nothing is kept.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="With -f: the artifact store (default: $NPUCTL_CACHE or the user data folder).")
 @click.option("--rounds", default=BENCH_ROUNDS, show_default=True, type=click.IntRange(1, 50),
               help="Interleaved rounds of every measurement; figures are their median, with the spread.")
 @click.option("--requests", "requests", default=REQUESTS, show_default=True, type=click.IntRange(1, 100_000),
@@ -58,11 +65,24 @@ class AgentProbe:
               help="Keep the result in the deployment's status (needs the agent's token).")
 @AGENT
 @OUTPUT
-def bench(name: str, rounds: int, requests: int, clients: Sequence[int], decode_tokens: int, keep: bool,
-          agent_url: str | None, output: str) -> None:
+def bench(name: str | None, manifest: Path | None, cache: Path | None, rounds: int, requests: int,
+          clients: Sequence[int], decode_tokens: int, keep: bool, agent_url: str | None, output: str) -> None:
     """Measure deployment NAME on the agent: chat prefill and decode, or latency and throughput at 1, 16 and 64
     clients; the agent's CPU seconds per token or request, its peak memory, where the work ran and the power policy.
     Progress goes to stderr; the figures to stdout."""
+    progress: Progress = (lambda line: err_console.print(f"[dim]bench {escape(name or '')}:[/dim] {escape(line)}"))
+    if manifest is not None:
+        from npuctl.cli.bench_oneshot import bench_manifest
+
+        try:
+            result = bench_manifest(manifest, name, cache, progress, lambda target, probe, facts, host: _run(
+                target, facts, host, None, rounds, requests, clients, decode_tokens, progress, probe))
+        except BenchError as exc:
+            _fail(str(exc), 2)
+        _print(result, output)
+        return
+    if name is None:
+        raise click.UsageError("name the deployment to bench (or give -f FILE)")
     token = default_token()
     client = AgentClient(agent_url, token)
     try:
@@ -76,9 +96,10 @@ def bench(name: str, rounds: int, requests: int, clients: Sequence[int], decode_
         _fail(f"{name} is not serving ({status.phase.value}); bench a deployment once `npuctl get` shows it Ready", 1)
     target = Target(client.url, (spec.get("serve") or {}).get("name") or name, Task(spec["model"]["task"]),
                     int((spec.get("serve") or {}).get("queueLimit", 64)))
-    progress: Progress = (lambda line: err_console.print(f"[dim]bench {escape(name)}:[/dim] {escape(line)}"))
+    facts = RunFacts(provider=status.provider, npu_coverage=status.npu_coverage,
+                     on_npu=status.is_true(ConditionType.ON_NPU), power=status.power)
     try:
-        result = asyncio.run(_run(target, status, HostFigures.model_validate(process["host"]), token, rounds,
+        result = asyncio.run(_run(target, facts, HostFigures.model_validate(process["host"]), token, rounds,
                                   requests, clients, decode_tokens, progress))
     except BenchError as exc:
         _fail(str(exc), 2)
@@ -87,19 +108,24 @@ def bench(name: str, rounds: int, requests: int, clients: Sequence[int], decode_
             client.keep_bench(name, result.model_dump_json())
         except AgentError as exc:
             err_console.print(f"[yellow]warning:[/yellow] the result is not kept in status: {escape(str(exc))}")
+    _print(result, output)
+
+
+def _print(result: BenchResult, output: str) -> None:
     if output != "text":
         emit(result.model_dump(mode="json"), output)
         return
     console.print(_table(result))
 
 
-async def _run(target: Target, status: DeploymentStatus, host: HostFigures, token: str | None, rounds: int,
-               requests: int, clients: Sequence[int], decode_tokens: int, progress: Progress) -> BenchResult:
+async def _run(target: Target, facts: RunFacts, host: HostFigures, token: str | None, rounds: int,
+               requests: int, clients: Sequence[int], decode_tokens: int, progress: Progress,
+               probe: ProcessProbe | None = None) -> BenchResult:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     limits = httpx.Limits(max_connections=max(clients) + 2)
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, limits=limits, headers=headers) as http:
-        probe = AgentProbe(http, target.url)
+        probe = probe or AgentProbe(http, target.url)
         chat = requests_figures = None
         async with Watch(probe) as watch:
             if target.task is Task.TEXT_GENERATION:
@@ -112,18 +138,12 @@ async def _run(target: Target, status: DeploymentStatus, host: HostFigures, toke
     use = watch.use
     return BenchResult(
         model=target.model, task=target.task.value, time=now(), seconds=time.monotonic() - started, rounds=rounds,
-        max_in_flight=in_flight, where=_where(status), provider=status.provider, npu_coverage=status.npu_coverage,
-        power=status.power, host=host,
+        max_in_flight=in_flight, where=None if facts.provider is None else ("npu" if facts.on_npu else "cpu"),
+        provider=facts.provider, npu_coverage=facts.npu_coverage, power=facts.power, host=host,
         process=ProcessFigures(cpu_seconds=use.cpu_seconds, cpu_seconds_per_unit=use.cpu_seconds / max(units, 1),
                                unit="token" if chat else "request", units=units,
-                               peak_rss_bytes=max(use.peak_rss, probe.os_peak)),
+                               peak_rss_bytes=max(use.peak_rss, getattr(probe, "os_peak", 0))),
         chat=chat, requests=requests_figures)
-
-
-def _where(status: DeploymentStatus) -> str | None:
-    if status.provider is None:
-        return None
-    return "npu" if status.is_true(ConditionType.ON_NPU) else "cpu"
 
 
 def _table(result: BenchResult) -> Table:

@@ -183,3 +183,14 @@ def test_the_last_bench_shows_on_the_dashboard_and_on_the_labs(served: Agent, tm
     finally:
         lab.terminate()
         lab.wait(15)
+
+
+def test_bench_of_a_manifest_runs_on_a_one_shot_server_and_reads_its_process(served: Agent) -> None:
+    ran = npuctl(served, "bench", "-f", str(served.manifests / "minilm.yaml"), "--cache", str(served.cache),
+                 "--rounds", "1", "--requests", "3", "--clients", "1", "-o", "json")
+    result = json.loads(ran.stdout)
+    assert [level["requests"] for level in result["requests"]["levels"]] == [3]
+    assert result["where"] == "cpu" and result["provider"] == "CPUExecutionProvider"
+    assert result["power"]["policy"] == "burst" and result["power"]["settings"]["intra_op_num_threads"]
+    assert result["process"]["units"] == 3 and result["process"]["cpuSeconds"] > 0
+    assert result["process"]["peakRssBytes"] > 0
