@@ -166,7 +166,8 @@ def control_paths() -> dict[str, Any]:
         "/agent/v1/deployments/{name}/bench": {"put": {
             "summary": "keep a bench result (npuctl bench -o json) in the deployment's status", "security": token,
             "parameters": [path_param("name")],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": ANY_OBJECT}}},
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/BenchResult"}}}},
             "responses": {"200": json_body(ANY_OBJECT, "kept"),
                           **errors("ControlError", 400, 401, 404, 408, 413, 415, 422)}}},
     }
