@@ -36,7 +36,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
                    sources: SourcePoller | None = None) -> list[Route]:
     """The control API. Reads need the token too when `guard_reads` (an agent listening beyond loopback)."""
     api = ControlApi(reconciler, token, sources)
-    read = api.guarded if guard_reads else _answering
+    read = api.guarded if guard_reads else answering
     get, delete = read(api.get), api.guarded(api.delete)
 
     async def deployment(request: Request) -> Response:
@@ -53,7 +53,7 @@ def control_routes(reconciler: Reconciler, token: str, guard_reads: bool = False
     ]
 
 
-def _answering(handler: Handler) -> Handler:
+def answering(handler: Handler) -> Handler:
     """ApiErrors as JSON error answers, in the same shape as the model APIs' (`{"error": {"message", ...}}`)."""
     async def answer(request: Request) -> Response:
         try:
@@ -82,7 +82,7 @@ class ControlApi:
                                headers={"WWW-Authenticate": "Bearer"})
             return await handler(request)
 
-        return _answering(checked)
+        return answering(checked)
 
     async def list(self, request: Request) -> Response:
         names = sorted(set(self.reconciler.desired) | set(self.reconciler.book.deployments))

@@ -14,6 +14,7 @@ from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import refs
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
+from npuctl.schema.power import PowerDefaults
 from npuctl.serve.http.connections import ConnectionLimits
 from npuctl.serve.http.guards import check_origin
 
@@ -142,6 +143,8 @@ class AgentConfig(BaseModel):
     """Open client connections at most; one more is answered 503 and closed at once."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
+    power: PowerDefaults = PowerDefaults()
+    """The power policy of deployments without `spec.runtime.power`, by power source, and the CPU thread pool."""
 
     @field_validator("artifact_sources")
     @classmethod

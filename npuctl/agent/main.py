@@ -12,6 +12,7 @@ import uvicorn
 from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.api import control_routes
 from npuctl.agent.auth import StateFolderError, ensure_token, token_matches
+from npuctl.agent.bench_api import bench_routes
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.dashboard.routes import dashboard_routes
 from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
@@ -22,6 +23,7 @@ from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.store import Store
+from npuctl.runtime import power
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app
@@ -92,6 +94,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         folder.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry()
     host = detect_host().with_overrides(config.facts)
+    power.configure(config.power)
     # The poller wakes the reconciler; the reconciler's builds ask the poller for the pins of the bundles in effect.
     poller = SourcePoller(config.sources, config.manifests[0], lambda: reconciler.wake(), state=config.state,
                           registries=config.registries)
@@ -104,6 +107,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
         return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
+              *bench_routes(reconciler, host, token, guard_reads=not config.loopback),
               *dashboard_routes(dashboard_data, token=None if config.loopback else token)]
     app = create_app(registry, routes=routes, control=True, body_timeout_seconds=config.body_timeout_seconds,
                      web=WebPolicy.of(config.allowed_hosts, config.cors_origins),

@@ -78,8 +78,10 @@ def folded(path: Path) -> onnx.ModelProto:
 
     import onnxruntime as ort
 
+    from npuctl.runtime import power
+
     with tempfile.TemporaryDirectory(prefix="npuctl-fold-") as folder:
-        options = ort.SessionOptions()
+        options = power.session_options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(Path(folder) / MODEL_FILE)
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -68,6 +68,15 @@ class AgentClient:
         """Each manifest source's state (name, url, state, message, version, lastPoll, ...)."""
         return self._items(self._call("GET", "/sources"))
 
+    def process(self) -> dict[str, Any]:
+        """The agent process's CPU seconds, resident size and host facts (for `npuctl bench`)."""
+        return self._call("GET", "/process")
+
+    def keep_bench(self, name: str, result: str) -> dict[str, Any]:
+        """Keep a bench result (BenchResult JSON) in the deployment's status."""
+        return self._call("PUT", f"/deployments/{name}/bench", content=result.encode("utf-8"),
+                          headers={"content-type": "application/json"})
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         return self._items(self._call("GET", "/events", params={"name": name} if name else {}))
 

@@ -137,18 +137,18 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if output != "table":
         emit(items[0] if name else items, output)
         return
-    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", box=None)
+    table = Table("NAME", "PHASE", "PROVIDER", "NPU", "GENERATION", "ENDPOINT", "LAST BENCH", box=None)
     for status in map(status_of, items):
         coverage = status.npu_coverage
         table.add_row(escape(status.name), status.phase.value, escape(status.provider or "-"),
                       f"{coverage:.0%}" if coverage is not None else "-", status.observed_generation or "-",
-                      escape(status.endpoint or "-"))
+                      escape(status.endpoint or "-"), status.last_bench.headline() if status.last_bench else "-")
     problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
     for problem in problems:  # a row per manifest file that declares no deployment
-        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-")
+        table.add_row(escape(problem.file), f"[red]{problem.reason}[/red]", "-", "-", "-", "-", "-")
     pending = [PendingFile.model_validate(p) for p in overview.get("pendingFiles", [])]
     for waiting in pending:  # saved, not read yet: what it declares is not applied until then
-        table.add_row(escape(waiting.file), "[yellow]Pending[/yellow]", "-", "-", "-", "-")
+        table.add_row(escape(waiting.file), "[yellow]Pending[/yellow]", "-", "-", "-", "-", "-")
     console.print(table)
     for problem in problems:
         err_console.print(problem.message, markup=False, soft_wrap=True)
@@ -180,20 +180,22 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
     if output != "table":
         emit([r.as_dict() for r in reports], output)
     else:
-        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", box=None)
+        table = Table("AGENT", "NAME", "PHASE", "PROVIDER", "NPU", "SOC", "SOURCES", "GENERATION", "LAST BENCH",
+                      box=None)
         for report in reports:
             sources = ", ".join(f"{s['name']} {s['state']} {s.get('version') or ''}".strip() for s in report.sources)
             # Escaped: the agents file and the agents' answers are text, never markup (a line may hold `[/x]`).
             agent, sources = escape(report.url), escape(sources)
             if report.error or not report.deployments:
                 problem = "[red]Invalid[/red]" if report.invalid else "[red]Unreachable[/red]" if report.error else "-"
-                table.add_row(agent, "-", problem, escape(report.error or ""), "", "", sources or "-", "")
+                table.add_row(agent, "-", problem, escape(report.error or ""), "", "", sources or "-", "", "")
             for status in map(status_of, report.deployments):
                 coverage = status.npu_coverage
                 socs = sorted({str(a.soc_model) for a in status.artifacts})
                 table.add_row(agent, escape(status.name), status.phase.value, escape(status.provider or "-"),
                               f"{coverage:.0%}" if coverage is not None else "-", ",".join(socs) or "-",
-                              sources or "-", status.observed_generation or "-")
+                              sources or "-", status.observed_generation or "-",
+                              status.last_bench.headline() if status.last_bench else "-")
         console.print(table)
     if any(r.error for r in reports):
         sys.exit(1)

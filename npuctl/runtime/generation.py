@@ -4,6 +4,7 @@ on the CPU, a QNN decoder-pipeline pack on the NPU), and token-by-token generati
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import threading
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from npuctl.runtime import qnn
+from npuctl.runtime import power, qnn
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.genai_pack import GenaiPack, PackError, host_view, read_pack
 from npuctl.runtime.penalties import Penalties
@@ -234,26 +235,29 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
     runtime = deployment.spec.runtime
     placement = built if built is not None and not built.on_npu else _placement(deployment, pack, host)
     og = _genai()
+    choice = power.choose(runtime)
     if placement.on_npu:
         try:
             qnn.register_genai(og)
         except qnn.QnnUnavailable as exc:
             raise NotServable(Reason.NO_NPU, str(exc)) from exc
-        options = {"htp_performance_mode": runtime.performance_mode.value} | runtime.provider_options
+        options, applied = power.genai_qnn(runtime, choice)
         config = og.Config(str(host_view(pack, options, view_cache or _default_view_cache())))
     else:
         config = og.Config(str(folder))
         # Run where placement decided, whatever providers the folder's config names.
         config.clear_providers()
+        overlay, applied = power.genai_cpu(choice)
+        config.overlay(json.dumps(overlay))
     try:
         model = og.Model(config)
     except Exception as exc:  # onnxruntime-genai raises plain RuntimeError
         raise NotServable(Reason.SESSION_FAILED, f"onnxruntime-genai cannot load {folder}: {exc}") from exc
     if placement.on_npu:
-        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share(), placement.note)
+        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share(), placement.note, applied)
         slots = 1
     else:
-        info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note)
+        info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note, applied)
         slots = deployment.spec.serve.max_batch
     return GenerationModel(model, pack, PromptTokenizer(folder), info, slots)
 

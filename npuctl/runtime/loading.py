@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from npuctl.runtime import power
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import EmbeddingModel
 from npuctl.runtime.generation import GenerationModel, load_generator
@@ -59,13 +60,15 @@ def _open(
 ) -> tuple[Placement, dict[int | None, OpenedSession]]:
     runtime = deployment.spec.runtime
     placement = place(runtime, host, artifacts)
+    choice = power.choose(runtime)
     if placement.on_npu:
         try:
-            return placement, {b.sequence_length: open_npu(b.path, b.soc_model, runtime) for b in placement.binaries}
+            return placement, {b.sequence_length: open_npu(b.path, b.soc_model, runtime, choice)
+                               for b in placement.binaries}
         except NotServable as exc:
             placement = fall_back(runtime, artifacts, exc.reason, exc.message)
     assert artifacts.cpu_model is not None  # a CPU placement exists only with a CPU model
-    return placement, {None: open_cpu(artifacts.cpu_model)}
+    return placement, {None: open_cpu(artifacts.cpu_model, choice)}
 
 
 def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Placement,
@@ -77,14 +80,15 @@ def _seq2seq(deployment: ModelDeployment, artifacts: Artifacts, placement: Place
         raise NotServable(Reason.NO_CPU_MODEL, f"an encoder-decoder needs its {DECODER_FILE} and tokenizer.json")
     start, ends = generation_ids(folder)
     runtime = deployment.spec.runtime
+    choice = power.choose(runtime)
     npu = {b.sequence_length: b.decoder for b in placement.binaries if b.decoder is not None}
     note = placement.note
     if placement.on_npu and len(npu) == len(placement.binaries):
-        decoders = {bucket: Decoder(open_npu(path, placement.binaries[0].soc_model, runtime), start)
+        decoders = {bucket: Decoder(open_npu(path, placement.binaries[0].soc_model, runtime, choice), start)
                     for bucket, path in npu.items()}
         note += "; encoder and one-step decoder both on the NPU"
     else:
-        decoders = {None: Decoder(open_cpu(folder / DECODER_FILE), start)}
+        decoders = {None: Decoder(open_cpu(folder / DECODER_FILE, choice), start)}
         if placement.on_npu:
             refused = next((b.decoder_refused for b in placement.binaries if b.decoder_refused), None)
             why = f"the QNN EP refused it ({refused})" if refused else "no decoder context binary was built"

@@ -115,7 +115,9 @@ def session_options(
     devices = [d for d in ort.get_ep_devices() if d.ep_name == EP_NAME]
     if not devices:
         raise QnnUnavailable("the QNN EP is registered but reports no device")
-    options = ort.SessionOptions()
+    from npuctl.runtime import power
+
+    options = power.session_options()
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     options.add_provider_for_devices(devices, htp_options(soc_model, fp16=fp16, extra=provider_options))

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from npuctl.runtime import qnn
+from npuctl.runtime import power, qnn
 from npuctl.runtime.placement import NotServable, Reason, Where
+from npuctl.schema.enums import PowerPolicy
 from npuctl.schema.models import Runtime
+from npuctl.schema.power import PowerInForce
 
 CPU_EP = "CPUExecutionProvider"
 
@@ -21,6 +23,8 @@ class OpenedSession:
     provider: str
     """The execution provider that took most of the graph's nodes."""
     coverage: qnn.Coverage
+    power: PowerInForce
+    """The power policy's settings this session got."""
 
 
 @dataclass(frozen=True)
@@ -32,35 +36,34 @@ class RunInfo:
     npu_coverage: float
     """Share of graph nodes on the QNN EP, over all of the model's sessions."""
     note: str
+    power: PowerInForce | None = None
+    """The power settings of the model's first session (an encoder-decoder's other sessions follow the same policy)."""
 
     @classmethod
     def of(cls, where: Where, sessions: list[OpenedSession], note: str) -> RunInfo:
         on_qnn = sum(s.coverage.nodes_by_ep.get(qnn.EP_NAME, 0) for s in sessions)
         total = sum(s.coverage.total for s in sessions)
-        return cls(where, sessions[0].provider, on_qnn / total if total else 0.0, note)
+        return cls(where, sessions[0].provider, on_qnn / total if total else 0.0, note, sessions[0].power)
 
 
-def open_cpu(model: Path) -> OpenedSession:
-    options = ort.SessionOptions()
+def open_cpu(model: Path, choice: power.Choice | None = None) -> OpenedSession:
+    """A CPU EP session under `choice` (default `burst`, as builds and verification use)."""
+    options = power.session_options()
     options.add_session_config_entry(qnn.RECORD_ASSIGNMENT, "1")
-    # Intra-op threads spin between the parallel parts of a run (without it each part waits for a sleeping
-    # thread to wake: batch 1 took 1.4x as long here) and stop the moment the run ends, leaving the cores to the
-    # event loop that answers the batch and to the PC's other programs (README "Serving" has the A/B).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    options.add_session_config_entry("session.force_spinning_stop", "1")
+    applied = power.cpu_session(choice or power.Choice(PowerPolicy.BURST, None), options)
     session = ort.InferenceSession(str(model), options, providers=[CPU_EP])
-    return _opened(session)
+    return _opened(session, applied)
 
 
-def open_npu(model: Path, soc_model: int, runtime: Runtime) -> OpenedSession:
+def open_npu(model: Path, soc_model: int, runtime: Runtime, choice: power.Choice) -> OpenedSession:
     """A session on the QNN HTP backend; NotServable when it can't be created or nothing lands on QNN."""
-    extra = {"htp_performance_mode": runtime.performance_mode.value} | runtime.provider_options
+    extra, applied = power.qnn_session(runtime, choice)
     try:
         options = qnn.session_options(soc_model, provider_options=extra, config={qnn.RECORD_ASSIGNMENT: "1"})
         session = ort.InferenceSession(str(model), options)
     except Exception as exc:  # ORT's error types derive straight from Exception
         raise NotServable(Reason.SESSION_FAILED, f"cannot open {model.name} on the QNN EP: {exc}") from exc
-    opened = _opened(session)
+    opened = _opened(session, applied)
     if opened.provider != qnn.EP_NAME:
         raise NotServable(
             Reason.NOT_ON_NPU,
@@ -69,7 +72,7 @@ def open_npu(model: Path, soc_model: int, runtime: Runtime) -> OpenedSession:
     return opened
 
 
-def _opened(session: ort.InferenceSession) -> OpenedSession:
+def _opened(session: ort.InferenceSession, applied: PowerInForce) -> OpenedSession:
     coverage = qnn.npu_coverage(session)
     provider = max(coverage.nodes_by_ep, key=coverage.nodes_by_ep.__getitem__, default=session.get_providers()[0])
-    return OpenedSession(session, provider, coverage)
+    return OpenedSession(session, provider, coverage, applied)

@@ -77,6 +77,22 @@ class PerformanceMode(StrEnum):
     EXTREME_POWER_SAVER = "extreme_power_saver"
 
 
+class PowerPolicy(StrEnum):
+    """What a deployment may burn, mapped onto every path that runs it (npuctl.runtime.power)."""
+
+    BURST = "burst"
+    BALANCED = "balanced"
+    EFFICIENT = "efficient"
+
+
+class PowerSource(StrEnum):
+    """Where the PC draws power from, as the platform reports it (`unknown` where it reports nothing)."""
+
+    MAINS = "mains"
+    BATTERY = "battery"
+    UNKNOWN = "unknown"
+
+
 class Api(StrEnum):
     OPENAI = "openai"
     OIP = "oip"

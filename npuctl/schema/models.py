@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 # Re-exported: the enumerations are part of the manifest's models.
 from npuctl.schema.enums import Api as Api, Device as Device, Fallback as Fallback, Format as Format
 from npuctl.schema.enums import Metric as Metric, PerformanceMode as PerformanceMode, Pooling as Pooling
+from npuctl.schema.enums import PowerPolicy as PowerPolicy
 from npuctl.schema.enums import Precision as Precision, Strategy as Strategy, Task as Task
 from npuctl.schema.sources import check_source
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
@@ -255,8 +256,14 @@ class Runtime(Spec):
     """What to do when the NPU can't be used: run on the `cpu`, or `none` (stay not-ready with a reason)."""
     allow_simulator: bool = False
     """Let `device: npu` run on Qualcomm's HTP simulator (x86_64 hosts). Slow; for verification only."""
-    performance_mode: Annotated[PerformanceMode, _BY_VALUE] = PerformanceMode.BURST
-    """HTP performance mode (`htp_performance_mode`)."""
+    power: Annotated[PowerPolicy, _BY_VALUE] | None = None
+    """What the deployment may burn, on every path that runs it: `burst` (CPU threads on every core, spinning
+    during a run; HTP `burst`), `balanced` (half the cores; HTP `balanced`) or `efficient` (a quarter of the
+    cores, no spinning; HTP `power_saver`). Default: the agent's `power` setting for the PC's power source
+    (agent.yaml), else `burst`. Status and `npuctl bench` say what each path got and what it has no setting for."""
+    performance_mode: Annotated[PerformanceMode, _BY_VALUE] | None = None
+    """HTP performance mode (`htp_performance_mode`), any of the QNN EP's; replaces the one `power` maps to
+    (default: the power policy's)."""
     provider_options: dict[str, str] = {}
     """Extra QNN EP provider options, passed through as given."""
 

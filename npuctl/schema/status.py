@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from npuctl.schema.bench import BenchResult
+from npuctl.schema.power import PowerInForce
+
 STATUS_SCHEMA_FILE = "status.schema.json"
 
 
@@ -155,6 +158,8 @@ class RunFacts(Fact):
     """On the NPU code path (the HTP simulator included)."""
     note: str = ""
     """Why it runs there (e.g. why not on the NPU)."""
+    power: PowerInForce | None = None
+    """The power policy's settings its sessions got."""
 
 
 class DeploymentStatus(Fact):
@@ -179,6 +184,11 @@ class DeploymentStatus(Fact):
     """The manifest file that declares it."""
     events: list[Event] = []
     """Its most recent events, oldest first."""
+    power: PowerInForce | None = None
+    """The power policy the loaded model runs under: what each option was set to, and what its path has no
+    setting for."""
+    last_bench: BenchResult | None = None
+    """The last `npuctl bench` of this deployment on this agent."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)

@@ -23,6 +23,7 @@ from npuctl.runtime.seq2seq import Seq2SeqModel
 from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import Api, ModelDeployment
+from npuctl.schema.power import PowerInForce
 from npuctl.serve.batching import Batcher, BatchObserver
 from npuctl.serve.generation.queue import GenerationObserver, GenerationQueue
 
@@ -58,13 +59,15 @@ class ModelStatus:
     """Share of graph nodes on the QNN EP."""
     stages: tuple[StageStatus, ...] = ()
     """A text-generation model's graphs (a decoder-pipeline pack's stages) and where each runs."""
+    power: PowerInForce | None = None
+    """The power policy's settings the sessions got."""
 
     @property
     def on_npu(self) -> bool:
         return self.where is not None and self.where.on_npu
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"power": self.power.model_dump(mode="json") if self.power else None}
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,8 @@ class _Running(ServedModel):
     def __init__(self, deployment: ModelDeployment, model: LoadedModel, batcher: Batcher[Any, Any],
                  release: Release | None) -> None:
         info = model.info
-        status = ModelStatus(True, SERVING, info.note, info.where, info.provider, info.npu_coverage)
+        status = ModelStatus(True, SERVING, info.note, info.where, info.provider, info.npu_coverage,
+                             power=info.power)
         super().__init__(deployment, status)
         self.batcher = batcher
         self._model = model
@@ -245,7 +249,7 @@ class GenerationService(ServedModel):
         stages = tuple(StageStatus(s.name, info.where.value if s.on_qnn else Where.CPU.value, s.nodes)
                        for s in pack_stages)
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
-                                                 info.npu_coverage, stages))
+                                                 info.npu_coverage, stages, info.power))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)

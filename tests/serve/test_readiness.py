@@ -20,7 +20,7 @@ def test_fallback_none_without_an_npu_is_not_ready_and_opens_no_cpu_session(
 ) -> None:
     cpu_sessions: list[Path] = []
 
-    def open_cpu(model: Path) -> OpenedSession:
+    def open_cpu(model: Path, choice: object = None) -> OpenedSession:
         cpu_sessions.append(model)
         raise AssertionError("a CPU session was opened")
 

@@ -63,6 +63,8 @@ class DeploymentView(_Record):
     why: str = ""
     """Why there: the placement note, or why it does not serve."""
     build: BuildProgress | None = None
+    bench: str | None = None
+    """The last `npuctl bench`'s headline figures and time (status.lastBench has them all)."""
 
 
 class AgentView(_Record):
@@ -153,7 +155,8 @@ def _deployment(status: DeploymentStatus, served: ServedModel | None, model: str
     serving = status.condition(ConditionType.SERVING)
     why = loaded.message if loaded and loaded.status == "True" else (serving.message if serving else "")
     where = served.status.where if served is not None and served.status.ready else None
-    return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build)
+    bench = status.last_bench.headline() if status.last_bench else None
+    return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build, bench=bench)
 
 
 def _build_progress(name: str, events: Iterable[Event]) -> BuildProgress:

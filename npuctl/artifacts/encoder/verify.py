@@ -11,7 +11,7 @@ import numpy as np
 
 from npuctl.artifacts.errors import AccuracyError
 from npuctl.artifacts.inputs import Feed
-from npuctl.runtime import pooling, qnn
+from npuctl.runtime import pooling, power, qnn
 from npuctl.schema.models import DeploymentSpec, Metric, Task
 
 DEFAULT_THRESHOLDS = {Metric.COSINE: 0.98, Metric.MAX_ABS_ERROR: 0.05, Metric.AGREEMENT: 1.0}
@@ -72,7 +72,7 @@ def measure(
     options = qnn.session_options(soc_model, fp16=fp16, config={qnn.RECORD_ASSIGNMENT: "1"})
     options.log_severity_level = 3
     npu = ort.InferenceSession(str(context_model), options)
-    reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(reference_model), power.session_options(), providers=["CPUExecutionProvider"])
     scores: list[float] = []
     for feed in feeds:
         got, want = npu.run(None, feed), reference.run(None, feed)

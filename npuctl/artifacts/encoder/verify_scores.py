@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement, compare
-from npuctl.runtime import qnn, scoring
+from npuctl.runtime import power, qnn, scoring
 from npuctl.schema.models import Metric
 
 Scores = npt.NDArray[np.float64]
@@ -28,7 +28,7 @@ def measure(context_model: Path, reference_model: Path, feeds: Sequence[Feed], *
     options = qnn.session_options(soc_model, fp16=fp16, config={qnn.RECORD_ASSIGNMENT: "1"})
     options.log_severity_level = 3
     npu = ort.InferenceSession(str(context_model), options)
-    reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(reference_model), power.session_options(), providers=["CPUExecutionProvider"])
     got, want = [], []
     for feed in feeds:
         got.append(_scores(npu.run(None, feed)[0], head))

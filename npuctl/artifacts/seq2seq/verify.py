@@ -11,11 +11,12 @@ import numpy as np
 
 from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement
-from npuctl.runtime import qnn
+from npuctl.runtime import power, qnn
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.seq2seq import Decoder, chooser, generation_ids
 from npuctl.runtime.sessions import OpenedSession, open_cpu
-from npuctl.schema.models import Metric
+from npuctl.schema.enums import PowerPolicy
+from npuctl.schema.models import Metric, Runtime
 
 
 def measure(context_model: Path, reference_model: Path, model_dir: Path, decoder_model: Path, feeds: Sequence[Feed], *,
@@ -28,14 +29,15 @@ def measure(context_model: Path, reference_model: Path, model_dir: Path, decoder
     options = qnn.session_options(soc_model, fp16=fp16, config={qnn.RECORD_ASSIGNMENT: "1"})
     options.log_severity_level = 3
     npu = ort.InferenceSession(str(context_model), options)
-    reference = ort.InferenceSession(str(reference_model), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(str(reference_model), power.session_options(), providers=["CPUExecutionProvider"])
     start, ends = generation_ids(model_dir)
     decoder = Decoder(open_cpu(decoder_model), start)
     npu_decoder = decoder
     if decoder_context is not None:
+        extra, applied = power.qnn_session(Runtime(), power.Choice(PowerPolicy.BURST, None))
         session = ort.InferenceSession(str(decoder_context), qnn.session_options(
-            soc_model, fp16=True, config={qnn.RECORD_ASSIGNMENT: "1"}))
-        npu_decoder = Decoder(OpenedSession(session, qnn.EP_NAME, qnn.npu_coverage(session)), start)
+            soc_model, fp16=True, provider_options=extra, config={qnn.RECORD_ASSIGNMENT: "1"}))
+        npu_decoder = Decoder(OpenedSession(session, qnn.EP_NAME, qnn.npu_coverage(session), applied), start)
     identical, positions = [], []
     for feed in feeds:
         got = _greedy(npu_decoder, npu.run(None, feed), feed, ends, max_tokens)

@@ -137,6 +137,7 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
         }},
     }
     if control:
+        document["components"]["schemas"] |= bench_schemas()
         document["components"]["securitySchemes"] = {"agentToken": {
             "type": "http", "scheme": "bearer", "description": "the token in the agent's state folder"}}
     return document
@@ -187,3 +188,10 @@ def _openai() -> dict[str, Any]:
             "responses": {"200": json_body(card, "the model"), **errors("OpenAIError", 404)}}},
     }
 
+
+def bench_schemas() -> dict[str, Any]:
+    """`npuctl bench`'s result and the models in it, as OpenAPI components (what PUT .../bench takes)."""
+    from npuctl.schema.bench import BenchResult
+
+    schema = BenchResult.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "BenchResult": schema}

@@ -167,6 +167,17 @@ def control_paths() -> dict[str, Any]:
             "responses": {"200": listing, **errors("ControlError", 401)}}},
         "/agent/v1/sources": {"get": {"summary": "the manifest sources the agent follows, and their state",
                                       "responses": {"200": listing, **errors("ControlError", 401)}}},
+        "/agent/v1/process": {"get": {"summary": "the agent process's CPU seconds and memory, and the host (for "
+                                                 "npuctl bench)",
+                                      "responses": {"200": json_body(ANY_OBJECT, "process figures"),
+                                                    **errors("ControlError", 401)}}},
+        "/agent/v1/deployments/{name}/bench": {"put": {
+            "summary": "keep a bench result (npuctl bench -o json) in the deployment's status", "security": token,
+            "parameters": [path_param("name")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/BenchResult"}}}},
+            "responses": {"200": json_body(ANY_OBJECT, "kept"),
+                          **errors("ControlError", 400, 401, 404, 408, 413, 415, 422)}}},
     }
 
 

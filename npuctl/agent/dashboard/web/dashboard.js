@@ -72,13 +72,14 @@ function overviewRows(data) {
     if (agent.error || agent.deployments.length === 0) {
       rows.push(el("tr", { "data-agent": agent.url }, el("td", {}, agent.url), el("td", {}, "-"),
         el("td", {}, agent.error ? chip(agent.invalid ? "Invalid" : "Unreachable") : "-"), el("td", { colspan: 3 }, agent.error || "no deployments"),
-        el("td", {}, soc), el("td", {}, sources)));
+        el("td", {}, soc), el("td", {}, sources), el("td", {}, "-")));
     }
     for (const d of agent.deployments) {
       const s = d.status;
       rows.push(el("tr", { "data-agent": agent.url, "data-name": s.name },
         el("td", {}, agent.url), el("td", {}, s.name), el("td", {}, chip(s.phase)), el("td", {}, d.where || "-"),
-        el("td", {}, s.provider || "-"), el("td", {}, percent(s.npuCoverage)), el("td", {}, soc), el("td", {}, sources)));
+        el("td", {}, s.provider || "-"), el("td", {}, percent(s.npuCoverage)), el("td", {}, soc), el("td", {}, sources),
+        el("td", { class: "bench" }, d.bench || "-")));
     }
   }
   return rows;
@@ -135,6 +136,12 @@ function artifactsTable(status) {
     })));
 }
 
+function benchLine(d) {
+  const power = d.status.power;
+  const policy = power ? ` · power ${power.policy}${power.source ? ` (agent default on ${power.source})` : ""}` : "";
+  return d.bench || power ? el("p", { class: "bench muted" }, `last bench: ${d.bench || "none"}${policy}`) : null;
+}
+
 function deploymentCard(agent, d) {
   const s = d.status;
   const series = agent.series.find((x) => x.deployment === s.name);
@@ -144,7 +151,7 @@ function deploymentCard(agent, d) {
   return el("article", { class: "deployment", "data-name": s.name, "data-agent": agent.url },
     el("header", {}, el("h3", {}, s.name), chip(s.phase),
       el("span", { class: "muted" }, [d.model && d.model !== s.name ? `as '${d.model}'` : null, d.task, s.file].filter(Boolean).join(" · "))),
-    where, banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
+    where, benchLine(d), banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
     series ? charts(series) : null);
 }
 
