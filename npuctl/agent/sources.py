@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from npuctl.agent import bundles
+from npuctl.agent.source_rules import BUNDLE_SUFFIX
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
 from npuctl.agent.registry_sources import RegistryFollower, check_pins
@@ -82,7 +83,7 @@ class SourcePoller:
             self.states[name].version = applied.version
 
     def file_of(self, source: ManifestSource) -> Path:
-        return self.folder / f"{source.name}.bundle.yaml"
+        return self.folder / f"{source.name}{BUNDLE_SUFFIX}"
 
     def pins(self) -> dict[str, str]:
         """Step key -> manifest digest, from every bundle in effect."""
