@@ -106,12 +106,14 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
     _check_kind(path, uri)
     if not path.exists():
         raise BuildError("resolve", f"{uri}: {path} does not exist")
+    files = _files(path, uri, located.confined_to)  # all checked before detecting the format opens any
     found = detect_format(path) if declared is Format.AUTO else declared
     if found in (Format.ONNX, Format.GGUF) and path.is_dir():
         path = _single_file(path, uri, ".onnx" if found is Format.ONNX else ".gguf")
+        files = [path]
     if found is Format.ONNX:
         _check_external_data(path, uri)
-    hashes = _hashes(path, uri, located.confined_to)
+    hashes = _hashes(path, files)
     _check_pins(uri, hashes, context.pins, local=scheme in LOCAL_SCHEMES)
     return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
 
@@ -220,24 +222,25 @@ def _check_kind(path: Path, uri: str, inside: str = "") -> None:
                             "must be model files")
 
 
-def _hashes(path: Path, uri: str, confined_to: tuple[Path, ...] | None) -> dict[str, str]:
-    """Relative path (posix) -> sha256 of every file the source holds (a file source: just its name).
-    With `confined_to`, a file of a folder source that links out of those folders is refused."""
-    root = path.parent if path.is_file() else path
+def _files(path: Path, uri: str, confined_to: tuple[Path, ...] | None) -> list[Path]:
+    """The regular files the source holds (a file source: itself). Raises SourceRefused for an entry that is
+    not a regular file or folder, and, with `confined_to`, for one that links out of those folders."""
     if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*") if "__pycache__" not in p.parts and not p.is_dir())
-    hashes = {}
-    for file in files:
-        relative = file.relative_to(root).as_posix()
-        if confined_to is not None and not any(file.resolve().is_relative_to(f) for f in confined_to):
+        return [path]
+    entries = sorted(p for p in path.rglob("*") if "__pycache__" not in p.parts and not p.is_dir())
+    for entry in entries:
+        relative = entry.relative_to(path).as_posix()
+        if confined_to is not None and not any(entry.resolve().is_relative_to(f) for f in confined_to):
             raise SourceRefused(f"{uri} holds {relative}, a link that leads outside the folders local sources "
                                 "may use; copy the file in instead")
-        _check_kind(file, uri, relative)
-        if file.is_file():
-            hashes[relative] = sha256_file(file)
-    return hashes
+        _check_kind(entry, uri, relative)
+    return [entry for entry in entries if entry.is_file()]  # dangling links inside are skipped, as before
+
+
+def _hashes(path: Path, files: list[Path]) -> dict[str, str]:
+    """Relative path (posix) -> sha256 of every file the source holds (a file source: just its name)."""
+    root = path.parent if path.is_file() else path
+    return {file.relative_to(root).as_posix(): sha256_file(file) for file in files}
 
 
 def _digest(hashes: dict[str, str]) -> str:
