@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.agent.harness import Agent, manifest, tiny_model
+from tests.hostile_sources import CANARY, SECRET_DIGEST, hostile_source, layout, needs_fifo, needs_links
 
 STUCK = """\
 apiVersion: npuctl.dev/v1alpha1
@@ -129,5 +130,34 @@ def test_a_build_past_its_deadline_is_a_temporary_failure_naming_step_deadline_a
         stopped = [e for e in events if e["reason"] == "BuildDeadlineExceeded"]
         assert stopped and "retry in" in stopped[-1]["message"], events  # temporary: retried, not given up
         agent.wait_for(lambda: hub.open == 0, "the killed build's connection to close", timeout=30)
+    finally:
+        agent.stop()
+
+
+HOSTILE = ("fifo", "dev-zero", "dangling-out", "link-out", "dotdot", "absolute", "folder-with-fifo", "pkg-dotdot")
+
+
+@needs_fifo
+@needs_links
+def test_hostile_sources_on_a_real_agent_fail_at_once_placed_and_the_others_serve(tmp_path: Path,
+                                                                                   agent_cache: Path) -> None:
+    agent = _agent(tmp_path, agent_cache)
+    (tmp_path / "scratch").mkdir()
+    _, outside = layout(tmp_path / "scratch")  # its manifests folder is not the agent's
+    try:
+        for kind in HOSTILE:
+            pinned = f"    source: {hostile_source(kind, agent.manifests, outside)}\n" \
+                     f"    sha256: {{secret.onnx: '{'0' * 64}'}}"  # the old error quoted the digest here
+            (agent.manifests / f"h-{kind}.yaml").write_text(
+                manifest(name=f"h-{kind}").replace("    source: file:tiny.onnx", pinned))
+        (agent.manifests / "tiny.yaml").write_text(manifest())
+        agent.start()
+        agent.wait_phase("tiny", "Ready", timeout=180)
+        for kind in HOSTILE:
+            status = agent.wait_phase(f"h-{kind}", "Failed", timeout=60)  # permanent: the same input, the same refusal
+            message = _message(status)
+            assert f"h-{kind}.yaml:" in message and "spec.model.source:" in message, message
+            said = message + " ".join(e["message"] for e in agent.events(f"h-{kind}"))
+            assert "TOPSECRET" not in said and SECRET_DIGEST not in said and CANARY not in said, said
     finally:
         agent.stop()

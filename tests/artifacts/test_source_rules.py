@@ -23,67 +23,11 @@ from npuctl.agent.config import AgentConfig, ManifestSource
 from npuctl.agent.source_rules import SourceRules
 from npuctl.artifacts import BuildError, Store, build_deployment
 from npuctl.artifacts.sources.resolve import SourceRefused
-from tests.agent.harness import tiny_model
-from tests.fuzzing import fuzz_settings
 from npuctl.schema import load_file
+from tests.fuzzing import fuzz_settings
+from tests.hostile_sources import (CANARY, HANG_SECONDS, SECRET_DIGEST, hostile_source, layout, needs_fifo,
+                                   needs_links)
 from tests.manifests import write_deployment
-
-SECRET = b"TOPSECRET-7f3a9 root:x:0:0\n"
-SECRET_DIGEST = hashlib.sha256(SECRET).hexdigest()
-CANARY = "listing-canary-9d1e.onnx"
-"""A file beside the secret: an error that lists the outside folder would name it."""
-HANG_SECONDS = 60
-"""Far above what resolving a refused source takes (milliseconds): past it, the read blocked."""
-
-needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
-needs_links = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
-
-
-def _layout(root: Path) -> tuple[Path, Path]:
-    """(the manifest folder, an outside folder holding a secret file and a canary)."""
-    folder, outside = root / "manifests", root / "outside"
-    folder.mkdir()
-    outside.mkdir()
-    (outside / "secret.onnx").write_bytes(SECRET)
-    (outside / CANARY).write_bytes(b"x")
-    tiny_model(folder / "tiny.onnx")
-    return folder, outside
-
-
-def _hostile(kind: str, folder: Path, outside: Path) -> str:
-    """The source URI of one hostile kind, after creating what it points at."""
-    if kind == "fifo":
-        os.mkfifo(folder / "pipe.onnx")
-        return "file:pipe.onnx"
-    if kind == "dev-zero":
-        (folder / "zero.onnx").symlink_to("/dev/zero")
-        return "file:zero.onnx"
-    if kind == "dangling-out":
-        (folder / "gone.onnx").symlink_to(outside / "nothing.onnx")
-        return "file:gone.onnx"
-    if kind == "link-out":
-        (folder / "peek.onnx").symlink_to(outside / "secret.onnx")
-        return "file:peek.onnx"
-    if kind == "dotdot":
-        return "file:../outside/secret.onnx"
-    if kind == "absolute":
-        return f"file:{outside / 'secret.onnx'}"
-    if kind == "absolute-folder":
-        return f"file:{outside}"
-    if kind == "folder-with-fifo":
-        (folder / "model").mkdir()
-        tiny_model(folder / "model" / "model.onnx")
-        os.mkfifo(folder / "model" / "extra.onnx")
-        return "file:model"
-    if kind == "folder-with-link-out":
-        (folder / "model").mkdir()
-        tiny_model(folder / "model" / "model.onnx")
-        (folder / "model" / "config.json").symlink_to(outside / "secret.onnx")
-        return "file:model"
-    if kind == "pkg-dotdot":
-        return "pkg:npuctl/" + "../" * 20 + str(outside / "secret.onnx").lstrip("/")
-    raise AssertionError(kind)
-
 
 KINDS = ("fifo", "dev-zero", "dangling-out", "link-out", "dotdot", "absolute", "absolute-folder",
          "folder-with-fifo", "folder-with-link-out", "pkg-dotdot")
@@ -123,8 +67,8 @@ def _assert_nothing_leaks(message: str) -> None:
 def test_hostile_local_sources_are_refused_at_once_placed_and_without_leaks(kind: str, field: str,
                                                                               pinned: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        folder, outside = _layout(Path(scratch))
-        uri = _hostile(kind, folder, outside)
+        folder, outside = layout(Path(scratch))
+        uri = hostile_source(kind, folder, outside)
         model: dict[str, Any] = {"source": uri if field == "model" else "file:tiny.onnx", "task": "tensor"}
         if pinned and field == "model":  # a wrong pin: the old error quoted the file's digest, or listed the folder
             model["sha256"] = {"secret.onnx": "0" * 64, "config.json": "0" * 64}
@@ -146,8 +90,8 @@ def test_hostile_local_sources_are_refused_at_once_placed_and_without_leaks(kind
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder-with-fifo", "pkg-dotdot"])
 def test_without_roots_the_kind_and_package_rules_still_hold(tmp_path: Path, kind: str) -> None:
     """The Python API and the CLI read any folder of their user's, but never a FIFO, a device or out of a package."""
-    folder, outside = _layout(tmp_path)
-    loaded = write_deployment(folder, "hostile", {"model": {"source": _hostile(kind, folder, outside),
+    folder, outside = layout(tmp_path)
+    loaded = write_deployment(folder, "hostile", {"model": {"source": hostile_source(kind, folder, outside),
                                                             "task": "tensor"}, "precision": "fp32"})
     error = _resolve_bounded(loaded, Store(tmp_path / "store"))
     assert isinstance(error, SourceRefused) and RULES_ANYWHERE[kind] in str(error), repr(error)
@@ -155,7 +99,7 @@ def test_without_roots_the_kind_and_package_rules_still_hold(tmp_path: Path, kin
 
 
 def test_a_wrong_pin_on_a_local_file_names_the_pin_not_the_files_digest(tmp_path: Path) -> None:
-    folder, _ = _layout(tmp_path)
+    folder, _ = layout(tmp_path)
     loaded = write_deployment(folder, "pinned", {"model": {"source": "file:tiny.onnx", "task": "tensor",
                                                            "sha256": {"tiny.onnx": "0" * 64}}, "precision": "fp32"})
     error = _resolve_bounded(loaded, Store(tmp_path / "store"), source_roots=(folder,))
@@ -165,7 +109,7 @@ def test_a_wrong_pin_on_a_local_file_names_the_pin_not_the_files_digest(tmp_path
 
 
 def test_model_roots_admit_a_folder_and_bundles_read_nothing_local_unless_allowed(tmp_path: Path) -> None:
-    folder, outside = _layout(tmp_path)
+    folder, outside = layout(tmp_path)
     config = AgentConfig(manifests=[folder], model_roots=[outside], sources=[
         ManifestSource(name="open", url="https://fleet.example/b.json", public_key="k", allow_local_sources=True),
         ManifestSource(name="closed", url="https://fleet.example/c.json", public_key="k")])
@@ -188,8 +132,8 @@ def test_model_roots_admit_a_folder_and_bundles_read_nothing_local_unless_allowe
 
 @needs_fifo
 def test_npuctl_build_on_a_fifo_source_answers_with_a_placed_error(tmp_path: Path) -> None:
-    folder, outside = _layout(tmp_path)
-    source = _hostile("fifo", folder, outside)
+    folder, outside = layout(tmp_path)
+    source = hostile_source("fifo", folder, outside)
     loaded = write_deployment(folder, "piped", {"model": {"source": source, "task": "tensor"}, "precision": "fp32"})
     done = subprocess.run([sys.executable, "-m", "npuctl", "build", "-f", str(loaded.file), "--cache",
                            str(tmp_path / "cache")], capture_output=True, text=True, timeout=HANG_SECONDS * 2,
