@@ -161,3 +161,21 @@ def test_hostile_sources_on_a_real_agent_fail_at_once_placed_and_the_others_serv
             assert "TOPSECRET" not in said and SECRET_DIGEST not in said and CANARY not in said, said
     finally:
         agent.stop()
+
+
+def test_each_step_kind_gets_its_own_deadline_and_status_reports_do_not_extend_it() -> None:
+    """In-process: what the agent waits for at each point of a build, and which config key says how long."""
+    from npuctl.agent.config import BuildDeadlines
+    from npuctl.agent.isolated import _Phase
+    from npuctl.artifacts.result import StepEvent, StepState
+
+    deadlines = BuildDeadlines(sources_seconds=60, step_seconds=7200)
+    start = _Phase.of("starting the build process", "sourcesSeconds", deadlines)
+    resolving = start.after(StepEvent("resolve", StepState.RUNNING, ""), deadlines)
+    assert (resolving.step, resolving.key, resolving.seconds) == ("resolve", "sourcesSeconds", 60)
+    between = resolving.after(StepEvent("resolve", StepState.CACHED, "k"), deadlines)
+    assert (between.key, between.seconds) == ("sourcesSeconds", 60) and "after resolve" in between.step
+    compiling = between.after(StepEvent("compile", StepState.RUNNING, "k"), deadlines)
+    assert (compiling.step, compiling.key, compiling.seconds) == ("compile", "stepSeconds", 7200)
+    report = compiling.after(StepEvent("compile", StepState.RUNNING, "k", message="AI Hub: job running"), deadlines)
+    assert report.until == compiling.until  # a long step's status reports do not push its deadline back
