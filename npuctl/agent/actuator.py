@@ -29,7 +29,8 @@ class Actuator(Protocol):
     """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
     the others are quick and run on the event loop."""
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None], stop: threading.Event) -> BuildResult:
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+              stop: threading.Event) -> BuildResult:
         """Produce (or find in the store) the deployment's artifacts. Raises on failure (BuildError says
         whether it is temporary); gives up with BuildCancelled once `stop` is set."""
 
@@ -84,7 +85,8 @@ class LocalActuator:
         self.facts = device_facts(self.host)
         self.shared = SharedModels(host)
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None], stop: threading.Event) -> BuildResult:
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+              stop: threading.Event) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
                               deadlines=self.deadlines, stop=stop, for_soc=self.host.soc_model,
                               aihub_credentials=self.aihub, published=self.published, pins=self.pins(),
