@@ -6,6 +6,7 @@ stored build is found in-process (no child needed)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -156,7 +157,17 @@ def _receive(receiver: Connection, progress: Callable[[StepEvent], None], deadli
             raise BuildError(step, message, temporary=temporary)
 
 
+def _exit_with_parent() -> None:
+    """End this build when the agent is gone: killed or stopped by a service manager, it cannot stop us,
+    and a build stuck on a source would otherwise outlive it (on Windows too: the sentinel is a handle)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)
+
+
 def _child(sender: Connection, loaded: LoadedDeployment, root: Path, options: dict[str, Any]) -> None:
+    threading.Thread(target=_exit_with_parent, daemon=True, name="npuctl-parent-watch").start()
     lock = threading.Lock()  # progress may come from the build's own threads
 
     def send(message: tuple[str, Any]) -> None:

@@ -84,6 +84,8 @@ class Reconciler:
                 await self._sleep(stop)
         finally:
             watcher.stop()
+            for record in self.records.values():
+                record.stop.set()  # a build stuck on a source must not hold the agent's exit (finished steps stay)
             self._builds.shutdown(wait=False, cancel_futures=True)
             self._loads.shutdown(wait=False, cancel_futures=True)
 

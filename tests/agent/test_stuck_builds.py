@@ -112,6 +112,14 @@ def test_a_build_stuck_on_a_source_holds_up_nothing_and_stops_when_its_manifest_
         (agent.manifests / "gone.yaml").unlink()
         agent.wait_for(lambda: hub.open == 0, "the deleted deployment's build to stop", timeout=60)
         agent.wait_for(lambda: agent.status("gone") is None, "the deleted deployment to leave the status")
+        # The agent stopped (a service manager's terminate) while a build is stuck: the build process goes too.
+        (agent.manifests / "orphan.yaml").write_text(STUCK.format(name="orphan"))
+        agent.wait_for(lambda: hub.open == 1, "the third stuck build to reach the hub", timeout=60)
+        agent.stop()
+        until = time.monotonic() + 30
+        while hub.open and time.monotonic() < until:
+            time.sleep(0.1)
+        assert hub.open == 0, "the build process outlived the agent"
     finally:
         agent.stop()
 
