@@ -156,8 +156,7 @@ def _resolve_file(rest: str, context: SourceContext) -> Located:
     roots = tuple(root.resolve() for root in context.roots)
     if not any(path.is_relative_to(root) for root in roots):
         raise SourceRefused(f"{uri} leads outside the folders local sources may use ({', '.join(map(str, roots))}); "
-                            "move the model into one, or add its folder to modelRoots in the agent config "
-                            "(npuctl build: --model-root)")
+                            "move the model into one, or add its folder to modelRoots in the agent config")
     return Located(path, confined_to=roots)
 
 
