@@ -90,7 +90,7 @@ class LocalActuator:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
                               deadlines=self.deadlines, stop=stop, for_soc=self.host.soc_model,
                               aihub_credentials=self.aihub, published=self.published, pins=self.pins(),
-                              source_roots=self._roots(loaded))
+                              source_roots=self._roots(loaded.file))
 
     def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
         return self.shared.load(loaded.deployment, artifacts_of(built), share)
@@ -122,7 +122,9 @@ class LocalActuator:
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
         try:
-            found = survey(loaded, store=self.store, base_dir=base_dir, source_roots=self._roots(loaded))
+            # A dry run's manifest is not written yet: its roots are those of the file it would be.
+            found = survey(loaded, store=self.store, base_dir=base_dir,
+                           source_roots=self._roots(base_dir / loaded.file.name))
         except BuildError as exc:
             return {"stored": [], "next": None, "error": str(exc)}
         return {"stored": [run.name for run in found.stored], "next": found.next_step}
@@ -130,8 +132,8 @@ class LocalActuator:
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
 
-    def _roots(self, loaded: LoadedDeployment) -> tuple[Path, ...] | None:
-        return self.rules.roots_for(loaded.file) if self.rules else None
+    def _roots(self, manifest: Path) -> tuple[Path, ...] | None:
+        return self.rules.roots_for(manifest) if self.rules else None
 
 
 def describe_artifacts(built: BuildResult) -> list[ArtifactStatus]:
