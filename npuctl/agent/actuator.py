@@ -3,11 +3,14 @@ the server's model registry. The reconciler decides (through the `Actuator` prot
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from npuctl.agent.config import BuildDeadlines
 from npuctl.agent.isolated import build_isolated
+from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.selection import device_facts, selects
 from npuctl.agent.sharing import SharedModels
 from npuctl.agent.status import RunFacts
@@ -26,9 +29,10 @@ class Actuator(Protocol):
     """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
     the others are quick and run on the event loop."""
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+              stop: threading.Event) -> BuildResult:
         """Produce (or find in the store) the deployment's artifacts. Raises on failure (BuildError says
-        whether it is temporary)."""
+        whether it is temporary); gives up with BuildCancelled once `stop` is set."""
 
     def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
         """Open sessions (or share those already open under the same `share` key: same artifacts and
@@ -67,8 +71,11 @@ class Actuator(Protocol):
 class LocalActuator:
     def __init__(self, registry: ModelRegistry, store: Store, labels: dict[str, str], host: HostFacts,
                  aihub: Credentials | None = None, published: list[str | StoreLocation] | None = None,
-                 pins: Callable[[], dict[str, str]] | None = None) -> None:
+                 pins: Callable[[], dict[str, str]] | None = None, deadlines: BuildDeadlines | None = None,
+                 rules: SourceRules | None = None) -> None:
         self.registry = registry
+        self.deadlines = deadlines or BuildDeadlines()
+        self.rules = rules
         self.published = published or []
         self.pins = pins or dict
         self.store = store
@@ -78,10 +85,12 @@ class LocalActuator:
         self.facts = device_facts(self.host)
         self.shared = SharedModels(host)
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None]) -> BuildResult:
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+              stop: threading.Event) -> BuildResult:
         return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
-                              for_soc=self.host.soc_model, aihub_credentials=self.aihub, published=self.published,
-                              pins=self.pins())
+                              deadlines=self.deadlines, stop=stop, for_soc=self.host.soc_model,
+                              aihub_credentials=self.aihub, published=self.published, pins=self.pins(),
+                              source_roots=self._roots(loaded.file))
 
     def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
         return self.shared.load(loaded.deployment, artifacts_of(built), share)
@@ -113,13 +122,18 @@ class LocalActuator:
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
         try:
-            found = survey(loaded, store=self.store, base_dir=base_dir)
+            # A dry run's manifest is not written yet: its roots are those of the file it would be.
+            found = survey(loaded, store=self.store, base_dir=base_dir,
+                           source_roots=self._roots(base_dir / loaded.file.name))
         except BuildError as exc:
             return {"stored": [], "next": None, "error": str(exc)}
         return {"stored": [run.name for run in found.stored], "next": found.next_step}
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
+
+    def _roots(self, manifest: Path) -> tuple[Path, ...] | None:
+        return self.rules.roots_for(manifest) if self.rules else None
 
 
 def describe_artifacts(built: BuildResult) -> list[ArtifactStatus]:

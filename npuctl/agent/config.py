@@ -56,6 +56,9 @@ class ManifestSource(BaseModel):
     """oci:// only: registry user; without it, docker's config.json and credential helpers are asked."""
     password: SecretStr | None = None
     """oci:// only: the user's password or access token. Never logged."""
+    allow_local_sources: bool = False
+    """Let this bundle's manifests use `file:` sources, inside the agent's `modelRoots` only. Off by default:
+    a bundle publisher could otherwise probe the files of every PC of the fleet."""
 
     @field_validator("name")
     @classmethod
@@ -83,6 +86,23 @@ class ManifestSource(BaseModel):
     @property
     def oci(self) -> bool:
         return refs.is_oci(self.url)
+
+
+class BuildDeadlines(BaseModel):
+    """How long one build step may take before its build process is stopped (agent config `buildDeadlines`).
+    A stopped build is a temporary failure: retried after the backoff, its finished steps kept."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid",
+                              use_attribute_docstrings=True)
+
+    sources_seconds: float = Field(600.0, gt=0)
+    """Resolving a source (reading and hashing local files, downloading `hf:`/`https:` ones), and any stretch
+    between steps (starting the build process, re-hashing stored files). Short: a healthy disk reads a
+    3B model's 6 GB in well under a minute, so past this a mount or server has stopped answering. Raise it
+    for multi-GB downloads over a slow link."""
+    step_seconds: float = Field(14400.0, gt=0)
+    """Each other step (export, quantize, compile, verify, LLM packing). Long: exporting and quantizing
+    a 3B LLM on a laptop CPU takes one to two hours."""
 
 
 class AgentConfig(BaseModel):
@@ -141,6 +161,15 @@ class AgentConfig(BaseModel):
     """An idle connection between two requests is closed after this many seconds."""
     max_connections: int = Field(ConnectionLimits.max_connections, ge=1)
     """Open client connections at most; one more is answered 503 and closed at once."""
+    build_deadlines: BuildDeadlines = BuildDeadlines()
+    """Deadlines per build step kind; see BuildDeadlines."""
+    build_workers: int = Field(2, ge=1, le=16)
+    """Builds run at once. Two, so that a build waiting on a slow source until its deadline does not hold
+    up the others; each build is a child process, so more means more memory at once."""
+    model_roots: list[Path] = []
+    """Folders (besides each manifest's own folder) that `file:` sources may point into, after links are
+    resolved. Manifests from bundles (`sources:`) may point only into these, and only with the source's
+    `allowLocalSources`."""
     aihub_token: SecretStr | None = None
     """Qualcomm AI Hub API token for `build.strategy: aihub` (default: qai-hub's own INI file). Never logged."""
     power: PowerDefaults = PowerDefaults()

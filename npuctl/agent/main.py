@@ -18,6 +18,7 @@ from npuctl.agent.dashboard.routes import dashboard_routes
 from npuctl.agent.dashboard.views import DashboardData, agent_view, dashboard
 from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
+from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
@@ -56,6 +57,7 @@ def load_config(path: Path) -> AgentConfig:
         "state": base / config.state,
         "cache": base / config.cache if config.cache else None,
         "artifact_sources": [_relative_to(base, s) for s in config.artifact_sources],
+        "model_roots": [base / p for p in config.model_roots],
     })
 
 
@@ -70,7 +72,8 @@ def make_actuator(config: AgentConfig, registry: ModelRegistry, host: HostFacts,
                   pins: Callable[[], dict[str, str]] | None = None) -> LocalActuator:
     token = config.aihub_token.get_secret_value() if config.aihub_token else None
     return LocalActuator(registry, Store(config.cache), labels=config.labels, host=host,
-                         aihub=Credentials(token=token), published=config.artifact_sources, pins=pins)
+                         aihub=Credentials(token=token), published=config.artifact_sources, pins=pins,
+                         deadlines=config.build_deadlines, rules=SourceRules.of(config))
 
 
 def make_reconciler(config: AgentConfig, actuator: LocalActuator) -> Reconciler:

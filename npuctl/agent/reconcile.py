@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from npuctl.agent.conditions import settle, validity
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.health import AgentHealth
+from npuctl.agent.isolated import BuildCancelled, BuildDeadlineExceeded
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import Phase, StatusBook, set_phase
@@ -52,7 +54,7 @@ class Reconciler:
     def __post_init__(self) -> None:
         self.desired_state = DesiredState(self.config.manifests, self.config.settle_seconds, self.clock)
         self.health = AgentHealth(self.book, self.actuator, self.clock, self.config.backoff_seconds)
-        self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-build")
+        self._builds = ThreadPoolExecutor(max_workers=self.config.build_workers, thread_name_prefix="npuctl-build")
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-read")
         self._reading: asyncio.Future[dict[str, Desired]] | None = None
@@ -92,6 +94,8 @@ class Reconciler:
                     self.health.loop_failed(exc, delay)
                     await self._pause(stop, delay)
         finally:
+            for record in self.records.values():
+                record.stop.set()  # a build stuck on a source must not hold the agent's exit (finished steps stay)
             self._builds.shutdown(wait=False, cancel_futures=True)
             self._loads.shutdown(wait=False, cancel_futures=True)
             self._reads.shutdown(wait=False, cancel_futures=True)
@@ -175,6 +179,7 @@ class Reconciler:
             gone = self.records.get(name)
             if gone is not None:
                 gone.want = None
+                self._stop_stale(gone)
             if gone is None or not gone.busy:
                 self._delete(name)
         declared = {want.keys.build for want in desired.values()}
@@ -199,6 +204,7 @@ class Reconciler:
             status.observed_generation = want.generation
             return
         if record.busy:
+            self._stop_stale(record)
             return
         keys = want.keys
         running = record.running
@@ -244,9 +250,21 @@ class Reconciler:
         if activity is Activity.BUILDING and self._building(key):
             return  # another deployment builds the same artifacts: this one loads them when it is done
         record.activity = activity
+        record.work_key = key
+        record.stop = threading.Event()
         task = asyncio.get_running_loop().create_task(self._run(record, activity, key, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _stop_stale(self, record: Record) -> None:
+        """Stop a build of artifacts no deployment declares any more (its manifest changed or went away):
+        a build stuck until its deadline must not hold up the version that replaced it."""
+        if record.activity is not Activity.BUILDING or record.stop.is_set():
+            return
+        if any(r.want is not None and r.want.keys.build == record.work_key for r in self.records.values()):
+            return
+        record.stop.set()
+        self.book.record(record.name, "BuildCancelled", "stopping the build: its manifest changed or went away")
 
     def _building(self, key: str) -> bool:
         return any(r.activity is Activity.BUILDING and r.want is not None and r.want.keys.build == key
@@ -268,6 +286,8 @@ class Reconciler:
         if outcome.kind is OutcomeKind.DONE:
             record.failures.pop(activity, None)
             return
+        if outcome.kind is OutcomeKind.CANCELLED:
+            return
         old = record.failure(activity, key)
         attempts = old.attempts + 1 if old and old.want is want else 1  # a saved manifest starts again
         if outcome.kind is OutcomeKind.PERMANENT:
@@ -288,7 +308,13 @@ class Reconciler:
             loop.call_soon_threadsafe(self._step_event, name, step, state)
 
         try:
-            result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress)
+            result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress,
+                                                record.stop)
+        except BuildCancelled:
+            self.book.record(name, "BuildStopped", "the build process was stopped; what is declared now builds next")
+            return Outcome.cancelled()
+        except BuildDeadlineExceeded as exc:
+            return Outcome.failed("BuildDeadlineExceeded", str(exc), permanent=False)
         except Exception as exc:  # a failed build must never stop the loop
             return Outcome.failed("BuildFailed", str(exc), permanent=not is_temporary(exc))
         self.builds[keys.build] = result

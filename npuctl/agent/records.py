@@ -4,6 +4,7 @@ means for the next pass: done, retry after a delay, or permanent (wait for the m
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -26,6 +27,9 @@ class OutcomeKind(StrEnum):
     PERMANENT = "Permanent"
     """The same input fails the same way (accuracy below the bar, an unsupported op, a source that
     does not exist): tried again only once the manifest changes (or the agent restarts, with new tools)."""
+    CANCELLED = "Cancelled"
+    """Stopped because what it worked for is no longer declared: not a failure; the next pass starts
+    what is declared now."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Outcome:
     @classmethod
     def done(cls) -> Outcome:
         return cls(OutcomeKind.DONE)
+
+    @classmethod
+    def cancelled(cls) -> Outcome:
+        return cls(OutcomeKind.CANCELLED)
 
     @classmethod
     def failed(cls, reason: str, message: str, *, permanent: bool) -> Outcome:
@@ -88,6 +96,10 @@ class Record:
     want: Desired | None = None
     """What its manifest declares now (None once no manifest declares it)."""
     activity: Activity = Activity.IDLE
+    work_key: str | None = None
+    """The build or load key of the work in flight."""
+    stop: threading.Event = field(default_factory=threading.Event)
+    """Set to stop the work in flight (a build of a version no longer declared); a new one per work."""
     running: Running | None = None
     failures: dict[Activity, Failure] = field(default_factory=dict)
     """The last failure of each kind of work (BUILDING, LOADING)."""

@@ -25,6 +25,7 @@ import httpx
 
 from npuctl.agent import bundles
 from npuctl.agent.bundle_fetch import MAX_SIGNATURE_BYTES, FetchError, FetchRefused, fetch
+from npuctl.agent.source_rules import BUNDLE_SUFFIX
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
 from npuctl.agent.registry_sources import RegistryFollower, check_pins
@@ -93,7 +94,7 @@ class SourcePoller:
             self.states[name].version = applied.version
 
     def file_of(self, source: ManifestSource) -> Path:
-        return self.folder / f"{source.name}.bundle.yaml"
+        return self.folder / f"{source.name}{BUNDLE_SUFFIX}"
 
     def pins(self) -> dict[str, str]:
         """Step key -> manifest digest, from every bundle in effect."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +19,14 @@ from npuctl.artifacts.seq2seq import export as seq2seq
 from npuctl.artifacts.encoder import verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.graphs import MODEL_FILE
-from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepEvent, StepRun, StepState
-from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, buildable, resolve
+from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepRun, Survey
+from npuctl.artifacts.sources.declared import DeclaredSources
+from npuctl.artifacts.sources.resolve import ResolvedSource, buildable
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
 from npuctl.artifacts.targets import targets_of
 from npuctl.runtime import pooling, scoring
-from npuctl.schema.loader import LoadedDeployment
+from npuctl.schema.loader import LoadedDeployment, Loc
 from npuctl.schema.models import Format, ModelDeployment, Precision, Strategy, Target, Task
 
 SCORING_TASKS = (Task.RERANK, Task.CLASSIFICATION)
@@ -45,6 +45,7 @@ def build_deployment(
     published: Sequence[str | location.StoreLocation] = (),
     pins: dict[str, str] | None = None,
     publishing: bool = False,
+    source_roots: Sequence[Path] | None = None,
 ) -> BuildResult:
     """Build (or find in the store) everything `deployment` needs. Every step whose key is stored is skipped,
     so a fully built deployment returns after re-hashing its files and running nothing.
@@ -60,15 +61,19 @@ def build_deployment(
     manifest digest (from signed bundles): an oci: store is asked for a pinned step by that digest only.
     publishing: the build is for `--publish`: `build.strategy: prebuilt` compiles here (the publisher is where
     the binaries come from). Elsewhere prebuilt compiles nothing: a pack's binaries, or published steps only.
+    source_roots: the folders `file:` sources must lead into (None: anywhere; empty: no `file:` source).
     Raises BuildError (AccuracyError when verify measures below the bar)."""
+    where: Callable[[Loc], str] | None = None
     if isinstance(deployment, LoadedDeployment):
         base_dir = base_dir or deployment.file.parent
+        where = deployment.where
         deployment = deployment.deployment
     fetch_only = deployment.spec.build.strategy is Strategy.PREBUILT and not publishing and bool(published)
     runner = Runner(store or Store(), progress or (lambda event: None), cached_only or fetch_only,
                     [fetch.open_source(where, pins) for where in published])
     build = _Build(deployment, Path(base_dir or Path.cwd()), runner, for_soc=for_soc,
-                   aihub_credentials=aihub_credentials, compile_prebuilt=publishing or fetch_only)
+                   aihub_credentials=aihub_credentials, compile_prebuilt=publishing or fetch_only,
+                   roots=None if source_roots is None else tuple(source_roots), where=where)
     try:
         return build.run(targets_of(deployment, targets))
     finally:
@@ -76,22 +81,14 @@ def build_deployment(
             source.close()
 
 
-@dataclass(frozen=True)
-class Survey:
-    """How far a deployment is built, found without running anything."""
-
-    stored: tuple[StepRun, ...]
-    """Steps found in the store, in build order."""
-    next_step: str | None
-    """The first step a build would run (later ones depend on its output); None when all is built."""
-
-
-def survey(deployment: LoadedDeployment, *, store: Store, base_dir: Path | None = None) -> Survey:
+def survey(deployment: LoadedDeployment, *, store: Store, base_dir: Path | None = None,
+           source_roots: Sequence[Path] | None = None) -> Survey:
     """What is stored and what a build would run next (for dry runs and garbage collection). Runs nothing."""
     runner = Runner(store, lambda event: None, cached_only=True)
     # compile_prebuilt: a publisher's store holds what it compiled for `prebuilt` deployments.
     build = _Build(deployment.deployment, base_dir or deployment.file.parent, runner, partial=True,
-                   compile_prebuilt=True)
+                   compile_prebuilt=True, roots=None if source_roots is None else tuple(source_roots),
+                   where=deployment.where)
     try:
         build.run(list(deployment.deployment.spec.targets))
     except NotBuiltError as exc:
@@ -117,8 +114,10 @@ class _Fp32:
 class _Build:
     def __init__(self, deployment: ModelDeployment, base_dir: Path, runner: Runner, partial: bool = False,
                  for_soc: int | None = None, aihub_credentials: aihub.Credentials | None = None,
-                 compile_prebuilt: bool = False) -> None:
+                 compile_prebuilt: bool = False, roots: tuple[Path, ...] | None = None,
+                 where: Callable[[Loc], str] | None = None) -> None:
         self.deployment = deployment
+        self.sources = DeclaredSources(deployment.spec, base_dir, runner, roots, where)
         self.compile_prebuilt = compile_prebuilt
         """Take the compile path under `prebuilt` (publishing, or fetching what a publisher compiled)."""
         self.partial = partial
@@ -136,11 +135,10 @@ class _Build:
 
     def run(self, targets: list[Target]) -> BuildResult:
         if self.spec.model.task is Task.TEXT_GENERATION:
-            declared = self.spec.model
-            source, resolve_run = self._resolve(declared.source, declared.format, declared.sha256)
+            source, resolve_run = self.sources.model()
             return generation.build(self.deployment, source, resolve_run, self.runner,
                                     self._for_device(targets, True), self.base_dir)
-        model, pack, resolve_runs = self._sources()
+        model, pack, resolve_runs = self.sources.model_and_pack()
         strategy = self.spec.build.strategy
         entries = packs.scan(pack.path) if pack and strategy in (Strategy.AUTO, Strategy.PREBUILT) else []
         compilable = (model is not None and buildable(model)
@@ -171,34 +169,6 @@ class _Build:
         return BuildResult(self.deployment.name, self.spec.model.task, self.spec.precision,
                            fp32.path if fp32 else None, self.model_dir or self.base_dir, tokenizer, tuple(artifacts),
                            (*resolve_runs, *self.runner.runs.values()), sources)
-
-    def _sources(self) -> tuple[ResolvedSource | None, ResolvedSource | None, tuple[StepRun, ...]]:
-        """(the model, the prebuilt pack) — either may be None — and their resolve runs."""
-        model_spec = self.spec.model
-        model, model_run = self._resolve(model_spec.source, model_spec.format, model_spec.sha256)
-        pack_uri = self.spec.build.prebuilt.source
-        if model.format is Format.EP_CONTEXT:
-            if pack_uri:
-                raise BuildError("resolve", f"{model.uri} is itself a prebuilt pack; spec.build.prebuilt.source is "
-                                 "for a pack beside a buildable model: drop one of them")
-            return None, model, (model_run,)
-        if model.format is Format.GENAI:
-            raise BuildError("resolve", f"{model.uri}: onnxruntime-genai folders are not built or served yet")
-        if not pack_uri:
-            return model, None, (model_run,)
-        pack, pack_run = self._resolve(pack_uri, Format.EP_CONTEXT, {})
-        return model, pack, (model_run, pack_run)
-
-    def _resolve(self, uri: str, declared: Format, pins: dict[str, str]) -> tuple[ResolvedSource, StepRun]:
-        started = time.perf_counter()
-        context = SourceContext(self.base_dir, self.runner.store, pins, self.spec.model.insecure_skip_digest,
-                                cached_only=self.runner.cached_only)
-        source = resolve(uri, context, declared)
-        # Sources are read in place (local files, the Hugging Face cache) or from stored downloads: resolving
-        # itself stores nothing, so it is always "cached".
-        seconds = time.perf_counter() - started
-        self.runner.progress(StepEvent("resolve", StepState.CACHED, source.digest, seconds=seconds))
-        return source, StepRun("resolve", source.digest, True, seconds)
 
     def _for_device(self, targets: list[Target], compilable: bool) -> list[Target]:
         if self.for_soc is None:

@@ -58,6 +58,16 @@ class StepRun:
 
 
 @dataclass(frozen=True)
+class Survey:
+    """How far a deployment is built, found without running anything."""
+
+    stored: tuple[StepRun, ...]
+    """Steps found in the store, in build order."""
+    next_step: str | None
+    """The first step a build would run (later ones depend on its output); None when all is built."""
+
+
+@dataclass(frozen=True)
 class NpuArtifact:
     """A verified context binary for one (target, sequence bucket)."""
 

@@ -143,14 +143,17 @@ def publish_artifacts(manifest: Path, cache: Path, dest: Path | str, *options: s
 
 def fleet_agent(root: Path, *, soc: str, bundle_url: str, public_key: str, artifacts_url: str | dict[str, Any] | None,
                 interval: float, labels: dict[str, str] | None = None,
-                source_options: dict[str, Any] | None = None, facts: dict[str, Any] | None = None) -> Agent:
+                source_options: dict[str, Any] | None = None, facts: dict[str, Any] | None = None,
+                model_roots: list[Path] | None = None) -> Agent:
     """An agent with its own state and cache, device facts of `soc`, following one bundle source
-    (`source_options`: more keys of that source, e.g. insecure, cosignPublicKey)."""
+    (`source_options`: more keys of that source, e.g. insecure, cosignPublicKey). With `model_roots`, the
+    bundle's `file:` sources may read inside them (modelRoots, allowLocalSources)."""
     root.mkdir(parents=True, exist_ok=True)
     config = {
         "facts": {"soc": soc, **(facts or {})}, "labels": labels or {}, "resyncSeconds": 5, "debounceMs": 50,
         "sources": [{"name": "fleet", "url": bundle_url, "publicKey": public_key, "intervalSeconds": interval,
-                     **(source_options or {})}],
+                     "allowLocalSources": bool(model_roots), **(source_options or {})}],
+        "modelRoots": [str(folder) for folder in model_roots or []],
         "artifactSources": [artifacts_url] if artifacts_url else [],
     }
     (root / "agent.yaml").write_text(json.dumps(config, indent=1))

@@ -3,6 +3,8 @@ version already serving keeps answering."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -17,7 +19,10 @@ pytestmark = [pytest.mark.slow,
 
 def test_an_npu_edit_with_a_window_past_the_models_context_fails_and_the_cpu_version_keeps_serving(
         agent: Agent, tiny_chat: TinyChat) -> None:
-    source = f"file:{tiny_chat.source('llama')}"
+    checkpoint = tiny_chat.source("llama")
+    source = f"file:{checkpoint}"
+    agent.config = agent.manifests.parent / "agent.yaml"  # the checkpoint is outside the manifests folder
+    agent.config.write_text(json.dumps({"modelRoots": [str(checkpoint.parent)]}))
     cpu = {"model": {"source": source, "task": "text-generation"}, "precision": "fp32",
            "runtime": {"device": "cpu"}}
     write_deployment(agent.manifests, "chat", cpu)

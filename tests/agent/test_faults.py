@@ -194,7 +194,7 @@ class _FailingActuator:
         self.builds = 0
         self.error: Exception = OSError(28, "No space left on device")
 
-    def build(self, loaded: Any, progress: Any) -> Any:
+    def build(self, loaded: Any, progress: Any, stop: Any) -> Any:
         self.builds += 1
         raise self.error
 

@@ -73,7 +73,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     bundle_server.start()
     artifact_server = StaticServer(published).start()
     agents = [fleet_agent(root / f"agent-{soc}-{i}", soc=soc, bundle_url=f"{bundle_server.url}/fleet.json",
-                          public_key=public_key, artifacts_url=artifact_server.url, interval=POLL_SECONDS)
+                          public_key=public_key, artifacts_url=artifact_server.url, interval=POLL_SECONDS,
+                          model_roots=[root / "share"])
               for soc in ("x-elite", "x2-elite") for i in range(AGENTS_PER_SOC)]
     fleet = Fleet(root, model, key, bundle_server, artifact_server, agents, agents[:AGENTS_PER_SOC],
                   agents[AGENTS_PER_SOC:], {})

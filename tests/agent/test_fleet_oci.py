@@ -128,7 +128,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet.agents = [
         fleet_agent(root / f"agent-{soc}-{i}", soc=soc, bundle_url=fleet.tag, public_key=public_key,
                     artifacts_url={"url": f"oci://{proxy.host}/fleet/steps", "insecure": True}, interval=POLL_SECONDS,
-                    source_options={"insecure": True, "cosignPublicKey": cosign_public})
+                    source_options={"insecure": True, "cosignPublicKey": cosign_public}, model_roots=[root / "share"])
         for soc in ("x-elite", "x2-elite") for i in range(AGENTS_PER_SOC)]
     try:
         started = time.monotonic()

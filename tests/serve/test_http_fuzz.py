@@ -208,14 +208,19 @@ def hostile_requests(draw: st.DrawFn) -> tuple[str, str, bytes, str | None]:
         return "POST", f"/v2/models/{MODEL_NAMES[1]}/infer", b"[" * depth + b"]" * depth, "application/json"
     else:
         text = "apiVersion: npuctl.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: x}\nspec:\n  model: {source: " \
-               + json.dumps(draw(st.sampled_from(["hf:../../x", "hf:org/-bad-", "file:\x00", "hf:a/b@..", "pkg:"])
-                                 )) + "}\n  serve: {maxBatch: " + str(draw(integer)) + "}\n"
+               + json.dumps(draw(st.sampled_from(["hf:../../x", "hf:org/-bad-", "file:\x00", "hf:a/b@..", "pkg:"]
+                                                 + HOSTILE_LOCAL_SOURCES))) + "}\n  serve: {maxBatch: " \
+               + str(draw(integer)) + "}\n"
         return "PUT", "/agent/v1/manifests/fuzz.yaml?dryRun=true", text.encode(), draw(st.sampled_from(CONTENT_TYPES))
     raw = json.dumps(body).encode()  # ensure_ascii: lone surrogates travel as \ud800 escapes, as a client sends them
     return "POST", path, raw, draw(st.one_of(st.just("application/json"), st.sampled_from(CONTENT_TYPES)))
 
 
 HOSTILE: Counter[int] = Counter()
+HOSTILE_LOCAL_SOURCES = ["file:/dev/zero", "file:/proc/self/fd/0", "file:../../../../etc/passwd", "file:/etc",
+                         "pkg:npuctl/../../../../etc/passwd", "pkg:npuctl/../.."]
+"""Issue 26: devices, the agent's own stdin, paths out of the manifests folder and out of a package, sent to the
+agent's dry run (which resolves sources): refused at once, never read."""
 
 
 @fuzz_settings(int(os.environ.get("NPUCTL_FUZZ_HOSTILE", 3000 if FULL else 100)))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.sources.resolve import Located, SourceContext, register_resolver
 from npuctl.artifacts.store import sha256_file
 
@@ -74,6 +74,9 @@ def resolve_hf(rest: str, context: SourceContext) -> Located:
     except HFValidationError as exc:  # a form the manifest check let through and the Hub refuses
         raise BuildError("resolve", f"{source}: {_first_line(exc)}") from exc
     except LocalEntryNotFoundError as exc:
+        if not constants.is_offline_mode() and context.cached_only:
+            # Not a failure: a build that may download comes next (the agent's child process).
+            raise NotBuiltError("resolve", f"{source}: not in the Hugging Face cache yet") from exc
         mode = "HF_HUB_OFFLINE=1, so only the local cache is read" if offline else "the Hub could not be reached"
         raise BuildError("resolve", f"{source}: {_wanted(source)} of {where} is not in the Hugging Face cache "
                          f"{constants.HF_HUB_CACHE} ({mode})") from exc

