@@ -28,7 +28,8 @@ from npuctl.artifacts.result import (
     StepState,
     artifacts_of,
 )
-from npuctl.artifacts.sources.resolve import ResolvedSource, register_resolver, resolve
+from npuctl.artifacts.sources.context import ResolvedSource
+from npuctl.artifacts.sources.resolve import resolve
 from npuctl.artifacts.store import Problem, Record, Store, StoredFile, default_root
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "StoredFile",
     "build_deployment",
     "default_root",
-    "register_resolver",
     "resolve",
     "step_key",
     "artifacts_of",

@@ -21,7 +21,7 @@ from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.graphs import MODEL_FILE
 from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepRun, Survey
 from npuctl.artifacts.sources.declared import DeclaredSources
-from npuctl.artifacts.sources.resolve import ResolvedSource, buildable
+from npuctl.artifacts.sources.context import ResolvedSource, buildable
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
 from npuctl.artifacts.targets import targets_of

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts import facts
-from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from npuctl.artifacts import BuildError, Store
-from npuctl.artifacts.sources.resolve import SourceContext, resolve
+from npuctl.artifacts.sources.context import SourceContext
+from npuctl.artifacts.sources.resolve import resolve
 from npuctl.cli import cli
 from npuctl.schema.enums import Format
 from tests.artifacts.conftest import tiny_model

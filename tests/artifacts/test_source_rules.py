@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from npuctl.agent.config import AgentConfig, ManifestSource
 from npuctl.agent.source_rules import SourceRules
 from npuctl.artifacts import BuildError, Store, build_deployment
-from npuctl.artifacts.sources.resolve import SourceRefused
+from npuctl.artifacts.sources.context import SourceRefused
 from npuctl.schema import load_file
 from tests.fuzzing import fuzz_settings
 from tests.hostile_sources import (CANARY, HANG_SECONDS, SECRET_DIGEST, hostile_source, layout, needs_fifo,

@@ -16,7 +16,8 @@ import pytest
 
 from npuctl.artifacts import BuildError, BuildResult, Store, build_deployment
 from npuctl.artifacts.sources.hf import resolve_hf
-from npuctl.artifacts.sources.resolve import SourceContext, resolve
+from npuctl.artifacts.sources.context import SourceContext
+from npuctl.artifacts.sources.resolve import resolve
 from tests.artifacts.conftest import tiny_model, write_manifest
 from tests.conftest import MINILM_SOURCE, minilm_manifest
 

@@ -14,7 +14,7 @@ from typing import Any
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import BuildResult, StepRun
-from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import StepRunner, dist_version
 from npuctl.artifacts.store import Record
 from npuctl.schema.models import Format, ModelDeployment, Precision

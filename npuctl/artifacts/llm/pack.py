@@ -29,7 +29,7 @@ from npuctl.artifacts import inputs
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepRun
-from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record
 from npuctl.schema.models import ModelDeployment, Precision, Target

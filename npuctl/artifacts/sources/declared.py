@@ -10,7 +10,9 @@ from pathlib import Path
 
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepEvent, StepRun, StepState
-from npuctl.artifacts.sources.resolve import ResolvedSource, SourceContext, SourceRefused, resolve
+from npuctl.artifacts.sources.context import SourceContext, SourceRefused
+from npuctl.artifacts.sources.context import ResolvedSource
+from npuctl.artifacts.sources.resolve import resolve
 from npuctl.artifacts.steps import Runner
 from npuctl.schema.loader import Loc
 from npuctl.schema.models import DeploymentSpec, Format

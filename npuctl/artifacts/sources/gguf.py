@@ -16,7 +16,7 @@ from pathlib import Path
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepRun
-from npuctl.artifacts.sources.resolve import ResolvedSource
+from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import StepRunner, dist_version
 from npuctl.artifacts.store import Record
 from npuctl.schema.models import Format

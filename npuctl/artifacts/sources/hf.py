@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npuctl.artifacts.errors import BuildError, NotBuiltError
-from npuctl.artifacts.sources.resolve import Located, SourceContext, register_resolver
+from npuctl.artifacts.sources.context import Located, SourceContext
 from npuctl.artifacts.store import sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -127,5 +127,3 @@ def _wanted(source: HfSource) -> str:
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
-
-register_resolver("hf", resolve_hf)

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError, NotBuiltError
-from npuctl.artifacts.sources.resolve import Located, SourceContext, register_resolver
+from npuctl.artifacts.sources.context import Located, SourceContext
 
 MAX_BYTES = 20 * 2**30
 """Largest download accepted: past this, the server is misbehaving or the URL is wrong."""
@@ -94,5 +94,3 @@ def _file_name(url: str) -> str:
         raise BuildError("resolve", f"{url}: the URL names no file; point it at the .onnx (or .zip) to download")
     return name
 
-
-register_resolver("https", resolve_https)

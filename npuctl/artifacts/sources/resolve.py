@@ -12,12 +12,12 @@ import json
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from npuctl.artifacts.sources import packs
+from npuctl.artifacts.sources.context import Located, ResolvedSource, Resolver, SourceContext, SourceRefused
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.store import Store, sha256_file
+from npuctl.artifacts.store import sha256_file
 from npuctl.schema.models import Format
 
 LOCAL_SCHEMES = ("file", "pkg")
@@ -25,83 +25,13 @@ LOCAL_SCHEMES = ("file", "pkg")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
-@dataclass(frozen=True)
-class SourceContext:
-    """What a resolver may use besides the URI."""
-
-    base_dir: Path
-    """The manifest's folder: `file:` sources are relative to it."""
-    store: Store
-    """Where downloaded sources are kept (content-addressed, like build steps)."""
-    pins: Mapping[str, str] = field(default_factory=dict)
-    """spec.model.sha256: path relative to the source -> expected sha256."""
-    insecure_skip_digest: bool = False
-    cached_only: bool = False
-    """Download nothing: use only what is already in a cache or the store (the build's cached_only)."""
-    roots: tuple[Path, ...] | None = None
-    """Folders `file:` sources must lead into, links followed. None: anywhere (a Python caller vouching for
-    its own manifests); empty: no local source at all (a fleet bundle's manifest, by default)."""
-
-
-class SourceRefused(BuildError):
-    """A source points where its manifest may not read: outside the folders allowed to it, or at something
-    that is not a regular file or folder. Permanent, and says nothing of what lies there."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("resolve", message)
-
-
-@dataclass(frozen=True)
-class Located:
-    """Where a resolver found the source."""
-
-    path: Path
-    revision: str | None = None
-    """The immutable version the URI resolved to (a commit hash for `hf:`), when the scheme has one."""
-    confined_to: tuple[Path, ...] | None = None
-    """Resolved folders every file of the source must lie in, links followed (`file:` with roots, `pkg:`);
-    None for caches the resolver itself fills (the Hugging Face cache links into its own blobs folder)."""
-
-
-Resolver = Callable[[str, SourceContext], Located]
-"""(the source without its scheme, the context) -> where its files are."""
-
-_resolvers: dict[str, Resolver] = {}
-
-
-@dataclass(frozen=True)
-class ResolvedSource:
-    uri: str
-    path: Path
-    """The ONNX file, or the model folder."""
-    format: Format
-    digest: str
-    """sha256 over the relative paths and contents of every file the source holds."""
-    revision: str | None = None
-    """The commit an `hf:` source resolved to (branch names are recorded as the commit they pointed at)."""
-
-    @property
-    def folder(self) -> Path:
-        """Where tokenizer and sentence-transformers configs live."""
-        return self.path if self.path.is_dir() else self.path.parent
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {"uri": self.uri, "revision": self.revision, "digest": self.digest}
-
-
-def register_resolver(scheme: str, resolver: Resolver) -> None:
-    """Make `<scheme>:...` sources resolvable (scheme without the colon)."""
-    _resolvers[scheme] = resolver
-
-
 def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) -> ResolvedSource:
     """Locate the source, verify spec.model.sha256 pins against it, and detect its format (unless declared)."""
-    _load_remote_resolvers()
     scheme, _, rest = uri.partition(":")
-    if scheme not in _resolvers:
+    if scheme not in RESOLVERS:
         raise BuildError("resolve", f"{uri}: no resolver for '{scheme}:' sources (known: "
-                         f"{', '.join(s + ':' for s in sorted(_resolvers))})")
-    located = _resolvers[scheme](rest, context)
+                         f"{', '.join(s + ':' for s in sorted(RESOLVERS))})")
+    located = RESOLVERS[scheme]()(rest, context)
     path = located.path
     _check_kind(path, uri)
     if not path.exists():
@@ -116,11 +46,6 @@ def resolve(uri: str, context: SourceContext, declared: Format = Format.AUTO) ->
     hashes = _hashes(path, files)
     _check_pins(uri, hashes, context.pins, local=scheme in LOCAL_SCHEMES)
     return ResolvedSource(uri, path, found, _digest(hashes), located.revision)
-
-
-def buildable(source: ResolvedSource) -> bool:
-    """Whether the local pipeline can build NPU artifacts from this source."""
-    return source.format in (Format.ONNX, Format.TRANSFORMERS)
 
 
 def detect_format(path: Path) -> Format:
@@ -174,13 +99,26 @@ def _resolve_pkg(rest: str, context: SourceContext) -> Located:
     return Located(path, confined_to=(folder,))
 
 
-register_resolver("file", _resolve_file)
-register_resolver("pkg", _resolve_pkg)
+def _hf() -> Resolver:
+    from npuctl.artifacts.sources.hf import resolve_hf
+
+    return resolve_hf
 
 
-def _load_remote_resolvers() -> None:
-    # Imported on first use: they register themselves, and huggingface_hub/httpx cost import time.
-    from npuctl.artifacts.sources import hf, https  # noqa: F401
+def _https() -> Resolver:
+    from npuctl.artifacts.sources.https import resolve_https
+
+    return resolve_https
+
+
+RESOLVERS: dict[str, Callable[[], Resolver]] = {
+    "file": lambda: _resolve_file,
+    "pkg": lambda: _resolve_pkg,
+    "hf": _hf,
+    "https": _https,
+}
+"""Each scheme's resolver, one static table. `hf:` and `https:` are imported on first use: huggingface_hub and httpx
+cost import time that a build from local files should not pay."""
 
 
 def _single_file(folder: Path, uri: str, suffix: str) -> Path:
