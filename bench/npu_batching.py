@@ -75,9 +75,9 @@ def main() -> None:
 def _embedding_model(manifest: Path, store: Path) -> EmbeddingModel:
     """The deployment loaded here as the server loads it (its sessions on the simulator)."""
     from npuctl.artifacts import Store, build_deployment
+    from npuctl.cli.oneshot import artifacts_of
     from npuctl.runtime.loading import load_model
     from npuctl.schema import load_file
-    from npuctl.cli.oneshot import artifacts_of
 
     [loaded] = load_file(manifest).deployments
     result = build_deployment(loaded, store=Store(store), cached_only=True)

@@ -32,8 +32,7 @@ def make_tiny_decoder(folder: Path, architecture: str = "llama", train_steps: in
     """A tiny `llama` or `qwen2` checkpoint in `folder`; trained for `train_steps` full-corpus steps."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import (LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config,
-                              Qwen2ForCausalLM)
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     taught = CORPUS + training_sentences() if train_steps else CORPUS
     tokenizer = Tokenizer(models.BPE())

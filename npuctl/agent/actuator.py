@@ -10,17 +10,17 @@ from typing import Any, Protocol
 
 from npuctl.agent.config import BuildDeadlines
 from npuctl.agent.isolated import build_isolated
-from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.selection import device_facts, selects
 from npuctl.agent.sharing import SharedModels
+from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.status import RunFacts
-from npuctl.schema.status import ArtifactStatus
 from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of
 from npuctl.artifacts.aihub import Credentials
-from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.pipeline import survey
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment
+from npuctl.schema.status import ArtifactStatus
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
 

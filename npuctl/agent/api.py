@@ -25,9 +25,9 @@ from npuctl.agent.status import DeploymentStatus
 from npuctl.schema import load_text
 from npuctl.schema.clashes import clashes
 from npuctl.schema.loader import MAX_FILE_BYTES
-from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.endpoints import Handler
 from npuctl.serve.http.body import read_body
+from npuctl.serve.http.errors import ApiError, error_response
 
 PREFIX = "/agent/v1"
 

@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from npuctl.agent.files import SAFE_FILE
-from npuctl.schema import API_VERSION, ManifestError, load_text
 from npuctl.errors import NpuctlError
+from npuctl.schema import API_VERSION, ManifestError, load_text
 
 KIND = "ManifestBundle"
 MAX_BUNDLE_BYTES = 8 << 20

@@ -10,8 +10,8 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import refs
+from npuctl.artifacts.published.location import StoreLocation
 from npuctl.runtime.devices import check_facts
 from npuctl.schema.models import DNS_LABEL
 from npuctl.schema.power import PowerDefaults

@@ -24,15 +24,15 @@ from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.store import Store
+from npuctl.errors import NpuctlError
 from npuctl.runtime import power
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.schema.documents import load_document
 from npuctl.serve.app import create_app
 from npuctl.serve.http.guards import WebPolicy
-from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.http.server import PortInUse, bind, server_config
+from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.timeline import Timeline
-from npuctl.errors import NpuctlError
 
 log = logging.getLogger("npuctl.agent")
 

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from npuctl.serve.endpoints import Handler
 from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.endpoints import Handler
 from npuctl.serve.http.sse import LineStream
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from npuctl.agent.desired import Desired
-from npuctl.agent.desired import Keys
+from npuctl.agent.desired import Desired, Keys
 from npuctl.schema import LoadedDeployment
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from npuctl.agent.bundles import MAX_BUNDLE_BYTES, BundleError
 from npuctl.agent.config import ManifestSource
-from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci import cosign, refs
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.bundles import etag_of, pull_bundle
 from npuctl.artifacts.oci.client import RegistryClient
+from npuctl.artifacts.published.location import StoreLocation
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ import httpx
 
 from npuctl.agent import bundles
 from npuctl.agent.bundle_fetch import MAX_SIGNATURE_BYTES, FetchError, FetchRefused, fetch
-from npuctl.agent.source_rules import BUNDLE_SUFFIX
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.files import atomic_write
 from npuctl.agent.registry_sources import RegistryFollower, check_pins
+from npuctl.agent.source_rules import BUNDLE_SUFFIX
 from npuctl.agent.status import now
-from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.oci.client import DeadlineExceeded, RegistryError
+from npuctl.artifacts.published.location import StoreLocation
 
 log = logging.getLogger("npuctl.agent")
 

@@ -18,7 +18,6 @@ Folders by concern: `sources/` (`file:`, `pkg:`, `hf:`, `https:`, GGUF, prebuilt
 
 from npuctl.artifacts.errors import AccuracyError, BuildError, NotBuiltError
 from npuctl.artifacts.pipeline import build_deployment
-from npuctl.artifacts.steps import step_key
 from npuctl.artifacts.result import (
     BuildResult,
     NpuArtifact,
@@ -30,6 +29,7 @@ from npuctl.artifacts.result import (
 )
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.sources.resolve import resolve
+from npuctl.artifacts.steps import step_key
 from npuctl.artifacts.store import Problem, Record, Store, StoredFile, default_root
 
 __all__ = [

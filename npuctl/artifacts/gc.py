@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.pipeline import referenced_keys
 from npuctl.artifacts.facts import Facts
+from npuctl.artifacts.pipeline import referenced_keys
 from npuctl.artifacts.store import Record, Store
 from npuctl.schema.loader import LoadedDeployment
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from npuctl.artifacts.encoder import verify
-from npuctl.artifacts.encoder import verify_scores
-from npuctl.artifacts.seq2seq import verify as verify_seq2seq
+from npuctl.artifacts.encoder import verify, verify_scores
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.inputs import Feed
+from npuctl.artifacts.seq2seq import verify as verify_seq2seq
 from npuctl.runtime import pooling, scoring
 from npuctl.runtime.seq2seq import DECODER_FILE
 from npuctl.schema.models import DeploymentSpec, Task

@@ -9,19 +9,18 @@ from pathlib import Path
 import onnx
 
 from npuctl.artifacts import aihub, facts, graphs, inputs, measure, quantize
-from npuctl.artifacts.seq2seq import steps as decoder_steps
-from npuctl.artifacts.encoder import export
-from npuctl.artifacts.published import fetch, location
-from npuctl.artifacts.llm import choose as generation
-from npuctl.artifacts.sources import packs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts.seq2seq import export as seq2seq
-from npuctl.artifacts.encoder import verify
+from npuctl.artifacts.encoder import export, verify
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.graphs import MODEL_FILE
+from npuctl.artifacts.llm import choose as generation
+from npuctl.artifacts.published import fetch, location
 from npuctl.artifacts.result import BuildResult, NpuArtifact, ProgressCallback, StepRun, Survey
-from npuctl.artifacts.sources.declared import DeclaredSources
+from npuctl.artifacts.seq2seq import export as seq2seq
+from npuctl.artifacts.seq2seq import steps as decoder_steps
+from npuctl.artifacts.sources import packs
 from npuctl.artifacts.sources.context import ResolvedSource, buildable
+from npuctl.artifacts.sources.declared import DeclaredSources
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record, Store
 from npuctl.artifacts.targets import targets_of

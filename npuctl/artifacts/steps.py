@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from npuctl.artifacts import facts
-from npuctl.artifacts.published import location
 from npuctl.artifacts.errors import BuildError, NotBuiltError
+from npuctl.artifacts.published import location
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
 from npuctl.artifacts.store import Record, Store
 from npuctl.runtime import qnn

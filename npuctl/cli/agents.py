@@ -127,14 +127,14 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     from npuctl.agent.dashboard.routes import dashboard_routes
     from npuctl.agent.dashboard.views import DashboardData, dashboard, serve_view
     from npuctl.artifacts import BuildResult, Store
+    from npuctl.cli.oneshot import serve_registry
     from npuctl.runtime.devices import detect_host
     from npuctl.schema import load_paths
     from npuctl.serve.app import create_app
-    from npuctl.serve.http.guards import WebPolicy, check_origin
-    from npuctl.serve.models import ServedModel
-    from npuctl.cli.oneshot import serve_registry
     from npuctl.serve.http.connections import ConnectionLimits
+    from npuctl.serve.http.guards import WebPolicy, check_origin
     from npuctl.serve.http.server import PortInUse, bind, run
+    from npuctl.serve.models import ServedModel
     from npuctl.serve.timeline import Timeline
 
     try:

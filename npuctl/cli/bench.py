@@ -17,8 +17,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from npuctl.agent.api import PREFIX
-from npuctl.cli.benching import (DECODE_TOKENS, BenchError, ProcessProbe, Progress, Target, Watch, bench_chat,
-                                 bench_requests, guarded)
+from npuctl.cli.benching import (
+    DECODE_TOKENS,
+    BenchError,
+    ProcessProbe,
+    Progress,
+    Target,
+    Watch,
+    bench_chat,
+    bench_requests,
+    guarded,
+)
 from npuctl.cli.client import AgentClient, AgentError, default_token
 from npuctl.cli.control import AGENT
 from npuctl.cli.output import OUTPUT, console, emit, err_console

@@ -84,8 +84,8 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: str
 
 def _publish(results: list[BuildResult], store: Store, publish_to: str, plain_http: bool) -> None:
     if publish_to.startswith("oci://"):
-        from npuctl.artifacts.published import registry as steps
         from npuctl.artifacts.oci.client import RegistryError
+        from npuctl.artifacts.published import registry as steps
 
         try:
             pushed = steps.publish(results, store, publish_to, insecure=plain_http)

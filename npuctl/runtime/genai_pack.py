@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from npuctl.errors import NpuctlError
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import ContextBinary
-from npuctl.errors import NpuctlError
 
 GENAI_CONFIG = "genai_config.json"
 PIPELINE = "decoder-pipeline"

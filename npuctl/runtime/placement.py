@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from npuctl.errors import NpuctlError
 from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
 from npuctl.schema.targets import describe_soc
-from npuctl.errors import NpuctlError
 
 
 class Where(StrEnum):

@@ -4,13 +4,13 @@ YAML loader that places every error at file:line:col (`loader`), the names two d
 beyond reading manifest files; imports nothing else of npuctl but npuctl.errors."""
 
 from npuctl.schema.errors import ManifestError
+from npuctl.schema.folders import load_paths
 from npuctl.schema.loader import (
     LoadedDeployment,
     LoadResult,
     load_file,
     load_text,
 )
-from npuctl.schema.folders import load_paths
 from npuctl.schema.models import (
     API_VERSION,
     KIND,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 EXCERPT_CHARS = 60
 """The most of a file's own text an error quotes (a key, a value): enough to find it, never the file."""
 

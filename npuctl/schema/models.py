@@ -12,10 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 from pydantic.alias_generators import to_camel
 
 # Re-exported: the enumerations are part of the manifest's models.
-from npuctl.schema.enums import Api as Api, Device as Device, Fallback as Fallback, Format as Format
-from npuctl.schema.enums import Metric as Metric, PerformanceMode as PerformanceMode, Pooling as Pooling
+from npuctl.schema.enums import Api as Api
+from npuctl.schema.enums import Device as Device
+from npuctl.schema.enums import Fallback as Fallback
+from npuctl.schema.enums import Format as Format
+from npuctl.schema.enums import Metric as Metric
+from npuctl.schema.enums import PerformanceMode as PerformanceMode
+from npuctl.schema.enums import Pooling as Pooling
 from npuctl.schema.enums import PowerPolicy as PowerPolicy
-from npuctl.schema.enums import Precision as Precision, Strategy as Strategy, Task as Task
+from npuctl.schema.enums import Precision as Precision
+from npuctl.schema.enums import Strategy as Strategy
+from npuctl.schema.enums import Task as Task
 from npuctl.schema.sources import check_source
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
 

@@ -10,6 +10,7 @@ removed from while the server runs.
 """
 
 from npuctl.serve.app import create_app
+from npuctl.serve.http.server import BackgroundServer, run
 from npuctl.serve.models import (
     EmbeddingService,
     ModelStatus,
@@ -20,7 +21,6 @@ from npuctl.serve.models import (
     serve_loaded,
 )
 from npuctl.serve.registry import ModelRegistry, UnknownModel
-from npuctl.serve.http.server import BackgroundServer, run
 
 __all__ = [
     "BackgroundServer",

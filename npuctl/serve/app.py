@@ -11,21 +11,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from npuctl.serve.openai.chat import chat_routes
-from npuctl.serve.openai.responses import responses_routes
-from npuctl.serve.tei.routes import tei_routes
-from npuctl.serve.scoring.classify import classify_routes
 from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.http.body import BODY_TIMEOUT_SECONDS, BodyDeadline
 from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.http.faults import Faults
 from npuctl.serve.http.guards import WebGuard, WebPolicy
-from npuctl.serve.http.body import BODY_TIMEOUT_SECONDS, BodyDeadline
 from npuctl.serve.oip.routes import oip_routes
 from npuctl.serve.ollama.routes import ollama_routes
+from npuctl.serve.openai.chat import chat_routes
 from npuctl.serve.openai.embeddings import openai_routes
+from npuctl.serve.openai.responses import responses_routes
 from npuctl.serve.openapi.document import openapi
-from npuctl.serve.scoring.rerank import rerank_routes
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.scoring.classify import classify_routes
+from npuctl.serve.scoring.rerank import rerank_routes
+from npuctl.serve.tei.routes import tei_routes
 
 DEFAULT_MAX_BODY_BYTES = 4 << 20
 

@@ -20,8 +20,8 @@ from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
 from npuctl.runtime.scoring import Logits, ScoringModel
 from npuctl.runtime.seq2seq import Seq2SeqModel
-from npuctl.runtime.text import Tokens
 from npuctl.runtime.tensors import TensorModel
+from npuctl.runtime.text import Tokens
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.schema.power import PowerInForce
 from npuctl.serve.batching import Batcher, BatchObserver

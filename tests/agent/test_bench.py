@@ -147,9 +147,9 @@ def _prompt_tokens(agent: Agent, content: str) -> int:
 
 
 def test_the_last_bench_shows_on_the_dashboard_and_on_the_labs(served: Agent, tmp_path: Path) -> None:
-    from tests.agent.test_dashboard import BROWSER, CHROMIUM, CHROMIUM_ARGS, card, watch_console
-
     from playwright.sync_api import sync_playwright
+
+    from tests.agent.test_dashboard import BROWSER, CHROMIUM, CHROMIUM_ARGS, card, watch_console
 
     npuctl(served, "bench", "minilm", "--rounds", "1", "--requests", "2", "--clients", "1")
     headline = BenchResult.model_validate(served.status("minilm")["lastBench"]).headline()

@@ -16,8 +16,7 @@ import pytest
 from npuctl.serve.http.guards import WebPolicy
 from npuctl.serve.models import ServedModel
 from tests.agent.test_dashboard import browser  # noqa: F401  (the fixture; its module skips without chromium)
-from tests.serve.conftest import minilm, minilm_artifacts, serve  # noqa: F401  (fixtures)
-from tests.serve.conftest import Serve
+from tests.serve.conftest import Serve, minilm, minilm_artifacts, serve  # noqa: F401  (fixtures)
 
 PACKAGE = Path(__file__).parent.parent / "node" / "node_modules" / "openai"
 PAGE = """<!doctype html><script type="module">

@@ -35,7 +35,6 @@ from tests.agent.fleet_harness import (
 )
 from tests.agent.harness import Agent, X, infer, tiny_model
 
-
 pytestmark = pytest.mark.slow
 
 

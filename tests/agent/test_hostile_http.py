@@ -25,7 +25,7 @@ from npuctl.serve.app import create_app
 from npuctl.serve.endpoints import HIDDEN
 from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
-from tests.agent.harness import X, Agent, manifest
+from tests.agent.harness import Agent, X, manifest
 from tests.fuzzing import FULL, fuzz_settings
 
 MISSING = "leak-marker-7c1e.onnx"

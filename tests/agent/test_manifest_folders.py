@@ -23,7 +23,7 @@ from npuctl.agent import reconcile as reconcile_module
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
-from tests.agent.harness import X, Agent, infer, manifest
+from tests.agent.harness import Agent, X, infer, manifest
 
 LINUX = sys.platform.startswith("linux")
 SECRET = "s3cret-line-of-a-file-outside: 42"

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from npuctl.agent.auth import ensure_token, token_matches
-from npuctl.agent.desired import Desired, DesiredState
+from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.main import ConfigError, load_config
 from npuctl.agent.plan import plan
-from npuctl.agent.desired import Keys
 from npuctl.agent.selection import selects
 from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
 from npuctl.agent.watcher import is_manifest_path

@@ -14,8 +14,7 @@ pytest.importorskip("qai_hub")
 
 import onnx  # noqa: E402
 
-from npuctl.artifacts import BuildError, Store, build_deployment  # noqa: E402
-from npuctl.artifacts import graphs
+from npuctl.artifacts import BuildError, Store, build_deployment, graphs  # noqa: E402
 from npuctl.artifacts.aihub import POLL_SECONDS, RATE_LIMIT_DELAYS, Credentials, Job, compile_on_aihub  # noqa: E402
 from tests.artifacts.conftest import write_manifest  # noqa: E402
 from tests.artifacts.fake_aihub import TOKEN, FakeHub, serve  # noqa: E402

@@ -15,13 +15,12 @@ import pytest
 
 from npuctl.agent.actuator import LocalActuator
 from npuctl.agent.config import AgentConfig
-from npuctl.artifacts import BuildError, BuildResult, Store, build_deployment
+from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of, build_deployment
 from npuctl.artifacts.sources.wrappers import read_description, write_wrapper
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason
-from npuctl.artifacts import artifacts_of
 from npuctl.serve.registry import ModelRegistry
 from tests.artifacts.conftest import write_manifest
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from npuctl.artifacts import Store, StepEvent, build_deployment
+from npuctl.artifacts import StepEvent, Store, build_deployment
 from npuctl.artifacts.published.publish import BLOBS, LAYOUT_FILE, STEPS, publish
 from tests.artifacts.conftest import write_manifest
 

@@ -25,8 +25,7 @@ from npuctl.artifacts import BuildError, Store, build_deployment
 from npuctl.artifacts.sources.context import SourceRefused
 from npuctl.schema import load_file
 from tests.fuzzing import fuzz_settings
-from tests.hostile_sources import (CANARY, HANG_SECONDS, SECRET_DIGEST, hostile_source, layout, needs_fifo,
-                                   needs_links)
+from tests.hostile_sources import CANARY, HANG_SECONDS, SECRET_DIGEST, hostile_source, layout, needs_fifo, needs_links
 from tests.manifests import write_deployment
 
 KINDS = ("fifo", "dev-zero", "dangling-out", "link-out", "dotdot", "absolute", "absolute-folder",

@@ -11,12 +11,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from huggingface_hub import constants as hf_constants
 import pytest
+from huggingface_hub import constants as hf_constants
 
 from npuctl.artifacts import BuildError, BuildResult, Store, build_deployment
-from npuctl.artifacts.sources.hf import resolve_hf
 from npuctl.artifacts.sources.context import SourceContext
+from npuctl.artifacts.sources.hf import resolve_hf
 from npuctl.artifacts.sources.resolve import resolve
 from tests.artifacts.conftest import tiny_model, write_manifest
 from tests.conftest import MINILM_SOURCE, minilm_manifest

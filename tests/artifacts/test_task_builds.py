@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from npuctl.artifacts import Store, build_deployment
+from npuctl.artifacts import Store, artifacts_of, build_deployment
 from npuctl.runtime.devices import detect_host
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.placement import Where
 from npuctl.serve.models import GenerationService, load_served
-from npuctl.artifacts import artifacts_of
 from tests.conftest import TinyModels, task_manifest
 from tests.tiny_t5 import PAIRS
 

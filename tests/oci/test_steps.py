@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from npuctl.artifacts.published.fetch import open_source
-from npuctl.artifacts.published.location import FetchError, StoreLocation
+from npuctl.artifacts.facts import Compile
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import RegistryClient
+from npuctl.artifacts.published.fetch import open_source
+from npuctl.artifacts.published.location import FetchError, StoreLocation
 from npuctl.artifacts.published.registry import FILE_TYPE, RECORD_TYPE, STEP_TYPE, TITLE, push_steps
-from npuctl.artifacts.facts import Compile
 from npuctl.artifacts.store import RECORD, sha256_file
 from tests.oci.conftest import stored_step
 from tests.oci.registry import CuttingProxy, Registry

@@ -11,13 +11,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.artifacts import Store, build_deployment
+from npuctl.artifacts import Store, artifacts_of, build_deployment
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import NotServable, Reason, Where
 from npuctl.runtime.tensors import TensorModel
 from npuctl.schema.models import ModelDeployment
-from npuctl.artifacts import artifacts_of
 
 pytestmark = pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
 

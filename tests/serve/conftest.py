@@ -12,14 +12,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.artifacts import BuildResult, Store, build_deployment
+from npuctl.artifacts import BuildResult, Store, artifacts_of, build_deployment
 from npuctl.runtime.placement import Artifacts
 from npuctl.schema.models import ModelDeployment
 from npuctl.serve.app import create_app
-from npuctl.serve.models import ServedModel, load_served
-from npuctl.artifacts import artifacts_of
-from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.http.server import BackgroundServer
+from npuctl.serve.models import ServedModel, load_served
+from npuctl.serve.registry import ModelRegistry
 from tests.conftest import MINILM_SOURCE
 
 TENSOR_WEIGHT = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)

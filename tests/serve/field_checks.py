@@ -8,8 +8,21 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from tests.serve.field_audit import (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, EOS, OLLAMA_EMBEDDINGS, TOOL,
-                                     Post, base, refused, text, tokens, with_option)
+from tests.serve.field_audit import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    EOS,
+    OLLAMA_EMBEDDINGS,
+    TOOL,
+    Post,
+    base,
+    refused,
+    text,
+    tokens,
+    with_option,
+)
+
 
 def check_model(post: Post, path: str) -> None:
     answer = post(path, base(path) | {"model": "no-such-model"})

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.serve.field_audit import RESPONSES_PATH, TOOL, Post, base, refused, text
 
+
 def check_input_of_responses(post: Post, path: str) -> None:
     items = [{"role": "user", "content": [{"type": "input_text", "text": "Hello there"}]}]
     assert text(path, post(path, base(path) | {"input": items})) == text(path, post(path, base(path)))

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from npuctl.artifacts import BuildResult
+from npuctl.cli.oneshot import artifacts_of
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.http import guards
 from npuctl.serve.http.guards import WebPolicy
 from npuctl.serve.http.limits import MAX_REQUEST_TOKENS, MAX_ROWS
 from npuctl.serve.models import ServedModel, load_served
-from npuctl.cli.oneshot import artifacts_of
 from tests.serve.conftest import Serve, deployment
 
 BIG_TEXT = " ".join(f"word{i}" for i in range(200))  # ~1.6 KB: 2048 of them fit the 4 MiB body limit; each is cut

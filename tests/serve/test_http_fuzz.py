@@ -32,10 +32,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.app import create_app
+from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import load_served
 from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.http.server import BackgroundServer
 from tests.agent.harness import Agent, manifest, tiny_model
 from tests.fuzzing import FULL, HTTP_CASES, fuzz_settings
 from tests.serve.conftest import deployment

@@ -8,9 +8,9 @@ import httpx
 import openai
 import pytest
 
+from npuctl.cli.oneshot import artifacts_of
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
-from npuctl.cli.oneshot import artifacts_of
 from tests.serve.conftest import Serve
 from tests.tiny_chat import PROMPTS, TinyChat
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from npuctl.serve.app import create_app
+from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
-from npuctl.serve.http.server import BackgroundServer
 from tests.serve.conftest import Serve, deployment
 from tests.serve.test_oip import tensors
 

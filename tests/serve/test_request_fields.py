@@ -16,13 +16,13 @@ from npuctl.runtime.placement import Artifacts
 from npuctl.serve.app import create_app
 from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import load_served
-from npuctl.serve.openapi.document import openapi
 from npuctl.serve.openai.fields import CHAT, COMPLETIONS
 from npuctl.serve.openai.responses_request import REFUSED as RESPONSES_REFUSED
+from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
-from tests.serve.conftest import deployment
 from tests.serve import field_checks as checks
 from tests.serve import field_checks_responses as responses
+from tests.serve.conftest import deployment
 from tests.serve.field_audit import (
     CHAT_PATH,
     COMPLETIONS_PATH,

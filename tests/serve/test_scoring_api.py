@@ -11,11 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from npuctl.artifacts import BuildResult, Store, build_deployment
+from npuctl.artifacts import BuildResult, Store, artifacts_of, build_deployment
+from npuctl.cli.oneshot import build_and_load
 from npuctl.schema.loader import LoadedDeployment
 from npuctl.serve.models import ServedModel, load_served
-from npuctl.artifacts import artifacts_of
-from npuctl.cli.oneshot import build_and_load
 from tests.conftest import TinyModels, task_manifest
 from tests.serve.conftest import Serve
 from tests.tiny_bert import QUERIES, SENTIMENT

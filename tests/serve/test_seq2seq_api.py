@@ -10,12 +10,11 @@ import httpx
 import openai
 import pytest
 
-from npuctl.artifacts import Store, build_deployment
+from npuctl.artifacts import Store, artifacts_of, build_deployment
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.placement import Artifacts
 from npuctl.schema.models import ModelDeployment
 from npuctl.serve.models import GenerationService, ServedModel, load_served
-from npuctl.artifacts import artifacts_of
 from tests.conftest import TinyModels, task_manifest
 from tests.serve.conftest import Serve
 from tests.tiny_t5 import PAIRS

@@ -13,8 +13,10 @@ from huggingface_hub import InferenceClient
 
 from npuctl.serve.models import ServedModel
 from tests.serve.conftest import Serve
-from tests.serve.test_scoring_api import served  # noqa: F401  (its `built` fixture builds the classifier)
-from tests.serve.test_scoring_api import built  # noqa: F401
+from tests.serve.test_scoring_api import (
+    built,  # noqa: F401
+    served,  # noqa: F401  (its `built` fixture builds the classifier)
+)
 
 
 def test_feature_extraction_equals_the_openai_embedding(serve: Serve, minilm: Callable[..., ServedModel]) -> None:

@@ -10,11 +10,11 @@ import openai
 import pytest
 
 from npuctl.artifacts import BuildResult
-from npuctl.serve.app import create_app
-from npuctl.serve.models import GenerationService, ModelStatus, Unavailable, load_served
 from npuctl.cli.oneshot import artifacts_of
-from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.app import create_app
 from npuctl.serve.http.server import BackgroundServer
+from npuctl.serve.models import GenerationService, ModelStatus, Unavailable, load_served
+from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.timeline import Timeline, quantile
 from tests.manifests import write_deployment
 from tests.serve.conftest import deployment

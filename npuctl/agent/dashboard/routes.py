@@ -24,8 +24,8 @@ from starlette.types import Scope
 
 from npuctl.agent.auth import token_matches
 from npuctl.agent.dashboard.views import DashboardData
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import read_body
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.timeline import WINDOW_SECONDS
 
 DATA_PATH = "/dashboard/v1/data"

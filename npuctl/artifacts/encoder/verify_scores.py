@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement, compare
+from npuctl.artifacts.inputs import Feed
 from npuctl.runtime import power, qnn, scoring
 from npuctl.schema.models import Metric
 

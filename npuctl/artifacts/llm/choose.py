@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from npuctl.artifacts.llm import pack as decoder_pack
 from npuctl.artifacts.llm import genai
-from npuctl.artifacts.sources import gguf as gguf_source
+from npuctl.artifacts.llm import pack as decoder_pack
 from npuctl.artifacts.result import BuildResult, StepRun
+from npuctl.artifacts.sources import gguf as gguf_source
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import Runner
 from npuctl.schema.models import Format, ModelDeployment, Target

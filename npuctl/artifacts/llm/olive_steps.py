@@ -21,8 +21,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from npuctl.artifacts import facts
-from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import compile as llm_compile
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""

@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import facts
-from npuctl.artifacts.llm import genai
-from npuctl.artifacts import inputs
-from npuctl.artifacts.llm import verify as llm_verify
+from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
+from npuctl.artifacts.llm import genai
+from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import Runner, dist_version

@@ -9,9 +9,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from npuctl.artifacts.facts import AnyFacts
 from npuctl.artifacts.published.location import ArtifactSource, FetchError, LayoutSource, StoreLocation, safe_relative
 from npuctl.artifacts.published.publish import BLOBS, STEPS
-from npuctl.artifacts.facts import AnyFacts
 from npuctl.artifacts.store import Record
 
 TIMEOUT_SECONDS = 30.0

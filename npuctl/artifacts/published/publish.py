@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts.result import BuildResult
 from npuctl.artifacts.facts import Facts
+from npuctl.artifacts.result import BuildResult
 from npuctl.artifacts.store import RECORD, Record, Store
 
 LAYOUT_FILE = "npuctl-store.json"

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
+from npuctl.artifacts.facts import AnyFacts, Facts
 from npuctl.artifacts.oci import refs
 from npuctl.artifacts.oci.auth import Credentials
 from npuctl.artifacts.oci.client import OCI_MANIFEST, DigestError, RegistryClient, RegistryError, digest_of
 from npuctl.artifacts.oci.refs import Reference
-from npuctl.artifacts.facts import AnyFacts, Facts
 from npuctl.artifacts.store import RECORD, Record
 
 if TYPE_CHECKING:

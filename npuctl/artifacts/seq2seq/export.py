@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts import facts
-from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.encoder.export import OPSET, copy_assets
+from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.graphs import MASK_FLOOR, MODEL_FILE
 from npuctl.runtime.seq2seq import DECODER_FILE, cross_names, self_names
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import onnx
 
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import facts
-from npuctl.artifacts import graphs
+from npuctl.artifacts import facts, graphs
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.result import StepRun
 from npuctl.artifacts.steps import Runner
 from npuctl.artifacts.store import Record
-from npuctl.artifacts.result import StepRun
 from npuctl.runtime.seq2seq import DECODER_FILE
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from npuctl.artifacts.inputs import Feed
 from npuctl.artifacts.encoder.verify import Measurement
+from npuctl.artifacts.inputs import Feed
 from npuctl.runtime import power, qnn
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.seq2seq import Decoder, chooser, generation_ids

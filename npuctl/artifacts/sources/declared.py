@@ -10,8 +10,7 @@ from pathlib import Path
 
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepEvent, StepRun, StepState
-from npuctl.artifacts.sources.context import SourceContext, SourceRefused
-from npuctl.artifacts.sources.context import ResolvedSource
+from npuctl.artifacts.sources.context import ResolvedSource, SourceContext, SourceRefused
 from npuctl.artifacts.sources.resolve import resolve
 from npuctl.artifacts.steps import Runner
 from npuctl.schema.loader import Loc

@@ -82,9 +82,8 @@ def _as_source(gguf_source: ResolvedSource, record: Record[facts.GgufConvert]) -
 def main(argv: list[str]) -> int:
     """Dequantize argv[0] (a .gguf file) into the transformers folder argv[1]."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     file, out = Path(argv[0]), Path(argv[1])
     model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)

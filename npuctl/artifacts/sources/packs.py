@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from npuctl.artifacts import facts
-from npuctl.artifacts.sources import wrappers
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.sources import wrappers
 from npuctl.runtime.compat import CompatInfo, sdk_of
 from npuctl.schema.models import Target
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, describe_soc

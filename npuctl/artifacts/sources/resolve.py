@@ -14,9 +14,9 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.sources import packs
 from npuctl.artifacts.sources.context import Located, ResolvedSource, Resolver, SourceContext, SourceRefused
-from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.store import sha256_file
 from npuctl.schema.models import Format
 

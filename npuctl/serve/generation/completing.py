@@ -9,9 +9,9 @@ from dataclasses import replace
 from starlette.requests import Request
 
 from npuctl.runtime.generation import GuidanceError, Sampling
+from npuctl.serve.generation.queue import Generation, Piece, Prompt
 from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.generation.queue import Generation, Piece, Prompt
 from npuctl.serve.models import GenerationService
 
 

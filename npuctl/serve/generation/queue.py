@@ -19,7 +19,6 @@ from npuctl.runtime.generation import Sampling, Step, TextGenerator
 from npuctl.runtime.text_stream import TextStream
 from npuctl.serve.batching import BatcherClosed, QueueFull
 
-
 HANDOFF_STEP_SECONDS = 0.001
 """A token step longer than this is worth a hand-off (~0.1 ms) to get its piece to the client at once."""
 HANDOFF_TIMEOUT_SECONDS = 0.02

@@ -13,8 +13,8 @@ import numpy as np
 from starlette.responses import JSONResponse, Response
 
 from npuctl.runtime.tensors import TensorSpec
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import parse_json
+from npuctl.serve.http.errors import ApiError
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_SIZE = "binary_data_size"

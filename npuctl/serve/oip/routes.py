@@ -18,13 +18,13 @@ from npuctl import __version__
 from npuctl.runtime.tensors import TensorSpec
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import answered, check_json_type, read_body
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import check_rows, check_tokens, tokenized
-from npuctl.serve.oip.task_metadata import task_metadata
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip.binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
+from npuctl.serve.oip.task_metadata import task_metadata
 
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"

@@ -10,8 +10,8 @@ from typing import Any
 
 from npuctl.runtime.generation import Sampling
 from npuctl.serve.generation.penalties import OLLAMA_FIELDS, ollama_penalties
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.generation.structured import Structure, structure
+from npuctl.serve.http.errors import ApiError
 
 LATEST = ":latest"
 """Ollama's default tag: `name:latest` is the same model as `name`."""

@@ -18,19 +18,19 @@ from starlette.routing import BaseRoute, Route
 
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
-from npuctl.serve.ollama import requests as check
-from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.errors import ApiError
-from npuctl.serve.generation.queue import FinishReason, Generation, Piece
-from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.generation.logprobs import chat_logprobs, token_entry
+from npuctl.serve.generation.queue import FinishReason, Generation, Piece
+from npuctl.serve.generation.structured import Structure
+from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.sse import LineStream
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
+from npuctl.serve.ollama import requests as check
 from npuctl.serve.ollama.listings import OLLAMA_VERSION, model_list, running_list, show
 from npuctl.serve.openai.embeddings import input_tokens
 from npuctl.serve.openai.replies import rest
-from npuctl.serve.http.sse import LineStream
-from npuctl.serve.generation.structured import Structure
 
 RUNNING = "Ollama is running"
 """What Ollama answers on `/`; clients probe it to find a server."""

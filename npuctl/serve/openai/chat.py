@@ -13,18 +13,18 @@ from starlette.routing import BaseRoute, Route
 from npuctl.runtime.generation import Sampling
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
-from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.errors import ApiError
-from npuctl.serve.http.body import answered, read_json
-from npuctl.serve.http.limits import check_rows
+from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.generation.logprobs import chat_logprobs, completion_logprobs
 from npuctl.serve.generation.penalties import openai_penalties
+from npuctl.serve.generation.structured import structure
+from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.limits import check_rows
+from npuctl.serve.http.sse import EventStream
 from npuctl.serve.models import GenerationService
 from npuctl.serve.openai import fields
 from npuctl.serve.openai.replies import Reply, Shape
-from npuctl.serve.http.sse import EventStream
-from npuctl.serve.generation.structured import structure
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP = 4

@@ -14,9 +14,9 @@ from npuctl.runtime.embeddings import Embedding
 from npuctl.runtime.text import TextEncoder, Tokens
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
+from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.fastjson import FastJSONResponse
-from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.limits import check_rows, check_tokens, tokenized
 from npuctl.serve.models import EmbeddingService
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from npuctl.serve.generation.queue import Generation, Piece
 from npuctl.serve.generation.logprobs import Decode, token_entry
-from npuctl.serve.http.sse import DONE
+from npuctl.serve.generation.queue import Generation, Piece
 from npuctl.serve.generation.structured import Structure
+from npuctl.serve.http.sse import DONE
 
 TOOL_CALLS = "tool_calls"
 

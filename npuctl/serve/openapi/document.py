@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
+from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
 from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
 from npuctl.serve.openapi.tei import tei_paths
-from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
 
 _GENERATION: dict[str, Any] = {
     "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},

@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Route
 
 from npuctl.schema.models import Api, Task
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import answered
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.models import ScoringService
 from npuctl.serve.scoring.requests import flag, json_object, model_name, token_limit_error
 

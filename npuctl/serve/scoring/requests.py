@@ -8,8 +8,8 @@ from starlette.requests import Request
 
 from npuctl.schema.models import Api, Task
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.body import read_json
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.models import ScoringService
 
 
