@@ -22,7 +22,10 @@ class PortInUse(OSError):
 def bind(host: str, port: int) -> socket.socket:
     """A socket bound to host:port, so a taken port is reported before anything else starts (builds take
     minutes; finding out after them is too late)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    # IPPROTO_TCP named, not 0: asyncio's own loop sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it a response written as headers then body waits ~40 ms for the client's delayed ACK (uvloop, which
+    # `uvicorn.run` picks, sets it anyway; the agent's asyncio.run loop does not).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     if os.name == "nt":
         # Windows' SO_REUSEADDR would let this socket share a port another server listens on.
         sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_EXCLUSIVEADDRUSE", socket.SO_REUSEADDR), 1)
