@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -66,6 +67,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _temporary_root(folder: Path) -> Path:
+    """pytest's base temporary folder of this session (pytest-of-USER/pytest-N), or the folder's parent outside pytest."""
+    for parent in folder.parents:
+        if parent.parent.name.startswith("pytest-of-"):
+            return parent
+    return folder.parent
+
+
 class Agent:
     """`npuctl agent` as a user starts it, in its own process."""
 
@@ -95,10 +104,17 @@ class Agent:
                    "--cache", str(self.cache)]
         if self.remote:
             command.append("--allow-remote")
-        if self.config is not None:
-            command += ["--config", str(self.config)]
+        command += ["--config", str(self.config or self._default_config())]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def _default_config(self) -> Path:
+        """The tests make their models in pytest's temporary folders, outside the agent's manifests folder: they are
+        the agent's model roots, as a user lists the folders that hold their models (a test that checks where
+        sources may point passes its own config)."""
+        config = self.manifests.parent / "agent-config.yaml"
+        config.write_text(f"modelRoots: [{json.dumps(str(_temporary_root(self.manifests)))}]\n", encoding="utf-8")
+        return config
 
     def wait_live(self, timeout: float = 120) -> None:
         self.wait_for(lambda: self._live(), what="the agent to answer /v2/health/live", timeout=timeout)
