@@ -12,17 +12,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.sources import wrappers
+from npuctl.artifacts.sources.context import ResolvedSource, buildable
 from npuctl.runtime.compat import CompatInfo, sdk_of
 from npuctl.schema.models import Target
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, describe_soc
-
-if TYPE_CHECKING:
-    from npuctl.artifacts.sources.context import ResolvedSource
 
 PRECOMPILED = "precompiled"
 WRAPPER_FILE = "model_ctx.onnx"
@@ -193,8 +190,6 @@ def _bucket_of_wrapper(wrapper: Path) -> int:
 def why_not_compiled(targets: list[Target], model: ResolvedSource | None, pack: ResolvedSource | None,
                      entries: list[PackEntry]) -> str:
     """Why `targets` get no context binary: what the pack holds and what would fix it."""
-    from npuctl.artifacts.sources.context import buildable
-
     wanted = ", ".join(f"{t.name} ({describe_soc(t.soc_model or 0)})" for t in targets)
     has = f"{pack.uri} holds {holds(entries)}" if pack else "there is no prebuilt pack"
     if model is None:
