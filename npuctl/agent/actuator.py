@@ -20,7 +20,7 @@ from npuctl.artifacts.pipeline import survey
 from npuctl.artifacts.published.location import StoreLocation
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment
-from npuctl.schema.status import ArtifactStatus
+from npuctl.schema.status import ArtifactStatus, StepProgress
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
 
@@ -29,7 +29,7 @@ class Actuator(Protocol):
     """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
     the others are quick and run on the event loop."""
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str, StepProgress | None], None],
               stop: threading.Event) -> BuildResult:
         """Produce (or find in the store) the deployment's artifacts. Raises on failure (BuildError says
         whether it is temporary); gives up with BuildCancelled once `stop` is set."""
@@ -85,9 +85,10 @@ class LocalActuator:
         self.facts = device_facts(self.host)
         self.shared = SharedModels(host)
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str], None],
+    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str, StepProgress | None], None],
               stop: threading.Event) -> BuildResult:
-        return build_isolated(loaded, self.store, lambda event: progress(_step_name(event), event.state),
+        return build_isolated(loaded, self.store,
+                              lambda event: progress(_step_name(event), event.state, event.running()),
                               deadlines=self.deadlines, stop=stop, for_soc=self.host.soc_model,
                               aihub_credentials=self.aihub, published=self.published, pins=self.pins(),
                               source_roots=self._roots(loaded.file))

@@ -28,6 +28,7 @@ from npuctl.agent.watcher import ManifestWatcher
 from npuctl.artifacts import BuildResult
 from npuctl.artifacts.errors import is_temporary
 from npuctl.runtime.placement import NotServable
+from npuctl.schema.status import StepProgress
 
 log = logging.getLogger("npuctl.agent")
 
@@ -304,8 +305,8 @@ class Reconciler:
         self.book.record(name, "Building", "building artifacts")
         self.health.save()
 
-        def progress(step: str, state: str) -> None:
-            loop.call_soon_threadsafe(self._step_event, name, step, state)
+        def progress(step: str, state: str, running: StepProgress | None) -> None:
+            loop.call_soon_threadsafe(self._step_event, name, step, state, running)
 
         try:
             result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress,
@@ -317,6 +318,8 @@ class Reconciler:
             return Outcome.failed("BuildDeadlineExceeded", str(exc), permanent=False)
         except Exception as exc:  # a failed build must never stop the loop
             return Outcome.failed("BuildFailed", str(exc), permanent=not is_temporary(exc))
+        finally:
+            self._step_event(name, "build", "ended", None)  # no step of it runs any more
         self.builds[keys.build] = result
         self.book.record(name, "Built", "artifacts ready")
         return Outcome.done()
@@ -358,9 +361,12 @@ class Reconciler:
             self.book.remove(name)
         log.info("%s: unloaded", name)
 
-    def _step_event(self, name: str, step: str, state: str) -> None:
+    def _step_event(self, name: str, step: str, state: str, running: StepProgress | None) -> None:
         if state in ("done", "cached", "fetched", "failed"):
             self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
+        # None between steps and once the build has ended ("ended" is no step's state: no event is recorded).
+        if name in self.book.deployments:  # a deleted deployment's late report must not bring its status back
+            self.book.deployments[name].progress = running
 
     @staticmethod
     def _names(want: Desired) -> tuple[str, ...]:

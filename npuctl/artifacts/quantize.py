@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from npuctl.artifacts import progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.inputs import Feed
 from npuctl.schema.models import Precision
@@ -39,9 +40,14 @@ def quantize(model: Path, out: Path, precision: Precision, calibration: Sequence
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self._feeds: Iterator[Feed] = iter(calibration)
+            self._read = 0
 
         def get_next(self) -> Feed | None:
-            return next(self._feeds, None)
+            feed = next(self._feeds, None)
+            if feed is not None:
+                self._read += 1
+                progress.report(self._read, len(calibration), "calibration samples", "calibrating")
+            return feed
 
     # Per-channel weights: with one scale per tensor, MiniLM's w8a16 cosine to fp32 was 0.980-0.992;
     # per output channel it is 0.998-0.999 (HTP runs both).

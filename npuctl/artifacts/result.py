@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts import facts
+from npuctl.artifacts.progress import Progress
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.models import Precision, Task
-from npuctl.schema.status import ArtifactStatus, GenerationStatus
+from npuctl.schema.status import ArtifactStatus, GenerationStatus, StepProgress, now
 
 
 class StepState(StrEnum):
@@ -28,7 +29,8 @@ class StepState(StrEnum):
 
 @dataclass(frozen=True)
 class StepEvent:
-    """One progress report: a step started, was found in the store, was fetched, finished, or failed."""
+    """One progress report: a step started, was found in the store, was fetched, finished, or failed; or,
+    while it runs, how far it has got."""
 
     step: str
     state: StepState
@@ -38,6 +40,33 @@ class StepEvent:
     seconds: float | None = None
     message: str | None = None
     """Why it failed, for FAILED; what a long step is doing, for repeated RUNNING events (AI Hub job status)."""
+    progress: Progress | None = None
+    """How far the step has got, for repeated RUNNING events of a long step (then `seconds` is the time so far)."""
+
+    @property
+    def where(self) -> str:
+        """The step and what it is for: `compile x-elite/128`."""
+        place = "/".join(str(part) for part in (self.target, self.bucket) if part is not None)
+        return f"{self.step} {place}".strip()
+
+    def running(self) -> StepProgress | None:
+        """What status shows of a running step's event (None for the other states)."""
+        if self.state is not StepState.RUNNING:
+            return None
+        counted = self.progress
+        return StepProgress(step=self.where, done=counted.done if counted else None,
+                            total=counted.total if counted else None, unit=counted.unit if counted else None,
+                            message=self.message, seconds=None if self.seconds is None else round(self.seconds, 1),
+                            time=now())
+
+    def as_dict(self) -> dict[str, Any]:
+        """One line of `npuctl build -o json` before its result."""
+        progress = self.progress
+        return {"step": self.step, "state": self.state.value, "key": self.key,
+                "target": self.target, "bucket": self.bucket,
+                "seconds": None if self.seconds is None else round(self.seconds, 3), "message": self.message,
+                "progress": None if progress is None else
+                {"done": progress.done, "total": progress.total, "unit": progress.unit}}
 
 
 ProgressCallback = Callable[[StepEvent], None]

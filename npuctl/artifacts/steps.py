@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import facts, progress
 from npuctl.artifacts.errors import BuildError, NotBuiltError
 from npuctl.artifacts.published import location
 from npuctl.artifacts.result import ProgressCallback, StepEvent, StepRun, StepState
@@ -129,7 +129,8 @@ class Runner:
         folder = self.store.new_workdir(key)
         started = time.perf_counter()
         try:
-            details = work(folder)
+            with progress.reporting(self._reporter(step, key, target, bucket, started)):
+                details = work(folder)
         except Exception as exc:
             shutil.rmtree(folder, ignore_errors=True)
             error = exc if isinstance(exc, BuildError) else BuildError.wrapping(step, exc)
@@ -143,6 +144,18 @@ class Runner:
                                    tool_versions=self.tools, seconds=seconds, details=details)
         self.progress(StepEvent(step, StepState.DONE, key, target, bucket, seconds))
         return record
+
+    def _reporter(self, step: str, key: str, target: str | None, bucket: int | None,
+                  started: float) -> progress.Reporter:
+        """What the step's own reports become: RUNNING events, at most about one a second."""
+        throttle = progress.Throttle()
+
+        def forward(done: progress.Progress, message: str | None) -> None:
+            if throttle.passes(done, message):
+                self.progress(StepEvent(step, StepState.RUNNING, key, target, bucket, time.perf_counter() - started,
+                                        message, done))
+
+        return forward
 
 
 def dist_version(name: str) -> str | None:

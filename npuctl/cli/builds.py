@@ -12,10 +12,11 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from npuctl.cli.build_display import JsonLines, Lines, LiveTable
 from npuctl.cli.output import console, err_console, human_size
 
 if TYPE_CHECKING:
-    from npuctl.artifacts import BuildResult, StepEvent, Store
+    from npuctl.artifacts import BuildResult, Store
 
 CACHE_DIR = click.option("--cache", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
                          help="Artifact store (default: $NPUCTL_CACHE or the user data folder).")
@@ -60,11 +61,12 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: str
         try:
             if output == "json":
                 # The QNN libraries print a banner on stdout; keep stdout for the JSON alone.
-                with _StdoutToStderr():
+                with _StdoutToStderr() as stdout:
                     results.append(build_deployment(deployment, store=store, targets=targets or None,
+                                                    progress=JsonLines(deployment.name, stdout).update,
                                                     publishing=publish_to is not None))
             else:
-                with _BuildProgress(deployment.name) as show:
+                with (LiveTable if err_console.is_terminal else Lines)(deployment.name) as show:
                     results.append(build_deployment(deployment, store=store, targets=targets or None,
                                                     progress=show.update, publishing=publish_to is not None))
         except BuildError as exc:
@@ -75,8 +77,9 @@ def build(path: Path, targets: Sequence[str], all_targets: bool, publish_to: str
     if publish_to is not None:
         _publish(results, store, publish_to, plain_http)
     if output == "json":
+        # The last line, after the events' lines: what `-o json` printed alone before events were streamed.
         data = [r.as_dict() for r in results]
-        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        click.echo(json.dumps(data[0] if len(data) == 1 else data))
         return
     for result in results:
         _print_result(result)
@@ -115,38 +118,6 @@ def _print_result(result: BuildResult) -> None:
         console.print(f"{result.deployment}: {result.precision.value} runs on the CPU: {result.cpu_model}")
 
 
-class _BuildProgress:
-    """A live table of build steps on stderr: cached / running / done with time."""
-
-    def __init__(self, name: str) -> None:
-        from rich.live import Live
-
-        self.name = name
-        self.rows: dict[tuple[str, str | None, int | None], tuple[str, str]] = {}
-        self.live = Live(self._table(), console=err_console, transient=False, refresh_per_second=8)
-
-    def __enter__(self) -> _BuildProgress:
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.live.update(self._table())
-        self.live.__exit__(None, None, None)
-
-    def update(self, event: StepEvent) -> None:
-        styles = {"cached": "dim", "running": "yellow", "done": "green", "fetched": "cyan", "failed": "red"}
-        state = event.state.value
-        seconds = f"{event.seconds:.2f}s" if event.seconds is not None else ""
-        self.rows[(event.step, event.target, event.bucket)] = (f"[{styles[state]}]{state}[/]", seconds)
-        self.live.update(self._table())
-
-    def _table(self) -> Table:
-        table = Table("step", "target", "bucket", "state", "time", title=f"build {self.name}", title_justify="left")
-        for (step, target, bucket), (state, seconds) in self.rows.items():
-            table.add_row(step, target or "", "" if bucket is None else str(bucket), state, seconds)
-        return table
-
-
 def _quiet_native_logs() -> None:
     import logging
 
@@ -158,14 +129,16 @@ def _quiet_native_logs() -> None:
 
 
 class _StdoutToStderr:
-    """Point file descriptor 1 at stderr for a while (native libraries write to it directly)."""
+    """Point file descriptor 1 at stderr for a while (native libraries write to it directly); gives a
+    descriptor of the real stdout."""
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> int:
         import os
 
         sys.stdout.flush()
         self._saved = os.dup(1)
         os.dup2(2, 1)
+        return self._saved
 
     def __exit__(self, *exc: object) -> None:
         import os

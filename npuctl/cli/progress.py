@@ -26,6 +26,8 @@ def follow(reconciler: Reconciler, console: Console) -> None:
 async def _follow(reconciler: Reconciler, console: Console, interval: float = 0.3) -> None:
     printed = len(reconciler.book.events)
     announced: set[str] = set()
+    reported: dict[str, tuple[object, ...]] = {}
+    """Per deployment, the running step's last report printed (its time aside)."""
     while True:
         await asyncio.sleep(interval)
         events = list(reconciler.book.events)
@@ -35,6 +37,11 @@ async def _follow(reconciler: Reconciler, console: Console, interval: float = 0.
                           soft_wrap=True)
         printed = len(events)
         for name, status in reconciler.book.deployments.items():
+            running = status.progress
+            said = (running.step, running.done, running.total, running.unit, running.message) if running else ()
+            if running is not None and reported.get(name) != said:
+                console.print(f"[dim]{escape(name)} {escape(running.line())}[/dim]", soft_wrap=True)
+            reported[name] = said
             if status.phase is Phase.READY and name not in announced:
                 announced.add(name)
                 _announce(reconciler, name, console)

@@ -147,6 +147,36 @@ class Event(Fact):
     message: str
 
 
+class StepProgress(Fact):
+    """The step a build is running, and how far it has got, as it last reported (about once a second)."""
+
+    step: str
+    """The step and what it is for, as the build names it (`compile x-elite`, `llm-quantize`)."""
+    done: int | None = None
+    """How many of `unit` are done; None until the step reports (or when it cannot count)."""
+    total: int | None = None
+    """How many of `unit` there are, when the step knows."""
+    unit: str | None = None
+    """What is counted: `layers`, `surgeries`, `splits`, `graphs`, `calibration samples`, `samples`, `tokens`."""
+    message: str | None = None
+    """What the step is doing, in words (`calibrating`, `prompt 3/8, the pack`, an AI Hub job's state)."""
+    seconds: float | None = None
+    """How long the step has run."""
+    time: str
+    """When this was reported (RFC 3339, UTC)."""
+
+    def line(self) -> str:
+        """In words: `llm-quantize: 12/64 calibration samples, calibrating, 35.0 s`."""
+        return f"{self.step}: {self.doing()}"
+
+    def doing(self) -> str:
+        """How far it has got, in words: `12/64 calibration samples, calibrating, 35.0 s`."""
+        counted = None if self.done is None else (
+            f"{self.done}/{self.total} {self.unit}" if self.total is not None else f"{self.done} {self.unit}")
+        ran = None if self.seconds is None else f"{self.seconds:.1f} s"
+        return ", ".join(part for part in (counted, self.message, ran) if part) or "running"
+
+
 class RunFacts(Fact):
     """Where a loaded model really runs."""
 
@@ -189,6 +219,8 @@ class DeploymentStatus(Fact):
     setting for."""
     last_bench: BenchResult | None = None
     """The last `npuctl bench` of this deployment on this agent."""
+    progress: StepProgress | None = None
+    """While it builds: the step running and how far it has got (None between steps and once built)."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)

@@ -51,6 +51,8 @@ class BuildProgress(_Record):
     """A build in progress: the steps finished so far, in order; the next one is running."""
 
     steps: list[BuildStep]
+    running: str | None = None
+    """The running step and how far it has got, in words (status.progress), once it has reported."""
 
 
 class DeploymentView(_Record):
@@ -123,7 +125,7 @@ def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeli
         status = book.deployments.get(name) or DeploymentStatus(name=name)  # a read: never book.get, which adds
         views.append(_deployment(status, registry.get(name), spec.public_name if spec else None,
                                  spec.spec.model.task.value if spec else None,
-                                 _build_progress(name, book.events) if building else None))
+                                 _build_progress(status, book.events) if building else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
     return AgentView(url=url, host=host_view(host), sources=sources, deployments=views,
                      events=list(reversed(book.events))[:MAX_EVENTS], series=timeline.series(recent))
@@ -159,14 +161,15 @@ def _deployment(status: DeploymentStatus, served: ServedModel | None, model: str
     return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build, bench=bench)
 
 
-def _build_progress(name: str, events: Iterable[Event]) -> BuildProgress:
-    """The steps reported since the deployment's build started (the reconciler records each as an event)."""
+def _build_progress(status: DeploymentStatus, events: Iterable[Event]) -> BuildProgress:
+    """The steps reported since the deployment's build started (the reconciler records each as an event),
+    and how far the running one has got."""
     steps: list[BuildStep] = []
     for event in events:
-        if event.deployment != name:
+        if event.deployment != status.name:
             continue
         if event.reason == "Building":
             steps = []
         elif event.reason in _STEP_STATES:
             steps.append(BuildStep(name=event.message, state=_STEP_STATES[event.reason]))
-    return BuildProgress(steps=steps)
+    return BuildProgress(steps=steps, running=status.progress.line() if status.progress else None)

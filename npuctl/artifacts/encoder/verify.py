@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from npuctl.artifacts import progress
 from npuctl.artifacts.errors import AccuracyError
 from npuctl.artifacts.inputs import Feed
 from npuctl.runtime import pooling, power, qnn
@@ -74,9 +75,10 @@ def measure(
     npu = ort.InferenceSession(str(context_model), options)
     reference = ort.InferenceSession(str(reference_model), power.session_options(), providers=["CPUExecutionProvider"])
     scores: list[float] = []
-    for feed in feeds:
+    for index, feed in enumerate(feeds):
         got, want = npu.run(None, feed), reference.run(None, feed)
         scores.extend(compare(got, want, feed, metric, pool))
+        progress.report(index + 1, len(feeds), "samples", "comparing with fp32")
     worst = min(scores) if metric is Metric.COSINE else max(scores)
     return Measurement(metric, float(worst), float(np.mean(scores)), len(feeds), qnn.npu_coverage(npu))
 

@@ -4,14 +4,15 @@ versions of the builder and of what it converts with)."""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import BuildResult, StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -71,9 +72,39 @@ def run_builder(source: Path, out: Path, precision: str) -> None:
     with tempfile.TemporaryDirectory(prefix="npuctl-genai-") as cache:
         command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
                    "-p", precision, "-e", "cpu", "-c", cache]
-        # The source is local; the builder must never reach for the Hub.
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        # The source is local; the builder must never reach for the Hub. Unbuffered: its lines are its progress.
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        done = children.run(command, env, on_line=_BuilderLog(_layers(source)).read)
     if done.returncode != 0:
         log = (done.stderr or done.stdout)[-_LOG_TAIL:]
         raise BuildError(STEP, f"the onnxruntime-genai model builder failed (exit {done.returncode}): {log}")
+
+
+class _BuilderLog:
+    """The model builder's log read as progress: it prints `Reading layer N` as it converts each layer."""
+
+    _LAYER = re.compile(r"Reading layer (\d+)")
+
+    def __init__(self, layers: int | None) -> None:
+        self.layers = layers
+        self.read_layers = 0
+
+    def read(self, line: str) -> None:
+        if found := self._LAYER.match(line):
+            self.read_layers = int(found.group(1))  # counted from 0: the number of layers read before it
+            progress.report(self.read_layers, self.layers, "layers", "converting")
+        elif line.startswith("Reading final norm"):
+            self.read_layers = self.layers or self.read_layers + 1
+            progress.report(self.read_layers, self.layers, "layers", "converting")
+        elif line.startswith("Saving ONNX model"):
+            progress.report(self.read_layers, self.layers, "layers", "saving the model")
+
+
+def _layers(source: Path) -> int | None:
+    """The checkpoint's layer count, if its config.json says (the builder's log does not)."""
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        layers = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return layers if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0 else None

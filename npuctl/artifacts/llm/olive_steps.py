@@ -14,15 +14,16 @@ import json
 import logging
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import compile as llm_compile
+from npuctl.artifacts.llm import olive_progress
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
@@ -42,8 +43,9 @@ def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
     from olive.passes.onnx.graph_surgeries import GraphSurgeries
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
-    model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
-                 _onnx_model(Path(request["model_dir"])), out)
+    with olive_progress.surgeries(SURGERIES):
+        model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
+                     _onnx_model(Path(request["model_dir"])), out)
     path = Path(model.model_path)
     proto = onnx.load(str(path), load_external_data=False)
     make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
@@ -56,6 +58,7 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     from olive.passes.onnx.quantization import OnnxStaticQuantization
 
     _register_corpus()
+    progress.report(0, len(request["texts"]), "calibration samples", "preparing the model")
     data_config = {
         "name": "npuctl_corpus", "type": "DataContainer",
         "load_dataset_config": {"type": "npuctl_corpus", "params": {
@@ -79,12 +82,15 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     from olive.passes.onnx.static_llm import StaticLLM
     from olive.passes.pytorch.capture_split_info import CaptureSplitInfo
 
+    progress.report(0, None, "splits", "finding where to split")
     info = _run(CaptureSplitInfo, {"num_splits": request["splits"], "unique_embeds_lm_head_splits": True},
                 HfModelHandler(model_path=request["hf_dir"]), out / "split-info")
     assignments = {str(k): int(v) for k, v in info.model_attributes["split_assignments"].items()}
-    split = _run(SplitModel, {"split_assignments": assignments}, _onnx_model(Path(request["model_dir"])),
-                 out / "split")
-    model = _run(StaticLLM, {"context_length": request["window"], "batch_size": 1}, split, out / "static")
+    with olive_progress.splits_written(len(set(assignments.values()))):
+        split = _run(SplitModel, {"split_assignments": assignments}, _onnx_model(Path(request["model_dir"])),
+                     out / "split")
+    with olive_progress.splits_static(int(request["splits"])):
+        model = _run(StaticLLM, {"context_length": request["window"], "batch_size": 1}, split, out / "static")
     shutil.rmtree(out / "split-info", ignore_errors=True)
     _move_up(out / "static", out)
     shutil.rmtree(out / "split", ignore_errors=True)
@@ -125,7 +131,10 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
 
     def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
         groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}
-        for context, iterator in zip(llm_pipeline["context"], llm_pipeline["iterator"], strict=True):
+        graphs = 2 * len(llm_pipeline["context"])
+        for index, (context, iterator) in enumerate(zip(llm_pipeline["context"], llm_pipeline["iterator"],
+                                                        strict=True)):
+            progress.report(2 * index, graphs, "graphs", "compiling context binaries")
             pair = {f"{context}_ctx": Path(components[context].model_path),
                     f"{iterator}_ctx": Path(components[iterator].model_path)}
             for name, wrapper in compiler.compile_pair(pair, folder).items():
@@ -135,6 +144,7 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
 
     compiled = process_llm_pipeline(composite, pipeline, compile_groups, out / "compiled",
                                     group_session_options={"provider_options": [{"qnn": compiler.pack_options()}]})
+    progress.report(2 * len(pipeline["context"]), 2 * len(pipeline["context"]), "graphs", "composing the pack")
     composed = _run(ComposeOnnxModels, {}, compiled, out / "pack")
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
@@ -152,7 +162,8 @@ def main(argv: list[str]) -> int:
     request = json.loads(request_file.read_text(encoding="utf-8"))
     logging.getLogger("olive").setLevel(logging.WARNING)
     try:
-        details = STAGES[request["stage"]](request, Path(request["out"]))
+        with children.to_parent():
+            details = STAGES[request["stage"]](request, Path(request["out"]))
         result: dict[str, Any] = {"details": details.model_dump(mode="json")}
     except BuildError as exc:
         result = {"error": exc.message}
@@ -189,7 +200,7 @@ def _register_corpus() -> None:
     from olive.data.registry import Registry
 
     @Registry.register_dataset("npuctl_corpus")  # type: ignore[untyped-decorator]
-    def npuctl_corpus(tokenizer: str, texts: list[str], window: int, **_: Any) -> list[Any]:
+    def npuctl_corpus(tokenizer: str, texts: list[str], window: int, **_: Any) -> Sequence[Any]:
         import torch
         from tokenizers import Tokenizer
 
@@ -199,7 +210,7 @@ def _register_corpus() -> None:
             ids = encoder.encode(text).ids[:window]
             rows.append(({"input_ids": torch.tensor([ids]),
                           "attention_mask": torch.ones(1, len(ids), dtype=torch.int64)}, 0))
-        return rows
+        return olive_progress.calibration(rows)
 
 
 def _move_up(folder: Path, parent: Path) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from npuctl.artifacts import children, facts, inputs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.llm import genai
 from npuctl.artifacts.llm import verify as llm_verify
@@ -175,8 +174,8 @@ def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path) -> M
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request | {"out": str(out)}), encoding="utf-8")
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
-                               str(result_file)], capture_output=True, text=True, env=env, check=False)
+        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
+                             str(result_file)], env)
         if not result_file.is_file():
             log = (done.stderr or done.stdout)[-_LOG_TAIL:]
             raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {log}")

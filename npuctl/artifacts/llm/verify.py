@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
 
 _LOG_TAIL = 1500
@@ -57,8 +58,8 @@ def compare(pack: Path, reference: Path, prompts: list[str], tokens: int) -> lis
         request, result = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request.write_text(json.dumps({"pack": str(pack), "reference": str(reference), "prompts": prompts,
                                        "tokens": tokens}), encoding="utf-8")
-        done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request), str(result)],
-                              capture_output=True, text=True, check=False, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request), str(result)],
+                            os.environ | {"HF_HUB_OFFLINE": "1"})
         if done.returncode < 0 or not result.is_file():
             raise BuildError("verify", _crash(done))
         answer = json.loads(result.read_text(encoding="utf-8"))
@@ -71,7 +72,8 @@ def compare(pack: Path, reference: Path, prompts: list[str], tokens: int) -> lis
 def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
-        checks = _run(Path(request["pack"]), Path(request["reference"]), request["prompts"], request["tokens"])
+        with children.to_parent():
+            checks = _run(Path(request["pack"]), Path(request["reference"]), request["prompts"], request["tokens"])
         result: dict[str, Any] = {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
     except Exception as exc:  # onnxruntime-genai raises plain RuntimeError; the parent names the step
         result = {"error": f"onnxruntime-genai could not run the pack: {exc}"}
@@ -94,20 +96,26 @@ def _run(pack: Path, reference: Path, prompts: list[str], tokens: int) -> list[P
     tokenizer = PromptTokenizer(pack)
     room = int(json.loads((pack / "genai_config.json").read_text(encoding="utf-8"))["search"]["max_length"])
     checks = []
-    for prompt in prompts:
+    total = 2 * tokens * len(prompts)
+    for index, prompt in enumerate(prompts):
         ids = tokenizer.plain(prompt)
         if len(ids) + tokens > room:
             raise ValueError(f"prompt {prompt!r} ({len(ids)} tokens) + {tokens} generated tokens do not fit the "
                              f"KV cache of {room} (spec.generation.contextLength)")
-        npu_tokens, npu_logits = _greedy(og, npu, ids, tokens, room)
-        cpu_tokens, cpu_logits = _greedy(og, cpu, ids, tokens, room)
+        before = 2 * tokens * index
+        where = f"prompt {index + 1}/{len(prompts)}"
+        npu_tokens, npu_logits = _greedy(og, npu, ids, tokens, room,
+                                         lambda n: progress.report(before + n, total, "tokens", f"{where}, the pack"))
+        cpu_tokens, cpu_logits = _greedy(og, cpu, ids, tokens, room, lambda n: progress.report(
+            before + tokens + n, total, "tokens", f"{where}, the fp32 reference"))
         cosine = float(npu_logits @ cpu_logits / (np.linalg.norm(npu_logits) * np.linalg.norm(cpu_logits) or 1.0))
         checks.append(PromptCheck(prompt, tuple(npu_tokens), tuple(cpu_tokens), cosine, tokens))
     return checks
 
 
-def _greedy(og: Any, model: Any, prompt: list[int], tokens: int,
-            room: int) -> tuple[list[int], np.ndarray[Any, Any]]:
+def _greedy(og: Any, model: Any, prompt: list[int], tokens: int, room: int,
+            generated: Callable[[int], None]) -> tuple[list[int], np.ndarray[Any, Any]]:
+    """The greedy tokens after `prompt` and the first token's logits; `generated(n)` after each token."""
     params = og.GeneratorParams(model)
     # max_length is the pack's KV cache length: a pipeline given less than its prefill window aborts.
     params.set_search_options(do_sample=False, max_length=room)
@@ -118,6 +126,7 @@ def _greedy(og: Any, model: Any, prompt: list[int], tokens: int,
     while len(out) < tokens and not generator.is_done():
         generator.generate_next_token()
         out.append(int(generator.get_next_tokens()[0]))
+        generated(len(out))
     return out, first
 
 

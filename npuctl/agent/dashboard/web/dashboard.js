@@ -107,11 +107,12 @@ function banners(d) {
 function buildBar(build) {
   if (!build) return null;
   const segments = build.steps.map((step) => el("span", { class: `seg ${step.state}`, title: `${step.name}: ${step.state}` }));
-  segments.push(el("span", { class: "seg running", title: "running" }));
+  segments.push(el("span", { class: "seg running", title: build.running || "running" }));
   const last = build.steps.length ? build.steps[build.steps.length - 1].name : null;
   return el("div", { class: "build" },
     el("div", { class: "progress" }, segments),
-    el("div", { class: "muted" }, `build: ${build.steps.length} step(s) finished${last ? ` (last: ${last})` : ""}; step ${build.steps.length + 1} running`));
+    el("div", { class: "muted" }, `build: ${build.steps.length} step(s) finished${last ? ` (last: ${last})` : ""}; step ${build.steps.length + 1} running`),
+    build.running ? el("div", { class: "muted step-progress" }, build.running) : null);
 }
 
 function conditionsTable(agent, status) {
