@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts import BuildResult, Store, build_deployment
+from npuctl.artifacts import BuildResult, StepEvent, Store, build_deployment
 from npuctl.schema.loader import LoadedDeployment
 from tests.manifests import write_deployment
 from tests.tiny_llama import TRAINED_HELD_OUT, make_tiny_decoder
@@ -23,6 +23,8 @@ class TinyChat:
         self.root = root
         self.store = Store(root / "store")
         self._sources: dict[str, Path] = {}
+        self.events: dict[str, list[StepEvent]] = {}
+        """Each build's step events, by the deployment's name (its last build)."""
 
     def source(self, architecture: str) -> Path:
         """The trained `llama` or `qwen2` checkpoint folder."""
@@ -43,4 +45,5 @@ class TinyChat:
         return write_deployment(folder, name, body)
 
     def build(self, name: str, source: str, **spec: Any) -> BuildResult:
-        return build_deployment(self.manifest(name, source, **spec), store=self.store)
+        self.events[name] = []
+        return build_deployment(self.manifest(name, source, **spec), store=self.store, progress=self.events[name].append)

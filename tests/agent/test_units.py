@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from npuctl.agent.auth import ensure_token, token_matches
+from npuctl.agent.config import AgentConfig
+from npuctl.agent.dashboard.views import agent_view
 from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.main import ConfigError, load_config
 from npuctl.agent.plan import plan
+from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.selection import selects
 from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
 from npuctl.agent.watcher import is_manifest_path
+from npuctl.artifacts import BuildError, StepEvent
+from npuctl.artifacts.progress import Progress
+from npuctl.artifacts.result import StepState
+from npuctl.runtime.devices import detect_host
 from npuctl.schema import load_text
 from npuctl.schema.models import Selector
+from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.timeline import Timeline
 from tests.agent.harness import manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,3 +144,61 @@ def test_example_agent_config_loads_with_paths_relative_to_it(tmp_path: Path) ->
     (tmp_path / "bad.yaml").write_text("listen: nowhere\n")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         load_config(tmp_path / "bad.yaml")
+
+
+class _ReportingActuator:
+    """A build that reports how far its step has got, then waits for the test to let it fail."""
+
+    def __init__(self) -> None:
+        self.reported = threading.Event()
+        self.release = threading.Event()
+
+    def build(self, loaded: Any, progress: Any, stop: Any) -> Any:
+        event = StepEvent("llm-quantize", StepState.RUNNING, "k", seconds=35.04, message="calibrating",
+                          progress=Progress(12, 64, "calibration samples"))
+        progress(event.step, event.state, event.running())
+        self.reported.set()
+        self.release.wait(60)
+        raise BuildError("llm-quantize", "stopped by the test")
+
+    def selects(self, deployment: Any) -> tuple[bool, str]:
+        return True, ""
+
+    def unavailable(self, deployment: Any, reason: str, message: str) -> None:
+        pass
+
+    def unload(self, name: str) -> None:
+        pass
+
+    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
+        pass
+
+
+def test_status_and_the_dashboard_show_how_far_the_running_step_has_got(tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "tiny.yaml").write_text(manifest())
+    config = AgentConfig(manifests=[manifests], state=tmp_path / "state", settle_seconds=0)
+    actuator = _ReportingActuator()
+    registry = ModelRegistry()
+    line = "llm-quantize: 12/64 calibration samples, calibrating, 35.0 s"
+
+    async def scenario() -> None:
+        reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]
+        reconciler.reconcile_once()
+        deadline = time.monotonic() + 60
+        while reconciler.book.get("tiny").progress is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        status = reconciler.book.deployments["tiny"]
+        assert status.progress is not None and status.progress.line() == line
+        assert {k: v for k, v in status.model_dump(mode="json")["progress"].items() if k != "time"} == {
+            "step": "llm-quantize", "done": 12, "total": 64, "unit": "calibration samples",
+            "message": "calibrating", "seconds": 35.0}
+        [view] = agent_view("http://127.0.0.1:1", reconciler, registry, Timeline(registry), detect_host()).deployments
+        assert view.build is not None and view.build.running == line
+        actuator.release.set()
+        while reconciler.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not reconciler.busy and reconciler.book.deployments["tiny"].progress is None, "no step runs now"
+
+    asyncio.run(scenario())

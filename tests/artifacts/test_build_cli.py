@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from queue import SimpleQueue
+from typing import IO
 
 import pytest
 from click.testing import CliRunner
@@ -23,14 +27,46 @@ def npuctl(*args: str, **kwargs: object) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, **kwargs)  # type: ignore[call-overload]
 
 
-def test_build_json_output_has_the_documented_shape(tiny_dir: Path) -> None:
+def lines_as_they_come(proc: subprocess.Popen[str], stream: IO[str], timeout: float = 120) -> list[tuple[str, bool]]:
+    """Each line of `stream` when it came, and whether `proc` was still running then; then waits for `proc`."""
+    lines: SimpleQueue[str | None] = SimpleQueue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + timeout
+    while (line := lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+        seen.append((line.rstrip("\n"), proc.poll() is None))
+    proc.wait(timeout=30)
+    return seen
+
+
+def test_build_json_output_streams_step_events_then_the_documented_result(tiny_dir: Path) -> None:
     write_manifest(tiny_dir, targets=["x-elite", "x2-elite"])
     cache = tiny_dir / "cache"
-    proc = npuctl("build", "-f", str(tiny_dir / "tiny.yaml"), "--target", "x2-elite", "--cache", str(cache),
-                  "-o", "json")
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    data = json.loads(out)
+    with open(tiny_dir / "stderr.txt", "w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "npuctl", "build", "-f", str(tiny_dir / "tiny.yaml"), "--target",
+                                 "x2-elite", "--cache", str(cache), "-o", "json"], stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+        assert proc.stdout is not None
+        lines = lines_as_they_come(proc, proc.stdout)
+        err.seek(0)
+        assert proc.returncode == 0, err.read()
+    # One JSON object a line: the steps' events as they happen, then the result (the last line).
+    *events, (last, _) = [(json.loads(line), running) for line, running in lines]
+    assert all(e["event"] == "step" and e["deployment"] == "tiny" for e, _ in events)
+    assert all(set(e) == {"event", "deployment", "step", "state", "key", "target", "bucket", "seconds", "message",
+                          "progress"} for e, _ in events)
+    quantize = [(e["state"], e["progress"], running) for e, running in events if e["step"] == "quantize"]
+    assert quantize[0][:2] == ("running", None) and quantize[-1][0] == "done", quantize
+    reports = [(p, running) for state, p, running in quantize[1:-1]]
+    assert reports and all(p["unit"] == "calibration samples" and 1 <= p["done"] <= p["total"] for p, _ in reports)
+    assert all(running for _, running in reports), "progress is written while the build runs, not at its end"
+    data = last
     assert data["deployment"] == "tiny"
     (artifact,) = data["artifacts"]
     assert set(artifact) == {"target", "soc_model", "precision", "bucket", "origin", "compatibility", "files",
@@ -44,6 +80,22 @@ def test_build_json_output_has_the_documented_shape(tiny_dir: Path) -> None:
     assert 0 <= artifact["npu_coverage"] <= 1
     assert [s["name"] for s in artifact["steps"]][-3:] == ["quantize", "compile", "verify"]
     assert all(set(s) == {"name", "key", "cached", "seconds"} for s in artifact["steps"])
+
+
+def test_text_output_through_a_pipe_shows_each_step_as_it_happens(tiny_dir: Path) -> None:
+    # stderr is a pipe, not a terminal (as under nohup, CI or `| tee`): a line per event, each as it happens.
+    write_manifest(tiny_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "npuctl", "build", "-f", str(tiny_dir / "tiny.yaml"), "--cache",
+                             str(tiny_dir / "cache")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = [(line, running) for line, running in lines_as_they_come(proc, proc.stderr) if line.startswith("tiny: ")]
+    assert proc.returncode == 0, lines
+    said = [line for line, _ in lines]
+    calibrating = next(i for i, line in enumerate(said)
+                       if re.fullmatch(r"tiny: quantize 8: \d+/24 calibration samples, calibrating, [\d.]+ s", line))
+    assert said.index("tiny: quantize 8: running") < calibrating < said.index("tiny: compile x-elite/8: running")
+    assert lines[calibrating][1], "the line came while the build still ran"
+    assert re.fullmatch(r"tiny: verify x-elite/8: done in [\d.]+ s", said[-1]), said
 
 
 def test_build_failure_exits_1_with_the_reason(tiny_dir: Path) -> None:

@@ -19,6 +19,9 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
 
 NPU_STEPS = ["resolve", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile", "verify"]
+COUNTED = {"genai-builder": "layers", "llm-surgeries": "surgeries", "llm-quantize": "calibration samples",
+           "llm-static": "splits", "compile": "graphs", "verify": "tokens"}
+"""What each step that runs in a child process reports its progress in."""
 
 
 def context_binaries(wrapper: Path) -> set[str]:
@@ -50,6 +53,18 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     for name in ("context_ctx", "iterator_ctx"):
         assert stages[name]["session_options"]["provider_options"][0]["qnn"]["soc_model"] == "60"
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
+    # Each step that ran here (not found in the session's store) said how far it had got while it ran: its
+    # reports come between its start and its end, in the unit it counts, up to its total.
+    events = tiny_chat.events[f"tiny-{architecture}"]
+    ran = [s.name for s in built.steps if not s.cached and s.name in COUNTED]
+    for step in ran:
+        states = [(e.state.value, e.progress) for e in events if e.step == step]
+        reports = [p for state, p in states if p is not None]
+        assert states[0] == ("running", None) and states[-1][0] == "done" and len(reports) == len(states) - 2, states
+        assert {p.unit for p in reports} == {COUNTED[step]}, (step, reports)
+        assert all(p.total is None or 0 <= p.done <= p.total for p in reports), (step, reports)
+    # The first NPU build of each model in the session (test_gguf_generation may have made the fp32 reference).
+    assert set(COUNTED) - {"genai-builder"} <= set(ran), ran
     # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
     # embeddings and lm_head on the CPU, as designed.
     assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
