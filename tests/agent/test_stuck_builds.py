@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from npuctl.agent.dashboard.routes import DATA_PATH
 from tests.agent.harness import Agent, manifest, tiny_model
 from tests.hostile_sources import CANARY, SECRET_DIGEST, hostile_source, layout, needs_fifo, needs_links
 
@@ -100,7 +101,14 @@ def test_a_build_stuck_on_a_source_holds_up_nothing_and_stops_when_its_manifest_
         # An unrelated deployment builds and serves while the stuck one waits on its source.
         (agent.manifests / "tiny.yaml").write_text(manifest())
         agent.wait_phase("tiny", "Ready", timeout=180)
-        assert agent.status("stuck")["phase"] == "Building"
+        stuck = agent.status("stuck")
+        assert stuck["phase"] == "Building"
+        # Status and the dashboard name the step it is stuck in (started, nothing reported since).
+        assert stuck["progress"]["step"] == "resolve" and stuck["progress"]["done"] is None, stuck["progress"]
+        with agent.client() as client:
+            page = client.get(DATA_PATH).json()
+        [building] = [d for d in page["agents"][0]["deployments"] if d["status"]["name"] == "stuck"]
+        assert building["build"]["running"] == "resolve: running", building["build"]
         # Edited to a source that answers: the old build is stopped (its connection closes) and the new one serves.
         (agent.manifests / "stuck.yaml").write_text(manifest(name="stuck"))
         agent.wait_for(lambda: hub.open == 0, "the stopped build to close its connection", timeout=60)
