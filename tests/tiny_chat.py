@@ -46,4 +46,5 @@ class TinyChat:
 
     def build(self, name: str, source: str, **spec: Any) -> BuildResult:
         self.events[name] = []
-        return build_deployment(self.manifest(name, source, **spec), store=self.store, progress=self.events[name].append)
+        return build_deployment(self.manifest(name, source, **spec), store=self.store,
+                                progress=self.events[name].append)

@@ -15,6 +15,7 @@ from npuctl.cli.output import err_console
 if TYPE_CHECKING:
     from npuctl.agent.config import AgentConfig
     from npuctl.agent.reconcile import Reconciler
+    from npuctl.artifacts import StepEvent
 
 
 def _labels(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
@@ -166,7 +167,7 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     registry = serve_registry(
         result.deployments,
         store=Store(cache),
-        progress=lambda e: err_console.print(f"  {e.step} {e.target or ''} {e.state.value}", style="dim"),
+        progress=_print_step,
         on_loaded=loaded,
         on_built=builds.__setitem__,
     )
@@ -185,3 +186,9 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     finally:
         timeline.stop()
         registry.close()
+
+
+def _print_step(event: StepEvent) -> None:
+    running = event.running()
+    err_console.print(f"  {event.where}: {running.doing() if running else event.state.value}", style="dim",
+                      markup=False, soft_wrap=True)
