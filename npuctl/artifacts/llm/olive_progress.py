@@ -27,7 +27,6 @@ def surgeries(names: Sequence[str]) -> Iterator[None]:
 
     with _counting(GraphSurgeries, "init_surgeon_instance", before=before):
         yield
-    progress.report(len(names), len(names), "surgeries", "saving the model")
 
 
 @contextmanager
@@ -48,13 +47,9 @@ def splits_static(total: int) -> Iterator[None]:
         yield
 
 
-def calibration(rows: list[T]) -> CalibrationRows[T]:
-    """The calibration rows of the quantize stage, reporting each one the calibrator takes."""
-    return CalibrationRows(rows)
-
-
 class CalibrationRows(Sequence[T]):
-    """A map-style dataset (torch's DataLoader reads it by index) that reports the samples read."""
+    """The quantize stage's calibration rows as a map-style dataset (torch's DataLoader reads it by index)
+    that reports each sample the calibrator takes."""
 
     def __init__(self, rows: list[T]) -> None:
         self.rows = rows

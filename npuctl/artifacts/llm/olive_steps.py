@@ -46,6 +46,7 @@ def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
     with olive_progress.surgeries(SURGERIES):
         model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
                      _onnx_model(Path(request["model_dir"])), out)
+    progress.report(len(SURGERIES), len(SURGERIES), "surgeries", "fixing the KV cache's head size")
     path = Path(model.model_path)
     proto = onnx.load(str(path), load_external_data=False)
     make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
@@ -210,7 +211,7 @@ def _register_corpus() -> None:
             ids = encoder.encode(text).ids[:window]
             rows.append(({"input_ids": torch.tensor([ids]),
                           "attention_mask": torch.ones(1, len(ids), dtype=torch.int64)}, 0))
-        return olive_progress.calibration(rows)
+        return olive_progress.CalibrationRows(rows)
 
 
 def _move_up(folder: Path, parent: Path) -> None:
