@@ -6,6 +6,7 @@ libraries print on stdout can break it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import threading
@@ -24,6 +25,9 @@ POLL_SECONDS = 0.25
 """How often the parent reads the file while the child runs."""
 OUTPUT_CAP = 1 << 20
 """Characters of each output stream kept (the end): what an error message quotes of a child's log."""
+DRAIN_SECONDS = 30.0
+"""Once the child has exited, how long its output may take to end: a process it started may still hold the
+pipes, and its parent's step must not wait on that for ever."""
 _LINE_CAP = 4096
 """A report line longer than this is not one the child wrote: it is skipped."""
 
@@ -57,10 +61,6 @@ def run(command: list[str], env: dict[str, str], *,
             child.kill()  # as subprocess.run does: an interrupted parent leaves no child behind
             child.wait()
             raise
-        finally:
-            for stream in (child.stdout, child.stderr):
-                if stream is not None:
-                    stream.close()
     return subprocess.CompletedProcess(command, child.returncode, out.text(), err.text())
 
 
@@ -68,8 +68,6 @@ def run(command: list[str], env: dict[str, str], *,
 def to_parent() -> Iterator[None]:
     """In a child that `run` started: `progress.report` calls go to the parent (a few a second at most).
     Elsewhere (run by hand) they go nowhere."""
-    import os
-
     path = os.environ.get(PROGRESS_FILE)
     if not path:
         yield
@@ -133,16 +131,20 @@ class _Tail:
             on_line(self.lines.get())
 
     def _read(self) -> None:
-        for line in self.stream:
-            if self.lines is not None:
-                self.lines.put(line.rstrip("\n"))
-            self.chunks.append(line)
-            self.size += len(line)
-            while self.size > OUTPUT_CAP and len(self.chunks) > 1:
-                self.size -= len(self.chunks.popleft())
+        try:
+            for line in self.stream:
+                if self.lines is not None:
+                    self.lines.put(line.rstrip("\n"))
+                self.chunks.append(line)
+                self.size += len(line)
+                while self.size > OUTPUT_CAP and len(self.chunks) > 1:
+                    self.size -= len(self.chunks.popleft())
+        finally:
+            # Here, not in `run`: closing a pipe another thread reads waits for that read to end.
+            self.stream.close()
 
     def join(self) -> None:
-        self.thread.join()
+        self.thread.join(DRAIN_SECONDS)
 
     def text(self) -> str:
         return "".join(self.chunks)[-OUTPUT_CAP:]

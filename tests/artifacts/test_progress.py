@@ -4,6 +4,7 @@ through the runner's rate limit; what a child prints is capped."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -111,3 +112,18 @@ def test_the_runner_turns_a_steps_reports_into_running_events_between_its_start_
     assert events[1].running() is not None and events[1].message == "calibrating"
     progress.report(1, 1, "calibration samples")  # outside a step: goes nowhere
     assert len(events) == 4
+
+
+def test_a_process_the_child_left_holding_its_output_does_not_hold_the_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(children, "DRAIN_SECONDS", 0.5)
+    script = ("import subprocess, sys; "
+              "left = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+              "print(left.pid, flush=True)")
+    done = children.run([sys.executable, "-c", script], dict(os.environ))
+    left = int(done.stdout.split()[0])
+    try:
+        assert done.returncode == 0
+        os.kill(left, 0)  # the process it started still runs, with the pipes open: `run` did not wait for it
+    finally:
+        os.kill(left, signal.SIGTERM)
