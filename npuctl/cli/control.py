@@ -210,6 +210,8 @@ def describe(name: str, agent_url: str | None) -> None:
     console.print(f"[bold]{escape(name)}[/bold]  phase: {status.phase.value}  generation: {status.observed_generation}")
     console.print(f"file: {status.file}\nendpoint: {status.endpoint}\nprovider: {status.provider}"
                   f"  NPU coverage: {status.npu_coverage}", markup=False)
+    if status.cost:
+        console.print(f"cost: {status.cost.summary()}", markup=False, soft_wrap=True)
     console.print("conditions:")
     for c in status.conditions:
         message = f": {c.message}" if c.message else ""
