@@ -113,3 +113,16 @@ def test_a_context_binary_is_counted_as_its_file(serve: Serve, tmp_path: Path) -
     assert (cost.npu_sessions, cost.sessions) == (1, 1)
     assert estimated_cost(on_npu, artifacts, detect_host()).context_binary_bytes == cost.context_binary_bytes
     assert_shown(serve(served).url, "relu", cost)
+
+
+@pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
+def test_ollama_ps_counts_an_npu_models_context_binary_as_vram(serve: Serve, minilm_build: BuildResult) -> None:
+    artifacts = artifacts_of(minilm_build)
+    served = load_served(deployment("minilm", runtime={"device": "npu", "allowSimulator": True}), artifacts)
+    cost = served.status.cost
+    assert cost is not None and served.status.on_npu
+    wrapper = artifacts.context_binaries[0].path
+    binary = next(f for f in wrapper.parent.iterdir() if f.suffix == ".bin")
+    assert cost.context_binary_bytes == binary.stat().st_size and cost.npu_sessions == 1
+    (running,) = ollama.Client(host=serve(served).url).ps().models
+    assert running.size_vram == cost.context_binary_bytes and running.size == cost.memory_bytes >= running.size_vram
