@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
-from npuctl.runtime.footprint import measured_load
+from npuctl.runtime.footprint import measured_load, return_free_memory
 from npuctl.runtime.generation import GenerationModel, TextGenerator
 from npuctl.runtime.loading import LoadedModel, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
@@ -186,6 +186,7 @@ class _Running(ServedModel):
         self.batcher.join()
         if not self._handed_over:
             self._release()
+            return_free_memory()  # glibc keeps the sessions' freed memory: ~half of what they took (bench/load_cost.py)
         self.closed.set()
 
 
@@ -283,6 +284,7 @@ class GenerationService(ServedModel):
         self.queue.join()
         if not self._handed_over:
             self.model.close()
+            return_free_memory()
         self.closed.set()
 
 
