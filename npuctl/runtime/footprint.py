@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from npuctl.runtime.placement import Artifacts, Placement, Where, cpu_placement,
 from npuctl.runtime.seq2seq import DECODER_FILE
 from npuctl.schema.cost import LoadCost
 from npuctl.schema.models import ModelDeployment, Task
+
+log = logging.getLogger("npuctl.runtime")
 
 _FALLBACK_KV_ELEMENT = 4
 """Bytes per KV cache element when no graph of the model names its cache input: float32's, the largest a
@@ -47,7 +50,12 @@ def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostF
     model = load_model(deployment, artifacts, host)
     seconds = time.perf_counter() - started
     grown = max(process_memory() - before, 0)
-    plan = _plan(deployment, artifacts, host, model.info.where)
+    try:
+        plan = _plan(deployment, artifacts, host, model.info.where)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # the model serves: a file it cannot size must not stop it
+        log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured", deployment.name,
+                    exc)
+        plan = _Plan(frozenset(), 0, 0, 0)
     return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False)
 
 
