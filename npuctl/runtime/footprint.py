@@ -52,7 +52,7 @@ def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostF
     grown = max(process_memory() - before, 0)
     try:
         plan = _plan(deployment, artifacts, host, model.info.where)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # the model serves: a file it cannot size must not stop it
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop a loaded model
         log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured", deployment.name,
                     exc)
         plan = _Plan(frozenset(), 0, 0, 0)
@@ -66,7 +66,7 @@ def process_memory() -> int:
 
 def return_free_memory() -> None:
     """Give the heap's free memory back to the OS, where the C library keeps it: glibc holds freed memory for reuse
-    (malloc_trim releases it). Windows' heap decommits freed memory by itself: nothing to do there."""
+    (malloc_trim releases it). Windows' heap gives large freed blocks back by itself: nothing to call there."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
