@@ -84,14 +84,18 @@ def test_the_estimate_before_loading_opens_the_same_files(minilm_artifacts: Arti
                                                           tiny_llama_build: BuildResult) -> None:
     host = detect_host()
     estimate = estimated_cost(deployment("minilm"), minilm_artifacts, host)
-    measured = load_served(deployment("minilm"), minilm_artifacts).status.cost
+    served = load_served(deployment("minilm"), minilm_artifacts)
+    served.retire()
+    measured = served.status.cost
     assert measured is not None and estimate.estimated
     assert (estimate.artifact_bytes, estimate.sessions, estimate.host_bytes) == (measured.artifact_bytes, 1,
                                                                                  measured.artifact_bytes)
     chat = deployment("tiny-llama", model={"source": "file:unused", "task": "text-generation", "format": "genai"},
                       runtime={"device": "cpu"})
     chat_estimate = estimated_cost(chat, artifacts_of(tiny_llama_build), host)
-    chat_measured = load_served(chat, artifacts_of(tiny_llama_build)).status.cost
+    chat_served = load_served(chat, artifacts_of(tiny_llama_build))
+    chat_served.retire()
+    chat_measured = chat_served.status.cost
     assert chat_measured is not None
     assert chat_estimate.kv_cache_bytes == chat_measured.kv_cache_bytes > 0
     assert chat_estimate.artifact_bytes == chat_measured.artifact_bytes
