@@ -93,6 +93,19 @@ def test_devices_reports_the_htp_simulator_on_this_x86_64_host() -> None:
     assert any(d["ep_name"] == "QNNExecutionProvider" for d in host["ep_devices"])
 
 
+def test_devices_shows_what_the_host_offers_models(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("facts: {memoryGiB: 1.5}\n")  # a 1.5 GiB PC: less than one 2 GiB HTP session
+    code, out = run("devices", "--config", str(config), "-o", "json")
+    capacity = json.loads(out)["capacity"]
+    assert code == 0 and capacity["memory_total"] == int(1.5 * 2**30)
+    assert 0 < capacity["memory_available"] <= capacity["memory_total"]
+    if json.loads(out)["qnn_available"]:
+        assert (capacity["npu_session_bytes"], capacity["npu_sessions"]) == (2 * 2**30, 0)
+    code, text = run("devices")
+    assert code == 0 and "available now" in text
+
+
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "npuctl", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("npuctl, version ")

@@ -116,7 +116,7 @@ class LocalActuator:
     def describe(self, model: ServedModel) -> RunFacts:
         status = model.status
         return RunFacts(provider=status.provider, npu_coverage=status.npu_coverage, on_npu=status.on_npu,
-                        power=status.power, note=status.message)
+                        power=status.power, note=status.message, cost=status.cost)
 
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
         return describe_artifacts(built)

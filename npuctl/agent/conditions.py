@@ -44,6 +44,7 @@ def settle(book: StatusBook, actuator: Actuator, record: Record, want: Desired, 
         facts = actuator.describe(running.model)
         status.provider, status.npu_coverage = facts.provider, facts.npu_coverage
         status.power = facts.power
+        status.cost = facts.cost
         status.set_condition(C.LOADED, True, "SessionsOpen", facts.note)
         status.set_condition(C.ON_NPU, facts.on_npu, "OnNPU" if facts.on_npu else "OnCPU", facts.note)
         if want.conflict is None:
@@ -51,6 +52,7 @@ def settle(book: StatusBook, actuator: Actuator, record: Record, want: Desired, 
     else:
         status.provider, status.npu_coverage = None, None
         status.power = None
+        status.cost = None
         if load_failure:
             status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
             status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)

@@ -52,7 +52,9 @@ def schema(of_status: bool) -> None:
               help="An agent config: show the device as that agent sees it (its `facts` overrides applied).")
 @OUTPUT
 def devices(config_file: Path | None, output: str) -> None:
-    """Show this host: OS, CPU architecture, SoC, and whether a real Hexagon NPU or only the HTP simulator is there."""
+    """Show this host: OS, CPU architecture, SoC, whether a real Hexagon NPU or only the HTP simulator is there, and
+    what it offers models now: memory total and available, what one HTP session holds and how many would fit."""
+    from npuctl.runtime.capacity import host_capacity
     from npuctl.runtime.devices import detect_host
 
     host = detect_host()
@@ -63,12 +65,16 @@ def devices(config_file: Path | None, output: str) -> None:
             host = host.with_overrides(load_config(config_file).facts)
         except ConfigError as exc:
             raise click.UsageError(str(exc)) from exc
+    capacity = host_capacity(host)
     if output != "text":
-        emit(host.as_dict(), output)
+        emit(host.as_dict() | {"capacity": capacity.as_dict()}, output)
         return
     table = Table(show_header=False, box=None)
+    memory, *npu = capacity.summary()
     for key, value in host.summary():
-        table.add_row(f"[bold]{key}[/bold]", value)
+        rows = {"memory": [memory], "npu": [(key, value), *npu]}.get(key, [(key, value)])
+        for name, text in rows:
+            table.add_row(f"[bold]{name}[/bold]", text)
     console.print(table)
     if host.ep_devices:
         eps = Table("execution provider", "device type", "vendor id", "notes")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from npuctl.schema.bench import BenchResult
+from npuctl.schema.cost import LoadCost
 from npuctl.schema.power import PowerInForce
 
 STATUS_SCHEMA_FILE = "status.schema.json"
@@ -190,6 +191,8 @@ class RunFacts(Fact):
     """Why it runs there (e.g. why not on the NPU)."""
     power: PowerInForce | None = None
     """The power policy's settings its sessions got."""
+    cost: LoadCost | None = None
+    """What it costs this host, measured when it loaded."""
 
 
 class DeploymentStatus(Fact):
@@ -221,6 +224,9 @@ class DeploymentStatus(Fact):
     """The last `npuctl bench` of this deployment on this agent."""
     progress: StepProgress | None = None
     """While it builds: the step running and how far it has got (None between steps and once built)."""
+    cost: LoadCost | None = None
+    """What the loaded model costs this host (memory, KV cache, NPU sessions, cold start), measured when it loaded;
+    absent while nothing is loaded."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)

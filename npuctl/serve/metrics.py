@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from npuctl.schema.cost import LoadCost
 from npuctl.serve.batching import BatchObserver
 from npuctl.serve.generation.queue import GenerationObserver, GenerationStats
 
@@ -123,8 +124,11 @@ class _ModelState(Collector):
         )
         coverage = GaugeMetricFamily("npuctl_model_npu_coverage_ratio", "Share of graph nodes on the QNN EP (0 to 1).",
                                      labels=["model"])
+        cost = _CostGauges()
         for model in self._models():
             status = model.status
+            if status.cost is not None:
+                cost.add(model.name, status.cost)
             ready.add_metric([model.name], 1.0 if status.ready else 0.0)
             reason.add_metric([model.name, status.reason], 1.0)
             if model.waiting is not None:
@@ -133,4 +137,26 @@ class _ModelState(Collector):
                 provider.add_metric([model.name, status.provider, status.where or ""], 1.0)
             if status.npu_coverage is not None:
                 coverage.add_metric([model.name], status.npu_coverage)
-        yield from (queue, ready, reason, provider, coverage)
+        yield from (queue, ready, reason, provider, coverage, *cost.families)
+
+
+class _CostGauges:
+    """What each loaded model costs (npuctl.schema.cost.LoadCost, measured when it loaded), one gauge per figure."""
+
+    def __init__(self) -> None:
+        def gauge(name: str, help_text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"npuctl_model_{name}", help_text, labels=["model"])
+
+        self.host = gauge("host_memory_bytes", "Host memory the model's load took (resident set growth).")
+        self.kv = gauge("kv_cache_bytes", "Text generation: the KV cache its slots hold at full context.")
+        self.artifacts = gauge("artifact_bytes", "Bytes of the files its sessions were opened from.")
+        self.context = gauge("context_binary_bytes", "Bytes of the QNN context binaries its NPU sessions hold.")
+        self.npu_sessions = gauge("npu_sessions", "Its sessions on the QNN EP (HTP).")
+        self.load = gauge("load_duration_seconds", "Cold start: how long its sessions took to open.")
+        self.families = (self.host, self.kv, self.artifacts, self.context, self.npu_sessions, self.load)
+
+    def add(self, model: str, cost: LoadCost) -> None:
+        figures = (cost.host_bytes, cost.kv_cache_bytes, cost.artifact_bytes, cost.context_binary_bytes,
+                   cost.npu_sessions, cost.load_seconds)
+        for family, value in zip(self.families, figures, strict=True):
+            family.add_metric([model], value)

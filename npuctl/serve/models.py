@@ -13,15 +13,17 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from npuctl.runtime.devices import HostFacts
+from npuctl.runtime.devices import HostFacts, detect_host
 from npuctl.runtime.embeddings import Embedding, EmbeddingModel
+from npuctl.runtime.footprint import measured_load, return_free_memory
 from npuctl.runtime.generation import GenerationModel, TextGenerator
-from npuctl.runtime.loading import LoadedModel, load_model, max_input_tokens
+from npuctl.runtime.loading import LoadedModel, max_input_tokens
 from npuctl.runtime.placement import Artifacts, NotServable, Where
 from npuctl.runtime.scoring import Logits, ScoringModel
 from npuctl.runtime.seq2seq import Seq2SeqModel
 from npuctl.runtime.tensors import TensorModel
 from npuctl.runtime.text import Tokens
+from npuctl.schema.cost import LoadCost
 from npuctl.schema.models import Api, ModelDeployment
 from npuctl.schema.power import PowerInForce
 from npuctl.serve.batching import Batcher, BatchObserver
@@ -61,13 +63,16 @@ class ModelStatus:
     """A text-generation model's graphs (a decoder-pipeline pack's stages) and where each runs."""
     power: PowerInForce | None = None
     """The power policy's settings the sessions got."""
+    cost: LoadCost | None = None
+    """What the loaded model costs this host, measured when it loaded."""
 
     @property
     def on_npu(self) -> bool:
         return self.where is not None and self.where.on_npu
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"power": self.power.model_dump(mode="json") if self.power else None}
+        return asdict(self) | {"power": self.power.model_dump(mode="json") if self.power else None,
+                               "cost": self.cost.model_dump(mode="json") if self.cost else None}
 
 
 @dataclass(frozen=True)
@@ -160,10 +165,10 @@ Release = Callable[[], None]
 
 class _Running(ServedModel):
     def __init__(self, deployment: ModelDeployment, model: LoadedModel, batcher: Batcher[Any, Any],
-                 release: Release | None) -> None:
+                 release: Release | None, cost: LoadCost | None) -> None:
         info = model.info
         status = ModelStatus(True, SERVING, info.note, info.where, info.provider, info.npu_coverage,
-                             power=info.power)
+                             power=info.power, cost=cost)
         super().__init__(deployment, status)
         self.batcher = batcher
         self._model = model
@@ -181,6 +186,7 @@ class _Running(ServedModel):
         self.batcher.join()
         if not self._handed_over:
             self._release()
+            return_free_memory()  # glibc keeps the sessions' freed memory: ~half of what they took (bench/load_cost.py)
         self.closed.set()
 
 
@@ -194,15 +200,16 @@ def _row_batcher(deployment: ModelDeployment, run: Callable[[list[In]], Sequence
 class EmbeddingService(_Running):
     batcher: Batcher[list[int], Embedding]
 
-    def __init__(self, deployment: ModelDeployment, model: EmbeddingModel, release: Release | None = None) -> None:
-        super().__init__(deployment, model, _row_batcher(deployment, model.embed), release)
+    def __init__(self, deployment: ModelDeployment, model: EmbeddingModel, release: Release | None = None,
+                 cost: LoadCost | None = None) -> None:
+        super().__init__(deployment, model, _row_batcher(deployment, model.embed), release, cost)
         self.model = model
         self.truncate = deployment.spec.serve.truncate
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
         return EmbeddingService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)),
-                                self._release)
+                                self._release, self.status.cost)
 
 
 class ScoringService(_Running):
@@ -210,8 +217,9 @@ class ScoringService(_Running):
 
     batcher: Batcher[Tokens, Logits]
 
-    def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None) -> None:
-        super().__init__(deployment, model, _row_batcher(deployment, model.logits), release)
+    def __init__(self, deployment: ModelDeployment, model: ScoringModel, release: Release | None = None,
+                 cost: LoadCost | None = None) -> None:
+        super().__init__(deployment, model, _row_batcher(deployment, model.logits), release, cost)
         self.model = model
         self.task = deployment.spec.model.task
         self.truncate = deployment.spec.serve.truncate
@@ -219,37 +227,38 @@ class ScoringService(_Running):
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
         return ScoringService(deployment, self.model.with_max_tokens(max_input_tokens(deployment, self.model.buckets)),
-                              self._release)
+                              self._release, self.status.cost)
 
 
 class TensorService(_Running):
     batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]]
 
-    def __init__(self, deployment: ModelDeployment, model: TensorModel, release: Release | None = None) -> None:
+    def __init__(self, deployment: ModelDeployment, model: TensorModel, release: Release | None = None,
+                 cost: LoadCost | None = None) -> None:
         serve = deployment.spec.serve
         # Tensor requests are not concatenated (shapes differ); they share one worker and one queue.
         batcher: Batcher[Tensors, dict[str, npt.NDArray[np.generic]]] = Batcher(
             deployment.public_name, lambda rows: [model.run(feeds) for feeds in rows],
             max_batch=serve.max_batch, window_seconds=0.0, queue_limit=serve.queue_limit,
         )
-        super().__init__(deployment, model, batcher, release)
+        super().__init__(deployment, model, batcher, release, cost)
         self.model = model
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
-        return TensorService(deployment, self.model, self._release)
+        return TensorService(deployment, self.model, self._release, self.status.cost)
 
 
 class GenerationService(ServedModel):
     """A text-generation model behind its generation queue."""
 
-    def __init__(self, deployment: ModelDeployment, model: TextGenerator) -> None:
+    def __init__(self, deployment: ModelDeployment, model: TextGenerator, cost: LoadCost | None = None) -> None:
         info = model.info
         pack_stages = model.pack.stages if isinstance(model, GenerationModel) else ()
         stages = tuple(StageStatus(s.name, info.where.value if s.on_qnn else Where.CPU.value, s.nodes)
                        for s in pack_stages)
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
-                                                 info.npu_coverage, stages, info.power))
+                                                 info.npu_coverage, stages, info.power, cost))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)
@@ -265,7 +274,7 @@ class GenerationService(ServedModel):
 
     def reconfigured(self, deployment: ModelDeployment) -> ServedModel:
         self._handed_over = True
-        return GenerationService(deployment, self.model)
+        return GenerationService(deployment, self.model, self.status.cost)
 
     def _close(self) -> None:
         self.queue.close()
@@ -275,24 +284,29 @@ class GenerationService(ServedModel):
         self.queue.join()
         if not self._handed_over:
             self.model.close()
+            return_free_memory()
         self.closed.set()
 
 
-def serve_loaded(deployment: ModelDeployment, model: LoadedModel, release: Release | None = None) -> ServedModel:
+def serve_loaded(deployment: ModelDeployment, model: LoadedModel, release: Release | None = None,
+                 cost: LoadCost | None = None) -> ServedModel:
     """Put a batcher (a generation queue, for text generation) in front of a loaded model. `release` replaces
-    closing the model when the served model closes (for sessions that other deployments share)."""
+    closing the model when the served model closes (for sessions that other deployments share); `cost` is what
+    its load measured (npuctl.runtime.footprint.measured_load)."""
     if isinstance(model, EmbeddingModel):
-        return EmbeddingService(deployment, model, release)
+        return EmbeddingService(deployment, model, release, cost)
     if isinstance(model, GenerationModel | Seq2SeqModel):
-        return GenerationService(deployment, model)
+        return GenerationService(deployment, model, cost)
     if isinstance(model, ScoringModel):
-        return ScoringService(deployment, model, release)
-    return TensorService(deployment, model, release)
+        return ScoringService(deployment, model, release, cost)
+    return TensorService(deployment, model, release, cost)
 
 
 def load_served(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts | None = None) -> ServedModel:
-    """Load a deployment for serving; one that can't run under its rules comes back Unavailable, with the reason."""
+    """Load a deployment for serving, measuring what the load costs; one that can't run under its rules comes back
+    Unavailable, with the reason."""
     try:
-        return serve_loaded(deployment, load_model(deployment, artifacts, host))
+        model, cost = measured_load(deployment, artifacts, host or detect_host())
+        return serve_loaded(deployment, model, cost=cost)
     except NotServable as exc:
         return Unavailable(deployment, ModelStatus(False, exc.reason.value, exc.message))

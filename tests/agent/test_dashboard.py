@@ -22,9 +22,12 @@ import numpy as np
 import onnx
 import openai
 import pytest
+from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.artifacts import BuildResult, Store
+from npuctl.cli import cli
+from npuctl.schema.cost import LoadCost
 from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
 from tests.conftest import tiny_llama_manifest
 
@@ -116,6 +119,12 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     page.goto(f"{agent.url}/")
     wait_phase(page, "tiny", "Ready", timeout=30)
     assert "x-elite" in card(page, "tiny").locator("table.artifacts").inner_text()
+    # What the loaded model costs: in its status, `npuctl describe` and its card.
+    cost = (agent.status("tiny") or {})["cost"]
+    assert cost["hostBytes"] > 0 and cost["artifactBytes"] > 0 and cost["sessions"] == 1 and cost["loadSeconds"] > 0
+    described = CliRunner().invoke(cli, ["describe", "tiny", "--agent", agent.url])
+    assert described.exit_code == 0 and f"cost: {LoadCost.model_validate(cost).summary()}" in described.output
+    assert LoadCost.model_validate(cost).summary() in card(page, "tiny").locator(".cost").inner_text()
     # What the user unfolds stays unfolded across the redraws.
     card(page, "tiny").locator("details summary").click()
     drawn = page.inner_text("#updated")
@@ -282,6 +291,7 @@ def test_npuctl_serve_shows_its_models_and_a_chat_models_ttft_and_tokens_per_sec
         page.goto(f"{url}/")
         wait_phase(page, "chat", "Ready", timeout=30)
         assert "cpu" in card(page, "chat").locator(".where").inner_text()
+        assert "KV cache" in card(page, "chat").locator(".cost").inner_text(), "a chat model's cost has its KV cache"
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
         moved = ("() => ['ttft', 'tokens'].every(m => Number(document.querySelector("
                  "`article[data-name=\"chat\"] svg[data-metric=\"${m}\"]`)?.dataset.last) > 0)")

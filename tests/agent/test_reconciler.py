@@ -151,6 +151,8 @@ def test_identical_deployments_share_one_build_and_one_loaded_model(quick: Agent
     for i in range(20):
         quick.wait_phase(f"tiny-{i}", "Ready")
     assert metric(quick, "npuctl_loaded_models") == 1
+    costs = [(quick.status(f"tiny-{i}") or {}).get("cost") for i in range(20)]
+    assert costs[0] is not None and all(cost == costs[0] for cost in costs), "the one set of sessions' cost, once"
     events = httpx.get(f"{quick.url}/agent/v1/events", timeout=10).json()["items"]
     assert [e["reason"] for e in events].count("Building") == 1, "one build pass for all twenty"
     with quick.client() as client:

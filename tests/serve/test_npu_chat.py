@@ -32,6 +32,14 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
     assert (npu.status.where, npu.status.provider) == ("npu-simulator", "QNNExecutionProvider")
     assert {s.name: s.where for s in npu.status.stages} == {
         "embeddings": "cpu", "context_ctx": "npu-simulator", "iterator_ctx": "npu-simulator", "lm_head": "cpu"}
+    # Its cost: the two context binaries in their NPU sessions, and the KV cache of its one generation slot at the
+    # manifest's 256-token context (2 layers x 2 KV heads x 16 per head, fp32, keys and values).
+    cost = npu.status.cost
+    assert cost is not None and (cost.npu_sessions, cost.sessions) == (2, 4)
+    pack = npu.model.pack.folder  # type: ignore[attr-defined]
+    assert cost.context_binary_bytes == sum(f.stat().st_size for f in pack.glob("*.bin")) > 0
+    assert cost.artifact_bytes == sum(f.stat().st_size for f in [*pack.glob("*.bin"), *pack.glob("*.onnx")])
+    assert cost.kv_cache_bytes == 2 * 2 * 2 * 16 * 256 * 4
     cpu_manifest = tiny_chat.manifest(f"{name}-cpu", architecture, runtime={"device": "cpu"})
     cpu = load_served(cpu_manifest.deployment, artifacts_of(built))
     assert cpu.status.where == "cpu"

@@ -67,6 +67,8 @@ class DeploymentView(_Record):
     build: BuildProgress | None = None
     bench: str | None = None
     """The last `npuctl bench`'s headline figures and time (status.lastBench has them all)."""
+    cost: str | None = None
+    """What the loaded model costs this host, in words (status.cost has the figures)."""
 
 
 class AgentView(_Record):
@@ -139,7 +141,7 @@ def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: Host
         served = model.status
         built = builds.get(model.deployment)
         status = DeploymentStatus(name=model.deployment, phase=Phase.READY if served.ready else Phase.FAILED,
-                                  provider=served.provider, npu_coverage=served.npu_coverage,
+                                  provider=served.provider, npu_coverage=served.npu_coverage, cost=served.cost,
                                   artifacts=describe_artifacts(built) if built else [])
         status.set_condition(ConditionType.VALID, True, "Valid")
         status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, "Built" if built else served.reason,
@@ -158,7 +160,9 @@ def _deployment(status: DeploymentStatus, served: ServedModel | None, model: str
     why = loaded.message if loaded and loaded.status == "True" else (serving.message if serving else "")
     where = served.status.where if served is not None and served.status.ready else None
     bench = status.last_bench.headline() if status.last_bench else None
-    return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build, bench=bench)
+    cost = status.cost.summary() if status.cost else None
+    return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build, bench=bench,
+                          cost=cost)
 
 
 def _build_progress(status: DeploymentStatus, events: Iterable[Event]) -> BuildProgress:

@@ -1,5 +1,10 @@
 """How served models look through Ollama's listings: `/api/tags` (available), `/api/ps` (loaded: every
-model npuctl serves is), `/api/show` (details, model_info, capabilities)."""
+model npuctl serves is), `/api/show` (details, model_info, capabilities).
+
+Sizes come from the cost measured when the model loaded (npuctl.schema.cost.LoadCost): `/api/tags`' `size` is
+its artifacts' bytes (Ollama's: the model's files); `/api/ps`' `size` is the memory it may hold (host memory
+and full KV cache) and `size_vram` the part its NPU sessions hold (its context binaries), 0 when it runs on the
+CPU, so that Ollama's PROCESSOR column reads NPU for GPU."""
 
 from __future__ import annotations
 
@@ -19,12 +24,21 @@ FORMAT = "onnx"
 
 
 def model_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
-    return [_entry(model, name) for model in _served(models) for name in model.names]
+    return [_entry(model, name) | {"size": model.status.cost.artifact_bytes if model.status.cost else 0}
+            for model in _served(models) for name in model.names]
 
 
 def running_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
-    return [_entry(model, name) | {"expires_at": NEVER, "size_vram": 0, "context_length": _context_length(model)}
+    return [_entry(model, name) | _memory(model) | {"expires_at": NEVER, "context_length": _context_length(model)}
             for model in _served(models) for name in model.names]
+
+
+def _memory(model: ServedModel) -> dict[str, int]:
+    cost = model.status.cost
+    if cost is None:
+        return {"size": 0, "size_vram": 0}
+    on_npu = cost.context_binary_bytes if model.status.on_npu else 0
+    return {"size": cost.memory_bytes, "size_vram": min(on_npu, cost.memory_bytes)}
 
 
 def show(model: ServedModel) -> dict[str, Any]:
@@ -58,7 +72,6 @@ def _entry(model: ServedModel, name: str) -> dict[str, Any]:
         "name": name,
         "model": name,
         "modified_at": _time(model.since),
-        "size": 0,
         "digest": hashlib.sha256(f"{model.deployment}/{model.generation}".encode()).hexdigest(),
         "details": _details(model),
     }

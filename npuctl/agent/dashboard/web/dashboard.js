@@ -152,7 +152,8 @@ function deploymentCard(agent, d) {
   return el("article", { class: "deployment", "data-name": s.name, "data-agent": agent.url },
     el("header", {}, el("h3", {}, s.name), chip(s.phase),
       el("span", { class: "muted" }, [d.model && d.model !== s.name ? `as '${d.model}'` : null, d.task, s.file].filter(Boolean).join(" · "))),
-    where, benchLine(d), banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
+    where, d.cost ? el("p", { class: "cost muted" }, `cost: ${d.cost}`) : null,
+    benchLine(d), banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
     series ? charts(series) : null);
 }
 
