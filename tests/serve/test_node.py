@@ -21,14 +21,15 @@ from tests.serve.conftest import Serve
 FOLDER = Path(__file__).parent.parent / "node"
 
 
-def run_node(package: str, script: str, url: str) -> dict[str, Any]:
-    """What `script` (under tests/node) printed as JSON, run against `url`; skips without node or the package."""
+def run_node(package: str, script: str, *arguments: str) -> dict[str, Any]:
+    """What `script` (under tests/node) printed as JSON, run with `arguments`; skips without node or the package."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed (Node 20 or later)")
     if not (FOLDER / "node_modules" / package / "package.json").is_file():
         pytest.skip(f"the {package} npm package is not installed: npm install --prefix {FOLDER} (.ci/run does)")
-    done = subprocess.run([node, str(FOLDER / script), url], capture_output=True, text=True, timeout=120, cwd=FOLDER)
+    done = subprocess.run([node, str(FOLDER / script), *arguments], capture_output=True, text=True, timeout=120,
+                          cwd=FOLDER)
     assert done.returncode == 0, done.stderr
     got: dict[str, Any] = json.loads(done.stdout)
     return got
