@@ -120,6 +120,17 @@ def test_text_format_with_tools_answers_a_call_or_the_format(url: str) -> None:
         City.model_validate_json(done[0].text)
 
 
+def test_with_a_json_answer_allowed_a_call_is_told_by_its_tool_name() -> None:
+    from npuctl.serve.generation.structured import structure
+
+    form = structure({"tools": [{"type": "function", "function": WEATHER}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "city", "schema": City.model_json_schema()}}}, guided=True)
+    assert form.json_answer and form.tool_calls('{"name":"get_weather","arguments":{"city":"Oslo"}}')
+    for answer in ('{"name":"Oslo","big":true}', '{"name":{"x":1}}', '{"name":"get_weather","big":true}'):
+        assert form.tool_calls(answer) is None and not form.cut_call(answer)
+    assert form.cut_call('{"name":"get_weather","argu') and not form.cut_call('{"name":"Os')
+
+
 def test_previous_response_id_continues_and_store_false_keeps_nothing(url: str) -> None:
     api = client(url)
     first = api.responses.create(model="tiny-llama", input="Hello", max_output_tokens=4)

@@ -48,6 +48,11 @@ class Structure:
             return False
         if not self.json_answer:
             return True
+        try:
+            json.loads(text)
+            return False  # whole: the answer in response_format's form
+        except ValueError:
+            pass
         heads = [f'{{"name":{json.dumps(tool["function"]["name"])}' for tool in self.tools]
         return any(head.startswith(text) or text.startswith(head) for head in heads)
 
@@ -60,7 +65,8 @@ class Structure:
         except ValueError:
             return None  # cut short by max_tokens (see cut_call)
         names = {tool["function"]["name"] for tool in self.tools}
-        if not isinstance(call, dict) or call.get("name") not in names or not set(call) <= {"name", "arguments"}:
+        name = call.get("name") if isinstance(call, dict) else None
+        if not isinstance(name, str) or name not in names or not set(call) <= {"name", "arguments"}:
             return None
         arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)
         return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
