@@ -2,7 +2,9 @@
 
 --policy: one agent serving MiniLM twice, `power: burst` and `power: efficient`. Rounds alternate the two: one
   client sends --requests requests one after the other; the agent's CPU seconds (GET /agent/v1/process) per
-  request and the latency p50 per round. Prints each policy's median and spread, and efficient / burst.
+  request and the latency p50 per round. Prints each policy's median and spread, and efficient / burst. In the
+  same rounds, the model the agent built runs in this process on a bare ONNX Runtime session with each policy's
+  options (`raw_*`): the policy's part alone, without the agent's own work per request (HTTP, tokenizing, pooling).
 --pool: two agents in turn, `power.cpuThreadPool: perSession` then `shared`, each serving MiniLM twice (a, b).
   Open-loop load at a fixed rate: `a` alone at half the load, then `a` and `b` together at half each (the load
   is 80% of what `a` alone answered with 4 clients). Rounds alternate alone and together; requests/s of `a`
@@ -26,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from tests.agent.harness import Agent  # noqa: E402
 
@@ -70,9 +73,38 @@ async def embed(http: httpx.AsyncClient, agent: Agent, model: str) -> float:
     return time.perf_counter() - begin
 
 
+def raw_sessions(cache: Path) -> dict[str, Any]:
+    """The model the agent built (its largest ONNX file), on a bare session per policy with the policy's options."""
+    import onnxruntime as ort
+
+    from npuctl.runtime import power
+    from npuctl.schema.enums import PowerPolicy
+
+    model = max(cache.rglob("*.onnx"), key=lambda path: path.stat().st_size)
+    sessions = {}
+    for name in ("burst", "efficient"):
+        options = ort.SessionOptions()
+        power.cpu_session(power.Choice(PowerPolicy(name), None), options)
+        sessions[name] = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return sessions
+
+
+def raw_cpu_per_run(session: Any, runs: int) -> float:
+    """Process CPU seconds per run of one 22-token row, runs 2 ms apart (one client's pace, not back to back)."""
+    feeds = {node.name: np.ones((1, 22), np.int64) for node in session.get_inputs()}
+    session.run(None, feeds)
+    before = time.process_time()
+    for _ in range(runs):
+        session.run(None, feeds)
+        time.sleep(0.002)
+    return (time.process_time() - before) / runs
+
+
 async def policy_case(agent: Agent, rounds: int, requests: int) -> dict[str, Any]:
     per_request: dict[str, list[float]] = {"burst": [], "efficient": []}
     latency: dict[str, list[float]] = {"burst": [], "efficient": []}
+    raw: dict[str, list[float]] = {"burst": [], "efficient": []}
+    sessions = raw_sessions(agent.cache)
     async with httpx.AsyncClient(timeout=60) as http:
         for model in per_request:  # warm-up
             for _ in range(5):
@@ -83,11 +115,14 @@ async def policy_case(agent: Agent, rounds: int, requests: int) -> dict[str, Any
                 times = [await embed(http, agent, model) for _ in range(requests)]
                 per_request[model].append((await cpu_seconds(http, agent) - before) / requests)
                 latency[model].append(statistics.median(times) * 1000)
+                raw[model].append(raw_cpu_per_run(sessions[model], requests))
     ratio = [e / b for e, b in zip(per_request["efficient"], per_request["burst"])]
     return {"cpu_seconds_per_request": {m: spread(v) for m, v in per_request.items()},
             "latency_p50_ms": {m: spread(v) for m, v in latency.items()},
             "efficient_over_burst_cpu": spread(ratio),
-            "efficient_over_burst_latency": spread([e / b for e, b in zip(latency["efficient"], latency["burst"])])}
+            "efficient_over_burst_latency": spread([e / b for e, b in zip(latency["efficient"], latency["burst"])]),
+            "raw_cpu_seconds_per_run": {m: spread(v) for m, v in raw.items()},
+            "raw_efficient_over_burst_cpu": spread([e / b for e, b in zip(raw["efficient"], raw["burst"])])}
 
 
 async def closed_rate(http: httpx.AsyncClient, agent: Agent, model: str, clients: int, seconds: float) -> float:

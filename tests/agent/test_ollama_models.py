@@ -1,6 +1,7 @@
-"""Ollama's model commands on an agent (issue 27), with the official `ollama` client: `pull` of a Hugging Face name
-writes a manifest as `npuctl apply` would, with the agent's token; `delete` removes it; a name no source resolves,
-and a call without the token, are refused with the reason. `npuctl serve` says it cannot."""
+"""Ollama's model commands on an agent (issue 27), with the official `ollama` clients (Python, and the npm package
+under Node): `pull` of a Hugging Face name writes a manifest as `npuctl apply` would, with the agent's token;
+`delete` removes it; a name no source resolves, and a call without the token, are refused with the reason.
+`npuctl serve` says it cannot."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from tests.agent.harness import Agent
+from tests.serve.test_node import run_node
 
 
 def test_pull_writes_a_manifest_and_delete_removes_it_with_the_token(agent: Agent,
@@ -59,3 +61,20 @@ def test_npuctl_serve_says_pull_and_delete_need_an_agent(tmp_path: Path) -> None
         assert refused.value.status_code == 400 and "npuctl agent" in refused.value.error
     finally:
         server.stop()
+
+
+def test_the_ollama_npm_package_pulls_and_deletes_with_the_token(agent: Agent,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the agent then tries the new source without the network
+    agent.start()
+    pulled = run_node("ollama", "ollama_models.mjs", "pull", agent.url, agent.token)
+    assert pulled["status"] == "success" and pulled["streamed"][-1] == "success"
+    assert pulled["library"]["status"] == 400 and "declare it in a manifest" in pulled["library"]["error"]
+    written = agent.manifests / "tiny-chat.yaml"
+    assert yaml.safe_load(written.read_text())["spec"]["model"]["source"] == "hf:acme/Tiny-Chat"
+    agent.wait_for(lambda: "tiny-chat" in httpx.get(f"{agent.url}/agent/v1/deployments").text,
+                   what="the agent to read the pulled manifest", timeout=60)
+    deleted = run_node("ollama", "ollama_models.mjs", "delete", agent.url, agent.token)
+    assert deleted["anonymous"]["name"] == "ResponseError" and deleted["anonymous"]["status"] == 401
+    assert deleted["status"] == "success" and not written.exists()
+    assert deleted["unknown"]["status"] == 404 and "no manifest of this agent declares it" in deleted["unknown"]["error"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Annotated
 
 import httpx
 import openai
@@ -98,6 +99,38 @@ def test_text_format_json_schema_answers_parse(url: str) -> None:
     assert isinstance(parsed.output_parsed, City)
 
 
+def test_text_format_with_tools_answers_a_call_or_the_format(url: str) -> None:
+    """As OpenAI does (and openai-agents asks for an agent with tools and an output_type): with tool_choice auto
+    the answer is a call or JSON in text.format's form, whichever the model starts; each parses."""
+    answer = client(url).responses.parse(model="tiny-llama", input="A city", text_format=City, tools=[WEATHER],  # type: ignore[list-item]
+                                         max_output_tokens=80, temperature=1)
+    assert answer.status == "completed"
+    [item] = answer.output
+    if item.type == "function_call":
+        assert item.name == "get_weather" and set(json.loads(item.arguments)) == {"city"}
+    else:
+        assert isinstance(answer.output_parsed, City)
+    events = list(client(url).responses.create(model="tiny-llama", input="A city", tools=[WEATHER], stream=True,  # type: ignore[list-item]
+                                               text={"format": {"type": "json_schema", "name": "city",
+                                                                "schema": City.model_json_schema()}},
+                                               max_output_tokens=80, temperature=1))
+    done = [e for e in events if e.type in ("response.function_call_arguments.done", "response.output_text.done")]
+    assert len(done) == 1 and events[-1].type == "response.completed"
+    if done[0].type == "response.output_text.done":
+        City.model_validate_json(done[0].text)
+
+
+def test_with_a_json_answer_allowed_a_call_is_told_by_its_tool_name() -> None:
+    from npuctl.serve.generation.structured import structure
+
+    form = structure({"tools": [{"type": "function", "function": WEATHER}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "city", "schema": City.model_json_schema()}}}, guided=True)
+    assert form.json_answer and form.tool_calls('{"name":"get_weather","arguments":{"city":"Oslo"}}')
+    for answer in ('{"name":"Oslo","big":true}', '{"name":{"x":1}}', '{"name":"get_weather","big":true}'):
+        assert form.tool_calls(answer) is None and not form.cut_call(answer)
+    assert form.cut_call('{"name":"get_weather","argu') and not form.cut_call('{"name":"Os')
+
+
 def test_previous_response_id_continues_and_store_false_keeps_nothing(url: str) -> None:
     api = client(url)
     first = api.responses.create(model="tiny-llama", input="Hello", max_output_tokens=4)
@@ -138,35 +171,55 @@ def test_the_store_keeps_the_latest_within_its_bounds() -> None:
     assert store.conversation("huge") is None and store.conversation("big") is not None
 
 
-def test_openai_agents_runs_an_agent_with_a_tool_in_its_default_mode(url: str) -> None:
-    """openai-agents' default model is the Responses API; the tool is called, its output goes back, and the
-    agent's final answer is the model's text."""
-    agents = pytest.importorskip("agents", reason="openai-agents is not installed: its releases for this openai "
-                                 "need websockets<17 (this venv has 17.4)")
+class Forecast(BaseModel):
+    sky: str = Field(max_length=8)
+
+
+def test_openai_agents_calls_a_tool_and_answers_in_its_output_type_in_its_default_mode(url: str) -> None:
+    """openai-agents as its docs show it for another endpoint: agents name their model, and the default provider
+    (the Responses API over HTTP) runs them on the endpoint's client. One agent calls its tool; another gets the
+    conversation with the call and its output (`to_input_list`) and answers in its `output_type`, whole and
+    streamed. (The random-weight model's free text would run until max_output_tokens, which openai-agents
+    refuses; a typed answer ends.)"""
+    agents = pytest.importorskip("agents", reason="openai-agents is not installed: pip install -e '.[dev]'")
+    from agents.models.openai_provider import OpenAIProvider
+
     calls: list[str] = []
 
     @agents.function_tool
-    def get_weather(city: str) -> str:
+    def get_weather(city: Annotated[str, Field(max_length=8)]) -> str:
         """The weather in a city."""
         calls.append(city)
         return "sunny"
 
-    model = agents.OpenAIResponsesModel(model="tiny-llama", openai_client=openai.AsyncOpenAI(
-        base_url=f"{url}/v1", api_key="unused", max_retries=0))
-    agent = agents.Agent(name="tiny", instructions="Be tiny.", model=model, tools=[get_weather],
-                         model_settings=agents.ModelSettings(tool_choice="required", max_tokens=100))
-    agents.set_tracing_disabled(True)
-    result = agents.Runner.run_sync(agent, "Weather in Paris?", max_turns=3)
-    assert len(calls) == 1, "the agent did not call its tool once (then tool_choice resets to auto)"
-    assert isinstance(result.final_output, str) and result.final_output
+    settings = agents.ModelSettings(max_tokens=100, temperature=0)
+    caller = agents.Agent(name="caller", instructions="Be tiny.", model="tiny-llama", tools=[get_weather],
+                          tool_use_behavior="stop_on_first_tool",
+                          model_settings=settings.resolve(agents.ModelSettings(tool_choice="required")))
+    answerer = agents.Agent(name="answerer", instructions="Say the sky.", model="tiny-llama", output_type=Forecast,
+                            model_settings=settings)
 
-    async def streamed() -> list[str]:
-        run = agents.Runner.run_streamed(agent, "Weather?", max_turns=3)
-        return [event.data.type async for event in run.stream_events() if event.type == "raw_response_event"]
+    async def run() -> tuple[list[str], list[str]]:
+        provider = OpenAIProvider(openai_client=openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused",
+                                                                    max_retries=0))
+        config = agents.RunConfig(model_provider=provider, tracing_disabled=True)
+        called = await agents.Runner.run(caller, "Weather in Paris?", max_turns=2, run_config=config)
+        assert called.final_output == "sunny" and len(calls) == 1
+        items = called.to_input_list()
+        assert [item.get("type") for item in items][-2:] == ["function_call", "function_call_output"]
+        answered = await agents.Runner.run(answerer, [*items, {"role": "user", "content": "So?"}], max_turns=1,
+                                           run_config=config)
+        assert isinstance(answered.final_output, Forecast)
+        kinds = []
+        for agent, prompt in ((caller, "Weather?"), (answerer, [*items, {"role": "user", "content": "And?"}])):
+            run = agents.Runner.run_streamed(agent, prompt, max_turns=2, run_config=config)  # type: ignore[arg-type]
+            kinds.append([event.data.type async for event in run.stream_events() if event.type == "raw_response_event"])
+            assert run.final_output == "sunny" if agent is caller else isinstance(run.final_output, Forecast)
+        return kinds[0], kinds[1]
 
-    kinds = asyncio.run(streamed())
-    assert len(calls) == 2 and "response.function_call_arguments.done" in kinds
-    assert "response.output_text.delta" in kinds and kinds.count("response.completed") >= 1
+    call_kinds, answer_kinds = asyncio.run(run())
+    assert len(calls) == 2 and "response.function_call_arguments.done" in call_kinds
+    assert "response.output_text.delta" in answer_kinds and answer_kinds[-1] == "response.completed"
 
 
 def test_langchain_with_use_responses_api_invokes_streams_and_calls_tools(url: str) -> None:

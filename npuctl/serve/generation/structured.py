@@ -30,6 +30,8 @@ class Structure:
     """The tools offered, as the chat template takes them (OpenAI's `tools` entries)."""
     may_call: bool = False
     """The answer may be a tool call (tool_choice is not `none`)."""
+    json_answer: bool = False
+    """With `may_call`: the answer that is not a call is JSON too (response_format's), so `{` starts either."""
 
     @property
     def param(self) -> str | None:
@@ -40,18 +42,31 @@ class Structure:
 
     def cut_call(self, text: str) -> bool:
         """Whether `text` is a tool call cut short (by max_tokens): a grammar that allows a call starts only a call
-        with `{`, so it is no answer text either."""
-        return self.may_call and text.startswith("{") and self.tool_calls(text) is None
+        with `{`, so it is no answer text either. Where the answer is JSON too, a call is told by its start (the
+        grammar writes `name` first)."""
+        if not self.may_call or not text.startswith("{") or self.tool_calls(text) is not None:
+            return False
+        if not self.json_answer:
+            return True
+        try:
+            json.loads(text)
+            return False  # whole: the answer in response_format's form
+        except ValueError:
+            pass
+        heads = [f'{{"name":{json.dumps(tool["function"]["name"])}' for tool in self.tools]
+        return any(head.startswith(text) or text.startswith(head) for head in heads)
 
     def tool_calls(self, text: str) -> list[dict[str, Any]] | None:
-        """The answer as OpenAI tool calls, when it is one (None: it is text)."""
+        """The answer as OpenAI tool calls, when it is one (None: it is text, or JSON in response_format's form)."""
         if not self.may_call or not text.startswith("{"):
             return None
         try:
             call = json.loads(text)
         except ValueError:
             return None  # cut short by max_tokens (see cut_call)
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        names = {tool["function"]["name"] for tool in self.tools}
+        name = call.get("name") if isinstance(call, dict) else None
+        if not isinstance(name, str) or name not in names or not set(call) <= {"name", "arguments"}:
             return None
         arguments = json.dumps(call.get("arguments", {}), ensure_ascii=False)
         return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
@@ -70,13 +85,15 @@ def structure(body: dict[str, Any], guided: bool, *, schema_place: str = "respon
     if not isinstance(parallel, bool):
         raise ApiError(400, "'parallel_tool_calls' must be true or false", param="parallel_tool_calls")
     calls = _chosen(choice, tools)
-    if calls and schema is not None:
-        raise ApiError(400, "'response_format' with tools the model may call is not supported: set tool_choice "
-                       "'none', or leave out response_format", param="response_format")
     guidance = None
     if calls:
         union = _call_schema(calls)
-        if choice == "auto":
+        if choice == "auto" and schema is not None:
+            # A call or the answer in response_format's form (as OpenAI does; openai-agents asks this of an agent
+            # with tools and an output_type): a call is told from the answer by its name (tool_calls).
+            guidance = Guidance("lark_grammar", f"start: call | answer\ncall: %json {json.dumps(union)}\n"
+                                                f"answer: %json {json.dumps(schema)}")
+        elif choice == "auto":
             guidance = Guidance("lark_grammar", f"start: call | TEXT\ncall: %json {json.dumps(union)}\n"
                                                 r"TEXT: /[^{](.|\n)*/")
         else:
@@ -87,7 +104,7 @@ def structure(body: dict[str, Any], guided: bool, *, schema_place: str = "respon
         param = "tools" if calls else "response_format"
         raise ApiError(400, f"'{param}' needs constrained decoding, which this server's onnxruntime-genai lacks",
                        param=param)
-    return Structure(guidance, tuple(tools), bool(calls))
+    return Structure(guidance, tuple(tools), bool(calls), bool(calls) and choice == "auto" and schema is not None)
 
 
 def _response_schema(value: Any, place: str) -> dict[str, Any] | None:

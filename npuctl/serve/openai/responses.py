@@ -105,11 +105,13 @@ class Answer:
             chunks = generation.chunks()
             async for piece in chunks:
                 if self.form.may_call and piece.text.startswith("{") and not text:
-                    whole = (await rest(piece, chunks)).text
-                    output = self._output(whole, generation)
-                    for event in self._call_events(output):
-                        yield event
-                    break
+                    piece = await rest(piece, chunks)
+                    if self.form.tool_calls(piece.text) or self.form.cut_call(piece.text):
+                        output = self._output(piece.text, generation)
+                        for event in self._call_events(output):
+                            yield event
+                        break
+                    # not a call: the answer in text.format's form, sent as text
                 if not text:
                     yield self._event("response.output_item.added", output_index=0, item=message)
                     yield self._event("response.content_part.added", **place, part=_part(""))

@@ -37,6 +37,7 @@ def tei_paths() -> dict[str, Any]:
         "return_full_text": {"type": "boolean", "nullable": True},
         "repetition_penalty": {**number, "minimum": 0.01, "maximum": 10},
         "frequency_penalty": {**number, "minimum": -2, "maximum": 2},
+        "typical_p": {**number, "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
         "stop": {"type": "array", "items": {"type": "string", "minLength": 1}, "maxItems": 4, "nullable": True},
     }), "additionalProperties": False, "nullable": True}
     generate = {**obj({"model": model, "inputs": text, "parameters": parameters, "stream": {"type": "boolean"}},

@@ -24,11 +24,11 @@ FIELDS = frozenset({"model", "inputs", "parameters", "stream"})
 REFUSED = {"adapter_id": "adapters are not loaded", "best_of": "one sequence is generated",
            "decoder_input_details": "the prompt's log probabilities are not computed",
            "grammar": "use the OpenAI API's response_format", "top_n_tokens": "use the OpenAI API's logprobs",
-           "typical_p": "typical sampling is not supported", "watermark": "answers are not watermarked",
+           "watermark": "answers are not watermarked",
            "truncate": "a prompt too long for the context is a 400, never cut"}
 """TGI parameters npuctl cannot honour (each refused unless null or false)."""
 _TAKEN = {"details", "do_sample", "max_new_tokens", "repetition_penalty", "frequency_penalty", "return_full_text",
-          "seed", "stop", "temperature", "top_k", "top_p"}
+          "seed", "stop", "temperature", "top_k", "top_p", "typical_p"}
 
 
 async def generate(request: Request, ctx: ServeContext, body: dict[str, Any], name: str, stream: bool) -> Response:
@@ -87,12 +87,17 @@ def _sampling(parameters: dict[str, Any]) -> tuple[Sampling, tuple[str, ...]]:
     stop = parameters.get("stop") or []
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
         raise ApiError(400, "'parameters.stop' must be a list of at most 4 non-empty strings", param="parameters.stop")
-    # TGI samples only when asked (do_sample, or a temperature, top_k or top_p); otherwise it is greedy.
+    # TGI samples only when asked (do_sample, or a temperature, top_k, top_p or typical_p); otherwise it is greedy.
     sampled = parameters.get("do_sample") is True or any(parameters.get(k) is not None
-                                                          for k in ("temperature", "top_k", "top_p"))
+                                                          for k in ("temperature", "top_k", "top_p", "typical_p"))
     temperature = number("temperature", 0.0, 2.0, 1.0) if sampled else 0.0
+    typical = number("typical_p", 0.0, 1.0, 1.0)
+    if typical == 0:
+        raise ApiError(400, "'parameters.typical_p' must be more than 0 (1: no typical sampling)",
+                       param="parameters.typical_p")
     penalties = Penalties(frequency=number("frequency_penalty", -2, 2, 0.0),
-                          repetition=number("repetition_penalty", 0.01, 10, 1.0), window=-1)
+                          repetition=number("repetition_penalty", 0.01, 10, 1.0), window=-1, typical_p=typical,
+                          temperature=temperature)
     return Sampling(0, temperature, number("top_p", 0.0, 1.0, 1.0) or 1.0, parameters.get("top_k") or None,
                     parameters.get("seed"), penalties=penalties), tuple(stop)
 
