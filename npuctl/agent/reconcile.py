@@ -2,8 +2,10 @@
 each difference. Level-triggered (events only wake it), idempotent (a second pass changes nothing),
 and it never blocks serving: builds and loads run in worker threads and swap in when done.
 
-Each deployment has one `Record` (npuctl.agent.records); a build or load ends in an `Outcome` that
-says whether and when to try again. Status is written from the records by npuctl.agent.conditions."""
+Each pass decides, acts, then projects, per deployment: `decide()` (npuctl.agent.decide) names the next
+action from the deployment's `Record` (npuctl.agent.records) alone; this module applies it (a build or load
+ends in an `Outcome` that says whether and when to try again); `project()` (npuctl.agent.conditions) gives the
+status, which this module stores with the events it is worth."""
 
 from __future__ import annotations
 
@@ -13,25 +15,38 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from npuctl.agent.actuator import Actuator
-from npuctl.agent.conditions import settle, validity
+from npuctl.agent.actuator import Actuator, describe_artifacts
+from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.decide import (
+    Action,
+    Builds,
+    Conflict,
+    Keep,
+    Reconfigure,
+    Start,
+    StopBuild,
+    Unselect,
+    decide,
+    waits_for,
+)
 from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.health import AgentHealth
 from npuctl.agent.isolated import BuildCancelled, BuildDeadlineExceeded
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
-from npuctl.agent.status import ConditionType as C
-from npuctl.agent.status import Phase, StatusBook, set_phase
+from npuctl.agent.status import StatusBook
 from npuctl.agent.watcher import ManifestWatcher
 from npuctl.artifacts import BuildResult
 from npuctl.artifacts.errors import is_temporary
 from npuctl.runtime.placement import NotServable
+from npuctl.schema import LoadedDeployment
 
 log = logging.getLogger("npuctl.agent")
 
-NAME_CONFLICT = "NameConflict"
 READ_DEADLINE_SECONDS = 10.0
 """How long a pass waits for the manifests to be read before showing the read as late (it goes on). An
 unchanged folder is re-read from its stamps in ~1 s for 5,000 files; a first read of 5,000 parses them all
@@ -71,6 +86,15 @@ class Reconciler:
     def busy(self) -> bool:
         """Whether any build or load is in flight."""
         return any(record.busy for record in self.records.values())
+
+    def wrote(self, file: Path) -> None:
+        """`file` was just written whole by the agent (apply): read it at once, unsettled, and soon."""
+        self.desired_state.trust(file)
+        self.wake()
+
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
+        """Which build steps of `loaded` are stored and which would run next (blocks: re-hashes stored files)."""
+        return self.actuator.survey(loaded, base_dir)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -166,11 +190,12 @@ class Reconciler:
 
     def _apply(self) -> None:
         desired = self.desired_state.current
+        builds = self.builds_now()
         for name, want in desired.items():
             record = self.records.setdefault(name, Record(name))
             record.want = want
             try:
-                self._reconcile(record, want)
+                builds = self._reconcile(record, want, builds)
             except Exception as exc:  # one deployment's bug must not stop the others converging
                 log.exception("%s: reconcile failed", name)
                 self.book.record(name, "ReconcileError", f"{type(exc).__name__}: {exc}", warning=True)
@@ -179,63 +204,75 @@ class Reconciler:
             gone = self.records.get(name)
             if gone is not None:
                 gone.want = None
-                self._stop_stale(gone)
+                if gone.activity is Activity.BUILDING and gone.work_key not in builds.declared:
+                    self._stop(gone)
             if gone is None or not gone.busy:
                 self._delete(name)
-        declared = {want.keys.build for want in desired.values()}
-        self.builds = {key: built for key, built in self.builds.items() if key in declared}
+        self.builds = {key: built for key, built in self.builds.items() if key in builds.declared}
         self.health.check_files(self.desired_state)
         self.health.check_reading(self.desired_state)
         self.health.save()
 
-    def _reconcile(self, record: Record, want: Desired) -> None:
-        name = record.name
-        deployment = want.deployment.deployment
-        status = self.book.get(name)
-        status.file = str(want.deployment.file)
-        status.endpoint = self.endpoint or None
-        validity(self.book, status, want)
-        selected, why = self.actuator.selects(deployment)
-        status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
-        if not selected:
-            if record.running or record.unserved:
-                self._delete(name, keep_status=True)
-            set_phase(self.book, status, Phase.NOT_SELECTED)
-            status.observed_generation = want.generation
-            return
-        if record.busy:
-            self._stop_stale(record)
-            return
-        keys = want.keys
-        running = record.running
-        self._show_conflict(record, want.conflict.message if want.conflict else None)
-        if want.conflict is not None:
-            self._conflict(record, want)
-        elif running and running.keys.load == keys.load:
-            if running.keys.serve != keys.serve:
-                self.actuator.reconfigure(deployment)
-                running.keys = keys
-                running.names = self._names(want)
-                self.book.record(name, "ServingUpdated", "serving options applied in place (no rebuild, no reload)")
-            running.generation = want.generation
-            status.serving_generation = want.generation
-        elif keys.build in self.builds:
-            self._start(record, Activity.LOADING, keys.load, lambda: self._load(record, want, keys))
-        else:
-            self._start(record, Activity.BUILDING, keys.build, lambda: self._build(record, want, keys))
-        status.observed_generation = want.generation
-        settle(self.book, self.actuator, record, want, status, self.builds.get(keys.build), self.shown_activity(record))
+    def builds_now(self) -> Builds:
+        """Which artifacts are built, being built and declared, across all deployments."""
+        return Builds(ready=frozenset(self.builds), declared=frozenset(w.keys.build for w in self.desired.values()),
+                      running=frozenset(r.want.keys.build for r in self.records.values()
+                                        if r.activity is Activity.BUILDING and r.want is not None))
 
-    def _conflict(self, record: Record, want: Desired) -> None:
-        """Its names belong to another deployment: nothing of this version loads. A version already
-        serving under names of its own keeps serving them."""
-        assert want.conflict is not None
-        if record.running is None and record.unserved is not None:
-            self.actuator.unload(record.name)  # its not-ready placeholder would hold the names too
-            record.unserved = None
-        status = self.book.get(record.name)
-        if status.set_condition(C.SERVING, record.running is not None, NAME_CONFLICT, want.conflict.message):
-            self.book.record(record.name, NAME_CONFLICT, want.conflict.message, warning=True)
+    def _reconcile(self, record: Record, want: Desired, builds: Builds) -> Builds:
+        """Decide, act, then project the status. Returns `builds` with a build this started."""
+        deployment = want.deployment.deployment
+        selected, why = self.actuator.selects(deployment)
+        if selected and not record.busy:
+            self._show_conflict(record, want.conflict.message if want.conflict else None)
+        action = decide(record, want, builds, self.clock(), selected=selected)
+        self._act(record, want, action)
+        if isinstance(action, Start) and action.activity is Activity.BUILDING and record.busy:
+            builds = replace(builds, running=builds.running | {action.key})
+        record = self.records[record.name]  # unselecting replaces it
+        built = self.builds.get(want.keys.build)
+        running = record.running
+        self._show(record, Seen(record, want, waits_for(record, builds), selected, why,
+                                tuple(describe_artifacts(built)) if built else None,
+                                self.actuator.describe(running.model) if running else None,
+                                self.endpoint or None))
+        return builds
+
+    def _act(self, record: Record, want: Desired, action: Action) -> None:
+        match action:
+            case Unselect():
+                if record.running or record.unserved:
+                    self._delete(record.name, keep_status=True)
+            case StopBuild():
+                self._stop(record)
+            case Conflict() if record.running is None and record.unserved is not None:
+                self.actuator.unload(record.name)  # its not-ready placeholder would hold the names too
+                record.unserved = None
+            case Reconfigure() if record.running is not None:
+                self.actuator.reconfigure(want.deployment.deployment)
+                record.running.keys = want.keys
+                record.running.names = self._names(want)
+                record.running.generation = want.generation
+                self.book.record(record.name, "ServingUpdated",
+                                 "serving options applied in place (no rebuild, no reload)")
+            case Keep() if record.running is not None:
+                record.running.generation = want.generation
+            case Start(activity=Activity.BUILDING, key=key):
+                self._start(record, Activity.BUILDING, key, lambda: self._build(record, want, want.keys))
+            case Start(activity=Activity.LOADING, key=key):
+                self._start(record, Activity.LOADING, key, lambda: self._load(record, want, want.keys))
+
+    def _show(self, record: Record, seen: Seen) -> None:
+        """Store the projected status, record what changed, and tell the server why it does not serve."""
+        old = self.book.get(record.name)
+        new = project(old, seen)
+        self.book.put(new)
+        for reason, message, warning in transitions(old, new, seen.want):
+            self.book.record(record.name, reason, message, warning)
+        problem = unserved(new)
+        if problem is not None and record.unserved != problem:
+            record.unserved = problem
+            self.actuator.unavailable(seen.want.deployment.deployment, *problem)
 
     def _show_conflict(self, record: Record, message: str | None) -> None:
         if record.conflict != message:
@@ -243,12 +280,6 @@ class Reconciler:
             self.actuator.not_ready(record.name, (NAME_CONFLICT, message) if message else None)
 
     def _start(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
-        assert record.want is not None
-        failure = record.failures.get(activity)
-        if failure and failure.blocks(key, record.want, self.clock()):
-            return
-        if activity is Activity.BUILDING and self._building(key):
-            return  # another deployment builds the same artifacts: this one loads them when it is done
         record.activity = activity
         record.work_key = key
         record.stop = threading.Event()
@@ -256,19 +287,11 @@ class Reconciler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _stop_stale(self, record: Record) -> None:
+    def _stop(self, record: Record) -> None:
         """Stop a build of artifacts no deployment declares any more (its manifest changed or went away):
         a build stuck until its deadline must not hold up the version that replaced it."""
-        if record.activity is not Activity.BUILDING or record.stop.is_set():
-            return
-        if any(r.want is not None and r.want.keys.build == record.work_key for r in self.records.values()):
-            return
         record.stop.set()
         self.book.record(record.name, "BuildCancelled", "stopping the build: its manifest changed or went away")
-
-    def _building(self, key: str) -> bool:
-        return any(r.activity is Activity.BUILDING and r.want is not None and r.want.keys.build == key
-                   for r in self.records.values())
 
     async def _run(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
         want = record.want
@@ -340,7 +363,6 @@ class Reconciler:
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
         record.unserved = None
-        self.book.get(name).serving_generation = want.generation
         self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
         return Outcome.done()
 
@@ -366,10 +388,3 @@ class Reconciler:
     def _names(want: Desired) -> tuple[str, ...]:
         deployment = want.deployment.deployment
         return (deployment.public_name, *deployment.spec.serve.aliases)
-
-    def shown_activity(self, record: Record) -> Activity:
-        """What the deployment waits for: its own work, or a build another deployment runs for it."""
-        if record.activity is Activity.IDLE and record.want is not None and not record.want.conflict \
-                and record.running is None and self._building(record.want.keys.build):
-            return Activity.BUILDING
-        return record.activity

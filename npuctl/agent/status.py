@@ -24,7 +24,7 @@ from npuctl.schema.status import (
 )
 
 __all__ = ["ArtifactStatus", "Condition", "ConditionType", "DeploymentStatus", "Event", "Phase", "RunFacts",
-           "StatusBook", "now", "set_phase"]
+           "StatusBook", "now"]
 
 log = logging.getLogger("npuctl.agent")
 
@@ -65,6 +65,10 @@ class StatusBook:
             self.deployments[name] = DeploymentStatus(name=name)
         return self.deployments[name]
 
+    def put(self, status: DeploymentStatus) -> None:
+        """Replace a deployment's status with a newer projection of it."""
+        self.deployments[status.name] = status
+
     def remove(self, name: str) -> None:
         self.deployments.pop(name, None)
 
@@ -102,10 +106,3 @@ def _reason(exc: Exception) -> str:
         first = exc.errors()[0]
         return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
     return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc.strerror or exc)
-
-
-def set_phase(book: StatusBook, status: DeploymentStatus, phase: Phase) -> None:
-    """Move a deployment to `phase`, with an event when it changes."""
-    if status.phase != phase:
-        book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
-        status.phase = phase

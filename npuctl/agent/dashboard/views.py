@@ -12,9 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from npuctl.agent.actuator import describe_artifacts
-from npuctl.agent.reconcile import Reconciler
-from npuctl.agent.records import Activity
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import ConditionType, DeploymentStatus, Event, Phase, now
 from npuctl.artifacts import BuildResult
 from npuctl.runtime.devices import HostFacts
@@ -109,24 +108,21 @@ def host_view(host: HostFacts) -> Host:
     return Host(soc=soc.alias if soc else None, soc_model=host.soc_model, npu=host.npu.value)
 
 
-def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
+def agent_view(url: str, state: AgentState, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
                poller: SourcePoller | None = None, recent: float | None = None) -> AgentView:
     """A running agent as the page shows it (with the samples of the last `recent` seconds, or all)."""
-    book = reconciler.book
-    names = sorted(set(reconciler.desired) | set(book.deployments))
     views = []
-    for name in names:
-        want = reconciler.desired.get(name)
+    events = state.events()
+    for name in state.names():
+        want = state.declared.get(name)
         spec = want.deployment.deployment if want else None
-        record = reconciler.records.get(name)
-        building = record is not None and reconciler.shown_activity(record) is Activity.BUILDING
-        status = book.deployments.get(name) or DeploymentStatus(name=name)  # a read: never book.get, which adds
+        status = state.status(name) or DeploymentStatus(name=name)
         views.append(_deployment(status, registry.get(name), spec.public_name if spec else None,
                                  spec.spec.model.task.value if spec else None,
-                                 _build_progress(name, book.events) if building else None))
+                                 _build_progress(name, events) if state.building(name) else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
     return AgentView(url=url, host=host_view(host), sources=sources, deployments=views,
-                     events=list(reversed(book.events))[:MAX_EVENTS], series=timeline.series(recent))
+                     events=list(reversed(events))[:MAX_EVENTS], series=timeline.series(recent))
 
 
 def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
