@@ -144,7 +144,8 @@ class ControlApi:
         changes = [c.as_dict() for c in plan(result.deployments, in_file, desired)]
         for change, loaded in zip(changes, result.deployments):
             if change["effect"] == "build":
-                change["steps"] = await run_in_threadpool(self.reconciler.survey, loaded, target.parent)
+                steps = await run_in_threadpool(self.reconciler.survey, loaded, target.parent)
+                change["steps"] = steps.model_dump(mode="json", exclude_unset=True)
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, text.encode("utf-8"))

@@ -11,9 +11,12 @@ from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record
 from npuctl.agent.status import ArtifactStatus, DeploymentStatus, Phase, RunFacts
 from npuctl.agent.status import ConditionType as C
+from npuctl.schema.status import Reason
+from npuctl.schema.status import Reason as R
 
 _PHASES = {Activity.IDLE: Phase.PENDING, Activity.BUILDING: Phase.BUILDING, Activity.LOADING: Phase.LOADING}
-NAME_CONFLICT = "NameConflict"
+_WAITING = {Activity.IDLE: R.PENDING, Activity.BUILDING: R.BUILDING, Activity.LOADING: R.LOADING}
+NAME_CONFLICT = R.NAME_CONFLICT
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ def project(previous: DeploymentStatus, seen: Seen) -> DeploymentStatus:
     status = previous.model_copy(update={"file": str(want.deployment.file), "endpoint": seen.endpoint,
                                          "observed_generation": want.generation})
     _validity(status, want)
-    status.set_condition(C.SELECTED, seen.selected, "Selected" if seen.selected else "SelectorMismatch", seen.why_not)
+    status.set_condition(C.SELECTED, seen.selected, R.SELECTED if seen.selected else R.SELECTOR_MISMATCH, seen.why_not)
     if not seen.selected:
         status.phase = Phase.NOT_SELECTED
         return status
@@ -68,7 +71,7 @@ def transitions(old: DeploymentStatus, new: DeploymentStatus, want: Desired) -> 
     return events
 
 
-def unserved(status: DeploymentStatus) -> tuple[str, str] | None:
+def unserved(status: DeploymentStatus) -> tuple[Reason, str] | None:
     """(reason, message) a declared deployment that does not serve answers not-ready with; None when it serves
     or holds no place in the server (not selected, or its names belong to another deployment)."""
     serving = status.condition(C.SERVING)
@@ -80,22 +83,22 @@ def unserved(status: DeploymentStatus) -> tuple[str, str] | None:
 
 def _validity(status: DeploymentStatus, want: Desired) -> None:
     if want.valid:
-        status.set_condition(C.VALID, True, "Valid")
+        status.set_condition(C.VALID, True, R.VALID)
         return
     first = want.errors[0]
     more = f" (+{len(want.errors) - 1} more)" if len(want.errors) > 1 else ""
-    status.set_condition(C.VALID, False, "InvalidManifest", f"{first}{more}; the last valid version is kept")
+    status.set_condition(C.VALID, False, R.INVALID_MANIFEST, f"{first}{more}; the last valid version is kept")
 
 
 def _artifacts(status: DeploymentStatus, seen: Seen) -> None:
     build_failure = seen.record.failure(Activity.BUILDING, seen.want.keys.build)
     if seen.artifacts is not None:
-        status.set_condition(C.ARTIFACTS_READY, True, "Built")
+        status.set_condition(C.ARTIFACTS_READY, True, R.BUILT)
         status.artifacts = list(seen.artifacts)
     elif build_failure:
         status.set_condition(C.ARTIFACTS_READY, False, build_failure.reason, build_failure.message)
     else:
-        status.set_condition(C.ARTIFACTS_READY, None, "Building" if seen.activity is Activity.BUILDING else "Pending")
+        status.set_condition(C.ARTIFACTS_READY, None, R.BUILDING if seen.activity is Activity.BUILDING else R.PENDING)
 
 
 def _running(status: DeploymentStatus, seen: Seen) -> None:
@@ -103,10 +106,10 @@ def _running(status: DeploymentStatus, seen: Seen) -> None:
     if record.running is not None:
         run = run or RunFacts()
         status.provider, status.npu_coverage, status.power = run.provider, run.npu_coverage, run.power
-        status.set_condition(C.LOADED, True, "SessionsOpen", run.note)
-        status.set_condition(C.ON_NPU, run.on_npu, "OnNPU" if run.on_npu else "OnCPU", run.note)
+        status.set_condition(C.LOADED, True, R.SESSIONS_OPEN, run.note)
+        status.set_condition(C.ON_NPU, run.on_npu, R.ON_NPU if run.on_npu else R.ON_CPU, run.note)
         if want.conflict is None:
-            status.set_condition(C.SERVING, True, "Serving", f"as {want.deployment.deployment.public_name}")
+            status.set_condition(C.SERVING, True, R.SERVING, f"as {want.deployment.deployment.public_name}")
         return
     status.provider, status.npu_coverage, status.power = None, None, None
     load_failure = record.failure(Activity.LOADING, want.keys.load)
@@ -114,10 +117,10 @@ def _running(status: DeploymentStatus, seen: Seen) -> None:
         status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
         status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
     else:
-        status.set_condition(C.LOADED, None, "Loading" if seen.activity is Activity.LOADING else "Pending")
+        status.set_condition(C.LOADED, None, R.LOADING if seen.activity is Activity.LOADING else R.PENDING)
     if want.conflict is None:
         failure = load_failure or record.failure(Activity.BUILDING, want.keys.build)
-        reason, message = (failure.reason, failure.message) if failure else (_PHASES[seen.activity].value,
+        reason, message = (failure.reason, failure.message) if failure else (_WAITING[seen.activity],
                                                                              "not serving yet")
         status.set_condition(C.SERVING, False, reason, message)
 

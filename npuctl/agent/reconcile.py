@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from npuctl.agent.actuator import Actuator, describe_artifacts
 from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
@@ -40,13 +39,18 @@ from npuctl.agent.isolated import BuildCancelled, BuildDeadlineExceeded
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
 from npuctl.agent.status import StatusBook
 from npuctl.agent.watcher import ManifestWatcher
-from npuctl.artifacts import BuildResult
+from npuctl.artifacts import BuildError, BuildResult, StepEvent
 from npuctl.artifacts.errors import is_temporary
+from npuctl.artifacts.result import StepState
 from npuctl.runtime.placement import NotServable
 from npuctl.schema import LoadedDeployment
+from npuctl.schema.status import BuildSteps, Reason
 
 log = logging.getLogger("npuctl.agent")
 
+STEP_REASONS = {StepState.DONE: "StepDone", StepState.CACHED: "StepCached", StepState.FETCHED: "StepFetched",
+                StepState.FAILED: "StepFailed"}
+"""The event each finished step is recorded as (a running step is shown by the Building phase)."""
 READ_DEADLINE_SECONDS = 10.0
 """How long a pass waits for the manifests to be read before showing the read as late (it goes on). An
 unchanged folder is re-read from its stamps in ~1 s for 5,000 files; a first read of 5,000 parses them all
@@ -92,9 +96,13 @@ class Reconciler:
         self.desired_state.trust(file)
         self.wake()
 
-    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> BuildSteps:
         """Which build steps of `loaded` are stored and which would run next (blocks: re-hashes stored files)."""
-        return self.actuator.survey(loaded, base_dir)
+        try:
+            found = self.actuator.survey(loaded, base_dir)
+        except BuildError as exc:
+            return BuildSteps(stored=[], next=None, error=str(exc))
+        return BuildSteps(stored=[run.name for run in found.stored], next=found.next_step)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -300,7 +308,7 @@ class Reconciler:
             outcome = await work()
         except Exception as exc:  # a bug here must not leave the deployment busy for ever
             log.exception("%s: %s failed", record.name, activity.value.lower())
-            outcome = Outcome.failed("ReconcileError", f"{type(exc).__name__}: {exc}", permanent=False)
+            outcome = Outcome.failed(Reason.RECONCILE_ERROR, f"{type(exc).__name__}: {exc}", permanent=False)
         record.activity = Activity.IDLE
         self._conclude(record, activity, key, want, outcome)
         self._wake.set()
@@ -327,8 +335,8 @@ class Reconciler:
         self.book.record(name, "Building", "building artifacts")
         self.health.save()
 
-        def progress(step: str, state: str) -> None:
-            loop.call_soon_threadsafe(self._step_event, name, step, state)
+        def progress(event: StepEvent) -> None:
+            loop.call_soon_threadsafe(self._step_event, name, event)
 
         try:
             result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress,
@@ -337,9 +345,9 @@ class Reconciler:
             self.book.record(name, "BuildStopped", "the build process was stopped; what is declared now builds next")
             return Outcome.cancelled()
         except BuildDeadlineExceeded as exc:
-            return Outcome.failed("BuildDeadlineExceeded", str(exc), permanent=False)
+            return Outcome.failed(Reason.BUILD_DEADLINE_EXCEEDED, str(exc), permanent=False)
         except Exception as exc:  # a failed build must never stop the loop
-            return Outcome.failed("BuildFailed", str(exc), permanent=not is_temporary(exc))
+            return Outcome.failed(Reason.BUILD_FAILED, str(exc), permanent=not is_temporary(exc))
         self.builds[keys.build] = result
         self.book.record(name, "Built", "artifacts ready")
         return Outcome.done()
@@ -352,9 +360,9 @@ class Reconciler:
         try:
             model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, built, keys.load)
         except NotServable as exc:  # the rules forbid every place here: the same until the manifest changes
-            return Outcome.failed(str(exc.reason), exc.message, permanent=True)
+            return Outcome.failed(exc.reason, exc.message, permanent=True)
         except Exception as exc:
-            return Outcome.failed("LoadFailed", str(exc), permanent=not is_temporary(exc))
+            return Outcome.failed(Reason.LOAD_FAILED, str(exc), permanent=not is_temporary(exc))
         previous = record.running
         try:
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
@@ -380,9 +388,11 @@ class Reconciler:
             self.book.remove(name)
         log.info("%s: unloaded", name)
 
-    def _step_event(self, name: str, step: str, state: str) -> None:
-        if state in ("done", "cached", "fetched", "failed"):
-            self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
+    def _step_event(self, name: str, event: StepEvent) -> None:
+        reason = STEP_REASONS.get(event.state)
+        if reason is not None:
+            where = "/".join(str(part) for part in (event.target, event.bucket) if part)
+            self.book.record(name, reason, f"{event.step} {where}".strip(), warning=event.state is StepState.FAILED)
 
     @staticmethod
     def _names(want: Desired) -> tuple[str, ...]:

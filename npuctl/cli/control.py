@@ -105,11 +105,10 @@ def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None,
     return results
 
 
-def _steps_line(steps: dict[str, Any]) -> str:
-    if steps.get("error"):
-        return f"build would fail: {steps['error']}"
-    stored = ", ".join(dict.fromkeys(steps["stored"])) or "nothing"
-    return f"stored: {stored}; " + (f"builds from: {steps['next']}" if steps["next"] else "nothing to build")
+def _steps_line(steps: object) -> str:
+    from npuctl.schema.status import BuildSteps
+
+    return BuildSteps.model_validate(steps).line()
 
 
 def _change_line(change: dict[str, Any], dry_run: bool) -> str:

@@ -127,10 +127,56 @@ class ConditionType(StrEnum):
     """The agent's: its reconcile loop runs (False while it is restarted after a failure)."""
 
 
+class Reason(StrEnum):
+    """Why a condition has its status: every reason a condition can give (scripts may match on them)."""
+
+    VALID = "Valid"
+    INVALID_MANIFEST = "InvalidManifest"
+    """The manifest file is invalid now; the last valid version is kept."""
+    SELECTED = "Selected"
+    SELECTOR_MISMATCH = "SelectorMismatch"
+    PENDING = "Pending"
+    BUILDING = "Building"
+    BUILT = "Built"
+    BUILD_FAILED = "BuildFailed"
+    BUILD_DEADLINE_EXCEEDED = "BuildDeadlineExceeded"
+    """A build step ran past its deadline (agent config buildDeadlines); retried after a backoff."""
+    LOADING = "Loading"
+    LOAD_FAILED = "LoadFailed"
+    SESSIONS_OPEN = "SessionsOpen"
+    ON_NPU = "OnNPU"
+    ON_CPU = "OnCPU"
+    SERVING = "Serving"
+    NAME_CONFLICT = "NameConflict"
+    """A name it would be served under belongs to another deployment."""
+    RECONCILE_ERROR = "ReconcileError"
+    """A fault of the agent itself while acting for this deployment; retried after a backoff."""
+    # Where it cannot run (from the runtime's placement, npuctl.runtime.placement).
+    NO_NPU = "NoNPU"
+    SIMULATOR_NOT_ALLOWED = "SimulatorNotAllowed"
+    NO_CONTEXT_BINARY = "NoContextBinary"
+    INCOMPATIBLE_CONTEXT_BINARY = "IncompatibleContextBinary"
+    NO_CPU_MODEL = "NoCPUModel"
+    SESSION_FAILED = "SessionFailed"
+    NOT_ON_NPU = "NotOnNPU"
+    NO_TOKENIZER = "NoTokenizer"
+    NO_LABELS = "NoLabels"
+    """A classifier whose config.json does not name its labels (id2label)."""
+    # The agent's own conditions.
+    SAVED = "Saved"
+    STATE_WRITE_FAILED = "StateWriteFailed"
+    READ = "Read"
+    MANIFESTS_NOT_READ = "ManifestsNotRead"
+    MANIFEST_READ_TIMEOUT = "ManifestReadTimeout"
+    MANIFEST_PENDING = "ManifestPending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+
+
 class Condition(Fact):
     type: ConditionType
     status: Literal["True", "False", "Unknown"]
-    reason: str
+    reason: Reason
     """CamelCase, for scripts: `Built`, `BuildFailed`, `NameConflict`, `SimulatorNotAllowed`, ..."""
     message: str = ""
     """The reason in words, for people."""
@@ -197,7 +243,7 @@ class DeploymentStatus(Fact):
         found = self.condition(kind)
         return found is not None and found.status == "True"
 
-    def set_condition(self, kind: ConditionType, status: bool | None, reason: str, message: str = "") -> bool:
+    def set_condition(self, kind: ConditionType, status: bool | None, reason: Reason, message: str = "") -> bool:
         """Set a condition; its transition time moves only when its status flips. True if anything changed."""
         value = {True: "True", False: "False", None: "Unknown"}[status]
         old = self.condition(kind)
@@ -229,6 +275,25 @@ class PendingFile(Fact):
     file: str
     applies_at: str
     """When it is read if it does not change again (RFC 3339, UTC)."""
+
+
+class BuildSteps(BaseModel):
+    """What `apply --dry-run` and `diff` say of a deployment that would build: the steps found in the agent's
+    store and the first that would run (`changes[].steps` in the control API's answer)."""
+
+    stored: list[str] = []
+    """Steps found in the store, in build order."""
+    next: str | None = None
+    """The first step a build would run; None when everything is stored."""
+    error: str | None = None
+    """Why a build would fail (a source that cannot be resolved), found without building."""
+
+    def line(self) -> str:
+        """The steps in words, for the CLI."""
+        if self.error:
+            return f"build would fail: {self.error}"
+        stored = ", ".join(dict.fromkeys(self.stored)) or "nothing"
+        return f"stored: {stored}; " + (f"builds from: {self.next}" if self.next else "nothing to build")
 
 
 def status_schema() -> dict[str, Any]:

@@ -3,8 +3,11 @@ clock but the one passed in. Each row is a situation a deployment can be in and 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from npuctl.agent.conditions import Seen, project, transitions, unserved
@@ -28,6 +31,7 @@ from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase, RunFacts
 from npuctl.schema import LoadedDeployment, ManifestError, load_text
 from npuctl.schema.clashes import clashes
+from npuctl.schema.status import Reason
 from npuctl.serve.models import ModelStatus, Unavailable
 from tests.agent.harness import manifest
 
@@ -60,7 +64,7 @@ def running(want: Desired) -> Running:
 
 def failure(activity: Activity, want: Desired, *, permanent: bool, retry_at: float = NOW + 5) -> dict[Activity, Failure]:
     key = want.keys.build if activity is Activity.BUILDING else want.keys.load
-    return {activity: Failure(key, want, "BuildFailed", "no space", 1, None if permanent else retry_at)}
+    return {activity: Failure(key, want, Reason.BUILD_FAILED, "no space", 1, None if permanent else retry_at)}
 
 
 @dataclass
@@ -175,3 +179,13 @@ def test_projecting_changes_nothing_and_names_the_events_worth_recording() -> No
     assert ("InvalidManifest", str(INVALID.errors[0]), True) in transitions(after, invalid, INVALID)
     assert unserved(after) == ("BuildFailed", "no space"), "its routes answer not-ready with the reason"
     assert unserved(project(before, seen(Case(want=CONFLICTED)))) is None, "the names are another's: no placeholder"
+
+
+def test_the_published_status_schema_lists_every_condition_reason() -> None:
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schema" / "status.schema.json").read_text())
+    assert schema["$defs"]["Reason"]["enum"] == [reason.value for reason in Reason]
+    assert {"NameConflict", "BuildFailed", "SimulatorNotAllowed", "SelectorMismatch"} <= set(Reason)
+    condition = project(DeploymentStatus(name="tiny"), seen(Case())).model_dump(mode="json")["conditions"][0]
+    jsonschema.validate(condition, {**schema["$defs"]["Condition"], "$defs": schema["$defs"]})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**condition, "reason": "Whatever"}, {**schema["$defs"]["Condition"], "$defs": schema["$defs"]})

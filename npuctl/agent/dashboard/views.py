@@ -17,6 +17,7 @@ from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import ConditionType, DeploymentStatus, Event, Phase, now
 from npuctl.artifacts import BuildResult
 from npuctl.runtime.devices import HostFacts
+from npuctl.schema.status import Reason
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.timeline import ModelSeries, Timeline
@@ -135,12 +136,12 @@ def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: Host
         status = DeploymentStatus(name=model.deployment, phase=Phase.READY if served.ready else Phase.FAILED,
                                   provider=served.provider, npu_coverage=served.npu_coverage,
                                   artifacts=describe_artifacts(built) if built else [])
-        status.set_condition(ConditionType.VALID, True, "Valid")
-        status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, "Built" if built else served.reason,
+        status.set_condition(ConditionType.VALID, True, Reason.VALID)
+        status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, Reason.BUILT if built else Reason(served.reason),
                              "" if built else served.message)
-        status.set_condition(ConditionType.LOADED, served.ready, "SessionsOpen" if served.ready else served.reason,
+        status.set_condition(ConditionType.LOADED, served.ready, Reason.SESSIONS_OPEN if served.ready else Reason(served.reason),
                              served.message)
-        status.set_condition(ConditionType.SERVING, served.ready, served.reason, served.message)
+        status.set_condition(ConditionType.SERVING, served.ready, Reason(served.reason), served.message)
         views.append(_deployment(status, model, model.name, None, None))
     return AgentView(url=url, host=host_view(host), deployments=views, series=timeline.series(recent))
 
