@@ -24,6 +24,7 @@ from npuctl.schema import LoadedDeployment, ModelDeployment
 from npuctl.schema.status import ArtifactStatus
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.standby import Admit, Standby
 
 
 class Actuator(Protocol):
@@ -47,6 +48,10 @@ class Actuator(Protocol):
 
     def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
         """Answer the deployment's routes as not ready with this reason (nothing loaded)."""
+
+    def standby(self, deployment: ModelDeployment, admit: Admit, message: str) -> None:
+        """Route the deployment's names to a stand-in that asks (`admit`) for it to be loaded, replacing (and
+        retiring: it closes after its requests) any model loaded for it."""
 
     def unload(self, name: str) -> None:
         """Stop serving and close the deployment's sessions (once no other deployment shares them);
@@ -105,6 +110,9 @@ class LocalActuator:
 
     def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
         self.registry.put(Unavailable(deployment, ModelStatus(False, reason, message)))
+
+    def standby(self, deployment: ModelDeployment, admit: Admit, message: str) -> None:
+        self.registry.put(Standby(deployment, admit, message))
 
     def unload(self, name: str) -> None:
         self.registry.remove(name)

@@ -35,6 +35,8 @@ class Seen:
     run: RunFacts | None = None
     """Where the model that serves it runs, when one does."""
     endpoint: str | None = None
+    on_demand: bool = False
+    """`residency: onDemand`: its Resident condition shows whether it is loaded."""
 
 
 def project(previous: DeploymentStatus, seen: Seen) -> DeploymentStatus:
@@ -110,9 +112,17 @@ def _running(status: DeploymentStatus, seen: Seen) -> None:
         status.set_condition(C.ON_NPU, run.on_npu, R.ON_NPU if run.on_npu else R.ON_CPU, run.note)
         if want.conflict is None:
             status.set_condition(C.SERVING, True, R.SERVING, f"as {want.deployment.deployment.public_name}")
+        if seen.on_demand:
+            status.set_condition(C.RESIDENT, True, R.SESSIONS_OPEN, "loaded; unloaded after idleSeconds without "
+                                 "requests, or to make room for a model of the same or a higher priority")
         return
     status.provider, status.npu_coverage, status.power = None, None, None
     load_failure = record.failure(Activity.LOADING, want.keys.load)
+    if record.parked is not None and not load_failure:
+        _standing_by(status, seen, record.parked)
+        return
+    if seen.on_demand:
+        status.set_condition(C.RESIDENT, False, R.LOADING if seen.activity is Activity.LOADING else R.PENDING)
     if load_failure:
         status.set_condition(C.LOADED, False, load_failure.reason, load_failure.message)
         status.set_condition(C.ON_NPU, False, load_failure.reason, load_failure.message)
@@ -123,6 +133,22 @@ def _running(status: DeploymentStatus, seen: Seen) -> None:
         reason, message = (failure.reason, failure.message) if failure else (_WAITING[seen.activity],
                                                                              "not serving yet")
         status.set_condition(C.SERVING, False, reason, message)
+
+
+_PARKED = {R.IDLE: "not loaded: it loads on its next request",
+           R.EVICTED: "unloaded to make room within the agent's budget; it loads again on its next request",
+           R.OVER_BUDGET: "asked for, but the agent's budget cannot fit it beside the models it may not evict"}
+
+
+def _standing_by(status: DeploymentStatus, seen: Seen, parked: Reason) -> None:
+    """Built, not loaded (onDemand): its names answer, by having it loaded."""
+    loading = seen.activity is Activity.LOADING
+    status.set_condition(C.LOADED, None if loading else False, R.LOADING if loading else parked, _PARKED[parked])
+    status.set_condition(C.ON_NPU, False, R.LOADING if loading else parked, _PARKED[parked])
+    status.set_condition(C.RESIDENT, False, R.LOADING if loading else parked, _PARKED[parked])
+    if seen.want.conflict is None:
+        status.set_condition(C.SERVING, True, R.ON_DEMAND, f"as {seen.want.deployment.deployment.public_name}, "
+                             "loaded on its first request")
 
 
 def _phase_of(record: Record, want: Desired, activity: Activity) -> Phase:
@@ -136,4 +162,6 @@ def _phase_of(record: Record, want: Desired, activity: Activity) -> Phase:
         return Phase.DEGRADED if failed or not want.valid else _PHASES[activity]
     if activity is not Activity.IDLE:
         return _PHASES[activity]
+    if record.parked is not None and not record.failure(Activity.LOADING, want.keys.load):
+        return Phase.STANDBY
     return Phase.FAILED if failed else Phase.PENDING

@@ -4,8 +4,9 @@ every decision can be tested in-process from a table. npuctl.agent.reconcile app
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from npuctl.agent.budget import Fits, Full
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Failure, Record
 
@@ -20,6 +21,22 @@ class Builds:
     """Being built by some deployment (identical deployments share one build)."""
     declared: frozenset[str] = frozenset()
     """Declared by some deployment now: a build of any other key is stale."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What residency adds to a decision (npuctl.agent.residency gathers it)."""
+
+    on_demand: bool = False
+    """`residency: onDemand`: loaded only when requests ask for it, and within the budget."""
+    wanted: bool = False
+    """A request waits for it to load."""
+    idle: bool = False
+    """Loaded, with no request in flight, past its idle time."""
+    room: Fits | Full = Fits()
+    """Whether its load fits the budget beside what is loaded (its own older version included), and whom to evict."""
+    room_if_drained: Fits | Full = Fits()
+    """The same with its own older version unloaded first (a swap that cannot fit both)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,27 @@ class Start:
 
     activity: Activity
     key: str
+    evict: tuple[str, ...] = ()
+    """Idle onDemand deployments to unload first, to make room."""
+    drain: bool = False
+    """Unload its own older version first: both do not fit the budget."""
+
+
+@dataclass(frozen=True)
+class Standby:
+    """Built, not loaded: it loads on its first request (`onDemand`)."""
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Loaded and idle past its idle time (`onDemand`): unload it, and stand by."""
+
+
+@dataclass(frozen=True)
+class OverBudget:
+    """Requests wait for it, and it does not fit the budget even after evicting every idle model it may."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -67,10 +105,11 @@ class Hold:
     failure: Failure
 
 
-Action = Unselect | Wait | StopBuild | Conflict | Keep | Reconfigure | Start | Hold
+Action = Unselect | Wait | StopBuild | Conflict | Keep | Reconfigure | Start | Hold | Standby | Unload | OverBudget
 
 
-def decide(record: Record, want: Desired, builds: Builds, now: float, *, selected: bool = True) -> Action:
+def decide(record: Record, want: Desired, builds: Builds, now: float, *, selected: bool = True,
+           demand: Demand = Demand()) -> Action:
     """The next action for a declared deployment (`now` on the reconciler's monotonic clock)."""
     if not selected:
         return Unselect()
@@ -82,14 +121,30 @@ def decide(record: Record, want: Desired, builds: Builds, now: float, *, selecte
     keys = want.keys
     running = record.running
     if running is not None and running.keys.load == keys.load:
-        return Reconfigure() if running.keys.serve != keys.serve else Keep()
+        if running.keys.serve != keys.serve:
+            return Reconfigure()
+        return Unload() if demand.on_demand and demand.idle else Keep()
     start = Start(Activity.LOADING, keys.load) if keys.build in builds.ready else Start(Activity.BUILDING, keys.build)
     failure = record.failures.get(start.activity)
     if failure is not None and failure.blocks(start.key, want, now):
         return Hold(failure)
     if start.activity is Activity.BUILDING and start.key in builds.running:
         return Wait()  # another deployment builds the same artifacts: this one loads them when it is done
+    if start.activity is Activity.LOADING and demand.on_demand:
+        return _within_budget(start, record, demand)
     return start
+
+
+def _within_budget(start: Start, record: Record, demand: Demand) -> Action:
+    """An onDemand load: only when asked for (or to swap in a new version of a loaded one), and only within the
+    budget: beside its older version if both fit, else after draining it, else not at all."""
+    if record.running is None and not demand.wanted:
+        return Standby()
+    if isinstance(demand.room, Fits):
+        return replace(start, evict=demand.room.evict)
+    if record.running is not None and isinstance(demand.room_if_drained, Fits):
+        return replace(start, evict=demand.room_if_drained.evict, drain=True)
+    return OverBudget(demand.room.message)
 
 
 def waits_for(record: Record, builds: Builds) -> Activity:

@@ -10,6 +10,7 @@ status, which this module stores with the events it is worth."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -18,7 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psutil
+
+from npuctl.agent import work
 from npuctl.agent.actuator import Actuator, describe_artifacts
+from npuctl.agent.budget import Cost, Limits, estimate
 from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.decide import (
@@ -26,36 +31,30 @@ from npuctl.agent.decide import (
     Builds,
     Conflict,
     Keep,
+    OverBudget,
     Reconfigure,
+    Standby,
     Start,
     StopBuild,
+    Unload,
     Unselect,
     decide,
     waits_for,
 )
 from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.health import AgentHealth
-from npuctl.agent.isolated import BuildCancelled, BuildDeadlineExceeded
+from npuctl.agent.reading import ManifestReader
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
-from npuctl.agent.status import StatusBook
+from npuctl.agent.residency import Admissions
+from npuctl.agent.status import STEP_REASONS, StatusBook
 from npuctl.agent.watcher import ManifestWatcher
 from npuctl.artifacts import BuildError, BuildResult, StepEvent
-from npuctl.artifacts.errors import is_temporary
 from npuctl.artifacts.result import StepState
-from npuctl.runtime.placement import NotServable
 from npuctl.schema import LoadedDeployment
 from npuctl.schema.status import BuildSteps, Reason
+from npuctl.serve.http.errors import ApiError
 
 log = logging.getLogger("npuctl.agent")
-
-STEP_REASONS = {StepState.DONE: "StepDone", StepState.CACHED: "StepCached", StepState.FETCHED: "StepFetched",
-                StepState.FAILED: "StepFailed"}
-"""The event each finished step is recorded as (a running step is shown by the Building phase)."""
-READ_DEADLINE_SECONDS = 10.0
-"""How long a pass waits for the manifests to be read before showing the read as late (it goes on). An
-unchanged folder is re-read from its stamps in ~1 s for 5,000 files; a first read of 5,000 parses them all
-(44 s on the 2-core test host under load), and is shown as late, as a hung share is."""
-
 
 @dataclass
 class Reconciler:
@@ -75,9 +74,13 @@ class Reconciler:
         self.health = AgentHealth(self.book, self.actuator, self.clock, self.config.backoff_seconds)
         self._builds = ThreadPoolExecutor(max_workers=self.config.build_workers, thread_name_prefix="npuctl-build")
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
-        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-read")
-        self._reading: asyncio.Future[dict[str, Desired]] | None = None
         self._wake = asyncio.Event()
+        budget = self.config.budget
+        self.admissions = Admissions(Limits(budget.memory_bytes(psutil.virtual_memory().total), budget.npu_sessions,
+                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book)
+        self.costs: dict[str, Cost] = {}
+        """Estimated cost of each loaded build, by build key."""
+        self._reader = ManifestReader(self.desired_state, self.health, self._wake.set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,7 +133,7 @@ class Reconciler:
                 record.stop.set()  # a build stuck on a source must not hold the agent's exit (finished steps stay)
             self._builds.shutdown(wait=False, cancel_futures=True)
             self._loads.shutdown(wait=False, cancel_futures=True)
-            self._reads.shutdown(wait=False, cancel_futures=True)
+            self._reader.shutdown()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         watcher = ManifestWatcher(self.config.manifests, self.wake)
@@ -138,42 +141,23 @@ class Reconciler:
         try:
             while not stop.is_set():
                 watcher.rearm()
-                if await self._read():
+                if await self._reader.read():
                     self._apply()
                     self.health.loop_ran()
                 await self._sleep(stop)
         finally:
             watcher.stop()
 
-    async def _read(self) -> bool:
-        """Read the manifests in a worker thread, never on the loop: a file on a hung mount must not stop
-        serving. False while the read is past READ_DEADLINE_SECONDS; that read goes on, and the next pass
-        waits for it again rather than starting another."""
-        if self._reading is None:
-            self._reading = asyncio.get_running_loop().run_in_executor(self._reads, self.desired_state.refresh)
-        reading = self._reading
-        done, _ = await asyncio.wait({reading}, timeout=READ_DEADLINE_SECONDS)
-        if not done:
-            reading.add_done_callback(lambda _: self._wake.set())  # its end starts the next pass
-            self.health.check_reading(self.desired_state, late=(
-                f"reading the manifest folders has taken more than {READ_DEADLINE_SECONDS:.0f}s (many new files, or a "
-                "disk or network share that does not answer); what they declared before stays in effect until it ends"))
-            return False
-        self._reading = None
-        reading.result()  # a read that raised is the loop's failure
-        return True
-
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         """Until woken or the next retry or resync is due; then wait for the file system to go quiet."""
         timeout = self.config.resync_seconds
         now = self.clock()
         due = [failure.retry_at for record in self.records.values() for failure in record.failures.values()]
+        due += [self.admissions.idle_at(record) for record in self.records.values()]
         for retry_at in (*due, self.health.retry_at, self.desired_state.settles_at):
             if retry_at is not None:
                 timeout = min(timeout, max(0.05, retry_at - now))
@@ -233,20 +217,22 @@ class Reconciler:
         selected, why = self.actuator.selects(deployment)
         if selected and not record.busy:
             self._show_conflict(record, want.conflict.message if want.conflict else None)
-        action = decide(record, want, builds, self.clock(), selected=selected)
+        built = self.builds.get(want.keys.build)
+        demand = self.admissions.demand(record, built, self.records.values(), self.costs)
+        action = decide(record, want, builds, self.clock(), selected=selected, demand=demand)
         self._act(record, want, action)
         if isinstance(action, Start) and action.activity is Activity.BUILDING and record.busy:
             builds = replace(builds, running=builds.running | {action.key})
         record = self.records[record.name]  # unselecting replaces it
-        built = self.builds.get(want.keys.build)
         running = record.running
         self._show(record, Seen(record, want, waits_for(record, builds), selected, why,
                                 tuple(describe_artifacts(built)) if built else None,
                                 self.actuator.describe(running.model) if running else None,
-                                self.endpoint or None))
+                                self.endpoint or None, demand.on_demand))
         return builds
 
     def _act(self, record: Record, want: Desired, action: Action) -> None:
+        park = self.admissions.park
         match action:
             case Unselect():
                 if record.running or record.unserved:
@@ -267,8 +253,20 @@ class Reconciler:
                 record.running.generation = want.generation
             case Start(activity=Activity.BUILDING, key=key):
                 self._start(record, Activity.BUILDING, key, lambda: self._build(record, want, want.keys))
-            case Start(activity=Activity.LOADING, key=key):
+            case Start(activity=Activity.LOADING, key=key, evict=evict, drain=drain):
+                for victim in evict:
+                    park(self.records[victim], Reason.EVICTED, f"unloaded to make room for {record.name}")
+                if drain and record.running is not None:
+                    park(record, Reason.IDLE, "the new version does not fit the budget beside the old one: the old "
+                         "one is unloaded first")
                 self._start(record, Activity.LOADING, key, lambda: self._load(record, want, want.keys))
+            case Standby() if record.parked is None:
+                park(record, Reason.IDLE, "")
+            case Unload():
+                park(record, Reason.IDLE, f"idle for {self.admissions.idle_seconds(record):g} s: unloaded; it loads "
+                     "again on its next request")
+            case OverBudget(message=message):
+                self.admissions.over_budget(record, message)
 
     def _show(self, record: Record, seen: Seen) -> None:
         """Store the projected status, record what changed, and tell the server why it does not serve."""
@@ -311,6 +309,10 @@ class Reconciler:
             outcome = Outcome.failed(Reason.RECONCILE_ERROR, f"{type(exc).__name__}: {exc}", permanent=False)
         record.activity = Activity.IDLE
         self._conclude(record, activity, key, want, outcome)
+        if activity is Activity.LOADING and outcome.kind is not OutcomeKind.DONE:
+            record.parked = None
+            self.admissions.refuse(record.name, ApiError(503, f"the model could not be loaded ({outcome.reason}): "
+                                                              f"{outcome.message}"))
         self._wake.set()
 
     def _conclude(self, record: Record, activity: Activity, key: str, want: Desired, outcome: Outcome) -> None:
@@ -338,16 +340,12 @@ class Reconciler:
         def progress(event: StepEvent) -> None:
             loop.call_soon_threadsafe(self._step_event, name, event)
 
-        try:
-            result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress,
-                                                record.stop)
-        except BuildCancelled:
-            self.book.record(name, "BuildStopped", "the build process was stopped; what is declared now builds next")
-            return Outcome.cancelled()
-        except BuildDeadlineExceeded as exc:
-            return Outcome.failed(Reason.BUILD_DEADLINE_EXCEEDED, str(exc), permanent=False)
-        except Exception as exc:  # a failed build must never stop the loop
-            return Outcome.failed(Reason.BUILD_FAILED, str(exc), permanent=not is_temporary(exc))
+        result = await work.build(self.actuator, self._builds, want.deployment, progress, record.stop)
+        if isinstance(result, Outcome):
+            if result.kind is OutcomeKind.CANCELLED:
+                self.book.record(name, "BuildStopped",
+                                 "the build process was stopped; what is declared now builds next")
+            return result
         self.builds[keys.build] = result
         self.book.record(name, "Built", "artifacts ready")
         return Outcome.done()
@@ -355,14 +353,11 @@ class Reconciler:
     async def _load(self, record: Record, want: Desired, keys: Keys) -> Outcome:
         name = record.name
         deployment = want.deployment.deployment
-        loop = asyncio.get_running_loop()
         built = self.builds[keys.build]
-        try:
-            model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, built, keys.load)
-        except NotServable as exc:  # the rules forbid every place here: the same until the manifest changes
-            return Outcome.failed(exc.reason, exc.message, permanent=True)
-        except Exception as exc:
-            return Outcome.failed(Reason.LOAD_FAILED, str(exc), permanent=not is_temporary(exc))
+        started = self.clock()
+        model = await work.load(self.actuator, self._loads, want.deployment, built, keys.load)
+        if isinstance(model, Outcome):
+            return model
         previous = record.running
         try:
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
@@ -370,7 +365,11 @@ class Reconciler:
             model.retire()
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
-        record.unserved = None
+        self.costs[keys.build] = estimate(built)
+        if record.parked is not None:
+            self.book.record(name, "Loaded", f"loaded on demand in {self.clock() - started:.2f} s (cold start)")
+        record.unserved, record.parked = None, None
+        self.admissions.loaded(name)
         self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
         return Outcome.done()
 

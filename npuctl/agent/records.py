@@ -109,6 +109,9 @@ class Record:
     """(reason, message) it is held as not-ready under in the server, when declared but not serving."""
     conflict: str | None = None
     """The name conflict readiness shows for it (it has no place in the server: its names are taken)."""
+    parked: Reason | None = None
+    """Why an onDemand deployment stands by unloaded (Idle, Evicted, OverBudget); its names answer by asking for
+    it to load. None while loaded, or not standing by."""
 
     @property
     def busy(self) -> bool:

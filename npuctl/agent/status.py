@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from npuctl.agent.files import atomic_write
+from npuctl.artifacts.result import StepState
 from npuctl.schema.status import (
     ArtifactStatus,
     Condition,
@@ -28,6 +29,9 @@ __all__ = ["ArtifactStatus", "Condition", "ConditionType", "DeploymentStatus", "
 
 log = logging.getLogger("npuctl.agent")
 
+STEP_REASONS = {StepState.DONE: "StepDone", StepState.CACHED: "StepCached", StepState.FETCHED: "StepFetched",
+                StepState.FAILED: "StepFailed"}
+"""The event each finished build step is recorded as (a running step is shown by the Building phase)."""
 STATUS_FILE = "status.json"
 MAX_EVENTS = 20
 

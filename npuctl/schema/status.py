@@ -110,6 +110,8 @@ class Phase(StrEnum):
     """Serving, but not what is declared now (an invalid edit, a failed rebuild, an unwanted provider)."""
     FAILED = "Failed"
     NOT_SELECTED = "NotSelected"
+    STANDBY = "Standby"
+    """Built and verified, not loaded (`residency: onDemand`): it loads on its next request."""
 
 
 class ConditionType(StrEnum):
@@ -119,6 +121,8 @@ class ConditionType(StrEnum):
     LOADED = "Loaded"
     ON_NPU = "OnNPU"
     SERVING = "Serving"
+    RESIDENT = "Resident"
+    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted or OverBudget)."""
     STATE_SAVED = "StateSaved"
     """The agent's, not a deployment's: its state folder takes status writes."""
     MANIFESTS_READ = "ManifestsRead"
@@ -149,6 +153,14 @@ class Reason(StrEnum):
     SERVING = "Serving"
     NAME_CONFLICT = "NameConflict"
     """A name it would be served under belongs to another deployment."""
+    ON_DEMAND = "OnDemand"
+    """Serving by loading on the first request (`residency: onDemand`)."""
+    IDLE = "Idle"
+    """Not loaded: not asked for since it was built, or unloaded after idleSeconds without requests."""
+    EVICTED = "Evicted"
+    """Not loaded: unloaded to make room within the agent's budget for another model."""
+    OVER_BUDGET = "OverBudget"
+    """Not loaded: asked for, but the agent's budget cannot fit it beside the models it may not evict."""
     RECONCILE_ERROR = "ReconcileError"
     """A fault of the agent itself while acting for this deployment; retried after a backoff."""
     # Where it cannot run (from the runtime's placement, npuctl.runtime.placement).
