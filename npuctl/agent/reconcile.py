@@ -77,7 +77,8 @@ class Reconciler:
         self._wake = asyncio.Event()
         budget = self.config.budget
         self.admissions = Admissions(Limits(budget.memory_bytes(psutil.virtual_memory().total), budget.npu_sessions,
-                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book)
+                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book,
+                                     self.records)
         self.costs: dict[str, Cost] = {}
         """Estimated cost of each loaded build, by build key."""
         self._reader = ManifestReader(self.desired_state, self.health, self._wake.set)
@@ -157,7 +158,7 @@ class Reconciler:
         timeout = self.config.resync_seconds
         now = self.clock()
         due = [failure.retry_at for record in self.records.values() for failure in record.failures.values()]
-        due += [self.admissions.idle_at(record) for record in self.records.values()]
+        due += [self.admissions.due(record) for record in self.records.values()]
         for retry_at in (*due, self.health.retry_at, self.desired_state.settles_at):
             if retry_at is not None:
                 timeout = min(timeout, max(0.05, retry_at - now))

