@@ -130,7 +130,8 @@ class LocalActuator:
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> Survey:
         # A dry run's manifest is not written yet: its roots are those of the file it would be.
-        return survey(loaded, store=self.store, base_dir=base_dir, source_roots=self._roots(base_dir / loaded.file.name))
+        return survey(loaded, store=self.store, base_dir=base_dir,
+                      source_roots=self._roots(base_dir / loaded.file.name))
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)

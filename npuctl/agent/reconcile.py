@@ -236,13 +236,13 @@ class Reconciler:
         park = self.admissions.park
         match action:
             case Unselect():
-                if record.running or record.unserved:
+                if record.running or record.unserved or record.parked:
                     self._delete(record.name, keep_status=True)
             case StopBuild():
                 self._stop(record)
-            case Conflict() if record.running is None and record.unserved is not None:
-                self.actuator.unload(record.name)  # its not-ready placeholder would hold the names too
-                record.unserved = None
+            case Conflict() if record.running is None and (record.unserved or record.parked) is not None:
+                self.actuator.unload(record.name)  # its not-ready placeholder or stand-in would hold the names too
+                record.unserved, record.parked = None, None
             case Reconfigure() if record.running is not None:
                 self.actuator.reconfigure(want.deployment.deployment)
                 record.running.keys = want.keys
@@ -261,8 +261,8 @@ class Reconciler:
                     park(record, Reason.IDLE, "the new version does not fit the budget beside the old one: the old "
                          "one is unloaded first")
                 self._start(record, Activity.LOADING, key, lambda: self._load(record, want, want.keys))
-            case Standby() if record.parked is None:
-                park(record, Reason.IDLE, "")
+            case Standby() if record.parked is None or record.parked_for != want.generation:
+                park(record, record.parked or Reason.IDLE, "")  # new, or its serving options changed
             case Unload():
                 park(record, Reason.IDLE, f"idle for {self.admissions.idle_seconds(record):g} s: unloaded; it loads "
                      "again on its next request")

@@ -112,6 +112,8 @@ class Record:
     parked: Reason | None = None
     """Why an onDemand deployment stands by unloaded (Idle, Evicted, OverBudget); its names answer by asking for
     it to load. None while loaded, or not standing by."""
+    parked_for: str | None = None
+    """The generation its stand-in was made from (a serving option edited while it stands by makes a new one)."""
 
     @property
     def busy(self) -> bool:

@@ -121,6 +121,7 @@ class Admissions:
         if record.running is not None and message:
             self.book.record(name, "Evicted" if reason is Reason.EVICTED else "Unloaded", message)
         record.running, record.parked, record.unserved = None, reason, None
+        record.parked_for = record.want.generation
 
     def over_budget(self, record: Record, message: str) -> None:
         """Requests wait for `record`, and the budget cannot fit it: refuse them (503, Retry-After)."""

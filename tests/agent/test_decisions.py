@@ -62,7 +62,8 @@ def running(want: Desired) -> Running:
     return Running(want.generation, want.keys, model, (want.deployment.deployment.public_name,))
 
 
-def failure(activity: Activity, want: Desired, *, permanent: bool, retry_at: float = NOW + 5) -> dict[Activity, Failure]:
+def failure(activity: Activity, want: Desired, *, permanent: bool,
+            retry_at: float = NOW + 5) -> dict[Activity, Failure]:
     key = want.keys.build if activity is Activity.BUILDING else want.keys.load
     return {activity: Failure(key, want, Reason.BUILD_FAILED, "no space", 1, None if permanent else retry_at)}
 
@@ -186,6 +187,7 @@ def test_the_published_status_schema_lists_every_condition_reason() -> None:
     assert schema["$defs"]["Reason"]["enum"] == [reason.value for reason in Reason]
     assert {"NameConflict", "BuildFailed", "SimulatorNotAllowed", "SelectorMismatch"} <= set(Reason)
     condition = project(DeploymentStatus(name="tiny"), seen(Case())).model_dump(mode="json")["conditions"][0]
-    jsonschema.validate(condition, {**schema["$defs"]["Condition"], "$defs": schema["$defs"]})
+    contract = {**schema["$defs"]["Condition"], "$defs": schema["$defs"]}
+    jsonschema.validate(condition, contract)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**condition, "reason": "Whatever"}, {**schema["$defs"]["Condition"], "$defs": schema["$defs"]})
+        jsonschema.validate({**condition, "reason": "Whatever"}, contract)

@@ -8,7 +8,7 @@ import pytest
 
 from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room
 from npuctl.agent.conditions import project
-from npuctl.agent.decide import Builds, Demand, OverBudget, Standby, Start, Unload, decide
+from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
 from npuctl.agent.status import ConditionType as C
@@ -36,8 +36,8 @@ ROOM: dict[str, tuple[list[Resident], float, int, Fits | type[Full]]] = {
                                            Fits(("old",))),
     "the lowest priority goes first, however recent": (
         [resident("low", 1.5, priority=-1, used=9), resident("high", 1.5, priority=5, used=1)], 2, 5, Fits(("low",))),
-    "as many as it takes, in order": ([resident("a", 1.2, used=1), resident("b", 1.2, used=2), resident("c", 1.2, used=3)],
-                                      2.5, 0, Fits(("a", "b"))),
+    "as many as it takes, in order": ([resident(name, 1.2, used=i) for i, name in enumerate("abc")], 2.5, 0,
+                                      Fits(("a", "b"))),
     "a pinned model is never evicted": ([resident("pinned", 3, pinned=True, used=0), resident("idle", 0.5, used=5)],
                                         1.2, 0, Full),
     "a model with requests in flight is never evicted": ([resident("busy", 3, in_flight=1)], 2, 0, Full),
@@ -89,7 +89,7 @@ def test_on_demand_decisions() -> None:
         on_demand=True, wanted=True, room=FULL, room_if_drained=FULL)) == OverBudget(FULL.message)
     serving = record(ON_DEMAND, running=ON_DEMAND)
     assert decide(serving, ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, idle=True)) == Unload()
-    assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)).__class__.__name__ == "Keep", \
+    assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)) == Keep(), \
         "an always model is never unloaded for idleness"
 
 

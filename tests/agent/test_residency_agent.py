@@ -115,9 +115,11 @@ def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after
                                   and any(e["reason"] == "Unloaded" for e in agent.events("minilm")) and s,
                                   "minilm unloaded after its answer", timeout=30)
         assert condition(unloaded, "Resident") == ("False", "Idle")
+        assert [m.model for m in client.ps().models] == [], "/api/ps lists what is loaded: nothing now"
         assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in agent.events("minilm"))
         again = client.embed(model="minilm", input="another sentence")  # no keep_alive: the manifest's 600 s
         assert len(again.embeddings[0]) == 384
         assert agent.wait_phase("minilm", "Ready")["phase"] == "Ready"
+        assert [m.model for m in client.ps().models] == ["minilm"]
     finally:
         agent.stop()
