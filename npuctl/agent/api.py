@@ -93,6 +93,7 @@ class ControlApi:
             "conditions": [c.model_dump(mode="json") for c in self.state.conditions()],
             "invalidFiles": [p.model_dump(mode="json") for p in self.state.invalid_files()],
             "pendingFiles": [p.model_dump(mode="json") for p in self.state.pending_files()],
+            "budget": self.state.budget().model_dump(mode="json"),
         })
 
     async def get(self, request: Request) -> Response:

@@ -14,7 +14,7 @@ from npuctl.agent.records import Record
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildResult
 from npuctl.schema.models import Residency as Mode
-from npuctl.schema.status import Reason
+from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.http.errors import ApiError
 
 IN_USE_POLL_SECONDS = 1.0
@@ -122,6 +122,15 @@ class Admissions:
             self.book.record(name, "Evicted" if reason is Reason.EVICTED else "Unloaded", message)
         record.running, record.parked, record.unserved = None, reason, None
         record.parked_for = record.want.generation
+
+    def use(self, costs: dict[str, Cost]) -> BudgetUse:
+        """What the loaded models take of the budget now."""
+        loaded = [self._resident(r, costs) for r in self.records.values() if r.running is not None]
+        used = sum((r.cost for r in loaded), Cost())
+        limits = self.limits
+        return BudgetUse(memory=limits.memory, memory_used=used.memory, npu_sessions=limits.npu_sessions,
+                         npu_sessions_used=used.npu_sessions, npu_memory=limits.npu_memory,
+                         npu_memory_used=used.npu_memory, loaded=sorted(r.name for r in loaded))
 
     def over_budget(self, record: Record, message: str) -> None:
         """Requests wait for `record`, and the budget cannot fit it: refuse them (503, Retry-After)."""

@@ -13,7 +13,7 @@ from npuctl.agent.desired import Desired
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.records import Activity
 from npuctl.agent.status import Condition, DeploymentStatus, Event
-from npuctl.schema.status import FileProblem, PendingFile
+from npuctl.schema.status import BudgetUse, FileProblem, PendingFile
 
 
 class AgentState:
@@ -56,6 +56,10 @@ class AgentState:
 
     def invalid_files(self) -> list[FileProblem]:
         return sorted(self._reconciler.health.files.values(), key=lambda p: p.file)
+
+    def budget(self) -> BudgetUse:
+        """What the loaded models take of the agent's budget."""
+        return self._reconciler.admissions.use(self._reconciler.costs)
 
     def pending_files(self) -> tuple[PendingFile, ...]:
         return self._reconciler.desired_state.pending

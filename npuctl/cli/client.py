@@ -46,7 +46,8 @@ class AgentClient:
 
     def overview(self) -> dict[str, Any]:
         """The deployments (`items`), the agent's own `conditions`, `invalidFiles`: manifest files that
-        declare no deployment, and `pendingFiles`: files saved and not read yet (each with when it will be)."""
+        declare no deployment, `pendingFiles`: files saved and not read yet (each with when it will be), and
+        `budget`: what the loaded models take of the agent's budget."""
         body = self._call("GET", "/deployments")
         self._items(body)
         return body

@@ -289,6 +289,28 @@ class PendingFile(Fact):
     """When it is read if it does not change again (RFC 3339, UTC)."""
 
 
+class BudgetUse(Fact):
+    """What the agent's loaded models take of its budget (agent config `budget`), as estimated."""
+
+    memory: int
+    """The memory budget, bytes."""
+    memory_used: int
+    npu_sessions: int
+    npu_sessions_used: int
+    npu_memory: int | None = None
+    """The NPU memory budget, bytes (None: no limit)."""
+    npu_memory_used: int = 0
+    loaded: list[str] = []
+    """The deployments loaded now, which count against it."""
+
+    def line(self) -> str:
+        """The use in words, for `npuctl get`."""
+        mib = 1 << 20
+        npu = f", NPU memory {self.npu_memory_used // mib}/{self.npu_memory // mib} MiB" if self.npu_memory else ""
+        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB, NPU sessions "
+                f"{self.npu_sessions_used}/{self.npu_sessions}{npu}; loaded: {', '.join(self.loaded) or 'none'}")
+
+
 class BuildSteps(BaseModel):
     """What `apply --dry-run` and `diff` say of a deployment that would build: the steps found in the agent's
     store and the first that would run (`changes[].steps` in the control API's answer)."""

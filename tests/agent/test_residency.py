@@ -13,7 +13,7 @@ from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase
-from npuctl.schema.status import Reason
+from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.models import ModelStatus, Unavailable
 from tests.agent.harness import manifest
 from tests.agent.test_decisions import NOW, WANT, loaded, seen
@@ -64,6 +64,11 @@ def test_when_nothing_fits_the_message_names_the_budget_and_what_holds_it() -> N
     assert "memory 4096 MiB, 4 NPU sessions" in room.message
     assert "pinned (3072 MiB, pinned: residency always)" in room.message
     assert "busy (512 MiB, 2 requests in flight)" in room.message
+
+
+def test_npuctl_get_shows_the_budget_s_use_in_one_line() -> None:
+    use = BudgetUse(memory=8 * GB, memory_used=GB // 2, npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
+    assert use.line() == "budget: memory 512/8192 MiB, NPU sessions 1/8; loaded: minilm"
 
 
 def record(want: Desired, running: Desired | None = None, parked: Reason | None = None) -> Record:

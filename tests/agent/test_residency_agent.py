@@ -36,6 +36,11 @@ def condition(status: dict[str, Any], kind: str) -> tuple[str, str]:
     return found["status"], found["reason"]
 
 
+def budget(agent: Agent) -> dict[str, Any]:
+    """The budget's use, as `npuctl get` shows it."""
+    return dict(httpx.get(f"{agent.url}/agent/v1/deployments", timeout=10).json()["budget"])
+
+
 def loaded_models(agent: Agent) -> float:
     text = httpx.get(f"{agent.url}/metrics", timeout=10).text
     (line,) = [line for line in text.splitlines() if line.startswith("npuctl_loaded_models ")]
@@ -58,12 +63,15 @@ def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_f
         a = budgeted.wait_phase("a", "Ready")
         assert condition(a, "Resident") == ("True", "SessionsOpen")
         assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in budgeted.events("a"))
+        assert budget(budgeted)["loaded"] == ["a"]
         second = infer(client, "b", X)
         assert second.status_code == 200, second.text
     a = budgeted.wait_phase("a", "Standby")
     assert condition(a, "Resident") == ("False", "Evicted"), "the idle model made room within the budget"
     assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
     assert condition(budgeted.wait_phase("b", "Ready"), "Resident") == ("True", "SessionsOpen")
+    use = budget(budgeted)
+    assert use["loaded"] == ["b"] and 0 < use["memoryUsed"] <= use["memory"] == 100_000_000
 
 
 def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(budgeted: Agent) -> None:
