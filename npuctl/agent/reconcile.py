@@ -381,10 +381,10 @@ class Reconciler:
         if keep_status and record is not None:
             self.records[name] = Record(name, record.want)
         self.actuator.unload(name)
-        if keep_status:
-            self.book.record(name, "Unloaded", "not selected by this agent")
-        else:
-            self.book.record(name, "Deleted", "no manifest declares it any more; unloaded")
+        why = "not selected by this agent" if keep_status else "no manifest declares it any more"
+        self.admissions.refuse(name, ApiError(404, f"the model of deployment {name!r} is gone: {why}"))
+        self.book.record(name, "Unloaded" if keep_status else "Deleted", why if keep_status else f"{why}; unloaded")
+        if not keep_status:
             self.book.remove(name)
         log.info("%s: unloaded", name)
 
