@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from npuctl.agent.config import BuildDeadlines
 from npuctl.agent.isolated import build_isolated
@@ -14,23 +14,24 @@ from npuctl.agent.selection import device_facts, selects
 from npuctl.agent.sharing import SharedModels
 from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.status import RunFacts
-from npuctl.artifacts import BuildError, BuildResult, Store, artifacts_of
+from npuctl.artifacts import BuildResult, Store, artifacts_of
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.pipeline import survey
 from npuctl.artifacts.published.location import StoreLocation
+from npuctl.artifacts.result import ProgressCallback, Survey
 from npuctl.runtime.devices import HostFacts
 from npuctl.schema import LoadedDeployment, ModelDeployment
-from npuctl.schema.status import ArtifactStatus, StepProgress
+from npuctl.schema.status import ArtifactStatus
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
+from npuctl.serve.standby import Admit, Standby
 
 
 class Actuator(Protocol):
     """The seam between deciding and doing. `build`, `load` and `survey` block and run in worker threads;
     the others are quick and run on the event loop."""
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str, StepProgress | None], None],
-              stop: threading.Event) -> BuildResult:
+    def build(self, loaded: LoadedDeployment, progress: ProgressCallback, stop: threading.Event) -> BuildResult:
         """Produce (or find in the store) the deployment's artifacts. Raises on failure (BuildError says
         whether it is temporary); gives up with BuildCancelled once `stop` is set."""
 
@@ -48,6 +49,10 @@ class Actuator(Protocol):
     def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
         """Answer the deployment's routes as not ready with this reason (nothing loaded)."""
 
+    def standby(self, deployment: ModelDeployment, admit: Admit, message: str) -> None:
+        """Route the deployment's names to a stand-in that asks (`admit`) for it to be loaded, replacing (and
+        retiring: it closes after its requests) any model loaded for it."""
+
     def unload(self, name: str) -> None:
         """Stop serving and close the deployment's sessions (once no other deployment shares them);
         its routes answer 404."""
@@ -64,8 +69,9 @@ class Actuator(Protocol):
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         """Whether this agent is selected by the deployment's spec.selector, and why not."""
 
-    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
-        """Which build steps are stored and which would run next (blocks: re-hashes stored files)."""
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> Survey:
+        """Which build steps are stored and which would run next (blocks: re-hashes stored files). Raises
+        BuildError when the sources cannot be resolved."""
 
 
 class LocalActuator:
@@ -85,10 +91,8 @@ class LocalActuator:
         self.facts = device_facts(self.host)
         self.shared = SharedModels(host)
 
-    def build(self, loaded: LoadedDeployment, progress: Callable[[str, str, StepProgress | None], None],
-              stop: threading.Event) -> BuildResult:
-        return build_isolated(loaded, self.store,
-                              lambda event: progress(_step_name(event), event.state, event.running()),
+    def build(self, loaded: LoadedDeployment, progress: ProgressCallback, stop: threading.Event) -> BuildResult:
+        return build_isolated(loaded, self.store, progress,
                               deadlines=self.deadlines, stop=stop, for_soc=self.host.soc_model,
                               aihub_credentials=self.aihub, published=self.published, pins=self.pins(),
                               source_roots=self._roots(loaded.file))
@@ -107,6 +111,9 @@ class LocalActuator:
     def unavailable(self, deployment: ModelDeployment, reason: str, message: str) -> None:
         self.registry.put(Unavailable(deployment, ModelStatus(False, reason, message)))
 
+    def standby(self, deployment: ModelDeployment, admit: Admit, message: str) -> None:
+        self.registry.put(Standby(deployment, admit, message))
+
     def unload(self, name: str) -> None:
         self.registry.remove(name)
 
@@ -121,14 +128,10 @@ class LocalActuator:
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
         return describe_artifacts(built)
 
-    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> dict[str, Any]:
-        try:
-            # A dry run's manifest is not written yet: its roots are those of the file it would be.
-            found = survey(loaded, store=self.store, base_dir=base_dir,
-                           source_roots=self._roots(base_dir / loaded.file.name))
-        except BuildError as exc:
-            return {"stored": [], "next": None, "error": str(exc)}
-        return {"stored": [run.name for run in found.stored], "next": found.next_step}
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> Survey:
+        # A dry run's manifest is not written yet: its roots are those of the file it would be.
+        return survey(loaded, store=self.store, base_dir=base_dir,
+                      source_roots=self._roots(base_dir / loaded.file.name))
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         return selects(deployment.spec.selector, self.labels, self.facts)
@@ -141,7 +144,3 @@ def describe_artifacts(built: BuildResult) -> list[ArtifactStatus]:
     """The artifacts of a build (target, socModel, bucket, precision, digests, accuracy), as status shows them."""
     return [artifact.status() for artifact in built.artifacts]
 
-
-def _step_name(event: Any) -> str:
-    where = "/".join(str(part) for part in (event.target, event.bucket) if part)
-    return f"{event.step} {where}".strip()

@@ -21,6 +21,7 @@ from npuctl.agent.ollama_models import ollama_model_routes
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import DeploymentStatus
 from npuctl.schema import load_text
 from npuctl.schema.clashes import clashes
@@ -67,12 +68,14 @@ def answering(handler: Handler) -> Handler:
 class ControlApi:
     def __init__(self, reconciler: Reconciler, token: str, sources: SourcePoller | None) -> None:
         self.reconciler = reconciler
+        """Asked only to survey a build, and told of a manifest written; read through `state`."""
+        self.state = AgentState(reconciler)
         self.token = token
         self.poller = sources
 
     @property
     def declared(self) -> Mapping[str, object]:
-        return self.reconciler.desired
+        return self.state.declared
 
     def guarded(self, handler: Handler) -> Handler:
         async def checked(request: Request) -> Response:
@@ -85,24 +88,23 @@ class ControlApi:
         return answering(checked)
 
     async def list(self, request: Request) -> Response:
-        names = sorted(set(self.reconciler.desired) | set(self.reconciler.book.deployments))
-        health = self.reconciler.health
         return JSONResponse({
-            "items": [self._view(name) for name in names],
-            "conditions": [c.model_dump(mode="json") for c in health.conditions()],
-            "invalidFiles": [p.model_dump(mode="json") for p in sorted(health.files.values(), key=lambda p: p.file)],
-            "pendingFiles": [p.model_dump(mode="json") for p in self.reconciler.desired_state.pending],
+            "items": [self._view(name) for name in self.state.names()],
+            "conditions": [c.model_dump(mode="json") for c in self.state.conditions()],
+            "invalidFiles": [p.model_dump(mode="json") for p in self.state.invalid_files()],
+            "pendingFiles": [p.model_dump(mode="json") for p in self.state.pending_files()],
+            "budget": self.state.budget().model_dump(mode="json"),
         })
 
     async def get(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in self.reconciler.desired and name not in self.reconciler.book.deployments:
+        if name not in self.state.declared and self.state.status(name) is None:
             raise ApiError(404, f"no deployment named {name!r}")
         return JSONResponse(self._view(name))
 
     async def events(self, request: Request) -> Response:
         name = request.query_params.get("name")
-        events = [e.model_dump(mode="json") for e in self.reconciler.book.events if name in (None, e.deployment)]
+        events = [e.model_dump(mode="json") for e in self.state.events(name)]
         return JSONResponse({"items": events})
 
     async def sources(self, request: Request) -> Response:
@@ -128,8 +130,8 @@ class ControlApi:
         if not result.ok:
             raise ApiError(422, f"{len(result.errors)} error(s) in {file}",
                            details={"errors": [e.as_dict() for e in result.errors]})
-        target = self.reconciler.config.manifests[0] / file
-        desired = self.reconciler.desired
+        target = self.state.manifest_folder / file
+        desired = self.state.declared
         in_file = [n for n, d in desired.items() if d.deployment.file.resolve() == target.resolve()]
         for loaded in result.deployments:
             other = desired.get(loaded.name)
@@ -143,12 +145,12 @@ class ControlApi:
         changes = [c.as_dict() for c in plan(result.deployments, in_file, desired)]
         for change, loaded in zip(changes, result.deployments):
             if change["effect"] == "build":
-                change["steps"] = await run_in_threadpool(self.reconciler.actuator.survey, loaded, target.parent)
+                steps = await run_in_threadpool(self.reconciler.survey, loaded, target.parent)
+                change["steps"] = steps.model_dump(mode="json", exclude_unset=True)
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(target, text.encode("utf-8"))
-            self.reconciler.desired_state.trust(target)
-            self.reconciler.wake()
+            self.reconciler.wrote(target)
         return {"file": str(target), "dryRun": dry_run, "changes": changes}
 
     async def delete(self, request: Request) -> Response:
@@ -156,11 +158,11 @@ class ControlApi:
 
     def remove(self, name: str) -> dict[str, Any]:
         """Delete the manifest file that declares deployment `name` (409 when it declares others too)."""
-        want = self.reconciler.desired.get(name)
+        want = self.state.declared.get(name)
         if want is None:
             raise ApiError(404, f"no deployment named {name!r}")
         file: Path = want.deployment.file
-        others = [n for n, d in self.reconciler.desired.items() if n != name and d.deployment.file == file]
+        others = [n for n, d in self.state.declared.items() if n != name and d.deployment.file == file]
         if others:
             raise ApiError(409, f"{file} also declares {', '.join(others)}; edit that file to remove {name!r}")
         file.unlink(missing_ok=True)
@@ -168,8 +170,8 @@ class ControlApi:
         return {"deleted": name, "file": str(file)}
 
     def _view(self, name: str) -> dict[str, Any]:
-        want = self.reconciler.desired.get(name)
+        want = self.state.declared.get(name)
         view: dict[str, Any] = want.deployment.deployment.model_dump(mode="json") if want else {"metadata": {"name": name}}
-        status = self.reconciler.book.deployments.get(name)
+        status = self.state.status(name)
         view["status"] = (status or DeploymentStatus(name=name)).model_dump(mode="json")
         return view

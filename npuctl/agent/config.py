@@ -105,6 +105,42 @@ class BuildDeadlines(BaseModel):
     a 3B LLM on a laptop CPU takes one to two hours."""
 
 
+class Budget(BaseModel):
+    """What the models this agent loads may take together (agent config `budget`). `onDemand` deployments load
+    only within it, evicting idle ones when they must; `always` ones load regardless, and count."""
+
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid",
+                              use_attribute_docstrings=True)
+
+    memory: int | str = Field("50%", union_mode="left_to_right")
+    """Host memory in bytes, or a share of this machine's (`"50%"`: 8 GB on a 16 GB PC, leaving the rest to
+    the OS, the agent itself and the applications beside it)."""
+    npu_sessions: int = Field(8, ge=0)
+    """NPU (QNN HTP) sessions open at once: the HTP driver gives each process only a few."""
+    npu_memory: int | None = Field(None, ge=0)
+    """Bytes of context binaries on the NPU at once, where the device reports a limit (none by default: each
+    HTP session has its own bounded address space, which the build's bucket sizes already respect)."""
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, memory: int | str) -> int | str:
+        if isinstance(memory, int):
+            if memory < 0:
+                raise ValueError("memory must be a number of bytes (>= 0) or a share like '50%'")
+            return memory
+        share = memory.removesuffix("%")
+        if not memory.endswith("%") or not share.replace(".", "", 1).isdigit() or not 0 < float(share) <= 100:
+            raise ValueError(f"{memory!r} is neither a number of bytes nor a share of this machine's memory "
+                             "between '1%' and '100%'")
+        return memory
+
+    def memory_bytes(self, machine: int) -> int:
+        """The memory budget in bytes on a machine with `machine` bytes of memory."""
+        if isinstance(self.memory, int):
+            return self.memory
+        return int(machine * float(self.memory.removesuffix("%")) / 100)
+
+
 class AgentConfig(BaseModel):
     """Settings of one agent process. In a file: YAML with these keys in camelCase (see agent/agent.example.yaml)."""
 
@@ -163,6 +199,8 @@ class AgentConfig(BaseModel):
     """Open client connections at most; one more is answered 503 and closed at once."""
     build_deadlines: BuildDeadlines = BuildDeadlines()
     """Deadlines per build step kind; see BuildDeadlines."""
+    budget: Budget = Budget()
+    """What loaded models may take together; see Budget."""
     build_workers: int = Field(2, ge=1, le=16)
     """Builds run at once. Two, so that a build waiting on a slow source until its deadline does not hold
     up the others; each build is a child process, so more means more memory at once."""

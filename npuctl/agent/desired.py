@@ -26,7 +26,8 @@ from npuctl.schema.loader import manifest_files
 from npuctl.schema.models import spec_digest
 from npuctl.schema.status import PendingFile
 
-SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate")
+SERVE_ONLY_FIELDS = ("name", "aliases", "apis", "max_batch", "batch_window_ms", "queue_limit", "timeout_seconds", "truncate",
+                     "residency", "idle_seconds", "priority")
 """spec.serve fields applied in place: no rebuild, no reload."""
 
 

@@ -46,6 +46,34 @@ class BuildCancelled(BuildError):
 
 
 @dataclass(frozen=True)
+class _Progress:
+    """The child's build reported a step."""
+
+    event: StepEvent
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The child's build ended with this result (its last message)."""
+
+    result: BuildResult
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """The child's build failed (its last message). Sent as plain values: exception pickles need their
+    constructors' arguments."""
+
+    step: str
+    message: str
+    temporary: bool
+
+
+_Message = _Progress | _Built | _Failed
+"""What the build child sends the agent over the pipe."""
+
+
+@dataclass(frozen=True)
 class _Phase:
     """What the build is doing now, and until when it may."""
 
@@ -144,17 +172,15 @@ def _receive(receiver: Connection, progress: Callable[[StepEvent], None], deadli
             raise BuildDeadlineExceeded(phase.step, phase.seconds, phase.key)
         if not receiver.poll(min(left, _POLL_SECONDS)):
             continue
-        kind, payload = receiver.recv()
-        if kind == "progress":
-            phase = phase.after(payload, deadlines)
-            progress(payload)
-        elif kind == "result":
-            result: BuildResult = payload
-            return result
-        else:
-            # Sent as plain values: exception pickles need their constructors' arguments.
-            step, message, temporary = payload
-            raise BuildError(step, message, temporary=temporary)
+        message: _Message = receiver.recv()
+        match message:
+            case _Progress(event=event):
+                phase = phase.after(event, deadlines)
+                progress(event)
+            case _Built(result=result):
+                return result
+            case _Failed(step=step, message=text, temporary=temporary):
+                raise BuildError(step, text, temporary=temporary)
 
 
 def _exit_with_parent() -> None:
@@ -170,16 +196,16 @@ def _child(sender: Connection, loaded: LoadedDeployment, root: Path, options: di
     threading.Thread(target=_exit_with_parent, daemon=True, name="npuctl-parent-watch").start()
     lock = threading.Lock()  # progress may come from the build's own threads
 
-    def send(message: tuple[str, Any]) -> None:
+    def send(message: _Message) -> None:
         with lock:
             sender.send(message)
 
     try:
-        result = build_deployment(loaded, store=Store(root), progress=lambda e: send(("progress", e)), **options)
+        result = build_deployment(loaded, store=Store(root), progress=lambda e: send(_Progress(e)), **options)
     except Exception as exc:  # anything else still reaches the agent as a build failure, with its type
         error = exc if isinstance(exc, BuildError) else BuildError.wrapping("build", exc)
-        send(("error", (error.step, error.message, error.temporary)))
+        send(_Failed(error.step, error.message, error.temporary))
     else:
-        send(("result", result))
+        send(_Built(result))
     finally:
         sender.close()

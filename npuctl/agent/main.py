@@ -20,6 +20,7 @@ from npuctl.agent.metrics import AgentCollector
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.source_rules import SourceRules
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts.aihub import Credentials
 from npuctl.artifacts.published.location import StoreLocation
@@ -103,11 +104,13 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
                           registries=config.registries)
     actuator = make_actuator(config, registry, host, pins=poller.pins)
     reconciler = make_reconciler(config, actuator)
+    registry.idle_times = reconciler.admissions.keep_alive
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     timeline = Timeline(registry).start()
 
     async def dashboard_data(recent: float | None) -> DashboardData:
-        return dashboard([agent_view(reconciler.endpoint, reconciler, registry, timeline, host, poller, recent)])
+        view = agent_view(reconciler.endpoint, AgentState(reconciler), registry, timeline, host, poller, recent)
+        return dashboard([view])
 
     routes = [*control_routes(reconciler, token, guard_reads=not config.loopback, sources=poller),
               *bench_routes(reconciler, host, token, guard_reads=not config.loopback),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ class Change:
         return {"name": self.name, "action": self.action, "effect": self.effect, "fields": self.fields}
 
 
-def plan(incoming: list[LoadedDeployment], file_now: list[str], current: dict[str, Desired]) -> list[Change]:
+def plan(incoming: list[LoadedDeployment], file_now: list[str], current: Mapping[str, Desired]) -> list[Change]:
     """Changes if `incoming` replaced the deployments `file_now` names (those declared in the same file)."""
     changes = [_change(new, current.get(new.name)) for new in incoming]
     kept = {new.name for new in incoming}

@@ -2,42 +2,58 @@
 each difference. Level-triggered (events only wake it), idempotent (a second pass changes nothing),
 and it never blocks serving: builds and loads run in worker threads and swap in when done.
 
-Each deployment has one `Record` (npuctl.agent.records); a build or load ends in an `Outcome` that
-says whether and when to try again. Status is written from the records by npuctl.agent.conditions."""
+Each pass decides, acts, then projects, per deployment: `decide()` (npuctl.agent.decide) names the next
+action from the deployment's `Record` (npuctl.agent.records) alone; this module applies it (a build or load
+ends in an `Outcome` that says whether and when to try again); `project()` (npuctl.agent.conditions) gives the
+status, which this module stores with the events it is worth."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from npuctl.agent.actuator import Actuator
-from npuctl.agent.conditions import settle, validity
+import psutil
+
+from npuctl.agent import work
+from npuctl.agent.actuator import Actuator, describe_artifacts
+from npuctl.agent.budget import Cost, Limits, estimate
+from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
+from npuctl.agent.decide import (
+    Action,
+    Builds,
+    Conflict,
+    Keep,
+    OverBudget,
+    Reconfigure,
+    Standby,
+    Start,
+    StopBuild,
+    Unload,
+    Unselect,
+    decide,
+    waits_for,
+)
 from npuctl.agent.desired import Desired, DesiredState, Keys
 from npuctl.agent.health import AgentHealth
-from npuctl.agent.isolated import BuildCancelled, BuildDeadlineExceeded
+from npuctl.agent.reading import ManifestReader
 from npuctl.agent.records import Activity, Failure, Outcome, OutcomeKind, Record, Running, backoff
-from npuctl.agent.status import ConditionType as C
-from npuctl.agent.status import Phase, StatusBook, set_phase
+from npuctl.agent.residency import Admissions
+from npuctl.agent.status import StatusBook
 from npuctl.agent.watcher import ManifestWatcher
-from npuctl.artifacts import BuildResult
-from npuctl.artifacts.errors import is_temporary
-from npuctl.runtime.placement import NotServable
-from npuctl.schema.status import StepProgress
+from npuctl.artifacts import BuildError, BuildResult, StepEvent
+from npuctl.schema import LoadedDeployment
+from npuctl.schema.status import BuildSteps, Reason
+from npuctl.serve.http.errors import ApiError
 
 log = logging.getLogger("npuctl.agent")
-
-NAME_CONFLICT = "NameConflict"
-READ_DEADLINE_SECONDS = 10.0
-"""How long a pass waits for the manifests to be read before showing the read as late (it goes on). An
-unchanged folder is re-read from its stamps in ~1 s for 5,000 files; a first read of 5,000 parses them all
-(44 s on the 2-core test host under load), and is shown as late, as a hung share is."""
-
 
 @dataclass
 class Reconciler:
@@ -57,9 +73,14 @@ class Reconciler:
         self.health = AgentHealth(self.book, self.actuator, self.clock, self.config.backoff_seconds)
         self._builds = ThreadPoolExecutor(max_workers=self.config.build_workers, thread_name_prefix="npuctl-build")
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
-        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-read")
-        self._reading: asyncio.Future[dict[str, Desired]] | None = None
         self._wake = asyncio.Event()
+        budget = self.config.budget
+        self.admissions = Admissions(Limits(budget.memory_bytes(psutil.virtual_memory().total), budget.npu_sessions,
+                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book,
+                                     self.records)
+        self.costs: dict[str, Cost] = {}
+        """Estimated cost of each loaded build, by build key."""
+        self._reader = ManifestReader(self.desired_state, self.health, self._wake.set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,6 +93,19 @@ class Reconciler:
     def busy(self) -> bool:
         """Whether any build or load is in flight."""
         return any(record.busy for record in self.records.values())
+
+    def wrote(self, file: Path) -> None:
+        """`file` was just written whole by the agent (apply): read it at once, unsettled, and soon."""
+        self.desired_state.trust(file)
+        self.wake()
+
+    def survey(self, loaded: LoadedDeployment, base_dir: Path) -> BuildSteps:
+        """Which build steps of `loaded` are stored and which would run next (blocks: re-hashes stored files)."""
+        try:
+            found = self.actuator.survey(loaded, base_dir)
+        except BuildError as exc:
+            return BuildSteps(stored=[], next=None, error=str(exc))
+        return BuildSteps(stored=[run.name for run in found.stored], next=found.next_step)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -99,7 +133,7 @@ class Reconciler:
                 record.stop.set()  # a build stuck on a source must not hold the agent's exit (finished steps stay)
             self._builds.shutdown(wait=False, cancel_futures=True)
             self._loads.shutdown(wait=False, cancel_futures=True)
-            self._reads.shutdown(wait=False, cancel_futures=True)
+            self._reader.shutdown()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         watcher = ManifestWatcher(self.config.manifests, self.wake)
@@ -107,42 +141,23 @@ class Reconciler:
         try:
             while not stop.is_set():
                 watcher.rearm()
-                if await self._read():
+                if await self._reader.read():
                     self._apply()
                     self.health.loop_ran()
                 await self._sleep(stop)
         finally:
             watcher.stop()
 
-    async def _read(self) -> bool:
-        """Read the manifests in a worker thread, never on the loop: a file on a hung mount must not stop
-        serving. False while the read is past READ_DEADLINE_SECONDS; that read goes on, and the next pass
-        waits for it again rather than starting another."""
-        if self._reading is None:
-            self._reading = asyncio.get_running_loop().run_in_executor(self._reads, self.desired_state.refresh)
-        reading = self._reading
-        done, _ = await asyncio.wait({reading}, timeout=READ_DEADLINE_SECONDS)
-        if not done:
-            reading.add_done_callback(lambda _: self._wake.set())  # its end starts the next pass
-            self.health.check_reading(self.desired_state, late=(
-                f"reading the manifest folders has taken more than {READ_DEADLINE_SECONDS:.0f}s (many new files, or a "
-                "disk or network share that does not answer); what they declared before stays in effect until it ends"))
-            return False
-        self._reading = None
-        reading.result()  # a read that raised is the loop's failure
-        return True
-
     async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _sleep(self, stop: asyncio.Event) -> None:
         """Until woken or the next retry or resync is due; then wait for the file system to go quiet."""
         timeout = self.config.resync_seconds
         now = self.clock()
         due = [failure.retry_at for record in self.records.values() for failure in record.failures.values()]
+        due += [self.admissions.due(record) for record in self.records.values()]
         for retry_at in (*due, self.health.retry_at, self.desired_state.settles_at):
             if retry_at is not None:
                 timeout = min(timeout, max(0.05, retry_at - now))
@@ -167,11 +182,12 @@ class Reconciler:
 
     def _apply(self) -> None:
         desired = self.desired_state.current
+        builds = self.builds_now()
         for name, want in desired.items():
             record = self.records.setdefault(name, Record(name))
             record.want = want
             try:
-                self._reconcile(record, want)
+                builds = self._reconcile(record, want, builds)
             except Exception as exc:  # one deployment's bug must not stop the others converging
                 log.exception("%s: reconcile failed", name)
                 self.book.record(name, "ReconcileError", f"{type(exc).__name__}: {exc}", warning=True)
@@ -180,63 +196,89 @@ class Reconciler:
             gone = self.records.get(name)
             if gone is not None:
                 gone.want = None
-                self._stop_stale(gone)
+                if gone.activity is Activity.BUILDING and gone.work_key not in builds.declared:
+                    self._stop(gone)
             if gone is None or not gone.busy:
                 self._delete(name)
-        declared = {want.keys.build for want in desired.values()}
-        self.builds = {key: built for key, built in self.builds.items() if key in declared}
+        self.builds = {key: built for key, built in self.builds.items() if key in builds.declared}
         self.health.check_files(self.desired_state)
         self.health.check_reading(self.desired_state)
         self.health.save()
 
-    def _reconcile(self, record: Record, want: Desired) -> None:
-        name = record.name
-        deployment = want.deployment.deployment
-        status = self.book.get(name)
-        status.file = str(want.deployment.file)
-        status.endpoint = self.endpoint or None
-        validity(self.book, status, want)
-        selected, why = self.actuator.selects(deployment)
-        status.set_condition(C.SELECTED, selected, "Selected" if selected else "SelectorMismatch", why)
-        if not selected:
-            if record.running or record.unserved:
-                self._delete(name, keep_status=True)
-            set_phase(self.book, status, Phase.NOT_SELECTED)
-            status.observed_generation = want.generation
-            return
-        if record.busy:
-            self._stop_stale(record)
-            return
-        keys = want.keys
-        running = record.running
-        self._show_conflict(record, want.conflict.message if want.conflict else None)
-        if want.conflict is not None:
-            self._conflict(record, want)
-        elif running and running.keys.load == keys.load:
-            if running.keys.serve != keys.serve:
-                self.actuator.reconfigure(deployment)
-                running.keys = keys
-                running.names = self._names(want)
-                self.book.record(name, "ServingUpdated", "serving options applied in place (no rebuild, no reload)")
-            running.generation = want.generation
-            status.serving_generation = want.generation
-        elif keys.build in self.builds:
-            self._start(record, Activity.LOADING, keys.load, lambda: self._load(record, want, keys))
-        else:
-            self._start(record, Activity.BUILDING, keys.build, lambda: self._build(record, want, keys))
-        status.observed_generation = want.generation
-        settle(self.book, self.actuator, record, want, status, self.builds.get(keys.build), self.shown_activity(record))
+    def builds_now(self) -> Builds:
+        """Which artifacts are built, being built and declared, across all deployments."""
+        return Builds(ready=frozenset(self.builds), declared=frozenset(w.keys.build for w in self.desired.values()),
+                      running=frozenset(r.want.keys.build for r in self.records.values()
+                                        if r.activity is Activity.BUILDING and r.want is not None))
 
-    def _conflict(self, record: Record, want: Desired) -> None:
-        """Its names belong to another deployment: nothing of this version loads. A version already
-        serving under names of its own keeps serving them."""
-        assert want.conflict is not None
-        if record.running is None and record.unserved is not None:
-            self.actuator.unload(record.name)  # its not-ready placeholder would hold the names too
-            record.unserved = None
-        status = self.book.get(record.name)
-        if status.set_condition(C.SERVING, record.running is not None, NAME_CONFLICT, want.conflict.message):
-            self.book.record(record.name, NAME_CONFLICT, want.conflict.message, warning=True)
+    def _reconcile(self, record: Record, want: Desired, builds: Builds) -> Builds:
+        """Decide, act, then project the status. Returns `builds` with a build this started."""
+        deployment = want.deployment.deployment
+        selected, why = self.actuator.selects(deployment)
+        if selected and not record.busy:
+            self._show_conflict(record, want.conflict.message if want.conflict else None)
+        built = self.builds.get(want.keys.build)
+        demand = self.admissions.demand(record, built, self.records.values(), self.costs)
+        action = decide(record, want, builds, self.clock(), selected=selected, demand=demand)
+        self._act(record, want, action)
+        if isinstance(action, Start) and action.activity is Activity.BUILDING and record.busy:
+            builds = replace(builds, running=builds.running | {action.key})
+        record = self.records[record.name]  # unselecting replaces it
+        running = record.running
+        self._show(record, Seen(record, want, waits_for(record, builds), selected, why,
+                                tuple(describe_artifacts(built)) if built else None,
+                                self.actuator.describe(running.model) if running else None,
+                                self.endpoint or None, demand.on_demand))
+        return builds
+
+    def _act(self, record: Record, want: Desired, action: Action) -> None:
+        park = self.admissions.park
+        match action:
+            case Unselect():
+                if record.running or record.unserved or record.parked:
+                    self._delete(record.name, keep_status=True)
+            case StopBuild():
+                self._stop(record)
+            case Conflict() if record.running is None and (record.unserved or record.parked) is not None:
+                self.actuator.unload(record.name)  # its not-ready placeholder or stand-in would hold the names too
+                record.unserved, record.parked = None, None
+            case Reconfigure() if record.running is not None:
+                self.actuator.reconfigure(want.deployment.deployment)
+                record.running.keys = want.keys
+                record.running.names = self._names(want)
+                record.running.generation = want.generation
+                self.book.record(record.name, "ServingUpdated",
+                                 "serving options applied in place (no rebuild, no reload)")
+            case Keep() if record.running is not None:
+                record.running.generation = want.generation
+            case Start(activity=Activity.BUILDING, key=key):
+                self._start(record, Activity.BUILDING, key, lambda: self._build(record, want, want.keys))
+            case Start(activity=Activity.LOADING, key=key, evict=evict, drain=drain):
+                for victim in evict:
+                    park(self.records[victim], Reason.EVICTED, f"unloaded to make room for {record.name}")
+                if drain and record.running is not None:
+                    park(record, Reason.IDLE, "the new version does not fit the budget beside the old one: the old "
+                         "one is unloaded first")
+                self._start(record, Activity.LOADING, key, lambda: self._load(record, want, want.keys))
+            case Standby() if record.parked is None or record.parked_for != want.generation:
+                park(record, record.parked or Reason.IDLE, "")  # new, or its serving options changed
+            case Unload():
+                park(record, Reason.IDLE, f"idle for {self.admissions.idle_seconds(record):g} s: unloaded; it loads "
+                     "again on its next request")
+            case OverBudget(message=message):
+                self.admissions.over_budget(record, message)
+
+    def _show(self, record: Record, seen: Seen) -> None:
+        """Store the projected status, record what changed, and tell the server why it does not serve."""
+        old = self.book.get(record.name)
+        new = project(old, seen)
+        self.book.put(new)
+        for reason, message, warning in transitions(old, new, seen.want):
+            self.book.record(record.name, reason, message, warning)
+        problem = unserved(new)
+        if problem is not None and record.unserved != problem:
+            record.unserved = problem
+            self.actuator.unavailable(seen.want.deployment.deployment, *problem)
 
     def _show_conflict(self, record: Record, message: str | None) -> None:
         if record.conflict != message:
@@ -244,12 +286,6 @@ class Reconciler:
             self.actuator.not_ready(record.name, (NAME_CONFLICT, message) if message else None)
 
     def _start(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
-        assert record.want is not None
-        failure = record.failures.get(activity)
-        if failure and failure.blocks(key, record.want, self.clock()):
-            return
-        if activity is Activity.BUILDING and self._building(key):
-            return  # another deployment builds the same artifacts: this one loads them when it is done
         record.activity = activity
         record.work_key = key
         record.stop = threading.Event()
@@ -257,19 +293,11 @@ class Reconciler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _stop_stale(self, record: Record) -> None:
+    def _stop(self, record: Record) -> None:
         """Stop a build of artifacts no deployment declares any more (its manifest changed or went away):
         a build stuck until its deadline must not hold up the version that replaced it."""
-        if record.activity is not Activity.BUILDING or record.stop.is_set():
-            return
-        if any(r.want is not None and r.want.keys.build == record.work_key for r in self.records.values()):
-            return
         record.stop.set()
         self.book.record(record.name, "BuildCancelled", "stopping the build: its manifest changed or went away")
-
-    def _building(self, key: str) -> bool:
-        return any(r.activity is Activity.BUILDING and r.want is not None and r.want.keys.build == key
-                   for r in self.records.values())
 
     async def _run(self, record: Record, activity: Activity, key: str, work: Callable[[], Awaitable[Outcome]]) -> None:
         want = record.want
@@ -278,9 +306,13 @@ class Reconciler:
             outcome = await work()
         except Exception as exc:  # a bug here must not leave the deployment busy for ever
             log.exception("%s: %s failed", record.name, activity.value.lower())
-            outcome = Outcome.failed("ReconcileError", f"{type(exc).__name__}: {exc}", permanent=False)
+            outcome = Outcome.failed(Reason.RECONCILE_ERROR, f"{type(exc).__name__}: {exc}", permanent=False)
         record.activity = Activity.IDLE
         self._conclude(record, activity, key, want, outcome)
+        if activity is Activity.LOADING and outcome.kind is not OutcomeKind.DONE:
+            record.parked = None
+            self.admissions.refuse(record.name, ApiError(503, f"the model could not be loaded ({outcome.reason}): "
+                                                              f"{outcome.message}"))
         self._wake.set()
 
     def _conclude(self, record: Record, activity: Activity, key: str, want: Desired, outcome: Outcome) -> None:
@@ -305,21 +337,17 @@ class Reconciler:
         self.book.record(name, "Building", "building artifacts")
         self.health.save()
 
-        def progress(step: str, state: str, running: StepProgress | None) -> None:
-            loop.call_soon_threadsafe(self._step_event, name, step, state, running)
+        def progress(event: StepEvent) -> None:
+            loop.call_soon_threadsafe(self.book.step, name, event)
 
-        try:
-            result = await loop.run_in_executor(self._builds, self.actuator.build, want.deployment, progress,
-                                                record.stop)
-        except BuildCancelled:
-            self.book.record(name, "BuildStopped", "the build process was stopped; what is declared now builds next")
-            return Outcome.cancelled()
-        except BuildDeadlineExceeded as exc:
-            return Outcome.failed("BuildDeadlineExceeded", str(exc), permanent=False)
-        except Exception as exc:  # a failed build must never stop the loop
-            return Outcome.failed("BuildFailed", str(exc), permanent=not is_temporary(exc))
-        finally:
-            self._step_event(name, "build", "ended", None)  # no step of it runs any more
+        result = await work.build(self.actuator, self._builds, want.deployment, progress, record.stop)
+        if name in self.book.deployments:
+            self.book.deployments[name].progress = None  # no step of it runs any more
+        if isinstance(result, Outcome):
+            if result.kind is OutcomeKind.CANCELLED:
+                self.book.record(name, "BuildStopped",
+                                 "the build process was stopped; what is declared now builds next")
+            return result
         self.builds[keys.build] = result
         self.book.record(name, "Built", "artifacts ready")
         return Outcome.done()
@@ -327,14 +355,11 @@ class Reconciler:
     async def _load(self, record: Record, want: Desired, keys: Keys) -> Outcome:
         name = record.name
         deployment = want.deployment.deployment
-        loop = asyncio.get_running_loop()
         built = self.builds[keys.build]
-        try:
-            model = await loop.run_in_executor(self._loads, self.actuator.load, want.deployment, built, keys.load)
-        except NotServable as exc:  # the rules forbid every place here: the same until the manifest changes
-            return Outcome.failed(str(exc.reason), exc.message, permanent=True)
-        except Exception as exc:
-            return Outcome.failed("LoadFailed", str(exc), permanent=not is_temporary(exc))
+        started = self.clock()
+        model = await work.load(self.actuator, self._loads, want.deployment, built, keys.load)
+        if isinstance(model, Outcome):
+            return model
         previous = record.running
         try:
             self.actuator.serve(deployment, model)  # the swap: new routes first, then the old model drains
@@ -342,8 +367,11 @@ class Reconciler:
             model.retire()
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
-        record.unserved = None
-        self.book.get(name).serving_generation = want.generation
+        self.costs[keys.build] = estimate(built)
+        if record.parked is not None:
+            self.book.record(name, "Loaded", f"loaded on demand in {self.clock() - started:.2f} s (cold start)")
+        record.unserved, record.parked = None, None
+        self.admissions.loaded(name)
         self.book.record(name, "Swapped" if previous else "Serving", "new version serving" if previous else "serving")
         return Outcome.done()
 
@@ -354,28 +382,14 @@ class Reconciler:
         if keep_status and record is not None:
             self.records[name] = Record(name, record.want)
         self.actuator.unload(name)
-        if keep_status:
-            self.book.record(name, "Unloaded", "not selected by this agent")
-        else:
-            self.book.record(name, "Deleted", "no manifest declares it any more; unloaded")
+        why = "not selected by this agent" if keep_status else "no manifest declares it any more"
+        self.admissions.refuse(name, ApiError(404, f"the model of deployment {name!r} is gone: {why}"))
+        self.book.record(name, "Unloaded" if keep_status else "Deleted", why if keep_status else f"{why}; unloaded")
+        if not keep_status:
             self.book.remove(name)
         log.info("%s: unloaded", name)
-
-    def _step_event(self, name: str, step: str, state: str, running: StepProgress | None) -> None:
-        if state in ("done", "cached", "fetched", "failed"):
-            self.book.record(name, f"Step{state.capitalize()}", step, warning=state == "failed")
-        # None between steps and once the build has ended ("ended" is no step's state: no event is recorded).
-        if name in self.book.deployments:  # a deleted deployment's late report must not bring its status back
-            self.book.deployments[name].progress = running
 
     @staticmethod
     def _names(want: Desired) -> tuple[str, ...]:
         deployment = want.deployment.deployment
         return (deployment.public_name, *deployment.spec.serve.aliases)
-
-    def shown_activity(self, record: Record) -> Activity:
-        """What the deployment waits for: its own work, or a build another deployment runs for it."""
-        if record.activity is Activity.IDLE and record.want is not None and not record.want.conflict \
-                and record.running is None and self._building(record.want.keys.build):
-            return Activity.BUILDING
-        return record.activity

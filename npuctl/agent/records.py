@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from npuctl.agent.desired import Desired, Keys
+from npuctl.schema.status import Reason
 from npuctl.serve.models import ServedModel
 
 
@@ -35,7 +36,8 @@ class OutcomeKind(StrEnum):
 @dataclass(frozen=True)
 class Outcome:
     kind: OutcomeKind
-    reason: str = ""
+    reason: Reason = Reason.PENDING
+    """Why it failed (meaningless when done or cancelled)."""
     message: str = ""
 
     @classmethod
@@ -47,7 +49,7 @@ class Outcome:
         return cls(OutcomeKind.CANCELLED)
 
     @classmethod
-    def failed(cls, reason: str, message: str, *, permanent: bool) -> Outcome:
+    def failed(cls, reason: Reason, message: str, *, permanent: bool) -> Outcome:
         return cls(OutcomeKind.PERMANENT if permanent else OutcomeKind.RETRY, reason, message)
 
 
@@ -59,7 +61,7 @@ class Failure:
     """The build or load key it failed for: a failure of an older version does not count for the new one."""
     want: Desired
     """The declared version it failed for: a permanent failure waits until this changes."""
-    reason: str
+    reason: Reason
     message: str
     attempts: int
     retry_at: float | None
@@ -103,10 +105,15 @@ class Record:
     running: Running | None = None
     failures: dict[Activity, Failure] = field(default_factory=dict)
     """The last failure of each kind of work (BUILDING, LOADING)."""
-    unserved: tuple[str, str] | None = None
+    unserved: tuple[Reason, str] | None = None
     """(reason, message) it is held as not-ready under in the server, when declared but not serving."""
     conflict: str | None = None
     """The name conflict readiness shows for it (it has no place in the server: its names are taken)."""
+    parked: Reason | None = None
+    """Why an onDemand deployment stands by unloaded (Idle, Evicted, OverBudget); its names answer by asking for
+    it to load. None while loaded, or not standing by."""
+    parked_for: str | None = None
+    """The generation its stand-in was made from (a serving option edited while it stands by makes a new one)."""
 
     @property
     def busy(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from npuctl.agent.files import atomic_write
+from npuctl.artifacts.result import StepEvent, StepState
 from npuctl.schema.status import (
     ArtifactStatus,
     Condition,
@@ -24,10 +25,13 @@ from npuctl.schema.status import (
 )
 
 __all__ = ["ArtifactStatus", "Condition", "ConditionType", "DeploymentStatus", "Event", "Phase", "RunFacts",
-           "StatusBook", "now", "set_phase"]
+           "StatusBook", "now"]
 
 log = logging.getLogger("npuctl.agent")
 
+STEP_REASONS = {StepState.DONE: "StepDone", StepState.CACHED: "StepCached", StepState.FETCHED: "StepFetched",
+                StepState.FAILED: "StepFailed"}
+"""The event each finished build step is recorded as (a running step is shown by the Building phase)."""
 STATUS_FILE = "status.json"
 MAX_EVENTS = 20
 
@@ -65,6 +69,10 @@ class StatusBook:
             self.deployments[name] = DeploymentStatus(name=name)
         return self.deployments[name]
 
+    def put(self, status: DeploymentStatus) -> None:
+        """Replace a deployment's status with a newer projection of it."""
+        self.deployments[status.name] = status
+
     def remove(self, name: str) -> None:
         self.deployments.pop(name, None)
 
@@ -74,6 +82,15 @@ class StatusBook:
         status = self.get(name)
         status.events = [*status.events, event][-MAX_EVENTS:]
         return event
+
+    def step(self, name: str, event: StepEvent) -> None:
+        """A build step's report: an event when a step ends, and the running step's progress in the status."""
+        reason = STEP_REASONS.get(event.state)
+        if reason is not None:
+            where = "/".join(str(part) for part in (event.target, event.bucket) if part)
+            self.record(name, reason, f"{event.step} {where}".strip(), warning=event.state is StepState.FAILED)
+        if name in self.deployments:  # a deleted deployment's late report must not bring its status back
+            self.deployments[name].progress = event.running()
 
     def note(self, subject: str, reason: str, message: str, warning: bool = False) -> Event:
         """An event about something that is not a deployment (a manifest file, the state folder)."""
@@ -102,10 +119,3 @@ def _reason(exc: Exception) -> str:
         first = exc.errors()[0]
         return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
     return f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc.strerror or exc)
-
-
-def set_phase(book: StatusBook, status: DeploymentStatus, phase: Phase) -> None:
-    """Move a deployment to `phase`, with an event when it changes."""
-    if status.phase != phase:
-        book.record(status.name, f"Phase{phase.value}", f"{status.phase.value} -> {phase.value}")
-        status.phase = phase

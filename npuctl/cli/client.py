@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from npuctl.agent.api import PREFIX
 from npuctl.agent.auth import read_token
 from npuctl.agent.config import DEFAULT_LISTEN, AgentConfig
 from npuctl.errors import NpuctlError
+from npuctl.schema.status import BudgetUse
 
 
 class AgentError(NpuctlError):
@@ -46,9 +48,15 @@ class AgentClient:
 
     def overview(self) -> dict[str, Any]:
         """The deployments (`items`), the agent's own `conditions`, `invalidFiles`: manifest files that
-        declare no deployment, and `pendingFiles`: files saved and not read yet (each with when it will be)."""
+        declare no deployment, `pendingFiles`: files saved and not read yet (each with when it will be), and
+        `budget`: what the loaded models take of the agent's budget."""
         body = self._call("GET", "/deployments")
         self._items(body)
+        if "budget" in body:
+            try:
+                BudgetUse.model_validate(body["budget"])
+            except ValidationError:
+                raise self._foreign("a budget that is not one") from None
         return body
 
     def deployment(self, name: str) -> dict[str, Any]:

@@ -105,11 +105,10 @@ def _send_manifests(paths: Sequence[Path], dry_run: bool, agent_url: str | None,
     return results
 
 
-def _steps_line(steps: dict[str, Any]) -> str:
-    if steps.get("error"):
-        return f"build would fail: {steps['error']}"
-    stored = ", ".join(dict.fromkeys(steps["stored"])) or "nothing"
-    return f"stored: {stored}; " + (f"builds from: {steps['next']}" if steps["next"] else "nothing to build")
+def _steps_line(steps: object) -> str:
+    from npuctl.schema.status import BuildSteps
+
+    return BuildSteps.model_validate(steps).line()
 
 
 def _change_line(change: dict[str, Any], dry_run: bool) -> str:
@@ -129,7 +128,7 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
-    from npuctl.schema.status import Condition, FileProblem, PendingFile
+    from npuctl.schema.status import BudgetUse, Condition, FileProblem, PendingFile
 
     client = _client(agent_url)
     overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
@@ -150,6 +149,8 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     for waiting in pending:  # saved, not read yet: what it declares is not applied until then
         table.add_row(escape(waiting.file), "[yellow]Pending[/yellow]", "-", "-", "-", "-", "-")
     console.print(table)
+    if "budget" in overview:  # an agent's list (not one deployment's)
+        console.print(BudgetUse.model_validate(overview["budget"]).line(), markup=False)
     for problem in problems:
         err_console.print(problem.message, markup=False, soft_wrap=True)
     for waiting in pending:

@@ -11,6 +11,7 @@ from npuctl.errors import NpuctlError
 from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
+from npuctl.schema.status import Reason as Reason  # re-exported: the reasons NotServable gives
 from npuctl.schema.targets import describe_soc
 
 
@@ -26,23 +27,9 @@ class Where(StrEnum):
         return self is not Where.CPU
 
 
-class Reason(StrEnum):
-    """Why a deployment cannot run where it asked to (condition reasons in status)."""
-
-    NO_NPU = "NoNPU"
-    SIMULATOR_NOT_ALLOWED = "SimulatorNotAllowed"
-    NO_CONTEXT_BINARY = "NoContextBinary"
-    INCOMPATIBLE_CONTEXT_BINARY = "IncompatibleContextBinary"
-    NO_CPU_MODEL = "NoCPUModel"
-    SESSION_FAILED = "SessionFailed"
-    NOT_ON_NPU = "NotOnNPU"
-    NO_TOKENIZER = "NoTokenizer"
-    NO_LABELS = "NoLabels"
-    """A classifier whose config.json does not name its labels (id2label)."""
-
-
 class NotServable(NpuctlError):
-    """A deployment cannot be served under its own rules; `reason` is a Reason, `message` says why."""
+    """A deployment cannot be served under its own rules; `reason` is a status Reason (why it cannot run where it
+    asked to), `message` says why."""
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)

@@ -64,6 +64,13 @@ class Fallback(StrEnum):
     NONE = "none"
 
 
+class Residency(StrEnum):
+    ALWAYS = "always"
+    """Loaded while declared, never evicted (pinned)."""
+    ON_DEMAND = "onDemand"
+    """Built and verified ahead of time, loaded on the first request, unloaded when idle or to make room."""
+
+
 class PerformanceMode(StrEnum):
     DEFAULT = "default"
     BURST = "burst"

@@ -21,6 +21,7 @@ from npuctl.schema.enums import PerformanceMode as PerformanceMode
 from npuctl.schema.enums import Pooling as Pooling
 from npuctl.schema.enums import PowerPolicy as PowerPolicy
 from npuctl.schema.enums import Precision as Precision
+from npuctl.schema.enums import Residency as Residency
 from npuctl.schema.enums import Strategy as Strategy
 from npuctl.schema.enums import Task as Task
 from npuctl.schema.sources import check_source
@@ -294,6 +295,16 @@ class Serve(Spec):
     """Cut inputs longer than maxInputTokens (true) or refuse them with 400 (false)."""
     timeout_seconds: float = Field(30.0, gt=0)
     """A request still unanswered after this gets 504."""
+    residency: Annotated[Residency, _BY_VALUE] = Residency.ALWAYS
+    """`always`: loaded while declared, never unloaded (pinned). `onDemand`: built ahead of time, loaded on the
+    first request (requests wait while it loads, within timeoutSeconds and queueLimit), unloaded after
+    idleSeconds without requests, or evicted to make room within the agent's budget."""
+    idle_seconds: float = Field(300.0, ge=0)
+    """`onDemand`: unloaded after this many seconds without requests (Ollama's per-request keep_alive may
+    shorten it, never lengthen it)."""
+    priority: int = Field(0, ge=-1000, le=1000)
+    """When the agent's budget is full, idle onDemand models of the lowest priority are evicted first (the least
+    recently used among equals)."""
 
 
 class SelectorExpression(Spec):

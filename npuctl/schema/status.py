@@ -111,6 +111,8 @@ class Phase(StrEnum):
     """Serving, but not what is declared now (an invalid edit, a failed rebuild, an unwanted provider)."""
     FAILED = "Failed"
     NOT_SELECTED = "NotSelected"
+    STANDBY = "Standby"
+    """Built and verified, not loaded (`residency: onDemand`): it loads on its next request."""
 
 
 class ConditionType(StrEnum):
@@ -120,6 +122,8 @@ class ConditionType(StrEnum):
     LOADED = "Loaded"
     ON_NPU = "OnNPU"
     SERVING = "Serving"
+    RESIDENT = "Resident"
+    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted or OverBudget)."""
     STATE_SAVED = "StateSaved"
     """The agent's, not a deployment's: its state folder takes status writes."""
     MANIFESTS_READ = "ManifestsRead"
@@ -128,10 +132,64 @@ class ConditionType(StrEnum):
     """The agent's: its reconcile loop runs (False while it is restarted after a failure)."""
 
 
+class Reason(StrEnum):
+    """Why a condition has its status: every reason a condition can give (scripts may match on them)."""
+
+    VALID = "Valid"
+    INVALID_MANIFEST = "InvalidManifest"
+    """The manifest file is invalid now; the last valid version is kept."""
+    SELECTED = "Selected"
+    SELECTOR_MISMATCH = "SelectorMismatch"
+    PENDING = "Pending"
+    BUILDING = "Building"
+    BUILT = "Built"
+    BUILD_FAILED = "BuildFailed"
+    BUILD_DEADLINE_EXCEEDED = "BuildDeadlineExceeded"
+    """A build step ran past its deadline (agent config buildDeadlines); retried after a backoff."""
+    LOADING = "Loading"
+    LOAD_FAILED = "LoadFailed"
+    SESSIONS_OPEN = "SessionsOpen"
+    ON_NPU = "OnNPU"
+    ON_CPU = "OnCPU"
+    SERVING = "Serving"
+    NAME_CONFLICT = "NameConflict"
+    """A name it would be served under belongs to another deployment."""
+    ON_DEMAND = "OnDemand"
+    """Serving by loading on the first request (`residency: onDemand`)."""
+    IDLE = "Idle"
+    """Not loaded: not asked for since it was built, or unloaded after idleSeconds without requests."""
+    EVICTED = "Evicted"
+    """Not loaded: unloaded to make room within the agent's budget for another model."""
+    OVER_BUDGET = "OverBudget"
+    """Not loaded: asked for, but the agent's budget cannot fit it beside the models it may not evict."""
+    RECONCILE_ERROR = "ReconcileError"
+    """A fault of the agent itself while acting for this deployment; retried after a backoff."""
+    # Where it cannot run (from the runtime's placement, npuctl.runtime.placement).
+    NO_NPU = "NoNPU"
+    SIMULATOR_NOT_ALLOWED = "SimulatorNotAllowed"
+    NO_CONTEXT_BINARY = "NoContextBinary"
+    INCOMPATIBLE_CONTEXT_BINARY = "IncompatibleContextBinary"
+    NO_CPU_MODEL = "NoCPUModel"
+    SESSION_FAILED = "SessionFailed"
+    NOT_ON_NPU = "NotOnNPU"
+    NO_TOKENIZER = "NoTokenizer"
+    NO_LABELS = "NoLabels"
+    """A classifier whose config.json does not name its labels (id2label)."""
+    # The agent's own conditions.
+    SAVED = "Saved"
+    STATE_WRITE_FAILED = "StateWriteFailed"
+    READ = "Read"
+    MANIFESTS_NOT_READ = "ManifestsNotRead"
+    MANIFEST_READ_TIMEOUT = "ManifestReadTimeout"
+    MANIFEST_PENDING = "ManifestPending"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+
+
 class Condition(Fact):
     type: ConditionType
     status: Literal["True", "False", "Unknown"]
-    reason: str
+    reason: Reason
     """CamelCase, for scripts: `Built`, `BuildFailed`, `NameConflict`, `SimulatorNotAllowed`, ..."""
     message: str = ""
     """The reason in words, for people."""
@@ -235,7 +293,7 @@ class DeploymentStatus(Fact):
         found = self.condition(kind)
         return found is not None and found.status == "True"
 
-    def set_condition(self, kind: ConditionType, status: bool | None, reason: str, message: str = "") -> bool:
+    def set_condition(self, kind: ConditionType, status: bool | None, reason: Reason, message: str = "") -> bool:
         """Set a condition; its transition time moves only when its status flips. True if anything changed."""
         value = {True: "True", False: "False", None: "Unknown"}[status]
         old = self.condition(kind)
@@ -267,6 +325,47 @@ class PendingFile(Fact):
     file: str
     applies_at: str
     """When it is read if it does not change again (RFC 3339, UTC)."""
+
+
+class BudgetUse(Fact):
+    """What the agent's loaded models take of its budget (agent config `budget`), as estimated."""
+
+    memory: int
+    """The memory budget, bytes."""
+    memory_used: int
+    npu_sessions: int
+    npu_sessions_used: int
+    npu_memory: int | None = None
+    """The NPU memory budget, bytes (None: no limit)."""
+    npu_memory_used: int = 0
+    loaded: list[str] = []
+    """The deployments loaded now, which count against it."""
+
+    def line(self) -> str:
+        """The use in words, for `npuctl get`."""
+        mib = 1 << 20
+        npu = f", NPU memory {self.npu_memory_used // mib}/{self.npu_memory // mib} MiB" if self.npu_memory else ""
+        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB, NPU sessions "
+                f"{self.npu_sessions_used}/{self.npu_sessions}{npu}; loaded: {', '.join(self.loaded) or 'none'}")
+
+
+class BuildSteps(BaseModel):
+    """What `apply --dry-run` and `diff` say of a deployment that would build: the steps found in the agent's
+    store and the first that would run (`changes[].steps` in the control API's answer)."""
+
+    stored: list[str] = []
+    """Steps found in the store, in build order."""
+    next: str | None = None
+    """The first step a build would run; None when everything is stored."""
+    error: str | None = None
+    """Why a build would fail (a source that cannot be resolved), found without building."""
+
+    def line(self) -> str:
+        """The steps in words, for the CLI."""
+        if self.error:
+            return f"build would fail: {self.error}"
+        stored = ", ".join(dict.fromkeys(self.stored)) or "nothing"
+        return f"stored: {stored}; " + (f"builds from: {self.next}" if self.next else "nothing to build")
 
 
 def status_schema() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.http.faults import SERVER_FAULTS
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry, UnknownModel
+from npuctl.serve.standby import NotResident, Standby
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=ServedModel)
@@ -51,7 +52,7 @@ class ServeContext:
             request.state.model = ""
             error_type = None
             try:
-                response = await handler(request)
+                response = await _admitted(handler, request)
             except ApiError as exc:
                 response, error_type = error_response(exc, request.url.path), exc.openai_type
             except (QueueFull, BatcherClosed) as exc:
@@ -83,6 +84,8 @@ class ServeContext:
             request.state.model = model.name
             if not model.speaks(api):
                 raise ApiError(404, f"the model {name!r} is not served over the {api.value} API", param="model")
+            if isinstance(model, Standby):
+                raise NotResident(model)
             if not model.status.ready:
                 status = model.status
                 raise ApiError(503, f"the model {name!r} is not ready ({status.reason}): "
@@ -94,6 +97,21 @@ class ServeContext:
             yield model
         finally:
             model.release()
+
+
+ADMISSIONS = 3
+"""How often one request may find its model standing by: it loads, and could be evicted again before the request
+reaches it only under a budget thrashing between models."""
+
+
+async def _admitted(handler: Handler, request: Request) -> Response:
+    """Answer `request`; when its model stands by (onDemand, not loaded), have it loaded and answer again."""
+    for _ in range(ADMISSIONS - 1):
+        try:
+            return await handler(request)
+        except NotResident as exc:
+            await exc.model.admit()
+    return await handler(request)
 
 
 def _overload(exc: QueueFull | BatcherClosed) -> ApiError:

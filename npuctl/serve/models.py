@@ -106,6 +106,8 @@ class ServedModel:
         self._lock = threading.Lock()
         self._leases = 0
         self._retired = False
+        self.last_used = time.monotonic()
+        """When its last request ended, or it was taken (monotonic): how long it has been idle."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -128,9 +130,15 @@ class ServedModel:
         with self._lock:
             self._leases += 1
 
+    @property
+    def leases(self) -> int:
+        """Requests holding it now (answering or queued)."""
+        return self._leases
+
     def release(self) -> None:
         with self._lock:
             self._leases -= 1
+            self.last_used = time.monotonic()
             last = self._retired and self._leases == 0
         if last:
             self._close()

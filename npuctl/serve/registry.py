@@ -5,7 +5,9 @@ finish on it, new ones get the new model, and the old one closes when its last r
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.metrics import ServeMetrics
 from npuctl.serve.models import ServedModel
 
@@ -23,6 +25,9 @@ class ModelRegistry:
         self._by_deployment: dict[str, ServedModel] = {}
         self._by_name: dict[str, ServedModel] = {}
         self._problems: dict[str, tuple[str, str]] = {}
+        self.idle_times: Callable[[str, float], bool] | None = None
+        """Takes a request's idle time for a deployment (Ollama's keep_alive) and says whether its manifest lets it
+        be unloaded (an agent's onDemand deployments); None: nothing is ever unloaded (npuctl serve)."""
 
     def put(self, model: ServedModel) -> ServedModel | None:
         """Add a model, or atomically replace the one of the same deployment; returns the replaced
@@ -67,6 +72,16 @@ class ModelRegistry:
                 raise UnknownModel(name)
             model.acquire()
         return model
+
+    def keep_alive(self, model: ServedModel, seconds: float | None) -> None:
+        """A request asked for `model` to stay loaded `seconds` after it (Ollama's keep_alive). Only an onDemand
+        deployment's manifest lets it go sooner than while declared: asking any other to unload at once is 400."""
+        # Not set: Ollama's default, which is the manifest's idle time here (a shorter one asked before ends).
+        unloads = self.idle_times is not None and self.idle_times(model.deployment,
+                                                                  float("inf") if seconds is None else seconds)
+        if seconds == 0 and not unloads:
+            raise ApiError(400, "'keep_alive': 0 would unload the model, and its deployment keeps it loaded while "
+                                "declared (spec.serve.residency: always); declare it onDemand to let it unload")
 
     def ready(self) -> bool:
         """Every declared deployment serves on a provider its rules accept, and nothing else is wrong."""

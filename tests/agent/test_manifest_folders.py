@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from npuctl.agent import desired as desired_module
-from npuctl.agent import reconcile as reconcile_module
+from npuctl.agent import reading as reading_module
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
@@ -265,7 +265,7 @@ def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfi
         return load_file(file, within) if within else load_file(file)
 
     monkeypatch.setattr(desired_module, "load_file", hung)
-    monkeypatch.setattr(reconcile_module, "READ_DEADLINE_SECONDS", 0.3, raising=False)  # absent before the fix
+    monkeypatch.setattr(reading_module, "READ_DEADLINE_SECONDS", 0.3)
 
     async def scenario() -> None:
         reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]

@@ -236,7 +236,7 @@ def check_embedding_options(post: Post, path: str) -> None:
 
 
 def check_keep_alive(post: Post, path: str) -> None:
-    # Every deployed model stays loaded, which honours any keep_alive but 0 (unloading is issue 24's policy).
+    # A model kept loaded while declared (residency: always, as here) honours any keep_alive but 0, which is a 400.
     assert post(path, base(path) | {"keep_alive": "5m"}).status_code == 200
     refused(post, path, base(path) | {"keep_alive": 0}, "keep_alive")
 

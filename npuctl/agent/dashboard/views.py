@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from npuctl.agent.actuator import describe_artifacts
-from npuctl.agent.reconcile import Reconciler
-from npuctl.agent.records import Activity
 from npuctl.agent.sources import SourcePoller
+from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import ConditionType, DeploymentStatus, Event, Phase, now
 from npuctl.artifacts import BuildResult
 from npuctl.runtime.devices import HostFacts
+from npuctl.schema.status import Reason
 from npuctl.serve.models import ServedModel
 from npuctl.serve.registry import ModelRegistry
 from npuctl.serve.timeline import ModelSeries, Timeline
@@ -113,24 +113,21 @@ def host_view(host: HostFacts) -> Host:
     return Host(soc=soc.alias if soc else None, soc_model=host.soc_model, npu=host.npu.value)
 
 
-def agent_view(url: str, reconciler: Reconciler, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
+def agent_view(url: str, state: AgentState, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
                poller: SourcePoller | None = None, recent: float | None = None) -> AgentView:
     """A running agent as the page shows it (with the samples of the last `recent` seconds, or all)."""
-    book = reconciler.book
-    names = sorted(set(reconciler.desired) | set(book.deployments))
     views = []
-    for name in names:
-        want = reconciler.desired.get(name)
+    events = state.events()
+    for name in state.names():
+        want = state.declared.get(name)
         spec = want.deployment.deployment if want else None
-        record = reconciler.records.get(name)
-        building = record is not None and reconciler.shown_activity(record) is Activity.BUILDING
-        status = book.deployments.get(name) or DeploymentStatus(name=name)  # a read: never book.get, which adds
+        status = state.status(name) or DeploymentStatus(name=name)
         views.append(_deployment(status, registry.get(name), spec.public_name if spec else None,
                                  spec.spec.model.task.value if spec else None,
-                                 _build_progress(status, book.events) if building else None))
+                                 _build_progress(status, events) if state.building(name) else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
     return AgentView(url=url, host=host_view(host), sources=sources, deployments=views,
-                     events=list(reversed(book.events))[:MAX_EVENTS], series=timeline.series(recent))
+                     events=list(reversed(events))[:MAX_EVENTS], series=timeline.series(recent))
 
 
 def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: HostFacts,
@@ -143,12 +140,12 @@ def serve_view(url: str, registry: ModelRegistry, timeline: Timeline, host: Host
         status = DeploymentStatus(name=model.deployment, phase=Phase.READY if served.ready else Phase.FAILED,
                                   provider=served.provider, npu_coverage=served.npu_coverage, cost=served.cost,
                                   artifacts=describe_artifacts(built) if built else [])
-        status.set_condition(ConditionType.VALID, True, "Valid")
-        status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, "Built" if built else served.reason,
+        status.set_condition(ConditionType.VALID, True, Reason.VALID)
+        status.set_condition(ConditionType.ARTIFACTS_READY, built is not None, Reason.BUILT if built else Reason(served.reason),
                              "" if built else served.message)
-        status.set_condition(ConditionType.LOADED, served.ready, "SessionsOpen" if served.ready else served.reason,
+        status.set_condition(ConditionType.LOADED, served.ready, Reason.SESSIONS_OPEN if served.ready else Reason(served.reason),
                              served.message)
-        status.set_condition(ConditionType.SERVING, served.ready, served.reason, served.message)
+        status.set_condition(ConditionType.SERVING, served.ready, Reason(served.reason), served.message)
         views.append(_deployment(status, model, model.name, None, None))
     return AgentView(url=url, host=host_view(host), deployments=views, series=timeline.series(recent))
 

@@ -68,9 +68,11 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}")
     inflate = inflater(request.headers.get("content-encoding"), limit)
     body = bytearray()
+    sent = bytearray()
     try:
         async for chunk in request.stream():
             if inflate is not None:
+                sent += chunk
                 inflate.feed(chunk)  # the limit applies to the inflated bytes
                 continue
             body += chunk
@@ -81,7 +83,14 @@ async def read_body(request: Request, limit: int) -> bytes:
                        headers={"Connection": "close"}) from None
     except ClientDisconnect:
         raise ApiError(CLIENT_CLOSED, "client closed the request while sending its body") from None
-    return inflate.finish() if inflate is not None else bytes(body)
+    # Kept as Starlette keeps a body it read (Request.body()), so that a request answered again (its model was
+    # loaded on demand meanwhile) reads it again.
+    if inflate is not None:
+        setattr(request, "_body", bytes(sent))
+        return inflate.finish()
+    data = bytes(body)
+    setattr(request, "_body", data)
+    return data
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -20,6 +20,7 @@ MAX_STOP = 16
 OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "stop", *OLLAMA_FIELDS)
 """The `options` npuctl honours (Ollama's others tune its own runtime: GPU layers, threads, mmap, ...)."""
 _DURATION = re.compile(r"^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -56,19 +57,20 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
-def keep_alive(body: dict[str, Any]) -> None:
-    """npuctl keeps every deployed model loaded: any keep-alive is honoured, except asking to unload now (0),
-    which is the manifest's business."""
+def keep_alive(body: dict[str, Any]) -> float | None:
+    """The idle time asked for, in seconds (infinite for a negative one, as Ollama reads it); None when not set.
+    Whether the model may be unloaded that soon is its manifest's business (see ModelRegistry.keep_alive)."""
     value = body.get("keep_alive")
     if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float | str) or (
-            isinstance(value, str) and not _DURATION.match(value)):
+        return None
+    parsed = _DURATION.match(value) if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str) or (isinstance(value, str) and not parsed):
         raise ApiError(400, f"'keep_alive' must be a duration ('5m', '1h', -1) or a number of seconds, not {value!r}")
-    amount = float(value) if not isinstance(value, str) else float(re.sub(r"[^\d.\-]", "", value))
-    if amount == 0:
-        raise ApiError(400, "'keep_alive': 0 would unload the model; npuctl keeps deployed models loaded "
-                       "(remove the deployment to unload it)")
+    if isinstance(value, str) and parsed is not None:
+        amount = float(value.removesuffix(parsed.group(2) or "")) * _UNITS[parsed.group(2) or "s"]
+    else:
+        amount = float(value)
+    return float("inf") if amount < 0 else amount
 
 
 def refuse(body: dict[str, Any], name: str, why: str, empty: object) -> None:

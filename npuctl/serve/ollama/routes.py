@@ -61,6 +61,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def chat(request: Request) -> Response:
         body = await _body(request, ctx, CHAT_FIELDS)
+        keep = check.keep_alive(body)
         history = check.messages(body.get("messages"))
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
             form = check.form(body, model.model.guided)
@@ -68,10 +69,12 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
                 ids = model.model.tokenizer.chat(history, form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc)) from exc
+            ctx.registry.keep_alive(model, keep)
             return await _generate(request, model, ids, body, form, chat=True)
 
     async def generate(request: Request) -> Response:
         body = await _body(request, ctx, GENERATE_FIELDS)
+        keep = check.keep_alive(body)
         prompt, system = body.get("prompt", ""), body.get("system", "")
         if not isinstance(prompt, str) or not isinstance(system, str):
             raise ApiError(400, "'prompt' and 'system' must be strings")
@@ -82,7 +85,8 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         check.refuse(body, "images", "this model takes text only", [])
         check.refuse(body, "template", "npuctl uses the model's own chat template", "")
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
-            if not prompt:  # Ollama's way to load a model: it is loaded already
+            ctx.registry.keep_alive(model, keep)
+            if not prompt:  # Ollama's way to load a model (and, with keep_alive 0, to unload it)
                 return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
             tokenizer = model.model.tokenizer
             if raw or not tokenizer.has_chat_template:
@@ -99,7 +103,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def embed(request: Request) -> Response:
         body = await _body(request, ctx, EMBED_FIELDS)
-        check.keep_alive(body)
+        keep = check.keep_alive(body)
         check.no_options(body)
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
@@ -111,6 +115,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             raise ApiError(400, "'input' must be a non-empty string or a list of them")
         started = time.perf_counter()
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
+            ctx.registry.keep_alive(model, keep)
             dimensions = body.get("dimensions")
             if dimensions is not None and dimensions != model.model.dimensions:
                 raise ApiError(400, f"'dimensions': this model only gives {model.model.dimensions}-dimensional "
@@ -127,12 +132,13 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def embeddings(request: Request) -> Response:
         body = await _body(request, ctx, EMBEDDINGS_FIELDS)
-        check.keep_alive(body)
+        keep = check.keep_alive(body)
         check.no_options(body)
         prompt = body.get("prompt", "")
         if not isinstance(prompt, str):
             raise ApiError(400, "'prompt' must be a string")
         with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
+            ctx.registry.keep_alive(model, keep)
             if not prompt:
                 return JSONResponse({"embedding": []})
             tokens = input_tokens([prompt], model.model.encoder, model.truncate)
@@ -164,7 +170,6 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 
 async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any],
                     form: Structure, *, chat: bool) -> Response:
-    check.keep_alive(body)
     check.refuse(body, "think", "this model does not think aloud", False)
     stream = check.stream_flag(body)
     asked = check.options(body)

@@ -85,7 +85,10 @@ def ollama_paths() -> dict[str, Any]:
     no_options = {"type": "object", "nullable": True, "maxProperties": 0,
                   "description": "no option changes an embedding"}
     keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
-                                              {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}]}
+                                              {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}],
+                  "description": "how long the model stays loaded after this request, within its manifest's "
+                                 "idleSeconds (spec.serve.residency: onDemand); 0, unload right after the answer, "
+                                 "is taken by onDemand models only (a 400 for the others)"}
     common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
               "format": {"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]}, ANY_OBJECT]},
               "think": {"type": "boolean", "enum": [False], "nullable": True},

