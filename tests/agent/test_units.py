@@ -18,6 +18,7 @@ from npuctl.agent.main import ConfigError, load_config
 from npuctl.agent.plan import plan
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.selection import selects
+from npuctl.agent.state_view import AgentState
 from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
 from npuctl.agent.watcher import is_manifest_path
 from npuctl.artifacts import BuildError, StepEvent
@@ -156,7 +157,7 @@ class _ReportingActuator:
     def build(self, loaded: Any, progress: Any, stop: Any) -> Any:
         event = StepEvent("llm-quantize", StepState.RUNNING, "k", seconds=35.04, message="calibrating",
                           progress=Progress(12, 64, "calibration samples"))
-        progress(event.step, event.state, event.running())
+        progress(event)
         self.reported.set()
         self.release.wait(60)
         raise BuildError("llm-quantize", "stopped by the test")
@@ -194,7 +195,7 @@ def test_status_and_the_dashboard_show_how_far_the_running_step_has_got(tmp_path
         assert {k: v for k, v in status.model_dump(mode="json")["progress"].items() if k != "time"} == {
             "step": "llm-quantize", "done": 12, "total": 64, "unit": "calibration samples",
             "message": "calibrating", "seconds": 35.0}
-        [view] = agent_view("http://127.0.0.1:1", reconciler, registry, Timeline(registry), detect_host()).deployments
+        [view] = agent_view("http://127.0.0.1:1", AgentState(reconciler), registry, Timeline(registry), detect_host()).deployments
         assert view.build is not None and view.build.running == line
         actuator.release.set()
         while reconciler.busy and time.monotonic() < deadline:
