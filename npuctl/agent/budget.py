@@ -1,8 +1,8 @@
 """The agent's budget for loaded models, and who makes room when it is full. Pure: `make_room()` reads what is
 loaded and answers which idle models to evict, or why nothing can be; npuctl.agent.residency acts on it.
 
-A model's cost is estimated from its artifact sizes (`estimate()`), until it is measured at load: that
-measurement replaces this one function."""
+A model's cost is estimated from its artifact sizes (`estimate()`) before it loads; once loaded, `measured()`
+takes the larger of that and what the load measured (npuctl.runtime.footprint: RSS growth plus the full KV cache)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from npuctl.artifacts import BuildResult
+from npuctl.schema.cost import LoadCost
 
 MiB = 1 << 20
 SESSION_OVERHEAD = 64 * MiB
@@ -117,6 +118,15 @@ def estimate(built: BuildResult) -> Cost:
         by_soc.setdefault(artifact.soc_model, []).append(_size(artifact.context_binary) + _size(artifact.context_model))
     binaries = max(by_soc.values(), key=sum, default=[])
     return Cost(SESSION_OVERHEAD + cpu + sum(binaries), len(binaries), sum(binaries))
+
+
+def measured(estimated: Cost, load: LoadCost | None) -> Cost:
+    """A loaded model's cost: the measurement where it is larger than the estimate. The estimate stays a floor:
+    RSS growth over the load misses what the first requests allocate (arenas, KV pages)."""
+    if load is None:
+        return estimated
+    return Cost(max(estimated.memory, load.memory_bytes), max(estimated.npu_sessions, load.npu_sessions),
+                max(estimated.npu_memory, load.context_binary_bytes))
 
 
 def _size(path: Path | None) -> int:

@@ -23,7 +23,7 @@ import psutil
 
 from npuctl.agent import work
 from npuctl.agent.actuator import Actuator, describe_artifacts
-from npuctl.agent.budget import Cost, Limits, estimate
+from npuctl.agent.budget import Cost, Limits, estimate, measured
 from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.decide import (
@@ -367,7 +367,7 @@ class Reconciler:
             model.retire()
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
-        self.costs[keys.build] = estimate(built)
+        self.costs[keys.build] = measured(estimate(built), model.status.cost)
         if record.parked is not None:
             self.book.record(name, "Loaded", f"loaded on demand in {self.clock() - started:.2f} s (cold start)")
         record.unserved, record.parked = None, None

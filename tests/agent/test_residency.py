@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room
+from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
 from npuctl.agent.conditions import project
 from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase
+from npuctl.schema.cost import LoadCost
 from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.models import ModelStatus, Unavailable
 from tests.agent.harness import manifest
@@ -130,3 +131,16 @@ def test_an_on_demand_deployment_shows_why_it_is_not_loaded(parked: Reason, acti
     assert found is not None and (found.status, found.reason) == resident_
     serving = status.condition(C.SERVING)
     assert serving is not None and (serving.status, serving.reason) == ("True", "OnDemand"), "its names answer"
+
+
+@pytest.mark.parametrize(("host", "kv", "binaries", "sessions", "want"), [
+    (900, 300, 0, 0, Cost(1200, 1, 500)),  # the load took more than the files say (KV cache included): measured
+    (10, 0, 0, 0, Cost(1000, 1, 500)),  # RSS growth misses what first requests allocate: the estimate is a floor
+    (10, 0, 800, 2, Cost(1000, 2, 800)),  # more NPU sessions and binary bytes than estimated
+])
+def test_a_loaded_models_cost_is_its_measurement_where_that_exceeds_the_estimate(host: int, kv: int, binaries: int,
+                                                                                sessions: int, want: Cost) -> None:
+    load = LoadCost(host_bytes=host, artifact_bytes=500, kv_cache_bytes=kv, context_binary_bytes=binaries,
+                    npu_sessions=sessions, sessions=max(sessions, 1))
+    assert measured(Cost(1000, 1, 500), load) == want
+    assert measured(Cost(1000, 1, 500), None) == Cost(1000, 1, 500)
