@@ -38,9 +38,8 @@ def check_fields(body: dict[str, Any], known: Collection[str]) -> None:
         raise ApiError(400, f"unknown field {unknown[0]!r}; this endpoint takes: {', '.join(sorted(known))}")
 
 
-def model_name(body: dict[str, Any], names: Collection[str]) -> str:
+def model_name(name: Any, names: Collection[str]) -> str:
     """The `model` field, with Ollama's `:latest` tag dropped when the bare name is served."""
-    name = body.get("model")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "'model' must be a non-empty string")
     if name.endswith(LATEST) and name not in names and name[: -len(LATEST)] in names:
@@ -56,10 +55,9 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
-def keep_alive(body: dict[str, Any]) -> None:
+def keep_alive(value: Any) -> None:
     """npuctl keeps every deployed model loaded: any keep-alive is honoured, except asking to unload now (0),
     which is the manifest's business."""
-    value = body.get("keep_alive")
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float | str) or (
@@ -96,10 +94,10 @@ def form(body: dict[str, Any], guided: bool) -> Structure:
         raise ApiError(400, exc.message.replace("'response_format'", "'format'")) from exc
 
 
-def no_options(body: dict[str, Any]) -> None:
+def no_options(value: Any) -> None:
     """An embedding's `options`: none of Ollama's options changes an embedding here, so any one set is refused
     (Ollama's num_ctx would truncate: here `truncate` and the model's limit do)."""
-    value = body.get("options") or {}
+    value = value or {}
     if not isinstance(value, dict):
         raise ApiError(400, "'options' must be an object")
     named = sorted(name for name, setting in value.items() if setting is not None)

@@ -8,10 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
+from npuctl.serve.ollama.bodies import EmbedRequest, PromptEmbeddingRequest, ShowRequest
+from npuctl.serve.openai.requests import EmbeddingsRequest
+from npuctl.serve.openapi.components import components, ref
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
 from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
 from npuctl.serve.openapi.tei import tei_paths
+from npuctl.serve.scoring.requests import ClassifyRequest, RerankRequest, RerankV2Request
+from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
 
 _GENERATION: dict[str, Any] = {
     "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
@@ -128,6 +133,7 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
             "PlainError": obj({"error": {"type": "string"}}, required=["error"]),
             "ControlError": obj({"error": obj({"message": {"type": "string"}}, required=["message"])},
                                 required=["error"]),
+            **request_components(),
             "Tensor": obj({"name": {"type": "string"}, "datatype": {"type": "string"},
                            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                            "data": {"type": "array", "items": {}},
@@ -144,16 +150,7 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
 
 
 def _openai() -> dict[str, Any]:
-    token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
-    embeddings = obj({
-        "model": NAME,
-        "input": {"oneOf": [{"type": "string", "minLength": 1},
-                            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
-                             "maxItems": 2048},
-                            token_ids, {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 2048}]},
-        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-        "dimensions": {"type": "integer", "nullable": True},
-    }, required=["model", "input"])
+    embeddings = ref(EmbeddingsRequest)
     card = obj({"id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
                 "owned_by": {"type": "string"}}, required=["id", "object"])
     answer = json_body(obj({"id": {"type": "string"}, "object": {"type": "string"}, "choices": {"type": "array"}}),
@@ -193,5 +190,10 @@ def bench_schemas() -> dict[str, Any]:
     """`npuctl bench`'s result and the models in it, as OpenAPI components (what PUT .../bench takes)."""
     from npuctl.schema.bench import BenchResult
 
-    schema = BenchResult.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-    return {**schema.pop("$defs", {}), "BenchResult": schema}
+    return components(BenchResult)
+
+
+def request_components() -> dict[str, Any]:
+    """Every request body's schema, from the model the server validates it with."""
+    return components(EmbeddingsRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
+                      RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest, GenerateRequest)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from npuctl.serve.ollama.bodies import DURATION, ZERO, EmbedRequest, PromptEmbeddingRequest, ShowRequest
+from npuctl.serve.openapi.components import ref
 from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
 
-_DURATION = "^-?[0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h)?$"
-_ZERO = "^-?0+([.]0+)?(ns|us|µs|ms|s|m|h)?$"
 MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 """The agent's manifest file names (npuctl.agent.files.SAFE_FILE; the serve layer does not import the agent's)."""
 
@@ -82,10 +82,8 @@ def ollama_paths() -> dict[str, Any]:
         "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
     })
     options["nullable"] = True
-    no_options = {"type": "object", "nullable": True, "maxProperties": 0,
-                  "description": "no option changes an embedding"}
     keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
-                                              {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}]}
+                                              {"type": "string", "pattern": DURATION, "not": {"pattern": ZERO}}]}
     common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
               "format": {"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]}, ANY_OBJECT]},
               "think": {"type": "boolean", "enum": [False], "nullable": True},
@@ -104,12 +102,6 @@ def ollama_paths() -> dict[str, Any]:
                                  "template": {"type": "string", "enum": [""]}, "images": no_images,
                                  "context": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
                        required=["model"])
-    embed = _closed({"model": NAME, "input": {"oneOf": [
-        {"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
-        "truncate": {"type": "boolean"}, "options": no_options, "keep_alive": keep_alive,
-        "dimensions": {"type": "integer", "nullable": True}}, required=["model", "input"])
-    embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": no_options, "keep_alive": keep_alive},
-                         required=["model"])
     failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
     answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
 
@@ -125,12 +117,11 @@ def ollama_paths() -> dict[str, Any]:
             "200": json_body(obj({"version": {"type": "string"}}, required=["version"]), "version")}}},
         "/api/tags": {"get": {"summary": "models", "responses": {"200": listing}}},
         "/api/ps": {"get": {"summary": "loaded models (all that serve)", "responses": {"200": listing}}},
-        "/api/show": post("one model's details", _closed({"model": NAME, "verbose": {"type": "boolean"}},
-                                                          required=["model"]), json_body(ANY_OBJECT, "details")),
+        "/api/show": post("one model's details", ref(ShowRequest), json_body(ANY_OBJECT, "details")),
         "/api/chat": post("Ollama chat", chat, answer),
         "/api/generate": post("Ollama generate", generate, answer),
-        "/api/embed": post("Ollama embeddings", embed, json_body(ANY_OBJECT, "embeddings")),
-        "/api/embeddings": post("Ollama embeddings (older endpoint)", embeddings, json_body(ANY_OBJECT, "embedding")),
+        "/api/embed": post("Ollama embeddings", ref(EmbedRequest), json_body(ANY_OBJECT, "embeddings")),
+        "/api/embeddings": post("Ollama embeddings (older endpoint)", ref(PromptEmbeddingRequest), json_body(ANY_OBJECT, "embedding")),
     }
 
 

@@ -15,53 +15,47 @@ from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, GenerationService, ScoringService
 from npuctl.serve.ollama.routes import RUNNING
 from npuctl.serve.tei.choosing import EMBED, GENERATE, PREDICT, chosen, kind_named
 from npuctl.serve.tei.encoders import embed, predict
 from npuctl.serve.tei.generate import generate
+from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
 
 
 def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
-    async def body_of(request: Request) -> dict[str, Any]:
-        body = await read_json(request, ctx.max_body_bytes)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
-
     async def embed_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await embed(request, ctx, body, chosen(ctx, body, (EMBED,)))
+        asked = parse(TeiEmbedRequest, await read_json(request, ctx.max_body_bytes))
+        return await embed(request, ctx, asked, chosen(ctx, asked.model, (EMBED,)))
 
     async def predict_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await predict(request, ctx, body, chosen(ctx, body, (PREDICT,)))
+        asked = parse(TeiPredictRequest, await read_json(request, ctx.max_body_bytes))
+        return await predict(request, ctx, asked, chosen(ctx, asked.model, (PREDICT,)))
 
     async def generate_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await generate(request, ctx, body, chosen(ctx, body, (GENERATE,)), stream=False)
+        asked = parse(GenerateRequest, await read_json(request, ctx.max_body_bytes))
+        return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=False)
 
     async def generate_stream_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await generate(request, ctx, body, chosen(ctx, body, (GENERATE,)), stream=True)
+        asked = parse(GenerateRequest, await read_json(request, ctx.max_body_bytes))
+        return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=True)
 
     async def root(request: Request) -> Response:
         """`GET /`: Ollama's "Ollama is running", for clients looking for a server. `POST /`: TEI's and TGI's,
         what the one model here does with `inputs`. One route, so that a wrong method's 405 names all three."""
         if request.method != "POST":
             return PlainTextResponse(RUNNING)
-        body = await body_of(request)
-        name = chosen(ctx, body, (EMBED, PREDICT, GENERATE))
+        body = await read_json(request, ctx.max_body_bytes)
+        name = chosen(ctx, body.get("model") if isinstance(body, dict) else None, (EMBED, PREDICT, GENERATE))
         kind = kind_named(ctx, name)
         try:
             if kind == EMBED:
-                return await embed(request, ctx, body, name)
+                return await embed(request, ctx, parse(TeiEmbedRequest, body), name)
             if kind == PREDICT:
-                return await predict(request, ctx, body, name)
-            stream = body.pop("stream", False)
-            if not isinstance(stream, bool):
-                raise ApiError(400, "'stream' must be true or false", param="stream")
-            return await generate(request, ctx, body, name, stream=stream)
+                return await predict(request, ctx, parse(TeiPredictRequest, body), name)
+            asked = parse(GenerateRequest, body)
+            return await generate(request, ctx, asked, name, stream=asked.stream)
         except ApiError as exc:
             if exc.status != 400:
                 raise
@@ -71,7 +65,7 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def info(request: Request) -> Response:
         """TEI's and TGI's description of the server's one model (of the kind named by `model` when several)."""
-        name = chosen(ctx, dict(request.query_params), (EMBED, PREDICT, GENERATE))
+        name = chosen(ctx, request.query_params.get("model"), (EMBED, PREDICT, GENERATE))
         model = next((m for m in ctx.registry.models() if m.name == name), None)
         if model is None:
             raise ApiError(404, f"the model {name!r} does not exist", param="model", code="model_not_found")
