@@ -255,6 +255,12 @@ def test_each_process_serves_and_publishes_its_own_description(servers: list[str
             f"regenerate schema/{file} (see tests/README.md)"
 
 
+def test_each_description_is_valid_openapi_3_0() -> None:
+    # Request bodies' schemas come from pydantic (JSON Schema 2020-12): converted, they must still be OpenAPI 3.0.
+    serve_schema.validate()
+    agent_schema.validate()
+
+
 def test_fuzzing_saw_no_server_error() -> None:
     # The figures for tests/README.md (pytest -s shows them).
     print(f"\nHTTP fuzz: {sum(STATUSES.values())} requests, by status: {dict(sorted(STATUSES.items()))}")

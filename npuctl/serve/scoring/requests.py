@@ -44,6 +44,11 @@ Query = Annotated[Text, BeforeValidator(_query)]
 TopN = Annotated[int, Field(ge=1), BeforeValidator(_top_n)]
 
 
+def _given(field: str, kind: str) -> dict[str, Any]:
+    """The schema of "`field` is sent and is not null"."""
+    return {"required": [field], "properties": {field: {"type": kind}}}
+
+
 class RerankRequest(Body):
     """Cohere's v1, Jina's and infinity's (`documents`), or TEI's (`texts`: answered as TEI's list)."""
 
@@ -71,26 +76,25 @@ class RerankRequest(Body):
 
     @model_validator(mode="after")
     def _one_shape(self) -> RerankRequest:
-        """`documents` or `texts`, and each shape's own fields only (a field of the other would be ignored). As
-        the schema's `required`, a field sent as null counts as sent."""
-        sent = self.model_fields_set
-        tei = "texts" in sent
-        shown = self.texts if tei else self.documents
-        if tei == ("documents" in sent) or shown is None:
+        """`documents` or `texts`, and each shape's own fields only (a field of the other would be ignored); null
+        is as good as left out."""
+        tei = self.texts is not None
+        if tei == (self.documents is not None):
             field = "texts" if tei else "documents"
             raise ApiError(400, f"'{field}' must be a non-empty list of documents: send 'documents' (Cohere, "
                            "Jina, infinity) or 'texts' (TEI), one of them", param=field)
         misplaced = next((f for f in (("return_documents", "rank_fields") if tei else ("return_text",))
-                          if f in sent), None)
+                          if getattr(self, f) is not None), None)
         if misplaced is not None:
             other = "'documents' (Cohere, Jina, infinity)" if tei else "'texts' (TEI)"
             raise ApiError(400, f"'{misplaced}' goes only with {other}", param=misplaced)
         return self
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["documents"], "not": {"anyOf": [{"required": ["texts"]}, {"required": ["return_text"]}]}},
-        {"required": ["texts"], "not": {"anyOf": [{"required": ["documents"]}, {"required": ["return_documents"]},
-                                                  {"required": ["rank_fields"]}]}}]})
+        {**_given("documents", "array"), "not": {"anyOf": [_given("texts", "array"), _given("return_text", "boolean")]}},
+        {**_given("texts", "array"), "not": {"anyOf": [_given("documents", "array"),
+                                                       _given("return_documents", "boolean"),
+                                                       _given("rank_fields", "array")]}}]})
 
 
 class RerankV2Request(Body):

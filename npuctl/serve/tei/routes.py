@@ -34,11 +34,11 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
         return await predict(request, ctx, asked, chosen(ctx, asked.model, (PREDICT,)))
 
     async def generate_route(request: Request) -> Response:
-        asked = parse(GenerateRequest, await read_json(request, ctx.max_body_bytes))
+        asked = _streamed(parse(GenerateRequest, await read_json(request, ctx.max_body_bytes)), False)
         return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=False)
 
     async def generate_stream_route(request: Request) -> Response:
-        asked = parse(GenerateRequest, await read_json(request, ctx.max_body_bytes))
+        asked = _streamed(parse(GenerateRequest, await read_json(request, ctx.max_body_bytes)), True)
         return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=True)
 
     async def root(request: Request) -> Response:
@@ -91,3 +91,13 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
         Route("/info", ctx.endpoint(Api.OPENAI, info, counted=False), methods=["GET"]),
         Route("/", ctx.endpoint(Api.OPENAI, root), methods=["GET", "HEAD", "POST"]),
     ]
+
+
+def _streamed(asked: GenerateRequest, stream: bool) -> GenerateRequest:
+    """`stream` is the root's choice; on /generate and /generate_stream the path chose (TGI ignores the field
+    there: here a `stream` that asks the other way is a 400)."""
+    if "stream" in asked.model_fields_set and asked.stream != stream:
+        path = "/generate_stream" if asked.stream else "/generate"
+        raise ApiError(400, f"'stream': {str(asked.stream).lower()} asks for {path}'s answer (or POST / with "
+                       "stream)", param="stream")
+    return asked
