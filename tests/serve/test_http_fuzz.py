@@ -62,6 +62,8 @@ MODEL_DEPENDENT = (
     "must be an integer of at least", "POST / answers as the model here", "models here can",
     "normalized (spec.model.normalize)", "is not a classifier",
     "only an assistant message calls tools", "needs string fields", "models serve here",
+    # the path's own choice (/generate answers whole, /generate_stream streams: one body schema for both)
+    "asks for /generate",
     # a manifest's YAML content (placed at file:line:col)
     "error(s) in",
 )

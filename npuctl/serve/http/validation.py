@@ -5,6 +5,7 @@ field as the body names it (`documents[2].text`). The same models give the OpenA
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import cache
 from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,7 +42,9 @@ def parse(kind: type[B], body: Any, *, tags: Collection[str] = ()) -> B:
             raise ApiError(400, f"unknown field '{where}' (it takes {known})", param=where) from None
         about = (field.description or "") if field is not None else ""
         about = (about[:1].lower() + about[1:]).rstrip(".")
-        why = "is required" if error["type"] == "missing" else _why(error)
+        span = _span(kind, error["loc"]) if error["type"] in _NUMERIC else None
+        why = "is required" if error["type"] == "missing" else f"must be {span}, not {error['input']!r}" if span \
+            else _why(error)
         message = (f"'{where}' {why}" if where else why) + (f" ({about})" if about else "")
         raise ApiError(400, message, param=where or None) from None
 
@@ -86,6 +89,47 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return next((found for arg in get_args(annotation) if (found := _model_in(arg)) is not None), None)
+
+
+_NUMERIC = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_type", "float_type",
+                      "int_from_float"})
+
+
+def _span(kind: type[BaseModel], loc: tuple[int | str, ...]) -> str | None:
+    """What a number at `loc` may be, from the model's own schema: "a number from 0 to 2", "a positive integer"."""
+    schema = _schema(kind)
+    node: Any = schema
+    for part in loc:
+        node = _deref(node, schema)
+        if isinstance(part, str) and part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(part, int) and "items" in node:
+            node = node["items"]
+    members = [_deref(m, schema) for m in _deref(node, schema).get("anyOf", [node])]
+    numeric = next((m for m in members if m.get("type") in ("integer", "number")), None)
+    if numeric is None:
+        return None
+    what = "an integer" if numeric["type"] == "integer" else "a number"
+    low, high = numeric.get("minimum", numeric.get("exclusiveMinimum")), numeric.get("maximum")
+    above = "exclusiveMinimum" in numeric
+    if numeric["type"] == "integer" and low == 1 and high is None:
+        return "a positive integer"
+    if low is not None and high is not None:
+        return f"{what} {'above' if above else 'from'} {low:g} {'and at most' if above else 'to'} {high:g}"
+    if low is not None:
+        return f"{what} {'above' if above else 'of at least'} {low:g}"
+    return f"{what} of at most {high:g}" if high is not None else what
+
+
+@cache
+def _schema(kind: type[BaseModel]) -> dict[str, Any]:
+    return kind.model_json_schema()
+
+
+def _deref(node: Any, schema: dict[str, Any]) -> Any:
+    if isinstance(node, dict) and "$ref" in node:
+        return schema.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[1], {})
+    return node if isinstance(node, dict) else {}
 
 
 def _why(error: Any) -> str:

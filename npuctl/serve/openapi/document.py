@@ -9,64 +9,14 @@ from typing import Any
 
 from npuctl import __version__
 from npuctl.serve.ollama.bodies import EmbedRequest, PromptEmbeddingRequest, ShowRequest
-from npuctl.serve.openai.requests import EmbeddingsRequest
+from npuctl.serve.openai.requests import ChatRequest, CompletionRequest, EmbeddingsRequest
 from npuctl.serve.openapi.components import components, ref
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
 from npuctl.serve.openapi.tei import tei_paths
 from npuctl.serve.scoring.requests import ClassifyRequest, RerankRequest, RerankV2Request
 from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
-
-_GENERATION: dict[str, Any] = {
-    "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-    "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-    "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-    "top_k": {"type": "integer", "minimum": 0, "nullable": True},
-    "seed": {"type": "integer", "nullable": True},
-    "n": {"type": "integer", "enum": [1], "description": "one choice per request"},
-    "stream": {"type": "boolean"},
-    "stream_options": {"type": "object", "nullable": True, "properties": {"include_usage": {"type": "boolean"}},
-                       "description": "only with stream: true"},
-    "ignore_eos": {"type": "boolean"},
-    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    "logit_bias": {"type": "object", "nullable": True, "maxProperties": 1024,
-                   "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-                   "description": "token ids of the model's vocabulary (as strings) to a bias"},
-    "user": {"type": "string"},
-    "safety_identifier": {"type": "string"},
-    "prompt_cache_key": {"type": "string"},
-    "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1},
-                                         {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1}}]},
-}
-_PARTS = {"type": "array", "items": obj({"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-                                        required=["type", "text"])}
-_CONTENT = {"oneOf": [{"type": "string"}, _PARTS]}
-_MESSAGE = {"oneOf": [
-    obj({"role": {"type": "string", "enum": ["system", "developer", "user", "tool"]}, "content": _CONTENT},
-        required=["role", "content"]),
-    obj({"role": {"type": "string", "enum": ["assistant"]}, "content": {**_CONTENT, "nullable": True}},
-        required=["role"]),
-]}
-_CHAT_ONLY = {
-    "response_format": {"oneOf": [
-        obj({"type": {"type": "string", "enum": ["text", "json_object"]}}, required=["type"]),
-        obj({"type": {"type": "string", "enum": ["json_schema"]}, "json_schema": obj(
-            {"name": {"type": "string"}, "schema": ANY_OBJECT, "strict": {"type": "boolean"}}, required=["name"])},
-            required=["type", "json_schema"])]},
-    "tools": {"type": "array", "items": TOOL},
-    "tool_choice": {"description": "needs tools (none, auto, required, or a named function)"},
-    "parallel_tool_calls": {"type": "boolean"},
-    "logprobs": {"type": "boolean", "nullable": True},
-    "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True,
-                     "description": "needs logprobs: true"},
-}
-_COMPLETIONS_ONLY = {
-    "echo": {"type": "boolean"},
-    "logprobs": {"type": "integer", "minimum": 0, "maximum": 5, "nullable": True},
-}
 
 
 def closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -156,12 +106,7 @@ def _openai() -> dict[str, Any]:
     answer = json_body(obj({"id": {"type": "string"}, "object": {"type": "string"}, "choices": {"type": "array"}}),
                        "the completion (or an SSE stream)", "text/event-stream")
     failures = errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)
-    chat = obj({"model": NAME, "messages": {"type": "array", "items": _MESSAGE, "minItems": 1}, **_GENERATION,
-                **_CHAT_ONLY}, required=["model", "messages"])
-    completion = obj({"model": NAME, "prompt": {"oneOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]},
-        **_GENERATION, **_COMPLETIONS_ONLY}, required=["model", "prompt"])
+    chat, completion = ref(ChatRequest), ref(CompletionRequest)
     return {
         "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(_responses()),
                                    "responses": {"200": json_body(obj({"id": {"type": "string"}, "object": {
@@ -195,5 +140,5 @@ def bench_schemas() -> dict[str, Any]:
 
 def request_components() -> dict[str, Any]:
     """Every request body's schema, from the model the server validates it with."""
-    return components(EmbeddingsRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
+    return components(ChatRequest, CompletionRequest, EmbeddingsRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
                       RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest, GenerateRequest)

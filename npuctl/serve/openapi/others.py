@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl.serve.ollama.bodies import DURATION, ZERO, EmbedRequest, PromptEmbeddingRequest, ShowRequest
+from npuctl.serve.openai.requests import TOOL
 from npuctl.serve.openapi.components import ref
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, errors, json_body, obj, path_param, request
 
 MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 """The agent's manifest file names (npuctl.agent.files.SAFE_FILE; the serve layer does not import the agent's)."""
