@@ -1,15 +1,17 @@
-"""Ollama's embedding and model-command request bodies as models: what the server validates and what
+"""Ollama's request bodies as models: what the server validates and what
 /openapi.json shows. Validators that need today's words raise them as `ApiError` (pydantic lets it through)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, field_validator
 
+from npuctl.serve.generation.logprobs import MAX_CHAT_TOP
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.validation import Body
 from npuctl.serve.ollama import requests as check
+from npuctl.serve.openai.requests import TOOL, StopText
 
 DURATION = "^-?[0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h)?$"
 ZERO = "^-?0+([.]0+)?(ns|us|µs|ms|s|m|h)?$"
@@ -71,3 +73,78 @@ class ShowRequest(Body):
     """The deployment's name (or one of its aliases; Ollama's `:latest` tag may be added)."""
     verbose: bool = False
     """Ollama's tensor-level details; the answer here is the same either way (it has no such details)."""
+
+
+class Options(Body):
+    """The `options` npuctl honours (Ollama's others tune its own runtime: GPU layers, threads, mmap, ...)."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    seed: int | None = None
+    num_predict: Annotated[int, Field(ge=-2), WithJsonSchema(
+        {"type": "integer", "minimum": -2, "not": {"enum": [0]}})] | None = None
+    """Tokens to generate; -1 or -2: to the context's end."""
+    num_ctx: Annotated[int, Field(ge=2)] | None = None
+    """A smaller context than the model's."""
+    stop: StopText | Annotated[list[StopText], Field(max_length=16)] | None = None
+    repeat_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
+    """1: off."""
+    repeat_last_n: Annotated[int, Field(ge=-1)] | None = None
+    """The window the penalties look back over (-1: the whole context, 0: off)."""
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+
+    @field_validator("num_predict")
+    @classmethod
+    def _not_zero(cls, value: int | None) -> int | None:
+        if value == 0:
+            raise ValueError("must be a positive integer, or -1 or -2 (to the context's end), not 0")
+        return value
+
+
+class _Generating(Body):
+    """What /api/chat and /api/generate share; messages, format and tools are checked by the routes (their
+    messages name the place), the schema here says what they take."""
+
+    model: ModelName
+    """The deployment's name (or one of its aliases; Ollama's `:latest` tag may be added)."""
+    stream: bool = True
+    """Newline-delimited JSON objects as the answer grows (Ollama's default), or one."""
+    options: Options | None = None
+    keep_alive: KeepAlive | None = None
+    format: Annotated[Any, WithJsonSchema({"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]},
+                                                                       {"type": "object"}]})] = None
+    """"json", or a JSON Schema the answer is held to."""
+    think: Literal[False] | None = None
+    """This model does not think aloud."""
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_CHAT_TOP)] | None = None
+    """Needs logprobs: true."""
+
+
+_MESSAGE = {"type": "object", "required": ["role"], "properties": {
+    "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]}, "content": {"type": "string"},
+    "images": {"type": "array", "maxItems": 0, "nullable": True}, "tool_name": {"type": "string", "nullable": True},
+    "tool_calls": {"type": "array", "items": {"type": "object"}, "nullable": True}}}
+
+
+class OllamaChatRequest(_Generating):
+    messages: Annotated[Any, WithJsonSchema({"type": "array", "items": _MESSAGE, "minItems": 1})]
+    tools: Annotated[Any, WithJsonSchema({"type": "array", "items": TOOL, "nullable": True})] = None
+
+
+class OllamaGenerateRequest(_Generating):
+    prompt: str = ""
+    """Empty: only load the model (it is loaded already)."""
+    system: str = ""
+    raw: bool = False
+    """The prompt as it is, without the chat template."""
+    suffix: Literal[""] | None = None
+    """This model does not fill in the middle."""
+    template: Literal[""] | None = None
+    """npuctl uses the model's own chat template."""
+    images: Annotated[list[Any], Field(max_length=0)] | None = None
+    """This model takes text only."""
+    context: list[Annotated[int, Field(ge=0)]] | None = None
+    """The token ids an earlier answer gave back, to continue from."""

@@ -32,12 +32,6 @@ class Options:
     stop: tuple[str, ...]
 
 
-def check_fields(body: dict[str, Any], known: Collection[str]) -> None:
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise ApiError(400, f"unknown field {unknown[0]!r}; this endpoint takes: {', '.join(sorted(known))}")
-
-
 def model_name(name: Any, names: Collection[str]) -> str:
     """The `model` field, with Ollama's `:latest` tag dropped when the bare name is served."""
     if not isinstance(name, str) or not name:

@@ -31,15 +31,18 @@ from npuctl.serve.http.sse import LineStream
 from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
 from npuctl.serve.ollama import requests as check
-from npuctl.serve.ollama.bodies import EmbedRequest, PromptEmbeddingRequest, ShowRequest
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
 from npuctl.serve.ollama.listings import OLLAMA_VERSION, model_list, running_list, show
 from npuctl.serve.openai.replies import rest
 
 RUNNING = "Ollama is running"
 """What Ollama answers on `/`; clients probe it to find a server."""
-_COMMON = ("model", "stream", "format", "options", "keep_alive", "think", "logprobs", "top_logprobs")
-CHAT_FIELDS = (*_COMMON, "messages", "tools")
-GENERATE_FIELDS = (*_COMMON, "prompt", "suffix", "images", "system", "template", "context", "raw")
 
 
 def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -61,7 +64,8 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             return JSONResponse(show(model))
 
     async def chat(request: Request) -> Response:
-        body = await _body(request, ctx, CHAT_FIELDS)
+        body = await read_json(request, ctx.max_body_bytes)
+        parse(OllamaChatRequest, body)  # types and fields; the checks below name the places they find wrong
         history = check.messages(body.get("messages"))
         with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
             form = check.form(body, model.model.guided)
@@ -72,7 +76,8 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             return await _generate(request, model, ids, body, form, chat=True)
 
     async def generate(request: Request) -> Response:
-        body = await _body(request, ctx, GENERATE_FIELDS)
+        body = await read_json(request, ctx.max_body_bytes)
+        parse(OllamaGenerateRequest, body)  # types and fields; the checks below name the places they find wrong
         prompt, system = body.get("prompt", ""), body.get("system", "")
         if not isinstance(prompt, str) or not isinstance(system, str):
             raise ApiError(400, "'prompt' and 'system' must be strings")
@@ -231,14 +236,6 @@ class _Reply:
             yield {"error": f"generation failed: {exc}"}
             return
         yield self.final(generation, ids)
-
-
-async def _body(request: Request, ctx: ServeContext, fields: tuple[str, ...]) -> dict[str, Any]:
-    body = await read_json(request, ctx.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    check.check_fields(body, fields)
-    return body
 
 
 def _now() -> str:

@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
-from npuctl.serve.ollama.bodies import EmbedRequest, PromptEmbeddingRequest, ShowRequest
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
 from npuctl.serve.openai.requests import ChatRequest, CompletionRequest, EmbeddingsRequest
 from npuctl.serve.openapi.components import components, ref
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
@@ -140,5 +146,6 @@ def bench_schemas() -> dict[str, Any]:
 
 def request_components() -> dict[str, Any]:
     """Every request body's schema, from the model the server validates it with."""
-    return components(ChatRequest, CompletionRequest, EmbeddingsRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
+    return components(ChatRequest, CompletionRequest, EmbeddingsRequest, OllamaChatRequest, OllamaGenerateRequest,
+                      EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
                       RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest, GenerateRequest)

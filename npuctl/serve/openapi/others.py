@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from npuctl.serve.ollama.bodies import DURATION, ZERO, EmbedRequest, PromptEmbeddingRequest, ShowRequest
-from npuctl.serve.openai.requests import TOOL
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
 from npuctl.serve.openapi.components import ref
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.parts import ANY_OBJECT, errors, json_body, obj, path_param, request
 
 MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 """The agent's manifest file names (npuctl.agent.files.SAFE_FILE; the serve layer does not import the agent's)."""
@@ -68,41 +73,7 @@ def oip_paths() -> dict[str, Any]:
 
 
 def ollama_paths() -> dict[str, Any]:
-    options = _closed({
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-        "top_k": {"type": "integer", "minimum": 0, "nullable": True},
-        "seed": {"type": "integer", "nullable": True},
-        "num_predict": {"type": "integer", "minimum": -2, "not": {"enum": [0]}, "nullable": True},
-        "num_ctx": {"type": "integer", "minimum": 2, "nullable": True},
-        "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1}, {
-            "type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}}]},
-        "repeat_penalty": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 10, "nullable": True},
-        "repeat_last_n": {"type": "integer", "minimum": -1, "nullable": True},
-        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    })
-    options["nullable"] = True
-    keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
-                                              {"type": "string", "pattern": DURATION, "not": {"pattern": ZERO}}]}
-    common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
-              "format": {"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]}, ANY_OBJECT]},
-              "think": {"type": "boolean", "enum": [False], "nullable": True},
-              "logprobs": {"type": "boolean", "nullable": True},
-              "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True}}
-    no_images = {"type": "array", "maxItems": 0}
-    message = obj({"role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-                   "content": {"type": "string"}, "images": {**no_images, "nullable": True},
-                   "tool_name": {"type": "string", "nullable": True},
-                   "tool_calls": {"type": "array", "items": ANY_OBJECT, "nullable": True}}, required=["role"])
-    chat = _closed(common | {"messages": {"type": "array", "items": message, "minItems": 1},
-                             "tools": {"type": "array", "items": TOOL, "nullable": True}},
-                   required=["model", "messages"])
-    generate = _closed(common | {"prompt": {"type": "string"}, "system": {"type": "string"},
-                                 "raw": {"type": "boolean"}, "suffix": {"type": "string", "enum": [""]},
-                                 "template": {"type": "string", "enum": [""]}, "images": no_images,
-                                 "context": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
-                       required=["model"])
+    chat, generate = ref(OllamaChatRequest), ref(OllamaGenerateRequest)
     failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
     answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
 
