@@ -16,57 +16,14 @@ from npuctl.serve.ollama.bodies import (
     ShowRequest,
 )
 from npuctl.serve.openai.requests import ChatRequest, CompletionRequest, EmbeddingsRequest
+from npuctl.serve.openai.responses_request import ResponsesRequest
 from npuctl.serve.openapi.components import components, ref
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.parts import ANY_OBJECT, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
 from npuctl.serve.openapi.tei import tei_paths
 from npuctl.serve.scoring.requests import ClassifyRequest, RerankRequest, RerankV2Request
 from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
-
-
-def closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    """An object with no properties but these (the Responses API refuses others, naming them)."""
-    return obj(properties, required) | {"additionalProperties": False}
-
-
-def _responses() -> dict[str, Any]:
-    text = {"type": "string"}
-    part = obj({"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": text},
-               required=["type", "text"])
-    item = {"oneOf": [
-        obj({"type": {"type": "string", "enum": ["message"]},
-             "role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
-             "content": {"oneOf": [text, {"type": "array", "items": part}]}}, required=["role", "content"]),
-        obj({"type": {"type": "string", "enum": ["function_call"]}, "call_id": text, "name": text,
-             "arguments": text}, required=["type", "call_id", "name", "arguments"]),
-        obj({"type": {"type": "string", "enum": ["function_call_output"]}, "call_id": text, "output": text},
-            required=["type", "call_id", "output"])]}
-    tool = closed({"type": {"type": "string", "enum": ["function"]}, "name": {"type": "string",
-                                                                              "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                   "description": text, "parameters": ANY_OBJECT, "strict": {"type": "boolean"}},
-                  required=["type", "name"])
-    text_format = closed({"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}, "name": text,
-                          "schema": ANY_OBJECT, "description": text, "strict": {"type": "boolean"}},
-                         required=["type"])
-    return closed({
-        "model": NAME, "input": {"oneOf": [text, {"type": "array", "items": item, "minItems": 1}]},
-        "instructions": {"type": "string", "nullable": True}, "stream": {"type": "boolean", "nullable": True},
-        "tools": {"type": "array", "items": tool, "nullable": True},
-        "tool_choice": {"nullable": True, "description": "needs tools", "oneOf": [
-            {"type": "string", "enum": ["none", "auto", "required"]},
-            closed({"type": {"type": "string", "enum": ["function"]}, "name": text}, required=["type", "name"])]},
-        "parallel_tool_calls": {"type": "boolean", "nullable": True},
-        "text": closed({"format": text_format}),
-        "max_output_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-        "previous_response_id": {"type": "string", "nullable": True,
-                                 "description": "an answer this process keeps (the latest 256, in memory)"},
-        "store": {"type": "boolean", "nullable": True},
-        "metadata": {"type": "object", "nullable": True, "maxProperties": 16, "additionalProperties": text},
-        "user": text, "safety_identifier": text, "prompt_cache_key": text,
-    }, required=["model", "input"])
 
 
 def openapi(*, control: bool = False) -> dict[str, Any]:
@@ -114,7 +71,7 @@ def _openai() -> dict[str, Any]:
     failures = errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)
     chat, completion = ref(ChatRequest), ref(CompletionRequest)
     return {
-        "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(_responses()),
+        "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(ref(ResponsesRequest)),
                                    "responses": {"200": json_body(obj({"id": {"type": "string"}, "object": {
                                        "type": "string"}, "output": {"type": "array"}}),
                                        "the response (or an SSE stream of its events)", "text/event-stream"),
@@ -146,6 +103,6 @@ def bench_schemas() -> dict[str, Any]:
 
 def request_components() -> dict[str, Any]:
     """Every request body's schema, from the model the server validates it with."""
-    return components(ChatRequest, CompletionRequest, EmbeddingsRequest, OllamaChatRequest, OllamaGenerateRequest,
+    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, OllamaChatRequest, OllamaGenerateRequest,
                       EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
                       RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest, GenerateRequest)
