@@ -21,7 +21,7 @@ SUBPACKAGES = {
         # Plumbing every API shares: it knows nothing of models, generation or any API.
         "http": set(),
         # The description's request bodies are the models each API validates them with.
-        "openapi": {"openai", "ollama", "scoring", "tei"},
+        "openapi": {"openai", "ollama", "oip", "scoring", "tei"},
         "generation": {TOP, "http"},
         "openai": {TOP, "http", "generation"},
         "oip": {TOP, "http", "generation"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
+from npuctl.serve.oip.requests import InferRequest
 from npuctl.serve.ollama.bodies import (
     EmbedRequest,
     OllamaChatRequest,
@@ -47,12 +48,6 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
             "ControlError": obj({"error": obj({"message": {"type": "string"}}, required=["message"])},
                                 required=["error"]),
             **request_components(),
-            "Tensor": obj({"name": {"type": "string"}, "datatype": {"type": "string"},
-                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "data": {"type": "array", "items": {}},
-                           "parameters": obj({"binary_data_size": {"type": "integer", "minimum": 0}}) | {
-                               "additionalProperties": False, "nullable": True}},
-                          required=["name", "datatype", "shape"]),
         }},
     }
     if control:
@@ -103,6 +98,7 @@ def bench_schemas() -> dict[str, Any]:
 
 def request_components() -> dict[str, Any]:
     """Every request body's schema, from the model the server validates it with."""
-    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, OllamaChatRequest, OllamaGenerateRequest,
-                      EmbedRequest, PromptEmbeddingRequest, ShowRequest, RerankRequest,
-                      RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest, GenerateRequest)
+    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, InferRequest,
+                      OllamaChatRequest, OllamaGenerateRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest,
+                      RerankRequest, RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest,
+                      GenerateRequest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from npuctl.serve.oip.requests import InferRequest, Tensor
 from npuctl.serve.ollama.bodies import (
     EmbedRequest,
     OllamaChatRequest,
@@ -20,15 +21,8 @@ MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 
 
 def oip_paths() -> dict[str, Any]:
-    tensor = {"$ref": "#/components/schemas/Tensor"}
-    output = obj({"name": {"type": "string"}, "parameters": _parameters({"binary_data": {"type": "boolean"}})},
-                 required=["name"])
-    infer = obj({"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
-                 "outputs": {"type": "array", "items": output},
-                 "parameters": _parameters({"binary_data_output": {"type": "boolean"},
-                                            "timeout": {"type": "integer", "minimum": 1,
-                                                        "description": "microseconds"}})},
-                required=["inputs"])
+    tensor = ref(Tensor)  # an answer's tensors have the request's form
+    infer = ref(InferRequest)
     answer = json_body(obj({"model_name": {"type": "string"}, "model_version": {"type": "string"},
                             "outputs": {"type": "array", "items": tensor}}, required=["model_name", "outputs"]),
                        "output tensors (binary ones after the JSON, application/octet-stream)",
@@ -142,13 +136,3 @@ def control_paths() -> dict[str, Any]:
             "responses": {"200": json_body(ANY_OBJECT, "kept"),
                           **errors("ControlError", 400, 401, 404, 408, 413, 415, 422)}}},
     }
-
-
-def _parameters(properties: dict[str, Any]) -> dict[str, Any]:
-    """Triton's `parameters`: only those npuctl honours (others are refused)."""
-    return _closed(properties) | {"nullable": True}
-
-
-def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    """An object with no other keys: Ollama's endpoints refuse fields they do not know."""
-    return obj(properties, required) | {"additionalProperties": False}
