@@ -35,6 +35,7 @@ from tests.serve.field_audit import (
     OLLAMA_GENERATE,
     RESPONSES_PATH,
     Post,
+    base,
     refused,
     with_option,
 )
@@ -335,3 +336,13 @@ def test_every_documented_task_field_is_audited() -> None:
 @pytest.mark.parametrize(("path", "name"), TASK_CASES, ids=[f"{p}:{n}" for p, n in TASK_CASES])
 def test_each_task_field_has_its_effect_or_is_a_400_naming_it(task_post: Post, path: str, name: str) -> None:
     TASK_AUDITS[path][name](task_post, path)
+
+
+@pytest.mark.parametrize("path", list(AUDITS))
+def test_a_field_the_endpoint_does_not_take_is_a_400_naming_it(post: Post, path: str) -> None:
+    refused(post, path, base(path) | {"frequency_penalty_x": 1}, "'frequency_penalty_x'")
+
+
+@pytest.mark.parametrize("path", list(TASK_AUDITS))
+def test_a_task_field_the_endpoint_does_not_take_is_a_400_naming_it(task_post: Post, path: str) -> None:
+    refused(task_post, path, tasks.base(path) | {"inputs_x": 1}, "'inputs_x'")

@@ -36,12 +36,11 @@ def parse(kind: type[B], body: Any, *, tags: Collection[str] = ()) -> B:
     except ValidationError as exc:
         error = _telling(exc.errors())
         where = place(error["loc"], tags)
-        field, owner = _walk(kind, error["loc"])
+        _, owner = _walk(kind, error["loc"])
         if error["type"] == "extra_forbidden":
             known = ", ".join(sorted(f.alias or name for name, f in owner.model_fields.items()))
             raise ApiError(400, f"unknown field '{where}' (it takes {known})", param=where) from None
-        about = (field.description or "") if field is not None else ""
-        about = (about[:1].lower() + about[1:]).rstrip(".")
+        about = description(kind, error["loc"])
         span = _span(kind, error["loc"]) if error["type"] in _NUMERIC else None
         why = "is required" if error["type"] == "missing" else f"must be {span}, not {error['input']!r}" if span \
             else _why(error)
@@ -68,6 +67,13 @@ def place(loc: tuple[int | str, ...], tags: Collection[str] = ()) -> str:
 
 def _is_tag(part: str, tags: Collection[str]) -> bool:
     return part in tags or part in _TYPE_TAGS or "[" in part or "-" in part
+
+
+def description(kind: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The docstring of the field at `loc` as a clause (what it is for, or why a value cannot be honoured)."""
+    field, _ = _walk(kind, loc)
+    about = (field.description or "") if field is not None else ""
+    return (about[:1].lower() + about[1:]).rstrip(".")
 
 
 def _walk(kind: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[FieldInfo | None, type[BaseModel]]:

@@ -148,3 +148,29 @@ class OllamaGenerateRequest(_Generating):
     """This model takes text only."""
     context: list[Annotated[int, Field(ge=0)]] | None = None
     """The token ids an earlier answer gave back, to continue from."""
+
+
+class _Named(Body):
+    model: ModelName | None = None
+    """The model's name (hf.co/ORG/REPO for pull)."""
+    name: ModelName | None = None
+    """Ollama's older name for `model`."""
+
+    @property
+    def named(self) -> str:
+        if self.model is None and self.name is None:
+            raise ApiError(400, "'model' must be a non-empty string", param="model")
+        return self.model or self.name or ""
+
+
+class PullRequest(_Named):
+    """An agent's /api/pull: writes a manifest declaring the model."""
+
+    insecure: Literal[False] | None = None
+    """Sources are fetched over verified TLS."""
+    stream: bool = True
+    """Progress lines as Ollama gives them, or only the last."""
+
+
+class DeleteRequest(_Named):
+    """An agent's /api/delete: removes the manifest that declares the model."""

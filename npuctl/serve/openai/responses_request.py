@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from pydantic.json_schema import SkipJsonSchema
 
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.http.validation import place
+from npuctl.serve.http.validation import description, place
 from npuctl.serve.openai.fields import REASONING, TEXT_ONLY, Refused
 
 
@@ -85,7 +85,8 @@ class TextFormat(_Strict):
 
 class TextOptions(_Strict):
     format: TextFormat | None = None
-    verbosity: str | None = None
+    verbosity: Literal["medium"] | None = Field(
+        None, description="Only OpenAI's default: the answer's length is max_output_tokens' alone.")
 
 
 class ResponsesRequest(_Strict):
@@ -169,15 +170,13 @@ def parse(body: Any) -> ResponsesRequest:
         where = place(error["loc"], _ITEM_TAGS)
         unknown = error["type"] == "extra_forbidden"
         why = "is not a field of the Responses API" if unknown else error["msg"]
-        hint = f" ({TEXT_ONLY})" if where.startswith("input") and "content" in where else ""
+        about = description(ResponsesRequest, error["loc"])
+        hint = f" ({TEXT_ONLY})" if where.startswith("input") and "content" in where else f" ({about})" if about else ""
         raise ApiError(400, f"'{where}' {why}{hint}", param=where or None) from None
     for name, refused in REFUSED.items():
         value = getattr(request, name)
         if value is not None and not any(type(value) is type(unset) and value == unset for unset in refused.unset):
             raise ApiError(400, f"'{name}' is not supported: {refused.why}", param=name)
-    if request.text is not None and request.text.verbosity not in (None, "medium"):
-        raise ApiError(400, "'text.verbosity' is not supported: the answer's length is max_output_tokens' alone",
-                       param="text.verbosity")
     return request
 
 
