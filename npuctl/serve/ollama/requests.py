@@ -1,5 +1,6 @@
-"""Ollama's request bodies, checked: the model name, `options`, `keep_alive`, messages. Every field Ollama
-documents is honoured or refused with 400 naming it; npuctl never drops one silently."""
+"""Ollama's request fields read for generation: the model name, `options`, `keep_alive`, messages, format. The
+bodies' form (every field Ollama documents, and no other) is the models' in npuctl/serve/ollama/bodies.py; these
+checks name the place of what only they can judge."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npuctl.runtime.generation import Sampling
-from npuctl.serve.generation.penalties import OLLAMA_FIELDS, ollama_penalties
+from npuctl.serve.generation.penalties import ollama_penalties
 from npuctl.serve.generation.structured import Structure, structure
 from npuctl.serve.http.errors import ApiError
 
@@ -17,8 +18,6 @@ LATEST = ":latest"
 """Ollama's default tag: `name:latest` is the same model as `name`."""
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MAX_STOP = 16
-OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "stop", *OLLAMA_FIELDS)
-"""The `options` npuctl honours (Ollama's others tune its own runtime: GPU layers, threads, mmap, ...)."""
 _DURATION = re.compile(r"^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$")
 
 
@@ -103,9 +102,6 @@ def options(body: dict[str, Any]) -> Options:
     value = body.get("options") or {}
     if not isinstance(value, dict):
         raise ApiError(400, "'options' must be an object")
-    unknown = sorted(set(value) - set(OPTIONS))
-    if unknown:
-        raise ApiError(400, f"options.{unknown[0]} is not supported by npuctl (it honours: {', '.join(OPTIONS)})")
     predict = _integer(value, "num_predict")
     if predict is not None and predict not in (-1, -2) and predict < 1:
         raise ApiError(400, f"options.num_predict must be a positive integer, or -1 or -2 (to the context's end), "
