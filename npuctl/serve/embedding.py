@@ -18,6 +18,9 @@ from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import check_rows, check_tokens, tokenized
 from npuctl.serve.models import EmbeddingService
 
+Input = str | list[str] | list[int] | list[list[int]]
+"""OpenAI's four input forms: a string, strings, a token array, token arrays."""
+
 
 @dataclass(frozen=True)
 class Embedded:
@@ -26,7 +29,7 @@ class Embedded:
     """Input tokens used, after truncation."""
 
 
-async def embed(request: Request, model: EmbeddingService, value: str | list[str] | list[int] | list[list[int]], *, truncate: bool, dimensions: int | None,
+async def embed(request: Request, model: EmbeddingService, value: Input, *, truncate: bool, dimensions: int | None,
                 param: str = "input") -> Embedded:
     """The embeddings of `value` (a string, strings, a token array, token arrays). `truncate`: cut an input at the
     model's limit, or refuse it; `dimensions`: what the client asked for, which must be the model's (MiniLM-like
@@ -46,12 +49,11 @@ def floats(vector: Embedding) -> Embedding:
     return np.ascontiguousarray(vector)
 
 
-def input_tokens(value: str | list[str] | list[int] | list[list[int]], encoder: TextEncoder, truncate: bool,
-                 param: str = "input") -> list[Tokens]:
+def input_tokens(value: Input, encoder: TextEncoder, truncate: bool, param: str = "input") -> list[Tokens]:
     """Tokens of OpenAI's four input forms (a string, strings, a token array, token arrays; the request model
     checked which), with the per-request caps. Token arrays are the model's complete input ids (special tokens
     included), as the model's tokenizer.json makes them."""
-    items: list[Any] = [value] if isinstance(value, str) or _is_token_array(value) else value
+    items: list[Any] = [value] if isinstance(value, str) or is_token_array(value) else value
     check_rows(len(items), f"'{param}'", param=param)
     if all(isinstance(item, str) for item in items):
         tokens = encoder.encode(items)
@@ -67,8 +69,10 @@ def input_tokens(value: str | list[str] | list[int] | list[list[int]], encoder: 
     return tokens
 
 
-def _is_token_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+def is_token_array(value: Any) -> bool:
+    """A non-empty list of integers (not booleans)."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
 def _checked_ids(ids: list[int], index: int, encoder: TextEncoder, param: str) -> Tokens:

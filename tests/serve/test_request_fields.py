@@ -300,7 +300,8 @@ TASK_AUDITS: dict[str, dict[str, Callable[[Post, str], None]]] = {
     tasks.PREDICT: _TEI | {
         "inputs": tasks.changes("inputs", "an awful sentence"), "truncate": tasks.check_truncate("inputs"),
         "raw_scores": tasks.check_raw_scores, "parameters": tasks.check_predict_parameters,
-        "parameters.top_k": tasks.check_predict_parameters, "parameters.function_to_apply": tasks.check_predict_parameters,
+        "parameters.top_k": tasks.check_predict_parameters,
+        "parameters.function_to_apply": tasks.check_predict_parameters,
     },
     tasks.GENERATE: {
         "model": tasks.check_model, "inputs": tasks.changes("inputs", "Once upon a time"),

@@ -28,6 +28,7 @@ def _no_options(value: dict[str, Any]) -> dict[str, Any]:
 
 
 ModelName = Annotated[str, Field(min_length=1)]
+Text = Annotated[str, Field(min_length=1)]
 KeepAlive = Annotated[float | str, AfterValidator(_kept), WithJsonSchema({"oneOf": [
     {"type": "number", "not": {"enum": [0]}}, {"type": "string", "pattern": DURATION, "not": {"pattern": ZERO}}]})]
 """Any keep-alive but 0 (every deployed model stays loaded; unloading is the manifest's business)."""
@@ -40,7 +41,7 @@ limit do), so any one set is refused."""
 class EmbedRequest(Body):
     model: ModelName
     """The deployment's name (or one of its aliases; Ollama's `:latest` tag may be added)."""
-    input: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    input: Text | Annotated[list[Text], Field(min_length=1)]
     """A string or strings to embed."""
     truncate: bool = True
     """Cut an input at the model's limit (when the deployment allows it), or refuse it."""

@@ -28,7 +28,6 @@ from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.fastjson import FastJSONResponse
 from npuctl.serve.http.sse import LineStream
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
 from npuctl.serve.ollama import requests as check
 from npuctl.serve.ollama.bodies import (
@@ -59,13 +58,13 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         return JSONResponse({"models": running_list(ctx.registry.models())})
 
     async def show_model(request: Request) -> Response:
-        asked = parse(ShowRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, ShowRequest)
         with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, ServedModel) as model:
             return JSONResponse(show(model))
 
     async def chat(request: Request) -> Response:
         body = await read_json(request, ctx.max_body_bytes)
-        parse(OllamaChatRequest, body)  # types and fields; the checks below name the places they find wrong
+        ctx.parse(request, OllamaChatRequest, body)  # the form; the checks below name what they find wrong
         history = check.messages(body.get("messages"))
         with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
             form = check.form(body, model.model.guided)
@@ -77,7 +76,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def generate(request: Request) -> Response:
         body = await read_json(request, ctx.max_body_bytes)
-        parse(OllamaGenerateRequest, body)  # types and fields; the checks below name the places they find wrong
+        ctx.parse(request, OllamaGenerateRequest, body)  # the form; the checks below name what they find wrong
         prompt, system = body.get("prompt", ""), body.get("system", "")
         if not isinstance(prompt, str) or not isinstance(system, str):
             raise ApiError(400, "'prompt' and 'system' must be strings")
@@ -104,7 +103,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             return await _generate(request, model, _context(body, model) + ids, body, form, chat=False)
 
     async def embed(request: Request) -> Response:
-        asked = parse(EmbedRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, EmbedRequest)
         began = time.perf_counter()
         with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, EmbeddingService) as model:
             done = await embedding.embed(request, model, asked.input, truncate=model.truncate and asked.truncate,
@@ -118,7 +117,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             })
 
     async def embeddings(request: Request) -> Response:
-        asked = parse(PromptEmbeddingRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, PromptEmbeddingRequest)
         with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, EmbeddingService) as model:
             if not asked.prompt:
                 return FastJSONResponse({"embedding": []})

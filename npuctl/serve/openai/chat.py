@@ -22,7 +22,6 @@ from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import check_rows
 from npuctl.serve.http.sse import EventStream
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import GenerationService
 from npuctl.serve.openai.replies import Reply, Shape
 from npuctl.serve.openai.requests import ChatRequest, CompletionRequest
@@ -44,7 +43,7 @@ class _Options:
 def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def chat(request: Request) -> Response:
         body = await read_json(request, ctx.max_body_bytes)
-        asked = parse(ChatRequest, body)
+        asked = ctx.parse(request, ChatRequest, body)
         messages = _messages(asked.messages)
         options = _options(asked)
         logprobs = chat_logprobs(body)
@@ -61,7 +60,7 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def completions(request: Request) -> Response:
         body = await read_json(request, ctx.max_body_bytes)
-        asked = parse(CompletionRequest, body)
+        asked = ctx.parse(request, CompletionRequest, body)
         prompt = asked.prompt if isinstance(asked.prompt, str) else asked.prompt[0]
         options = _options(asked)
         logprobs, echo = asked.logprobs, asked.echo

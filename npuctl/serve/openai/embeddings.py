@@ -13,10 +13,8 @@ from npuctl.runtime.embeddings import Embedding
 from npuctl.schema.models import Api
 from npuctl.serve.embedding import embed, floats
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.fastjson import FastJSONResponse
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService
 from npuctl.serve.openai.requests import EmbeddingsRequest
 
@@ -25,7 +23,7 @@ OWNED_BY = "npuctl"
 
 def openai_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embeddings(request: Request) -> Response:
-        asked = parse(EmbeddingsRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, EmbeddingsRequest)
         with ctx.using(request, asked.model, Api.OPENAI, EmbeddingService) as model:
             done = await embed(request, model, asked.input, truncate=model.truncate, dimensions=asked.dimensions)
             data = [

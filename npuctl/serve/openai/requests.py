@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
+from npuctl.serve.embedding import is_token_array
 from npuctl.serve.generation.logprobs import MAX_CHAT_TOP, MAX_COMPLETION_TOP
 from npuctl.serve.http.limits import MAX_ROWS
 from npuctl.serve.http.validation import Body
@@ -39,14 +40,10 @@ class EmbeddingsRequest(Body):
         items = [value] if isinstance(value, str) else value
         if all(isinstance(item, str) for item in items) and not all(items):
             raise ValueError("must not contain empty strings")
-        if not (all(isinstance(item, str) for item in items) or all(_is_ids(item) for item in items)
-                or _is_ids(items)):
+        if not (all(isinstance(item, str) for item in items) or all(is_token_array(item) for item in items)
+                or is_token_array(items)):
             raise ValueError("must be all strings or all token arrays (lists of integers)")
         return value
-
-
-def _is_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
 
 
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -67,7 +64,8 @@ TOOL = {"type": "object", "properties": {
                                                   "description": {"type": "string"}, "parameters": {"type": "object"}},
                  "required": ["name"]}}, "required": ["type", "function"]}
 _RESPONSE_FORMAT = {"oneOf": [
-    {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}, "required": ["type"]},
+    {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+     "required": ["type"]},
     {"type": "object", "properties": {"type": {"type": "string", "enum": ["json_schema"]}, "json_schema": {
         "type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"},
                                          "strict": {"type": "boolean"}}, "required": ["name"]}},

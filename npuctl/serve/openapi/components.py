@@ -27,7 +27,8 @@ def ref(model: type[BaseModel]) -> dict[str, Any]:
 
 def _openapi(schema: Any) -> Any:
     """JSON Schema 2020-12 as pydantic writes it, to OpenAPI 3.0: `X | None` as `nullable` (and `None` alone as
-    a nullable `enum: [null]`), `const` as a one-value `enum`, numeric `exclusiveMinimum` as the boolean form; titles dropped (the names say it)."""
+    a nullable `enum: [null]`), `const` as a one-value `enum`, numeric `exclusiveMinimum` as the boolean form;
+    titles dropped (the names say it)."""
     if isinstance(schema, list):
         return [_openapi(item) for item in schema]
     if not isinstance(schema, dict):

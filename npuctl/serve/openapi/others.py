@@ -87,7 +87,8 @@ def ollama_paths() -> dict[str, Any]:
         "/api/chat": post("Ollama chat", chat, answer),
         "/api/generate": post("Ollama generate", generate, answer),
         "/api/embed": post("Ollama embeddings", ref(EmbedRequest), json_body(ANY_OBJECT, "embeddings")),
-        "/api/embeddings": post("Ollama embeddings (older endpoint)", ref(PromptEmbeddingRequest), json_body(ANY_OBJECT, "embedding")),
+        "/api/embeddings": post("Ollama embeddings (older endpoint)", ref(PromptEmbeddingRequest),
+                                json_body(ANY_OBJECT, "embedding")),
     }
 
 

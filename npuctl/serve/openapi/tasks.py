@@ -20,7 +20,8 @@ def task_paths() -> dict[str, Any]:
     tei = {"type": "array", "items": obj({"index": {"type": "integer"}, "score": {"type": "number"},
                                           "text": {"type": "string"}}, required=["index", "score"])}
     rerank_op = {"post": {
-        "summary": "rerank documents for a query with a cross-encoder (task: rerank)", "requestBody": request(ref(RerankRequest)),
+        "summary": "rerank documents for a query with a cross-encoder (task: rerank)",
+        "requestBody": request(ref(RerankRequest)),
         "responses": {"200": json_body({"oneOf": [cohere, tei]}, "documents by relevance, most relevant first"),
                       **errors("OpenAIError", *_ERRORS)}}}
     v2_op = {"post": {
@@ -32,7 +33,8 @@ def task_paths() -> dict[str, Any]:
     answer = obj({"object": {"type": "string"}, "model": {"type": "string"}, "usage": ANY_OBJECT,
                   "data": {"type": "array", "items": {"type": "array", "items": label}}}, required=["data"])
     classify_op = {"post": {
-        "summary": "classify texts with a sequence classifier (task: classification)", "requestBody": request(ref(ClassifyRequest)),
+        "summary": "classify texts with a sequence classifier (task: classification)",
+        "requestBody": request(ref(ClassifyRequest)),
         "responses": {"200": json_body(answer, "every label with its score, per input, most likely first"),
                       **errors("OpenAIError", *_ERRORS)}}}
     return {"/v1/rerank": rerank_op, "/rerank": rerank_op, "/v2/rerank": v2_op, "/v1/classify": classify_op, "/classify": classify_op}

@@ -14,17 +14,16 @@ from starlette.routing import BaseRoute, Route
 
 from npuctl.schema.models import Api, Task
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import tokenized
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import ScoringService
 from npuctl.serve.scoring.requests import ClassifyRequest, model_name, token_limit_error
 
 
 def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def classify(request: Request) -> Response:
-        asked = parse(ClassifyRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, ClassifyRequest)
         texts = [asked.input] if isinstance(asked.input, str) else asked.input
         raw = asked.raw_scores
         name = model_name(ctx, asked.model, Task.CLASSIFICATION)

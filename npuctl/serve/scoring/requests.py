@@ -91,7 +91,8 @@ class RerankRequest(Body):
         return self
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {**_given("documents", "array"), "not": {"anyOf": [_given("texts", "array"), _given("return_text", "boolean")]}},
+        {**_given("documents", "array"),
+         "not": {"anyOf": [_given("texts", "array"), _given("return_text", "boolean")]}},
         {**_given("texts", "array"), "not": {"anyOf": [_given("documents", "array"),
                                                        _given("return_documents", "boolean"),
                                                        _given("rank_fields", "array")]}}]})

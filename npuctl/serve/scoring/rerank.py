@@ -18,10 +18,9 @@ from npuctl.runtime.scoring import relevance
 from npuctl.runtime.text import Tokens
 from npuctl.schema.models import Api, Task
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import tokenized
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import ScoringService
 from npuctl.serve.scoring.requests import RerankRequest, RerankV2Request, model_name, token_limit_error
 
@@ -35,7 +34,7 @@ class _Document:
 
 def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def rerank(request: Request) -> Response:
-        asked = parse(RerankRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, RerankRequest)
         tei = asked.texts is not None
         documents = _documents(asked.texts or asked.documents or [], "texts" if tei else "documents", asked.rank_fields)
         shown = bool(asked.return_text if tei else asked.return_documents)
@@ -55,7 +54,7 @@ def rerank_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def rerank_v2(request: Request) -> Response:
         """Cohere's v2 (ClientV2.rerank): documents are strings, and no document comes back."""
-        asked = parse(RerankV2Request, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, RerankV2Request)
         documents = _documents(asked.documents, "documents", None)
         scores, used, served = await _scored(request, ctx, asked.model, asked.query, documents, False,
                                              max_tokens=asked.max_tokens_per_doc)

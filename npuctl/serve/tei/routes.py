@@ -15,7 +15,6 @@ from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, GenerationService, ScoringService
 from npuctl.serve.ollama.routes import RUNNING
 from npuctl.serve.tei.choosing import EMBED, GENERATE, PREDICT, chosen, kind_named
@@ -26,19 +25,19 @@ from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredi
 
 def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def embed_route(request: Request) -> Response:
-        asked = parse(TeiEmbedRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, TeiEmbedRequest)
         return await embed(request, ctx, asked, chosen(ctx, asked.model, (EMBED,)))
 
     async def predict_route(request: Request) -> Response:
-        asked = parse(TeiPredictRequest, await read_json(request, ctx.max_body_bytes))
+        asked = await ctx.body(request, TeiPredictRequest)
         return await predict(request, ctx, asked, chosen(ctx, asked.model, (PREDICT,)))
 
     async def generate_route(request: Request) -> Response:
-        asked = _streamed(parse(GenerateRequest, await read_json(request, ctx.max_body_bytes)), False)
+        asked = _streamed(await ctx.body(request, GenerateRequest), False)
         return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=False)
 
     async def generate_stream_route(request: Request) -> Response:
-        asked = _streamed(parse(GenerateRequest, await read_json(request, ctx.max_body_bytes)), True)
+        asked = _streamed(await ctx.body(request, GenerateRequest), True)
         return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=True)
 
     async def root(request: Request) -> Response:
@@ -51,10 +50,10 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
         kind = kind_named(ctx, name)
         try:
             if kind == EMBED:
-                return await embed(request, ctx, parse(TeiEmbedRequest, body), name)
+                return await embed(request, ctx, ctx.parse(request, TeiEmbedRequest, body), name)
             if kind == PREDICT:
-                return await predict(request, ctx, parse(TeiPredictRequest, body), name)
-            asked = parse(GenerateRequest, body)
+                return await predict(request, ctx, ctx.parse(request, TeiPredictRequest, body), name)
+            asked = ctx.parse(request, GenerateRequest, body)
             return await generate(request, ctx, asked, name, stream=asked.stream)
         except ApiError as exc:
             if exc.status != 400:
