@@ -20,7 +20,8 @@ SUBPACKAGES = {
     "serve": {
         # Plumbing every API shares: it knows nothing of models, generation or any API.
         "http": set(),
-        "openapi": set(),
+        # The description's request bodies are the models each API validates them with.
+        "openapi": {"openai", "ollama", "oip", "scoring", "tei"},
         "generation": {TOP, "http"},
         "openai": {TOP, "http", "generation"},
         "oip": {TOP, "http", "generation"},

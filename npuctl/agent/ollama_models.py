@@ -20,6 +20,8 @@ from npuctl.serve.endpoints import Handler
 from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.sse import LineStream
+from npuctl.serve.http.validation import parse
+from npuctl.serve.ollama.bodies import DeleteRequest, PullRequest
 
 
 class Manifests(Protocol):
@@ -38,21 +40,20 @@ class Manifests(Protocol):
 
 _HF = re.compile(r"^(?:hf\.co|huggingface\.co)/([A-Za-z0-9][A-Za-z0-9._-]*)/([A-Za-z0-9][A-Za-z0-9._-]*)(?::(.+))?$")
 LATEST = "latest"
+_LIMIT = 64 << 10
+"""Bytes of a pull or delete body: a name and two flags."""
 DECLARE = ("declare it in a manifest (spec.model.source: hf:ORG/REPO[/FILE], task: text-generation) and "
            "`npuctl apply -f` it, or pull hf.co/ORG/REPO")
 
 
 def ollama_model_routes(api: Manifests) -> list[Route]:
     async def pull(request: Request) -> Response:
-        body = await _body(request, ("model", "name", "insecure", "stream"))
-        name = body.get("model", body.get("name"))
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "'model' must be a non-empty string")
-        deployment, manifest = manifest_for(name)
+        asked = parse(PullRequest, await read_json(request, _LIMIT))
+        deployment, manifest = manifest_for(asked.named)
         await api.write(f"{deployment}.yaml", manifest, dry_run=False)
         done = [{"status": "pulling manifest"}, {"status": f"writing manifest (deployment {deployment})"},
                 {"status": "success"}]
-        if body.get("stream", True) is False:
+        if not asked.stream:
             return JSONResponse(done[-1])
 
         async def lines() -> Any:
@@ -62,23 +63,9 @@ def ollama_model_routes(api: Manifests) -> list[Route]:
         return LineStream(lines(), lambda: None)
 
     async def delete(request: Request) -> Response:
-        body = await _body(request, ("model", "name"))
-        name = body.get("model", body.get("name"))
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "'model' must be a non-empty string")
-        api.remove(_deployment_of(api, name))
+        asked = parse(DeleteRequest, await read_json(request, _LIMIT))
+        api.remove(_deployment_of(api, asked.named))
         return JSONResponse({})
-
-    async def _body(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
-        body = await read_json(request, 64 << 10)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        unknown = sorted(set(body) - set(fields))
-        if unknown:
-            raise ApiError(400, f"unknown field {unknown[0]!r}; this endpoint takes: {', '.join(fields)}")
-        if body.get("insecure") not in (None, False):
-            raise ApiError(400, "'insecure' is not supported: sources are fetched over verified TLS")
-        return body
 
     return [Route("/api/pull", api.guarded(pull), methods=["POST"]),
             Route("/api/delete", api.guarded(delete), methods=["DELETE"])]

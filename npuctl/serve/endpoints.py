@@ -7,13 +7,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from npuctl.schema.models import Api
 from npuctl.serve.batching import BatcherClosed, QueueFull
+from npuctl.serve.http import validation
+from npuctl.serve.http.body import read_json
 from npuctl.serve.http.errors import ApiError, error_response
 from npuctl.serve.http.faults import SERVER_FAULTS
 from npuctl.serve.models import ServedModel
@@ -22,6 +24,7 @@ from npuctl.serve.standby import NotResident, Standby
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M", bound=ServedModel)
+B = TypeVar("B", bound=validation.Body)
 
 
 
@@ -35,6 +38,21 @@ class ServeContext:
     max_body_bytes: int
     details: Callable[[Request], bool] | None = None
     """Whether a request may see status messages (they name files and build errors); None: everyone may."""
+
+    async def body(self, request: Request, kind: type[B]) -> B:
+        """The request's body read (within max_body_bytes) and parsed as `kind` (see `parse`)."""
+        return self.parse(request, kind, await read_json(request, self.max_body_bytes))
+
+    def parse(self, request: Request, kind: type[B], body: Any) -> B:
+        """`body` as `kind`; a 400 naming the field that is wrong, counted in the metrics for the model the body
+        names (a client's mistake with a model is that model's traffic)."""
+        try:
+            return validation.parse(kind, body)
+        except ApiError:
+            name = body.get("model") if isinstance(body, dict) else None
+            named = next((m.name for m in self.registry.models() if isinstance(name, str) and name in m.names), None)
+            request.state.model = named or request.state.model
+            raise
 
     def message(self, request: Request, message: str) -> str:
         """The one redaction rule of every route that shows status (readiness, model status, the repository index,

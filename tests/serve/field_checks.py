@@ -221,6 +221,11 @@ def check_dimensions(post: Post, path: str) -> None:
     refused(post, path, base(path) | {"dimensions": 8}, "384-dimensional")
 
 
+def check_embedding_identifier(post: Post, path: str) -> None:
+    assert post(path, base(path) | {"user": "someone"}).json()["data"] == post(path, base(path)).json()["data"]
+    refused(post, path, base(path) | {"user": 3}, "user")
+
+
 def check_encoding_format(post: Post, path: str) -> None:
     assert isinstance(post(path, base(path) | {"encoding_format": "base64"}).json()["data"][0]["embedding"], str)
 

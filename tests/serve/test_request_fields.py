@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from npuctl.serve.openapi.document import openapi
 from npuctl.serve.registry import ModelRegistry
 from tests.serve import field_checks as checks
 from tests.serve import field_checks_responses as responses
+from tests.serve import field_checks_tasks as tasks
 from tests.serve.conftest import deployment
 from tests.serve.field_audit import (
     CHAT_PATH,
@@ -33,9 +35,11 @@ from tests.serve.field_audit import (
     OLLAMA_GENERATE,
     RESPONSES_PATH,
     Post,
+    base,
     refused,
     with_option,
 )
+from tests.serve.test_scoring_api import built, served  # noqa: F401  (`built` builds the reranker and classifier)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +162,7 @@ AUDITS = {
             "input": checks.check_input,
             "dimensions": checks.check_dimensions,
             "encoding_format": checks.check_encoding_format,
+            "user": checks.check_embedding_identifier,
         }
     ),
     OLLAMA_CHAT: Audit(
@@ -200,11 +205,30 @@ CASES = [(path, name) for path, audit in AUDITS.items() for name in audit.fields
 ]
 
 
+def resolved(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `$ref` (or a nullable `allOf: [$ref]`) followed into the components."""
+    schema = schema["allOf"][0] if "allOf" in schema else schema
+    if "$ref" in schema:
+        return dict(openapi()["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    return schema
+
+
+def body_schema(path: str) -> dict[str, Any]:
+    return resolved(openapi()["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"])
+
+
 def documented(path: str) -> tuple[set[str], set[str]]:
     """The body fields of POST `path` in the OpenAPI description, and those of its `options` object."""
-    schema = openapi()["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    options = schema["properties"].get("options", {}).get("properties", {})
-    return set(schema["properties"]), set(options) if path not in (OLLAMA_EMBED, OLLAMA_EMBEDDINGS) else set()
+    properties = body_schema(path)["properties"]
+    options = resolved(properties.get("options", {})).get("properties", {})
+    return set(properties), set(options) if path not in (OLLAMA_EMBED, OLLAMA_EMBEDDINGS) else set()
+
+
+def documented_with_parameters(path: str) -> set[str]:
+    """The body fields of POST `path`, with those of its `parameters` object as `parameters.<name>`."""
+    properties = body_schema(path)["properties"]
+    parameters = resolved(properties.get("parameters", {})).get("properties", {})
+    return set(properties) | {f"parameters.{name}" for name in parameters}
 
 
 def test_every_documented_field_is_audited() -> None:
@@ -227,3 +251,99 @@ def test_each_field_has_its_effect_or_is_a_400_naming_it(post: Post, path: str, 
         else audit.fields[name]
     )
     check(post, path)
+
+
+@pytest.fixture(scope="module")
+def task_post(built: dict[str, Any], tiny_llama_build: BuildResult, minilm_artifacts: Artifacts,  # noqa: F811
+              tensor_artifacts: Artifacts) -> Iterator[Post]:
+    registry = ModelRegistry()
+    for model in (served(built, "rerank"), served(built, "classification"),
+                  load_served(deployment("minilm", precision="fp32"), minilm_artifacts),
+                  load_served(deployment("tiny-llama", model={"source": "file:unused", "task": "text-generation",
+                                                              "format": "genai"}, runtime={"device": "cpu"}),
+                              artifacts_of(tiny_llama_build)),
+                  load_served(deployment("tiny", model={"source": "file:tensor.onnx", "task": "tensor"}),
+                              tensor_artifacts)):
+        registry.put(model)
+    server = BackgroundServer(create_app(registry)).start()
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield lambda path, body: client.post(path, json=body)
+    server.stop()
+    registry.close()
+
+
+_TEI = {"model": tasks.check_model, "truncation_direction": tasks.check_direction}
+TASK_AUDITS: dict[str, dict[str, Callable[[Post, str], None]]] = {
+    tasks.RERANK: {
+        "model": tasks.check_model, "query": tasks.changes("query", "a different question"),
+        "documents": tasks.changes("documents", tasks.DOCUMENTS[:2]), "texts": tasks.check_texts,
+        "top_n": tasks.check_top_n, "return_documents": tasks.check_return_documents,
+        "return_text": tasks.check_return_text, "raw_scores": tasks.check_raw_scores,
+        "rank_fields": tasks.check_rank_fields, "truncate": tasks.check_truncate("documents"),
+        "truncation_direction": tasks.check_direction,
+    },
+    tasks.RERANK_V2: {
+        "model": tasks.check_model, "query": tasks.changes("query", "a different question"),
+        "documents": tasks.changes("documents", tasks.DOCUMENTS[:2]), "top_n": tasks.check_top_n,
+        "max_tokens_per_doc": tasks.check_max_tokens_per_doc, "relevant_spans": tasks.refuses("relevant_spans", True),
+        "priority": tasks.refuses("priority", 1),
+    },
+    tasks.CLASSIFY: {
+        "model": tasks.check_model, "input": tasks.changes("input", "an awful sentence"),
+        "raw_scores": tasks.check_raw_scores, "truncate": tasks.check_truncate("input"), "user": tasks.check_user,
+    },
+    tasks.EMBED: _TEI | {
+        "inputs": tasks.changes("inputs", "other words"), "truncate": tasks.check_embed_truncate,
+        "normalize": tasks.check_normalize, "dimensions": tasks.check_dimensions,
+        "encoding_format": tasks.check_encoding_format, "prompt_name": tasks.refuses("prompt_name", "query"),
+    },
+    tasks.PREDICT: _TEI | {
+        "inputs": tasks.changes("inputs", "an awful sentence"), "truncate": tasks.check_truncate("inputs"),
+        "raw_scores": tasks.check_raw_scores, "parameters": tasks.check_predict_parameters,
+        "parameters.top_k": tasks.check_predict_parameters,
+        "parameters.function_to_apply": tasks.check_predict_parameters,
+    },
+    tasks.GENERATE: {
+        "model": tasks.check_model, "inputs": tasks.changes("inputs", "Once upon a time"),
+        "stream": tasks.check_stream, "parameters": tasks.check_max_new_tokens,
+        "parameters.max_new_tokens": tasks.check_max_new_tokens,
+        "parameters.temperature": tasks.sampled(temperature=2),
+        "parameters.do_sample": tasks.sampled(do_sample=True),
+        "parameters.top_p": tasks.narrowing(top_p=0.001), "parameters.top_k": tasks.narrowing(top_k=1),
+        "parameters.seed": tasks.check_seed, "parameters.details": tasks.check_details,
+        "parameters.return_full_text": tasks.check_return_full_text,
+        "parameters.repetition_penalty": tasks.penalised("repetition_penalty", 2),
+        "parameters.frequency_penalty": tasks.penalised("frequency_penalty", 2),
+        "parameters.stop": tasks.check_stop,
+        **{f"parameters.{name}": tasks.refused_parameter(name, value) for name, value in (
+            ("adapter_id", "x"), ("best_of", 2), ("decoder_input_details", True), ("grammar", {"type": "json"}),
+            ("top_n_tokens", 1), ("typical_p", 0.5), ("watermark", True), ("truncate", 10))},
+    },
+    tasks.INFER: {
+        "id": tasks.check_id, "inputs": tasks.check_inputs, "outputs": tasks.check_outputs,
+        "parameters": tasks.check_binary_data_output, "parameters.binary_data_output": tasks.check_binary_data_output,
+        "parameters.timeout": tasks.check_timeout,
+    },
+}
+TASK_CASES = [(path, name) for path, fields in TASK_AUDITS.items() for name in fields]
+DOCUMENTED_AT = {tasks.INFER: "/v2/models/{name}/infer"}
+
+
+def test_every_documented_task_field_is_audited() -> None:
+    for path, fields in TASK_AUDITS.items():
+        assert set(fields) == documented_with_parameters(DOCUMENTED_AT.get(path, path)), path
+
+
+@pytest.mark.parametrize(("path", "name"), TASK_CASES, ids=[f"{p}:{n}" for p, n in TASK_CASES])
+def test_each_task_field_has_its_effect_or_is_a_400_naming_it(task_post: Post, path: str, name: str) -> None:
+    TASK_AUDITS[path][name](task_post, path)
+
+
+@pytest.mark.parametrize("path", list(AUDITS))
+def test_a_field_the_endpoint_does_not_take_is_a_400_naming_it(post: Post, path: str) -> None:
+    refused(post, path, base(path) | {"frequency_penalty_x": 1}, "'frequency_penalty_x'")
+
+
+@pytest.mark.parametrize("path", list(TASK_AUDITS))
+def test_a_task_field_the_endpoint_does_not_take_is_a_400_naming_it(task_post: Post, path: str) -> None:
+    refused(task_post, path, tasks.base(path) | {"inputs_x": 1}, "'inputs_x'")

@@ -13,7 +13,6 @@ MAX_LOGIT_BIAS = 1024
 """Entries in one `logit_bias` (each is applied at every step)."""
 OLLAMA_WINDOW = 64
 """Ollama's default repeat_last_n."""
-OLLAMA_FIELDS = ("repeat_penalty", "repeat_last_n", "presence_penalty", "frequency_penalty")
 
 
 def openai_penalties(body: dict[str, Any], vocabulary: int) -> Penalties:

@@ -21,9 +21,11 @@ from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.body import answered, check_json_type, read_body
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import check_rows, check_tokens, tokenized
+from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip.binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
+from npuctl.serve.oip.requests import InferParameters, InferRequest, RequestedOutput
 from npuctl.serve.oip.task_metadata import task_metadata
 
 TEXT_INPUT = "text"
@@ -94,12 +96,11 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
         if HEADER_LENGTH.lower() not in request.headers:
             check_json_type(request)  # the binary extension's header is not one a page can send without CORS
         body, blobs = split(await read_body(request, ctx.max_body_bytes), request.headers.get(HEADER_LENGTH))
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-            raise ApiError(400, "the request body must be a JSON object with an 'inputs' list")
+        asked = parse(InferRequest, body)
         with ctx.using(request, request.path_params["name"], Api.OIP, ServedModel) as model:
             _version(model, request)
             try:
-                answer, timing = await _infer(request, model, body, blobs, started)
+                answer, timing = await _infer(request, model, asked, body["inputs"], blobs, started)
             except ApiError:
                 stats.failed(model, time.perf_counter() - started)
                 raise
@@ -125,13 +126,15 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-async def _infer(request: Request, model: ServedModel, body: dict[str, Any], blobs: Blobs,
+async def _infer(request: Request, model: ServedModel, asked: InferRequest, tensors: list[Any], blobs: Blobs,
                  started: float) -> tuple[Response, Timing]:
+    """`tensors`: the request's inputs as sent (`asked.inputs` checked their form), read against the signature."""
     inputs, outputs = _signature(model)
-    timeout = _parameters(body, model.timeout_seconds)
-    feeds = _feeds(body["inputs"], inputs, blobs)
-    wanted = _wanted_outputs(body.get("outputs"), outputs, _flag(body.get("parameters") or {}, "binary_data_output",
-                                                                  "the request"))
+    parameters = asked.parameters or InferParameters()
+    timeout = model.timeout_seconds if parameters.timeout is None else min(model.timeout_seconds,
+                                                                           parameters.timeout / 1e6)
+    feeds = _feeds(tensors, inputs, blobs)
+    wanted = _wanted_outputs(asked.outputs, outputs, parameters.binary_data_output)
     decoded = time.perf_counter()
     if isinstance(model, EmbeddingService):
         texts = [str(t) for t in feeds[TEXT_INPUT].reshape(-1)]
@@ -156,40 +159,13 @@ async def _infer(request: Request, model: ServedModel, body: dict[str, Any], blo
             blobs_out.append(encode(results[name]))
         tensors.append(tensor)
     answer: dict[str, Any] = {"model_name": model.name, "model_version": model.generation, "outputs": tensors}
-    if "id" in body:
-        answer["id"] = body["id"]
+    if asked.id is not None:
+        answer["id"] = asked.id
     response = respond(answer, blobs_out)
     done = time.perf_counter()
     first = next(iter(feeds.values()))
     rows = int(first.shape[0]) if first.ndim else 1
     return response, Timing(rows, done - started, decoded - started, inferred - decoded, done - inferred)
-
-
-def _parameters(body: dict[str, Any], timeout: float) -> float:
-    """The request's parameters checked; the timeout it allows (Triton's `timeout`, in microseconds, can only
-    shorten the model's)."""
-    parameters = body.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ApiError(400, "the request's 'parameters' must be an object")
-    unknown = sorted(set(parameters) - {"binary_data_output", "timeout"})
-    if unknown:
-        raise ApiError(400, f"request parameter {unknown[0]!r} is not supported (npuctl takes binary_data_output "
-                       "and timeout; its models keep no sequence state and have one priority)")
-    asked = parameters.get("timeout")
-    if asked is None:
-        return timeout
-    if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
-        raise ApiError(400, f"request parameter 'timeout' must be a positive number of microseconds, not {asked!r}")
-    return min(timeout, asked / 1e6)
-
-
-def _flag(parameters: Any, name: str, where: str) -> bool:
-    if not isinstance(parameters, dict):
-        raise ApiError(400, f"the 'parameters' of {where} must be an object")
-    value = parameters.get(name, False)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"parameter {name!r} of {where} must be true or false")
-    return value
 
 
 def _version(model: ServedModel, request: Request) -> None:
@@ -281,26 +257,17 @@ def _array(tensor: dict[str, Any], spec: TensorSpec, blobs: Blobs) -> np.ndarray
     return flat.reshape(shape)
 
 
-def _wanted_outputs(requested: Any, specs: list[TensorSpec], binary: bool) -> list[tuple[str, bool]]:
+def _wanted_outputs(requested: list[RequestedOutput] | None, specs: list[TensorSpec],
+                    binary: bool) -> list[tuple[str, bool]]:
     """The outputs to send, each with whether it goes as binary data (`binary`: the request's default)."""
     names = [spec.name for spec in specs]
     if requested is None:
         return [(name, binary) for name in names]
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
-        raise ApiError(400, "'outputs' must be a list of objects with a 'name'")
-    unknown = next((o["name"] for o in requested if o["name"] not in names), None)
+    unknown = next((o.name for o in requested if o.name not in names), None)
     if unknown is not None:
         raise ApiError(400, f"output {unknown!r} is not an output of this model (outputs: {', '.join(names)})")
-    wanted = []
-    for output in requested:
-        parameters = output.get("parameters") or {}
-        where = f"output {output['name']!r}"
-        if not isinstance(parameters, dict) or set(parameters) - {"binary_data"}:
-            raise ApiError(400, f"{where}: the only output parameter npuctl takes is binary_data (no classification, "
-                           "no shared memory)")
-        wanted.append((output["name"], _flag(parameters, "binary_data", where) if "binary_data" in parameters
-                       else binary))
-    return wanted
+    return [(o.name, o.parameters.binary_data if o.parameters is not None and "binary_data" in
+             o.parameters.model_fields_set else binary) for o in requested]
 
 
 def _tensor(name: str, spec: TensorSpec, value: np.ndarray, binary: bool) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Ollama's request bodies, checked: the model name, `options`, `keep_alive`, messages. Every field Ollama
-documents is honoured or refused with 400 naming it; npuctl never drops one silently."""
+"""Ollama's request fields read for generation: the model name, `options`, `keep_alive`, messages, format. The
+bodies' form (every field Ollama documents, and no other) is the models' in npuctl/serve/ollama/bodies.py; these
+checks name the place of what only they can judge."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from npuctl.runtime.generation import Sampling
-from npuctl.serve.generation.penalties import OLLAMA_FIELDS, ollama_penalties
+from npuctl.serve.generation.penalties import ollama_penalties
 from npuctl.serve.generation.structured import Structure, structure
 from npuctl.serve.http.errors import ApiError
 
@@ -17,8 +18,6 @@ LATEST = ":latest"
 """Ollama's default tag: `name:latest` is the same model as `name`."""
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 MAX_STOP = 16
-OPTIONS = ("temperature", "top_p", "top_k", "seed", "num_predict", "num_ctx", "stop", *OLLAMA_FIELDS)
-"""The `options` npuctl honours (Ollama's others tune its own runtime: GPU layers, threads, mmap, ...)."""
 _DURATION = re.compile(r"^-?\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -33,15 +32,8 @@ class Options:
     stop: tuple[str, ...]
 
 
-def check_fields(body: dict[str, Any], known: Collection[str]) -> None:
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise ApiError(400, f"unknown field {unknown[0]!r}; this endpoint takes: {', '.join(sorted(known))}")
-
-
-def model_name(body: dict[str, Any], names: Collection[str]) -> str:
+def model_name(name: Any, names: Collection[str]) -> str:
     """The `model` field, with Ollama's `:latest` tag dropped when the bare name is served."""
-    name = body.get("model")
     if not isinstance(name, str) or not name:
         raise ApiError(400, "'model' must be a non-empty string")
     if name.endswith(LATEST) and name not in names and name[: -len(LATEST)] in names:
@@ -57,10 +49,9 @@ def stream_flag(body: dict[str, Any]) -> bool:
     return stream
 
 
-def keep_alive(body: dict[str, Any]) -> float | None:
+def keep_alive(value: Any) -> float | None:
     """The idle time asked for, in seconds (infinite for a negative one, as Ollama reads it); None when not set.
     Whether the model may be unloaded that soon is its manifest's business (see ModelRegistry.keep_alive)."""
-    value = body.get("keep_alive")
     if value is None:
         return None
     parsed = _DURATION.match(value) if isinstance(value, str) else None
@@ -98,10 +89,10 @@ def form(body: dict[str, Any], guided: bool) -> Structure:
         raise ApiError(400, exc.message.replace("'response_format'", "'format'")) from exc
 
 
-def no_options(body: dict[str, Any]) -> None:
+def no_options(value: Any) -> None:
     """An embedding's `options`: none of Ollama's options changes an embedding here, so any one set is refused
     (Ollama's num_ctx would truncate: here `truncate` and the model's limit do)."""
-    value = body.get("options") or {}
+    value = value or {}
     if not isinstance(value, dict):
         raise ApiError(400, "'options' must be an object")
     named = sorted(name for name, setting in value.items() if setting is not None)
@@ -113,9 +104,6 @@ def options(body: dict[str, Any]) -> Options:
     value = body.get("options") or {}
     if not isinstance(value, dict):
         raise ApiError(400, "'options' must be an object")
-    unknown = sorted(set(value) - set(OPTIONS))
-    if unknown:
-        raise ApiError(400, f"options.{unknown[0]} is not supported by npuctl (it honours: {', '.join(OPTIONS)})")
     predict = _integer(value, "num_predict")
     if predict is not None and predict not in (-1, -2) and predict < 1:
         raise ApiError(400, f"options.num_predict must be a positive integer, or -1 or -2 (to the context's end), "

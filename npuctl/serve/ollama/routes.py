@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
+from npuctl.serve import embedding
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
 from npuctl.serve.generation.logprobs import chat_logprobs, token_entry
@@ -25,20 +26,22 @@ from npuctl.serve.generation.queue import FinishReason, Generation, Piece
 from npuctl.serve.generation.structured import Structure
 from npuctl.serve.http.body import answered, read_json
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.fastjson import FastJSONResponse
 from npuctl.serve.http.sse import LineStream
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
 from npuctl.serve.ollama import requests as check
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
 from npuctl.serve.ollama.listings import OLLAMA_VERSION, model_list, running_list, show
-from npuctl.serve.openai.embeddings import input_tokens
 from npuctl.serve.openai.replies import rest
 
 RUNNING = "Ollama is running"
 """What Ollama answers on `/`; clients probe it to find a server."""
-_COMMON = ("model", "stream", "format", "options", "keep_alive", "think", "logprobs", "top_logprobs")
-CHAT_FIELDS = (*_COMMON, "messages", "tools")
-GENERATE_FIELDS = (*_COMMON, "prompt", "suffix", "images", "system", "template", "context", "raw")
-EMBED_FIELDS = ("model", "input", "truncate", "options", "keep_alive", "dimensions")
-EMBEDDINGS_FIELDS = ("model", "prompt", "options", "keep_alive")
 
 
 def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -55,26 +58,26 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         return JSONResponse({"models": running_list(ctx.registry.models())})
 
     async def show_model(request: Request) -> Response:
-        body = await _body(request, ctx, ("model", "verbose"))
-        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, ServedModel) as model:
+        asked = await ctx.body(request, ShowRequest)
+        with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, ServedModel) as model:
             return JSONResponse(show(model))
 
     async def chat(request: Request) -> Response:
-        body = await _body(request, ctx, CHAT_FIELDS)
-        keep = check.keep_alive(body)
+        body = await read_json(request, ctx.max_body_bytes)
+        ctx.parse(request, OllamaChatRequest, body)  # the form; the checks below name what they find wrong
         history = check.messages(body.get("messages"))
-        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
+        with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
             form = check.form(body, model.model.guided)
             try:
                 ids = model.model.tokenizer.chat(history, form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc)) from exc
-            ctx.registry.keep_alive(model, keep)
+            ctx.registry.keep_alive(model, check.keep_alive(body.get("keep_alive")))
             return await _generate(request, model, ids, body, form, chat=True)
 
     async def generate(request: Request) -> Response:
-        body = await _body(request, ctx, GENERATE_FIELDS)
-        keep = check.keep_alive(body)
+        body = await read_json(request, ctx.max_body_bytes)
+        ctx.parse(request, OllamaGenerateRequest, body)  # the form; the checks below name what they find wrong
         prompt, system = body.get("prompt", ""), body.get("system", "")
         if not isinstance(prompt, str) or not isinstance(system, str):
             raise ApiError(400, "'prompt' and 'system' must be strings")
@@ -84,8 +87,8 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         check.refuse(body, "suffix", "this model does not fill in the middle", "")
         check.refuse(body, "images", "this model takes text only", [])
         check.refuse(body, "template", "npuctl uses the model's own chat template", "")
-        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, GenerationService) as model:
-            ctx.registry.keep_alive(model, keep)
+        with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
+            ctx.registry.keep_alive(model, check.keep_alive(body.get("keep_alive")))
             if not prompt:  # Ollama's way to load a model (and, with keep_alive 0, to unload it)
                 return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
             tokenizer = model.model.tokenizer
@@ -102,48 +105,29 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             return await _generate(request, model, _context(body, model) + ids, body, form, chat=False)
 
     async def embed(request: Request) -> Response:
-        body = await _body(request, ctx, EMBED_FIELDS)
-        keep = check.keep_alive(body)
-        check.no_options(body)
-        truncate = body.get("truncate", True)
-        if not isinstance(truncate, bool):
-            raise ApiError(400, "'truncate' must be true or false")
-        texts = body.get("input")
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
-            raise ApiError(400, "'input' must be a non-empty string or a list of them")
-        started = time.perf_counter()
-        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
-            ctx.registry.keep_alive(model, keep)
-            dimensions = body.get("dimensions")
-            if dimensions is not None and dimensions != model.model.dimensions:
-                raise ApiError(400, f"'dimensions': this model only gives {model.model.dimensions}-dimensional "
-                               "embeddings")
-            tokens = input_tokens(texts, model.model.encoder, model.truncate and truncate)
-            vectors = await answered(request, model.batcher.submit([t.ids for t in tokens]), model.timeout_seconds)
-            return JSONResponse({
+        asked = await ctx.body(request, EmbedRequest)
+        began = time.perf_counter()
+        with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, EmbeddingService) as model:
+            ctx.registry.keep_alive(model, check.keep_alive(asked.keep_alive))
+            done = await embedding.embed(request, model, asked.input, truncate=model.truncate and asked.truncate,
+                                         dimensions=asked.dimensions)
+            return FastJSONResponse({
                 "model": model.name,
-                "embeddings": [vector.tolist() for vector in vectors],
-                "total_duration": _nanoseconds(time.perf_counter() - started),
+                "embeddings": [embedding.floats(vector) for vector in done.vectors],
+                "total_duration": _nanoseconds(time.perf_counter() - began),
                 "load_duration": 0,
-                "prompt_eval_count": sum(len(t.ids) for t in tokens),
+                "prompt_eval_count": done.tokens,
             })
 
     async def embeddings(request: Request) -> Response:
-        body = await _body(request, ctx, EMBEDDINGS_FIELDS)
-        keep = check.keep_alive(body)
-        check.no_options(body)
-        prompt = body.get("prompt", "")
-        if not isinstance(prompt, str):
-            raise ApiError(400, "'prompt' must be a string")
-        with ctx.using(request, check.model_name(body, names()), Api.OLLAMA, EmbeddingService) as model:
-            ctx.registry.keep_alive(model, keep)
-            if not prompt:
-                return JSONResponse({"embedding": []})
-            tokens = input_tokens([prompt], model.model.encoder, model.truncate)
-            [vector] = await answered(request, model.batcher.submit([tokens[0].ids]), model.timeout_seconds)
-            return JSONResponse({"embedding": vector.tolist()})
+        asked = await ctx.body(request, PromptEmbeddingRequest)
+        with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, EmbeddingService) as model:
+            ctx.registry.keep_alive(model, check.keep_alive(asked.keep_alive))
+            if not asked.prompt:
+                return FastJSONResponse({"embedding": []})
+            done = await embedding.embed(request, model, asked.prompt, truncate=model.truncate, dimensions=None,
+                                         param="prompt")
+            return FastJSONResponse({"embedding": embedding.floats(done.vectors[0])})
 
     async def not_here(request: Request) -> Response:
         # An agent answers these (npuctl/agent/ollama_models.py); a one-shot server has no manifests to change.
@@ -254,14 +238,6 @@ class _Reply:
             yield {"error": f"generation failed: {exc}"}
             return
         yield self.final(generation, ids)
-
-
-async def _body(request: Request, ctx: ServeContext, fields: tuple[str, ...]) -> dict[str, Any]:
-    body = await read_json(request, ctx.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    check.check_fields(body, fields)
-    return body
 
 
 def _now() -> str:

@@ -15,7 +15,7 @@ from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.generation.completing import checked_prompt, collect, started, stream_lease
-from npuctl.serve.generation.logprobs import chat_logprobs, completion_logprobs
+from npuctl.serve.generation.logprobs import chat_logprobs
 from npuctl.serve.generation.penalties import openai_penalties
 from npuctl.serve.generation.structured import structure
 from npuctl.serve.http.body import answered, read_json
@@ -23,12 +23,10 @@ from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.limits import check_rows
 from npuctl.serve.http.sse import EventStream
 from npuctl.serve.models import GenerationService
-from npuctl.serve.openai import fields
 from npuctl.serve.openai.replies import Reply, Shape
+from npuctl.serve.openai.requests import ChatRequest, CompletionRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-MAX_STOP = 4
-"""Stop strings per request, as OpenAI allows."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +42,12 @@ class _Options:
 
 def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def chat(request: Request) -> Response:
-        body = await _body(request, ctx)
-        fields.refuse(body, fields.CHAT)
-        messages = _messages(body.get("messages"))
-        options = _options(body)
+        body = await read_json(request, ctx.max_body_bytes)
+        asked = ctx.parse(request, ChatRequest, body)
+        messages = _messages(asked.messages)
+        options = _options(asked)
         logprobs = chat_logprobs(body)
-        with ctx.using(request, body.get("model"), Api.OPENAI, GenerationService) as model:
+        with ctx.using(request, asked.model, Api.OPENAI, GenerationService) as model:
             form = structure(body, model.model.guided)
             try:
                 ids = model.model.tokenizer.chat(messages, form.tools)
@@ -61,21 +59,15 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
                                  what="messages", shape=Shape(form, logprobs is not None))
 
     async def completions(request: Request) -> Response:
-        body = await _body(request, ctx)
-        fields.refuse(body, fields.COMPLETIONS)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt:
-            raise ApiError(400, "'prompt' must be a non-empty string (one prompt per request)", param="prompt")
-        options = _options(body)
-        logprobs, echo = completion_logprobs(body), body.get("echo", False)
-        if not isinstance(echo, bool):
-            raise ApiError(400, "'echo' must be true or false", param="echo")
+        body = await read_json(request, ctx.max_body_bytes)
+        asked = ctx.parse(request, CompletionRequest, body)
+        prompt = asked.prompt if isinstance(asked.prompt, str) else asked.prompt[0]
+        options = _options(asked)
+        logprobs, echo = asked.logprobs, asked.echo
         if echo and logprobs is not None:
             raise ApiError(400, "'echo' with 'logprobs' would need the prompt's log probabilities, which npuctl "
                            "does not compute", param="echo")
-        with ctx.using(request, body.get("model"), Api.OPENAI, GenerationService) as model:
+        with ctx.using(request, asked.model, Api.OPENAI, GenerationService) as model:
             options = replace(options, sampling=replace(options.sampling, logprobs=logprobs,
                                                         penalties=openai_penalties(body, _vocabulary(model))))
             ids = model.model.tokenizer.plain(prompt)
@@ -102,13 +94,6 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
 
 def _vocabulary(model: GenerationService) -> int:
     return int(model.model.tokenizer.tokenizer.get_vocab_size())
-
-
-async def _body(request: Request, ctx: ServeContext) -> dict[str, Any]:
-    body = await read_json(request, ctx.max_body_bytes)
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    return body
 
 
 def _messages(value: Any) -> list[dict[str, Any]]:
@@ -140,53 +125,13 @@ def _content(value: Any, index: int, role: str) -> str:
                    param=f"messages[{index}].content")
 
 
-def _options(body: dict[str, Any]) -> _Options:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    if max_tokens is not None and (not _is_int(max_tokens) or max_tokens < 1):
-        raise ApiError(400, f"'{name}' must be a positive integer, not {max_tokens!r}", param=name)
-    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p == 0:
-        raise ApiError(400, "'top_p' must be above 0", param="top_p")
-    top_k = body.get("top_k")
-    if top_k is not None and (not _is_int(top_k) or top_k < 0):
-        raise ApiError(400, f"'top_k' must be a non-negative integer, not {top_k!r}", param="top_k")
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise ApiError(400, f"'seed' must be an integer, not {seed!r}", param="seed")
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "only n=1 is supported (one choice per request)", param="n")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "'stream' must be true or false", param="stream")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict) or (stream_options and not stream):
+def _options(asked: ChatRequest | CompletionRequest) -> _Options:
+    max_tokens = asked.max_completion_tokens if asked.max_completion_tokens is not None else asked.max_tokens
+    if asked.stream_options is not None and not asked.stream:
         raise ApiError(400, "'stream_options' is an object, and only allowed with stream: true", param="stream_options")
-    if not isinstance(stream_options.get("include_usage", False), bool):
-        raise ApiError(400, "'stream_options.include_usage' must be true or false", param="stream_options")
-    ignore_eos = body.get("ignore_eos", False)
-    if not isinstance(ignore_eos, bool):
-        raise ApiError(400, "'ignore_eos' must be true or false", param="ignore_eos")
-    return _Options(max_tokens, Sampling(0, temperature, top_p, top_k or None, seed, ignore_eos), _stop(body.get("stop")),
-                    stream, bool(stream_options.get("include_usage", False)))
-
-
-def _stop(value: Any) -> tuple[str, ...]:
-    stops = [value] if isinstance(value, str) else value if value is not None else []
-    if not isinstance(stops, list) or len(stops) > MAX_STOP or not all(isinstance(s, str) and s for s in stops):
-        raise ApiError(400, f"'stop' must be a non-empty string or a list of at most {MAX_STOP} of them", param="stop")
-    return tuple(stops)
-
-
-def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ApiError(400, f"'{name}' must be a number from {low:g} to {high:g}, not {value!r}", param=name)
-    return float(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    temperature = 1.0 if asked.temperature is None else asked.temperature
+    sampling = Sampling(0, temperature, 1.0 if asked.top_p is None else asked.top_p, asked.top_k or None, asked.seed,
+                        asked.ignore_eos)
+    stop = (asked.stop,) if isinstance(asked.stop, str) else tuple(asked.stop or ())
+    include_usage = asked.stream_options is not None and asked.stream_options.include_usage
+    return _Options(max_tokens, sampling, stop, asked.stream, include_usage)

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.validation import description, place
 from npuctl.serve.openai.fields import REASONING, TEXT_ONLY, Refused
 
 
@@ -62,7 +64,7 @@ Item = Annotated[Annotated[InputMessage, Tag("message")] | Annotated[FunctionCal
 
 class FunctionTool(_Strict):
     type: Literal["function"]
-    name: str
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -83,7 +85,8 @@ class TextFormat(_Strict):
 
 class TextOptions(_Strict):
     format: TextFormat | None = None
-    verbosity: str | None = None
+    verbosity: Literal["medium"] | None = Field(
+        None, description="Only OpenAI's default: the answer's length is max_output_tokens' alone.")
 
 
 class ResponsesRequest(_Strict):
@@ -104,17 +107,17 @@ class ResponsesRequest(_Strict):
     user: str | None = None
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    # Documented by OpenAI, honoured only as "not set" (see REFUSED).
-    reasoning: dict[str, Any] | None = None
-    include: list[str] | None = None
-    top_logprobs: int | None = None
-    truncation: str | None = None
-    background: bool | None = None
-    service_tier: str | None = None
-    max_tool_calls: int | None = None
-    stream_options: dict[str, Any] | None = None
-    conversation: Any = None
-    prompt: Any = None
+    # Documented by OpenAI, honoured only as "not set" (see REFUSED): out of the description.
+    reasoning: SkipJsonSchema[dict[str, Any] | None] = None
+    include: SkipJsonSchema[list[str] | None] = None
+    top_logprobs: SkipJsonSchema[int | None] = None
+    truncation: SkipJsonSchema[str | None] = None
+    background: SkipJsonSchema[bool | None] = None
+    service_tier: SkipJsonSchema[str | None] = None
+    max_tool_calls: SkipJsonSchema[int | None] = None
+    stream_options: SkipJsonSchema[dict[str, Any] | None] = None
+    conversation: SkipJsonSchema[Any] = None
+    prompt: SkipJsonSchema[Any] = None
 
     @property
     def streamed(self) -> bool:
@@ -164,33 +167,17 @@ def parse(body: Any) -> ResponsesRequest:
         request = ResponsesRequest.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = _place(error["loc"])
+        where = place(error["loc"], _ITEM_TAGS)
         unknown = error["type"] == "extra_forbidden"
         why = "is not a field of the Responses API" if unknown else error["msg"]
-        hint = f" ({TEXT_ONLY})" if where.startswith("input") and "content" in where else ""
+        about = description(ResponsesRequest, error["loc"])
+        hint = f" ({TEXT_ONLY})" if where.startswith("input") and "content" in where else f" ({about})" if about else ""
         raise ApiError(400, f"'{where}' {why}{hint}", param=where or None) from None
     for name, refused in REFUSED.items():
         value = getattr(request, name)
         if value is not None and not any(type(value) is type(unset) and value == unset for unset in refused.unset):
             raise ApiError(400, f"'{name}' is not supported: {refused.why}", param=name)
-    if request.text is not None and request.text.verbosity not in (None, "medium"):
-        raise ApiError(400, "'text.verbosity' is not supported: the answer's length is max_output_tokens' alone",
-                       param="text.verbosity")
     return request
-
-
-_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "none", *_ITEM_TAGS})
-
-
-def _place(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error's location as the body names it (`input[2].content`), without the union members' tags."""
-    place = ""
-    for part in loc:
-        if isinstance(part, int):
-            place += f"[{part}]"
-        elif "[" not in part and "-" not in part and part not in _TYPE_NAMES:
-            place += f".{part}" if place else part
-    return place
 
 
 def messages(request: ResponsesRequest, earlier: list[dict[str, Any]]) -> list[dict[str, Any]]:

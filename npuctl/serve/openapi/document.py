@@ -8,104 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
+from npuctl.serve.oip.requests import InferRequest
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
+from npuctl.serve.openai.requests import ChatRequest, CompletionRequest, EmbeddingsRequest
+from npuctl.serve.openai.responses_request import ResponsesRequest
+from npuctl.serve.openapi.components import components, ref
 from npuctl.serve.openapi.others import control_paths, metrics_paths, oip_paths, ollama_paths
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.openapi.parts import ANY_OBJECT, errors, json_body, obj, path_param, request
 from npuctl.serve.openapi.tasks import task_paths
 from npuctl.serve.openapi.tei import tei_paths
-
-_GENERATION: dict[str, Any] = {
-    "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-    "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-    "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-    "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-    "top_k": {"type": "integer", "minimum": 0, "nullable": True},
-    "seed": {"type": "integer", "nullable": True},
-    "n": {"type": "integer", "enum": [1], "description": "one choice per request"},
-    "stream": {"type": "boolean"},
-    "stream_options": {"type": "object", "nullable": True, "properties": {"include_usage": {"type": "boolean"}},
-                       "description": "only with stream: true"},
-    "ignore_eos": {"type": "boolean"},
-    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    "logit_bias": {"type": "object", "nullable": True, "maxProperties": 1024,
-                   "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-                   "description": "token ids of the model's vocabulary (as strings) to a bias"},
-    "user": {"type": "string"},
-    "safety_identifier": {"type": "string"},
-    "prompt_cache_key": {"type": "string"},
-    "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1},
-                                         {"type": "array", "maxItems": 4, "items": {"type": "string", "minLength": 1}}]},
-}
-_PARTS = {"type": "array", "items": obj({"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-                                        required=["type", "text"])}
-_CONTENT = {"oneOf": [{"type": "string"}, _PARTS]}
-_MESSAGE = {"oneOf": [
-    obj({"role": {"type": "string", "enum": ["system", "developer", "user", "tool"]}, "content": _CONTENT},
-        required=["role", "content"]),
-    obj({"role": {"type": "string", "enum": ["assistant"]}, "content": {**_CONTENT, "nullable": True}},
-        required=["role"]),
-]}
-_CHAT_ONLY = {
-    "response_format": {"oneOf": [
-        obj({"type": {"type": "string", "enum": ["text", "json_object"]}}, required=["type"]),
-        obj({"type": {"type": "string", "enum": ["json_schema"]}, "json_schema": obj(
-            {"name": {"type": "string"}, "schema": ANY_OBJECT, "strict": {"type": "boolean"}}, required=["name"])},
-            required=["type", "json_schema"])]},
-    "tools": {"type": "array", "items": TOOL},
-    "tool_choice": {"description": "needs tools (none, auto, required, or a named function)"},
-    "parallel_tool_calls": {"type": "boolean"},
-    "logprobs": {"type": "boolean", "nullable": True},
-    "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True,
-                     "description": "needs logprobs: true"},
-}
-_COMPLETIONS_ONLY = {
-    "echo": {"type": "boolean"},
-    "logprobs": {"type": "integer", "minimum": 0, "maximum": 5, "nullable": True},
-}
-
-
-def closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    """An object with no properties but these (the Responses API refuses others, naming them)."""
-    return obj(properties, required) | {"additionalProperties": False}
-
-
-def _responses() -> dict[str, Any]:
-    text = {"type": "string"}
-    part = obj({"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": text},
-               required=["type", "text"])
-    item = {"oneOf": [
-        obj({"type": {"type": "string", "enum": ["message"]},
-             "role": {"type": "string", "enum": ["user", "system", "developer", "assistant"]},
-             "content": {"oneOf": [text, {"type": "array", "items": part}]}}, required=["role", "content"]),
-        obj({"type": {"type": "string", "enum": ["function_call"]}, "call_id": text, "name": text,
-             "arguments": text}, required=["type", "call_id", "name", "arguments"]),
-        obj({"type": {"type": "string", "enum": ["function_call_output"]}, "call_id": text, "output": text},
-            required=["type", "call_id", "output"])]}
-    tool = closed({"type": {"type": "string", "enum": ["function"]}, "name": {"type": "string",
-                                                                              "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                   "description": text, "parameters": ANY_OBJECT, "strict": {"type": "boolean"}},
-                  required=["type", "name"])
-    text_format = closed({"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}, "name": text,
-                          "schema": ANY_OBJECT, "description": text, "strict": {"type": "boolean"}},
-                         required=["type"])
-    return closed({
-        "model": NAME, "input": {"oneOf": [text, {"type": "array", "items": item, "minItems": 1}]},
-        "instructions": {"type": "string", "nullable": True}, "stream": {"type": "boolean", "nullable": True},
-        "tools": {"type": "array", "items": tool, "nullable": True},
-        "tool_choice": {"nullable": True, "description": "needs tools", "oneOf": [
-            {"type": "string", "enum": ["none", "auto", "required"]},
-            closed({"type": {"type": "string", "enum": ["function"]}, "name": text}, required=["type", "name"])]},
-        "parallel_tool_calls": {"type": "boolean", "nullable": True},
-        "text": closed({"format": text_format}),
-        "max_output_tokens": {"type": "integer", "minimum": 1, "nullable": True},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-        "previous_response_id": {"type": "string", "nullable": True,
-                                 "description": "an answer this process keeps (the latest 256, in memory)"},
-        "store": {"type": "boolean", "nullable": True},
-        "metadata": {"type": "object", "nullable": True, "maxProperties": 16, "additionalProperties": text},
-        "user": text, "safety_identifier": text, "prompt_cache_key": text,
-    }, required=["model", "input"])
+from npuctl.serve.scoring.requests import ClassifyRequest, RerankRequest, RerankV2Request
+from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
 
 
 def openapi(*, control: bool = False) -> dict[str, Any]:
@@ -128,12 +47,7 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
             "PlainError": obj({"error": {"type": "string"}}, required=["error"]),
             "ControlError": obj({"error": obj({"message": {"type": "string"}}, required=["message"])},
                                 required=["error"]),
-            "Tensor": obj({"name": {"type": "string"}, "datatype": {"type": "string"},
-                           "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                           "data": {"type": "array", "items": {}},
-                           "parameters": obj({"binary_data_size": {"type": "integer", "minimum": 0}}) | {
-                               "additionalProperties": False, "nullable": True}},
-                          required=["name", "datatype", "shape"]),
+            **request_components(),
         }},
     }
     if control:
@@ -144,29 +58,15 @@ def openapi(*, control: bool = False) -> dict[str, Any]:
 
 
 def _openai() -> dict[str, Any]:
-    token_ids = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
-    embeddings = obj({
-        "model": NAME,
-        "input": {"oneOf": [{"type": "string", "minLength": 1},
-                            {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
-                             "maxItems": 2048},
-                            token_ids, {"type": "array", "items": token_ids, "minItems": 1, "maxItems": 2048}]},
-        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-        "dimensions": {"type": "integer", "nullable": True},
-    }, required=["model", "input"])
+    embeddings = ref(EmbeddingsRequest)
     card = obj({"id": {"type": "string"}, "object": {"type": "string"}, "created": {"type": "integer"},
                 "owned_by": {"type": "string"}}, required=["id", "object"])
     answer = json_body(obj({"id": {"type": "string"}, "object": {"type": "string"}, "choices": {"type": "array"}}),
                        "the completion (or an SSE stream)", "text/event-stream")
     failures = errors("OpenAIError", 400, 404, 408, 413, 415, 429, 503, 504)
-    chat = obj({"model": NAME, "messages": {"type": "array", "items": _MESSAGE, "minItems": 1}, **_GENERATION,
-                **_CHAT_ONLY}, required=["model", "messages"])
-    completion = obj({"model": NAME, "prompt": {"oneOf": [
-        {"type": "string", "minLength": 1},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1}]},
-        **_GENERATION, **_COMPLETIONS_ONLY}, required=["model", "prompt"])
+    chat, completion = ref(ChatRequest), ref(CompletionRequest)
     return {
-        "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(_responses()),
+        "/v1/responses": {"post": {"summary": "OpenAI responses", "requestBody": request(ref(ResponsesRequest)),
                                    "responses": {"200": json_body(obj({"id": {"type": "string"}, "object": {
                                        "type": "string"}, "output": {"type": "array"}}),
                                        "the response (or an SSE stream of its events)", "text/event-stream"),
@@ -193,5 +93,12 @@ def bench_schemas() -> dict[str, Any]:
     """`npuctl bench`'s result and the models in it, as OpenAPI components (what PUT .../bench takes)."""
     from npuctl.schema.bench import BenchResult
 
-    schema = BenchResult.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
-    return {**schema.pop("$defs", {}), "BenchResult": schema}
+    return components(BenchResult)
+
+
+def request_components() -> dict[str, Any]:
+    """Every request body's schema, from the model the server validates it with."""
+    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, InferRequest,
+                      OllamaChatRequest, OllamaGenerateRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest,
+                      RerankRequest, RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest,
+                      GenerateRequest)

@@ -5,24 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from npuctl.serve.openapi.parts import ANY_OBJECT, NAME, TOOL, errors, json_body, obj, path_param, request
+from npuctl.serve.oip.requests import InferRequest, Tensor
+from npuctl.serve.ollama.bodies import (
+    EmbedRequest,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    PromptEmbeddingRequest,
+    ShowRequest,
+)
+from npuctl.serve.openapi.components import ref
+from npuctl.serve.openapi.parts import ANY_OBJECT, errors, json_body, obj, path_param, request
 
-_DURATION = "^-?[0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h)?$"
-_ZERO = "^-?0+([.]0+)?(ns|us|µs|ms|s|m|h)?$"
 MANIFEST_FILE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ya?ml$"
 """The agent's manifest file names (npuctl.agent.files.SAFE_FILE; the serve layer does not import the agent's)."""
 
 
 def oip_paths() -> dict[str, Any]:
-    tensor = {"$ref": "#/components/schemas/Tensor"}
-    output = obj({"name": {"type": "string"}, "parameters": _parameters({"binary_data": {"type": "boolean"}})},
-                 required=["name"])
-    infer = obj({"id": {"type": "string"}, "inputs": {"type": "array", "items": tensor},
-                 "outputs": {"type": "array", "items": output},
-                 "parameters": _parameters({"binary_data_output": {"type": "boolean"},
-                                            "timeout": {"type": "integer", "minimum": 1,
-                                                        "description": "microseconds"}})},
-                required=["inputs"])
+    tensor = ref(Tensor)  # an answer's tensors have the request's form
+    infer = ref(InferRequest)
     answer = json_body(obj({"model_name": {"type": "string"}, "model_version": {"type": "string"},
                             "outputs": {"type": "array", "items": tensor}}, required=["model_name", "outputs"]),
                        "output tensors (binary ones after the JSON, application/octet-stream)",
@@ -67,52 +67,7 @@ def oip_paths() -> dict[str, Any]:
 
 
 def ollama_paths() -> dict[str, Any]:
-    options = _closed({
-        "temperature": {"type": "number", "minimum": 0, "maximum": 2, "nullable": True},
-        "top_p": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1, "nullable": True},
-        "top_k": {"type": "integer", "minimum": 0, "nullable": True},
-        "seed": {"type": "integer", "nullable": True},
-        "num_predict": {"type": "integer", "minimum": -2, "not": {"enum": [0]}, "nullable": True},
-        "num_ctx": {"type": "integer", "minimum": 2, "nullable": True},
-        "stop": {"nullable": True, "oneOf": [{"type": "string", "minLength": 1}, {
-            "type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1}}]},
-        "repeat_penalty": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 10, "nullable": True},
-        "repeat_last_n": {"type": "integer", "minimum": -1, "nullable": True},
-        "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-        "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2, "nullable": True},
-    })
-    options["nullable"] = True
-    no_options = {"type": "object", "nullable": True, "maxProperties": 0,
-                  "description": "no option changes an embedding"}
-    keep_alive = {"nullable": True, "oneOf": [{"type": "number", "not": {"enum": [0]}},
-                                              {"type": "string", "pattern": _DURATION, "not": {"pattern": _ZERO}}],
-                  "description": "how long the model stays loaded after this request, within its manifest's "
-                                 "idleSeconds (spec.serve.residency: onDemand); 0, unload right after the answer, "
-                                 "is taken by onDemand models only (a 400 for the others)"}
-    common = {"model": NAME, "stream": {"type": "boolean"}, "options": options, "keep_alive": keep_alive,
-              "format": {"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]}, ANY_OBJECT]},
-              "think": {"type": "boolean", "enum": [False], "nullable": True},
-              "logprobs": {"type": "boolean", "nullable": True},
-              "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": True}}
-    no_images = {"type": "array", "maxItems": 0}
-    message = obj({"role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-                   "content": {"type": "string"}, "images": {**no_images, "nullable": True},
-                   "tool_name": {"type": "string", "nullable": True},
-                   "tool_calls": {"type": "array", "items": ANY_OBJECT, "nullable": True}}, required=["role"])
-    chat = _closed(common | {"messages": {"type": "array", "items": message, "minItems": 1},
-                             "tools": {"type": "array", "items": TOOL, "nullable": True}},
-                   required=["model", "messages"])
-    generate = _closed(common | {"prompt": {"type": "string"}, "system": {"type": "string"},
-                                 "raw": {"type": "boolean"}, "suffix": {"type": "string", "enum": [""]},
-                                 "template": {"type": "string", "enum": [""]}, "images": no_images,
-                                 "context": {"type": "array", "items": {"type": "integer", "minimum": 0}}},
-                       required=["model"])
-    embed = _closed({"model": NAME, "input": {"oneOf": [
-        {"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]},
-        "truncate": {"type": "boolean"}, "options": no_options, "keep_alive": keep_alive,
-        "dimensions": {"type": "integer", "nullable": True}}, required=["model", "input"])
-    embeddings = _closed({"model": NAME, "prompt": {"type": "string"}, "options": no_options, "keep_alive": keep_alive},
-                         required=["model"])
+    chat, generate = ref(OllamaChatRequest), ref(OllamaGenerateRequest)
     failures = errors("PlainError", 400, 404, 408, 413, 415, 429, 503, 504)
     answer = json_body(ANY_OBJECT, "the answer (or an NDJSON stream)", "application/x-ndjson")
 
@@ -128,12 +83,12 @@ def ollama_paths() -> dict[str, Any]:
             "200": json_body(obj({"version": {"type": "string"}}, required=["version"]), "version")}}},
         "/api/tags": {"get": {"summary": "models", "responses": {"200": listing}}},
         "/api/ps": {"get": {"summary": "loaded models (all that serve)", "responses": {"200": listing}}},
-        "/api/show": post("one model's details", _closed({"model": NAME, "verbose": {"type": "boolean"}},
-                                                          required=["model"]), json_body(ANY_OBJECT, "details")),
+        "/api/show": post("one model's details", ref(ShowRequest), json_body(ANY_OBJECT, "details")),
         "/api/chat": post("Ollama chat", chat, answer),
         "/api/generate": post("Ollama generate", generate, answer),
-        "/api/embed": post("Ollama embeddings", embed, json_body(ANY_OBJECT, "embeddings")),
-        "/api/embeddings": post("Ollama embeddings (older endpoint)", embeddings, json_body(ANY_OBJECT, "embedding")),
+        "/api/embed": post("Ollama embeddings", ref(EmbedRequest), json_body(ANY_OBJECT, "embeddings")),
+        "/api/embeddings": post("Ollama embeddings (older endpoint)", ref(PromptEmbeddingRequest),
+                                json_body(ANY_OBJECT, "embedding")),
     }
 
 
@@ -182,13 +137,3 @@ def control_paths() -> dict[str, Any]:
             "responses": {"200": json_body(ANY_OBJECT, "kept"),
                           **errors("ControlError", 400, 401, 404, 408, 413, 415, 422)}}},
     }
-
-
-def _parameters(properties: dict[str, Any]) -> dict[str, Any]:
-    """Triton's `parameters`: only those npuctl honours (others are refused)."""
-    return _closed(properties) | {"nullable": True}
-
-
-def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    """An object with no other keys: Ollama's endpoints refuse fields they do not know."""
-    return obj(properties, required) | {"additionalProperties": False}

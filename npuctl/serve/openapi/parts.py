@@ -36,8 +36,3 @@ def errors(kind: str, *codes: int) -> dict[str, Any]:
 
 def path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-TOOL = obj({"type": {"type": "string", "enum": ["function"]}, "function": obj(
-    {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "description": {"type": "string"},
-     "parameters": ANY_OBJECT}, required=["name"])}, required=["type", "function"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -17,26 +16,23 @@ from npuctl.schema.models import Api, Task
 from npuctl.serve.endpoints import ServeContext
 from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.limits import tokenized
 from npuctl.serve.models import ScoringService
-from npuctl.serve.scoring.requests import flag, json_object, model_name, token_limit_error
-
-MAX_INPUTS = 2048
-"""Inputs per request, as infinity allows."""
-FIELDS = frozenset({"model", "input", "raw_scores", "truncate", "user"})
+from npuctl.serve.scoring.requests import ClassifyRequest, model_name, token_limit_error
 
 
 def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def classify(request: Request) -> Response:
-        body = await json_object(request, ctx.max_body_bytes, FIELDS)
-        texts = _inputs(body.get("input"))
-        raw = flag(body, "raw_scores")
-        name = model_name(ctx, body, Task.CLASSIFICATION)
+        asked = await ctx.body(request, ClassifyRequest)
+        texts = [asked.input] if isinstance(asked.input, str) else asked.input
+        raw = asked.raw_scores
+        name = model_name(ctx, asked.model, Task.CLASSIFICATION)
         with ctx.using(request, name, Api.OPENAI, ScoringService) as model:
             if model.task is not Task.CLASSIFICATION:
                 raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
                                f"{model.task.value} model, not a classifier)", param="model")
-            tokens = model.model.encoder.encode(texts)
-            if not flag(body, "truncate", model.truncate):
+            tokens = await tokenized(texts, model.model.encoder.encode)
+            if not (model.truncate if asked.truncate is None else asked.truncate):
                 long = next((i for i, t in enumerate(tokens) if t.truncated), None)
                 if long is not None:
                     raise token_limit_error(f"input[{long}]", model.model.encoder.max_tokens, "input")
@@ -54,15 +50,3 @@ def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
         Route("/v1/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
         Route("/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
     ]
-
-
-def _inputs(value: Any) -> list[str]:
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ApiError(400, "'input' must be a string or a non-empty list of strings", param="input")
-    if len(texts) > MAX_INPUTS:
-        raise ApiError(400, f"'input' holds {len(texts)} items; at most {MAX_INPUTS} are allowed", param="input")
-    empty = next((i for i, t in enumerate(texts) if not t.strip()), None)
-    if empty is not None:
-        raise ApiError(400, f"input[{empty}] is empty", param="input")
-    return texts

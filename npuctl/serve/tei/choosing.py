@@ -24,11 +24,10 @@ def kind_of(model: ServedModel) -> str | None:
     return None
 
 
-def chosen(ctx: ServeContext, body: dict[str, Any], kinds: tuple[str, ...]) -> str:
-    """The name of the model the request goes to: `model` when given, else the one model of `kinds` that serves;
-    404 when none does, 400 naming them when several do."""
-    if "model" in body:
-        name = body["model"]
+def chosen(ctx: ServeContext, name: Any, kinds: tuple[str, ...]) -> str:
+    """The name of the model the request goes to: `name` (the request's `model`) when given, else the one model of
+    `kinds` that serves; 404 when none does, 400 naming them when several do."""
+    if name is not None:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "'model' must be a non-empty string", param="model")
         return name

@@ -20,48 +20,41 @@ from npuctl.serve.ollama.routes import RUNNING
 from npuctl.serve.tei.choosing import EMBED, GENERATE, PREDICT, chosen, kind_named
 from npuctl.serve.tei.encoders import embed, predict
 from npuctl.serve.tei.generate import generate
+from npuctl.serve.tei.requests import GenerateRequest, TeiEmbedRequest, TeiPredictRequest
 
 
 def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
-    async def body_of(request: Request) -> dict[str, Any]:
-        body = await read_json(request, ctx.max_body_bytes)
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
-
     async def embed_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await embed(request, ctx, body, chosen(ctx, body, (EMBED,)))
+        asked = await ctx.body(request, TeiEmbedRequest)
+        return await embed(request, ctx, asked, chosen(ctx, asked.model, (EMBED,)))
 
     async def predict_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await predict(request, ctx, body, chosen(ctx, body, (PREDICT,)))
+        asked = await ctx.body(request, TeiPredictRequest)
+        return await predict(request, ctx, asked, chosen(ctx, asked.model, (PREDICT,)))
 
     async def generate_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await generate(request, ctx, body, chosen(ctx, body, (GENERATE,)), stream=False)
+        asked = _streamed(await ctx.body(request, GenerateRequest), False)
+        return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=False)
 
     async def generate_stream_route(request: Request) -> Response:
-        body = await body_of(request)
-        return await generate(request, ctx, body, chosen(ctx, body, (GENERATE,)), stream=True)
+        asked = _streamed(await ctx.body(request, GenerateRequest), True)
+        return await generate(request, ctx, asked, chosen(ctx, asked.model, (GENERATE,)), stream=True)
 
     async def root(request: Request) -> Response:
         """`GET /`: Ollama's "Ollama is running", for clients looking for a server. `POST /`: TEI's and TGI's,
         what the one model here does with `inputs`. One route, so that a wrong method's 405 names all three."""
         if request.method != "POST":
             return PlainTextResponse(RUNNING)
-        body = await body_of(request)
-        name = chosen(ctx, body, (EMBED, PREDICT, GENERATE))
+        body = await read_json(request, ctx.max_body_bytes)
+        name = chosen(ctx, body.get("model") if isinstance(body, dict) else None, (EMBED, PREDICT, GENERATE))
         kind = kind_named(ctx, name)
         try:
             if kind == EMBED:
-                return await embed(request, ctx, body, name)
+                return await embed(request, ctx, ctx.parse(request, TeiEmbedRequest, body), name)
             if kind == PREDICT:
-                return await predict(request, ctx, body, name)
-            stream = body.pop("stream", False)
-            if not isinstance(stream, bool):
-                raise ApiError(400, "'stream' must be true or false", param="stream")
-            return await generate(request, ctx, body, name, stream=stream)
+                return await predict(request, ctx, ctx.parse(request, TeiPredictRequest, body), name)
+            asked = ctx.parse(request, GenerateRequest, body)
+            return await generate(request, ctx, asked, name, stream=asked.stream)
         except ApiError as exc:
             if exc.status != 400:
                 raise
@@ -71,7 +64,7 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def info(request: Request) -> Response:
         """TEI's and TGI's description of the server's one model (of the kind named by `model` when several)."""
-        name = chosen(ctx, dict(request.query_params), (EMBED, PREDICT, GENERATE))
+        name = chosen(ctx, request.query_params.get("model"), (EMBED, PREDICT, GENERATE))
         model = next((m for m in ctx.registry.models() if m.name == name), None)
         if model is None:
             raise ApiError(404, f"the model {name!r} does not exist", param="model", code="model_not_found")
@@ -97,3 +90,13 @@ def tei_routes(ctx: ServeContext) -> list[BaseRoute]:
         Route("/info", ctx.endpoint(Api.OPENAI, info, counted=False), methods=["GET"]),
         Route("/", ctx.endpoint(Api.OPENAI, root), methods=["GET", "HEAD", "POST"]),
     ]
+
+
+def _streamed(asked: GenerateRequest, stream: bool) -> GenerateRequest:
+    """`stream` is the root's choice; on /generate and /generate_stream the path chose (TGI ignores the field
+    there: here a `stream` that asks the other way is a 400)."""
+    if "stream" in asked.model_fields_set and asked.stream != stream:
+        path = "/generate_stream" if asked.stream else "/generate"
+        raise ApiError(400, f"'stream': {str(asked.stream).lower()} asks for {path}'s answer (or POST / with "
+                       "stream)", param="stream")
+    return asked

@@ -1,0 +1,54 @@
+"""The Open Inference Protocol's infer request body as a model, with Triton's binary-data and timeout
+parameters: what the server validates and what /openapi.json shows. A tensor's data is checked against the
+model's signature by the route, which names the input and what it holds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, WithJsonSchema
+
+from npuctl.serve.http.validation import Body
+
+
+class Tensor(Body):
+    """An input (or an answer's output). Its shape, data and parameters are read against the model's signature
+    by the route, whose messages name the input; the schema here says what they may be."""
+
+    name: str
+    datatype: str
+    """BOOL, UINT8 ... INT64, FP16, FP32, FP64, or BYTES."""
+    shape: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "integer", "minimum": 0}})]
+    data: Annotated[Any, WithJsonSchema({"type": "array", "items": {}})] = None
+    """The values, flat or nested row by row (or none, with binary_data_size)."""
+    parameters: Annotated[Any, WithJsonSchema({"type": "object", "nullable": True, "additionalProperties": False,
+                                               "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+                                               "description": "binary_data_size: this many of the bytes after the "
+                                                              "JSON are the tensor's (Triton's binary extension)"})] \
+        = None
+
+
+class OutputParameters(Body):
+    binary_data: bool = False
+    """This output's bytes after the JSON (Triton's binary extension)."""
+
+
+class RequestedOutput(Body):
+    name: str
+    parameters: OutputParameters | None = None
+
+
+class InferParameters(Body):
+    binary_data_output: bool = False
+    """Every output's bytes after the JSON, unless the output says otherwise."""
+    timeout: Annotated[int, Field(ge=1)] | None = None
+    """Microseconds; it can only shorten the model's spec.serve.timeoutSeconds."""
+
+
+class InferRequest(Body):
+    id: str | None = None
+    """Given back in the answer."""
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+    """The outputs to send, by name (all, when left out)."""
+    parameters: InferParameters | None = None
