@@ -196,6 +196,12 @@ def narrowing(**parameters: Any) -> Check:
     return check
 
 
+def check_typical_p(post: Post, path: str) -> None:
+    """Asking for typical sampling samples (as TGI does); 0 would keep no token."""
+    sampled(typical_p=0.9)(post, path)
+    refused(post, path, with_parameters(path, typical_p=0), "typical_p")
+
+
 def check_seed(post: Post, path: str) -> None:
     first = generated(post, do_sample=True, seed=11)
     assert generated(post, do_sample=True, seed=11) == first

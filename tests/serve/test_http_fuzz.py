@@ -62,6 +62,8 @@ MODEL_DEPENDENT = (
     "must be an integer of at least", "POST / answers as the model here", "models here can",
     "normalized (spec.model.normalize)", "is not a classifier",
     "only an assistant message calls tools", "needs string fields", "models serve here",
+    # keep_alive 0 unloads only an onDemand deployment (spec.serve.residency)
+    "spec.serve.residency: always",
     # the path's own choice (/generate answers whole, /generate_stream streams: one body schema for both)
     "asks for /generate",
     # a manifest's YAML content (placed at file:line:col)

@@ -314,10 +314,10 @@ TASK_AUDITS: dict[str, dict[str, Callable[[Post, str], None]]] = {
         "parameters.return_full_text": tasks.check_return_full_text,
         "parameters.repetition_penalty": tasks.penalised("repetition_penalty", 2),
         "parameters.frequency_penalty": tasks.penalised("frequency_penalty", 2),
-        "parameters.stop": tasks.check_stop,
+        "parameters.stop": tasks.check_stop, "parameters.typical_p": tasks.check_typical_p,
         **{f"parameters.{name}": tasks.refused_parameter(name, value) for name, value in (
             ("adapter_id", "x"), ("best_of", 2), ("decoder_input_details", True), ("grammar", {"type": "json"}),
-            ("top_n_tokens", 1), ("typical_p", 0.5), ("watermark", True), ("truncate", 10))},
+            ("top_n_tokens", 1), ("watermark", True), ("truncate", 10))},
     },
     tasks.INFER: {
         "id": tasks.check_id, "inputs": tasks.check_inputs, "outputs": tasks.check_outputs,
