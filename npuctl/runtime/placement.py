@@ -79,6 +79,9 @@ class Artifacts:
     """The tokenizer.json of text models."""
     context_binaries: tuple[ContextBinary, ...] = ()
     """In the manifest's target order."""
+    views: Path | None = None
+    """Where a decoder-pipeline pack's host views go (the artifact store's `genai-views`, so that deleting the
+    store frees them); None: the pack cannot be served on the NPU."""
 
 
 @dataclass(frozen=True)
