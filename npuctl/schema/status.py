@@ -55,6 +55,13 @@ class GenerationStatus(Fact):
     matching_tokens: int
     """The bar for firstDivergence (spec.accuracy.matchingTokens)."""
     prompts: int
+    """Held-out prompts the quantized model was checked on (on the CPU, against fp32)."""
+    npu_tokens: int = 0
+    """Greedy tokens of one prompt decoded by the compiled pack itself (on the NPU or its simulator)."""
+    npu_first_divergence: int = 0
+    """Where the pack's tokens first differ from the quantized model's on the CPU (`npuTokens` when none does)."""
+    npu_cosine: float = 0.0
+    """First-token logits cosine, the pack against the quantized model on the CPU."""
     node_share: float
     """Share of the pack's graph nodes on the QNN EP."""
     weight_share: float
@@ -64,9 +71,10 @@ class GenerationStatus(Fact):
 
     def lines(self) -> list[str]:
         """The check and each stage's placement, in words (for describe and build)."""
-        lines = [f"greedy tokens match the fp32 reference through {self.first_divergence} of {self.tokens} "
-                 f"(bar {self.matching_tokens}, {self.prompts} prompts); on QNN: {self.node_share:.0%} of "
-                 f"nodes, {self.weight_share:.0%} of weight bytes"]
+        lines = [f"quantized on the CPU: greedy tokens match the fp32 reference through {self.first_divergence} of "
+                 f"{self.tokens} (bar {self.matching_tokens}, {self.prompts} prompts); the pack on the NPU matches "
+                 f"it through {self.npu_first_divergence} of {self.npu_tokens} (logits cosine {self.npu_cosine:.5f}); "
+                 f"on QNN: {self.node_share:.0%} of nodes, {self.weight_share:.0%} of weight bytes"]
         for name, stage in self.stages.items():
             nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())
