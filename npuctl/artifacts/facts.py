@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
-from npuctl.schema.status import AccuracyStatus, GenerationStatus
+from npuctl.schema.status import AccuracyStatus, GenerationStatus, NpuCoverage
 
 
 class Facts(BaseModel):
@@ -229,6 +229,8 @@ class StagePlacement(BaseModel):
     nodes: dict[str, int]
     weight_bytes: dict[str, int]
     cpu_ops: dict[str, int]
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one token through the graph."""
 
 
 class Placement(BaseModel):
@@ -237,8 +239,15 @@ class Placement(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     node_share: float
+    """The pack's NPU coverage (runtime.placement.ContextBinary.npu_coverage says what it counts)."""
     weight_share: float
+    mac_share: float | None = None
+    """Share of one generated token's multiply-accumulates on the QNN EP (embeddings, iterator graphs, lm_head);
+    None in packs compiled before it was counted."""
     stages: dict[str, StagePlacement]
+
+    def coverage(self) -> NpuCoverage:
+        return NpuCoverage(nodes=self.node_share, macs=self.mac_share)
 
 
 class LlmCompile(Binary):
@@ -303,7 +312,7 @@ class LlmVerify(Facts):
         return GenerationStatus(tokens=tokens, first_divergence=quantized.first_divergence,
                                 matching_tokens=matching_tokens, prompts=len(quantized.checks),
                                 npu_tokens=len(self.pack.tokens), npu_first_divergence=self.pack.first_divergence,
-                                npu_cosine=self.pack.cosine, node_share=placement.node_share,
+                                npu_cosine=self.pack.cosine, coverage=placement.coverage(),
                                 weight_share=placement.weight_share,
                                 stages={name: stage.model_dump() for name, stage in placement.stages.items()})
 

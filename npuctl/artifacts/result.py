@@ -180,7 +180,8 @@ def artifacts_of(result: BuildResult, views: Path | None = None) -> Artifacts:
     `views`: where a decoder-pipeline pack's host views go (`Store.views_dir` of the store it was built in)."""
     binaries = tuple(
         ContextBinary(a.soc_model, a.bucket or None, a.context_model,
-                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused)
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused,
+                      a.npu_coverage)
         for a in result.artifacts
     )
     return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries, views)

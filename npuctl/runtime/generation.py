@@ -253,7 +253,9 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
     except Exception as exc:  # onnxruntime-genai raises plain RuntimeError
         raise NotServable(Reason.SESSION_FAILED, f"onnxruntime-genai cannot load {folder}: {exc}") from exc
     if placement.on_npu:
-        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share(), placement.note, applied)
+        built_share = built.binaries[0].npu_coverage if built is not None else None
+        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share() if built_share is None else built_share,
+                       placement.note, applied)
         slots = 1
     else:
         info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note, applied)

@@ -53,6 +53,8 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         assert on_npu.usage is not None and on_npu.usage.completion_tokens >= 8
     metadata = httpx.get(f"{server.url}/v2/models/{name}").json()
     assert [s["where"] for s in metadata["status"]["stages"]] == ["cpu", "npu-simulator", "npu-simulator", "cpu"]
+    # The NPU coverage served is the build's, not one counted on the wrappers (with the CPU attention as NPU).
+    assert metadata["status"]["npu_coverage"] == built.artifacts[0].npu_coverage
 
 
 def test_an_x2_elite_pack_is_refused_on_an_x_elite_host_with_the_reason(tiny_chat: TinyChat) -> None:

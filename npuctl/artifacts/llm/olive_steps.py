@@ -122,6 +122,8 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
                                     bool(request["weight_sharing"]))
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
         compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
+    compiler.placement.token_path = {pipeline["embeddings"], pipeline["lm_head"],
+                                     *(f"{name}_ctx" for name in pipeline["iterator"])}
 
     def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
         groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}
