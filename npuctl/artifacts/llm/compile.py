@@ -60,8 +60,10 @@ class PackPlacement:
 class Compiler:
     """Compiles (context, iterator) pairs for one SoC into `<name>.onnx` EPContext wrappers + `.bin` files."""
 
-    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool) -> None:
+    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool, context_length: int) -> None:
         self.soc_model = soc_model
+        self.context_length = context_length
+        """The KV cache's length: what a generated token's attention reads at most (for the MACs share)."""
         self.optimization_level = optimization_level
         self.weight_sharing = weight_sharing
         self.placement = PackPlacement()
@@ -95,7 +97,7 @@ class Compiler:
             if not coverage.nodes_by_ep.get(qnn.EP_NAME):
                 raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
                                  f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
-            self.placement.stages[name] = placement_of(model, coverage, session)
+            self.placement.stages[name] = placement_of(model, coverage, session, self.context_length)
             del session
             wrappers[name] = wrapper
         return wrappers
@@ -108,10 +110,10 @@ class Compiler:
         return f"compiling graph {graph} for soc {self.soc_model} failed: {message}"
 
 
-def placement_of(model: Path, coverage: qnn.Coverage, session: Any) -> StagePlacement:
+def placement_of(model: Path, coverage: qnn.Coverage, session: Any, context_length: int) -> StagePlacement:
     """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each."""
     bytes_of_node = _initializer_bytes_by_node(model)
-    macs_of_node = token_macs(model)
+    macs_of_node = token_macs(model, context_length)
     placement = StagePlacement(Counter(coverage.nodes_by_ep), Counter(), Counter(coverage.other_ops))
     for subgraph in session.get_provider_graph_assignment_info():
         for node in subgraph.get_nodes():
@@ -128,13 +130,13 @@ def cpu_placement(model: Path) -> StagePlacement:
     weights = sum(_initializer_bytes_by_node(model).values())
     return StagePlacement(Counter({"CPUExecutionProvider": len(graph.node)}),
                           Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node),
-                          Counter({"CPUExecutionProvider": sum(token_macs(model).values())}))
+                          Counter({"CPUExecutionProvider": sum(token_macs(model, 0).values())}))
 
 
-def token_macs(model: Path) -> dict[str, int]:
+def token_macs(model: Path, context_length: int) -> dict[str, int]:
     """Node name -> multiply-accumulates of one token through it: K x N for a MatMul or Gemm by a K x N weight
-    (an initializer, or one dequantized from one), 2 x heads x head size x the KV cache length for
-    GroupQueryAttention (a token at the end of a full cache: QK and AV). Other ops count 0."""
+    (an initializer, or one dequantized from one), 2 x heads x head size x `context_length` for
+    GroupQueryAttention (a token at the end of a full KV cache: QK and AV). Other ops count 0."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
@@ -150,10 +152,10 @@ def token_macs(model: Path) -> dict[str, int]:
             if weight is not None:
                 macs[node.name] = weight[0] * weight[1]
         elif node.op_type == "GroupQueryAttention" and len(node.input) > 3:
-            past = inputs.get(node.input[3]) or []
+            past = inputs.get(node.input[3]) or []  # [batch, KV heads, cache length (symbolic), head size]
             heads = next((a.i for a in node.attribute if a.name == "num_heads"), 0)
             if len(past) == 4:
-                macs[node.name] = 2 * heads * past[3] * past[2]
+                macs[node.name] = 2 * heads * past[3] * context_length
     return macs
 
 
