@@ -98,7 +98,7 @@ class LocalActuator:
                               source_roots=self._roots(loaded.file))
 
     def load(self, loaded: LoadedDeployment, built: BuildResult, share: str) -> ServedModel:
-        return self.shared.load(loaded.deployment, artifacts_of(built), share)
+        return self.shared.load(loaded.deployment, artifacts_of(built, self.store.views_dir), share)
 
     def serve(self, deployment: ModelDeployment, model: ServedModel) -> None:
         self.registry.put(model)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
-from npuctl.schema.status import AccuracyStatus, GenerationStatus
+from npuctl.schema.status import AccuracyStatus, GenerationStatus, NpuCoverage
 
 
 class Facts(BaseModel):
@@ -229,6 +229,8 @@ class StagePlacement(BaseModel):
     nodes: dict[str, int]
     weight_bytes: dict[str, int]
     cpu_ops: dict[str, int]
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one token through the graph."""
 
 
 class Placement(BaseModel):
@@ -237,8 +239,15 @@ class Placement(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     node_share: float
+    """The pack's NPU coverage (runtime.placement.ContextBinary.npu_coverage says what it counts)."""
     weight_share: float
+    mac_share: float | None = None
+    """Share of one generated token's multiply-accumulates on the QNN EP (embeddings, iterator graphs, lm_head);
+    None in packs compiled before it was counted."""
     stages: dict[str, StagePlacement]
+
+    def coverage(self) -> NpuCoverage:
+        return NpuCoverage(nodes=self.node_share, macs=self.mac_share)
 
 
 class LlmCompile(Binary):
@@ -249,18 +258,23 @@ class LlmCompile(Binary):
 
 
 class PromptCheck(BaseModel):
+    """One held-out prompt decoded greedily on the CPU by the quantized graph and by the fp32 one."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str
     first_divergence: int
     cosine: float
-    npu_tokens: list[int]
-    cpu_tokens: list[int]
+    """Of the first generated token's logits, quantized vs fp32."""
+    quantized_tokens: list[int]
+    reference_tokens: list[int]
 
 
-class LlmVerify(Facts):
-    kind: Literal["llm-verify"] = "llm-verify"
-    step: ClassVar[str] = "verify"
+class LlmVerifyQuantized(Facts):
+    """The quantized graph (QDQ, on the CPU) against the fp32 graph over every held-out prompt."""
+
+    kind: Literal["llm-verify-quantized"] = "llm-verify-quantized"
+    step: ClassVar[str] = "verify-quantized"
     checks: list[PromptCheck]
     first_divergence: int
     """The worst prompt's."""
@@ -268,10 +282,37 @@ class LlmVerify(Facts):
     """The lowest first-token logits cosine."""
     mean_cosine: float
 
-    def generation(self, placement: Placement, tokens: int, matching_tokens: int) -> GenerationStatus:
-        """The greedy check and where the pack runs, as status shows them."""
-        return GenerationStatus(tokens=tokens, first_divergence=self.first_divergence, matching_tokens=matching_tokens,
-                                prompts=len(self.checks), node_share=placement.node_share,
+
+class PackCheck(BaseModel):
+    """The compiled pack (on the NPU, or the HTP simulator) on one prompt, against the quantized graph on the CPU."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt: str
+    tokens: list[int]
+    """The pack's greedy tokens."""
+    quantized_tokens: list[int]
+    """The quantized graph's on the CPU, as many."""
+    first_divergence: int
+    cosine: float
+    """Of the first generated token's logits, pack vs quantized graph on the CPU: how faithfully the HTP computes
+    what the quantization says."""
+    reference_cosine: float
+    """Of the first generated token's logits, pack vs fp32."""
+
+
+class LlmVerify(Facts):
+    kind: Literal["llm-verify"] = "llm-verify"
+    step: ClassVar[str] = "verify"
+    pack: PackCheck
+
+    def generation(self, quantized: LlmVerifyQuantized, placement: Placement, tokens: int,
+                   matching_tokens: int) -> GenerationStatus:
+        """Both greedy checks and where the pack runs, as status shows them."""
+        return GenerationStatus(tokens=tokens, first_divergence=quantized.first_divergence,
+                                matching_tokens=matching_tokens, prompts=len(quantized.checks),
+                                npu_tokens=len(self.pack.tokens), npu_first_divergence=self.pack.first_divergence,
+                                npu_cosine=self.pack.cosine, coverage=placement.coverage(),
                                 weight_share=placement.weight_share,
                                 stages={name: stage.model_dump() for name, stage in placement.stages.items()})
 
@@ -279,7 +320,7 @@ class LlmVerify(Facts):
 AnyFacts = Annotated[
     Download | Export | Seq2SeqExport | StaticShapes | NpuFixes | Preprocess | DecoderStatic | Quantize | Compile
     | AihubCompile | CompileDecoder | ImportPack | Verify | GenaiBuilder | GgufConvert | LlmSurgeries | LlmQuantize
-    | LlmStatic | LlmCompile | LlmVerify,
+    | LlmStatic | LlmCompile | LlmVerifyQuantized | LlmVerify,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[AnyFacts] = TypeAdapter(AnyFacts)
@@ -302,5 +343,5 @@ def from_flat(step: str, flat: dict[str, object]) -> AnyFacts:
 
 _KINDS: dict[str, type[Facts]] = {model.model_fields["kind"].default: model for model in get_args(get_args(AnyFacts)[0])}
 _SHARED_NAMES: tuple[tuple[type[Facts], str], ...] = (
-    (Seq2SeqExport, "layers"), (LlmCompile, "placement"), (LlmVerify, "checks"))
+    (Seq2SeqExport, "layers"), (LlmCompile, "placement"), (LlmVerify, "pack"))
 """Kinds whose step name another kind has too, and the flat fact only they record."""

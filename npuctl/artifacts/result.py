@@ -204,11 +204,13 @@ class BuildResult:
                 "artifacts": [a.as_dict() for a in self.artifacts]}
 
 
-def artifacts_of(result: BuildResult) -> Artifacts:
-    """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries."""
+def artifacts_of(result: BuildResult, views: Path | None = None) -> Artifacts:
+    """What the runtime needs of a build: the CPU model, the tokenizer and pooling config, the context binaries;
+    `views`: where a decoder-pipeline pack's host views go (`Store.views_dir` of the store it was built in)."""
     binaries = tuple(
         ContextBinary(a.soc_model, a.bucket or None, a.context_model,
-                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused)
+                      CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused,
+                      a.npu_coverage)
         for a in result.artifacts
     )
-    return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries)
+    return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries, views)

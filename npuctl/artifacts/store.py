@@ -2,7 +2,8 @@
 
 Layout under the root: `steps/<key>/` (the step's files + `record.json`, with the step's facts under `details`:
 npuctl.artifacts.facts), `tmp/` (work in progress, renamed into `steps/` when complete), `locks/<key>.lock` (one
-builder per key, across processes).
+builder per key, across processes), `genai-views/` (hard-linked host views of decoder-pipeline packs, made when
+one is served: npuctl.runtime.genai_pack.host_view).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Store:
         self.steps_dir = self.root / "steps"
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+        self.views_dir = self.root / "genai-views"
         # Hashes this process already checked, by (path, size, mtime): a cached build re-reads nothing twice.
         self._checked: dict[tuple[str, int, int], str] = {}
 

@@ -105,12 +105,14 @@ def _publish(results: list[BuildResult], store: Store, publish_to: str, plain_ht
 
 
 def _print_result(result: BuildResult) -> None:
+    from npuctl.schema.status import coverage_text
+
     for artifact in result.artifacts:
         acc = artifact.accuracy
         measured = f"{acc.metric} {acc.value:.4f} (bar {acc.threshold})" if acc else f"{artifact.origin}, not measured"
         console.print(f"{result.deployment} {artifact.target} (soc {artifact.soc_model}) bucket {artifact.bucket} "
                       f"{artifact.precision.value}: {measured}, "
-                      f"NPU coverage {artifact.npu_coverage:.0%}\n  {artifact.context_model}")
+                      f"NPU coverage {coverage_text(artifact.npu_coverage)}\n  {artifact.context_model}")
         generation = artifact.status().generation
         for line in generation.lines() if generation else []:
             console.print(f"  {line}", markup=False, soft_wrap=True)

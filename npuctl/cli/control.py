@@ -128,7 +128,7 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
-    from npuctl.schema.status import BudgetUse, Condition, FileProblem, PendingFile
+    from npuctl.schema.status import BudgetUse, Condition, FileProblem, PendingFile, coverage_text
 
     client = _client(agent_url)
     overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
@@ -140,7 +140,7 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     for status in map(status_of, items):
         coverage = status.npu_coverage
         table.add_row(escape(status.name), status.phase.value, escape(status.provider or "-"),
-                      f"{coverage:.0%}" if coverage is not None else "-", status.observed_generation or "-",
+                      coverage_text(coverage), status.observed_generation or "-",
                       escape(status.endpoint or "-"), status.last_bench.headline() if status.last_bench else "-")
     problems = [FileProblem.model_validate(p) for p in overview.get("invalidFiles", [])]
     for problem in problems:  # a row per manifest file that declares no deployment
@@ -170,6 +170,7 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
     import os
 
     from npuctl.cli.fleet import AgentListError, query_agents, read_agent_list
+    from npuctl.schema.status import coverage_text
 
     try:
         entries = read_agent_list(agents_file)
@@ -194,7 +195,7 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
                 coverage = status.npu_coverage
                 socs = sorted({str(a.soc_model) for a in status.artifacts})
                 table.add_row(agent, escape(status.name), status.phase.value, escape(status.provider or "-"),
-                              f"{coverage:.0%}" if coverage is not None else "-", ",".join(socs) or "-",
+                              coverage_text(coverage), ",".join(socs) or "-",
                               sources or "-", status.observed_generation or "-",
                               status.last_bench.headline() if status.last_bench else "-")
         console.print(table)
@@ -207,10 +208,12 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
 @AGENT
 def describe(name: str, agent_url: str | None) -> None:
     """Everything about one deployment: conditions, provider, coverage, artifacts, events."""
+    from npuctl.schema.status import coverage_text
+
     status = status_of(_agent_call(lambda: _client(agent_url).deployment(name)))
     console.print(f"[bold]{escape(name)}[/bold]  phase: {status.phase.value}  generation: {status.observed_generation}")
     console.print(f"file: {status.file}\nendpoint: {status.endpoint}\nprovider: {status.provider}"
-                  f"  NPU coverage: {status.npu_coverage}", markup=False)
+                  f"  NPU coverage: {coverage_text(status.npu_coverage)}", markup=False)
     if status.progress is not None:
         console.print(f"building: {status.progress.line()}", markup=False, soft_wrap=True)
     if status.cost:
@@ -224,7 +227,7 @@ def describe(name: str, agent_url: str | None) -> None:
         console.print("artifacts:")
     for a in status.artifacts:
         console.print(f"  {a.target} soc {a.soc_model} bucket {a.bucket} {a.precision}: {a.measured}, "
-                      f"NPU coverage {a.npu_coverage or 0:.0%}", markup=False, soft_wrap=True)
+                      f"NPU coverage {coverage_text(a.npu_coverage)}", markup=False, soft_wrap=True)
         for line in a.generation.lines() if a.generation else []:
             console.print(f"    {line}", markup=False, soft_wrap=True)
     console.print("events:")

@@ -30,7 +30,7 @@ def build_and_load(
         return Unavailable(loaded.deployment, ModelStatus(False, BUILD_FAILED, str(exc)))
     if on_built is not None:
         on_built(loaded.name, result)
-    return load_served(loaded.deployment, artifacts_of(result), host)
+    return load_served(loaded.deployment, artifacts_of(result, store.views_dir), host)
 
 
 def serve_registry(

@@ -61,6 +61,8 @@ class GenaiPack:
                      for s in self.stages if s.context is not None)
 
     def npu_share(self) -> float:
+        """Share of nodes in stages that ask for the QNN EP: only for a pack no build measured (the build's
+        placement, ContextBinary.npu_coverage, counts inside the binaries and the CPU nodes beside them)."""
         on_qnn = sum(s.nodes for s in self.stages if s.on_qnn)
         total = sum(s.nodes for s in self.stages)
         return on_qnn / total if total else 0.0

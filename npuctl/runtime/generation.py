@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -214,12 +212,11 @@ def step_of(token: int, logits: Any, top: int) -> Step:
     return Step(token, float(logprobs[token]), tuple((int(i), float(logprobs[i])) for i in best))
 
 
-def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts,
-                   view_cache: Path | None = None) -> GenerationModel:
+def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts) -> GenerationModel:
     """Load `artifacts.model_dir` (an onnxruntime-genai folder) under the deployment's runtime rules; when the
     build made decoder-pipeline packs (`artifacts.context_binaries`: each pack's first context wrapper), the
-    pack for this host's SoC, else model_dir on the CPU as the fallback allows.
-    view_cache: where a QNN pack's host-adapted config goes (default: beside the artifact store)."""
+    pack for this host's SoC, else model_dir on the CPU as the fallback allows. A QNN pack is loaded through a
+    host view of it in `artifacts.views`."""
     folder = artifacts.model_dir
     if folder is None:
         raise NotServable(Reason.NO_CPU_MODEL, "a text-generation deployment needs an onnxruntime-genai model folder")
@@ -241,8 +238,10 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
             qnn.register_genai(og)
         except qnn.QnnUnavailable as exc:
             raise NotServable(Reason.NO_NPU, str(exc)) from exc
+        if artifacts.views is None:
+            raise NotServable(Reason.SESSION_FAILED, f"{folder}: no folder was given for the pack's host views")
         options, applied = power.genai_qnn(runtime, choice)
-        config = og.Config(str(host_view(pack, options, view_cache or _default_view_cache())))
+        config = og.Config(str(host_view(pack, options, artifacts.views)))
     else:
         config = og.Config(str(folder))
         # Run where placement decided, whatever providers the folder's config names.
@@ -254,7 +253,9 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
     except Exception as exc:  # onnxruntime-genai raises plain RuntimeError
         raise NotServable(Reason.SESSION_FAILED, f"onnxruntime-genai cannot load {folder}: {exc}") from exc
     if placement.on_npu:
-        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share(), placement.note, applied)
+        built_share = built.binaries[0].npu_coverage if built is not None else None
+        info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share() if built_share is None else built_share,
+                       placement.note, applied)
         slots = 1
     else:
         info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note, applied)
@@ -285,12 +286,3 @@ def _genai() -> ModuleType:
         raise NotServable(Reason.SESSION_FAILED, INSTALL_HINT) from exc
     module: ModuleType = onnxruntime_genai
     return module
-
-
-def _default_view_cache() -> Path:
-    root = os.environ.get("NPUCTL_CACHE")
-    if root:
-        return Path(root) / "genai-views"
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("npuctl", appauthor=False)) / "genai-views"

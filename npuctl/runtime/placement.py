@@ -51,6 +51,12 @@ class ContextBinary:
     """text2text-generation: the wrapper of the one-step decoder compiled for this encoder bucket, if the HTP took it."""
     decoder_refused: str | None = None
     """text2text-generation: why the QNN EP did not compile the decoder, when it did not."""
+    npu_coverage: float | None = None
+    """The NPU coverage figure as the build measured it: the share of graph nodes (after onnxruntime's graph
+    optimizations) the QNN EP took when the binary was compiled. For a decoder-pipeline pack it is over every graph
+    of the pack, its CPU stages and CPU attention included, and status, get, describe, /v2/models and the dashboard
+    show this number, not one counted on the loaded wrappers (an EPContext node is one node, however much it
+    holds). None when no build measured it."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class Artifacts:
     """The tokenizer.json of text models."""
     context_binaries: tuple[ContextBinary, ...] = ()
     """In the manifest's target order."""
+    views: Path | None = None
+    """Where a decoder-pipeline pack's host views go (the artifact store's `genai-views`, so that deleting the
+    store frees them); None: the pack cannot be served on the NPU."""
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,32 @@ class StagePlacement(Fact):
     """Execution provider -> nodes it took."""
     weight_bytes: dict[str, int]
     """Execution provider -> weight bytes its nodes read."""
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one token through the graph."""
     cpu_ops: dict[str, int]
     """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache by design)."""
+
+
+class NpuCoverage(Fact):
+    """The NPU coverage of a decoder-pipeline pack, one figure in build output, status, get, describe, /v2/models
+    and the dashboard: nodes is the share of graph nodes on the QNN EP (counted when the binaries were compiled,
+    over every graph of the pack, its CPU stages and attention included), macs the share of one generated token's
+    multiply-accumulates there (weight MACs, and attention at a full KV cache)."""
+
+    nodes: float
+    """0..1."""
+    macs: float | None = None
+    """0..1; None when the build did not count it."""
+
+    @property
+    def text(self) -> str:
+        """How people read it: `95% of nodes, 71% of per-token MACs`."""
+        return coverage_text(self.nodes) + (f", {self.macs:.0%} of per-token MACs" if self.macs is not None else "")
+
+
+def coverage_text(nodes: float | None) -> str:
+    """A node share as people read it (`95% of nodes`; `-` when unknown): the one format of NPU coverage."""
+    return "-" if nodes is None else f"{nodes:.0%} of nodes"
 
 
 class GenerationStatus(Fact):
@@ -56,8 +80,15 @@ class GenerationStatus(Fact):
     matching_tokens: int
     """The bar for firstDivergence (spec.accuracy.matchingTokens)."""
     prompts: int
-    node_share: float
-    """Share of the pack's graph nodes on the QNN EP."""
+    """Held-out prompts the quantized model was checked on (on the CPU, against fp32)."""
+    npu_tokens: int = 0
+    """Greedy tokens of one prompt decoded by the compiled pack itself (on the NPU or its simulator)."""
+    npu_first_divergence: int = 0
+    """Where the pack's tokens first differ from the quantized model's on the CPU (`npuTokens` when none does)."""
+    npu_cosine: float = 0.0
+    """First-token logits cosine, the pack against the quantized model on the CPU."""
+    coverage: NpuCoverage
+    """Where the pack's work runs: shares of nodes and of per-token MACs on the QNN EP."""
     weight_share: float
     """Share of the pack's weight bytes read by nodes on the QNN EP."""
     stages: dict[str, StagePlacement]
@@ -65,9 +96,10 @@ class GenerationStatus(Fact):
 
     def lines(self) -> list[str]:
         """The check and each stage's placement, in words (for describe and build)."""
-        lines = [f"greedy tokens match the fp32 reference through {self.first_divergence} of {self.tokens} "
-                 f"(bar {self.matching_tokens}, {self.prompts} prompts); on QNN: {self.node_share:.0%} of "
-                 f"nodes, {self.weight_share:.0%} of weight bytes"]
+        lines = [f"quantized on the CPU: greedy tokens match the fp32 reference through {self.first_divergence} of "
+                 f"{self.tokens} (bar {self.matching_tokens}, {self.prompts} prompts); the pack on the NPU matches "
+                 f"it through {self.npu_first_divergence} of {self.npu_tokens} (logits cosine {self.npu_cosine:.5f}); "
+                 f"NPU coverage {self.coverage.text}, {self.weight_share:.0%} of weight bytes"]
         for name, stage in self.stages.items():
             nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())

@@ -5,22 +5,29 @@ reference."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
-from npuctl.artifacts import BuildError, facts
+from npuctl.artifacts import AccuracyError, BuildError, Store, build_deployment, facts
 from npuctl.artifacts.result import NpuArtifact
+from npuctl.artifacts.store import sha256_file
 from npuctl.runtime.devices import NpuKind, detect_host
 from tests.tiny_chat import CONTEXT, TinyChat
+from tests.tiny_llama import TRAINED_HELD_OUT
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
 
-NPU_STEPS = ["resolve", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile", "verify"]
+NPU_STEPS = ["resolve", "genai-builder", "llm-surgeries", "llm-quantize", "verify-quantized", "llm-static", "compile",
+             "verify"]
 COUNTED = {"genai-builder": "layers", "llm-surgeries": "surgeries", "llm-quantize": "calibration samples",
-           "llm-static": "splits", "compile": "graphs", "verify": "tokens"}
+           "verify-quantized": "tokens", "llm-static": "splits", "compile": "graphs", "verify": "tokens"}
 """What each step that runs in a child process reports its progress in."""
 
 
@@ -42,7 +49,11 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     [artifact] = built.artifacts
     assert (artifact.target, artifact.soc_model, artifact.compatibility.split(":")[5]) == ("x-elite", 60, "60")
     report = artifact.generation
+    # The quantized model on the CPU matches fp32 over every held-out prompt; the compiled pack on the simulator
+    # matches the quantized model on its prompt.
     assert report is not None and report.first_divergence == report.tokens == 16
+    assert report.prompts == TRAINED_HELD_OUT and report.npu_first_divergence == report.npu_tokens == 4
+    assert report.npu_cosine > 0.999
     assert artifact.accuracy is not None and artifact.accuracy.value >= 0.98
     pack = pack_of(artifact)
     config = json.loads((pack / "genai_config.json").read_text())["model"]
@@ -69,7 +80,10 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     # embeddings and lm_head on the CPU, as designed.
     assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
-    assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
+    # One coverage figure: the artifact's is the pack's node share; the tiny model's lm_head (vocab x hidden) and its
+    # attention over the 256-token cache are on the CPU, so a smaller share of each token's MACs is on QNN.
+    assert artifact.npu_coverage == report.coverage.nodes > 0.9 and 0.3 < report.weight_share < 1.0
+    assert report.coverage.macs is not None and 0.1 < report.coverage.macs < report.coverage.nodes
 
 
 def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(
@@ -92,7 +106,7 @@ def test_targets_share_every_step_up_to_compile_and_x2_elite_gets_its_own_binari
     first = tiny_chat.build("tiny-llama", "llama")
     both = tiny_chat.build("tiny-llama-fleet", "llama", targets=["x-elite", "x2-elite"])
     ran = [(s.name, s.cached) for s in both.steps]
-    assert ran[:5] == [(name, True) for name in NPU_STEPS[:5]]
+    assert ran[:6] == [(name, True) for name in NPU_STEPS[:6]]
     assert {a.target: a.soc_model for a in both.artifacts} == {"x-elite": 60, "x2-elite": 88}
     x2 = next(a for a in both.artifacts if a.target == "x2-elite")
     assert x2.compatibility is not None and x2.compatibility.split(":")[5] == "88"
@@ -107,9 +121,49 @@ def test_a_second_build_runs_nothing_and_a_precision_change_reruns_only_what_dep
     assert again.all_cached
     w4 = tiny_chat.build("tiny-llama-w4", "llama", precision="w4a16")
     assert {s.name: s.cached for s in w4.steps} == {
-        "resolve": True, "genai-builder": True, "llm-surgeries": True, "llm-quantize": False, "llm-static": False,
-        "compile": False, "verify": False}
+        "resolve": True, "genai-builder": True, "llm-surgeries": True, "llm-quantize": False,
+        "verify-quantized": False, "llm-static": False, "compile": False, "verify": False}
     assert w4.artifacts[0].generation is not None
+
+
+def test_a_quantization_with_one_layers_scales_wrong_is_refused_before_static_shapes_and_compile(
+        tiny_chat: TinyChat, tmp_path: Path) -> None:
+    tiny_chat.build("tiny-llama", "llama")
+    # A copy of the session's store (hard links: nothing written into the shared files) whose w8a16 quantized
+    # models have layer 0's weight scales 4x too large, recorded with their new digests as a buggy quantizer
+    # would have left them.
+    shutil.copytree(tiny_chat.store.steps_dir, tmp_path / "steps", copy_function=os.link)
+    store = Store(tmp_path)
+    damaged = [r for r in store.records() if isinstance(r.details, facts.LlmQuantize) and r.details.weights == "uint8"]
+    assert damaged
+    for record in damaged:
+        wrong_scales(record.folder, "model.layers.0.", factor=4.0)
+    with pytest.raises(AccuracyError) as refused:
+        build_deployment(tiny_chat.manifest("tiny-llama", "llama"), store=store)
+    assert refused.value.step == "verify"
+    assert "the quantized model (w8a16, on the CPU) first differs from the fp32 reference" in refused.value.message
+    # Refused before static shapes and compile spent any time on it.
+    digests = {r.digest for r in store.records() if r.key in {d.key for d in damaged}}
+    assert not [r for r in store.records() if r.step == "llm-static" and r.inputs["model"] in digests]
+
+
+def wrong_scales(folder: Path, layer: str, factor: float) -> None:
+    """Multiply the MatMul weight scales of one layer of `folder/model.onnx`, and record the file's new digest."""
+    model = onnx.load(str(folder / "model.onnx"))
+    hit = 0
+    for tensor in model.graph.initializer:
+        if tensor.name.startswith(layer) and tensor.name.endswith("MatMul.weight_scale"):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(factor), tensor.name))
+            hit += 1
+    assert hit
+    onnx.save(model, str(folder / "model.onnx.new"))
+    os.replace(folder / "model.onnx.new", folder / "model.onnx")  # a new file: the hard-linked original stays
+    record = json.loads((folder / "record.json").read_text())
+    for entry in record["files"]:
+        if entry["path"] == "model.onnx":
+            entry["sha256"], entry["size"] = sha256_file(folder / "model.onnx"), (folder / "model.onnx").stat().st_size
+    (folder / "record.json.new").write_text(json.dumps(record))
+    os.replace(folder / "record.json.new", folder / "record.json")
 
 
 def test_unsupported_architecture_is_refused_naming_it(tiny_chat: TinyChat, tmp_path: Path) -> None:

@@ -4,11 +4,14 @@ with runtime.device: cpu (the fp32 genai model of the same build)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
-from npuctl.cli.oneshot import artifacts_of
+from npuctl.artifacts import BuildResult
+from npuctl.cli.oneshot import artifacts_of, build_and_load
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
 from tests.serve.conftest import Serve
@@ -27,7 +30,8 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         tiny_chat: TinyChat, serve: Serve, architecture: str) -> None:
     name = f"tiny-{architecture}"
     built = tiny_chat.build(name, architecture)
-    npu = load_served(tiny_chat.manifest(name, architecture).deployment, artifacts_of(built))
+    views = tiny_chat.store.views_dir
+    npu = load_served(tiny_chat.manifest(name, architecture).deployment, artifacts_of(built, views))
     assert npu.status.ready, npu.status
     assert (npu.status.where, npu.status.provider) == ("npu-simulator", "QNNExecutionProvider")
     assert {s.name: s.where for s in npu.status.stages} == {
@@ -57,13 +61,36 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         assert on_npu.usage is not None and on_npu.usage.completion_tokens >= 8
     metadata = httpx.get(f"{server.url}/v2/models/{name}").json()
     assert [s["where"] for s in metadata["status"]["stages"]] == ["cpu", "npu-simulator", "npu-simulator", "cpu"]
+    # The NPU coverage served is the build's, not one counted on the wrappers (with the CPU attention as NPU).
+    assert metadata["status"]["npu_coverage"] == built.artifacts[0].npu_coverage
 
 
 def test_an_x2_elite_pack_is_refused_on_an_x_elite_host_with_the_reason(tiny_chat: TinyChat) -> None:
     manifest = tiny_chat.manifest("tiny-llama-x2", "llama", targets=["x2-elite"])
     built = tiny_chat.build("tiny-llama-x2", "llama", targets=["x2-elite"])
     x_elite_host = detect_host().with_overrides({"soc": "x-elite"})
-    served = load_served(manifest.deployment, artifacts_of(built), x_elite_host)
+    served = load_served(manifest.deployment, artifacts_of(built, tiny_chat.store.views_dir), x_elite_host)
     assert not served.status.ready
     assert served.status.reason == "NoContextBinary"
     assert "X Elite" in served.status.message and "fallback is none" in served.status.message
+
+
+def test_serve_makes_the_packs_host_views_in_its_own_store_and_nowhere_else(
+        tiny_chat: TinyChat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As `npuctl serve --cache STORE` does: the store is given, NPUCTL_CACHE is not set. Deleting the store
+    # must free the hard-linked views too, so none may land in the user's cache folder.
+    monkeypatch.delenv("NPUCTL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    built: list[BuildResult] = []
+    served = build_and_load(tiny_chat.manifest("tiny-llama", "llama"), store=tiny_chat.store,
+                            on_built=lambda _, result: built.append(result))
+    try:
+        assert served.status.ready and served.status.where == "npu-simulator", served.status
+        binary = built[0].artifacts[0].context_binary
+        views = [v / binary.name for v in tiny_chat.store.views_dir.iterdir()]
+        assert any(v.is_file() and v.samefile(binary) for v in views), views
+        # (onnxruntime's telemetry writes under the user cache: only views are looked for)
+        assert not [p for p in tmp_path.rglob("genai_config.json")]
+    finally:
+        served.retire()

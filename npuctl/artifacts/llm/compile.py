@@ -30,29 +30,40 @@ class StagePlacement:
     """Execution provider -> bytes of the initializers its nodes read."""
     cpu_ops: Counter[str] = field(default_factory=Counter)
     """Op types of the nodes on the CPU (GroupQueryAttention and the KV cache, by design)."""
+    macs: Counter[str] = field(default_factory=Counter)
+    """Execution provider -> multiply-accumulates of one token through the graph (see `token_macs`)."""
 
 
 @dataclass
 class PackPlacement:
     stages: dict[str, StagePlacement] = field(default_factory=dict)
+    token_path: set[str] = field(default_factory=set)
+    """The stages a generated token goes through (embeddings, the iterator graphs, lm_head): the MACs share is
+    theirs (the context graphs do the same work per token, for the prompt)."""
 
     def report(self) -> facts.Placement:
         nodes: Counter[str] = Counter()
         weights: Counter[str] = Counter()
-        for stage in self.stages.values():
+        macs: Counter[str] = Counter()
+        for name, stage in self.stages.items():
             nodes.update(stage.nodes)
             weights.update(stage.weight_bytes)
+            if name in self.token_path:
+                macs.update(stage.macs)
         return facts.Placement(
-            node_share=_share(nodes), weight_share=_share(weights),
+            node_share=_share(nodes), weight_share=_share(weights), mac_share=_share(macs),
             stages={name: facts.StagePlacement(nodes=dict(s.nodes), weight_bytes=dict(s.weight_bytes),
-                                               cpu_ops=dict(s.cpu_ops)) for name, s in self.stages.items()})
+                                               cpu_ops=dict(s.cpu_ops), macs=dict(s.macs))
+                    for name, s in self.stages.items()})
 
 
 class Compiler:
     """Compiles (context, iterator) pairs for one SoC into `<name>.onnx` EPContext wrappers + `.bin` files."""
 
-    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool) -> None:
+    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool, context_length: int) -> None:
         self.soc_model = soc_model
+        self.context_length = context_length
+        """The KV cache's length: what a generated token's attention reads at most (for the MACs share)."""
         self.optimization_level = optimization_level
         self.weight_sharing = weight_sharing
         self.placement = PackPlacement()
@@ -86,7 +97,7 @@ class Compiler:
             if not coverage.nodes_by_ep.get(qnn.EP_NAME):
                 raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
                                  f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
-            self.placement.stages[name] = placement_of(model, coverage, session)
+            self.placement.stages[name] = placement_of(model, coverage, session, self.context_length)
             del session
             wrappers[name] = wrapper
         return wrappers
@@ -99,13 +110,15 @@ class Compiler:
         return f"compiling graph {graph} for soc {self.soc_model} failed: {message}"
 
 
-def placement_of(model: Path, coverage: qnn.Coverage, session: Any) -> StagePlacement:
+def placement_of(model: Path, coverage: qnn.Coverage, session: Any, context_length: int) -> StagePlacement:
     """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each."""
     bytes_of_node = _initializer_bytes_by_node(model)
+    macs_of_node = token_macs(model, context_length)
     placement = StagePlacement(Counter(coverage.nodes_by_ep), Counter(), Counter(coverage.other_ops))
     for subgraph in session.get_provider_graph_assignment_info():
         for node in subgraph.get_nodes():
             placement.weight_bytes[subgraph.ep_name] += bytes_of_node.pop(node.name, 0)
+            placement.macs[subgraph.ep_name] += macs_of_node.pop(node.name, 0)
     return placement
 
 
@@ -116,7 +129,34 @@ def cpu_placement(model: Path) -> StagePlacement:
     graph = onnx.load(str(model), load_external_data=False).graph
     weights = sum(_initializer_bytes_by_node(model).values())
     return StagePlacement(Counter({"CPUExecutionProvider": len(graph.node)}),
-                          Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node))
+                          Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node),
+                          Counter({"CPUExecutionProvider": sum(token_macs(model, 0).values())}))
+
+
+def token_macs(model: Path, context_length: int) -> dict[str, int]:
+    """Node name -> multiply-accumulates of one token through it: K x N for a MatMul or Gemm by a K x N weight
+    (an initializer, or one dequantized from one), 2 x heads x head size x `context_length` for
+    GroupQueryAttention (a token at the end of a full KV cache: QK and AV). Other ops count 0."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:  # a dequantized weight has its quantized initializer's shape
+        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    macs: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            weight = next((shapes[name] for name in node.input[:2] if len(shapes.get(name, [])) == 2), None)
+            if weight is not None:
+                macs[node.name] = weight[0] * weight[1]
+        elif node.op_type == "GroupQueryAttention" and len(node.input) > 3:
+            past = inputs.get(node.input[3]) or []  # [batch, KV heads, cache length (symbolic), head size]
+            heads = next((a.i for a in node.attribute if a.name == "num_heads"), 0)
+            if len(past) == 4:
+                macs[node.name] = 2 * heads * past[3] * context_length
+    return macs
 
 
 def _initializer_bytes_by_node(model: Path) -> dict[str, int]:

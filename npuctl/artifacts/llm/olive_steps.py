@@ -125,10 +125,14 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     composite = CompositeModelHandler(
         [ONNXModelHandler(model_path=str(source), onnx_file_name=f"{name}.onnx") for name in names], names,
         model_path=str(source), model_attributes={"llm_pipeline": pipeline, "additional_files": _extra_files(source)})
+    genai_config = json.loads((source / "genai_config.json").read_text(encoding="utf-8"))
+    context_length = int(genai_config["model"]["context_length"])
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
-                                    bool(request["weight_sharing"]))
+                                    bool(request["weight_sharing"]), context_length)
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
         compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
+    compiler.placement.token_path = {pipeline["embeddings"], pipeline["lm_head"],
+                                     *(f"{name}_ctx" for name in pipeline["iterator"])}
 
     def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
         groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}

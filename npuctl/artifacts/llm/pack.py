@@ -1,7 +1,8 @@
 """The build graph of a QNN decoder-pipeline pack (text generation at w8a16 or w4a16), step by step:
 
-    genai-builder (fp32, the CPU reference) -> llm-surgeries -> llm-quantize -> llm-static
-        -> per target: compile (context binaries + compose) -> verify (greedy tokens vs the reference)
+    genai-builder (fp32, the CPU reference) -> llm-surgeries -> llm-quantize
+        -> verify-quantized (greedy tokens of every held-out prompt, quantized vs fp32, on the CPU) -> llm-static
+        -> per target: compile (context binaries + compose) -> verify (the pack on one prompt vs the CPU run)
 
 Each step is content-addressed in the store: the targets share every step up to compile; a precision change
 reruns llm-quantize and what follows; serving options are in no key. The Olive stages run in child processes
@@ -53,6 +54,16 @@ M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
+class Bar:
+    """spec.accuracy with its defaults filled in."""
+
+    tokens: int
+    matching: int
+    threshold: float
+    precision: Precision
+
+
+@dataclass(frozen=True)
 class Shape:
     """The pack's static shapes, resolved against the checkpoint's config."""
 
@@ -92,6 +103,12 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
                                 {"precision": spec.precision.value, "window": shape.window, "tools": olive},
                                 quantize_work)
     steps.append(run)
+    bar = _bar(deployment)
+    checked, run = runner.run(facts.LlmVerifyQuantized, {"model": quantized.digest, "reference": graphs.digest},
+                              {"prompts": prompts, "tokens": bar.tokens, "matching_tokens": bar.matching,
+                               "threshold": bar.threshold},
+                              lambda out: _check_quantized(graphs.folder, quantized.folder, prompts, bar, out))
+    steps.append(run)
 
     def static_work(out: Path) -> facts.LlmStatic:
         return run_stage("llm-static", facts.LlmStatic, {"stage": "static", "model_dir": str(quantized.folder),
@@ -102,7 +119,7 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
                              {"splits": shape.splits, "window": shape.window,
                               "context_length": shape.context_length, "tools": olive}, static_work)
     steps.append(run)
-    artifacts = [_target(deployment, target, static, reference, prompts, runner, tuple(steps)) for target in targets]
+    artifacts = [_target(deployment, target, static, checked, bar, runner, tuple(steps)) for target in targets]
     all_steps = {s.key: s for s in steps} | {s.key: s for a in artifacts for s in a.steps}
     return BuildResult(deployment.name, spec.model.task, spec.precision, reference.path("model.onnx"),
                        reference.folder, reference.path("tokenizer.json"), tuple(artifacts),
@@ -188,8 +205,30 @@ def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path) -> M
         raise BuildError(step, f"the Olive stage reported what npuctl cannot read: {exc}") from exc
 
 
-def _target(deployment: ModelDeployment, target: Target, static: Record[facts.LlmStatic], reference: Record[facts.Facts],
-            prompts: list[str], runner: Runner, steps: tuple[StepRun, ...]) -> NpuArtifact:
+def _bar(deployment: ModelDeployment) -> Bar:
+    accuracy, precision = deployment.spec.accuracy, deployment.spec.precision
+    return Bar(accuracy.tokens, accuracy.tokens if accuracy.matching_tokens is None else accuracy.matching_tokens,
+               DEFAULT_COSINE[precision] if accuracy.threshold is None else accuracy.threshold, precision)
+
+
+def _check_quantized(reference: Path, quantized: Path, prompts: list[str], bar: Bar,
+                     out: Path) -> facts.LlmVerifyQuantized:
+    checks = llm_verify.check_quantized(reference, quantized, prompts, bar.tokens, out)
+    worst = min(checks, key=lambda c: c.first_divergence)
+    cosine = min(c.cosine for c in checks)
+    if worst.first_divergence < bar.matching or cosine < bar.threshold:
+        raise AccuracyError(
+            f"the quantized model ({bar.precision.value}, on the CPU) first differs from the fp32 reference at greedy "
+            f"token {worst.first_divergence} of {bar.tokens} (prompt {worst.prompt!r}; spec.accuracy.matchingTokens "
+            f"wants {bar.matching}) and its lowest first-token logits cosine is {cosine:.5f} (spec.accuracy.threshold "
+            f"wants {bar.threshold})", metric="greedy", value=cosine, threshold=bar.threshold)
+    return facts.LlmVerifyQuantized(checks=[c.as_fact() for c in checks], first_divergence=worst.first_divergence,
+                                    cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks))
+
+
+def _target(deployment: ModelDeployment, target: Target, static: Record[facts.LlmStatic],
+            checked: Record[facts.LlmVerifyQuantized], bar: Bar, runner: Runner,
+            steps: tuple[StepRun, ...]) -> NpuArtifact:
     spec = deployment.spec
     soc = target.soc_model or 0
     sharing = spec.generation.weight_sharing
@@ -207,37 +246,35 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                                        on.model_dump(mode="json") | {"weight_sharing": sharing,
                                                                      "optimization_level": spec.build.optimization_level},
                                        compile_work, target=target.name)
-    tokens = spec.accuracy.tokens
-    matching = tokens if spec.accuracy.matching_tokens is None else spec.accuracy.matching_tokens
-    threshold = DEFAULT_COSINE[spec.precision] if spec.accuracy.threshold is None else spec.accuracy.threshold
+    prompt = checked.details.checks[0].prompt
+    tokens = min(llm_verify.PACK_TOKENS, bar.tokens)
 
     def verify_work(out: Path) -> facts.LlmVerify:
-        checks = llm_verify.compare(compiled.folder, reference.folder, prompts, tokens)
-        worst = min(checks, key=lambda c: c.first_divergence)
-        cosine = min(c.cosine for c in checks)
-        if worst.first_divergence < matching or cosine < threshold:
+        check = llm_verify.check_pack(compiled.folder, checked.path(llm_verify.PROBE), prompt, tokens)
+        if check.first_divergence < min(tokens, bar.matching) or check.reference_cosine < bar.threshold:
             raise AccuracyError(
-                f"on {target.name} ({spec.precision.value}) the greedy tokens first differ from the fp32 reference "
-                f"at token {worst.first_divergence} of {tokens} (prompt {worst.prompt!r}; spec.accuracy."
-                f"matchingTokens wants {matching}) and the first-token logits cosine is {cosine:.5f} "
-                f"(spec.accuracy.threshold wants {threshold})", metric="greedy", value=cosine, threshold=threshold)
-        return facts.LlmVerify(checks=[c.as_fact() for c in checks], first_divergence=worst.first_divergence,
-                               cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks))
+                f"on {target.name} ({spec.precision.value}) the compiled pack's greedy tokens first differ from the "
+                f"quantized model's on the CPU at token {check.first_divergence} of {tokens} (prompt {prompt!r}) and "
+                f"its first-token logits cosine is {check.cosine:.5f} against the quantized model, "
+                f"{check.reference_cosine:.5f} against fp32 (spec.accuracy.threshold wants {bar.threshold})",
+                metric="greedy", value=check.reference_cosine, threshold=bar.threshold)
+        return facts.LlmVerify(pack=check)
 
     verified, verify_run = runner.run(
-        facts.LlmVerify, {"pack": compiled.digest, "reference": reference.digest},
-        {"prompts": prompts, "tokens": tokens, "matching_tokens": matching, "threshold": threshold},
+        facts.LlmVerify, {"pack": compiled.digest, "quantized": checked.digest},
+        {"prompt": prompt, "tokens": tokens, "matching_tokens": bar.matching, "threshold": bar.threshold},
         verify_work, target=target.name)
-    checked = verified.details
+    quantized, pack = checked.details, verified.details.pack
     wrapper = _first_context(compiled.folder)
     return NpuArtifact(
         target=target.name, built=compiled.details, precision=spec.precision, batch=1, bucket=0,
         context_model=wrapper, context_binary=compiled.path(_binary_of(wrapper)),
-        accuracy=facts.Accuracy(metric="cosine", value=checked.cosine, mean=checked.mean_cosine, threshold=threshold,
-                                samples=len(prompts), agreement=None),
+        accuracy=facts.Accuracy(metric="cosine", value=min(quantized.cosine, pack.reference_cosine),
+                                mean=quantized.mean_cosine, threshold=bar.threshold, samples=len(quantized.checks),
+                                agreement=None),
         npu_coverage=compiled.details.placement.node_share, files=compiled.files,
         steps=(*steps, compile_run, verify_run),
-        generation=checked.generation(compiled.details.placement, tokens, matching))
+        generation=verified.details.generation(quantized, compiled.details.placement, bar.tokens, bar.matching))
 
 
 def _first_context(pack: Path) -> Path:

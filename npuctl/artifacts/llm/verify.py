@@ -1,8 +1,15 @@
-"""Greedy decoding of held-out prompts on a built decoder-pipeline pack (the QNN EP: the NPU, or the HTP
-simulator on x86_64) and on the fp32 CPU reference of the same checkpoint, compared token by token.
+"""The two checks of a decoder-pipeline build, each in a child process
+(`python -m npuctl.artifacts.llm.verify <request.json> <result.json>`):
 
-The decoding runs in a child process (`python -m npuctl.artifacts.llm.verify <request.json> <result.json>`):
-a context binary that crashes the QNN backend while loading must fail the build, not kill the agent."""
+- `check_quantized`: every held-out prompt decoded greedily by the quantized (QDQ) graph and by the fp32 graph it
+  was made from, both on the CPU (npuctl.artifacts.llm.decode). It checks the quantization, over all of
+  `spec.accuracy.samples`, at CPU speed, before static shapes and compile spend any time on it.
+- `check_pack`: the compiled pack itself (its context binaries, on the NPU or the HTP simulator), on one prompt
+  for a few tokens, against what the quantized graph did on the CPU for that prompt. Its cost does not grow with
+  `spec.accuracy.samples`: on the simulator every token costs as much as a whole CPU check.
+
+A context binary that crashes the QNN backend while loading must fail the build, not kill the agent: hence the
+child process."""
 
 from __future__ import annotations
 
@@ -21,118 +28,174 @@ import numpy as np
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import decode
 
+PROBE = "probe.npz"
+"""Written by check_quantized: the first prompt's first-token logits, quantized and fp32, for check_pack."""
+PACK_TOKENS = 4
+"""Greedy tokens the pack decodes in check_pack: the context graphs run once (the prompt), the iterator graphs
+PACK_TOKENS - 1 times."""
 _LOG_TAIL = 1500
 
 
 @dataclass(frozen=True)
 class PromptCheck:
     prompt: str
-    npu_tokens: tuple[int, ...]
-    cpu_tokens: tuple[int, ...]
+    quantized_tokens: tuple[int, ...]
+    reference_tokens: tuple[int, ...]
     cosine: float
-    """Cosine of the first generated token's logits, pack vs reference."""
+    """Cosine of the first generated token's logits, quantized vs fp32."""
     tokens: int
     """How many tokens were asked for (fewer come when the model ends its answer)."""
 
     @property
     def first_divergence(self) -> int:
-        """Index of the first differing greedy token (one answer ending before the other counts); `tokens`
-        when both are the same, also when both end early at the same place."""
-        if self.npu_tokens == self.cpu_tokens:
-            return self.tokens
-        for index, (npu, cpu) in enumerate(zip(self.npu_tokens, self.cpu_tokens)):
-            if npu != cpu:
-                return index
-        return min(len(self.npu_tokens), len(self.cpu_tokens))
+        return first_divergence(self.quantized_tokens, self.reference_tokens, self.tokens)
 
     def as_fact(self) -> facts.PromptCheck:
         return facts.PromptCheck(prompt=self.prompt, first_divergence=self.first_divergence, cosine=self.cosine,
-                                 npu_tokens=list(self.npu_tokens), cpu_tokens=list(self.cpu_tokens))
+                                 quantized_tokens=list(self.quantized_tokens),
+                                 reference_tokens=list(self.reference_tokens))
 
 
-def compare(pack: Path, reference: Path, prompts: list[str], tokens: int) -> list[PromptCheck]:
-    """Greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP for a
-    decoder-pipeline pack) against `reference` (on the CPU), in a child process; BuildError if it fails."""
-    with tempfile.TemporaryDirectory(prefix="npuctl-verify-") as scratch:
-        request, result = Path(scratch) / "request.json", Path(scratch) / "result.json"
-        request.write_text(json.dumps({"pack": str(pack), "reference": str(reference), "prompts": prompts,
-                                       "tokens": tokens}), encoding="utf-8")
-        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request), str(result)],
-                            os.environ | {"HF_HUB_OFFLINE": "1"})
-        if done.returncode < 0 or not result.is_file():
-            raise BuildError("verify", _crash(done))
-        answer = json.loads(result.read_text(encoding="utf-8"))
-    if "error" in answer:
-        raise BuildError("verify", answer["error"])
-    return [PromptCheck(c["prompt"], tuple(c["npu_tokens"]), tuple(c["cpu_tokens"]), c["cosine"], tokens)
+def first_divergence(tokens: tuple[int, ...], expected: tuple[int, ...], asked: int) -> int:
+    """Index of the first differing greedy token (one answer ending before the other counts); `asked` when both
+    are the same, also when both end early at the same place."""
+    if tokens == expected:
+        return asked
+    for index, (mine, theirs) in enumerate(zip(tokens, expected)):
+        if mine != theirs:
+            return index
+    return min(len(tokens), len(expected))
+
+
+def check_quantized(reference: Path, quantized: Path, prompts: list[str], tokens: int,
+                    out: Path) -> list[PromptCheck]:
+    """Greedy tokens of the QDQ graph `quantized/model.onnx` against the fp32 `reference/model.onnx` (the
+    surgeries' output, with its tokenizer and genai_config.json), on the CPU; writes PROBE into `out`."""
+    answer = _child({"check": "quantized", "reference": str(reference), "quantized": str(quantized),
+                     "prompts": prompts, "tokens": tokens, "out": str(out)})
+    return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
             for c in answer["checks"]]
+
+
+def check_pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
+    """`tokens` greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP)
+    on `prompt`, and its first-token logits against the quantized and fp32 ones in `probe`."""
+    answer = _child({"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
+    return facts.PackCheck.model_validate(answer["check"])
 
 
 def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     try:
         with children.to_parent():
-            checks = _run(Path(request["pack"]), Path(request["reference"]), request["prompts"], request["tokens"])
-        result: dict[str, Any] = {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
-    except Exception as exc:  # onnxruntime-genai raises plain RuntimeError; the parent names the step
-        result = {"error": f"onnxruntime-genai could not run the pack: {exc}"}
+            result = _checked(request)
+    except Exception as exc:  # onnxruntime(-genai) raise plain RuntimeErrors; the parent names the step
+        result = {"error": f"{type(exc).__name__}: {exc}"}
     Path(argv[1]).write_text(json.dumps(result), encoding="utf-8")
     return 0
 
 
-def _run(pack: Path, reference: Path, prompts: list[str], tokens: int) -> list[PromptCheck]:
+def _child(request: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="npuctl-verify-") as scratch:
+        request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
+        request_file.write_text(json.dumps(request), encoding="utf-8")
+        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request_file),
+                             str(result_file)], os.environ | {"HF_HUB_OFFLINE": "1"})
+        if done.returncode < 0 or not result_file.is_file():
+            raise BuildError("verify", _crash(done, request["check"] == "pack"))
+        answer: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    if "error" in answer:
+        what = "the quantized model" if request["check"] == "quantized" else "the pack"
+        raise BuildError("verify", f"cannot run {what}: {answer['error']}")
+    return answer
+
+
+def _checked(request: dict[str, Any]) -> dict[str, Any]:
+    if request["check"] == "quantized":
+        checks = _quantized(Path(request["reference"]), Path(request["quantized"]), request["prompts"],
+                            request["tokens"], Path(request["out"]))
+        return {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
+    check = _pack(Path(request["pack"]), Path(request["probe"]), request["prompt"], request["tokens"])
+    return {"check": check.model_dump(mode="json")}
+
+
+def _quantized(reference: Path, quantized: Path, prompts: list[str], tokens: int, out: Path) -> list[PromptCheck]:
+    from npuctl.runtime.prompts import PromptTokenizer
+
+    tokenizer = PromptTokenizer(reference)
+    encoded = [tokenizer.plain(prompt) for prompt in prompts]
+    eos = _eos(reference)
+    # One model in memory at a time: the fp32 graph is 4 bytes per parameter.
+    counted = _TokenCount(2 * tokens * len(prompts))
+    fp32 = decode.Decoder(reference / "model.onnx", eos)
+    expected = [fp32.greedy(ids, tokens, counted.tick("the fp32 reference")) for ids in encoded]
+    del fp32
+    qdq = decode.Decoder(quantized / "model.onnx", eos)
+    got = [qdq.greedy(ids, tokens, counted.tick("the quantized model")) for ids in encoded]
+    del qdq
+    np.savez(out / PROBE, quantized=got[0].first_logits, reference=expected[0].first_logits,
+             tokens=np.asarray(got[0].tokens, np.int64))
+    return [PromptCheck(prompt, mine.tokens, theirs.tokens, decode.cosine(mine.first_logits, theirs.first_logits),
+                        tokens) for prompt, mine, theirs in zip(prompts, got, expected, strict=True)]
+
+
+def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     import onnxruntime_genai as og
 
     from npuctl.runtime import qnn
     from npuctl.runtime.prompts import PromptTokenizer
 
     qnn.register_genai(og)
-    npu = og.Model(og.Config(str(pack)))
-    config = og.Config(str(reference))
-    config.clear_providers()
-    cpu = og.Model(config)
+    model = og.Model(og.Config(str(pack)))
     # As the server encodes a plain prompt: with the special tokens the tokenizer adds (BOS).
-    tokenizer = PromptTokenizer(pack)
+    ids = PromptTokenizer(pack).plain(prompt)
     room = int(json.loads((pack / "genai_config.json").read_text(encoding="utf-8"))["search"]["max_length"])
-    checks = []
-    total = 2 * tokens * len(prompts)
-    for index, prompt in enumerate(prompts):
-        ids = tokenizer.plain(prompt)
-        if len(ids) + tokens > room:
-            raise ValueError(f"prompt {prompt!r} ({len(ids)} tokens) + {tokens} generated tokens do not fit the "
-                             f"KV cache of {room} (spec.generation.contextLength)")
-        before = 2 * tokens * index
-        where = f"prompt {index + 1}/{len(prompts)}"
-        npu_tokens, npu_logits = _greedy(og, npu, ids, tokens, room,
-                                         lambda n: progress.report(before + n, total, "tokens", f"{where}, the pack"))
-        cpu_tokens, cpu_logits = _greedy(og, cpu, ids, tokens, room, lambda n: progress.report(
-            before + tokens + n, total, "tokens", f"{where}, the fp32 reference"))
-        cosine = float(npu_logits @ cpu_logits / (np.linalg.norm(npu_logits) * np.linalg.norm(cpu_logits) or 1.0))
-        checks.append(PromptCheck(prompt, tuple(npu_tokens), tuple(cpu_tokens), cosine, tokens))
-    return checks
-
-
-def _greedy(og: Any, model: Any, prompt: list[int], tokens: int, room: int,
-            generated: Callable[[int], None]) -> tuple[list[int], np.ndarray[Any, Any]]:
-    """The greedy tokens after `prompt` and the first token's logits; `generated(n)` after each token."""
+    if len(ids) + tokens > room:
+        raise ValueError(f"prompt {prompt!r} ({len(ids)} tokens) + {tokens} generated tokens do not fit the "
+                         f"KV cache of {room} (spec.generation.contextLength)")
     params = og.GeneratorParams(model)
     # max_length is the pack's KV cache length: a pipeline given less than its prefill window aborts.
     params.set_search_options(do_sample=False, max_length=room)
     generator = og.Generator(model, params)
-    generator.append_tokens(prompt)
-    first = np.asarray(generator.get_logits(), dtype=np.float64).ravel()
+    generator.append_tokens(ids)
+    first = np.asarray(generator.get_logits(), dtype=np.float32).ravel()
     out: list[int] = []
     while len(out) < tokens and not generator.is_done():
         generator.generate_next_token()
         out.append(int(generator.get_next_tokens()[0]))
-        generated(len(out))
-    return out, first
+        progress.report(len(out), tokens, "tokens", "the pack")
+    with np.load(probe) as expected:
+        quantized = tuple(int(t) for t in expected["tokens"][:tokens])
+        return facts.PackCheck(
+            prompt=prompt, tokens=out, quantized_tokens=list(quantized),
+            first_divergence=first_divergence(tuple(out), quantized, tokens),
+            cosine=decode.cosine(first, expected["quantized"]),
+            reference_cosine=decode.cosine(first, expected["reference"]))
 
 
-def _crash(done: subprocess.CompletedProcess[str]) -> str:
+class _TokenCount:
+    """Progress over every greedy token the check decodes (both models, every prompt)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def tick(self, what: str) -> Callable[[], None]:
+        def counted() -> None:
+            self.done += 1
+            progress.report(self.done, self.total, "tokens", what)
+        return counted
+
+
+def _eos(folder: Path) -> frozenset[int]:
+    eos = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["eos_token_id"]
+    return frozenset(eos if isinstance(eos, list) else [eos])
+
+
+def _crash(done: subprocess.CompletedProcess[str], qnn: bool) -> str:
     tail = (done.stderr or done.stdout or "")[-_LOG_TAIL:].strip()
-    if done.returncode < 0:
+    if done.returncode < 0 and qnn:
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.Signals._value2member_map_ else ""
         return (f"loading or running the pack crashed the QNN backend ({name or done.returncode}); with "
                 "spec.generation.weightSharing: true this is what the HTP simulator does (set it to false)"
