@@ -26,9 +26,6 @@ from npuctl.artifacts.llm import compile as llm_compile
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
-SURGERIES = ("RemoveRopeMultiCache", "AttentionMaskToSequenceLengths", "SimplifiedLayerNormToL2Norm")
-"""Olive's QNN recipe: RoPE caches cut to one, the attention mask becomes sequence lengths (what GQA on the CPU
-takes), RMSNorm becomes L2 normalization (an HTP op)."""
 _CONTRIB_OPS = ["GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits"]
 """Left unquantized: they run on the CPU and take float inputs."""
 WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
@@ -36,19 +33,11 @@ WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
 
 
 def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
-    """GraphSurgeries on the genai builder's fp32 model, then the KV head size fixed to a number: the builder
-    writes it as the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of."""
-    import onnx
-    from olive.passes.onnx.graph_surgeries import GraphSurgeries
-    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+    """Olive's QNN graph surgeries on the genai builder's fp32 model, its weights left in place."""
+    from npuctl.artifacts.llm import surgeries as graph_surgeries
 
-    model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
-                 _onnx_model(Path(request["model_dir"])), out)
-    path = Path(model.model_path)
-    proto = onnx.load(str(path), load_external_data=False)
-    make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
-    onnx.save(proto, str(path))
-    return facts.LlmSurgeries(surgeries=list(SURGERIES), kv_head_size=int(request["head_size"]))
+    graph_surgeries.apply(Path(request["model_dir"]), out, int(request["head_size"]))
+    return facts.LlmSurgeries(surgeries=list(graph_surgeries.NAMES), kv_head_size=int(request["head_size"]))
 
 
 def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:

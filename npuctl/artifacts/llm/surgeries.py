@@ -1,0 +1,109 @@
+"""Olive's QNN graph surgeries on the genai builder's fp32 model without holding its weights: runs inside the
+olive_steps child process.
+
+Olive's GraphSurgeries pass loads the whole model, copies it into its DAG and into onnx-ir (to deduplicate
+initializers), then writes every weight again: ~39 bytes per parameter at its peak, 23 GB for a 1B model.
+None of the surgeons reads a MatMul or Gather weight (they rewire the attention mask, pick one RoPE cache and
+scale the norm weights), so here only the other initializers are read into memory; the big ones stay references
+into the builder's data file, which is copied file to file (never through memory). Not hard-linked: onnx.load
+refuses external data with more than one link (its "hardlink attack" check), and so do symlinks and `..`."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+NAMES = ("RemoveRopeMultiCache", "AttentionMaskToSequenceLengths", "SimplifiedLayerNormToL2Norm")
+"""Olive's QNN recipe: RoPE caches cut to one, the attention mask becomes sequence lengths (what GQA on the CPU
+takes), RMSNorm becomes L2 normalization (an HTP op)."""
+_WEIGHT_READERS = {"MatMul", "Gather", "Gemm", "MatMulNBits", "GatherBlockQuantized"}
+"""Ops whose initializers no surgeon touches: their weights are left where they are."""
+MODEL_FILE = "model.onnx"
+
+
+def apply(source: Path, out: Path, head_size: int) -> None:
+    """`source/model.onnx` with the surgeries applied and the KV head size fixed to a number (the builder
+    writes the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of), written to
+    `out` with the source's other files."""
+    import onnx
+    from olive.passes.onnx.graph_surgeries import Surgeon
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
+    model = onnx.load(str(source / MODEL_FILE), load_external_data=False)
+    weights = _weight_only(model.graph)
+    for tensor in model.graph.initializer:
+        if _is_external(tensor) and tensor.name not in weights:
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, str(source))
+    for name in NAMES:
+        model = Surgeon.registry[name.lower()]()(model)
+    make_dim_param_fixed(model.graph, "kv_cache_dim", head_size)
+    _deduplicate(model.graph)
+    out.mkdir(parents=True, exist_ok=True)
+    for location in sorted({_location(t) for t in model.graph.initializer if _is_external(t)}):
+        shutil.copyfile(source / location, out / location)
+    # The tensors read above are small (norm weights, one RoPE cache): they go inline, under protobuf's 2 GB.
+    onnx.save(model, str(out / MODEL_FILE))
+    for file in source.iterdir():
+        if file.is_file() and file.name != MODEL_FILE and not (out / file.name).exists():
+            shutil.copy2(file, out / file.name)
+
+
+def _weight_only(graph: Any) -> set[str]:
+    """Initializers that only MatMul/Gather-like nodes read (subgraphs included)."""
+    readers: dict[str, set[str]] = {}
+    for node in _nodes(graph):
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    return {t.name for t in graph.initializer if readers.get(t.name) and readers[t.name] <= _WEIGHT_READERS}
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    import onnx
+
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(attribute.g)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    yield from _nodes(subgraph)
+
+
+def _deduplicate(graph: Any) -> None:
+    """Identical in-memory initializers merged into one, as Olive's pass does after its surgeries (the norm
+    scales of a checkpoint whose norms are all ones become one tensor)."""
+    first: dict[tuple[int, tuple[int, ...], str], str] = {}
+    renamed: dict[str, str] = {}
+    kept = []
+    for tensor in graph.initializer:
+        if _is_external(tensor) or not tensor.raw_data:
+            kept.append(tensor)
+            continue
+        digest = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(tensor.raw_data).hexdigest())
+        if digest in first:
+            renamed[tensor.name] = first[digest]
+        else:
+            first[digest] = tensor.name
+            kept.append(tensor)
+    if not renamed:
+        return
+    for node in _nodes(graph):
+        for index, name in enumerate(node.input):
+            if name in renamed:
+                node.input[index] = renamed[name]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _is_external(tensor: Any) -> bool:
+    import onnx
+
+    return bool(tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL)
+
+
+def _location(tensor: Any) -> str:
+    return next(entry.value for entry in tensor.external_data if entry.key == "location")
