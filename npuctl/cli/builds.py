@@ -138,6 +138,8 @@ class _BuildProgress:
         state = event.state.value
         seconds = f"{event.seconds:.2f}s" if event.seconds is not None else ""
         self.rows[(event.step, event.target, event.bucket)] = (f"[{styles[state]}]{state}[/]", seconds)
+        if event.message and event.state.value == "done":  # what a step found (the chat build's pre-flight)
+            self.live.console.print(f"{event.step}: {escape(event.message)}")
         self.live.update(self._table())
 
     def _table(self) -> Table:

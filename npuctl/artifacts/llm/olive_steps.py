@@ -94,7 +94,7 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     return facts.LlmStatic(split_assignments=assignments, pipeline=model.model_attributes["llm_pipeline"])
 
 
-def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
+def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
     """Context binaries of every context/iterator graph for one SoC (onnxruntime's compiler, the plugin EP
     registered once), genai_config.json pointed at them, then ComposeOnnxModels chains each group."""
     from olive.model import CompositeModelHandler, ONNXModelHandler
@@ -128,7 +128,8 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
     _save_pipeline(out, composed.model_attributes["llm_pipeline"])
-    return compiler.placement.report()
+    return facts.LlmCompile(**request["targeted"], weight_sharing=bool(request["weight_sharing"]),
+                            placement=compiler.placement.report(), ep_compatibility_info=None)
 
 
 STAGES: dict[str, Callable[[dict[str, Any], Path], BaseModel]] = {

@@ -3,8 +3,8 @@ olive_steps child process.
 
 Olive's GraphSurgeries pass loads the whole model, copies it into its DAG and into onnx-ir (to deduplicate
 initializers), then writes every weight again: ~39 bytes per parameter at its peak, 23 GB for a 1B model.
-None of the surgeons reads a MatMul or Gather weight (they rewire the attention mask, pick one RoPE cache and
-scale the norm weights), so here only the other initializers are read into memory; the big ones stay references
+The surgeons rewire the attention mask, pick one RoPE cache and scale the norm weights: only the norm weights
+are read into memory; the big ones stay references
 into the builder's data file, which is copied file to file (never through memory). Not hard-linked: onnx.load
 refuses external data with more than one link (its "hardlink attack" check), and so do symlinks and `..`."""
 
@@ -19,8 +19,9 @@ from typing import Any
 NAMES = ("RemoveRopeMultiCache", "AttentionMaskToSequenceLengths", "SimplifiedLayerNormToL2Norm")
 """Olive's QNN recipe: RoPE caches cut to one, the attention mask becomes sequence lengths (what GQA on the CPU
 takes), RMSNorm becomes L2 normalization (an HTP op)."""
-_WEIGHT_READERS = {"MatMul", "Gather", "Gemm", "MatMulNBits", "GatherBlockQuantized"}
-"""Ops whose initializers no surgeon touches: their weights are left where they are."""
+_READ_BY_SURGEONS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"}
+"""Ops whose initializers a surgeon reads (the norm scales it multiplies by sqrt(hidden)); RemoveRopeMultiCache
+copies its cache's TensorProto, which keeps an external one's reference."""
 MODEL_FILE = "model.onnx"
 
 
@@ -33,9 +34,9 @@ def apply(source: Path, out: Path, head_size: int) -> None:
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
     model = onnx.load(str(source / MODEL_FILE), load_external_data=False)
-    weights = _weight_only(model.graph)
+    read = _read_by_surgeons(model.graph)
     for tensor in model.graph.initializer:
-        if _is_external(tensor) and tensor.name not in weights:
+        if _is_external(tensor) and tensor.name in read:
             onnx.external_data_helper.load_external_data_for_tensor(tensor, str(source))
     for name in NAMES:
         model = Surgeon.registry[name.lower()]()(model)
@@ -51,13 +52,8 @@ def apply(source: Path, out: Path, head_size: int) -> None:
             shutil.copy2(file, out / file.name)
 
 
-def _weight_only(graph: Any) -> set[str]:
-    """Initializers that only MatMul/Gather-like nodes read (subgraphs included)."""
-    readers: dict[str, set[str]] = {}
-    for node in _nodes(graph):
-        for name in node.input:
-            readers.setdefault(name, set()).add(node.op_type)
-    return {t.name for t in graph.initializer if readers.get(t.name) and readers[t.name] <= _WEIGHT_READERS}
+def _read_by_surgeons(graph: Any) -> set[str]:
+    return {name for node in _nodes(graph) if node.op_type in _READ_BY_SURGEONS for name in node.input}
 
 
 def _nodes(graph: Any) -> Iterator[Any]:
@@ -106,4 +102,4 @@ def _is_external(tensor: Any) -> bool:
 
 
 def _location(tensor: Any) -> str:
-    return next(entry.value for entry in tensor.external_data if entry.key == "location")
+    return str(next(entry.value for entry in tensor.external_data if entry.key == "location"))
