@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,12 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     config = {"data_config": data_config, "precision": WEIGHT_TYPES[request["precision"]],
               "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
               "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
-    _run(OnnxStaticQuantization, config, _onnx_model(Path(request["model_dir"])), out)
+    from npuctl.artifacts.llm import surgeries as graph_surgeries
+
+    # The scratch folder is beside `out`, on the store's disk: the data file is as big as the fp32 model.
+    with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as scratch:
+        model = graph_surgeries.joined(Path(request["model_dir"]), Path(request["weights_dir"]), Path(scratch))
+        _run(OnnxStaticQuantization, config, _onnx_model(model), out)
     return facts.LlmQuantize(weights=WEIGHT_TYPES[request["precision"]], activations="uint16",
                              calibration_texts=len(request["texts"]))
 

@@ -91,12 +91,15 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     tokenizer = graphs.path("tokenizer.json")
 
     def quantize_work(out: Path) -> facts.LlmQuantize:
-        return run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize", "model_dir": str(graphs.folder), "texts": texts,
+        return run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize", "model_dir": str(graphs.folder),
+                                                             "weights_dir": str(reference.folder), "texts": texts,
                                           "tokenizer": str(tokenizer), "window": shape.window,
                                           "precision": spec.precision.value}, out, needs)
 
     calibration = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-    quantized, run = runner.run(facts.LlmQuantize, {"model": graphs.digest, "calibration": calibration},
+    # The surgeries' output is a graph whose weights are the reference's: both are inputs.
+    quantized, run = runner.run(facts.LlmQuantize, {"model": graphs.digest, "weights": reference.digest,
+                                                    "calibration": calibration},
                                 {"precision": spec.precision.value, "window": shape.window, "tools": olive},
                                 quantize_work)
     steps.append(run)

@@ -4,9 +4,10 @@ olive_steps child process.
 Olive's GraphSurgeries pass loads the whole model, copies it into its DAG and into onnx-ir (to deduplicate
 initializers), then writes every weight again: ~39 bytes per parameter at its peak, 23 GB for a 1B model.
 The surgeons rewire the attention mask, pick one RoPE cache and scale the norm weights: only the norm weights
-are read into memory; the big ones stay references
-into the builder's data file, which is copied file to file (never through memory). Not hard-linked: onnx.load
-refuses external data with more than one link (its "hardlink attack" check), and so do symlinks and `..`."""
+are read into memory, and only the graph is written. Its weights stay references into the builder's data file,
+which stays in the builder's folder: `joined` puts graph and data side by side in a scratch folder for the stage
+that reads them (onnx.load refuses external data through a hard link, a symlink or `..`), so the store holds no
+second fp32 copy."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ MODEL_FILE = "model.onnx"
 
 
 def apply(source: Path, out: Path, head_size: int) -> None:
-    """`source/model.onnx` with the surgeries applied and the KV head size fixed to a number (the builder
-    writes the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of), written to
-    `out` with the source's other files."""
+    """`source/model.onnx`'s graph with the surgeries applied and the KV head size fixed to a number (the
+    builder writes the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of), written to
+    `out` with the source's other files but not its weights' data files (see `joined`)."""
     import onnx
     from olive.passes.onnx.graph_surgeries import Surgeon
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
@@ -43,13 +44,25 @@ def apply(source: Path, out: Path, head_size: int) -> None:
     make_dim_param_fixed(model.graph, "kv_cache_dim", head_size)
     _deduplicate(model.graph)
     out.mkdir(parents=True, exist_ok=True)
-    for location in sorted({_location(t) for t in model.graph.initializer if _is_external(t)}):
-        shutil.copyfile(source / location, out / location)
-    # The tensors read above are small (norm weights, one RoPE cache): they go inline, under protobuf's 2 GB.
+    data_files = {_location(t) for t in model.graph.initializer if _is_external(t)}
+    # The tensors read above are small (norm weights): they go inline, under protobuf's 2 GB.
     onnx.save(model, str(out / MODEL_FILE))
     for file in source.iterdir():
-        if file.is_file() and file.name != MODEL_FILE and not (out / file.name).exists():
+        if file.is_file() and file.name not in data_files and not (out / file.name).exists():
             shutil.copy2(file, out / file.name)
+
+
+def joined(graphs: Path, weights: Path, scratch: Path) -> Path:
+    """A folder in `scratch` with the surgeries' files and the builder's data files they name, copied file to
+    file (never through memory): what Olive's passes read as one model."""
+    import onnx
+
+    folder = scratch / "joined"
+    shutil.copytree(graphs, folder)
+    model = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
+    for location in sorted({_location(t) for t in model.graph.initializer if _is_external(t)}):
+        shutil.copyfile(weights / location, folder / location)
+    return folder
 
 
 def _read_by_surgeons(graph: Any) -> set[str]:
