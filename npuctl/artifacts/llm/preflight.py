@@ -19,17 +19,19 @@ GiB = 2**30
 STEP = "pre-flight"
 """The name its progress events carry (it is no stored step)."""
 STAGE_MEMORY: dict[str, tuple[int, float]] = {
-    "genai-builder": (1 * GiB, 6.0),
-    "llm-surgeries": (int(0.8 * GiB), 1.0),
-    "llm-quantize": (int(1.2 * GiB), 6.0),
+    "genai-builder": (int(0.6 * GiB), 5.5),
+    "llm-surgeries": (int(0.6 * GiB), 0.1),
+    "llm-quantize": (1 * GiB, 16.0),
     "llm-static": (int(0.8 * GiB), 4.0),
     "compile": (int(0.8 * GiB), 3.0),
 }
-"""Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter): the measured peaks with
-~20% margin. The imports (torch, transformers, Olive, onnxruntime) are most of the constant."""
+"""Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
+bench/llm_build.py at 56.6M and 1.24B parameters (SmolLM2-135M cut to 8 layers, Llama-3.2-1B), rounded up. The
+imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
+pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks."""
 DISK_BYTES_PER_PARAMETER = 16.0
-"""What a build adds to the store: the fp32 reference (4), the surgeries' fp32 graph (4), the quantized model,
-the static splits and the pack."""
+"""What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
+the pack (~6 together), and while llm-quantize runs a scratch copy of the reference's weights (4); with margin."""
 SECONDS_PER_PARAMETER = 1.5e-6
 """Wall time of the steps up to compile on this project's 2-core x86 host (verify is another issue's)."""
 SECONDS_AT_ZERO = 60.0
