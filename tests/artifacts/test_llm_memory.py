@@ -11,7 +11,7 @@ import pytest
 
 from npuctl.artifacts import BuildError, Store, build_deployment, facts
 from npuctl.artifacts.gc import collect
-from npuctl.artifacts.llm import pack, preflight
+from npuctl.artifacts.llm import child, pack, preflight
 from npuctl.artifacts.result import StepEvent, StepState
 from npuctl.runtime.devices import NpuKind, detect_host
 from tests.manifests import write_deployment
@@ -78,6 +78,14 @@ def test_a_stage_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_an
     assert "20.0 GiB were available when the build started" in message
     assert "npuctl build --publish" in message
     assert "exit -9" not in message
+
+
+def test_a_stage_past_its_deadline_is_stopped_and_only_the_end_of_its_output_is_kept() -> None:
+    # 1 MB of output, then a hang.
+    hang = "import sys, time; sys.stdout.write('x' * 2**20 + 'the end'); sys.stdout.flush(); time.sleep(60)"
+    done = child.run([sys.executable, "-c", hang], dict(os.environ), deadline_seconds=1.0)
+    assert done.timed_out and done.returncode != 0
+    assert done.log.endswith("the end") and len(done.log) == child.LOG_TAIL_BYTES
 
 
 @pytest.mark.slow

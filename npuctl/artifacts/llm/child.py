@@ -4,6 +4,7 @@ another error."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import psutil
 
 SAMPLE_SECONDS = 0.2
+LOG_TAIL_BYTES = 64 << 10
+"""What is kept of a child's output: its end, where the error is (onnxruntime's pre-processing logs megabytes)."""
 _KILLED = -9
 """POSIX: the child died of SIGKILL, what the kernel's out-of-memory killer sends."""
 _WINDOWS_NO_MEMORY = (0xC0000017, 0xC000012D)
@@ -29,7 +32,7 @@ class ChildRun:
     peak_rss_bytes: int
     """The largest RSS of the child and its descendants seen while it ran."""
     log: str
-    """Its stdout and stderr, interleaved."""
+    """The last LOG_TAIL_BYTES of its stdout and stderr, interleaved."""
     timed_out: bool = False
     """Stopped at its deadline."""
 
@@ -50,21 +53,26 @@ def run(command: Sequence[str], env: Mapping[str, str], deadline_seconds: float)
     # Its output goes to a file: a pipe nobody reads while we sample would fill and stall the child.
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=dict(env))
-        watched = psutil.Process(process.pid)
+        try:
+            watched: psutil.Process | None = psutil.Process(process.pid)
+        except psutil.Error:
+            watched = None  # it ended already
         peak = 0
         ends = time.monotonic() + deadline_seconds
         timed_out = False
         while True:
-            peak = max(peak, _tree_rss(watched))
+            if watched is not None:
+                peak = max(peak, _tree_rss(watched))
             try:
                 returncode = process.wait(timeout=SAMPLE_SECONDS)
                 break
             except subprocess.TimeoutExpired:
-                if time.monotonic() > ends:
+                if time.monotonic() > ends and watched is not None:
                     timed_out = True
                     _kill_tree(watched)
-        log.seek(0)
-        text = log.read().decode("utf-8", errors="replace")
+        size = log.seek(0, os.SEEK_END)
+        log.seek(max(0, size - LOG_TAIL_BYTES))
+        text = log.read(LOG_TAIL_BYTES).decode("utf-8", errors="replace")
     return ChildRun(returncode, peak, text, timed_out)
 
 
