@@ -59,8 +59,10 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     from npuctl.artifacts.llm import surgeries as graph_surgeries
 
     _lean_calibrater()
-    # The scratch folder is beside `out`, on the store's disk: the data file is as big as the fp32 model.
-    with tempfile.TemporaryDirectory(prefix="quantize-", dir=out.parent) as scratch:
+    # The scratch folder is inside the step's work folder (the store's disk, under the step's lock, so that
+    # gc's sweep of dead builders' folders leaves it alone): the data file is as big as the fp32 model.
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="joined-", dir=out) as scratch:
         model = graph_surgeries.joined(Path(request["model_dir"]), Path(request["weights_dir"]), Path(scratch))
         _run(OnnxStaticQuantization, config, _onnx_model(model), out)
     return facts.LlmQuantize(weights=WEIGHT_TYPES[request["precision"]], activations="uint16",
