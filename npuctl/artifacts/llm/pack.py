@@ -184,18 +184,18 @@ def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path, need
     if dist_version("olive-ai") is None:
         raise BuildError(step, "olive-ai is not installed: pip install 'npuctl[npu-llm]'")
     estimated = needs.stage_rss_bytes.get(step)
+    deadline = STAGE_DEADLINE_FACTOR * needs.seconds + STAGE_DEADLINE_MARGIN
     with tempfile.TemporaryDirectory(prefix="npuctl-olive-") as scratch:
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request | {"out": str(out)}), encoding="utf-8")
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         done = child.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
-                          str(result_file)], env, STAGE_DEADLINE_FACTOR * needs.seconds + STAGE_DEADLINE_MARGIN)
+                          str(result_file)], env, deadline)
         result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
     error = result.get("error")
     if done.timed_out:
-        raise BuildError(step, f"stopped after {(STAGE_DEADLINE_FACTOR * needs.seconds + STAGE_DEADLINE_MARGIN) / 60:.0f} "
-                         f"min, {STAGE_DEADLINE_FACTOR}x the pre-flight's estimate for the whole build: "
-                         f"{done.log[-_LOG_TAIL:]}")
+        raise BuildError(step, f"stopped after {deadline / 60:.0f} min, {STAGE_DEADLINE_FACTOR}x the pre-flight's "
+                         f"estimate for the whole build and 30 min more: {done.log[-_LOG_TAIL:]}")
     if done.out_of_memory(error):
         guess = f"{estimated / 2**30:.1f} GiB" if estimated is not None else "nothing"
         raise BuildError(step, f"{step} ran out of memory: peak {done.peak_rss_bytes / 2**30:.1f} GiB, pre-flight "
