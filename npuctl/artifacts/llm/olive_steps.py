@@ -45,6 +45,8 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     """OnnxStaticQuantization for the QNN EP: per-channel weights, uint16 activations, calibrated on the texts."""
     from olive.passes.onnx.quantization import OnnxStaticQuantization
 
+    from npuctl.artifacts.llm import surgeries as graph_surgeries
+
     _register_corpus()
     data_config = {
         "name": "npuctl_corpus", "type": "DataContainer",
@@ -56,8 +58,6 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     config = {"data_config": data_config, "precision": WEIGHT_TYPES[request["precision"]],
               "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
               "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
-    from npuctl.artifacts.llm import surgeries as graph_surgeries
-
     _lean_calibrater()
     # The scratch folder is inside the step's work folder (the store's disk, under the step's lock, so that
     # gc's sweep of dead builders' folders leaves it alone): the data file is as big as the fp32 model.
