@@ -185,9 +185,9 @@ def _extra_files(folder: Path) -> list[str]:
 
 def _lean_calibrater() -> None:
     """onnxruntime's MinMaxCalibrater keeps the whole fp32 model it augmented (weights included) while its
-    session, which holds another copy, runs the calibration texts; it never reads it again (its ranges come from
-    the session's outputs). Its weights are dropped once the session exists: one fp32 copy less at the step's
-    peak (the quantized model is the same)."""
+    session, which holds another copy, loads and runs the calibration texts; it never reads it again: the session
+    loads the augmented model from its file, and the ranges come from the session's outputs. Its weights are
+    dropped before the session loads: one fp32 copy less at the step's peak (the quantized model is the same)."""
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
     original = MinMaxCalibrater.create_inference_session
@@ -195,8 +195,8 @@ def _lean_calibrater() -> None:
         return
 
     def create_inference_session(self: Any) -> None:
-        original(self)
         self.model.graph.ClearField("initializer")
+        original(self)
 
     create_inference_session.npuctl_lean = True  # type: ignore[attr-defined]
     MinMaxCalibrater.create_inference_session = create_inference_session
