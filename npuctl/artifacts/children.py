@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from queue import SimpleQueue
@@ -62,6 +62,17 @@ def run(command: list[str], env: dict[str, str], *,
             child.wait()
             raise
     return subprocess.CompletedProcess(command, child.returncode, out.text(), err.text())
+
+
+@contextmanager
+def relayed(env: Mapping[str, str]) -> Iterator[tuple[dict[str, str], Callable[[], None]]]:
+    """For a child started by other means than `run`: the environment that names its report file, and the call
+    that reports (in the caller's step) what it has written since the last call. Call it while waiting, and once
+    after the child has ended."""
+    with tempfile.TemporaryDirectory(prefix="npuctl-progress-") as scratch:
+        reports = Path(scratch) / "progress.jsonl"
+        reports.touch()
+        yield dict(env) | {PROGRESS_FILE: str(reports)}, _Relay(reports).forward
 
 
 @contextmanager

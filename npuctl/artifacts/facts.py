@@ -200,11 +200,48 @@ class GgufConvert(Facts):
     tensor_types: dict[str, int]
 
 
+class StageMemory(BaseModel):
+    """What a build stage's child process tree held at most (psutil, sampled every 0.2 s), beside what the
+    pre-flight estimated for it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    peak_rss_bytes: int
+    estimated_bytes: int | None
+
+
+class Preflight(BaseModel):
+    """What an NPU chat build is estimated to need, from config.json's sizes, against this host: figured at
+    resolve, before any step runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    parameters: int
+    peak_rss_bytes: int
+    """Peak RSS of the build's process tree (its largest stage)."""
+    stage_rss_bytes: dict[str, int]
+    """Step name -> its estimated peak."""
+    disk_bytes: int
+    """What the build adds to the store."""
+    seconds: float
+    """Wall time of the steps up to compile, on a host like this project's (2 x86 cores)."""
+    available_memory_bytes: int
+    free_disk_bytes: int
+    """Free space where the store is."""
+
+    def summary(self) -> str:
+        return (f"pre-flight for {self.parameters / 1e9:.2f}B parameters: peak RAM ~{self.peak_rss_bytes / 2**30:.1f} "
+                f"GiB ({self.available_memory_bytes / 2**30:.1f} GiB available), disk ~{self.disk_bytes / 1e9:.1f} GB "
+                f"({self.free_disk_bytes / 1e9:.1f} GB free in the store), ~{self.seconds / 60:.0f} min up to compile")
+
+
 class LlmSurgeries(Facts):
     kind: Literal["llm-surgeries"] = "llm-surgeries"
     step: ClassVar[str] = "llm-surgeries"
     surgeries: list[str]
     kv_head_size: int
+    memory: StageMemory | None = None
+    """None in records from before it was measured."""
 
 
 class LlmQuantize(Facts):
@@ -213,6 +250,7 @@ class LlmQuantize(Facts):
     weights: str
     activations: str
     calibration_texts: int
+    memory: StageMemory | None = None
 
 
 class LlmStatic(Facts):
@@ -221,6 +259,7 @@ class LlmStatic(Facts):
     split_assignments: dict[str, int]
     pipeline: dict[str, str | list[str]]
     """Olive's llm_pipeline: which graph is the embeddings, each context and iterator graph, the lm_head."""
+    memory: StageMemory | None = None
 
 
 class StagePlacement(BaseModel):
@@ -255,6 +294,7 @@ class LlmCompile(Binary):
     step: ClassVar[str] = "compile"
     weight_sharing: bool
     placement: Placement
+    memory: StageMemory | None = None
 
 
 class PromptCheck(BaseModel):

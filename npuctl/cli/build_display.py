@@ -45,6 +45,8 @@ class LiveTable:
         said = running.doing() if running else ""
         self.rows[(event.step, event.target, event.bucket)] = (f"[{_STYLES[state]}]{state}[/]", seconds,
                                                               escape(said))
+        if event.message and event.state.value == "done":  # what a step found (the chat build's pre-flight)
+            self.live.console.print(f"{event.step}: {escape(event.message)}")
         self.live.update(self._table())
 
     def _table(self) -> Table:
@@ -79,6 +81,8 @@ class Lines:
             text = f"fetched from {event.message} in {seconds}"
         else:
             text = f"{state} in {seconds}" if state == "done" else state
+            if state == "done" and event.message:  # what a step found (the chat build's pre-flight)
+                text += f": {event.message}"
         click.echo(f"{self.name}: {event.where}: {text}", err=True)
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,6 @@ from npuctl.artifacts.llm import olive_progress
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
-SURGERIES = ("RemoveRopeMultiCache", "AttentionMaskToSequenceLengths", "SimplifiedLayerNormToL2Norm")
-"""Olive's QNN recipe: RoPE caches cut to one, the attention mask becomes sequence lengths (what GQA on the CPU
-takes), RMSNorm becomes L2 normalization (an HTP op)."""
 _CONTRIB_OPS = ["GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits"]
 """Left unquantized: they run on the CPU and take float inputs."""
 WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
@@ -37,26 +35,21 @@ WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
 
 
 def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
-    """GraphSurgeries on the genai builder's fp32 model, then the KV head size fixed to a number: the builder
-    writes it as the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of."""
-    import onnx
-    from olive.passes.onnx.graph_surgeries import GraphSurgeries
-    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+    """Olive's QNN graph surgeries on the genai builder's fp32 model, its weights left in place."""
+    from npuctl.artifacts.llm import surgeries as graph_surgeries
 
-    with olive_progress.surgeries(SURGERIES):
-        model = _run(GraphSurgeries, {"surgeries": [{"surgeon": s} for s in SURGERIES]},
-                     _onnx_model(Path(request["model_dir"])), out)
-    progress.report(len(SURGERIES), len(SURGERIES), "surgeries", "fixing the KV cache's head size")
-    path = Path(model.model_path)
-    proto = onnx.load(str(path), load_external_data=False)
-    make_dim_param_fixed(proto.graph, "kv_cache_dim", int(request["head_size"]))
-    onnx.save(proto, str(path))
-    return facts.LlmSurgeries(surgeries=list(SURGERIES), kv_head_size=int(request["head_size"]))
+    names = graph_surgeries.NAMES
+    progress.report(0, len(names), "surgeries", "Olive's QNN surgeons, the weights left in place")
+    graph_surgeries.apply(Path(request["model_dir"]), out, int(request["head_size"]))
+    progress.report(len(names), len(names), "surgeries", "the KV cache's head size fixed")
+    return facts.LlmSurgeries(surgeries=list(names), kv_head_size=int(request["head_size"]))
 
 
 def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     """OnnxStaticQuantization for the QNN EP: per-channel weights, uint16 activations, calibrated on the texts."""
     from olive.passes.onnx.quantization import OnnxStaticQuantization
+
+    from npuctl.artifacts.llm import surgeries as graph_surgeries
 
     _register_corpus()
     progress.report(0, len(request["texts"]), "calibration samples", "preparing the model")
@@ -70,7 +63,13 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     config = {"data_config": data_config, "precision": WEIGHT_TYPES[request["precision"]],
               "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
               "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
-    _run(OnnxStaticQuantization, config, _onnx_model(Path(request["model_dir"])), out)
+    _lean_calibrater()
+    # The scratch folder is inside the step's work folder (the store's disk, under the step's lock, so that
+    # gc's sweep of dead builders' folders leaves it alone): the data file is as big as the fp32 model.
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="joined-", dir=out) as scratch:
+        model = graph_surgeries.joined(Path(request["model_dir"]), Path(request["weights_dir"]), Path(scratch))
+        _run(OnnxStaticQuantization, config, _onnx_model(model), out)
     return facts.LlmQuantize(weights=WEIGHT_TYPES[request["precision"]], activations="uint16",
                              calibration_texts=len(request["texts"]))
 
@@ -112,7 +111,7 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     return facts.LlmStatic(split_assignments=assignments, pipeline=model.model_attributes["llm_pipeline"])
 
 
-def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
+def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
     """Context binaries of every context/iterator graph for one SoC (onnxruntime's compiler, the plugin EP
     registered once), genai_config.json pointed at them, then ComposeOnnxModels chains each group."""
     from olive.model import CompositeModelHandler, ONNXModelHandler
@@ -154,7 +153,8 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
     _save_pipeline(out, composed.model_attributes["llm_pipeline"])
-    return compiler.placement.report()
+    return facts.LlmCompile(**request["targeted"], weight_sharing=bool(request["weight_sharing"]),
+                            placement=compiler.placement.report(), ep_compatibility_info=None)
 
 
 STAGES: dict[str, Callable[[dict[str, Any], Path], BaseModel]] = {
@@ -198,6 +198,25 @@ def _onnx_model(folder: Path) -> Any:
 def _extra_files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.iterdir()
                   if p.is_file() and p.suffix not in (".onnx", ".data", ".bin") and p.name != PIPELINE_FILE)
+
+
+def _lean_calibrater() -> None:
+    """onnxruntime's MinMaxCalibrater keeps the whole fp32 model it augmented (weights included) while its
+    session, which holds another copy, loads and runs the calibration texts; it never reads it again: the session
+    loads the augmented model from its file, and the ranges come from the session's outputs. Its weights are
+    dropped before the session loads: one fp32 copy less at the step's peak (the quantized model is the same)."""
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    original = MinMaxCalibrater.create_inference_session
+    if getattr(original, "npuctl_lean", False):
+        return
+
+    def create_inference_session(self: Any) -> None:
+        self.model.graph.ClearField("initializer")
+        original(self)
+
+    create_inference_session.npuctl_lean = True  # type: ignore[attr-defined]
+    MinMaxCalibrater.create_inference_session = create_inference_session
 
 
 def _register_corpus() -> None:

@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from npuctl.artifacts import children, facts, inputs
 from npuctl.artifacts import compile as qnn_compile
+from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
-from npuctl.artifacts.llm import genai
+from npuctl.artifacts.llm import child, genai, preflight
 from npuctl.artifacts.llm import verify as llm_verify
-from npuctl.artifacts.result import BuildResult, NpuArtifact, StepRun
+from npuctl.artifacts.result import BuildResult, NpuArtifact, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import Runner, dist_version
 from npuctl.artifacts.store import Record
@@ -50,6 +50,10 @@ _OPTIONAL_SIZES = ("max_position_embeddings", "num_key_value_heads", "head_dim")
 """With _SIZES, the config.json sizes the shapes and the graph budget are computed from."""
 _OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
 _LOG_TAIL = 2000
+STAGE_DEADLINE_FACTOR = 10
+STAGE_DEADLINE_MARGIN = 1800.0
+"""A stage is stopped after 10x the pre-flight's time for the whole build, plus 30 min: a hung child (a
+deadlock in a native library) then fails the build instead of holding it forever."""
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -79,6 +83,10 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     spec = deployment.spec
     config = model_config(source)
     shape = resolve_shape(deployment, config, source.uri)
+    needs = preflight.estimate(config, runner.store.root)
+    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary()))
+    preflight.check(needs, source.uri)
+    runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
     reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run)
     steps = [*earlier, reference_run]
     texts = inputs.calibration_texts(spec.calibration, base_dir)
@@ -87,19 +95,22 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
 
     def surgeries_work(out: Path) -> facts.LlmSurgeries:
         return run_stage("llm-surgeries", facts.LlmSurgeries, {"stage": "surgeries", "model_dir": str(reference.folder),
-                                              "head_size": _head_size(config)}, out)
+                                              "head_size": preflight.head_size(config)}, out, needs)
 
     graphs, run = runner.run(facts.LlmSurgeries, {"model": reference.digest}, {"tools": olive}, surgeries_work)
     steps.append(run)
     tokenizer = graphs.path("tokenizer.json")
 
     def quantize_work(out: Path) -> facts.LlmQuantize:
-        return run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize", "model_dir": str(graphs.folder), "texts": texts,
+        return run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize", "model_dir": str(graphs.folder),
+                                                             "weights_dir": str(reference.folder), "texts": texts,
                                           "tokenizer": str(tokenizer), "window": shape.window,
-                                          "precision": spec.precision.value}, out)
+                                          "precision": spec.precision.value}, out, needs)
 
     calibration = hashlib.sha256(json.dumps(texts).encode()).hexdigest()
-    quantized, run = runner.run(facts.LlmQuantize, {"model": graphs.digest, "calibration": calibration},
+    # The surgeries' output is a graph whose weights are the reference's: both are inputs.
+    quantized, run = runner.run(facts.LlmQuantize, {"model": graphs.digest, "weights": reference.digest,
+                                                    "calibration": calibration},
                                 {"precision": spec.precision.value, "window": shape.window, "tools": olive},
                                 quantize_work)
     steps.append(run)
@@ -113,13 +124,15 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     def static_work(out: Path) -> facts.LlmStatic:
         return run_stage("llm-static", facts.LlmStatic, {"stage": "static", "model_dir": str(quantized.folder),
                                         "hf_dir": str(source.folder), "splits": shape.splits,
-                                        "window": shape.window, "context_length": shape.context_length}, out)
+                                        "window": shape.window, "context_length": shape.context_length}, out,
+                         needs)
 
     static, run = runner.run(facts.LlmStatic, {"model": quantized.digest, "source": source.digest},
                              {"splits": shape.splits, "window": shape.window,
                               "context_length": shape.context_length, "tools": olive}, static_work)
     steps.append(run)
-    artifacts = [_target(deployment, target, static, checked, bar, runner, tuple(steps)) for target in targets]
+    artifacts = [_target(deployment, target, static, checked, bar, runner, tuple(steps), needs)
+                 for target in targets]
     all_steps = {s.key: s for s in steps} | {s.key: s for a in artifacts for s in a.steps}
     return BuildResult(deployment.name, spec.model.task, spec.precision, reference.path("model.onnx"),
                        reference.folder, reference.path("tokenizer.json"), tuple(artifacts),
@@ -158,7 +171,7 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
                          f"{limit} tokens ({uri} config.json max_position_embeddings): lower it")
     layers = int(config["num_hidden_layers"])
     precision = deployment.spec.precision
-    per_layer = _layer_parameters(config) * _WEIGHT_BYTES[precision]
+    per_layer = preflight.layer_parameters(config) * _WEIGHT_BYTES[precision]
     fewest = min(layers, max(1, math.ceil(per_layer * layers / GRAPH_BUDGET)))
     splits = fewest if generation.splits == "auto" else generation.splits
     if splits > layers:
@@ -182,25 +195,36 @@ def held_out_prompts(samples: int, calibration: list[str]) -> list[str]:
     return [" ".join(s.split()[: max(2, len(s.split()) // 2)]) for s in sentences]
 
 
-def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path) -> M:
-    """One olive_steps stage in a child process, what it reports read as `kind`; its error becomes this step's
-    BuildError."""
+def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path, needs: facts.Preflight) -> M:
+    """One olive_steps stage in a child process, what it reports read as `kind` with the child's peak memory;
+    its error becomes this step's BuildError, running out of memory one that says so."""
     if dist_version("olive-ai") is None:
         raise BuildError(step, "olive-ai is not installed: pip install 'npuctl[npu-llm]'")
+    estimated = needs.stage_rss_bytes.get(step)
+    deadline = STAGE_DEADLINE_FACTOR * needs.seconds + STAGE_DEADLINE_MARGIN
     with tempfile.TemporaryDirectory(prefix="npuctl-olive-") as scratch:
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request | {"out": str(out)}), encoding="utf-8")
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
-                             str(result_file)], env)
-        if not result_file.is_file():
-            log = (done.stderr or done.stdout)[-_LOG_TAIL:]
-            raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {log}")
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-    if "error" in result:
-        raise BuildError(step, result["error"])
+        done = child.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
+                          str(result_file)], env, deadline)
+        result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
+    error = result.get("error")
+    if done.timed_out:
+        raise BuildError(step, f"stopped after {deadline / 60:.0f} min, {STAGE_DEADLINE_FACTOR}x the pre-flight's "
+                         f"estimate for the whole build and 30 min more: {done.log[-_LOG_TAIL:]}")
+    if done.out_of_memory(error):
+        guess = f"{estimated / 2**30:.1f} GiB" if estimated is not None else "nothing"
+        raise BuildError(step, f"{step} ran out of memory: peak {done.peak_rss_bytes / 2**30:.1f} GiB, pre-flight "
+                         f"estimated {guess} ({needs.available_memory_bytes / 2**30:.1f} GiB were available when the "
+                         f"build started); {preflight.WHAT_TO_DO}")
+    if error is not None:
+        raise BuildError(step, error)
+    if "details" not in result:
+        raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {done.log[-_LOG_TAIL:]}")
+    memory = facts.StageMemory(peak_rss_bytes=done.peak_rss_bytes, estimated_bytes=estimated)
     try:
-        return kind.model_validate(result["details"])
+        return kind.model_validate(result["details"] | {"memory": memory})
     except ValueError as exc:
         raise BuildError(step, f"the Olive stage reported what npuctl cannot read: {exc}") from exc
 
@@ -228,7 +252,7 @@ def _check_quantized(reference: Path, quantized: Path, prompts: list[str], bar: 
 
 def _target(deployment: ModelDeployment, target: Target, static: Record[facts.LlmStatic],
             checked: Record[facts.LlmVerifyQuantized], bar: Bar, runner: Runner,
-            steps: tuple[StepRun, ...]) -> NpuArtifact:
+            steps: tuple[StepRun, ...], needs: facts.Preflight) -> NpuArtifact:
     spec = deployment.spec
     soc = target.soc_model or 0
     sharing = spec.generation.weight_sharing
@@ -236,11 +260,10 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                         qnn_sdk=runner.tools["qnn-sdk"])
 
     def compile_work(out: Path) -> facts.LlmCompile:
-        placement = run_stage("compile", facts.Placement, {
+        staged = run_stage("compile", facts.LlmCompile, {
             "stage": "compile", "model_dir": str(static.folder), "soc_model": soc, "weight_sharing": sharing,
-            "optimization_level": spec.build.optimization_level}, out)
-        return facts.LlmCompile(**on.model_dump(), weight_sharing=sharing, placement=placement,
-                                ep_compatibility_info=qnn_compile.compatibility(_first_context(out)))
+            "optimization_level": spec.build.optimization_level, "targeted": on.model_dump(mode="json")}, out, needs)
+        return staged.model_copy(update={"ep_compatibility_info": qnn_compile.compatibility(_first_context(out))})
 
     compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
                                        on.model_dump(mode="json") | {"weight_sharing": sharing,
@@ -294,15 +317,3 @@ def _binary_of(wrapper: Path) -> str:
             if node.op_type == "EPContext" and attribute.name == "ep_cache_context":
                 return str(attribute.s.decode())
     raise BuildError("compile", f"{wrapper} has no EPContext node naming a context binary")
-
-
-def _head_size(config: dict[str, Any]) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-
-
-def _layer_parameters(config: dict[str, Any]) -> int:
-    hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-    kv_heads = int(config.get("num_key_value_heads") or heads)
-    head = _head_size(config)
-    attention = hidden * head * (2 * heads + 2 * kv_heads)
-    return attention + 3 * hidden * int(config["intermediate_size"])

@@ -1,0 +1,104 @@
+"""What an NPU chat build needs, said before it runs (pre-flight) and when a stage runs out of memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from npuctl.artifacts import BuildError, Store, build_deployment, facts
+from npuctl.artifacts.gc import collect
+from npuctl.artifacts.llm import child, pack, preflight
+from npuctl.artifacts.result import StepEvent, StepState
+from npuctl.runtime.devices import NpuKind, detect_host
+from tests.manifests import write_deployment
+from tests.tiny_chat import TinyChat
+
+# Llama-3.1-70B's config.json sizes: what no PC builds.
+HUGE = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "intermediate_size": 28672, "num_hidden_layers": 80,
+        "max_position_embeddings": 131072, "vocab_size": 128256, "tie_word_embeddings": False}
+GREEDY_STAGE = """
+import os, signal, time
+hoard = bytearray(300 * 2**20)
+for at in range(0, len(hoard), 4096):
+    hoard[at] = 1  # touched, so resident
+time.sleep(1)  # long enough for the parent's sampler to see it
+os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer sends
+"""
+
+
+def test_a_build_the_host_cannot_hold_is_refused_before_any_step_naming_the_figures_and_what_to_do(
+        tmp_path: Path) -> None:
+    checkpoint = tmp_path / "huge"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(HUGE))
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    deployment = write_deployment(manifests, "huge", {
+        "model": {"source": f"file:{checkpoint}", "task": "text-generation"}, "precision": "w8a16",
+        "targets": ["x-elite"], "generation": {"splits": "auto", "window": 64, "contextLength": 2048},
+        "runtime": {"device": "npu", "allowSimulator": True, "fallback": "none"}})
+    store = Store(tmp_path / "store")
+    events: list[StepEvent] = []
+    with pytest.raises(BuildError) as refused:
+        build_deployment(deployment, store=store, progress=events.append)
+    assert refused.value.step == "resolve"
+    message = refused.value.message
+    assert "building 70.55B parameters for the NPU needs ~" in message
+    assert "GiB of RAM at its peak and this host has" in message and "GiB available" in message
+    assert "npuctl build --publish" in message and "prebuilt NPU pack" in message
+    assert not list(store.records()), "no step may run"
+    shown = [e for e in events if e.step == preflight.STEP and e.state is StepState.RUNNING]
+    assert shown and shown[0].message is not None and shown[0].message.startswith(
+        "pre-flight for 70.55B parameters: peak RAM ~")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX's; Windows reports STATUS_NO_MEMORY")
+def test_a_stage_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_and_the_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stage's child process allocates 300 MB and is SIGKILLed, as the kernel does when memory runs out:
+    # Python runs sitecustomize.py from PYTHONPATH first thing in every process, the stage's child included.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(GREEDY_STAGE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), *sys.path]))
+    needs = facts.Preflight(parameters=10**9, peak_rss_bytes=7 << 30, stage_rss_bytes={"llm-quantize": 7 << 30},
+                            disk_bytes=16 * 10**9, seconds=600.0, available_memory_bytes=20 << 30,
+                            free_disk_bytes=100 * 10**9)
+    with pytest.raises(BuildError) as failed:
+        pack.run_stage("llm-quantize", facts.LlmQuantize, {"stage": "quantize"}, tmp_path / "out", needs)
+    assert failed.value.step == "llm-quantize"
+    message = failed.value.message
+    assert message.startswith("llm-quantize ran out of memory: peak 0.3 GiB, pre-flight estimated 7.0 GiB")
+    assert "20.0 GiB were available when the build started" in message
+    assert "npuctl build --publish" in message
+    assert "exit -9" not in message
+
+
+def test_a_stage_past_its_deadline_is_stopped_and_only_the_end_of_its_output_is_kept() -> None:
+    # 1 MB of output, then a hang.
+    hang = "import sys, time; sys.stdout.write('x' * 2**20 + 'the end'); sys.stdout.flush(); time.sleep(60)"
+    done = child.run([sys.executable, "-c", hang], dict(os.environ), deadline_seconds=1.0)
+    assert done.timed_out and done.returncode != 0
+    assert done.log.endswith("the end") and len(done.log) == child.LOG_TAIL_BYTES
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
+def test_the_store_keeps_one_fp32_model_and_gc_drops_what_a_precision_change_left_behind(tiny_chat: TinyChat) -> None:
+    w8 = {s.name: s.key for s in tiny_chat.build("tiny-llama", "llama").steps}
+    store = tiny_chat.store
+    sizes = {step: store.size(store.get(key)) for step, key in w8.items() if store.get(key) is not None}
+    # The fp32 weights are the reference's (genai-builder, also the CPU fallback); the surgeries keep the graph.
+    assert sizes["llm-surgeries"] < sizes["genai-builder"] / 4
+    # Kept for re-use while a manifest uses them; a precision change leaves the old quantization behind for gc.
+    tiny_chat.build("tiny-llama-w4", "llama", precision="w4a16")
+    dropped = {r.key for r in collect(store, [tiny_chat.manifest("tiny-llama-w4", "llama", precision="w4a16")],
+                                      dry_run=True).removed}
+    assert {w8["llm-quantize"], w8["llm-static"], w8["compile"], w8["verify"]} <= dropped
+    assert not {w8["genai-builder"], w8["llm-surgeries"]} & dropped
