@@ -1,5 +1,5 @@
 """Progress from inside Olive's passes, in the olive_steps child: the passes take no callback, so each hook
-counts calls of the Olive function that runs once per item (a surgeon, a split written, a split made static)
+counts calls of the Olive function that runs once per item (a split written, a split made static)
 while its pass runs, and reports them. Olive is imported here only inside the hooks (the child has it)."""
 
 from __future__ import annotations
@@ -11,22 +11,6 @@ from typing import Any, TypeVar
 from npuctl.artifacts import progress
 
 T = TypeVar("T")
-
-
-@contextmanager
-def surgeries(names: Sequence[str]) -> Iterator[None]:
-    """GraphSurgeries: which surgeon runs, of how many."""
-    from olive.passes.onnx.graph_surgeries import GraphSurgeries
-
-    started = 0
-
-    def before(*_: Any) -> None:
-        nonlocal started
-        progress.report(started, len(names), "surgeries", names[started] if started < len(names) else None)
-        started += 1
-
-    with _counting(GraphSurgeries, "init_surgeon_instance", before=before):
-        yield
 
 
 @contextmanager
