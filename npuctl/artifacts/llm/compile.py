@@ -13,6 +13,7 @@ from typing import Any
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.runtime import qnn
 
 FINALIZE_HINT = ("set spec.generation.splits to a larger number (smaller graphs), or a lower "
@@ -51,10 +52,12 @@ class PackPlacement:
 class Compiler:
     """Compiles (context, iterator) pairs for one SoC into `<name>.onnx` EPContext wrappers + `.bin` files."""
 
-    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool) -> None:
+    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool,
+                 attention: llm_attention.Attention = "cpu") -> None:
         self.soc_model = soc_model
         self.optimization_level = optimization_level
         self.weight_sharing = weight_sharing
+        self.attention = attention
         self.placement = PackPlacement()
 
     def pack_options(self) -> dict[str, str]:
@@ -75,8 +78,10 @@ class Compiler:
                       qnn.RECORD_ASSIGNMENT: "1"}
             if self.weight_sharing:
                 config |= {"ep.share_ep_contexts": "1", "ep.stop_share_ep_contexts": "1" if last else "0"}
-            options = qnn.session_options(self.soc_model, config=config, provider_options={
-                "htp_graph_finalization_optimization_mode": str(self.optimization_level)})
+            extra = {"htp_graph_finalization_optimization_mode": str(self.optimization_level)}
+            if self.attention == "npu":
+                extra |= llm_attention.provider_options(folder)
+            options = qnn.session_options(self.soc_model, config=config, provider_options=extra)
             options.log_severity_level = 3
             try:
                 session = ort.InferenceSession(str(model), options)
@@ -87,6 +92,8 @@ class Compiler:
                 raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
                                  f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
             self.placement.stages[name] = placement_of(model, coverage, session)
+            if self.attention == "npu":
+                llm_attention.check_placed(model.stem, coverage.other_ops)
             del session
             wrappers[name] = wrapper
         return wrappers

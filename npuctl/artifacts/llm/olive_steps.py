@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import attention
 from npuctl.artifacts.llm import compile as llm_compile
 
 PIPELINE_FILE = "llm_pipeline.json"
@@ -89,6 +90,9 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     _move_up(out / "static", out)
     shutil.rmtree(out / "split", ignore_errors=True)
     _save_pipeline(out, model.model_attributes["llm_pipeline"])
+    if request["attention"] == "npu":
+        pipeline = model.model_attributes["llm_pipeline"]
+        attention.fix_kv_length(out, [*pipeline["context"], *pipeline["iterator"]], int(request["context_length"]))
     config_file = out / "genai_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     # The KV cache is as long as the manifest says: genai sizes it from max_length.
@@ -119,7 +123,7 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
         [ONNXModelHandler(model_path=str(source), onnx_file_name=f"{name}.onnx") for name in names], names,
         model_path=str(source), model_attributes={"llm_pipeline": pipeline, "additional_files": _extra_files(source)})
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
-                                    bool(request["weight_sharing"]))
+                                    bool(request["weight_sharing"]), request["attention"])
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
         compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
 

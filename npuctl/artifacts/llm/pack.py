@@ -97,10 +97,11 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     def static_work(out: Path) -> facts.LlmStatic:
         return run_stage("llm-static", facts.LlmStatic, {"stage": "static", "model_dir": str(quantized.folder),
                                         "hf_dir": str(source.folder), "splits": shape.splits,
-                                        "window": shape.window, "context_length": shape.context_length}, out)
+                                        "window": shape.window, "context_length": shape.context_length,
+                                        "attention": spec.generation.attention}, out)
 
     static, run = runner.run(facts.LlmStatic, {"model": quantized.digest, "source": source.digest},
-                             {"splits": shape.splits, "window": shape.window,
+                             {"splits": shape.splits, "window": shape.window, "attention": spec.generation.attention,
                               "context_length": shape.context_length, "tools": olive}, static_work)
     steps.append(run)
     artifacts = [_target(deployment, target, static, reference, prompts, runner, tuple(steps)) for target in targets]
@@ -200,7 +201,7 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
     def compile_work(out: Path) -> facts.LlmCompile:
         placement = run_stage("compile", facts.Placement, {
             "stage": "compile", "model_dir": str(static.folder), "soc_model": soc, "weight_sharing": sharing,
-            "optimization_level": spec.build.optimization_level}, out)
+            "optimization_level": spec.build.optimization_level, "attention": spec.generation.attention}, out)
         return facts.LlmCompile(**on.model_dump(), weight_sharing=sharing, placement=placement,
                                 ep_compatibility_info=qnn_compile.compatibility(_first_context(out)))
 
