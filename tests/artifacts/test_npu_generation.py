@@ -31,6 +31,13 @@ def pack_of(artifact: NpuArtifact) -> Path:
     return artifact.context_model.parent
 
 
+def kv_cache_shapes(wrapper: Path) -> set[tuple[int | str, ...]]:
+    """The shapes of a graph's KV cache inputs and outputs."""
+    graph = onnx.load(str(wrapper), load_external_data=False).graph
+    return {tuple(d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim)
+            for v in [*graph.input, *graph.output] if v.name.startswith(("past_key_values.", "present."))}
+
+
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         tiny_chat: TinyChat, architecture: str) -> None:
@@ -50,11 +57,24 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     for name in ("context_ctx", "iterator_ctx"):
         assert stages[name]["session_options"]["provider_options"][0]["qnn"]["soc_model"] == "60"
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
-    # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
-    # embeddings and lm_head on the CPU, as designed.
-    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
+    # Where the work runs: every decoder layer, GroupQueryAttention with its KV cache included, on the QNN EP
+    # (attention: npu, the default); embeddings and lm_head on the CPU.
+    for name in ("context_ctx", "iterator_ctx"):
+        assert report.stages[name].nodes.keys() == {"QNNExecutionProvider"}, report.stages[name]
+        assert kv_cache_shapes(pack / f"{name}.onnx") == {(1, 2, 256, 16)}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
+
+
+def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(
+        tiny_chat: TinyChat) -> None:
+    built = tiny_chat.build("tiny-llama-cpu-attention", "llama", generation={"contextLength": 256, "attention": "cpu"})
+    [artifact] = built.artifacts
+    report = artifact.generation
+    assert report is not None and report.first_divergence == report.tokens == 16
+    for name in ("context_ctx", "iterator_ctx"):
+        assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
+        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {(1, 2, "past_sequence_length", 16)}
 
 
 def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(
