@@ -229,6 +229,8 @@ class StagePlacement(BaseModel):
     nodes: dict[str, int]
     weight_bytes: dict[str, int]
     cpu_ops: dict[str, int]
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one run (empty in records made before they were counted)."""
 
 
 class Placement(BaseModel):
@@ -239,6 +241,10 @@ class Placement(BaseModel):
     node_share: float
     weight_share: float
     stages: dict[str, StagePlacement]
+    prefill_mac_share: float | None = None
+    """Share of the MACs of one prefill window (context graphs, embeddings and lm_head over the window) on QNN."""
+    decode_mac_share: float | None = None
+    """Share of the MACs of one decoded token (iterator graphs, embeddings, lm_head) on QNN."""
 
 
 class LlmCompile(Binary):
@@ -272,7 +278,8 @@ class LlmVerify(Facts):
         """The greedy check and where the pack runs, as status shows them."""
         return GenerationStatus(tokens=tokens, first_divergence=self.first_divergence, matching_tokens=matching_tokens,
                                 prompts=len(self.checks), node_share=placement.node_share,
-                                weight_share=placement.weight_share,
+                                weight_share=placement.weight_share, prefill_mac_share=placement.prefill_mac_share,
+                                decode_mac_share=placement.decode_mac_share,
                                 stages={name: stage.model_dump() for name, stage in placement.stages.items()})
 
 

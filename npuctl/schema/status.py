@@ -42,7 +42,9 @@ class StagePlacement(Fact):
     weight_bytes: dict[str, int]
     """Execution provider -> weight bytes its nodes read."""
     cpu_ops: dict[str, int]
-    """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache by design)."""
+    """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache with attention: cpu)."""
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one run of the graph (attention at a full KV cache)."""
 
 
 class GenerationStatus(Fact):
@@ -59,6 +61,10 @@ class GenerationStatus(Fact):
     """Share of the pack's graph nodes on the QNN EP."""
     weight_share: float
     """Share of the pack's weight bytes read by nodes on the QNN EP."""
+    prefill_mac_share: float | None = None
+    """Share of the multiply-accumulates of one prefill window on the QNN EP (None: not counted by this build)."""
+    decode_mac_share: float | None = None
+    """Share of the multiply-accumulates of one decoded token on the QNN EP (None: not counted by this build)."""
     stages: dict[str, StagePlacement]
     """Each graph of the pack, by stage name."""
 
@@ -67,6 +73,9 @@ class GenerationStatus(Fact):
         lines = [f"greedy tokens match the fp32 reference through {self.first_divergence} of {self.tokens} "
                  f"(bar {self.matching_tokens}, {self.prompts} prompts); on QNN: {self.node_share:.0%} of "
                  f"nodes, {self.weight_share:.0%} of weight bytes"]
+        if self.prefill_mac_share is not None and self.decode_mac_share is not None:
+            lines[0] += (f", {self.prefill_mac_share:.1%} of MACs per prefill window, {self.decode_mac_share:.1%} per "
+                         "decoded token")
         for name, stage in self.stages.items():
             nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())

@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.artifacts import BuildError
-from npuctl.artifacts.llm import attention
+from npuctl.artifacts.llm import attention, macs
 from npuctl.runtime import qnn
 from npuctl.runtime.devices import NpuKind, detect_host
 
@@ -37,7 +37,7 @@ def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **at
                                 "sin_cache"], ["attn", "present_key", "present_value"], name="layer0_attn",
         domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, do_rotary=1, **attributes)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "qkv_w"], ["qkv"]), node], "gqa",
+        [helper.make_node("MatMul", ["x", "qkv_w"], ["qkv"], name="qkv_proj"), node], "gqa",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WINDOW, HEADS * HEAD]),
          helper.make_tensor_value_info("past_key", TensorProto.FLOAT, kv),
          helper.make_tensor_value_info("past_value", TensorProto.FLOAT, kv),
@@ -123,3 +123,11 @@ def test_attention_on_the_htp_matches_the_cpu_on_the_valid_part_of_the_kv_cache(
     np.testing.assert_allclose(on_htp[0], on_cpu[0], atol=0.05)
     for htp_kv, cpu_kv in zip(on_htp[1:], on_cpu[1:], strict=True):
         np.testing.assert_allclose(htp_kv[:, :, : past + WINDOW], cpu_kv[:, :, : past + WINDOW], atol=0.05)
+
+
+def test_the_macs_of_a_graph_are_its_projections_and_attention_over_the_whole_kv_cache(tmp_path: Path) -> None:
+    graph = gqa_graph(tmp_path / "context.onnx", kv_length=CONTEXT)
+    assert macs.tokens_of(graph) == WINDOW
+    assert macs.node_macs(graph, WINDOW, CONTEXT) == {
+        "qkv_proj": WINDOW * HEADS * HEAD * (HEADS + 2 * KV_HEADS) * HEAD,
+        "layer0_attn": 2 * WINDOW * CONTEXT * HEADS * HEAD}

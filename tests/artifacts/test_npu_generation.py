@@ -64,6 +64,16 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         assert kv_cache_shapes(pack / f"{name}.onnx") == {(1, 2, 256, 16)}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     assert report.node_share > 0.9 and 0.3 < report.weight_share < 1.0
+    # Per decoded token, every MAC but lm_head's is on the HTP: the projections, the MLP and attention over the
+    # whole 256-token cache; both phases scale alike, so prefill's share is the same.
+    hf = json.loads((tiny_chat.source(architecture) / "config.json").read_text())
+    hidden, heads, kv_heads, head = hf["hidden_size"], hf["num_attention_heads"], hf["num_key_value_heads"], 16
+    layer = hidden * head * (heads + 2 * kv_heads) + heads * head * hidden + 3 * hidden * hf["intermediate_size"]
+    on_htp = hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)
+    assert report.stages["iterator_ctx"].macs == {"QNNExecutionProvider": on_htp}
+    share = on_htp / (on_htp + hidden * hf["vocab_size"])
+    assert report.decode_mac_share == pytest.approx(share) and report.prefill_mac_share == pytest.approx(share)
+    assert f"{share:.1%} per decoded token" in report.lines()[0]
 
 
 def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(

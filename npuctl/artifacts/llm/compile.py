@@ -14,6 +14,7 @@ from typing import Any
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import attention as llm_attention
+from npuctl.artifacts.llm import macs as llm_macs
 from npuctl.runtime import qnn
 
 FINALIZE_HINT = ("set spec.generation.splits to a larger number (smaller graphs), or a lower "
@@ -31,33 +32,50 @@ class StagePlacement:
     """Execution provider -> bytes of the initializers its nodes read."""
     cpu_ops: Counter[str] = field(default_factory=Counter)
     """Op types of the nodes on the CPU (GroupQueryAttention and the KV cache, by design)."""
+    macs: Counter[str] = field(default_factory=Counter)
+    """Execution provider -> multiply-accumulates of one run of the graph (npuctl.artifacts.llm.macs)."""
 
 
 @dataclass
 class PackPlacement:
     stages: dict[str, StagePlacement] = field(default_factory=dict)
 
-    def report(self) -> facts.Placement:
+    def report(self, prefill: list[str] | None = None, decode: list[str] | None = None,
+               window: int = 1) -> facts.Placement:
+        """The shares of nodes and weight bytes on QNN; with the context graphs (`prefill`, over `window` tokens)
+        and iterator graphs (`decode`, one token) named, the share of MACs on QNN in each phase. The stages named
+        in neither (embeddings, lm_head) run once per token in both."""
         nodes: Counter[str] = Counter()
         weights: Counter[str] = Counter()
         for stage in self.stages.values():
             nodes.update(stage.nodes)
             weights.update(stage.weight_bytes)
+        phases = {}
+        if prefill is not None and decode is not None:
+            per_token: Counter[str] = Counter()
+            for name, stage in self.stages.items():
+                if name not in prefill and name not in decode:
+                    per_token.update(stage.macs)
+            phases = {"prefill_mac_share": _share(_phase(self.stages, prefill, per_token, window)),
+                      "decode_mac_share": _share(_phase(self.stages, decode, per_token, 1))}
         return facts.Placement(
-            node_share=_share(nodes), weight_share=_share(weights),
+            node_share=_share(nodes), weight_share=_share(weights), **phases,
             stages={name: facts.StagePlacement(nodes=dict(s.nodes), weight_bytes=dict(s.weight_bytes),
-                                               cpu_ops=dict(s.cpu_ops)) for name, s in self.stages.items()})
+                                               cpu_ops=dict(s.cpu_ops), macs=dict(s.macs))
+                    for name, s in self.stages.items()})
 
 
 class Compiler:
     """Compiles (context, iterator) pairs for one SoC into `<name>.onnx` EPContext wrappers + `.bin` files."""
 
     def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool,
-                 attention: llm_attention.Attention = "cpu") -> None:
+                 attention: llm_attention.Attention = "cpu", kv_length: int = 0) -> None:
         self.soc_model = soc_model
         self.optimization_level = optimization_level
         self.weight_sharing = weight_sharing
         self.attention = attention
+        self.kv_length = kv_length
+        """The KV cache length attention's MACs are counted at."""
         self.placement = PackPlacement()
 
     def pack_options(self) -> dict[str, str]:
@@ -91,7 +109,7 @@ class Compiler:
             if not coverage.nodes_by_ep.get(qnn.EP_NAME):
                 raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
                                  f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
-            self.placement.stages[name] = placement_of(model, coverage, session)
+            self.placement.stages[name] = placement_of(model, coverage, session, self.kv_length)
             if self.attention == "npu":
                 llm_attention.check_placed(model.stem, coverage.other_ops)
             del session
@@ -106,24 +124,29 @@ class Compiler:
         return f"compiling graph {graph} for soc {self.soc_model} failed: {message}"
 
 
-def placement_of(model: Path, coverage: qnn.Coverage, session: Any) -> StagePlacement:
-    """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each."""
+def placement_of(model: Path, coverage: qnn.Coverage, session: Any, kv_length: int = 0) -> StagePlacement:
+    """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each; MACs
+    by the EP of the node doing them."""
     bytes_of_node = _initializer_bytes_by_node(model)
+    macs_of_node = llm_macs.node_macs(model, llm_macs.tokens_of(model), kv_length)
     placement = StagePlacement(Counter(coverage.nodes_by_ep), Counter(), Counter(coverage.other_ops))
     for subgraph in session.get_provider_graph_assignment_info():
         for node in subgraph.get_nodes():
             placement.weight_bytes[subgraph.ep_name] += bytes_of_node.pop(node.name, 0)
+            placement.macs[subgraph.ep_name] += macs_of_node.pop(node.name, 0)
     return placement
 
 
 def cpu_placement(model: Path) -> StagePlacement:
-    """A stage that runs wholly on the CPU (embeddings, lm_head)."""
+    """A stage that runs wholly on the CPU (embeddings, lm_head), its MACs for one token."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
     weights = sum(_initializer_bytes_by_node(model).values())
+    macs = sum(llm_macs.node_macs(model, 1, 0).values())
     return StagePlacement(Counter({"CPUExecutionProvider": len(graph.node)}),
-                          Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node))
+                          Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node),
+                          Counter({"CPUExecutionProvider": macs}))
 
 
 def _initializer_bytes_by_node(model: Path) -> dict[str, int]:
@@ -150,6 +173,15 @@ def _tensor_bytes(tensor: Any) -> int:
     if bits is None:
         bits = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize * 8
     return (count * bits + 7) // 8
+
+
+def _phase(stages: dict[str, StagePlacement], graphs: list[str], per_token: Counter[str], tokens: int) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for name in graphs:
+        total.update(stages[name].macs)
+    for ep, count in per_token.items():
+        total[ep] += count * tokens
+    return total
 
 
 def _share(counts: Counter[str]) -> float:

@@ -24,6 +24,7 @@ from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import attention
 from npuctl.artifacts.llm import compile as llm_compile
+from npuctl.artifacts.llm import macs as llm_macs
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
@@ -122,8 +123,9 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     composite = CompositeModelHandler(
         [ONNXModelHandler(model_path=str(source), onnx_file_name=f"{name}.onnx") for name in names], names,
         model_path=str(source), model_attributes={"llm_pipeline": pipeline, "additional_files": _extra_files(source)})
+    context_length = int(json.loads((source / "genai_config.json").read_text(encoding="utf-8"))["model"]["context_length"])
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
-                                    bool(request["weight_sharing"]), request["attention"])
+                                    bool(request["weight_sharing"]), request["attention"], context_length)
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
         compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
 
@@ -143,7 +145,9 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
     _save_pipeline(out, composed.model_attributes["llm_pipeline"])
-    return compiler.placement.report()
+    prefill = [f"{name}_ctx" for name in pipeline["context"]]
+    return compiler.placement.report(prefill, [f"{name}_ctx" for name in pipeline["iterator"]],
+                                     llm_macs.tokens_of(source / f"{pipeline['context'][0]}.onnx"))
 
 
 STAGES: dict[str, Callable[[dict[str, Any], Path], BaseModel]] = {
