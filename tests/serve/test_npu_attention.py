@@ -1,5 +1,6 @@
 """Attention on the HTP (spec.generation.attention: npu, the default) served: prompts of several prefill windows
-and up to the KV cache's limit stream through the openai client the same greedy tokens as the CPU reference."""
+and up to the KV cache's limit stream through the openai client the same greedy tokens as the CPU reference;
+longer ones are refused naming the limit."""
 
 from __future__ import annotations
 
@@ -50,5 +51,8 @@ def test_prompts_over_several_windows_and_at_the_cache_limit_match_the_cpu_refer
         text = "".join(c.choices[0].text for c in on_npu if c.choices)
         on_cpu = api.completions.create(model=f"{name}-cpu", prompt=prompt, max_tokens=16, temperature=0)
         assert text == on_cpu.choices[0].text, size
-    with pytest.raises(openai.BadRequestError, match=str(CONTEXT)):
-        api.completions.create(model=name, prompt=prompt_of(tokenizer, CONTEXT + 10), max_tokens=4, temperature=0)
+    # Longer, up to the context: a 400 naming the limit (genai would fail the request, the cache full of padding).
+    limit = rf"accepts at most {CONTEXT - WINDOW} input tokens \(its context is {CONTEXT} tokens\)"
+    for size in (CONTEXT - WINDOW + 20, CONTEXT + 10):
+        with pytest.raises(openai.BadRequestError, match=limit):
+            api.completions.create(model=name, prompt=prompt_of(tokenizer, size), max_tokens=4, temperature=0)
