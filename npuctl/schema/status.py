@@ -79,7 +79,8 @@ class GenerationStatus(Fact):
         for name, stage in self.stages.items():
             nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())
-            lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if "QNNExecutionProvider" in stage.nodes else ""))
+            split = "QNNExecutionProvider" in stage.nodes and cpu
+            lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if split else ""))
         return lines
 
 

@@ -46,7 +46,8 @@ def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **at
         [helper.make_tensor_value_info("attn", TensorProto.FLOAT, [1, WINDOW, HEADS * HEAD]),
          helper.make_tensor_value_info("present_key", TensorProto.FLOAT, kv),
          helper.make_tensor_value_info("present_value", TensorProto.FLOAT, kv)], [weight, *caches])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
@@ -131,3 +132,18 @@ def test_the_macs_of_a_graph_are_its_projections_and_attention_over_the_whole_kv
     assert macs.node_macs(graph, WINDOW, CONTEXT) == {
         "qkv_proj": WINDOW * HEADS * HEAD * (HEADS + 2 * KV_HEADS) * HEAD,
         "layer0_attn": 2 * WINDOW * CONTEXT * HEADS * HEAD}
+
+
+def test_the_status_lines_give_the_mac_shares_and_name_cpu_ops_only_where_there_are_some() -> None:
+    from npuctl.schema.status import GenerationStatus, StagePlacement
+
+    on_htp = StagePlacement(nodes={qnn.EP_NAME: 119}, weight_bytes={}, cpu_ops={}, macs={qnn.EP_NAME: 139264})
+    split = StagePlacement(nodes={qnn.EP_NAME: 117, "CPUExecutionProvider": 2}, weight_bytes={},
+                           cpu_ops={"GroupQueryAttention": 2})
+    status = GenerationStatus(tokens=16, first_divergence=16, matching_tokens=16, prompts=4, node_share=0.97,
+                              weight_share=0.74, prefill_mac_share=0.8447, decode_mac_share=0.8447,
+                              stages={"iterator_ctx": on_htp, "context_ctx": split})
+    assert status.lines() == [
+        "greedy tokens match the fp32 reference through 16 of 16 (bar 16, 4 prompts); on QNN: 97% of nodes, 74% of "
+        "weight bytes, 84.5% of MACs per prefill window, 84.5% per decoded token",
+        "  iterator_ctx: 119 on QNN", "  context_ctx: 117 on QNN, 2 on CPU (CPU: GroupQueryAttention x2)"]

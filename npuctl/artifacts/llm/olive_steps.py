@@ -123,7 +123,8 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.Placement:
     composite = CompositeModelHandler(
         [ONNXModelHandler(model_path=str(source), onnx_file_name=f"{name}.onnx") for name in names], names,
         model_path=str(source), model_attributes={"llm_pipeline": pipeline, "additional_files": _extra_files(source)})
-    context_length = int(json.loads((source / "genai_config.json").read_text(encoding="utf-8"))["model"]["context_length"])
+    genai_config = json.loads((source / "genai_config.json").read_text(encoding="utf-8"))
+    context_length = int(genai_config["model"]["context_length"])
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
                                     bool(request["weight_sharing"]), request["attention"], context_length)
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
