@@ -8,8 +8,10 @@ present KV output has a static length (the builder reads it as the cache size). 
 length symbolic, so the KV cache is fixed here to the context length: past and present then share one buffer of
 `contextLength` tokens, the layout onnxruntime-genai allocates with `past_present_share_buffer`.
 
-The op stays float (its inputs dequantized from the uint16 projections): a GroupQueryAttention inside Q/DQ
-pairs is not taken by the EP."""
+The op stays float here (its inputs dequantized from the uint16 projections, the KV cache float32 graph I/O).
+Tried by hand: wrapped in uint16 Q/DQ pairs (KV cache, rotary tables, outputs) the EP takes it as well, and its
+outputs match the CPU's; only the Q nodes on the float KV graph inputs then stay on the CPU. A uint16/uint8 KV
+cache at the graph I/O, as Qualcomm's own packs have it, is the next step."""
 
 from __future__ import annotations
 
