@@ -76,6 +76,14 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert f"{share:.1%} per decoded token" in report.lines()[0]
 
 
+def test_a_pack_below_the_accuracy_bar_with_attention_on_the_htp_names_the_switch(tiny_chat: TinyChat) -> None:
+    with pytest.raises(BuildError) as failed:
+        tiny_chat.build("tiny-llama-strict", "llama", accuracy={"samples": 4, "threshold": 1.0})
+    assert failed.value.step == "verify"
+    assert failed.value.message.endswith("attention ran on the HTP: set spec.generation.attention: cpu to run "
+                                         "attention on the CPU")
+
+
 def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(
         tiny_chat: TinyChat) -> None:
     built = tiny_chat.build("tiny-llama-cpu-attention", "llama", generation={"contextLength": 256, "attention": "cpu"})

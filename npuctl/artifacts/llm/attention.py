@@ -90,6 +90,11 @@ def check_placed(graph: str, cpu_ops: dict[str, int]) -> None:
                          f"(attention npu needs QNN SDK 2.48 or later and a static KV cache): {SWITCH}")
 
 
+def verify_hint(attention: Attention) -> str:
+    """What a failed verify adds when attention ran on the HTP: the switch that puts it back on the CPU."""
+    return f"; attention ran on the HTP: {SWITCH}" if attention == "npu" else ""
+
+
 def _kv_length_params(graph: Any, nodes: list[Any]) -> set[str]:
     """The symbolic length dims of the graph inputs that feed GroupQueryAttention's past key/value (inputs 3, 4)."""
     past = {name for node in nodes for name in node.input[3:5] if name}

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
+from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.artifacts.llm import genai
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepRun
@@ -222,7 +223,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                 f"on {target.name} ({spec.precision.value}) the greedy tokens first differ from the fp32 reference "
                 f"at token {worst.first_divergence} of {tokens} (prompt {worst.prompt!r}; spec.accuracy."
                 f"matchingTokens wants {matching}) and the first-token logits cosine is {cosine:.5f} "
-                f"(spec.accuracy.threshold wants {threshold})", metric="greedy", value=cosine, threshold=threshold)
+                f"(spec.accuracy.threshold wants {threshold}){llm_attention.verify_hint(spec.generation.attention)}",
+                metric="greedy", value=cosine, threshold=threshold)
         return facts.LlmVerify(checks=[c.as_fact() for c in checks], first_divergence=worst.first_divergence,
                                cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks))
 
