@@ -38,7 +38,7 @@ def kv_cache_shapes(wrapper: Path) -> set[tuple[int | str, ...]]:
             for v in [*graph.input, *graph.output] if v.name.startswith(("past_key_values.", "present."))}
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "phi3"])
 def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         tiny_chat: TinyChat, architecture: str) -> None:
     built = tiny_chat.build(f"tiny-{architecture}", architecture)

@@ -37,7 +37,7 @@ from npuctl.schema.models import ModelDeployment, Precision, Target
 NPU_PRECISIONS = (Precision.W8A16, Precision.W4A16)
 ARCHITECTURES = ("llama", "qwen2", "mistral", "phi3")
 """transformers `model_type`s whose genai-builder graph has GroupQueryAttention (what Olive's StaticLLM takes);
-the tests build llama and qwen2."""
+the tests build llama, qwen2 and phi3."""
 DEFAULT_COSINE = {Precision.W8A16: 0.98, Precision.W4A16: 0.80}
 """Default first-token logits cosine bar. The tiny test models measured 0.9999 at w8a16, 0.92-0.99 at w4a16."""
 DEFAULT_CONTEXT = 4096
