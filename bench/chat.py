@@ -13,10 +13,12 @@ number of new tokens at most (both stop at end-of-sequence, at the same token). 
                                       own CPU time per token called directly (2000 tokens, ignore_eos; goal <= 20)
 The server runs as `npuctl serve` in its own process on 127.0.0.1, as users run it.
 
---npu: the trained tiny Llama (tests/tiny_chat.py) built here as a w8a16 QNN decoder-pipeline pack for x-elite
-and served from the HTP simulator, against the same build's fp32 CPU decoder, both through HTTP:
-  npu_ttft_ms / cpu_ttft_ms, npu_tokens_per_s / cpu_tokens_per_s, and build_seconds per step. The simulator
-  emulates the HTP on the CPU: its speed says nothing about a Snapdragon's.
+--npu: the trained tiny Llama (tests/tiny_chat.py) built here as w8a16 QNN decoder-pipeline packs for x-elite,
+one with attention on the HTP (spec.generation.attention: npu) and one with it on the CPU (attention: cpu), served
+from the HTP simulator, against the same build's fp32 CPU decoder, all through HTTP:
+  npu_ttft_ms / npu_cpu_attention_ttft_ms / cpu_ttft_ms, the same for tokens_per_s, each pack's placement (share
+  of nodes and of MACs per decoded token on QNN), and build_seconds per step. The simulator emulates the HTP on
+  the CPU: its speed says nothing about a Snapdragon's.
 
     python bench/chat.py [--json] [--runs 10] [--tokens 200] [--model GENAI_DIR | --npu]
 """
@@ -98,7 +100,7 @@ spec:
   model: {{source: "file:{source}", task: text-generation}}
   precision: w8a16
   targets: [x-elite]
-  generation: {{contextLength: 256}}
+  generation: {{contextLength: 256, attention: {attention}}}
   accuracy: {{samples: 4}}
   runtime: {{device: {device}, allowSimulator: true}}
   serve: {{maxBatch: 1}}
@@ -109,37 +111,43 @@ def _npu_case(runs: int, tokens: int) -> dict[str, object]:
     import openai
 
     from npuctl.artifacts import Store
-    from npuctl.artifacts.facts import Targeted
+    from npuctl.artifacts.facts import LlmCompile, Targeted
     from tests.tiny_chat import CONTEXT, TRAIN_STEPS
     from tests.tiny_llama import make_tiny_decoder
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         source = make_tiny_decoder(folder / "hf", "llama", train_steps=TRAIN_STEPS, context_length=CONTEXT)
-        for name, device in (("chat-npu", "npu"), ("chat", "cpu")):
+        cases = {"npu": ("chat-npu", "npu", "npu"), "npu_cpu_attention": ("chat-npu-cpu-attention", "npu", "cpu"),
+                 "cpu": ("chat", "cpu", "npu")}
+        for name, device, attention in cases.values():
             (folder / "manifests").mkdir(exist_ok=True)
             (folder / "manifests" / f"{name}.yaml").write_text(
-                NPU_MANIFEST.format(name=name, source=source, device=device), encoding="utf-8")
+                NPU_MANIFEST.format(name=name, source=source, device=device, attention=attention), encoding="utf-8")
         with npuctl_serve(folder / "manifests", folder / "store", folder / "server.log", timeout=1800) as served:
             client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0)
-            figures: dict[str, list[tuple[float, float]]] = {"chat-npu": [], "chat": []}
+            figures: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases.values()}
             for run in range(runs + 1):  # run 0 warms up
                 for model in figures:
                     measured = _http(client, tokens, model)
                     if run:
                         figures[model].append(measured)
-        steps = {}
+        steps: dict[str, float] = {}
+        placements: dict[str, dict[str, float | None]] = {}
         for record in Store(folder / "store").records():
             soc = record.details.soc_model if isinstance(record.details, Targeted) else ""
-            steps[f"{record.step} {soc}".strip()] = round(record.seconds, 1)
-    return {
-        "max_new_tokens": tokens, "runs": runs,
-        "npu_ttft_ms": round(statistics.median(t for t, _ in figures["chat-npu"]) * 1000, 1),
-        "cpu_ttft_ms": round(statistics.median(t for t, _ in figures["chat"]) * 1000, 1),
-        "npu_tokens_per_s": round(statistics.median(s for _, s in figures["chat-npu"]), 1),
-        "cpu_tokens_per_s": round(statistics.median(s for _, s in figures["chat"]), 1),
-        "build_seconds": steps,
-    }
+            key = f"{record.step} {soc}".strip()
+            steps[key if key not in steps else f"{key} (2)"] = round(record.seconds, 1)
+            if isinstance(record.details, LlmCompile):
+                placement = record.details.placement
+                on_cpu = any(s.cpu_ops.get("GroupQueryAttention") for s in placement.stages.values())
+                placements["npu_cpu_attention" if on_cpu else "npu"] = {
+                    "node_share": round(placement.node_share, 3), "decode_mac_share": placement.decode_mac_share}
+    results: dict[str, object] = {"max_new_tokens": tokens, "runs": runs}
+    for case, (name, _, _) in cases.items():
+        results[f"{case}_ttft_ms"] = round(statistics.median(t for t, _ in figures[name]) * 1000, 1)
+        results[f"{case}_tokens_per_s"] = round(statistics.median(s for _, s in figures[name]), 1)
+    return results | {"placement": placements, "build_seconds": steps}
 
 
 def _built_folder(store: Path) -> Path:

@@ -1,4 +1,4 @@
-"""The trained tiny chat models (Llama, Qwen2) of a test session, their manifests and NPU builds: each model
+"""The trained tiny chat models (Llama, Qwen2, Phi-3) of a test session, their manifests and NPU builds: each model
 is trained once and every build goes through one store, so a build the session already made is all cached."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class TinyChat:
         """Each build's step events, by the deployment's name (its last build)."""
 
     def source(self, architecture: str) -> Path:
-        """The trained `llama` or `qwen2` checkpoint folder."""
+        """The trained `llama`, `qwen2` or `phi3` checkpoint folder."""
         if architecture not in self._sources:
             self._sources[architecture] = make_tiny_decoder(self.root / architecture, architecture,
                                                             train_steps=TRAIN_STEPS, context_length=CONTEXT)

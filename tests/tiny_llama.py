@@ -1,5 +1,5 @@
 """Tiny chat models made on the spot (no download): a byte-level BPE tokenizer trained on a few sentences,
-a 2-layer Llama or Qwen2 config with hidden size 64, and a chat template. `make_tiny_llama` keeps random
+a 2-layer Llama, Qwen2 or Phi-3 config with hidden size 64, and a chat template. `make_tiny_llama` keeps random
 weights; `make_tiny_decoder(..., train_steps=N)` trains the model briefly on npuctl's built-in calibration and
 held-out sentences, so that its next-token predictions are peaked on them (a random model's are near-flat,
 and quantization noise flips its argmax: same greedy tokens would mean nothing)."""
@@ -29,7 +29,7 @@ def make_tiny_llama(folder: Path) -> Path:
 
 def make_tiny_decoder(folder: Path, architecture: str = "llama", train_steps: int = 0,
                       context_length: int = CONTEXT_LENGTH) -> Path:
-    """A tiny `llama` or `qwen2` checkpoint in `folder`; trained for `train_steps` full-corpus steps."""
+    """A tiny `llama`, `qwen2` or `phi3` checkpoint in `folder`; trained for `train_steps` full-corpus steps."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -52,8 +52,13 @@ def make_tiny_decoder(folder: Path, architecture: str = "llama", train_steps: in
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context_length,
         bos_token_id=bos, eos_token_id=eos, tie_word_embeddings=False,
     )
-    model = (LlamaForCausalLM(LlamaConfig(**shape)) if architecture == "llama"
-             else Qwen2ForCausalLM(Qwen2Config(**shape)))
+    if architecture == "phi3":  # fused qkv_proj and gate_up_proj, another attention layout
+        from transformers import Phi3Config, Phi3ForCausalLM
+
+        model = Phi3ForCausalLM(Phi3Config(**shape, pad_token_id=eos, original_max_position_embeddings=context_length))
+    else:
+        model = (LlamaForCausalLM(LlamaConfig(**shape)) if architecture == "llama"
+                 else Qwen2ForCausalLM(Qwen2Config(**shape)))
     if train_steps:
         _train(model, [tokenizer.encode(s).ids + [eos] for s in taught], eos, train_steps)
     model.save_pretrained(folder)

@@ -269,7 +269,7 @@ class StagePlacement(BaseModel):
     weight_bytes: dict[str, int]
     cpu_ops: dict[str, int]
     macs: dict[str, int] = {}
-    """Execution provider -> multiply-accumulates of one token through the graph."""
+    """Execution provider -> multiply-accumulates of one run (empty in records made before they were counted)."""
 
 
 class Placement(BaseModel):
@@ -280,13 +280,14 @@ class Placement(BaseModel):
     node_share: float
     """The pack's NPU coverage (runtime.placement.ContextBinary.npu_coverage says what it counts)."""
     weight_share: float
-    mac_share: float | None = None
-    """Share of one generated token's multiply-accumulates on the QNN EP (embeddings, iterator graphs, lm_head);
-    None in packs compiled before it was counted."""
     stages: dict[str, StagePlacement]
+    prefill_mac_share: float | None = None
+    """Share of the MACs of one prefill window (context graphs, embeddings and lm_head over the window) on QNN."""
+    decode_mac_share: float | None = None
+    """Share of the MACs of one decoded token (iterator graphs, embeddings, lm_head) on QNN."""
 
     def coverage(self) -> NpuCoverage:
-        return NpuCoverage(nodes=self.node_share, macs=self.mac_share)
+        return NpuCoverage(nodes=self.node_share, macs=self.decode_mac_share)
 
 
 class LlmCompile(Binary):
@@ -353,7 +354,7 @@ class LlmVerify(Facts):
                                 matching_tokens=matching_tokens, prompts=len(quantized.checks),
                                 npu_tokens=len(self.pack.tokens), npu_first_divergence=self.pack.first_divergence,
                                 npu_cosine=self.pack.cosine, coverage=placement.coverage(),
-                                weight_share=placement.weight_share,
+                                weight_share=placement.weight_share, prefill_mac_share=placement.prefill_mac_share,
                                 stages={name: stage.model_dump() for name, stage in placement.stages.items()})
 
 

@@ -50,6 +50,18 @@ class GenaiPack:
     eos_token_ids: frozenset[int]
     stages: tuple[Stage, ...]
     """The decoder graph, or the pipeline's stages in order."""
+    padded_window: int | None = None
+    """A pipeline whose prompt chunks are padded to this window in a KV cache that does not slide (the Olive
+    layout): the padded prompt must leave room in the cache. None otherwise."""
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt that leaves room for one generated token. With a padded window, onnxruntime-genai
+        pads the last chunk to a whole window; a prompt whose windows fill the cache cannot generate
+        ("GenerateNextToken called with sequence length already at max_length")."""
+        if self.padded_window:
+            return (self.context_length - 1) // self.padded_window * self.padded_window
+        return self.context_length - 1
 
     @property
     def pipeline(self) -> bool:
@@ -89,7 +101,10 @@ def read_pack(folder: Path) -> GenaiPack:
     else:
         entries = [("decoder", decoder)]
     stages = tuple(_stage(folder, name, entry) for name, entry in entries)
-    return GenaiPack(folder, model_type, context_length, eos_ids, stages)
+    window = decoder.get("sliding_window") if model_type == PIPELINE else None
+    padded = (int(window["window_size"]) if isinstance(window, dict) and window.get("window_size")
+              and window.get("slide_key_value_cache") is False else None)
+    return GenaiPack(folder, model_type, context_length, eos_ids, stages, padded)
 
 
 def host_view(pack: GenaiPack, qnn_options: Mapping[str, str], cache: Path) -> Path:

@@ -131,7 +131,7 @@ class GenerationModel:
         self.slots = slots
         self.context_length = pack.context_length
         self.eos_token_ids = frozenset(pack.eos_token_ids)
-        self.max_prompt_tokens = self.context_length - 1
+        self.max_prompt_tokens = pack.max_prompt_tokens
         self.model_type = pack.model_type
 
     def room(self, prompt_tokens: int) -> int:

@@ -171,6 +171,11 @@ class Generation(Spec):
     weight_sharing: bool = False
     """Compile each context/iterator pair into one `.bin` that holds their weights once. Off by default:
     such a binary crashes while loading on Qualcomm's HTP simulator (x86_64); on a Snapdragon it is unverified."""
+    attention: Literal["npu", "cpu"] = "npu"
+    """Where GroupQueryAttention with the KV cache runs. `npu`: on the HTP inside each context/iterator graph,
+    the KV cache a fixed-size graph input and output of `contextLength` tokens (QNN SDK 2.48 or later). `cpu`:
+    on the CPU between the HTP partitions, as Olive's recipe has it. A model whose attention the HTP cannot take
+    is refused at build with the reason; `cpu` builds it."""
 
     @field_validator("splits")
     @classmethod

@@ -42,10 +42,10 @@ class StagePlacement(Fact):
     """Execution provider -> nodes it took."""
     weight_bytes: dict[str, int]
     """Execution provider -> weight bytes its nodes read."""
-    macs: dict[str, int] = {}
-    """Execution provider -> multiply-accumulates of one token through the graph."""
     cpu_ops: dict[str, int]
-    """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache by design)."""
+    """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache with attention: cpu)."""
+    macs: dict[str, int] = {}
+    """Execution provider -> multiply-accumulates of one run of the graph (attention at a full KV cache)."""
 
 
 class NpuCoverage(Fact):
@@ -91,6 +91,9 @@ class GenerationStatus(Fact):
     """Where the pack's work runs: shares of nodes and of per-token MACs on the QNN EP."""
     weight_share: float
     """Share of the pack's weight bytes read by nodes on the QNN EP."""
+    prefill_mac_share: float | None = None
+    """Share of the multiply-accumulates of one prefill window on the QNN EP (None: not counted by this build); a
+    decoded token's share is `coverage.macs`."""
     stages: dict[str, StagePlacement]
     """Each graph of the pack, by stage name."""
 
@@ -100,10 +103,13 @@ class GenerationStatus(Fact):
                  f"{self.tokens} (bar {self.matching_tokens}, {self.prompts} prompts); the pack on the NPU matches "
                  f"it through {self.npu_first_divergence} of {self.npu_tokens} (logits cosine {self.npu_cosine:.5f}); "
                  f"NPU coverage {self.coverage.text}, {self.weight_share:.0%} of weight bytes"]
+        if self.prefill_mac_share is not None:
+            lines[0] += f", {self.prefill_mac_share:.1%} of MACs per prefill window"
         for name, stage in self.stages.items():
             nodes = ", ".join(f"{n} on {ep.removesuffix('ExecutionProvider')}" for ep, n in stage.nodes.items())
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())
-            lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if "QNNExecutionProvider" in stage.nodes else ""))
+            split = "QNNExecutionProvider" in stage.nodes and cpu
+            lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if split else ""))
         return lines
 
 

@@ -41,7 +41,14 @@ def pack_of(artifact: NpuArtifact) -> Path:
     return artifact.context_model.parent
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def kv_cache_shapes(wrapper: Path) -> set[tuple[int | str, ...]]:
+    """The shapes of a graph's KV cache inputs and outputs."""
+    graph = onnx.load(str(wrapper), load_external_data=False).graph
+    return {tuple(d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim)
+            for v in [*graph.input, *graph.output] if v.name.startswith(("past_key_values.", "present."))}
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "phi3"])
 def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         tiny_chat: TinyChat, architecture: str) -> None:
     built = tiny_chat.build(f"tiny-{architecture}", architecture)
@@ -76,14 +83,35 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         assert all(p.total is None or 0 <= p.done <= p.total for p in reports), (step, reports)
     # The first NPU build of each model in the session (test_gguf_generation may have made the fp32 reference).
     assert set(COUNTED) - {"genai-builder"} <= set(ran), ran
-    # Where the work runs: the transformer blocks on the QNN EP; GroupQueryAttention (with the KV cache),
-    # embeddings and lm_head on the CPU, as designed.
-    assert {op for s in ("context_ctx", "iterator_ctx") for op in report.stages[s].cpu_ops} == {"GroupQueryAttention"}
+    # Where the work runs: every decoder layer, GroupQueryAttention with its KV cache included, on the QNN EP
+    # (attention: npu, the default); embeddings and lm_head on the CPU.
+    for name in ("context_ctx", "iterator_ctx"):
+        assert report.stages[name].nodes.keys() == {"QNNExecutionProvider"}, report.stages[name]
+        assert kv_cache_shapes(pack / f"{name}.onnx") == {(1, 2, 256, 16)}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
-    # One coverage figure: the artifact's is the pack's node share; the tiny model's lm_head (vocab x hidden) and its
-    # attention over the 256-token cache are on the CPU, so a smaller share of each token's MACs is on QNN.
+    # One coverage figure: the artifact's is the pack's node share, its MACs share a decoded token's.
     assert artifact.npu_coverage == report.coverage.nodes > 0.9 and 0.3 < report.weight_share < 1.0
-    assert report.coverage.macs is not None and 0.1 < report.coverage.macs < report.coverage.nodes
+    # Per decoded token, every MAC but lm_head's is on the HTP: the projections, the MLP and attention over the
+    # whole 256-token cache; both phases scale alike, so prefill's share is the same.
+    hf = json.loads((tiny_chat.source(architecture) / "config.json").read_text())
+    hidden, heads, kv_heads, head = hf["hidden_size"], hf["num_attention_heads"], hf["num_key_value_heads"], 16
+    layer = hidden * head * (heads + 2 * kv_heads) + heads * head * hidden + 3 * hidden * hf["intermediate_size"]
+    on_htp = hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)
+    assert report.stages["iterator_ctx"].macs == {"QNNExecutionProvider": on_htp}
+    share = on_htp / (on_htp + hidden * hf["vocab_size"])
+    assert report.coverage.macs == pytest.approx(share) and report.prefill_mac_share == pytest.approx(share)
+    assert f"{share:.0%} of per-token MACs" in report.lines()[0]
+
+
+def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(
+        tiny_chat: TinyChat) -> None:
+    built = tiny_chat.build("tiny-llama-cpu-attention", "llama", generation={"contextLength": 256, "attention": "cpu"})
+    [artifact] = built.artifacts
+    report = artifact.generation
+    assert report is not None and report.first_divergence == report.tokens == 16
+    for name in ("context_ctx", "iterator_ctx"):
+        assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
+        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {(1, 2, "past_sequence_length", 16)}
 
 
 def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(

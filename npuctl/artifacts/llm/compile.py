@@ -13,6 +13,8 @@ from typing import Any
 
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import attention as llm_attention
+from npuctl.artifacts.llm import macs as llm_macs
 from npuctl.runtime import qnn
 
 FINALIZE_HINT = ("set spec.generation.splits to a larger number (smaller graphs), or a lower "
@@ -31,27 +33,33 @@ class StagePlacement:
     cpu_ops: Counter[str] = field(default_factory=Counter)
     """Op types of the nodes on the CPU (GroupQueryAttention and the KV cache, by design)."""
     macs: Counter[str] = field(default_factory=Counter)
-    """Execution provider -> multiply-accumulates of one token through the graph (see `token_macs`)."""
+    """Execution provider -> multiply-accumulates of one run of the graph (npuctl.artifacts.llm.macs)."""
 
 
 @dataclass
 class PackPlacement:
     stages: dict[str, StagePlacement] = field(default_factory=dict)
-    token_path: set[str] = field(default_factory=set)
-    """The stages a generated token goes through (embeddings, the iterator graphs, lm_head): the MACs share is
-    theirs (the context graphs do the same work per token, for the prompt)."""
 
-    def report(self) -> facts.Placement:
+    def report(self, prefill: list[str] | None = None, decode: list[str] | None = None,
+               window: int = 1) -> facts.Placement:
+        """The shares of nodes and weight bytes on QNN; with the context graphs (`prefill`, over `window` tokens)
+        and iterator graphs (`decode`, one token) named, the share of MACs on QNN in each phase. The stages named
+        in neither (embeddings, lm_head) run once per token in both."""
         nodes: Counter[str] = Counter()
         weights: Counter[str] = Counter()
-        macs: Counter[str] = Counter()
-        for name, stage in self.stages.items():
+        for stage in self.stages.values():
             nodes.update(stage.nodes)
             weights.update(stage.weight_bytes)
-            if name in self.token_path:
-                macs.update(stage.macs)
+        phases = {}
+        if prefill is not None and decode is not None:
+            per_token: Counter[str] = Counter()
+            for name, stage in self.stages.items():
+                if name not in prefill and name not in decode:
+                    per_token.update(stage.macs)
+            phases = {"prefill_mac_share": _share(_phase(self.stages, prefill, per_token, window)),
+                      "decode_mac_share": _share(_phase(self.stages, decode, per_token, 1))}
         return facts.Placement(
-            node_share=_share(nodes), weight_share=_share(weights), mac_share=_share(macs),
+            node_share=_share(nodes), weight_share=_share(weights), **phases,
             stages={name: facts.StagePlacement(nodes=dict(s.nodes), weight_bytes=dict(s.weight_bytes),
                                                cpu_ops=dict(s.cpu_ops), macs=dict(s.macs))
                     for name, s in self.stages.items()})
@@ -60,12 +68,14 @@ class PackPlacement:
 class Compiler:
     """Compiles (context, iterator) pairs for one SoC into `<name>.onnx` EPContext wrappers + `.bin` files."""
 
-    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool, context_length: int) -> None:
+    def __init__(self, soc_model: int, optimization_level: int, weight_sharing: bool,
+                 attention: llm_attention.Attention = "cpu", kv_length: int = 0) -> None:
         self.soc_model = soc_model
-        self.context_length = context_length
-        """The KV cache's length: what a generated token's attention reads at most (for the MACs share)."""
         self.optimization_level = optimization_level
         self.weight_sharing = weight_sharing
+        self.attention = attention
+        self.kv_length = kv_length
+        """The KV cache length attention's MACs are counted at."""
         self.placement = PackPlacement()
 
     def pack_options(self) -> dict[str, str]:
@@ -86,8 +96,10 @@ class Compiler:
                       qnn.RECORD_ASSIGNMENT: "1"}
             if self.weight_sharing:
                 config |= {"ep.share_ep_contexts": "1", "ep.stop_share_ep_contexts": "1" if last else "0"}
-            options = qnn.session_options(self.soc_model, config=config, provider_options={
-                "htp_graph_finalization_optimization_mode": str(self.optimization_level)})
+            extra = {"htp_graph_finalization_optimization_mode": str(self.optimization_level)}
+            if self.attention == "npu":
+                extra |= llm_attention.provider_options(folder)
+            options = qnn.session_options(self.soc_model, config=config, provider_options=extra)
             options.log_severity_level = 3
             try:
                 session = ort.InferenceSession(str(model), options)
@@ -97,7 +109,9 @@ class Compiler:
             if not coverage.nodes_by_ep.get(qnn.EP_NAME):
                 raise BuildError("compile", f"the QNN EP took none of the {coverage.total} nodes of graph {model.stem} "
                                  f"for soc {self.soc_model}: is targets[].socModel an SoC this QNN SDK knows?")
-            self.placement.stages[name] = placement_of(model, coverage, session, self.context_length)
+            self.placement.stages[name] = placement_of(model, coverage, session, self.kv_length)
+            if self.attention == "npu":
+                llm_attention.check_placed(model.stem, coverage.other_ops)
             del session
             wrappers[name] = wrapper
         return wrappers
@@ -110,10 +124,11 @@ class Compiler:
         return f"compiling graph {graph} for soc {self.soc_model} failed: {message}"
 
 
-def placement_of(model: Path, coverage: qnn.Coverage, session: Any, context_length: int) -> StagePlacement:
-    """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each."""
+def placement_of(model: Path, coverage: qnn.Coverage, session: Any, kv_length: int = 0) -> StagePlacement:
+    """Nodes per EP from the session's assignment; weight bytes by the EP of the first node reading each; MACs
+    by the EP of the node doing them."""
     bytes_of_node = _initializer_bytes_by_node(model)
-    macs_of_node = token_macs(model, context_length)
+    macs_of_node = llm_macs.node_macs(model, llm_macs.tokens_of(model), kv_length)
     placement = StagePlacement(Counter(coverage.nodes_by_ep), Counter(), Counter(coverage.other_ops))
     for subgraph in session.get_provider_graph_assignment_info():
         for node in subgraph.get_nodes():
@@ -123,40 +138,15 @@ def placement_of(model: Path, coverage: qnn.Coverage, session: Any, context_leng
 
 
 def cpu_placement(model: Path) -> StagePlacement:
-    """A stage that runs wholly on the CPU (embeddings, lm_head)."""
+    """A stage that runs wholly on the CPU (embeddings, lm_head), its MACs for one token."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
     weights = sum(_initializer_bytes_by_node(model).values())
+    macs = sum(llm_macs.node_macs(model, 1, 0).values())
     return StagePlacement(Counter({"CPUExecutionProvider": len(graph.node)}),
                           Counter({"CPUExecutionProvider": weights}), Counter(n.op_type for n in graph.node),
-                          Counter({"CPUExecutionProvider": sum(token_macs(model, 0).values())}))
-
-
-def token_macs(model: Path, context_length: int) -> dict[str, int]:
-    """Node name -> multiply-accumulates of one token through it: K x N for a MatMul or Gemm by a K x N weight
-    (an initializer, or one dequantized from one), 2 x heads x head size x `context_length` for
-    GroupQueryAttention (a token at the end of a full KV cache: QK and AV). Other ops count 0."""
-    import onnx
-
-    graph = onnx.load(str(model), load_external_data=False).graph
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
-    for node in graph.node:  # a dequantized weight has its quantized initializer's shape
-        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
-            shapes[node.output[0]] = shapes[node.input[0]]
-    inputs = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
-    macs: dict[str, int] = {}
-    for node in graph.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            weight = next((shapes[name] for name in node.input[:2] if len(shapes.get(name, [])) == 2), None)
-            if weight is not None:
-                macs[node.name] = weight[0] * weight[1]
-        elif node.op_type == "GroupQueryAttention" and len(node.input) > 3:
-            past = inputs.get(node.input[3]) or []  # [batch, KV heads, cache length (symbolic), head size]
-            heads = next((a.i for a in node.attribute if a.name == "num_heads"), 0)
-            if len(past) == 4:
-                macs[node.name] = 2 * heads * past[3] * context_length
-    return macs
+                          Counter({"CPUExecutionProvider": macs}))
 
 
 def _initializer_bytes_by_node(model: Path) -> dict[str, int]:
@@ -183,6 +173,15 @@ def _tensor_bytes(tensor: Any) -> int:
     if bits is None:
         bits = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize * 8
     return (count * bits + 7) // 8
+
+
+def _phase(stages: dict[str, StagePlacement], graphs: list[str], per_token: Counter[str], tokens: int) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for name in graphs:
+        total.update(stages[name].macs)
+    for ep, count in per_token.items():
+        total[ep] += count * tokens
+    return total
 
 
 def _share(counts: Counter[str]) -> float:

@@ -23,8 +23,9 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import attention, olive_progress
 from npuctl.artifacts.llm import compile as llm_compile
-from npuctl.artifacts.llm import olive_progress
+from npuctl.artifacts.llm import macs as llm_macs
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
@@ -95,6 +96,9 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
     _move_up(out / "static", out)
     shutil.rmtree(out / "split", ignore_errors=True)
     _save_pipeline(out, model.model_attributes["llm_pipeline"])
+    if request["attention"] == "npu":
+        pipeline = model.model_attributes["llm_pipeline"]
+        attention.fix_kv_length(out, [*pipeline["context"], *pipeline["iterator"]], int(request["context_length"]))
     config_file = out / "genai_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     # The KV cache is as long as the manifest says: genai sizes it from max_length.
@@ -127,11 +131,9 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
     genai_config = json.loads((source / "genai_config.json").read_text(encoding="utf-8"))
     context_length = int(genai_config["model"]["context_length"])
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
-                                    bool(request["weight_sharing"]), context_length)
+                                    bool(request["weight_sharing"]), request["attention"], context_length)
     for name in (pipeline["embeddings"], pipeline["lm_head"]):
         compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
-    compiler.placement.token_path = {pipeline["embeddings"], pipeline["lm_head"],
-                                     *(f"{name}_ctx" for name in pipeline["iterator"])}
 
     def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
         groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}
@@ -153,8 +155,11 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
     _save_pipeline(out, composed.model_attributes["llm_pipeline"])
+    placement = compiler.placement.report([f"{name}_ctx" for name in pipeline["context"]],
+                                          [f"{name}_ctx" for name in pipeline["iterator"]],
+                                          llm_macs.tokens_of(source / f"{pipeline['context'][0]}.onnx"))
     return facts.LlmCompile(**request["targeted"], weight_sharing=bool(request["weight_sharing"]),
-                            placement=compiler.placement.report(), ep_compatibility_info=None)
+                            placement=placement, ep_compatibility_info=None)
 
 
 STAGES: dict[str, Callable[[dict[str, Any], Path], BaseModel]] = {

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
+from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.artifacts.llm import child, genai, preflight
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepEvent, StepRun, StepState
@@ -36,7 +37,7 @@ from npuctl.schema.models import ModelDeployment, Precision, Target
 NPU_PRECISIONS = (Precision.W8A16, Precision.W4A16)
 ARCHITECTURES = ("llama", "qwen2", "mistral", "phi3")
 """transformers `model_type`s whose genai-builder graph has GroupQueryAttention (what Olive's StaticLLM takes);
-the tests build llama and qwen2."""
+the tests build llama, qwen2 and phi3."""
 DEFAULT_COSINE = {Precision.W8A16: 0.98, Precision.W4A16: 0.80}
 """Default first-token logits cosine bar. The tiny test models measured 0.9999 at w8a16, 0.92-0.99 at w4a16."""
 DEFAULT_CONTEXT = 4096
@@ -124,11 +125,11 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     def static_work(out: Path) -> facts.LlmStatic:
         return run_stage("llm-static", facts.LlmStatic, {"stage": "static", "model_dir": str(quantized.folder),
                                         "hf_dir": str(source.folder), "splits": shape.splits,
-                                        "window": shape.window, "context_length": shape.context_length}, out,
-                         needs)
+                                        "window": shape.window, "context_length": shape.context_length,
+                                        "attention": spec.generation.attention}, out, needs)
 
     static, run = runner.run(facts.LlmStatic, {"model": quantized.digest, "source": source.digest},
-                             {"splits": shape.splits, "window": shape.window,
+                             {"splits": shape.splits, "window": shape.window, "attention": spec.generation.attention,
                               "context_length": shape.context_length, "tools": olive}, static_work)
     steps.append(run)
     artifacts = [_target(deployment, target, static, checked, bar, runner, tuple(steps), needs)
@@ -262,7 +263,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
     def compile_work(out: Path) -> facts.LlmCompile:
         staged = run_stage("compile", facts.LlmCompile, {
             "stage": "compile", "model_dir": str(static.folder), "soc_model": soc, "weight_sharing": sharing,
-            "optimization_level": spec.build.optimization_level, "targeted": on.model_dump(mode="json")}, out, needs)
+            "optimization_level": spec.build.optimization_level, "attention": spec.generation.attention,
+            "targeted": on.model_dump(mode="json")}, out, needs)
         return staged.model_copy(update={"ep_compatibility_info": qnn_compile.compatibility(_first_context(out))})
 
     compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
@@ -279,7 +281,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                 f"on {target.name} ({spec.precision.value}) the compiled pack's greedy tokens first differ from the "
                 f"quantized model's on the CPU at token {check.first_divergence} of {tokens} (prompt {prompt!r}) and "
                 f"its first-token logits cosine is {check.cosine:.5f} against the quantized model, "
-                f"{check.reference_cosine:.5f} against fp32 (spec.accuracy.threshold wants {bar.threshold})",
+                f"{check.reference_cosine:.5f} against fp32 (spec.accuracy.threshold wants {bar.threshold})"
+                f"{llm_attention.verify_hint(spec.generation.attention)}",
                 metric="greedy", value=check.reference_cosine, threshold=bar.threshold)
         return facts.LlmVerify(pack=check)
 
