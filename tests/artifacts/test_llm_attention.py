@@ -135,15 +135,17 @@ def test_the_macs_of_a_graph_are_its_projections_and_attention_over_the_whole_kv
 
 
 def test_the_status_lines_give_the_mac_shares_and_name_cpu_ops_only_where_there_are_some() -> None:
-    from npuctl.schema.status import GenerationStatus, StagePlacement
+    from npuctl.schema.status import GenerationStatus, NpuCoverage, StagePlacement
 
     on_htp = StagePlacement(nodes={qnn.EP_NAME: 119}, weight_bytes={}, cpu_ops={}, macs={qnn.EP_NAME: 139264})
     split = StagePlacement(nodes={qnn.EP_NAME: 117, "CPUExecutionProvider": 2}, weight_bytes={},
                            cpu_ops={"GroupQueryAttention": 2})
-    status = GenerationStatus(tokens=16, first_divergence=16, matching_tokens=16, prompts=4, node_share=0.97,
-                              weight_share=0.74, prefill_mac_share=0.8447, decode_mac_share=0.8447,
-                              stages={"iterator_ctx": on_htp, "context_ctx": split})
+    status = GenerationStatus(tokens=16, first_divergence=16, matching_tokens=16, prompts=4, npu_tokens=4,
+                              npu_first_divergence=4, npu_cosine=0.99998,
+                              coverage=NpuCoverage(nodes=0.97, macs=0.845), weight_share=0.74,
+                              prefill_mac_share=0.8447, stages={"iterator_ctx": on_htp, "context_ctx": split})
     assert status.lines() == [
-        "greedy tokens match the fp32 reference through 16 of 16 (bar 16, 4 prompts); on QNN: 97% of nodes, 74% of "
-        "weight bytes, 84.5% of MACs per prefill window, 84.5% per decoded token",
+        "quantized on the CPU: greedy tokens match the fp32 reference through 16 of 16 (bar 16, 4 prompts); the pack "
+        "on the NPU matches it through 4 of 4 (logits cosine 0.99998); NPU coverage 97% of nodes, 84% of per-token "
+        "MACs, 74% of weight bytes, 84.5% of MACs per prefill window",
         "  iterator_ctx: 119 on QNN", "  context_ctx: 117 on QNN, 2 on CPU (CPU: GroupQueryAttention x2)"]

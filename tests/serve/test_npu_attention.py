@@ -37,7 +37,7 @@ def test_prompts_over_several_windows_and_at_the_cache_limit_match_the_cpu_refer
     built = tiny_chat.build(name, "llama")
     [artifact] = built.artifacts
     assert artifact.generation is not None and not artifact.generation.stages["context_ctx"].cpu_ops
-    npu = load_served(tiny_chat.manifest(name, "llama").deployment, artifacts_of(built))
+    npu = load_served(tiny_chat.manifest(name, "llama").deployment, artifacts_of(built, tiny_chat.store.views_dir))
     cpu = load_served(tiny_chat.manifest(f"{name}-cpu", "llama", runtime={"device": "cpu"}).deployment,
                       artifacts_of(built))
     api = openai.OpenAI(base_url=f"{serve(npu, cpu).url}/v1", api_key="unused", max_retries=0)

@@ -29,12 +29,18 @@ class Greedy:
 class Decoder:
     """A decoder graph in a CPU session, with its KV cache inputs read from the graph."""
 
-    def __init__(self, model: Path, eos: frozenset[int]) -> None:
+    def __init__(self, model: Path, eos: frozenset[int], weights: Path | None = None) -> None:
+        """`weights`: the folder of the graph's external data when it is not the graph's own (the surgeries write
+        the graph only; its weights stay in the builder's folder, never copied)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        if weights is None:
+            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        else:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(weights))
+            self.session = ort.InferenceSession(model.read_bytes(), options, providers=["CPUExecutionProvider"])
         self.eos = eos
         self._past = {i.name: (int(i.shape[1]), int(i.shape[3])) for i in self.session.get_inputs()
                       if i.name.startswith(PAST)}

@@ -116,10 +116,12 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
                                 quantize_work)
     steps.append(run)
     bar = _bar(deployment)
-    checked, run = runner.run(facts.LlmVerifyQuantized, {"model": quantized.digest, "reference": graphs.digest},
+    checked, run = runner.run(facts.LlmVerifyQuantized, {"model": quantized.digest, "reference": graphs.digest,
+                                                         "weights": reference.digest},
                               {"prompts": prompts, "tokens": bar.tokens, "matching_tokens": bar.matching,
                                "threshold": bar.threshold},
-                              lambda out: _check_quantized(graphs.folder, quantized.folder, prompts, bar, out))
+                              lambda out: _check_quantized(graphs.folder, reference.folder, quantized.folder, prompts,
+                                                           bar, out))
     steps.append(run)
 
     def static_work(out: Path) -> facts.LlmStatic:
@@ -236,9 +238,9 @@ def _bar(deployment: ModelDeployment) -> Bar:
                DEFAULT_COSINE[precision] if accuracy.threshold is None else accuracy.threshold, precision)
 
 
-def _check_quantized(reference: Path, quantized: Path, prompts: list[str], bar: Bar,
+def _check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], bar: Bar,
                      out: Path) -> facts.LlmVerifyQuantized:
-    checks = llm_verify.check_quantized(reference, quantized, prompts, bar.tokens, out)
+    checks = llm_verify.check_quantized(reference, weights, quantized, prompts, bar.tokens, out)
     worst = min(checks, key=lambda c: c.first_divergence)
     cosine = min(c.cosine for c in checks)
     if worst.first_divergence < bar.matching or cosine < bar.threshold:

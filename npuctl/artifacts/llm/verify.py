@@ -69,12 +69,13 @@ def first_divergence(tokens: tuple[int, ...], expected: tuple[int, ...], asked: 
     return min(len(tokens), len(expected))
 
 
-def check_quantized(reference: Path, quantized: Path, prompts: list[str], tokens: int,
+def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], tokens: int,
                     out: Path) -> list[PromptCheck]:
     """Greedy tokens of the QDQ graph `quantized/model.onnx` against the fp32 `reference/model.onnx` (the
-    surgeries' output, with its tokenizer and genai_config.json), on the CPU; writes PROBE into `out`."""
-    answer = _child({"check": "quantized", "reference": str(reference), "quantized": str(quantized),
-                     "prompts": prompts, "tokens": tokens, "out": str(out)})
+    surgeries' graph, with its tokenizer and genai_config.json; its weights in the builder's folder `weights`),
+    on the CPU; writes PROBE into `out`."""
+    answer = _child({"check": "quantized", "reference": str(reference), "weights": str(weights),
+                     "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
     return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
             for c in answer["checks"]]
 
@@ -114,14 +115,16 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
 
 def _checked(request: dict[str, Any]) -> dict[str, Any]:
     if request["check"] == "quantized":
-        checks = _quantized(Path(request["reference"]), Path(request["quantized"]), request["prompts"],
+        checks = _quantized(Path(request["reference"]), Path(request["weights"]), Path(request["quantized"]),
+                            request["prompts"],
                             request["tokens"], Path(request["out"]))
         return {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
     check = _pack(Path(request["pack"]), Path(request["probe"]), request["prompt"], request["tokens"])
     return {"check": check.model_dump(mode="json")}
 
 
-def _quantized(reference: Path, quantized: Path, prompts: list[str], tokens: int, out: Path) -> list[PromptCheck]:
+def _quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], tokens: int,
+               out: Path) -> list[PromptCheck]:
     from npuctl.runtime.prompts import PromptTokenizer
 
     tokenizer = PromptTokenizer(reference)
@@ -129,7 +132,7 @@ def _quantized(reference: Path, quantized: Path, prompts: list[str], tokens: int
     eos = _eos(reference)
     # One model in memory at a time: the fp32 graph is 4 bytes per parameter.
     counted = _TokenCount(2 * tokens * len(prompts))
-    fp32 = decode.Decoder(reference / "model.onnx", eos)
+    fp32 = decode.Decoder(reference / "model.onnx", eos, weights=weights)
     expected = [fp32.greedy(ids, tokens, counted.tick("the fp32 reference")) for ids in encoded]
     del fp32
     qdq = decode.Decoder(quantized / "model.onnx", eos)
