@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
-from npuctl.schema.status import AccuracyStatus, GenerationStatus, NpuCoverage
+from npuctl.schema.placement import AccuracyStatus, GenerationStatus, NpuCoverage
 
 
 class Facts(BaseModel):

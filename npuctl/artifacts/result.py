@@ -15,7 +15,8 @@ from npuctl.artifacts.store import StoredFile
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import Artifacts, ContextBinary
 from npuctl.schema.models import Precision, Task
-from npuctl.schema.status import ArtifactStatus, GenerationStatus, StepProgress, now
+from npuctl.schema.placement import GenerationStatus
+from npuctl.schema.status import ArtifactStatus, StepProgress, now
 
 
 class StepState(StrEnum):

@@ -105,7 +105,7 @@ def _publish(results: list[BuildResult], store: Store, publish_to: str, plain_ht
 
 
 def _print_result(result: BuildResult) -> None:
-    from npuctl.schema.status import coverage_text
+    from npuctl.schema.placement import coverage_text
 
     for artifact in result.artifacts:
         acc = artifact.accuracy

@@ -128,7 +128,8 @@ def get(name: str | None, agent_url: str | None, agents_file: Path | None, outpu
     if agents_file is not None:
         _get_fleet(agents_file, name, output)
         return
-    from npuctl.schema.status import BudgetUse, Condition, FileProblem, PendingFile, coverage_text
+    from npuctl.schema.placement import coverage_text
+    from npuctl.schema.status import BudgetUse, Condition, FileProblem, PendingFile
 
     client = _client(agent_url)
     overview = {"items": [_agent_call(lambda: client.deployment(name))]} if name else _agent_call(client.overview)
@@ -170,7 +171,7 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
     import os
 
     from npuctl.cli.fleet import AgentListError, query_agents, read_agent_list
-    from npuctl.schema.status import coverage_text
+    from npuctl.schema.placement import coverage_text
 
     try:
         entries = read_agent_list(agents_file)
@@ -208,7 +209,7 @@ def _get_fleet(agents_file: Path, name: str | None, output: str) -> None:
 @AGENT
 def describe(name: str, agent_url: str | None) -> None:
     """Everything about one deployment: conditions, provider, coverage, artifacts, events."""
-    from npuctl.schema.status import coverage_text
+    from npuctl.schema.placement import coverage_text
 
     status = status_of(_agent_call(lambda: _client(agent_url).deployment(name)))
     console.print(f"[bold]{escape(name)}[/bold]  phase: {status.phase.value}  generation: {status.observed_generation}")

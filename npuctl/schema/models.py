@@ -393,8 +393,7 @@ class ModelDeployment(Spec):
 
 
 def spec_digest(data: Any) -> str:
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 SCHEMA_FILE = "modeldeployment.schema.json"

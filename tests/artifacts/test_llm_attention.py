@@ -135,7 +135,7 @@ def test_the_macs_of_a_graph_are_its_projections_and_attention_over_the_whole_kv
 
 
 def test_the_status_lines_give_the_mac_shares_and_name_cpu_ops_only_where_there_are_some() -> None:
-    from npuctl.schema.status import GenerationStatus, NpuCoverage, StagePlacement
+    from npuctl.schema.placement import GenerationStatus, NpuCoverage, StagePlacement
 
     on_htp = StagePlacement(nodes={qnn.EP_NAME: 119}, weight_bytes={}, cpu_ops={}, macs={qnn.EP_NAME: 139264})
     split = StagePlacement(nodes={qnn.EP_NAME: 117, "CPUExecutionProvider": 2}, weight_bytes={},
