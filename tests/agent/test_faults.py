@@ -21,6 +21,7 @@ from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.records import Activity
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildError, Store
+from tests.agent.fakes import FakeActuator
 from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 
 
@@ -187,39 +188,15 @@ def test_disk_full_during_a_store_write_is_a_clear_condition_and_the_store_stays
         agent.stop()
 
 
-class _FailingActuator:
-    """Builds always fail, as a full disk does (a temporary failure); counts the attempts."""
-
-    def __init__(self) -> None:
-        self.builds = 0
-        self.error: Exception = OSError(28, "No space left on device")
-
-    def build(self, loaded: Any, progress: Any, stop: Any) -> Any:
-        self.builds += 1
-        raise self.error
-
-    def selects(self, deployment: Any) -> tuple[bool, str]:
-        return True, ""
-
-    def unavailable(self, deployment: Any, reason: str, message: str) -> None:
-        pass
-
-    def unload(self, name: str) -> None:
-        pass
-
-    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
-        pass
-
-
 def test_backoff_ignores_wall_clock_jumps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "tiny.yaml").write_text(manifest())
     config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(0.5, 0.5), settle_seconds=0)
-    actuator = _FailingActuator()
+    actuator = FakeActuator(error=OSError(28, "No space left on device"))  # as a full disk: temporary
 
     async def scenario() -> None:
-        reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]
+        reconciler = Reconciler(config, actuator, StatusBook(config.state))
         reconciler.reconcile_once()
         while reconciler.busy:
             await asyncio.sleep(0.01)
@@ -259,8 +236,7 @@ def test_permanent_failures_wait_for_the_manifest_and_temporary_ones_back_off(tm
     file.write_text(manifest())
     config = AgentConfig(manifests=[manifests], state=tmp_path / "state", backoff_seconds=(2, 8), settle_seconds=0)
     clock = _Clock()
-    actuator = _FailingActuator()
-    actuator.error = BuildError("resolve", "file:tiny.onnx does not exist")
+    actuator = FakeActuator(error=BuildError("resolve", "file:tiny.onnx does not exist"))
 
     async def settle(reconciler: Reconciler) -> None:
         reconciler.reconcile_once()
@@ -268,7 +244,7 @@ def test_permanent_failures_wait_for_the_manifest_and_temporary_ones_back_off(tm
             await asyncio.sleep(0.01)
 
     async def scenario() -> None:
-        reconciler = Reconciler(config, actuator, StatusBook(config.state), clock=clock)  # type: ignore[arg-type]
+        reconciler = Reconciler(config, actuator, StatusBook(config.state), clock=clock)
         await settle(reconciler)
         clock.now += 86_400  # a day of passes: a permanent failure is not retried
         await settle(reconciler)

@@ -23,6 +23,7 @@ from npuctl.agent import reading as reading_module
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
+from tests.agent.fakes import FakeActuator
 from tests.agent.harness import Agent, X, infer, manifest
 
 LINUX = sys.platform.startswith("linux")
@@ -183,28 +184,6 @@ def test_readiness_waits_for_a_manifest_that_is_still_settling(agent: Agent) -> 
 
 # -- in process: a pass that raises, a read that hangs -------------------------------------------------------------
 
-class _Actuator:
-    """Nothing to build or serve: records what readiness is told."""
-
-    def __init__(self) -> None:
-        self.problems: dict[str, tuple[str, str]] = {}
-
-    def not_ready(self, subject: str, problem: tuple[str, str] | None) -> None:
-        if problem is None:
-            self.problems.pop(subject, None)
-        else:
-            self.problems[subject] = problem
-
-    def selects(self, deployment: Any) -> tuple[bool, str]:
-        return False, "not on this test's agent"
-
-    def unavailable(self, deployment: Any, reason: str, message: str) -> None:
-        pass
-
-    def unload(self, name: str) -> None:
-        pass
-
-
 async def _until(condition: Any, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -222,10 +201,10 @@ def config(tmp_path: Path) -> Iterator[AgentConfig]:
 
 
 def test_a_reconcile_pass_that_raises_is_shown_and_the_loop_starts_again(config: AgentConfig) -> None:
-    actuator = _Actuator()
+    actuator = FakeActuator(selected=(False, "not on this test's agent"))  # nothing to build or serve
 
     async def scenario() -> None:
-        reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]
+        reconciler = Reconciler(config, actuator, StatusBook(config.state))
         refresh, calls = reconciler.desired_state.refresh, []
 
         def fails_once() -> Any:
@@ -253,7 +232,7 @@ def test_a_reconcile_pass_that_raises_is_shown_and_the_loop_starts_again(config:
 
 def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfig,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    actuator = _Actuator()
+    actuator = FakeActuator(selected=(False, "not on this test's agent"))  # nothing to build or serve
     gate = threading.Event()
     guard = threading.Timer(20, gate.set)  # before the fix the read blocks the test's own loop: this ends it
     guard.daemon = True
@@ -268,7 +247,7 @@ def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfi
     monkeypatch.setattr(reading_module, "READ_DEADLINE_SECONDS", 0.3)
 
     async def scenario() -> None:
-        reconciler = Reconciler(config, actuator, StatusBook(config.state))  # type: ignore[arg-type]
+        reconciler = Reconciler(config, actuator, StatusBook(config.state))
         stop = asyncio.Event()
         task = asyncio.create_task(reconciler.run(stop))
         await _until(lambda: actuator.problems.get("manifests", ("",))[0] == "ManifestReadTimeout",
