@@ -1,0 +1,33 @@
+"""The status book: condition transition times move only on flips, and the book survives a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
+
+
+def test_condition_transition_time_moves_only_on_flips(monkeypatch: pytest.MonkeyPatch) -> None:
+    status = DeploymentStatus(name="tiny")
+    times = iter(["t1", "t2"])
+    monkeypatch.setattr("npuctl.schema.status.now", lambda: next(times))
+    assert status.set_condition(ConditionType.LOADED, False, "Loading")
+    assert status.set_condition(ConditionType.LOADED, False, "LoadFailed", "boom")
+    assert status.condition(ConditionType.LOADED).last_transition_time == "t1"
+    assert not status.set_condition(ConditionType.LOADED, False, "LoadFailed", "boom")
+    status.set_condition(ConditionType.LOADED, True, "SessionsOpen")
+    assert status.condition(ConditionType.LOADED).last_transition_time == "t2"
+
+
+def test_status_book_survives_a_restart(tmp_path: Path) -> None:
+    book = StatusBook(tmp_path)
+    book.get("tiny").set_condition(ConditionType.VALID, True, "Valid")
+    book.record("tiny", "Serving", "serving")
+    book.save()
+    assert not list(tmp_path.glob("*.tmp"))
+    again = StatusBook(tmp_path)
+    again.load()
+    assert again.deployments["tiny"].is_true(ConditionType.VALID)
+    assert [e.reason for e in again.events] == ["Serving"]
