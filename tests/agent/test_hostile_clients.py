@@ -1,13 +1,11 @@
-"""What a hostile afternoon found on the agent side (issue 13), each on a real `npuctl` process: the token,
-damaged state and config, slow and broken bodies, a taken port, odd paths for validate, a server that is not
-npuctl, browsers, and what readiness tells strangers."""
+"""What odd clients and bad input get from a running agent, each on a real `npuctl` process: slow, short and
+abandoned bodies, `validate` on a device or an empty folder, `get` at a server that is not npuctl, readiness
+seen by strangers, browsers it does not know, and hf: sources that cannot exist."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import stat
 import subprocess
 import sys
 import threading
@@ -19,20 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agent.harness import Agent, free_port, manifest, tiny_model
+from tests.agent.harness import Agent, manifest
+from tests.agent.hostile_client import no_traceback, npuctl, raw_request
 
-POSIX = os.name != "nt"
 HF_BAD = manifest("bad-hf").replace("source: file:tiny.onnx", "source: hf:../../x")
-
-
-def npuctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NPUCTL_TOKEN", "NPUCTL_AGENT")}
-    return subprocess.run([sys.executable, "-m", "npuctl", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env)
-
-
-def no_traceback(text: str) -> bool:
-    return "Traceback" not in text and "ClientDisconnect" not in text
 
 
 @pytest.fixture(scope="module")
@@ -46,97 +34,6 @@ def plain_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     yield agent
     agent.stop()
 
-
-def raw_request(agent: Agent, head: bytes, body: bytes, wait: float = 15) -> bytes:
-    """Send `head` and `body` on a socket and read until the server closes it (or `wait` passes)."""
-    with socket.create_connection(("127.0.0.1", agent.port), timeout=wait) as sock:
-        sock.sendall(head + body)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pass
-    return answer
-
-
-# -- finding 6: the token -------------------------------------------------------------------------------------
-
-@pytest.mark.skipif(not POSIX, reason="POSIX modes")
-def test_an_empty_token_file_never_turns_authentication_off(agent: Agent) -> None:
-    agent.state.mkdir(parents=True)
-    agent.state.chmod(0o777)
-    (agent.state / "token").write_text("  \n")
-    (agent.state / "token").chmod(0o644)
-    agent.start()
-    body = manifest().encode()
-    for header in (b"Bearer ", b"Bearer", b"Bearer  \t", b"bearer "):
-        # httpx refuses to send a header value ending in a space; a hostile client does not ask it.
-        head = (b"PUT /agent/v1/manifests/tiny.yaml?dryRun=true HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                b"Authorization: " + header + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-        answer = raw_request(agent, head, body)
-        assert answer.startswith(b"HTTP/1.1 401"), (header, answer[:200])
-    assert len(agent.token) >= 32, "a new token was made"
-    assert stat.S_IMODE((agent.state / "token").stat().st_mode) == 0o600
-    assert stat.S_IMODE(agent.state.stat().st_mode) == 0o700
-    log = agent.log.read_text()
-    assert "was empty" in log and "had mode 777" in log
-    with agent.client() as client:
-        assert client.put("/agent/v1/manifests/tiny.yaml?dryRun=true", content=body).status_code == 200
-    agent.stop()
-    (agent.state / "token").chmod(0o644)  # a token others can read is made owner-only at the next start
-    agent.start()
-    assert stat.S_IMODE((agent.state / "token").stat().st_mode) == 0o600 and "had mode 644" in agent.log.read_text()
-
-
-# -- finding 9: damaged state and config ----------------------------------------------------------------------
-
-@pytest.mark.parametrize("saved", [
-    "[1, 2, 3]",
-    json.dumps({"deployments": [{"name": "tiny", "phase": "Hibernating"}], "events": []}),
-    json.dumps({"deployments": {"tiny": 1}, "events": "none"}),
-    '{"deployments": [{"name": "tiny", "pha',
-])
-def test_a_damaged_status_file_is_ignored_with_a_warning(agent: Agent, saved: str) -> None:
-    agent.state.mkdir(parents=True)
-    (agent.state / "status.json").write_text(saved)
-    (agent.manifests / "tiny.yaml").write_text(manifest())
-    agent.start()
-    agent.wait_phase("tiny", "Ready")
-    log = agent.log.read_text()
-    assert "ignoring the saved status" in log and no_traceback(log), log[-3000:]
-
-
-@pytest.mark.parametrize(("token", "says"), [(b"\x00\xff\xfe binary", "not ASCII"), (None, "is not a file")])
-def test_a_binary_or_folder_token_stops_the_start_with_the_reason(tmp_path: Path, token: bytes | None,
-                                                                   says: str) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    if token is None:
-        (state / "token").mkdir()
-    else:
-        (state / "token").write_bytes(token)
-    done = npuctl("agent", "--manifests", str(tmp_path / "m"), "--state", str(state),
-                  "--listen", f"127.0.0.1:{free_port()}", timeout=60)
-    assert done.returncode == 1 and says in done.stderr and str(state / "token") in done.stderr, done.stderr
-    assert no_traceback(done.stderr)
-
-
-@pytest.mark.parametrize(("text", "where", "says"), [
-    ("listen: [127.0.0.1\n", ":2:1:", "YAML syntax"),
-    ("manifests: [m]\nresyncSeconds: fast\n", ":2:16: resyncSeconds:", "number"),
-    ("lisen: 127.0.0.1:9\n", ":1:1: lisen:", "did you mean 'listen'"),
-    ("corsOrigins: [evil.example]\n", ":1:14: corsOrigins:", "not an origin"),
-])
-def test_agent_config_errors_are_placed(tmp_path: Path, text: str, where: str, says: str) -> None:
-    config = tmp_path / "agent.yaml"
-    config.write_text(text)
-    done = npuctl("agent", "--config", str(config), "--state", str(tmp_path / "state"), timeout=60)
-    assert done.returncode != 0 and f"{config}{where}" in done.stderr and says in done.stderr, done.stderr
-    assert no_traceback(done.stderr) and "pydantic" not in done.stderr
-
-
-# -- finding 10: bodies, ports, paths, foreign servers, readiness ----------------------------------------------
 
 def test_slow_and_short_bodies_get_408_and_the_connection_closes(plain_agent: Agent) -> None:
     head = (b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -166,24 +63,6 @@ def test_a_client_leaving_mid_body_logs_no_traceback(plain_agent: Agent) -> None
     time.sleep(0.5)
     log = plain_agent.log.read_text()
     assert no_traceback(log) and " ERROR " not in log, log[-3000:]
-
-
-def test_a_taken_port_is_reported_before_any_build(tmp_path: Path) -> None:
-    folder = tmp_path / "manifests"
-    folder.mkdir()
-    tiny_model(folder / "tiny.onnx")
-    (folder / "tiny.yaml").write_text(manifest())
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        agent = npuctl("agent", "--manifests", str(folder), "--state", str(tmp_path / "state"),
-                       "--cache", str(tmp_path / "cache"), "--listen", f"127.0.0.1:{port}", timeout=60)
-        serve = npuctl("serve", "-f", str(folder), "--port", str(port), "--cache", str(tmp_path / "cache"), timeout=60)
-    for done in (agent, serve):
-        assert done.returncode == 1 and f"port {port} on 127.0.0.1 is already in use" in done.stderr, done.stderr
-        assert no_traceback(done.stderr)
-    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("record.json")), "nothing built"
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs a device file")
@@ -239,8 +118,6 @@ def test_readiness_beyond_loopback_shows_build_messages_only_with_the_token(tmp_
     finally:
         agent.stop()
 
-
-# -- findings 7 and 8 on the agent: browsers, and hf: sources nothing can fetch ----------------------------------
 
 def test_the_agent_refuses_browsers_it_does_not_know_and_answers_cors_for_those_it_does(plain_agent: Agent) -> None:
     url = f"{plain_agent.url}/v1/embeddings"
