@@ -1,4 +1,4 @@
-"""What a manifest folder may hold and when the agent says it is ready (issue 26, findings 2, 9 and 15):
+"""What a manifest folder may hold and when the agent says it is ready:
 entries that are not regular files (links to devices, FIFOs, sockets, folders, dangling links, loops, links
 out of the folder) on a real agent process; a reconcile pass that raises and a read that hangs, in process."""
 

@@ -1,4 +1,4 @@
-"""Issue 26, finding 3, on real agent processes: a source that never answers (here a Hugging Face endpoint
+"""Stuck sources, on real agent processes: a source that never answers (here a Hugging Face endpoint
 on 127.0.0.1 that sends one byte a second, as a hung server or mount does) holds only its own build; that
 build stops when its manifest changes or goes away, and at its deadline, with a reason saying which."""
 

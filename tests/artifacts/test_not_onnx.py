@@ -1,4 +1,4 @@
-"""A source that is no ONNX model where the manifest says it is one (issue 26, finding 13): `npuctl build` ended in
+"""A source that is no ONNX model where the manifest says it is one: `npuctl build` ended in
 protobuf's DecodeError traceback. Now a placed error at the manifest field it is about; and whatever bytes the
 file holds, resolving it either works or says why, never with another exception."""
 

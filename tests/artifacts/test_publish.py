@@ -116,7 +116,7 @@ def _local_paths(value: object) -> list[str]:
 
 
 def test_nothing_published_names_a_path_of_the_publishers_machine(published: Path, tmp_path: Path) -> None:
-    """Issue 26, finding 14: build records listed the publisher's store paths. Also a source declared by an
+    """Build records once listed the publisher's store paths. Also a source declared by an
     absolute path, built from the same store and published beside it."""
     publisher = published.parent
     published = shutil.copytree(published, tmp_path / "published")  # the module's other tests keep theirs as it is

@@ -1,4 +1,4 @@
-"""Issue 26, findings 3 and 9: where `file:` and `pkg:` sources may point, and what they may be. Whatever a
+"""Where `file:` and `pkg:` sources may point, and what they may be. Whatever a
 manifest names (a FIFO, a device, a dangling link, a link or `..` out of the allowed folders, an absolute
 path elsewhere, `pkg:` with `..`), resolving it answers at once with an error placed at the manifest field
 and naming the rule, and says nothing of what lies outside: no contents, no digest, no listing."""

@@ -1,4 +1,4 @@
-"""Issue 26, finding 10 for registries: blob downloads may be redirected anywhere (registries hand them to S3 or a
+"""Redirects from registries: blob downloads may be redirected anywhere (registries hand them to S3 or a
 CDN; the bytes are checked against their digest), manifests only within the registry; each redirect's body is
 capped and a bounded read has a deadline. Against a scripted server on 127.0.0.1 (no registry binary needed)."""
 

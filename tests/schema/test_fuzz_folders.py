@@ -188,7 +188,7 @@ def test_the_size_cap_counts_bytes_read_not_what_stat_says() -> None:
 
 
 def test_errors_quote_a_bounded_excerpt_of_the_file() -> None:
-    # Finding 9 of issue 26: a file's lines came back whole as `unknown field '…'`. Keys and values a message
+    # A file's lines once came back whole as `unknown field '…'`. Keys and values a message
     # quotes are cut to 60 characters, saying how long they were.
     long = "k" * 1000  # YAML takes keys up to 1024 characters
     texts = {

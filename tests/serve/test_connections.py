@@ -1,4 +1,4 @@
-"""Connections that hold the server without finishing a request (issue 26, finding 11), on real uvicorn servers
+"""Connections that hold the server without finishing a request, on real uvicorn servers
 on 127.0.0.1 built by the project's server code, with each of uvicorn's HTTP protocols (h11 is what a machine
 without httptools wheels gets): silent sockets, headers sent a byte at a time, a kept-alive connection that
 trickles its next request, idle ones after a response, and more connections than the cap."""

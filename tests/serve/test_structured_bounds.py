@@ -1,4 +1,4 @@
-"""The bounds on what a structured-output schema asks of the grammar compiler (issue 26, findings 1 and 4),
+"""The bounds on what a structured-output schema asks of the grammar compiler,
 in-process: each size, the grammar-size estimate, patterns and depth are 400s naming the place and the limit,
 schemas clients really send pass; timeoutSeconds holds while a grammar build that nothing interrupts runs; and
 a server fault is logged once per kind and interval, with a count."""

@@ -1,5 +1,6 @@
-"""Issue 26, fleets: bundles that roll back, oversized and slow bundle bodies, redirects elsewhere, bad lines in
-an agents file. In-process against hostile servers on 127.0.0.1; the agent process is in test_fleet_agent_hostile.py."""
+"""Fleet bundle sources: bundles that roll back, oversized and slow bundle bodies, redirects elsewhere, bad lines in
+an agents file. In-process against hostile servers on 127.0.0.1; the agent process is in
+test_fleet_agent_bundle_limits.py."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def dated(version: str, created: datetime, days: float = 30, precision: str = "w
                           created + timedelta(days=days))
 
 
-# Finding 6: rollback through undated bundles; expiry on every source.
+# -- Rollback through undated bundles; expiry on every source.
 
 def test_pack_dates_every_bundle(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
@@ -127,7 +128,7 @@ def test_expiry_is_reported_whatever_the_poll_meets(tmp_path: Path, hostile: Hos
     assert status.state == "Unreachable" and "bundle v8 in effect expired at" in status.message, status
 
 
-# Finding 7: the cap holds while reading.
+# -- The cap holds while reading.
 
 @pytest.mark.parametrize("answer", [endless(None), endless(64 * MiB, declared=64 * MiB), endless(64 * MiB)],
                          ids=["no-end", "declared-64MiB", "undeclared-64MiB"])
@@ -146,7 +147,7 @@ def test_an_oversized_bundle_is_refused_while_reading(tmp_path: Path, hostile: H
     assert hostile.sent < bundles.MAX_BUNDLE_BYTES + 16 * MiB, hostile.sent
 
 
-# Finding 8: a poll has a deadline, and a stalled source says so.
+# -- A poll has a deadline, and a stalled source says so.
 
 def test_a_server_sending_a_byte_at_a_time_stalls_the_poll_and_the_source_says_so(
         tmp_path: Path, hostile: HostileServer) -> None:
@@ -164,7 +165,7 @@ def test_a_server_sending_a_byte_at_a_time_stalls_the_poll_and_the_source_says_s
     assert (poller.states["fleet"].state, poller.states["fleet"].version) == ("Synced", "v1")
 
 
-# Finding 10: redirects.
+# -- Redirects.
 
 def test_redirects_stay_on_the_origin_unless_the_source_allows_the_host(tmp_path: Path,
                                                                         hostile: HostileServer) -> None:
@@ -208,7 +209,7 @@ def test_a_redirect_never_goes_from_https_to_http() -> None:
     assert check_redirect(httpx.URL("https://a.example/f"), httpx.URL("https://cdn.example/f"), ["cdn.example"])
 
 
-# Finding 12: a bad line of an agents file is a row that says why.
+# -- A bad line of an agents file is a row that says why.
 
 BAD_LINES = ["javascript:alert(7)//", "[/red] not markup", "http://h:99999", "ftp://h:1", "http://h/path?q=1",
              "http://user:pw@h:1"]

@@ -1,5 +1,5 @@
-"""Issue 26, findings 7 and 8 on a real agent process: a bundle server that sends 600 MB, and one that sends a byte
-every half second. The agent's RSS (from /proc) stays bounded, health answers within 1 s throughout, and the slow
+"""Bundle bodies too big or too slow, on a real agent process: a bundle server that sends 600 MB, and one that
+sends a byte every half second. The agent's RSS (from /proc) stays bounded, health answers within 1 s throughout, and the slow
 source shows `Stalled` in the control API and in `npuctl get`."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Issue 26 on a real agent process reachable beyond loopback (`remoteAccess: true`, as the probe ran it), with a
+"""A real agent process reachable beyond loopback (`remoteAccess: true`, as the probe ran it), with a
 build that failed on a source whose name and folder must not reach strangers: connections that never send a
-request (finding 11); every route the app has, and what schemathesis generates for every documented operation,
-against the one redaction rule of status messages (finding 5)."""
+request; every route the app has, and what schemathesis generates for every documented operation,
+against the one redaction rule of status messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Structured-output schemas that ask the grammar compiler for too much (issue 26, findings 1 and 4), on a real
+"""Structured-output schemas that ask the grammar compiler for too much, on a real
 agent serving the tiny random-weight Llama: at every entry point (OpenAI `response_format` and `tools`, Ollama's
 `format` on /api/chat and /api/generate) they are 400s naming the place in the schema and the limit, while
 `/v2/health/live` answers within 1 s throughout and the agent's memory stays within a stated bound (the memory
