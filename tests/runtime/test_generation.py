@@ -18,23 +18,11 @@ from npuctl.runtime.devices import detect_host
 from npuctl.runtime.generation import GenerationModel, Sampling
 from npuctl.runtime.loading import load_model
 from npuctl.runtime.placement import Artifacts, NotServable, Reason
-from npuctl.runtime.prompts import PromptTokenizer
 from npuctl.runtime.text_stream import TextStream
 from npuctl.schema.models import ModelDeployment
+from tests.runtime.byte_tokenizer import byte_tokenizer
 
 VOCAB = 64
-
-
-def byte_tokenizer(folder: Path) -> PromptTokenizer:
-    """A byte-level tokenizer without merges: every UTF-8 byte is a token, so characters split over tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return PromptTokenizer(folder)
 
 
 def test_pieces_add_up_to_the_text_even_across_split_characters(tmp_path: Path) -> None:
