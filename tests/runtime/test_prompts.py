@@ -30,7 +30,7 @@ def test_the_template_file_renders_the_conversation_with_special_tokens_and_tool
     (tmp_path / "chat_template.jinja").write_text(TEMPLATE)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "héllo"}]
     assert rendered(tmp_path, messages) == "<s><system>Be brief.<user>héllo<assistant>"
-    tools = [{"type": "function", "function": {"name": "weather"}}]
+    tools: list[dict[str, object]] = [{"type": "function", "function": {"name": "weather"}}]
     assert rendered(tmp_path, messages[1:], tools) == "<s><user>héllo[tools: weather]<assistant>"
 
 
