@@ -7,23 +7,24 @@ from pathlib import Path
 import pytest
 
 from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
+from npuctl.schema.status import Reason
 
 
 def test_condition_transition_time_moves_only_on_flips(monkeypatch: pytest.MonkeyPatch) -> None:
     status = DeploymentStatus(name="tiny")
     times = iter(["t1", "t2"])
     monkeypatch.setattr("npuctl.schema.status.now", lambda: next(times))
-    assert status.set_condition(ConditionType.LOADED, False, "Loading")
-    assert status.set_condition(ConditionType.LOADED, False, "LoadFailed", "boom")
-    assert status.condition(ConditionType.LOADED).last_transition_time == "t1"
-    assert not status.set_condition(ConditionType.LOADED, False, "LoadFailed", "boom")
-    status.set_condition(ConditionType.LOADED, True, "SessionsOpen")
-    assert status.condition(ConditionType.LOADED).last_transition_time == "t2"
+    assert status.set_condition(ConditionType.LOADED, False, Reason.LOADING)
+    assert status.set_condition(ConditionType.LOADED, False, Reason.LOAD_FAILED, "boom")
+    assert (loaded := status.condition(ConditionType.LOADED)) and loaded.last_transition_time == "t1"
+    assert not status.set_condition(ConditionType.LOADED, False, Reason.LOAD_FAILED, "boom")
+    status.set_condition(ConditionType.LOADED, True, Reason.SESSIONS_OPEN)
+    assert (loaded := status.condition(ConditionType.LOADED)) and loaded.last_transition_time == "t2"
 
 
 def test_status_book_survives_a_restart(tmp_path: Path) -> None:
     book = StatusBook(tmp_path)
-    book.get("tiny").set_condition(ConditionType.VALID, True, "Valid")
+    book.get("tiny").set_condition(ConditionType.VALID, True, Reason.VALID)
     book.record("tiny", "Serving", "serving")
     book.save()
     assert not list(tmp_path.glob("*.tmp"))

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import httpx
 
-from npuctl.artifacts import BuildResult
-from npuctl.cli.oneshot import artifacts_of
+from npuctl.artifacts import BuildResult, artifacts_of
 from npuctl.runtime.placement import Artifacts
 from npuctl.serve.http.limits import MAX_ROWS
 from npuctl.serve.models import ServedModel, load_served
