@@ -144,6 +144,8 @@ def _within_budget(start: Start, record: Record, demand: Demand) -> Action:
         return replace(start, evict=demand.room.evict)
     if record.running is not None and isinstance(demand.room_if_drained, Fits):
         return replace(start, evict=demand.room_if_drained.evict, drain=True)
+    if demand.room.busy:
+        return Wait()  # the reconciler looks again each second while requests hold a loaded onDemand model
     return OverBudget(demand.room.message)
 
 
