@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -201,10 +202,15 @@ def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after
                                   "minilm unloaded after its answer", timeout=30)
         assert condition(unloaded, "Resident") == ("False", "Idle")
         assert [m.model for m in client.ps().models] == [], "/api/ps lists what is loaded: nothing now"
+        assert [m.model for m in client.list().models] == ["minilm"], "/api/tags: standing by, it still answers"
         assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in agent.events("minilm"))
         again = client.embed(model="minilm", input="another sentence")  # no keep_alive: the manifest's 600 s
+        answered = datetime.now(UTC)
         assert len(again.embeddings[0]) == 384
         assert agent.wait_phase("minilm", "Ready")["phase"] == "Ready"
-        assert [m.model for m in client.ps().models] == ["minilm"]
+        (loaded,) = client.ps().models
+        assert loaded.model == "minilm" and loaded.expires_at is not None
+        assert timedelta(seconds=590) < loaded.expires_at - answered <= timedelta(seconds=601), \
+            "it unloads 600 s (idleSeconds) after its last request"
     finally:
         agent.stop()
