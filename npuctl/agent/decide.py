@@ -46,7 +46,8 @@ class Unselect:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to start now: work is in flight, or another deployment builds the same artifacts."""
+    """Nothing to start now: work is in flight, another deployment builds the same artifacts, or an onDemand load
+    waits for the requests in flight on the model it will evict."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Residency on a real agent process, for what only a process shows: an onDemand model loads on its first request
-(the request waits and is answered), an idle one is evicted to make room for another, a request that cannot fit
-gets 503 with Retry-After naming the budget and what holds it, and status says which is resident."""
+(the request waits and is answered), an idle one is evicted to make room for another and a busy one only once its
+requests end (all answered), one unloads after idleSeconds, a request that cannot fit gets 503 with Retry-After
+naming the budget and what holds it, and status and Ollama's listings say which is resident and when it expires."""
 
 from __future__ import annotations
 
