@@ -80,6 +80,9 @@ class Fits:
 class Full:
     message: str
     """The budget and what holds it, in words (the 503's message)."""
+    busy: bool = False
+    """It fits once the requests in flight on models it may evict end: it waits for them instead of a 503 (an
+    admitted request is never dropped, and a newcomer is not refused for a model that is merely busy)."""
 
 
 def make_room(need: Cost, priority: int, residents: Sequence[Resident], limits: Limits) -> Fits | Full:
@@ -97,7 +100,9 @@ def make_room(need: Cost, priority: int, residents: Sequence[Resident], limits: 
         used -= victim.cost
         if limits.holds(used + need):
             return Fits(tuple(evict))
-    return Full(_held(need, residents, limits))
+    busy = [r for r in residents if not r.pinned and r.in_flight > 0 and r.priority <= priority]
+    drained = used - sum((r.cost for r in busy), Cost())
+    return Full(_held(need, residents, limits), busy=bool(busy) and limits.holds(drained + need))
 
 
 def _held(need: Cost, residents: Iterable[Resident], limits: Limits) -> str:

@@ -46,7 +46,8 @@ class Unselect:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to start now: work is in flight, or another deployment builds the same artifacts."""
+    """Nothing to start now: work is in flight, another deployment builds the same artifacts, or an onDemand load
+    waits for the requests in flight on the model it will evict."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,8 @@ def _within_budget(start: Start, record: Record, demand: Demand) -> Action:
         return replace(start, evict=demand.room.evict)
     if record.running is not None and isinstance(demand.room_if_drained, Fits):
         return replace(start, evict=demand.room_if_drained.evict, drain=True)
+    if demand.room.busy:
+        return Wait()  # the reconciler looks again each second while requests hold a loaded onDemand model
     return OverBudget(demand.room.message)
 
 

@@ -105,6 +105,7 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     actuator = make_actuator(config, registry, host, pins=poller.pins)
     reconciler = make_reconciler(config, actuator)
     registry.idle_times = reconciler.admissions.keep_alive
+    registry.idle_for = reconciler.admissions.idle_for
     registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
     timeline = Timeline(registry).start()
 

@@ -74,6 +74,11 @@ class Admissions:
         self.wake()
         return True
 
+    def idle_for(self, name: str) -> float | None:
+        """The idle time after which deployment `name`'s loaded model unloads (None: it stays while declared)."""
+        record = self.records.get(name)
+        return self.idle_seconds(record) if record is not None and on_demand(record) else None
+
     def idle_seconds(self, record: Record) -> float:
         assert record.want is not None
         declared = record.want.deployment.deployment.spec.serve.idle_seconds

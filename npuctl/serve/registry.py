@@ -28,6 +28,9 @@ class ModelRegistry:
         self.idle_times: Callable[[str, float], bool] | None = None
         """Takes a request's idle time for a deployment (Ollama's keep_alive) and says whether its manifest lets it
         be unloaded (an agent's onDemand deployments); None: nothing is ever unloaded (npuctl serve)."""
+        self.idle_for: Callable[[str], float | None] = lambda deployment: None
+        """A deployment's idle time in force: its loaded model unloads after that long without requests (None: it
+        stays while declared). Ollama's `/api/ps` shows the deadline as `expires_at`."""
 
     def put(self, model: ServedModel) -> ServedModel | None:
         """Add a model, or atomically replace the one of the same deployment; returns the replaced

@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from npuctl.artifacts import BuildResult, Store
 from npuctl.cli import cli
 from npuctl.schema.cost import LoadCost
+from npuctl.schema.status import BudgetUse
 from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
 from tests.conftest import tiny_llama_manifest
 
@@ -125,6 +126,11 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     described = CliRunner().invoke(cli, ["describe", "tiny", "--agent", agent.url])
     assert described.exit_code == 0 and f"cost: {LoadCost.model_validate(cost).summary()}" in described.output
     assert LoadCost.model_validate(cost).summary() in card(page, "tiny").locator(".cost").inner_text()
+    # The budget's use, as `npuctl get` says it: the loaded model holds part of it.
+    use = BudgetUse.model_validate(httpx.get(f"{agent.url}/agent/v1/deployments", timeout=10).json()["budget"])
+    assert use.loaded == ["tiny"] and use.memory_used > 0
+    page.wait_for_function("line => document.querySelector('section.agent .budget')?.textContent === line",
+                           arg=use.line(), timeout=10_000)
     # What the user unfolds stays unfolded across the redraws.
     card(page, "tiny").locator("details summary").click()
     drawn = page.inner_text("#updated")

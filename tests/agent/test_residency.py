@@ -8,7 +8,7 @@ import pytest
 
 from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
 from npuctl.agent.conditions import project
-from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, decide
+from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, Wait, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
 from npuctl.agent.status import ConditionType as C
@@ -65,6 +65,14 @@ def test_when_nothing_fits_the_message_names_the_budget_and_what_holds_it() -> N
     assert "memory 4096 MiB, 4 NPU sessions" in room.message
     assert "pinned (3072 MiB, pinned: residency always)" in room.message
     assert "busy (512 MiB, 2 requests in flight)" in room.message
+    assert not room.busy, "draining the busy model would not be enough beside the pinned one: refuse now"
+
+
+def test_a_model_that_fits_once_requests_in_flight_end_waits_for_them_rather_than_503() -> None:
+    room = make_room(Cost(2 * GB, 1), 0, [resident("busy", 3, in_flight=1)], LIMITS)
+    assert isinstance(room, Full) and room.busy
+    assert not make_room(Cost(2 * GB, 1), 0, [resident("vip", 3, priority=9, in_flight=1)], LIMITS).busy, \
+        "a higher priority than the newcomer's is never evicted, busy or not"
 
 
 def test_npuctl_get_shows_the_budget_s_use_in_one_line() -> None:
@@ -93,6 +101,9 @@ def test_on_demand_decisions() -> None:
                                                                          evict=("other",))
     assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
         on_demand=True, wanted=True, room=FULL, room_if_drained=FULL)) == OverBudget(FULL.message)
+    busy = Full(FULL.message, busy=True)
+    assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
+        on_demand=True, wanted=True, room=busy, room_if_drained=busy)) == Wait(), "waits for the busy one's requests"
     serving = record(ON_DEMAND, running=ON_DEMAND)
     assert decide(serving, ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, idle=True)) == Unload()
     assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)) == Keep(), \

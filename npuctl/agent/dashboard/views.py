@@ -80,6 +80,9 @@ class AgentView(_Record):
     host: Host | None = None
     sources: list[str] = []
     """Each manifest source's state (`lab Synced 2026-11-25`)."""
+    budget: str | None = None
+    """What the loaded models take of the agent's budget, in words as `npuctl get` says it (the control API's
+    `budget` has the figures); None for `npuctl serve`, which has no budget."""
     deployments: list[DeploymentView] = []
     events: list[Event] = []
     """Newest first."""
@@ -126,7 +129,7 @@ def agent_view(url: str, state: AgentState, registry: ModelRegistry, timeline: T
                                  spec.spec.model.task.value if spec else None,
                                  _build_progress(status, events) if state.building(name) else None))
     sources = [f"{s.name} {s.state} {s.version or ''}".strip() for s in (poller.states.values() if poller else [])]
-    return AgentView(url=url, host=host_view(host), sources=sources, deployments=views,
+    return AgentView(url=url, host=host_view(host), sources=sources, budget=state.budget().line(), deployments=views,
                      events=list(reversed(events))[:MAX_EVENTS], series=timeline.series(recent))
 
 

@@ -1,5 +1,6 @@
-"""How served models look through Ollama's listings: `/api/tags` (available), `/api/ps` (loaded: every
-model npuctl serves is), `/api/show` (details, model_info, capabilities).
+"""How served models look through Ollama's listings: `/api/tags` (available: loaded, or standing by to load on
+its first request), `/api/ps` (loaded, with when it unloads if idle), `/api/show` (details, model_info,
+capabilities).
 
 Sizes come from the cost measured when the model loaded (npuctl.schema.cost.LoadCost): `/api/tags`' `size` is
 its artifacts' bytes (Ollama's: the model's files); `/api/ps`' `size` is the memory it may hold (host memory
@@ -9,28 +10,45 @@ CPU, so that Ollama's PROCESSOR column reads NPU for GPU."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from npuctl.schema.models import Api
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
+from npuctl.serve.standby import Standby
 
 OLLAMA_VERSION = "0.12.0"
 """The Ollama API version whose shapes these are; clients check it before using newer fields."""
 NEVER = "9999-12-31T23:59:59Z"
-"""A model's `expires_at`: npuctl unloads a model only when its deployment goes."""
+"""`expires_at` of a model that stays loaded while declared (`residency: always`)."""
+_LAST_SECOND = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+"""An idle time past this (idleSeconds is unbounded) reads as NEVER, the last time the format can write."""
 FORMAT = "onnx"
 
 
 def model_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
+    """Loaded models and those standing by (built, loaded on their first request): both answer."""
+    available = [*_served(models), *(m for m in models if isinstance(m, Standby) and m.speaks(Api.OLLAMA))]
     return [_entry(model, name) | {"size": model.status.cost.artifact_bytes if model.status.cost else 0}
+            for model in available for name in model.names]
+
+
+def running_list(models: Sequence[ServedModel], idle_for: Callable[[str], float | None]) -> list[dict[str, Any]]:
+    """Loaded models; `expires_at` is when one unloads if no request comes (`idle_for`: its idle time in force)."""
+    return [_entry(model, name) | _memory(model)
+            | {"expires_at": _expires(model, idle_for(model.deployment)), "context_length": _context_length(model)}
             for model in _served(models) for name in model.names]
 
 
-def running_list(models: Sequence[ServedModel]) -> list[dict[str, Any]]:
-    return [_entry(model, name) | _memory(model) | {"expires_at": NEVER, "context_length": _context_length(model)}
-            for model in _served(models) for name in model.names]
+def _expires(model: ServedModel, idle_seconds: float | None) -> str:
+    if idle_seconds is None:
+        return NEVER
+    # A model answering requests is idle from their end on: at the earliest, a full idle time from now.
+    idle_from = time.monotonic() if model.leases else model.last_used
+    deadline = time.time() + max(0.0, idle_from + idle_seconds - time.monotonic())
+    return _time(deadline) if deadline < _LAST_SECOND else NEVER
 
 
 def _memory(model: ServedModel) -> dict[str, int]:

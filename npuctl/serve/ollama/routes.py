@@ -55,7 +55,7 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
         return JSONResponse({"models": model_list(ctx.registry.models())})
 
     async def ps(request: Request) -> Response:
-        return JSONResponse({"models": running_list(ctx.registry.models())})
+        return JSONResponse({"models": running_list(ctx.registry.models(), ctx.registry.idle_for)})
 
     async def show_model(request: Request) -> Response:
         asked = await ctx.body(request, ShowRequest)

@@ -226,6 +226,7 @@ function agentSection(agent, fleet) {
   return el("section", { class: "agent", "data-agent": agent.url },
     el("h2", {}, fleet ? agent.url : "This machine", el("span", { class: "muted" }, host)),
     agent.error ? el("div", { class: "banner bad" }, agent.error) : null,
+    agent.budget ? el("div", { class: "budget muted" }, agent.budget) : null,
     el("div", { class: "cards" }, agent.deployments.map((d) => deploymentCard(agent, d))),
     agent.error ? null : foldable(`${agent.url} events`, true, "Recent events", eventsPanel(agent)));
 }
