@@ -80,7 +80,7 @@ def test_with_a_buildable_source_the_agent_rebuilds_for_its_own_soc(x2_pack: tup
     loaded = write_manifest(tiny_dir, name="packed", targets=["x2-elite"], runtime=SIMULATOR_RUNTIME,
                             build={"prebuilt": {"source": "file:pack"}})
     actuator = LocalActuator(ModelRegistry(), store, {}, host=detect_host().with_overrides({"socModel": 60}))
-    result = actuator.build(loaded, lambda step, state: None, threading.Event())
+    result = actuator.build(loaded, lambda event: None, threading.Event())
     (artifact,) = result.artifacts
     assert (artifact.soc_model, artifact.origin, artifact.target) == (60, "local", "soc60")
     assert artifact.accuracy is not None and artifact.accuracy.value <= 0.05

@@ -106,10 +106,10 @@ def simulator_pack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.n
 
 @pytest.mark.slow
 def test_a_pipeline_pack_for_this_hosts_simulator_loads_and_generates_on_qnn(
-        simulator_pack: tuple[Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NPUCTL_CACHE", str(tmp_path))
+        simulator_pack: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     folder, table = simulator_pack
-    model = load_model(pack_deployment(device="npu", allowSimulator=True, fallback="none"), Artifacts(None, folder))
+    model = load_model(pack_deployment(device="npu", allowSimulator=True, fallback="none"),
+                       Artifacts(None, folder, views=tmp_path / "views"))
     assert isinstance(model, GenerationModel)
     assert model.info.where.value == "npu-simulator" and model.info.provider == "QNNExecutionProvider"
     assert model.info.npu_coverage == 1.0 and model.slots == 1
