@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 
 from npuctl.artifacts import BuildError, Store, build_deployment, facts
-from npuctl.artifacts.gc import collect
 from npuctl.artifacts.llm import child, pack, preflight
 from npuctl.artifacts.result import StepEvent, StepState
-from npuctl.runtime.devices import NpuKind, detect_host
 from tests.manifests import write_deployment
-from tests.tiny_chat import TinyChat
 
 # Llama-3.1-70B's config.json sizes: what no PC builds.
 HUGE = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "num_attention_heads": 64,
@@ -86,19 +83,3 @@ def test_a_stage_past_its_deadline_is_stopped_and_only_the_end_of_its_output_is_
     done = child.run([sys.executable, "-c", hang], dict(os.environ), deadline_seconds=1.0)
     assert done.timed_out and done.returncode != 0
     assert done.log.endswith("the end") and len(done.log) == child.LOG_TAIL_BYTES
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
-def test_the_store_keeps_one_fp32_model_and_gc_drops_what_a_precision_change_left_behind(tiny_chat: TinyChat) -> None:
-    w8 = {s.name: s.key for s in tiny_chat.build("tiny-llama", "llama").steps}
-    store = tiny_chat.store
-    sizes = {step: store.size(store.get(key)) for step, key in w8.items() if store.get(key) is not None}
-    # The fp32 weights are the reference's (genai-builder, also the CPU fallback); the surgeries keep the graph.
-    assert sizes["llm-surgeries"] < sizes["genai-builder"] / 4
-    # Kept for re-use while a manifest uses them; a precision change leaves the old quantization behind for gc.
-    tiny_chat.build("tiny-llama-w4", "llama", precision="w4a16")
-    dropped = {r.key for r in collect(store, [tiny_chat.manifest("tiny-llama-w4", "llama", precision="w4a16")],
-                                      dry_run=True).removed}
-    assert {w8["llm-quantize"], w8["llm-static"], w8["compile"], w8["verify"]} <= dropped
-    assert not {w8["genai-builder"], w8["llm-surgeries"]} & dropped

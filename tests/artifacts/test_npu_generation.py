@@ -15,6 +15,7 @@ import pytest
 from onnx import numpy_helper
 
 from npuctl.artifacts import AccuracyError, BuildError, Store, build_deployment, facts
+from npuctl.artifacts.gc import collect
 from npuctl.artifacts.result import NpuArtifact
 from npuctl.artifacts.store import sha256_file
 from npuctl.runtime.devices import NpuKind, detect_host
@@ -235,3 +236,18 @@ def test_a_config_with_an_impossible_size_is_refused_naming_the_field(tiny_chat:
 def test_an_soc_the_qnn_sdk_cannot_compile_for_fails_the_build_naming_the_target(tiny_chat: TinyChat) -> None:
     with pytest.raises(BuildError, match=r"QNN EP took none of the \d+ nodes .* for soc 999.*targets\[\]\.socModel"):
         tiny_chat.build("tiny-soc999", "llama", targets=[{"socModel": 999}])
+
+
+# Last in the file: it builds w4a16 in the session's store, which the tests above expect to build first.
+def test_the_store_keeps_one_fp32_model_and_gc_drops_what_a_precision_change_left_behind(tiny_chat: TinyChat) -> None:
+    w8 = {s.name: s.key for s in tiny_chat.build("tiny-llama", "llama").steps}
+    store = tiny_chat.store
+    sizes = {step: store.size(store.get(key)) for step, key in w8.items() if store.get(key) is not None}
+    # The fp32 weights are the reference's (genai-builder, also the CPU fallback); the surgeries keep the graph.
+    assert sizes["llm-surgeries"] < sizes["genai-builder"] / 4
+    # Kept for re-use while a manifest uses them; a precision change leaves the old quantization behind for gc.
+    tiny_chat.build("tiny-llama-w4", "llama", precision="w4a16")
+    dropped = {r.key for r in collect(store, [tiny_chat.manifest("tiny-llama-w4", "llama", precision="w4a16")],
+                                      dry_run=True).removed}
+    assert {w8["llm-quantize"], w8["llm-static"], w8["compile"], w8["verify"]} <= dropped
+    assert not {w8["genai-builder"], w8["llm-surgeries"]} & dropped
