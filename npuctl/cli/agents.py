@@ -11,6 +11,7 @@ import click
 from rich.markup import escape
 
 from npuctl.cli.output import err_console
+from npuctl.schema.placement import coverage_text
 
 if TYPE_CHECKING:
     from npuctl.agent.config import AgentConfig
@@ -158,7 +159,7 @@ def serve(paths: Sequence[Path], host: str, port: int, cache: Path | None, allow
     def loaded(model: ServedModel) -> None:
         status = model.status
         if status.ready:
-            where = f"{status.where} ({status.provider}, NPU coverage {status.npu_coverage:.0%})"
+            where = f"{status.where} ({status.provider}, NPU coverage {coverage_text(status.npu_coverage)})"
             err_console.print(f"[green]serving[/green] {escape(f'{model.name} on {where}: {status.message}')}")
         else:
             err_console.print(f"[red]not ready[/red] {escape(f'{model.name}: {status.reason}: {status.message}')}")

@@ -33,6 +33,7 @@ from npuctl.cli.control import AGENT
 from npuctl.cli.output import OUTPUT, console, emit, err_console
 from npuctl.schema.bench import BENCH_ROUNDS, CLIENT_LEVELS, BenchResult, HostFigures, ProcessFigures
 from npuctl.schema.enums import Task
+from npuctl.schema.placement import coverage_text
 from npuctl.schema.power import PowerInForce
 from npuctl.schema.status import ConditionType, DeploymentStatus, RunFacts, now
 
@@ -177,7 +178,8 @@ def _table(result: BenchResult) -> Table:
     process = result.process
     table.add_row(f"agent CPU seconds per {process.unit}", f"{process.cpu_seconds_per_unit:.4f}", "")
     table.add_row("agent peak RSS (MiB)", f"{process.peak_rss_bytes / 2**20:.0f}", "")
-    table.add_row("where", f"{result.where} ({result.provider}, NPU coverage {result.npu_coverage or 0:.0%})", "")
+    where = f"{result.where} ({result.provider}, NPU coverage {coverage_text(result.npu_coverage)})"
+    table.add_row("where", where, "")
     table.add_row("power", power_line(result.power), "")
     return table
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import ConditionType, Phase
 from npuctl.schema import Task
+from npuctl.schema.placement import coverage_text
 
 _tasks: set[asyncio.Task[None]] = set()
 
@@ -54,15 +55,14 @@ def _announce(reconciler: Reconciler, name: str, console: Console) -> None:
     endpoint = reconciler.endpoint
     loaded = status.condition(ConditionType.LOADED)
     console.print(f"[bold green]{name} is Ready[/bold green] as {escape(repr(public))} on {status.provider} "
-                  f"(NPU coverage {status.npu_coverage or 0:.0%}; {escape(loaded.message) if loaded else ''})",
+                  f"(NPU coverage {coverage_text(status.npu_coverage)}; {escape(loaded.message) if loaded else ''})",
                   soft_wrap=True)
     for artifact in status.artifacts:
         accuracy = artifact.accuracy
         measured = f"{accuracy.metric} {accuracy.value:.4f} vs fp32" if accuracy else "prebuilt, not measured here"
-        coverage = artifact.npu_coverage
         console.print(f"  built for {artifact.target} (soc {artifact.soc_model}, {artifact.precision}, "
-                      f"seq {artifact.bucket}): {measured}, NPU coverage "
-                      f"{'unknown' if coverage is None else f'{coverage:.1%}'}", soft_wrap=True)
+                      f"seq {artifact.bucket}): {measured}, NPU coverage {coverage_text(artifact.npu_coverage)}",
+                      soft_wrap=True)
     task = want.deployment.deployment.spec.model.task if want else Task.EMBEDDINGS
     console.print(f"  {_try_it(endpoint, public, task)}", soft_wrap=True, markup=False)
     console.print(f"  dashboard: {endpoint}/ (open it in a browser)", soft_wrap=True, markup=False)
