@@ -122,9 +122,13 @@ def test_text_format_with_tools_answers_a_call_or_the_format(url: str) -> None:
 
 def test_with_a_json_answer_allowed_a_call_is_told_by_its_tool_name() -> None:
     from npuctl.serve.generation.structured import structure
+    from npuctl.serve.http.validation import parse
+    from npuctl.serve.openai.requests import ChatRequest
 
-    form = structure({"tools": [{"type": "function", "function": WEATHER}], "response_format": {
-        "type": "json_schema", "json_schema": {"name": "city", "schema": City.model_json_schema()}}}, guided=True)
+    asked = parse(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": WEATHER}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "city", "schema": City.model_json_schema()}}})
+    form = structure(asked.form, guided=True)
     assert form.json_answer and form.tool_calls('{"name":"get_weather","arguments":{"city":"Oslo"}}')
     for answer in ('{"name":"Oslo","big":true}', '{"name":{"x":1}}', '{"name":"get_weather","big":true}'):
         assert form.tool_calls(answer) is None and not form.cut_call(answer)

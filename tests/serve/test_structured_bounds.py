@@ -31,7 +31,9 @@ from npuctl.serve.generation.schema_bounds import (
 from npuctl.serve.generation.structured import structure
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.faults import MAX_KINDS, MAX_REPORT_CHARS, FaultLog
+from npuctl.serve.http.validation import parse
 from npuctl.serve.models import ServedModel
+from npuctl.serve.openai.requests import ChatRequest
 from npuctl.serve.registry import ModelRegistry
 from tests.serve.conftest import Serve
 
@@ -115,19 +117,22 @@ def test_pattern_sizes_multiply_through_groups_and_add_alternatives() -> None:
 
 def test_the_schemas_of_one_request_share_one_budget() -> None:
     tool = {"type": "array", "maxItems": 4_000}
-    body = {"tools": [{"type": "function", "function": {"name": f"t{i}", "parameters": tool}} for i in range(3)],
-            "tool_choice": "required"}
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required",
+            "tools": [{"type": "function", "function": {"name": f"t{i}", "parameters": tool}} for i in range(3)]}
     with pytest.raises(SchemaTooBig) as caught:
-        structure(body, True)
+        structure(parse(ChatRequest, body).form, True)
     assert caught.value.place == "tools[2].function.parameters"
-    assert structure(body | {"tools": body["tools"][:2]}, True).may_call
+    assert structure(parse(ChatRequest, body | {"tools": body["tools"][:2]}).form, True).may_call
 
 
 def test_ollama_format_is_named_as_ollama_names_it() -> None:
-    from npuctl.serve.ollama.requests import form
+    from npuctl.serve.ollama.bodies import OllamaGenerateRequest
+    from npuctl.serve.ollama.generating import form
 
+    asked = parse(OllamaGenerateRequest, {"model": "m", "format": {"type": "array", "items": {
+        "type": "string", "maxLength": 10**8}}})
     with pytest.raises(ApiError) as caught:
-        form({"format": {"type": "array", "items": {"type": "string", "maxLength": 10**8}}}, True)
+        form(asked, True)
     assert caught.value.message.startswith("format.items.maxLength is 100,000,000")
 
 

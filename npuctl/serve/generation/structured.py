@@ -6,19 +6,17 @@ answered as OpenAI `tool_calls`."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from npuctl.runtime.generation import Guidance
+from npuctl.serve.generation.forms import Form, JsonSchema, JsonSchemaFormat, PlainFormat, Tool, ToolChoice
 from npuctl.serve.generation.schema_bounds import check_schema
 from npuctl.serve.http.errors import ApiError
 
 _COMPACT = {"x-guidance": {"whitespace_flexible": False}}
 """JSON without free whitespace: a small model cannot wander off into blank space."""
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 @dataclass(frozen=True)
@@ -73,17 +71,14 @@ class Structure:
                  "function": {"name": call["name"], "arguments": arguments}}]
 
 
-def structure(body: dict[str, Any], guided: bool, *, schema_place: str = "response_format.json_schema.schema") \
-        -> Structure:
-    """The form `body` asks for; 400 naming the parameter when it is malformed, when a schema passes the bounds
-    of schema_bounds (naming its place: `schema_place` for response_format's), or when it needs guidance and
-    this onnxruntime-genai has none (`guided` false)."""
-    schema = _response_schema(body.get("response_format"), schema_place)
-    tools = _tools(body.get("tools"))
-    choice = body.get("tool_choice", "auto" if tools else "none")
-    parallel = body.get("parallel_tool_calls", True)
-    if not isinstance(parallel, bool):
-        raise ApiError(400, "'parallel_tool_calls' must be true or false", param="parallel_tool_calls")
+def structure(form: Form, guided: bool, *, schema_place: str = "response_format.json_schema.schema") -> Structure:
+    """The grammar `form` asks for; 400 naming the parameter when what no type states is wrong (two tools of one
+    name, a tool_choice naming no tool), when a schema passes the bounds of schema_bounds (naming its place:
+    `schema_place` for response_format's), or when it needs guidance and this onnxruntime-genai has none
+    (`guided` false)."""
+    schema = _response_schema(form.response_format, schema_place)
+    tools = _tools(form.tools)
+    choice = form.tool_choice if form.tool_choice is not None else "auto" if tools else "none"
     calls = _chosen(choice, tools)
     guidance = None
     if calls:
@@ -107,64 +102,36 @@ def structure(body: dict[str, Any], guided: bool, *, schema_place: str = "respon
     return Structure(guidance, tuple(tools), bool(calls), bool(calls) and choice == "auto" and schema is not None)
 
 
-def _response_schema(value: Any, place: str) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "object"} | _COMPACT
-    if kind == "json_schema":
-        spec = value.get("json_schema")
-        schema = spec.get("schema", {}) if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(schema, dict):
-            raise ApiError(400, "'response_format.json_schema' must be an object with a 'name' and a 'schema' "
-                           "object", param="response_format")
+def _response_schema(asked: PlainFormat | JsonSchemaFormat | None, place: str) -> JsonSchema | None:
+    if isinstance(asked, JsonSchemaFormat):
+        schema = asked.json_schema.schema_
         check_schema(schema, place)  # before anything walks it: _closed recurses, the compiler unrolls
         return {**_COMPACT, **_closed(schema)}
-    raise ApiError(400, "'response_format.type' must be text, json_object or json_schema", param="response_format")
+    if asked is not None and asked.type == "json_object":
+        return {"type": "object"} | _COMPACT
+    return None
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ApiError(400, "'tools' must be a list of function tools", param="tools")
-    tools: list[dict[str, Any]] = []
+def _tools(asked: tuple[Tool, ...]) -> list[dict[str, Any]]:
+    """The tools as the chat template takes them, their schemas within one budget."""
     cost = 0
-    for i, tool in enumerate(value):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
-            raise ApiError(400, f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}", param=f"tools[{i}]")
-        name, parameters = function.get("name"), function.get("parameters", _NO_PARAMETERS)
-        if not isinstance(name, str) or not _TOOL_NAME.match(name):
-            raise ApiError(400, f"tools[{i}].function.name must be 1 to 64 letters, digits, '_' or '-'",
-                           param=f"tools[{i}].function.name")
-        if not isinstance(parameters, dict):
-            raise ApiError(400, f"tools[{i}].function.parameters must be a JSON Schema object",
-                           param=f"tools[{i}].function.parameters")
-        cost = check_schema(parameters, f"tools[{i}].function.parameters", cost)
-        tools.append({"type": "function", "function": function | {"parameters": parameters}})
-    names = [tool["function"]["name"] for tool in tools]
+    for i, tool in enumerate(asked):
+        cost = check_schema(tool.function.template()["parameters"], f"tools[{i}].function.parameters", cost)
+    names = [tool.function.name for tool in asked]
     if len(set(names)) != len(names):
         raise ApiError(400, "'tools' names a function twice", param="tools")
-    return tools
+    return [{"type": "function", "function": tool.function.template()} for tool in asked]
 
 
-def _chosen(choice: Any, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _chosen(choice: ToolChoice, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The tools the answer may call."""
     if choice == "none":
         return []
     if not tools:
         raise ApiError(400, "'tool_choice' needs 'tools'", param="tool_choice")
-    if choice in ("auto", "required"):
+    if isinstance(choice, str):
         return tools
-    name = choice.get("function", {}).get("name") if isinstance(choice, dict) and choice.get("type") == "function" \
-        else None
-    if not isinstance(name, str):
-        raise ApiError(400, "'tool_choice' must be none, auto, required or {'type': 'function', 'function': "
-                       "{'name': ...}}", param="tool_choice")
+    name = choice.function.name
     named = [t for t in tools if t["function"]["name"] == name]
     if not named:
         raise ApiError(400, f"'tool_choice' names {name!r}, which is not in 'tools'", param="tool_choice")

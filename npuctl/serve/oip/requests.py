@@ -6,26 +6,29 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field, WithJsonSchema
+from pydantic import Field
 
 from npuctl.serve.http.validation import Body
 
 
+class TensorParameters(Body):
+    """An input's parameters: no shared memory here."""
+
+    binary_data_size: Annotated[int, Field(ge=0)] | None = None
+    """This many of the bytes after the JSON are the tensor's (Triton's binary extension), given instead of data."""
+
+
 class Tensor(Body):
-    """An input (or an answer's output). Its shape, data and parameters are read against the model's signature
-    by the route, whose messages name the input; the schema here says what they may be."""
+    """An input (or an answer's output). Its name, datatype, shape and data are read against the model's
+    signature by the route, whose messages name the input."""
 
     name: str
     datatype: str
     """BOOL, UINT8 ... INT64, FP16, FP32, FP64, or BYTES."""
-    shape: Annotated[Any, WithJsonSchema({"type": "array", "items": {"type": "integer", "minimum": 0}})]
-    data: Annotated[Any, WithJsonSchema({"type": "array", "items": {}})] = None
+    shape: list[Annotated[int, Field(ge=0)]]
+    data: list[Any] | None = None
     """The values, flat or nested row by row (or none, with binary_data_size)."""
-    parameters: Annotated[Any, WithJsonSchema({"type": "object", "nullable": True, "additionalProperties": False,
-                                               "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                                               "description": "binary_data_size: this many of the bytes after the "
-                                                              "JSON are the tensor's (Triton's binary extension)"})] \
-        = None
+    parameters: TensorParameters | None = None
 
 
 class OutputParameters(Body):

@@ -25,7 +25,7 @@ from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip.binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
-from npuctl.serve.oip.requests import InferParameters, InferRequest, RequestedOutput
+from npuctl.serve.oip.requests import InferParameters, InferRequest, RequestedOutput, Tensor
 from npuctl.serve.oip.task_metadata import task_metadata
 
 TEXT_INPUT = "text"
@@ -100,7 +100,7 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
         with ctx.using(request, request.path_params["name"], Api.OIP, ServedModel) as model:
             _version(model, request)
             try:
-                answer, timing = await _infer(request, model, asked, body["inputs"], blobs, started)
+                answer, timing = await _infer(request, model, asked, blobs, started)
             except ApiError:
                 stats.failed(model, time.perf_counter() - started)
                 raise
@@ -126,14 +126,13 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-async def _infer(request: Request, model: ServedModel, asked: InferRequest, tensors: list[Any], blobs: Blobs,
+async def _infer(request: Request, model: ServedModel, asked: InferRequest, blobs: Blobs,
                  started: float) -> tuple[Response, Timing]:
-    """`tensors`: the request's inputs as sent (`asked.inputs` checked their form), read against the signature."""
     inputs, outputs = _signature(model)
     parameters = asked.parameters or InferParameters()
     timeout = model.timeout_seconds if parameters.timeout is None else min(model.timeout_seconds,
                                                                            parameters.timeout / 1e6)
-    feeds = _feeds(tensors, inputs, blobs)
+    feeds = _feeds(asked.inputs, inputs, blobs)
     wanted = _wanted_outputs(asked.outputs, outputs, parameters.binary_data_output)
     decoded = time.perf_counter()
     if isinstance(model, EmbeddingService):
@@ -200,13 +199,11 @@ def _meta(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
-def _feeds(tensors: list[Any], specs: list[TensorSpec], blobs: Blobs) -> dict[str, np.ndarray]:
+def _feeds(tensors: list[Tensor], specs: list[TensorSpec], blobs: Blobs) -> dict[str, np.ndarray]:
     by_name = {spec.name: spec for spec in specs}
     feeds: dict[str, np.ndarray] = {}
     for tensor in tensors:
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise ApiError(400, "every input must be an object with a 'name'")
-        name = tensor["name"]
+        name = tensor.name
         if name not in by_name:
             raise ApiError(400, f"input {name!r} is not an input of this model (inputs: {', '.join(by_name)})")
         if name in feeds:
@@ -219,27 +216,21 @@ def _feeds(tensors: list[Any], specs: list[TensorSpec], blobs: Blobs) -> dict[st
     return feeds
 
 
-def _array(tensor: dict[str, Any], spec: TensorSpec, blobs: Blobs) -> np.ndarray:
-    name, shape, datatype = spec.name, tensor.get("shape"), tensor.get("datatype")
-    if datatype != spec.datatype:
-        raise ApiError(400, f"input {name!r} has datatype {datatype!r}; the model takes {spec.datatype}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
+def _array(tensor: Tensor, spec: TensorSpec, blobs: Blobs) -> np.ndarray:
+    name, shape = spec.name, tensor.shape
+    if tensor.datatype != spec.datatype:
+        raise ApiError(400, f"input {name!r} has datatype {tensor.datatype!r}; the model takes {spec.datatype}")
     if not spec.accepts(shape):
         raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} (-1: any size)")
     if shape and spec.shape and spec.shape[0] == -1:
         check_rows(shape[0], f"input {name!r}")  # its batch rows: one session run, which nothing interrupts
-    parameters = tensor.get("parameters") or {}
-    if not isinstance(parameters, dict) or set(parameters) - {BINARY_SIZE}:
-        raise ApiError(400, f"input {name!r}: the only input parameter npuctl takes is {BINARY_SIZE} "
-                       "(no shared memory)")
-    if BINARY_SIZE in parameters:
-        size = parameters[BINARY_SIZE]
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0 or "data" in tensor:
+    size = tensor.parameters.binary_data_size if tensor.parameters is not None else None
+    if size is not None:
+        if "data" in tensor.model_fields_set:
             raise ApiError(400, f"input {name!r}: {BINARY_SIZE} must be a byte count, given instead of 'data'")
         return decode(spec, blobs.take(size, name), shape)
-    data = tensor.get("data")
-    if not isinstance(data, list):
+    data = tensor.data
+    if data is None:
         raise ApiError(400, f"input {name!r} needs 'data': a list of values (flat or nested, row-major)")
     try:
         flat = np.asarray(data, dtype=spec.dtype).reshape(-1)

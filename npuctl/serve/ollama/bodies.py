@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
 
+from npuctl.serve.generation.forms import JsonSchema, Tool
 from npuctl.serve.generation.logprobs import MAX_CHAT_TOP
 from npuctl.serve.http.errors import ApiError
+from npuctl.serve.http.limits import MAX_ROWS
 from npuctl.serve.http.validation import Body
 from npuctl.serve.ollama import requests as check
-from npuctl.serve.openai.requests import TOOL, StopText
+from npuctl.serve.openai.requests import StopText
 
 DURATION = "^-?[0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h)?$"
 
@@ -105,8 +107,7 @@ class Options(Body):
 
 
 class _Generating(Body):
-    """What /api/chat and /api/generate share; messages, format and tools are checked by the routes (their
-    messages name the place), the schema here says what they take."""
+    """What /api/chat and /api/generate share."""
 
     model: ModelName
     """The deployment's name (or one of its aliases; Ollama's `:latest` tag may be added)."""
@@ -114,8 +115,7 @@ class _Generating(Body):
     """Newline-delimited JSON objects as the answer grows (Ollama's default), or one."""
     options: Options | None = None
     keep_alive: KeepAlive | None = None
-    format: Annotated[Any, WithJsonSchema({"nullable": True, "oneOf": [{"type": "string", "enum": ["", "json"]},
-                                                                       {"type": "object"}]})] = None
+    format: Literal["", "json"] | JsonSchema | None = None
     """"json", or a JSON Schema the answer is held to."""
     think: Literal[False] | None = None
     """This model does not think aloud."""
@@ -124,15 +124,56 @@ class _Generating(Body):
     """Needs logprobs: true."""
 
 
-_MESSAGE = {"type": "object", "required": ["role"], "properties": {
-    "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]}, "content": {"type": "string"},
-    "images": {"type": "array", "maxItems": 0, "nullable": True}, "tool_name": {"type": "string", "nullable": True},
-    "tool_calls": {"type": "array", "items": {"type": "object"}, "nullable": True}}}
+class OllamaFunction(Body):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class OllamaToolCall(Body):
+    """A call an earlier answer made."""
+
+    model_config = ConfigDict(extra="allow")
+
+    function: OllamaFunction
+
+
+class OllamaMessage(Body):
+    # Ollama's clients send back the messages they were answered with, `thinking` included: what a message holds
+    # beyond these fields is not part of a prompt here.
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: Annotated[list[Any], Field(max_length=0)] | None = None
+    """This model takes text only."""
+    tool_name: str | None = None
+    """The tool whose answer this is."""
+    tool_calls: list[OllamaToolCall] | None = None
+    """An assistant's calls."""
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _assistant_calls(cls, calls: list[OllamaToolCall] | None, info: ValidationInfo) -> list[OllamaToolCall] | None:
+        if calls and info.data.get("role") != "assistant":
+            raise ValueError("is not allowed here: only an assistant message calls tools")
+        return calls
+
+    def turn(self) -> dict[str, Any]:
+        """The message as the chat template takes it (a tool's answer carries the tool's name)."""
+        turn: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_name is not None:
+            turn["name"] = self.tool_name
+        if self.tool_calls is not None:
+            turn["tool_calls"] = [{"type": "function", "function": call.function.model_dump()}
+                                  for call in self.tool_calls]
+        return turn
 
 
 class OllamaChatRequest(_Generating):
-    messages: Annotated[Any, WithJsonSchema({"type": "array", "items": _MESSAGE, "minItems": 1})]
-    tools: Annotated[Any, WithJsonSchema({"type": "array", "items": TOOL, "nullable": True})] = None
+    messages: Annotated[list[OllamaMessage], Field(min_length=1, max_length=MAX_ROWS)]
+    tools: list[Tool] | None = None
 
 
 class OllamaGenerateRequest(_Generating):

@@ -24,11 +24,12 @@ from npuctl.serve.generation.completing import checked_prompt, collect, started,
 from npuctl.serve.generation.logprobs import chat_logprobs, token_entry
 from npuctl.serve.generation.queue import FinishReason, Generation, Piece
 from npuctl.serve.generation.structured import Structure
-from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.fastjson import FastJSONResponse
 from npuctl.serve.http.sse import LineStream
 from npuctl.serve.models import EmbeddingService, GenerationService, ServedModel
+from npuctl.serve.ollama import generating
 from npuctl.serve.ollama import requests as check
 from npuctl.serve.ollama.bodies import (
     EmbedRequest,
@@ -63,46 +64,34 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
             return JSONResponse(show(model))
 
     async def chat(request: Request) -> Response:
-        body = await read_json(request, ctx.max_body_bytes)
-        ctx.parse(request, OllamaChatRequest, body)  # the form; the checks below name what they find wrong
-        history = check.messages(body.get("messages"))
-        with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
-            form = check.form(body, model.model.guided)
+        asked = await ctx.body(request, OllamaChatRequest)
+        with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, GenerationService) as model:
+            form = generating.form(asked, model.model.guided)
             try:
-                ids = model.model.tokenizer.chat(history, form.tools)
+                ids = model.model.tokenizer.chat([message.turn() for message in asked.messages], form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc)) from exc
-            ctx.registry.keep_alive(model, check.keep_alive(body.get("keep_alive")))
-            return await _generate(request, model, ids, body, form, chat=True)
+            ctx.registry.keep_alive(model, check.keep_alive(asked.keep_alive))
+            return await _generate(request, model, ids, asked, form, chat=True)
 
     async def generate(request: Request) -> Response:
-        body = await read_json(request, ctx.max_body_bytes)
-        ctx.parse(request, OllamaGenerateRequest, body)  # the form; the checks below name what they find wrong
-        prompt, system = body.get("prompt", ""), body.get("system", "")
-        if not isinstance(prompt, str) or not isinstance(system, str):
-            raise ApiError(400, "'prompt' and 'system' must be strings")
-        raw = body.get("raw", False)
-        if not isinstance(raw, bool):
-            raise ApiError(400, "'raw' must be true or false")
-        check.refuse(body, "suffix", "this model does not fill in the middle", "")
-        check.refuse(body, "images", "this model takes text only", [])
-        check.refuse(body, "template", "npuctl uses the model's own chat template", "")
-        with ctx.using(request, check.model_name(body.get("model"), names()), Api.OLLAMA, GenerationService) as model:
-            ctx.registry.keep_alive(model, check.keep_alive(body.get("keep_alive")))
-            if not prompt:  # Ollama's way to load a model (and, with keep_alive 0, to unload it)
+        asked = await ctx.body(request, OllamaGenerateRequest)
+        with ctx.using(request, check.model_name(asked.model, names()), Api.OLLAMA, GenerationService) as model:
+            ctx.registry.keep_alive(model, check.keep_alive(asked.keep_alive))
+            if not asked.prompt:  # Ollama's way to load a model (and, with keep_alive 0, to unload it)
                 return JSONResponse(_Reply(model, 0, Structure(), False, chat=False).loaded())
             tokenizer = model.model.tokenizer
-            if raw or not tokenizer.has_chat_template:
-                ids = tokenizer.plain(system + prompt)
+            if asked.raw or not tokenizer.has_chat_template:
+                ids = tokenizer.plain(asked.system + asked.prompt)
             else:
-                turns = ([{"role": "system", "content": system}] if system else []) + [{"role": "user",
-                                                                                      "content": prompt}]
+                turns = ([{"role": "system", "content": asked.system}] if asked.system else []) \
+                    + [{"role": "user", "content": asked.prompt}]
                 try:
                     ids = tokenizer.chat(turns)
                 except PromptError as exc:
                     raise ApiError(400, str(exc)) from exc
-            form = check.form(body, model.model.guided)
-            return await _generate(request, model, _context(body, model) + ids, body, form, chat=False)
+            form = generating.form(asked, model.model.guided)
+            return await _generate(request, model, _context(asked.context, model) + ids, asked, form, chat=False)
 
     async def embed(request: Request) -> Response:
         asked = await ctx.body(request, EmbedRequest)
@@ -152,31 +141,27 @@ def ollama_routes(ctx: ServeContext) -> list[BaseRoute]:
     ]
 
 
-async def _generate(request: Request, model: GenerationService, ids: list[int], body: dict[str, Any],
-                    form: Structure, *, chat: bool) -> Response:
-    check.refuse(body, "think", "this model does not think aloud", False)
-    stream = check.stream_flag(body)
-    asked = check.options(body)
-    logprobs = chat_logprobs(body)
-    sampling = replace(asked.sampling, guidance=form.guidance, logprobs=logprobs)
-    prompt = checked_prompt(model, ids, asked.max_tokens, sampling, asked.stop, what="prompt",
-                            max_param="options.num_predict", context=asked.context)
+async def _generate(request: Request, model: GenerationService, ids: list[int],
+                    asked: OllamaChatRequest | OllamaGenerateRequest, form: Structure, *, chat: bool) -> Response:
+    settings = generating.settings(asked.options)
+    logprobs = chat_logprobs(asked.logprobs, asked.top_logprobs)
+    sampling = replace(settings.sampling, guidance=form.guidance, logprobs=logprobs)
+    prompt = checked_prompt(model, ids, settings.max_tokens, sampling, settings.stop, what="prompt",
+                            max_param="options.num_predict", context=settings.context)
     reply = _Reply(model, len(ids), form, logprobs is not None, chat=chat)
     generation = await started(request, model, prompt, "format" if form.param == "response_format" else form.param)
-    if not stream:
+    if not asked.stream:
         whole = await answered(request, collect(generation), model.timeout_seconds)
         return JSONResponse(reply.piece(whole) | reply.final(generation, ids, whole=True))
     return LineStream(reply.lines(generation, ids), stream_lease(model, generation), generation.ready)
 
 
-def _context(body: dict[str, Any], model: GenerationService) -> list[int]:
+def _context(context: list[int] | None, model: GenerationService) -> list[int]:
     """/api/generate's `context`: the token ids an earlier answer gave back, to continue from."""
-    context = body.get("context") or []
     vocabulary = model.model.tokenizer.tokenizer.get_vocab_size()
-    if not isinstance(context, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocabulary
-                                                for t in context):
+    if not all(token < vocabulary for token in context or ()):
         raise ApiError(400, f"'context' must be a list of token ids (0..{vocabulary - 1}) from an earlier answer")
-    return context
+    return list(context or ())
 
 
 class _Reply:

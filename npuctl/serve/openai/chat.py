@@ -4,13 +4,13 @@ as Server-Sent Events (`stream: true`), in OpenAI's shapes."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from npuctl.runtime.generation import Sampling
+from npuctl.runtime.penalties import Penalties
 from npuctl.runtime.prompts import PromptError
 from npuctl.schema.models import Api
 from npuctl.serve.endpoints import ServeContext
@@ -18,15 +18,12 @@ from npuctl.serve.generation.completing import checked_prompt, collect, started,
 from npuctl.serve.generation.logprobs import chat_logprobs
 from npuctl.serve.generation.penalties import openai_penalties
 from npuctl.serve.generation.structured import structure
-from npuctl.serve.http.body import answered, read_json
+from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
-from npuctl.serve.http.limits import check_rows
 from npuctl.serve.http.sse import EventStream
 from npuctl.serve.models import GenerationService
 from npuctl.serve.openai.replies import Reply, Shape
 from npuctl.serve.openai.requests import ChatRequest, CompletionRequest
-
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
 @dataclass(frozen=True)
@@ -42,25 +39,22 @@ class _Options:
 
 def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
     async def chat(request: Request) -> Response:
-        body = await read_json(request, ctx.max_body_bytes)
-        asked = ctx.parse(request, ChatRequest, body)
-        messages = _messages(asked.messages)
+        asked = await ctx.body(request, ChatRequest)
         options = _options(asked)
-        logprobs = chat_logprobs(body)
+        logprobs = chat_logprobs(asked.logprobs, asked.top_logprobs)
         with ctx.using(request, asked.model, Api.OPENAI, GenerationService) as model:
-            form = structure(body, model.model.guided)
+            form = structure(asked.form, model.model.guided)
             try:
-                ids = model.model.tokenizer.chat(messages, form.tools)
+                ids = model.model.tokenizer.chat([message.turn() for message in asked.messages], form.tools)
             except PromptError as exc:
                 raise ApiError(400, str(exc), param="messages") from exc
             sampling = replace(options.sampling, guidance=form.guidance, logprobs=logprobs,
-                               penalties=openai_penalties(body, _vocabulary(model)))
+                               penalties=_penalties(asked, model))
             return await _answer(request, model, ids, replace(options, sampling=sampling), chat=True,
                                  what="messages", shape=Shape(form, logprobs is not None))
 
     async def completions(request: Request) -> Response:
-        body = await read_json(request, ctx.max_body_bytes)
-        asked = ctx.parse(request, CompletionRequest, body)
+        asked = await ctx.body(request, CompletionRequest)
         prompt = asked.prompt if isinstance(asked.prompt, str) else asked.prompt[0]
         options = _options(asked)
         logprobs, echo = asked.logprobs, asked.echo
@@ -69,7 +63,7 @@ def chat_routes(ctx: ServeContext) -> list[BaseRoute]:
                            "does not compute", param="echo")
         with ctx.using(request, asked.model, Api.OPENAI, GenerationService) as model:
             options = replace(options, sampling=replace(options.sampling, logprobs=logprobs,
-                                                        penalties=openai_penalties(body, _vocabulary(model))))
+                                                        penalties=_penalties(asked, model)))
             ids = model.model.tokenizer.plain(prompt)
             return await _answer(request, model, ids, options, chat=False, what="prompt",
                                  shape=Shape(logprobs=logprobs is not None, echo=prompt if echo else ""))
@@ -92,37 +86,9 @@ async def _answer(request: Request, model: GenerationService, ids: list[int], op
     return EventStream(reply.events(generation, options.include_usage), stream_lease(model, generation), generation.ready)
 
 
-def _vocabulary(model: GenerationService) -> int:
-    return int(model.model.tokenizer.tokenizer.get_vocab_size())
-
-
-def _messages(value: Any) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, "'messages' must be a non-empty array of messages", param="messages")
-    check_rows(len(value), "'messages'", param="messages")
-    messages = []
-    for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise ApiError(400, f"messages[{i}] must be an object with 'role' and 'content'", param=f"messages[{i}]")
-        role = message.get("role")
-        if not isinstance(role, str) or role not in ROLES:
-            raise ApiError(400, f"messages[{i}].role is {role!r}; expected one of {', '.join(sorted(ROLES))}",
-                           param=f"messages[{i}].role")
-        messages.append(message | {"content": _content(message.get("content"), i, role)})
-    return messages
-
-
-def _content(value: Any, index: int, role: str) -> str:
-    """A message's text: a string, or OpenAI's list of text parts (other part types need a multimodal model)."""
-    if isinstance(value, str):
-        return value
-    if value is None and role == "assistant":
-        return ""
-    if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                       and isinstance(p.get("text"), str) for p in value):
-        return "".join(p["text"] for p in value)
-    raise ApiError(400, f"messages[{index}].content must be a string or a list of text parts",
-                   param=f"messages[{index}].content")
+def _penalties(asked: ChatRequest | CompletionRequest, model: GenerationService) -> Penalties:
+    vocabulary = int(model.model.tokenizer.tokenizer.get_vocab_size())
+    return openai_penalties(asked.logit_bias, asked.frequency_penalty, asked.presence_penalty, vocabulary)
 
 
 def _options(asked: ChatRequest | CompletionRequest) -> _Options:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from npuctl.serve.embedding import is_token_array
+from npuctl.serve.generation.forms import Form, ResponseFormat, Tool, ToolChoice
 from npuctl.serve.generation.logprobs import MAX_CHAT_TOP, MAX_COMPLETION_TOP
+from npuctl.serve.generation.penalties import MAX_LOGIT_BIAS
 from npuctl.serve.http.limits import MAX_ROWS
 from npuctl.serve.http.validation import Body
 from npuctl.serve.openai import fields
@@ -49,29 +51,62 @@ class EmbeddingsRequest(Body):
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)] | None
 StopText = Annotated[str, Field(min_length=1)]
-AnySchema = dict[str, Any]
-_TEXT_PARTS = {"type": "array", "items": {"type": "object", "properties": {
-    "type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}, "required": ["type", "text"]}}
-_CONTENT = {"oneOf": [{"type": "string"}, _TEXT_PARTS]}
-_MESSAGE = {"oneOf": [
-    {"type": "object", "properties": {"role": {"type": "string", "enum": ["system", "developer", "user", "tool"]},
-                                      "content": _CONTENT}, "required": ["role", "content"]},
-    {"type": "object", "properties": {"role": {"type": "string", "enum": ["assistant"]},
-                                      "content": {**_CONTENT, "nullable": True}}, "required": ["role"]}]}
-TOOL = {"type": "object", "properties": {
-    "type": {"type": "string", "enum": ["function"]},
-    "function": {"type": "object", "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                                                  "description": {"type": "string"}, "parameters": {"type": "object"}},
-                 "required": ["name"]}}, "required": ["type", "function"]}
-_RESPONSE_FORMAT = {"oneOf": [
-    {"type": "object", "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
-     "required": ["type"]},
-    {"type": "object", "properties": {"type": {"type": "string", "enum": ["json_schema"]}, "json_schema": {
-        "type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"},
-                                         "strict": {"type": "boolean"}}, "required": ["name"]}},
-     "required": ["type", "json_schema"]}]}
-"""Messages, tools and response_format are checked by the chat template's and structured output's own code
-(npuctl/serve/generation/), which the Responses and Ollama APIs share; their schemas here say what that code takes."""
+
+
+class ChatTextPart(Body):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    """Text only: other part types need a multimodal model."""
+    text: str
+
+
+Content = str | list[ChatTextPart]
+
+
+class _Message(Body):
+    """Keys beyond role and content (a tool call's id, a name, an assistant's tool_calls) go to the chat template
+    as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @field_validator("role", mode="before", check_fields=False)
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        """Every role in the error, not just those of the message kind the role's value fell to."""
+        if not isinstance(value, str) or value not in ROLES:
+            raise ValueError(f"is {value!r}; expected one of {', '.join(sorted(ROLES))}")
+        return value
+
+    def turn(self) -> dict[str, Any]:
+        """The message as the chat template takes it: its content as one text."""
+        content: Content | None = getattr(self, "content")
+        text = "" if content is None else content if isinstance(content, str) else "".join(p.text for p in content)
+        return self.model_dump(exclude_unset=True) | {"content": text}
+
+
+class OpenAIMessage(_Message):
+    role: Literal["system", "developer", "user", "tool"]
+    content: Content
+    """A string, or a list of text parts."""
+
+
+class OpenAIAssistantMessage(_Message):
+    role: Literal["assistant"]
+    content: Content | None = None
+    """A string, or a list of text parts; none beside tool_calls."""
+
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _role_kind(value: Any) -> str:
+    return "assistant-message" if isinstance(value, dict) and value.get("role") == "assistant" else "other-message"
+
+
+ChatMessage = Annotated[Annotated[OpenAIMessage, Tag("other-message")]
+                        | Annotated[OpenAIAssistantMessage, Tag("assistant-message")],
+                        Discriminator(_role_kind)]
 
 
 class StreamOptions(Body):
@@ -101,9 +136,10 @@ class _Generation(Body):
     """Generate past the end token, to max_tokens (as vLLM takes it)."""
     frequency_penalty: Penalty = None
     presence_penalty: Penalty = None
-    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]] | None,
-                          Field(json_schema_extra={"maxProperties": 1024})] = None
-    """Token ids of the model's vocabulary (as strings) to a bias; at most 1024 (checked with the vocabulary)."""
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]],
+                          Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    """Token ids of the model's vocabulary (as strings) to a bias from -100 to 100 (the ids checked with the
+    vocabulary)."""
     user: str = ""
     """Names the caller for OpenAI's abuse monitoring; it never changes an answer, here as there."""
     safety_identifier: str = ""
@@ -111,6 +147,14 @@ class _Generation(Body):
     prompt_cache_key: str = ""
     """OpenAI's prompt cache's key; it never changes an answer, here as there."""
     stop: StopText | Annotated[list[StopText], Field(max_length=4)] | None = None
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _biases(cls, value: Any) -> Any:
+        """Today's words for the cap (pydantic's name no count)."""
+        if isinstance(value, dict) and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"has {len(value)} entries; the limit is {MAX_LOGIT_BIAS}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -129,20 +173,31 @@ class _Generation(Body):
 
 
 class ChatRequest(_Generation):
-    messages: Annotated[Any, WithJsonSchema({"type": "array", "items": _MESSAGE, "minItems": 1})]
-    """Checked message by message by the chat route, which names the message and field that is wrong."""
-    response_format: Annotated[AnySchema, WithJsonSchema(_RESPONSE_FORMAT)] | None = None
-    tools: Annotated[list[AnySchema], WithJsonSchema({"type": "array", "items": TOOL})] | None = None
-    tool_choice: Annotated[Any, WithJsonSchema({"description": "needs tools (none, auto, required, or a named "
-                                                                "function)"})] = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_ROWS)]
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    """Needs tools (none: no call; auto: a call or text; required: a call; or the function to call)."""
     parallel_tool_calls: bool = True
+    """An answer here is at most one call either way."""
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_CHAT_TOP)] | None = None
     """Needs logprobs: true."""
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _some(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not value:
+            raise ValueError("must be a non-empty array of messages")
+        return value
+
     @classmethod
     def _refusals(cls) -> dict[str, fields.Refused]:
         return fields.CHAT
+
+    @property
+    def form(self) -> Form:
+        return Form(self.response_format, tuple(self.tools or ()), self.tool_choice)
 
 
 class CompletionRequest(_Generation):

@@ -9,6 +9,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+from npuctl.serve.generation.forms import (
+    NO_PARAMETERS,
+    ChosenFunction,
+    ChosenTool,
+    Form,
+    Function,
+    JsonSchemaFormat,
+    JsonSchemaSpec,
+    PlainFormat,
+    Tool,
+    ToolChoice,
+)
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.validation import description, place
 from npuctl.serve.openai.fields import REASONING, TEXT_ONLY, Refused
@@ -123,24 +135,21 @@ class ResponsesRequest(_Strict):
     def streamed(self) -> bool:
         return bool(self.stream)
 
-    def chat_form(self) -> dict[str, Any]:
-        """`tools`, `tool_choice` and `text.format` in the chat API's shape, for the grammar (structured.py)."""
-        tools = [{"type": "function", "function": {"name": tool.name, "parameters": tool.parameters or
-                                                   {"type": "object", "properties": {}}}
-                  | ({"description": tool.description} if tool.description else {})} for tool in self.tools or []]
-        choice: Any = self.tool_choice
-        if isinstance(choice, NamedFunction):
-            choice = {"type": "function", "function": {"name": choice.name}}
-        form: dict[str, Any] = {"tools": tools or None, "parallel_tool_calls": self.parallel_tool_calls is not False}
-        if choice is not None:
-            form["tool_choice"] = choice
+    def chat_form(self) -> Form:
+        """`tools`, `tool_choice` and `text.format` in the chat API's types, for the grammar (structured.py)."""
+        tools = tuple(Tool(type="function", function=Function.model_validate(
+            {"name": tool.name, "parameters": tool.parameters or NO_PARAMETERS}
+            | ({"description": tool.description} if tool.description else {}))) for tool in self.tools or [])
+        choice: ToolChoice | None = ChosenTool(type="function", function=ChosenFunction(name=self.tool_choice.name)) \
+            if isinstance(self.tool_choice, NamedFunction) else self.tool_choice
         text = self.text.format if self.text else None
+        asked: PlainFormat | JsonSchemaFormat | None = None
         if text is not None and text.type == "json_schema":
-            form["response_format"] = {"type": "json_schema", "json_schema": {"name": text.name or "answer",
-                                                                              "schema": text.schema_ or {}}}
+            asked = JsonSchemaFormat(type="json_schema", json_schema=JsonSchemaSpec.model_validate(
+                {"name": text.name or "answer", "schema": text.schema_ or {}}))
         elif text is not None:
-            form["response_format"] = {"type": text.type}
-        return form
+            asked = PlainFormat(type="text" if text.type == "text" else "json_object")
+        return Form(asked, tools, choice)
 
 
 REFUSED = {

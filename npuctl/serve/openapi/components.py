@@ -15,9 +15,10 @@ def components(*models: type[BaseModel]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for model in models:
         schema = model.model_json_schema(ref_template=REF)
-        for name, nested in schema.pop("$defs", {}).items():
-            schemas[name] = _openapi(nested)
-        schemas[model.__name__] = _openapi(schema)
+        for name, nested in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+            converted = _openapi(nested)
+            if schemas.setdefault(name, converted) != converted:
+                raise ValueError(f"two request models are named {name}: rename one (components share one namespace)")
     return schemas
 
 
