@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.validation import Body
+from npuctl.serve.oip.binary import BINARY_SIZE
 
 
 class TensorParameters(Body):
@@ -29,6 +31,23 @@ class Tensor(Body):
     data: list[Any] | None = None
     """The values, flat or nested row by row (or none, with binary_data_size)."""
     parameters: TensorParameters | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        """The words clients had before the model: they name the input (as the route's checks against the
+        signature do), not its index."""
+        name = value.get("name") if isinstance(value, dict) else None
+        if not isinstance(name, str):
+            return value
+        shape, parameters = value.get("shape"), value.get("parameters")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
+            raise ApiError(400, f"input {name!r} needs a 'shape': a list of non-negative integers")
+        if parameters is not None and (not isinstance(parameters, dict) or set(parameters) - {BINARY_SIZE}):
+            raise ApiError(400, f"input {name!r}: the only input parameter npuctl takes is {BINARY_SIZE} "
+                           "(no shared memory)")
+        return value
 
 
 class OutputParameters(Body):
@@ -55,3 +74,10 @@ class InferRequest(Body):
     outputs: list[RequestedOutput] | None = None
     """The outputs to send, by name (all, when left out)."""
     parameters: InferParameters | None = None
+
+
+class IndexRequest(Body):
+    """The repository index's optional body."""
+
+    ready: bool = False
+    """Only the models that are ready."""

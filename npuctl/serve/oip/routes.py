@@ -25,7 +25,7 @@ from npuctl.serve.http.validation import parse
 from npuctl.serve.models import EmbeddingService, ServedModel, TensorService
 from npuctl.serve.oip.binary import BINARY_SIZE, HEADER_LENGTH, Blobs, decode, encode, respond, split
 from npuctl.serve.oip.repository import EXTENSIONS, PLATFORM, InferenceStats, Timing, config, index
-from npuctl.serve.oip.requests import InferParameters, InferRequest, RequestedOutput, Tensor
+from npuctl.serve.oip.requests import IndexRequest, InferParameters, InferRequest, RequestedOutput, Tensor
 from npuctl.serve.oip.task_metadata import task_metadata
 
 TEXT_INPUT = "text"
@@ -86,10 +86,8 @@ def oip_routes(ctx: ServeContext) -> list[BaseRoute]:
 
     async def repository_index(request: Request) -> Response:
         body = await read_body(request, ctx.max_body_bytes)
-        query, _ = split(body, None) if body.strip() else ({}, None)
-        if not isinstance(query, dict) or not isinstance(query.get("ready", False), bool):
-            raise ApiError(400, "the body is optional; if given, a JSON object with a boolean 'ready'")
-        return JSONResponse(index(served(), query.get("ready", False), lambda text: ctx.message(request, text)))
+        asked = parse(IndexRequest, split(body, None)[0]) if body.strip() else IndexRequest()
+        return JSONResponse(index(served(), asked.ready, lambda text: ctx.message(request, text)))
 
     async def infer(request: Request) -> Response:
         started = time.perf_counter()

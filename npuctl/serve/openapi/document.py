@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from npuctl import __version__
-from npuctl.serve.oip.requests import InferRequest
+from npuctl.serve.oip.requests import IndexRequest, InferRequest
 from npuctl.serve.ollama.bodies import (
     EmbedRequest,
     OllamaChatRequest,
@@ -98,7 +98,7 @@ def bench_schemas() -> dict[str, Any]:
 
 def request_components() -> dict[str, Any]:
     """Every request body's schema, from the model the server validates it with."""
-    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, InferRequest,
+    return components(ResponsesRequest, ChatRequest, CompletionRequest, EmbeddingsRequest, InferRequest, IndexRequest,
                       OllamaChatRequest, OllamaGenerateRequest, EmbedRequest, PromptEmbeddingRequest, ShowRequest,
                       RerankRequest, RerankV2Request, ClassifyRequest, TeiEmbedRequest, TeiPredictRequest,
                       GenerateRequest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from npuctl.serve.oip.requests import InferRequest, Tensor
+from npuctl.serve.oip.requests import IndexRequest, InferRequest, Tensor
 from npuctl.serve.ollama.bodies import (
     EmbedRequest,
     OllamaChatRequest,
@@ -51,8 +51,7 @@ def oip_paths() -> dict[str, Any]:
         "/v2/health/ready": {"get": {"summary": "readiness of every model", "responses": {"200": ready, "503": ready}}},
         "/v2/repository/index": {"post": {
             "summary": "every model over /v2 and its state",
-            "requestBody": {"required": False, "content": {"application/json": {
-                "schema": obj({"ready": {"type": "boolean"}})}}},
+            "requestBody": request(ref(IndexRequest)) | {"required": False},
             "responses": {"200": json_body({"type": "array", "items": ANY_OBJECT}, "models"),
                           **errors("PlainError", 400)}}},
         "/v2/models/stats": {"get": {"summary": "inference statistics of every model",
