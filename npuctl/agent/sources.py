@@ -60,6 +60,10 @@ class SourceState:
         if self.verdict is not None:
             self.state, self.message = self.verdict
 
+    def keeping(self, state: str, why: str) -> None:
+        """A poll that brought no new bundle: `state` and why, the bundle in effect kept."""
+        self.state, self.message = state, f"{why}; keeping bundle {self.version}"
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -146,10 +150,10 @@ class SourcePoller:
             self._stalled(source, state)
             return
         except FetchRefused as exc:
-            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+            state.keeping("Rejected", str(exc))
             return
         except FetchError as exc:
-            state.state, state.message = "Unreachable", f"{exc}; keeping bundle {state.version}"
+            state.keeping("Unreachable", str(exc))
             return
         self._accept(source, state, response.body, signature.body.decode("ascii", "replace"), None)
         if state.state != "Unreachable":  # pins that could not be checked: fetch the bundle again next time
@@ -176,19 +180,18 @@ class SourcePoller:
             self._stalled(source, state)
             return
         except RegistryError as exc:
-            state.state, state.message = "Unreachable", f"{exc}; keeping bundle {state.version}"
+            state.keeping("Unreachable", str(exc))
             return
         except ValueError as exc:  # not a bundle, or its cosign signature does not verify
-            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+            state.keeping("Rejected", str(exc))
             return
         self._accept(source, state, pulled.data, pulled.signature, pulled.digest)
         if state.state != "Unreachable":
             state.etag, state.verdict = pulled.digest, (state.state, state.message)
 
     def _stalled(self, source: ManifestSource, state: SourceState) -> None:
-        state.state = "Stalled"
-        state.message = (f"the poll did not finish within {source.poll_timeout_seconds:g} s (pollTimeoutSeconds): "
-                         f"the server sends too slowly or not at all; keeping bundle {state.version}")
+        state.keeping("Stalled", f"the poll did not finish within {source.poll_timeout_seconds:g} s "
+                      "(pollTimeoutSeconds): the server sends too slowly or not at all")
         log.warning("%s: %s", source.name, state.message)
 
     def _polled(self, source: ManifestSource) -> SourceState:
@@ -205,9 +208,9 @@ class SourcePoller:
             self._check_order(source, bundle)
             check_pins(bundle.steps, self.registries)
         except bundles.BundleError as exc:
-            state.state, state.message = "Rejected", f"{exc}; keeping bundle {state.version}"
+            state.keeping("Rejected", str(exc))
         except RegistryError as exc:
-            state.state, state.message = "Unreachable", f"checking the bundle's step pins: {exc}; keeping bundle {state.version}"
+            state.keeping("Unreachable", f"checking the bundle's step pins: {exc}")
         else:
             self._apply(source, bundle, state, digest)
 

@@ -23,6 +23,7 @@ from npuctl.agent import reading as reading_module
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.reconcile import Reconciler
 from npuctl.agent.status import StatusBook
+from npuctl.schema import load_file
 from tests.agent.fakes import FakeActuator
 from tests.agent.harness import Agent, X, infer, manifest
 
@@ -237,8 +238,6 @@ def test_a_read_that_hangs_never_blocks_the_loop_and_is_shown(config: AgentConfi
     guard = threading.Timer(20, gate.set)  # before the fix the read blocks the test's own loop: this ends it
     guard.daemon = True
     guard.start()
-    load_file = desired_module.load_file
-
     def hung(file: Path, within: Path | None = None) -> Any:  # a file on a share that stopped answering
         gate.wait()
         return load_file(file, within) if within else load_file(file)

@@ -8,7 +8,7 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
-from npuctl.cli.oneshot import artifacts_of
+from npuctl.artifacts import artifacts_of
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
 from tests.serve.conftest import Serve

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from npuctl.artifacts import BuildResult
-from npuctl.cli.oneshot import artifacts_of, build_and_load
+from npuctl.artifacts import BuildResult, artifacts_of
+from npuctl.cli.oneshot import build_and_load
 from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
 from tests.serve.conftest import Serve

@@ -9,8 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from npuctl.artifacts import BuildResult
-from npuctl.cli.oneshot import artifacts_of
+from npuctl.artifacts import BuildResult, artifacts_of
 from npuctl.serve.app import create_app
 from npuctl.serve.http.server import BackgroundServer
 from npuctl.serve.models import GenerationService, ModelStatus, Unavailable, load_served

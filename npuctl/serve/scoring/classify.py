@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 from starlette.requests import Request
@@ -31,17 +32,7 @@ def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
             if model.task is not Task.CLASSIFICATION:
                 raise ApiError(404, f"the model {name!r} does not serve this kind of request (it is a "
                                f"{model.task.value} model, not a classifier)", param="model")
-            tokens = await tokenized(texts, model.model.encoder.encode)
-            if not (model.truncate if asked.truncate is None else asked.truncate):
-                long = next((i for i, t in enumerate(tokens) if t.truncated), None)
-                if long is not None:
-                    raise token_limit_error(f"input[{long}]", model.model.encoder.max_tokens, "input")
-            logits = np.stack(await answered(request, model.batcher.submit(tokens), model.timeout_seconds))
-            head = model.model.head
-            scores = logits.astype(np.float64) if raw else head.probabilities(logits)
-            data = [[{"label": head.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")]
-                    for row in scores]
-            used = sum(len(t.ids) for t in tokens)
+            data, used = await classified(request, model, texts, asked.truncate, "input", raw=raw)
             return JSONResponse({"object": "classify", "data": data, "model": model.name,
                                  "usage": {"prompt_tokens": used, "total_tokens": used},
                                  "id": f"classify-{uuid.uuid4().hex}", "created": int(time.time())})
@@ -50,3 +41,23 @@ def classify_routes(ctx: ServeContext) -> list[BaseRoute]:
         Route("/v1/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
         Route("/classify", ctx.endpoint(Api.OPENAI, classify), methods=["POST"]),
     ]
+
+
+Scores = list[list[dict[str, Any]]]
+
+
+async def classified(request: Request, model: ScoringService, texts: list[str], truncate: bool | None, field: str, *,
+                     raw: bool) -> tuple[Scores, int]:
+    """Every label with its score per text, most likely first (`raw`: logits), and the tokens read. A text past
+    the model's limit is cut, or with `truncate` false (the deployment's choice when None) a 400 naming it."""
+    tokens = await tokenized(texts, model.model.encoder.encode)
+    if not (model.truncate if truncate is None else truncate):
+        long = next((i for i, t in enumerate(tokens) if t.truncated), None)
+        if long is not None:
+            raise token_limit_error(f"{field}[{long}]", model.model.encoder.max_tokens, field)
+    logits = np.stack(await answered(request, model.batcher.submit(tokens), model.timeout_seconds))
+    head = model.model.head
+    scores = logits.astype(np.float64) if raw else head.probabilities(logits)
+    labelled = [[{"label": head.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")]
+                for row in scores]
+    return labelled, sum(len(t.ids) for t in tokens)

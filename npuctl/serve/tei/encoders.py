@@ -4,19 +4,16 @@ is a 400 naming it."""
 
 from __future__ import annotations
 
-import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from npuctl.schema.models import Api, Task
 from npuctl.serve import embedding
 from npuctl.serve.endpoints import ServeContext
-from npuctl.serve.http.body import answered
 from npuctl.serve.http.errors import ApiError
 from npuctl.serve.http.fastjson import FastJSONResponse
-from npuctl.serve.http.limits import tokenized
 from npuctl.serve.models import EmbeddingService, ScoringService
-from npuctl.serve.scoring.requests import token_limit_error
+from npuctl.serve.scoring.classify import classified
 from npuctl.serve.tei.requests import PredictParameters, TeiEmbedRequest, TeiPredictRequest
 
 
@@ -46,13 +43,6 @@ async def predict(request: Request, ctx: ServeContext, asked: TeiPredictRequest,
             raise ApiError(400, f"'parameters.function_to_apply' {function!r}: this model's scores are "
                            f"{'sigmoid' if head.multi_label else 'softmax'} (or none: raw logits)",
                            param="parameters.function_to_apply")
-        tokens = await tokenized(items, model.model.encoder.encode)
-        if not (model.truncate if asked.truncate is None else asked.truncate):
-            long = next((i for i, t in enumerate(tokens) if t.truncated), None)
-            if long is not None:
-                raise token_limit_error(f"inputs[{long}]", model.model.encoder.max_tokens, "inputs")
-        logits = np.stack(await answered(request, model.batcher.submit(tokens), model.timeout_seconds))
-        scores = logits.astype(np.float64) if raw else head.probabilities(logits)
-        answers = [[{"label": head.labels[j], "score": float(row[j])} for j in np.argsort(-row, kind="stable")]
-                   [:parameters.top_k] for row in scores]
+        scores, _ = await classified(request, model, items, asked.truncate, "inputs", raw=raw)
+        answers = [labels[:parameters.top_k] for labels in scores]
         return JSONResponse(answers)  # a list per input, a single input too (as the Inference API answers)
