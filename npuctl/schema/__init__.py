@@ -1,6 +1,7 @@
 """The API's contracts: pydantic models of `ModelDeployment` (`models`), the SoC table (`targets`), the
 YAML loader that places every error at file:line:col (`loader`), the names two deployments cannot share
-(`clashes`), loading many files and folders at once (`folders`), and the status the agent reports (`status`, published as schema/status.schema.json). No I/O
+(`clashes`), loading many files and folders at once (`folders`), and the status the agent reports (`status`, published
+as schema/status.schema.json, with a chat pack's `placement` and a loaded model's `cost`). No I/O
 beyond reading manifest files; imports nothing else of npuctl but npuctl.errors."""
 
 from npuctl.schema.errors import ManifestError

@@ -1,6 +1,7 @@
-"""Serving over HTTP: one Starlette app for many models (OpenAI /v1, Open Inference Protocol /v2,
-/metrics), dynamic batching per model, and a registry that models are put into, swapped in and
-removed from while the server runs.
+"""Serving over HTTP: one Starlette app for many models (OpenAI /v1, Open Inference Protocol /v2, Ollama /api,
+TEI and TGI, rerank and classify, /metrics), dynamic batching per model, and a registry that models are put into,
+swapped in and removed from while the server runs. One folder per API (`openai/`, `ollama/`, `oip/`, `scoring/`,
+`tei/`), with `http/` (the plumbing they share), `generation/` (text generation) and `openapi/` (the description).
 
     registry = ModelRegistry()
     registry.put(load_served(deployment, artifacts))     # add, or swap atomically

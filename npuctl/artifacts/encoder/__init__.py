@@ -1,1 +1,3 @@
-"""Encoder builds (embeddings, rerankers, classifiers): export, static shapes and fixes, quantization, calibration inputs, verification."""
+"""Encoder builds (embeddings, rerankers, classifiers): export (`export`) and verification (`verify`, `verify_scores`).
+The steps they share with other builds are the package's own: static shapes and fixes (`graphs`), quantization
+(`quantize`), calibration inputs (`inputs`)."""
