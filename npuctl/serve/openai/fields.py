@@ -15,6 +15,11 @@ class Refused:
     unset: tuple[Any, ...] = ()
     """Values that mean "not set" (besides null), which clients send by default."""
 
+    def check(self, name: str, value: Any) -> None:
+        """400 naming `name` when `value` is set to anything but null or a "not set" value."""
+        if value is not None and not any(type(value) is type(u) and value == u for u in self.unset):
+            raise ApiError(400, f"'{name}' is not supported: {self.why}", param=name)
+
 
 TEXT_ONLY = "this server's models take and answer text only"
 NO_STORE = "this server keeps no answers (store them on the client)"
@@ -37,17 +42,9 @@ COMPLETIONS = {
     "best_of": Refused("only one completion is generated per request (best_of 1)", (1,)),
     "suffix": Refused("the model generates after the prompt only (no insertion)", ("",)),
 }
-IDENTIFIERS = ("user", "safety_identifier", "prompt_cache_key")
-"""Strings that name the caller or a cache for OpenAI's abuse monitoring and prompt caching; they never change an
-answer, here as there. Checked as strings, and taken."""
 
 
 def refuse(body: dict[str, Any], table: dict[str, Refused]) -> None:
-    """400 naming the first field of `table` that `body` sets; 400 when an identifier is not a string."""
+    """400 naming the first field of `table` that `body` sets."""
     for name, refused in table.items():
-        value = body.get(name)
-        if value is not None and not any(type(value) is type(u) and value == u for u in refused.unset):
-            raise ApiError(400, f"'{name}' is not supported: {refused.why}", param=name)
-    for name in IDENTIFIERS:
-        if not isinstance(body.get(name, ""), str):
-            raise ApiError(400, f"'{name}' must be a string", param=name)
+        refused.check(name, body.get(name))

@@ -70,7 +70,10 @@ class _Message(Body):
 
     model_config = ConfigDict(extra="allow")
 
-    @field_validator("role", mode="before", check_fields=False)
+    role: str
+    content: Content | None = None
+
+    @field_validator("role", mode="before")
     @classmethod
     def _known(cls, value: Any) -> Any:
         """Every role in the error, not just those of the message kind the role's value fell to."""
@@ -80,7 +83,7 @@ class _Message(Body):
 
     def turn(self) -> dict[str, Any]:
         """The message as the chat template takes it: its content as one text."""
-        content: Content | None = getattr(self, "content")
+        content = self.content
         text = "" if content is None else content if isinstance(content, str) else "".join(p.text for p in content)
         return self.model_dump(exclude_unset=True) | {"content": text}
 

@@ -183,9 +183,7 @@ def parse(body: Any) -> ResponsesRequest:
         hint = f" ({TEXT_ONLY})" if where.startswith("input") and "content" in where else f" ({about})" if about else ""
         raise ApiError(400, f"'{where}' {why}{hint}", param=where or None) from None
     for name, refused in REFUSED.items():
-        value = getattr(request, name)
-        if value is not None and not any(type(value) is type(unset) and value == unset for unset in refused.unset):
-            raise ApiError(400, f"'{name}' is not supported: {refused.why}", param=name)
+        refused.check(name, getattr(request, name))
     return request
 
 
