@@ -117,8 +117,10 @@ def make_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
     fast.save_pretrained(folder)
     torch.manual_seed(0)
     hf_config = AutoConfig.for_model(**(config | {"bos_token_id": bos, "eos_token_id": eos}))
+    # In the published checkpoints' own dtype (bfloat16 for all of CONFIGS): what the builder loads is what a
+    # user's download is, at 2 bytes per parameter.
     with torch.device("cpu"):
-        model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config["torch_dtype"]))
     model.save_pretrained(folder)
     del model
     return folder
@@ -182,7 +184,7 @@ def build(name: str, root: Path, layers: int | None, vocab: int | None, stop_aft
         config["num_hidden_layers"] = layers
     if vocab:
         config["vocab_size"] = vocab
-    label = f"{name}-{config['num_hidden_layers']}l-{config['vocab_size']}v"
+    label = f"{name}-{config['num_hidden_layers']}l-{config['vocab_size']}v-{config['torch_dtype']}"
     started = time.perf_counter()
     checkpoint = root / "checkpoints" / label
     # In a child: torch's memory would otherwise stay in this process and count in every step's peak.
@@ -265,7 +267,7 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", choices=sorted(CONFIGS), default=list(BUILT))
     parser.add_argument("--layers", type=int, help="cut every model to this many layers")
     parser.add_argument("--vocab", type=int, help="another vocabulary size than the config's")
-    parser.add_argument("--stop-after", choices=("llm-surgeries", "llm-quantize", "llm-static", "compile"))
+    parser.add_argument("--stop-after", choices=("genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile"))
     parser.add_argument("--root", type=Path, help="checkpoints and stores (kept for re-runs); default a temp dir")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -65,12 +65,13 @@ def builder_step(source: ResolvedSource, precision: Precision,
 
 
 def run_builder(source: Path, out: Path, precision: str) -> None:
-    """`python -m onnxruntime_genai.models.builder` in a child process (it prints progress and holds the
-    torch model: neither belongs in the agent's process). Raises BuildError with the end of its log."""
+    """onnxruntime-genai's model builder in a child process (it prints progress and holds the torch model:
+    neither belongs in the agent's process), its casts made a slice at a time (genai_child). Raises BuildError
+    with the end of its log."""
     if dist_version("onnxruntime-genai") is None:
         raise BuildError(STEP, "onnxruntime-genai is not installed: pip install 'npuctl[genai]'")
     with tempfile.TemporaryDirectory(prefix="npuctl-genai-") as cache:
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+        command = [sys.executable, "-m", "npuctl.artifacts.llm.genai_child", "-i", str(source), "-o", str(out),
                    "-p", precision, "-e", "cpu", "-c", cache]
         # The source is local; the builder must never reach for the Hub. Unbuffered: its lines are its progress.
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
