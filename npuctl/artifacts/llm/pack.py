@@ -85,7 +85,8 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     config = model_config(source)
     shape = resolve_shape(deployment, config, source.uri)
     needs = preflight.estimate(config, runner.store.root)
-    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary()))
+    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
+                              preflight=needs))
     preflight.check(needs, source.uri)
     runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
     reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run)
