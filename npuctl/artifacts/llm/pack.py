@@ -84,7 +84,8 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     spec = deployment.spec
     config = model_config(source)
     shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root)
+    needs = preflight.estimate(config, runner.store.root,
+                               converted=any(run.name == facts.GgufConvert.step for run in earlier))
     runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
                               preflight=needs))
     preflight.check(needs, source.uri)
