@@ -204,7 +204,7 @@ def build(name: str, root: Path, layers: int | None, vocab: int | None, stop_aft
     made = time.perf_counter() - started
     folder = root / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
-    deployment = write_deployment(folder, label.replace(".", "-"),
+    deployment = write_deployment(folder, label.replace(".", "-").replace("_", "-").lower(),
                                   MANIFEST | {"model": model})
     store = Store(root / "store" / label)
     sampler = TreeSampler()

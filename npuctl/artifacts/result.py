@@ -69,7 +69,8 @@ class StepEvent:
                 "target": self.target, "bucket": self.bucket,
                 "seconds": None if self.seconds is None else round(self.seconds, 3), "message": self.message,
                 "progress": None if progress is None else
-                {"done": progress.done, "total": progress.total, "unit": progress.unit}}
+                {"done": progress.done, "total": progress.total, "unit": progress.unit},
+                "preflight": None if self.preflight is None else self.preflight.model_dump(mode="json")}
 
 
 ProgressCallback = Callable[[StepEvent], None]
