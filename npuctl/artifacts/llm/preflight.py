@@ -36,9 +36,10 @@ CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py
 measured 2.31 bytes per parameter over bf16 SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B shapes (0.85, 1.57 and
 3.21 GiB), 1.9 more at 135M in fp32 (a GGUF's conversion is fp32)."""
-GGUF_CONVERT: tuple[int, float] = (int(0.5 * GiB), 1.2)
-"""gguf-convert's peak (as STAGE_MEMORY's): 0.60 GiB at SmolLM2-135M's shape and 0.98 GiB at Qwen2.5-0.5B's, both
-Q4_0 (the GGUF memory-mapped, one tensor dequantized at a time); it adds an fp32 copy to the store."""
+GGUF_CONVERT: tuple[int, float] = (int(0.6 * GiB), 1.2)
+"""gguf-convert's peak (as STAGE_MEMORY's): bench/llm_build.py --gguf Q4_0 measured 0.71 GiB at SmolLM2-135M's
+shape and 1.11 GiB at Qwen2.5-0.5B's, 1.19 bytes per parameter (the GGUF memory-mapped, one tensor dequantized
+at a time); it adds an fp32 copy to the store."""
 DISK_BYTES_PER_PARAMETER = 13.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
