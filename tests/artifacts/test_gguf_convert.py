@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from npuctl.artifacts import progress
 from npuctl.artifacts.sources import gguf_convert
 from tests.tiny_gguf import write_gguf
 
@@ -31,8 +32,13 @@ def test_a_q4_0_file_becomes_the_weights_transformers_loads_a_slice_at_a_time(
 
     monkeypatch.setattr(gguf_convert, "SLICE_BYTES", 1024)
     monkeypatch.setattr(gguf, "dequantize", counting)
-    assert gguf_convert.main([str(file), str(tmp_path / "out")]) == 0
+    reports: list[progress.Progress] = []
+    with progress.reporting(lambda done, message: reports.append(done)):
+        assert gguf_convert.main([str(file), str(tmp_path / "out")]) == 0
     monkeypatch.undo()
+    # Its progress: tensors dequantized, up to all of them.
+    assert [r.done for r in reports] == list(range(1, len(tensors) + 1))
+    assert {(r.total, r.unit) for r in reports} == {(len(tensors), "tensors")}
     written = load_file(str(tmp_path / "out" / "model.safetensors"))
     loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=file.name, dtype=torch.float32)
     expected = loaded.state_dict()

@@ -7,12 +7,11 @@ The conversion runs in a child process (npuctl.artifacts.sources.gguf_convert), 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -35,9 +34,9 @@ def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[Resolved
 
     def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
-                               str(out)],
-                              capture_output=True, text=True, env=env, check=False)
+        # Its tensors dequantized so far are the step's progress (children.run relays them).
+        done = children.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
+                             str(out)], env)
         if done.returncode != 0:
             raise BuildError(STEP, f"transformers could not load {source.uri}: "
                              f"{(done.stderr or done.stdout)[-_LOG_TAIL:]}")

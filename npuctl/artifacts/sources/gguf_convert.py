@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from npuctl.artifacts import children, progress
+
 SLICE_BYTES = 64 << 20
 """fp32 bytes dequantized at once from a tensor written in slices."""
 _WHOLE = (".attn_q.", ".attn_k.")
@@ -48,15 +50,14 @@ def main(argv: list[str]) -> int:
     tied = {"lm_head.weight": "model.embed_tokens.weight"} if config.tie_word_embeddings else {}
     out.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
-    with (out / "model.safetensors").open("wb") as weights:
+    tensors = GGUFReader(str(file)).tensors
+    with (out / "model.safetensors").open("wb") as weights, children.to_parent():
         offsets = _write_header(weights, shapes)
-        for tensor in GGUFReader(str(file)).tensors:
-            targets = _targets(tensor.name, names, tied)
-            if not targets:
-                continue
-            for name in targets:
+        for index, tensor in enumerate(tensors):
+            for name in _targets(tensor.name, names, tied):
                 _write_tensor(weights, offsets[name], tensor, processor, shapes[name])
-            written.update(targets)
+                written.add(name)
+            progress.report(index + 1, len(tensors), "tensors", "dequantizing")
     missing = sorted(set(shapes) - written)
     if missing:
         raise SystemExit(f"{file.name} has no tensor for {', '.join(missing[:5])} "
