@@ -1,5 +1,6 @@
 """onnxruntime-genai's model builder run in this child process (`python -m npuctl.artifacts.llm.genai_child
-<the builder's arguments>`), its casts made a slice of rows at a time as each weight is written.
+<the builder's arguments>`), its casts made a slice of rows at a time as each weight is written, and its log read
+as the step's progress (the layers converted).
 
 The builder loads the checkpoint in its own dtype (transformers' `dtype="auto"`: bf16 for Llama/Qwen releases,
 2 bytes per parameter, memory-mapped) and registers every weight as a lazy cast to the graph's dtype. As shipped,
@@ -11,9 +12,14 @@ row-major tensor are its consecutive blocks."""
 from __future__ import annotations
 
 import importlib
+import json
+import re
 import runpy
 import sys
+from pathlib import Path
 from typing import IO, Any, cast
+
+from npuctl.artifacts import children, progress
 
 SLICE_BYTES = 64 << 20
 """Bytes of the cast tensor made at once while it is written."""
@@ -79,7 +85,55 @@ def install() -> None:
     base.Model.make_initializer = make_initializer
 
 
+class BuilderLog:
+    """The builder's stdout, passed on and read as progress: it prints `Reading layer N` as it converts each
+    layer, then `Saving ONNX model`."""
+
+    _LAYER = re.compile(r"Reading layer (\d+)")
+
+    def __init__(self, out: IO[str], layers: int | None) -> None:
+        self.out, self.layers = out, layers
+        self.read_layers = 0
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.read(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.out, name)  # the rest of a text stream (encoding, isatty...) is stdout's
+
+    def read(self, line: str) -> None:
+        if found := self._LAYER.match(line):
+            self.read_layers = int(found.group(1))  # counted from 0: the number of layers read before it
+            progress.report(self.read_layers, self.layers, "layers", "converting")
+        elif line.startswith("Reading final norm"):
+            self.read_layers = self.layers or self.read_layers + 1
+            progress.report(self.read_layers, self.layers, "layers", "converting")
+        elif line.startswith("Saving ONNX model"):
+            progress.report(self.read_layers, self.layers, "layers", "saving the model")
+
+
+def layers(source: Path) -> int | None:
+    """The checkpoint's layer count, if its config.json says (the builder's log does not)."""
+    try:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        count = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+
+
 if __name__ == "__main__":
     install()
+    source = Path(sys.argv[sys.argv.index("-i") + 1])
+    sys.stdout = BuilderLog(sys.stdout, layers(source))
     sys.argv = ["onnxruntime_genai.models.builder", *sys.argv[1:]]
-    runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)
+    with children.to_parent():
+        runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)

@@ -90,7 +90,7 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
                               preflight=needs))
     preflight.check(needs, source.uri)
     runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
-    reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run)
+    reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run, needs)
     steps = [*earlier, reference_run]
     texts = inputs.calibration_texts(spec.calibration, base_dir)
     prompts = held_out_prompts(spec.accuracy.samples, texts)
