@@ -194,6 +194,8 @@ class GenaiBuilder(Facts):
     step: ClassVar[str] = "genai-builder"
     precision: str
     """The model builder's precision name (fp32, int4)."""
+    memory: StageMemory | None = None
+    """Its child's peak RSS (None in records written before it was watched)."""
 
 
 class GgufConvert(Facts):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from onnx_ir import tensor_adapters
 
-from npuctl.artifacts import BuildError, facts, progress
+from npuctl.artifacts import BuildError, BuildResult, Store, facts, progress
 from npuctl.artifacts.llm import genai, genai_child
 
 
@@ -97,3 +97,9 @@ def test_a_builder_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_
     assert message.startswith("genai-builder ran out of memory: peak 0.3 GiB, pre-flight estimated 3.0 GiB")
     assert "20.0 GiB were available when the build started" in message and "npuctl build --publish" in message
     assert "exit -9" not in message
+
+
+def test_the_builders_peak_memory_is_in_its_steps_facts(tiny_llama_build: BuildResult, tiny_llama_store: Store) -> None:
+    (record,) = [r for r in tiny_llama_store.records() if r.step == "genai-builder"]
+    assert isinstance(record.details, facts.GenaiBuilder) and record.details.memory is not None
+    assert record.details.memory.peak_rss_bytes > 100 << 20  # a Python with torch and transformers loaded, at least

@@ -61,16 +61,19 @@ def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRun
                                   "tools": {name: dist_version(name) for name in _TOOLS}}
 
     def work(out: Path) -> facts.GenaiBuilder:
-        run_builder(source.path, out, BUILDER_PRECISIONS[precision], needs)
-        return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision])
+        peak = run_builder(source.path, out, BUILDER_PRECISIONS[precision], needs)
+        estimated = needs.stage_rss_bytes.get(STEP) if needs is not None else None
+        return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision],
+                                  memory=facts.StageMemory(peak_rss_bytes=peak, estimated_bytes=estimated))
 
     return run_step(facts.GenaiBuilder, {"source": source.digest}, parameters, work)
 
 
-def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight | None = None) -> None:
+def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight | None = None) -> int:
     """onnxruntime-genai's model builder in a watched child process (it holds the torch model, which does not
     belong in the agent's process), its casts made a slice at a time and its log read as progress (genai_child).
-    Raises BuildError with the end of its log; running out of memory, with its peak and `needs`' estimate."""
+    Returns its process tree's peak RSS. Raises BuildError with the end of its log; running out of memory, with
+    its peak and `needs`' estimate."""
     if dist_version("onnxruntime-genai") is None:
         raise BuildError(STEP, "onnxruntime-genai is not installed: pip install 'npuctl[genai]'")
     with tempfile.TemporaryDirectory(prefix="npuctl-genai-") as cache:
@@ -92,3 +95,4 @@ def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight 
                          f"{available}; {preflight.WHAT_TO_DO}")
     if done.returncode != 0:
         raise BuildError(STEP, f"the onnxruntime-genai model builder failed (exit {done.returncode}): {log}")
+    return done.peak_rss_bytes
