@@ -9,7 +9,10 @@ The configurations are the published config.json values; the token ids (bos, eos
 a byte-level BPE trained on a few sentences, its vocabulary padded with unreachable entries to the config's size.
 
     python bench/llm_build.py [--model smollm2-135m qwen2.5-0.5b llama-3.2-1b] [--layers N] [--vocab N]
-                              [--stop-after compile] [--root DIR] [--json]
+                              [--gguf Q4_0] [--stop-after compile] [--root DIR] [--json]
+
+The checkpoints are saved in their configuration's `torch_dtype` (bfloat16, as the published ones are);
+`--gguf Q4_0` writes each as a GGUF file (llama.cpp's layout) and builds from that (gguf-convert first).
 
 Run the big ones under an address-space cap (`bash -c 'ulimit -v 20000000; python bench/llm_build.py ...'`) so
 that a failure cannot make the kernel kill the host's other work. `--stop-after compile` ends the build before
@@ -117,8 +120,10 @@ def make_checkpoint(folder: Path, config: dict[str, Any]) -> Path:
     fast.save_pretrained(folder)
     torch.manual_seed(0)
     hf_config = AutoConfig.for_model(**(config | {"bos_token_id": bos, "eos_token_id": eos}))
+    # In the published checkpoints' own dtype (bfloat16 for all of CONFIGS): what the builder loads is what a
+    # user's download is, at 2 bytes per parameter.
     with torch.device("cpu"):
-        model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, config["torch_dtype"]))
     model.save_pretrained(folder)
     del model
     return folder
@@ -176,22 +181,31 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def build(name: str, root: Path, layers: int | None, vocab: int | None, stop_after: str | None) -> dict[str, Any]:
+def build(name: str, root: Path, layers: int | None, vocab: int | None, stop_after: str | None,
+          gguf: str | None = None) -> dict[str, Any]:
     config = dict(CONFIGS[name])
     if layers:
         config["num_hidden_layers"] = layers
     if vocab:
         config["vocab_size"] = vocab
-    label = f"{name}-{config['num_hidden_layers']}l-{config['vocab_size']}v"
+    label = f"{name}-{config['num_hidden_layers']}l-{config['vocab_size']}v-{config['torch_dtype']}"
     started = time.perf_counter()
     checkpoint = root / "checkpoints" / label
     # In a child: torch's memory would otherwise stay in this process and count in every step's peak.
     subprocess.run([sys.executable, __file__, "--checkpoint", str(checkpoint), json.dumps(config)], check=True)
+    model = {"source": f"file:{checkpoint}", "task": "text-generation"}
+    if gguf:
+        # The checkpoint as a GGUF file (tests/tiny_gguf.py's writer, llama.cpp's layout), built from there.
+        file = root / "gguf" / f"{label}-{gguf}" / "model.gguf"
+        if not file.is_file():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, __file__, "--gguf", str(checkpoint), str(file), gguf], check=True)
+        model, label = {"source": f"file:{file}", "task": "text-generation", "format": "gguf"}, f"{label}-{gguf}"
     made = time.perf_counter() - started
     folder = root / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
-    deployment = write_deployment(folder, label.replace(".", "-"),
-                                  MANIFEST | {"model": {"source": f"file:{checkpoint}", "task": "text-generation"}})
+    deployment = write_deployment(folder, label.replace(".", "-").replace("_", "-").lower(),
+                                  MANIFEST | {"model": model})
     store = Store(root / "store" / label)
     sampler = TreeSampler()
     steps: dict[str, StepFigures] = {}
@@ -217,7 +231,7 @@ def build(name: str, root: Path, layers: int | None, vocab: int | None, stop_aft
             figures.cached = event.state is StepState.CACHED
             print(f"  {event.step} {event.state.value} in {figures.wall:.1f} s", file=sys.stderr, flush=True)
 
-    order = ("resolve", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile", "verify")
+    order = ("resolve", "gguf-convert", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile", "verify")
     stop_after_next = {"step": order[order.index(stop_after) + 1]} if stop_after and stop_after != "verify" else {}
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
@@ -261,19 +275,32 @@ def main() -> None:
     if sys.argv[1:2] == ["--checkpoint"]:
         make_checkpoint(Path(sys.argv[2]), json.loads(sys.argv[3]))
         return
+    if sys.argv[1:2] == ["--gguf"]:
+        from tests.tiny_gguf import write_gguf
+
+        write_gguf(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", choices=sorted(CONFIGS), default=list(BUILT))
     parser.add_argument("--layers", type=int, help="cut every model to this many layers")
     parser.add_argument("--vocab", type=int, help="another vocabulary size than the config's")
-    parser.add_argument("--stop-after", choices=("llm-surgeries", "llm-quantize", "llm-static", "compile"))
+    parser.add_argument("--past-pre-flight", action="store_true",
+                        help="build even when the pre-flight refuses (its figures are still printed): to measure the "
+                             "steps before --stop-after on a host too small for the later ones")
+    parser.add_argument("--gguf", choices=("Q8_0", "Q4_0"), help="build from the checkpoint written as a GGUF file")
+    parser.add_argument("--stop-after", choices=("gguf-convert", "genai-builder", "llm-surgeries", "llm-quantize", "llm-static", "compile"))
     parser.add_argument("--root", type=Path, help="checkpoints and stores (kept for re-runs); default a temp dir")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="npuctl-llm-bench-"))
+    if args.past_pre_flight:
+        from npuctl.artifacts.llm import preflight
+
+        preflight.check = lambda needs, uri: None
     rows = []
     for name in args.model:
         print(f"{name}: building in {root}", file=sys.stderr, flush=True)
-        rows.append(build(name, root, args.layers, args.vocab, args.stop_after))
+        rows.append(build(name, root, args.layers, args.vocab, args.stop_after, args.gguf))
         if not args.json:
             row = rows[-1]
             print(f"\n{row['label']}: {row['parameters'] / 1e6:.1f}M parameters, fp32 {row['fp32_gb']} GB; build "

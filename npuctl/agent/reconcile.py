@@ -335,6 +335,7 @@ class Reconciler:
         name = record.name
         loop = asyncio.get_running_loop()
         self.book.record(name, "Building", "building artifacts")
+        self.book.get(name).preflight = None  # the last build's estimate; this one's comes with its pre-flight step
         self.health.save()
 
         def progress(event: StepEvent) -> None:

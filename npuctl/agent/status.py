@@ -91,6 +91,8 @@ class StatusBook:
             self.record(name, reason, f"{event.step} {where}".strip(), warning=event.state is StepState.FAILED)
         if name in self.deployments:  # a deleted deployment's late report must not bring its status back
             self.deployments[name].progress = event.running()
+            if event.preflight is not None:
+                self.deployments[name].preflight = event.preflight
 
     def note(self, subject: str, reason: str, message: str, warning: bool = False) -> Event:
         """An event about something that is not a deployment (a manifest file, the state folder)."""

@@ -16,6 +16,9 @@ from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
 from npuctl.schema.placement import AccuracyStatus, GenerationStatus, NpuCoverage
 
+# The pre-flight's estimate is also the deployment's status record: one model, kept in the schema.
+from npuctl.schema.preflight import Preflight as Preflight
+
 
 class Facts(BaseModel):
     # A stored fact nobody declared is refused: it would be carried without anyone reading it.
@@ -191,6 +194,8 @@ class GenaiBuilder(Facts):
     step: ClassVar[str] = "genai-builder"
     precision: str
     """The model builder's precision name (fp32, int4)."""
+    memory: StageMemory | None = None
+    """Its child's peak RSS (None in records written before it was watched)."""
 
 
 class GgufConvert(Facts):
@@ -208,31 +213,6 @@ class StageMemory(BaseModel):
 
     peak_rss_bytes: int
     estimated_bytes: int | None
-
-
-class Preflight(BaseModel):
-    """What an NPU chat build is estimated to need, from config.json's sizes, against this host: figured at
-    resolve, before any step runs."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    parameters: int
-    peak_rss_bytes: int
-    """Peak RSS of the build's process tree (its largest stage)."""
-    stage_rss_bytes: dict[str, int]
-    """Step name -> its estimated peak."""
-    disk_bytes: int
-    """What the build adds to the store."""
-    seconds: float
-    """Wall time of the steps up to compile, on a host like this project's (2 x86 cores)."""
-    available_memory_bytes: int
-    free_disk_bytes: int
-    """Free space where the store is."""
-
-    def summary(self) -> str:
-        return (f"pre-flight for {self.parameters / 1e9:.2f}B parameters: peak RAM ~{self.peak_rss_bytes / 2**30:.1f} "
-                f"GiB ({self.available_memory_bytes / 2**30:.1f} GiB available), disk ~{self.disk_bytes / 1e9:.1f} GB "
-                f"({self.free_disk_bytes / 1e9:.1f} GB free in the store), ~{self.seconds / 60:.0f} min up to compile")
 
 
 class LlmSurgeries(Facts):

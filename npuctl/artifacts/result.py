@@ -43,6 +43,8 @@ class StepEvent:
     """Why it failed, for FAILED; what a long step is doing, for repeated RUNNING events (AI Hub job status)."""
     progress: Progress | None = None
     """How far the step has got, for repeated RUNNING events of a long step (then `seconds` is the time so far)."""
+    preflight: facts.Preflight | None = None
+    """The estimate, on the pre-flight's events (the agent keeps it in the deployment's status)."""
 
     @property
     def where(self) -> str:
@@ -67,7 +69,8 @@ class StepEvent:
                 "target": self.target, "bucket": self.bucket,
                 "seconds": None if self.seconds is None else round(self.seconds, 3), "message": self.message,
                 "progress": None if progress is None else
-                {"done": progress.done, "total": progress.total, "unit": progress.unit}}
+                {"done": progress.done, "total": progress.total, "unit": progress.unit},
+                "preflight": None if self.preflight is None else self.preflight.model_dump(mode="json")}
 
 
 ProgressCallback = Callable[[StepEvent], None]

@@ -219,6 +219,8 @@ def describe(name: str, agent_url: str | None) -> None:
         console.print(f"building: {status.progress.line()}", markup=False, soft_wrap=True)
     if status.cost:
         console.print(f"cost: {status.cost.summary()}", markup=False, soft_wrap=True)
+    if status.preflight:
+        console.print(status.preflight.summary(), markup=False, soft_wrap=True)
     console.print("conditions:")
     for c in status.conditions:
         message = f": {c.message}" if c.message else ""

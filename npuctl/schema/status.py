@@ -15,6 +15,7 @@ from npuctl.schema.bench import BenchResult
 from npuctl.schema.cost import LoadCost
 from npuctl.schema.placement import AccuracyStatus, Fact, GenerationStatus
 from npuctl.schema.power import PowerInForce
+from npuctl.schema.preflight import Preflight
 
 STATUS_SCHEMA_FILE = "status.schema.json"
 
@@ -229,6 +230,9 @@ class DeploymentStatus(Fact):
     cost: LoadCost | None = None
     """What the loaded model costs this host (memory, KV cache, NPU sessions, cold start), measured when it loaded;
     absent while nothing is loaded."""
+    preflight: Preflight | None = None
+    """An NPU chat build's pre-flight, from its last build (refused or not): the estimated peak RAM, disk and time,
+    and what the host had available."""
 
     def condition(self, kind: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)

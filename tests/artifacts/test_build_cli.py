@@ -60,7 +60,7 @@ def test_build_json_output_streams_step_events_then_the_documented_result(tiny_d
     *events, (last, _) = [(json.loads(line), running) for line, running in lines]
     assert all(e["event"] == "step" and e["deployment"] == "tiny" for e, _ in events)
     assert all(set(e) == {"event", "deployment", "step", "state", "key", "target", "bucket", "seconds", "message",
-                          "progress"} for e, _ in events)
+                          "progress", "preflight"} for e, _ in events)
     quantize = [(e["state"], e["progress"], running) for e, running in events if e["step"] == "quantize"]
     assert quantize[0][:2] == ("running", None) and quantize[-1][0] == "done", quantize
     reports = [(p, running) for state, p, running in quantize[1:-1]]

@@ -4,16 +4,15 @@ versions of the builder and of what it converts with)."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts import children, facts, progress
+from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import child, preflight
 from npuctl.artifacts.result import BuildResult, StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import StepRunner, dist_version
@@ -25,6 +24,9 @@ GENAI_CONFIG = "genai_config.json"
 BUILDER_PRECISIONS = {Precision.FP32: "fp32", Precision.INT4: "int4"}
 _TOOLS = ("onnxruntime-genai", "transformers", "torch", "onnx-ir", "onnxscript")
 _LOG_TAIL = 2000
+DEADLINE_SECONDS = 3 * 3600.0
+"""The builder is stopped past this (a hung native library): it converts Llama-3.2-1B's shape in ~50 s on this
+project's loaded 2-core host, a 3B model in a few minutes."""
 
 def build_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
                      run_step: StepRunner) -> BuildResult:
@@ -47,9 +49,10 @@ def build_generation(deployment: ModelDeployment, source: ResolvedSource, earlie
                        tokenizer if tokenizer.is_file() else None, (), steps, (source,))
 
 
-def builder_step(source: ResolvedSource, precision: Precision,
-                 run_step: StepRunner) -> tuple[Record[facts.GenaiBuilder], StepRun]:
-    """onnxruntime-genai's CPU model builder on a transformers folder, as a stored step."""
+def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRunner,
+                 needs: facts.Preflight | None = None) -> tuple[Record[facts.GenaiBuilder], StepRun]:
+    """onnxruntime-genai's CPU model builder on a transformers folder, as a stored step (`needs`: an NPU build's
+    pre-flight, what running out of memory is reported against)."""
     if precision not in BUILDER_PRECISIONS:
         raise BuildError(STEP, f"spec.precision {precision.value} is not a precision of onnxruntime-genai's CPU "
                          f"model builder: use {' or '.join(p.value for p in BUILDER_PRECISIONS)}, or w8a16 / "
@@ -58,53 +61,38 @@ def builder_step(source: ResolvedSource, precision: Precision,
                                   "tools": {name: dist_version(name) for name in _TOOLS}}
 
     def work(out: Path) -> facts.GenaiBuilder:
-        run_builder(source.path, out, BUILDER_PRECISIONS[precision])
-        return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision])
+        peak = run_builder(source.path, out, BUILDER_PRECISIONS[precision], needs)
+        estimated = needs.stage_rss_bytes.get(STEP) if needs is not None else None
+        return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision],
+                                  memory=facts.StageMemory(peak_rss_bytes=peak, estimated_bytes=estimated))
 
     return run_step(facts.GenaiBuilder, {"source": source.digest}, parameters, work)
 
 
-def run_builder(source: Path, out: Path, precision: str) -> None:
-    """`python -m onnxruntime_genai.models.builder` in a child process (it prints progress and holds the
-    torch model: neither belongs in the agent's process). Raises BuildError with the end of its log."""
+def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight | None = None) -> int:
+    """onnxruntime-genai's model builder in a watched child process (it holds the torch model, which does not
+    belong in the agent's process), its casts made a slice at a time and its log read as progress (genai_child).
+    Returns its process tree's peak RSS. Raises BuildError with the end of its log; running out of memory, with
+    its peak and `needs`' estimate."""
     if dist_version("onnxruntime-genai") is None:
         raise BuildError(STEP, "onnxruntime-genai is not installed: pip install 'npuctl[genai]'")
     with tempfile.TemporaryDirectory(prefix="npuctl-genai-") as cache:
-        command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+        command = [sys.executable, "-m", "npuctl.artifacts.llm.genai_child", "-i", str(source), "-o", str(out),
                    "-p", precision, "-e", "cpu", "-c", cache]
-        # The source is local; the builder must never reach for the Hub. Unbuffered: its lines are its progress.
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-        done = children.run(command, env, on_line=_BuilderLog(_layers(source)).read)
+        # The source is local; the builder must never reach for the Hub.
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        done = child.run(command, env, DEADLINE_SECONDS)
+    log = done.log[-_LOG_TAIL:]
+    if done.timed_out:
+        raise BuildError(STEP, f"the onnxruntime-genai model builder was stopped after "
+                         f"{DEADLINE_SECONDS / 3600:.0f} h: {log}")
+    if done.out_of_memory(None):
+        estimated = needs.stage_rss_bytes.get(STEP) if needs is not None else None
+        guess = f", pre-flight estimated {estimated / 2**30:.1f} GiB" if estimated is not None else ""
+        available = (f" ({needs.available_memory_bytes / 2**30:.1f} GiB were available when the build started)"
+                     if needs is not None else "")
+        raise BuildError(STEP, f"{STEP} ran out of memory: peak {done.peak_rss_bytes / 2**30:.1f} GiB{guess}"
+                         f"{available}; {preflight.WHAT_TO_DO}")
     if done.returncode != 0:
-        log = (done.stderr or done.stdout)[-_LOG_TAIL:]
         raise BuildError(STEP, f"the onnxruntime-genai model builder failed (exit {done.returncode}): {log}")
-
-
-class _BuilderLog:
-    """The model builder's log read as progress: it prints `Reading layer N` as it converts each layer."""
-
-    _LAYER = re.compile(r"Reading layer (\d+)")
-
-    def __init__(self, layers: int | None) -> None:
-        self.layers = layers
-        self.read_layers = 0
-
-    def read(self, line: str) -> None:
-        if found := self._LAYER.match(line):
-            self.read_layers = int(found.group(1))  # counted from 0: the number of layers read before it
-            progress.report(self.read_layers, self.layers, "layers", "converting")
-        elif line.startswith("Reading final norm"):
-            self.read_layers = self.layers or self.read_layers + 1
-            progress.report(self.read_layers, self.layers, "layers", "converting")
-        elif line.startswith("Saving ONNX model"):
-            progress.report(self.read_layers, self.layers, "layers", "saving the model")
-
-
-def _layers(source: Path) -> int | None:
-    """The checkpoint's layer count, if its config.json says (the builder's log does not)."""
-    try:
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-        layers = config.get("num_hidden_layers") or config.get("text_config", {}).get("num_hidden_layers")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return layers if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0 else None
+    return done.peak_rss_bytes

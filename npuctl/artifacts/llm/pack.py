@@ -84,11 +84,13 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     spec = deployment.spec
     config = model_config(source)
     shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root)
-    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary()))
+    needs = preflight.estimate(config, runner.store.root,
+                               converted=any(run.name == facts.GgufConvert.step for run in earlier))
+    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
+                              preflight=needs))
     preflight.check(needs, source.uri)
     runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
-    reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run)
+    reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run, needs)
     steps = [*earlier, reference_run]
     texts = inputs.calibration_texts(spec.calibration, base_dir)
     prompts = held_out_prompts(spec.accuracy.samples, texts)

@@ -19,7 +19,7 @@ GiB = 2**30
 STEP = "pre-flight"
 """The name its progress events carry (it is no stored step)."""
 STAGE_MEMORY: dict[str, tuple[int, float]] = {
-    "genai-builder": (int(0.7 * GiB), 5.2),
+    "genai-builder": (int(0.6 * GiB), 0.4),  # and the checkpoint (CHECKPOINT_BYTES)
     "llm-surgeries": (int(0.6 * GiB), 0.1),
     "llm-quantize": (1 * GiB, 16.0),
     "llm-static": (int(0.8 * GiB), 6.5),
@@ -31,6 +31,15 @@ own 128k vocabulary), rounded up: llm-quantize measured 12.5 bytes per parameter
 17.6 GiB at the third. The
 imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
 pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks."""
+CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+"""Bytes per parameter of a checkpoint by config.json's dtype (4 when it says none). genai-builder holds the
+checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py
+measured 2.31 bytes per parameter over bf16 SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B shapes (0.85, 1.57 and
+3.21 GiB), 1.9 more at 135M in fp32 (a GGUF's conversion is fp32)."""
+GGUF_CONVERT: tuple[int, float] = (int(0.6 * GiB), 1.2)
+"""gguf-convert's peak (as STAGE_MEMORY's): bench/llm_build.py --gguf Q4_0 measured 0.71 GiB at SmolLM2-135M's
+shape and 1.11 GiB at Qwen2.5-0.5B's, 1.19 bytes per parameter (the GGUF memory-mapped, one tensor dequantized
+at a time); it adds an fp32 copy to the store."""
 DISK_BYTES_PER_PARAMETER = 13.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
@@ -61,17 +70,20 @@ def parameters(config: dict[str, Any]) -> int:
     return int(config["num_hidden_layers"]) * layer_parameters(config) + embedding * (1 if tied else 2)
 
 
-def estimate(config: dict[str, Any], store_root: Path) -> facts.Preflight:
+def estimate(config: dict[str, Any], store_root: Path, converted: bool = False) -> facts.Preflight:
     """The build's needs, from `config` (config.json), and what this host has: available memory, free disk
-    where the store is."""
+    where the store is. `converted`: the checkpoint is a GGUF's conversion (its step is counted too)."""
     count = parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
+    stages["genai-builder"] += CHECKPOINT_BYTES.get(str(config.get("dtype") or config.get("torch_dtype")), 4) * count
+    if converted:
+        stages["gguf-convert"] = int(GGUF_CONVERT[0] + GGUF_CONVERT[1] * count)
     folder = store_root
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the store may not exist yet: the disk it will be on
     return facts.Preflight(
         parameters=count, peak_rss_bytes=max(stages.values()), stage_rss_bytes=stages,
-        disk_bytes=int(DISK_BYTES_PER_PARAMETER * count), seconds=SECONDS_AT_ZERO + SECONDS_PER_PARAMETER * count,
+        disk_bytes=int((DISK_BYTES_PER_PARAMETER + (4 if converted else 0)) * count), seconds=SECONDS_AT_ZERO + SECONDS_PER_PARAMETER * count,
         available_memory_bytes=int(psutil.virtual_memory().available),
         free_disk_bytes=int(psutil.disk_usage(str(folder)).free))
 

@@ -1,19 +1,17 @@
 """GGUF sources: a .gguf file checked (architecture, tensor types) with the `gguf` package, then dequantized
-to an fp32 transformers folder (weights, config, tokenizer, chat template) by transformers' GGUF loader, as a
-stored step. Both text-generation paths (the CPU builder and the NPU pack) start from that folder.
+to an fp32 transformers folder (weights, config, tokenizer, chat template) as a stored step. Both text-generation
+paths (the CPU builder and the NPU pack) start from that folder.
 
-The conversion runs in a child process (`python -m npuctl.artifacts.sources.gguf <file.gguf> <out>`): it holds
-the whole model in fp32."""
+The conversion runs in a child process (npuctl.artifacts.sources.gguf_convert), a tensor at a time."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.result import StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -36,8 +34,9 @@ def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[Resolved
 
     def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf", str(source.path), str(out)],
-                              capture_output=True, text=True, env=env, check=False)
+        # Its tensors dequantized so far are the step's progress (children.run relays them).
+        done = children.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
+                             str(out)], env)
         if done.returncode != 0:
             raise BuildError(STEP, f"transformers could not load {source.uri}: "
                              f"{(done.stderr or done.stdout)[-_LOG_TAIL:]}")
@@ -77,32 +76,3 @@ def inspect(path: Path, uri: str) -> facts.GgufConvert:
 def _as_source(gguf_source: ResolvedSource, record: Record[facts.GgufConvert]) -> ResolvedSource:
     return ResolvedSource(f"{gguf_source.uri} (dequantized)", record.folder, Format.TRANSFORMERS, record.digest,
                           gguf_source.revision)
-
-
-def main(argv: list[str]) -> int:
-    """Dequantize argv[0] (a .gguf file) into the transformers folder argv[1]."""
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    file, out = Path(argv[0]), Path(argv[1])
-    model = AutoModelForCausalLM.from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch.float32)
-    # Without GGUF matmul kernels transformers dequantizes every tensor, but still calls the model "quantized
-    # with gguf" and refuses save_pretrained: the weights and the config are written as a plain checkpoint.
-    weights = {name: tensor.detach().to(torch.float32).contiguous().clone()
-               for name, tensor in model.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    # onnxruntime-genai's builder picks its converter by config.architectures, which a GGUF does not carry.
-    config.architectures = [type(model).__name__]
-    config.save_pretrained(str(out))
-    tokenizer = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-    tokenizer.save_pretrained(str(out))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
