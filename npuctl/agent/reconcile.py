@@ -49,6 +49,7 @@ from npuctl.agent.residency import Admissions
 from npuctl.agent.status import StatusBook
 from npuctl.agent.watcher import ManifestWatcher
 from npuctl.artifacts import BuildError, BuildResult, StepEvent
+from npuctl.runtime.footprint import process_memory, return_free_memory
 from npuctl.schema import LoadedDeployment
 from npuctl.schema.status import BuildSteps, Reason
 from npuctl.serve.http.errors import ApiError
@@ -75,9 +76,10 @@ class Reconciler:
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
         self._wake = asyncio.Event()
         budget = self.config.budget
+        return_free_memory()  # what the start freed is not the agent's to keep
         self.admissions = Admissions(Limits(budget.memory_bytes(psutil.virtual_memory().total), budget.npu_sessions,
-                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book,
-                                     self.records)
+                                            budget.npu_memory, agent=process_memory()),
+                                     self.clock, self.wake, self.actuator, self.book, self.records)
         self.costs: dict[str, Cost] = {}
         """Estimated cost of each loaded build, by build key."""
         self._reader = ManifestReader(self.desired_state, self.health, self._wake.set)

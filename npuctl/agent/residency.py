@@ -129,11 +129,12 @@ class Admissions:
         record.parked_for = record.want.generation
 
     def use(self, costs: dict[str, Cost]) -> BudgetUse:
-        """What the loaded models take of the budget now."""
+        """What the agent itself and its loaded models take of the budget now."""
         loaded = [self._resident(r, costs) for r in self.records.values() if r.running is not None]
         used = sum((r.cost for r in loaded), Cost())
         limits = self.limits
-        return BudgetUse(memory=limits.memory, memory_used=used.memory, npu_sessions=limits.npu_sessions,
+        return BudgetUse(memory=limits.memory, memory_used=limits.agent + used.memory, agent_memory=limits.agent,
+                         npu_sessions=limits.npu_sessions,
                          npu_sessions_used=used.npu_sessions, npu_memory=limits.npu_memory,
                          npu_memory_used=used.npu_memory, loaded=sorted(r.name for r in loaded))
 

@@ -9,6 +9,7 @@ import ctypes.util
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from npuctl.schema.models import ModelDeployment, Task
 
 log = logging.getLogger("npuctl.runtime")
 
+PEAK_SAMPLE_SECONDS = 0.005
+"""How often a load's resident set is sampled for its peak: a load's temporary buffers live for tens of
+milliseconds at least (a graph's read, its optimization), and a sample costs some microseconds."""
 _FALLBACK_KV_ELEMENT = 4
 """Bytes per KV cache element when no graph of the model names its cache input: float32's, the largest a
 generation pack uses (an over-estimate is the safe side for a memory budget)."""
@@ -47,7 +51,8 @@ def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostF
     return_free_memory()  # else the load reuses freed heap and its growth is under-counted
     before = process_memory()
     started = time.perf_counter()
-    model = load_model(deployment, artifacts, host)
+    with PeakMemory() as peak:
+        model = load_model(deployment, artifacts, host)
     seconds = time.perf_counter() - started
     grown = max(process_memory() - before, 0)
     try:
@@ -56,7 +61,36 @@ def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostF
         log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured", deployment.name,
                     exc)
         plan = _Plan(frozenset(), 0, 0, 0)
-    return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False)
+    return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False,
+                            peak_host_bytes=max(peak.highest - before, grown))
+
+
+class PeakMemory:
+    """The process's highest resident set while the block runs, sampled on a thread every `every` seconds (and at
+    both ends): portable, where a kernel's own high-water mark is not (Linux's can be reset only through /proc,
+    Windows' never)."""
+
+    def __init__(self, every: float = PEAK_SAMPLE_SECONDS) -> None:
+        self.every = every
+        self.highest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="npuctl-peak-memory", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.highest = max(self.highest, process_memory())
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self.highest = process_memory()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.highest = max(self.highest, process_memory())
 
 
 def process_memory() -> int:
@@ -114,8 +148,9 @@ class _Plan:
     def artifact_bytes(self) -> int:
         return sum(file.stat().st_size for file in self.files)
 
-    def cost(self, host_bytes: int, load_seconds: float, estimated: bool) -> LoadCost:
-        return LoadCost(host_bytes=host_bytes, artifact_bytes=self.artifact_bytes, kv_cache_bytes=self.kv_cache_bytes,
+    def cost(self, host_bytes: int, load_seconds: float, estimated: bool, peak_host_bytes: int = 0) -> LoadCost:
+        return LoadCost(host_bytes=host_bytes, peak_host_bytes=peak_host_bytes, artifact_bytes=self.artifact_bytes,
+                        kv_cache_bytes=self.kv_cache_bytes,
                         context_binary_bytes=self.context_binary_bytes, npu_sessions=self.npu_sessions,
                         sessions=self.sessions, load_seconds=load_seconds, estimated=estimated)
 

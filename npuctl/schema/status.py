@@ -272,11 +272,15 @@ class PendingFile(Fact):
 
 
 class BudgetUse(Fact):
-    """What the agent's loaded models take of its budget (agent config `budget`), as estimated."""
+    """What the agent itself and its loaded models take of its budget (agent config `budget`), as estimated."""
 
     memory: int
-    """The memory budget, bytes."""
+    """The memory budget, bytes: for the whole agent process."""
     memory_used: int
+    """The agent's own memory and its loaded models' costs, bytes."""
+    agent_memory: int = 0
+    """The agent process's own memory (Python, onnxruntime, the server), measured at its start before any model
+    loads, bytes: charged first, in memoryUsed."""
     npu_sessions: int
     npu_sessions_used: int
     npu_memory: int | None = None
@@ -289,7 +293,8 @@ class BudgetUse(Fact):
         """The use in words, for `npuctl get`."""
         mib = 1 << 20
         npu = f", NPU memory {self.npu_memory_used // mib}/{self.npu_memory // mib} MiB" if self.npu_memory else ""
-        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB, NPU sessions "
+        agent = f" (the agent itself {self.agent_memory // mib} MiB)" if self.agent_memory else ""
+        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB{agent}, NPU sessions "
                 f"{self.npu_sessions_used}/{self.npu_sessions}{npu}; loaded: {', '.join(self.loaded) or 'none'}")
 
 

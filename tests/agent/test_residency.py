@@ -78,6 +78,44 @@ def test_a_model_that_fits_once_requests_in_flight_end_waits_for_them_rather_tha
 def test_npuctl_get_shows_the_budget_s_use_in_one_line() -> None:
     use = BudgetUse(memory=8 * GB, memory_used=GB // 2, npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
     assert use.line() == "budget: memory 512/8192 MiB, NPU sessions 1/8; loaded: minilm"
+    with_agent = BudgetUse(memory=8 * GB, memory_used=GB // 2 + 120 * 2**20, agent_memory=120 * 2**20,
+                           npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
+    assert with_agent.line() == ("budget: memory 632/8192 MiB (the agent itself 120 MiB), NPU sessions 1/8; "
+                                 "loaded: minilm")
+
+
+AGENT = Limits(memory=4 * GB, npu_sessions=4, agent=GB)
+"""A budget of which the agent process itself takes a quarter."""
+
+
+def test_the_agent_itself_is_charged_first_the_models_share_the_rest() -> None:
+    assert make_room(Cost(3 * GB, 1), 0, [], AGENT) == Fits()
+    alone = make_room(Cost(3 * GB + 1, 1), 0, [], AGENT)
+    assert isinstance(alone, Full), "the model fits the budget, not beside the agent"
+    assert "the agent itself taking 1024 MiB of it" in alone.message
+    assert "held by: the agent itself (1024 MiB) (the model alone is larger than what is left)" in alone.message
+    assert make_room(Cost(2 * GB, 1), 0, [resident("idle", 1.5)], AGENT) == Fits(("idle",))
+    busy = make_room(Cost(2 * GB, 1), 0, [resident("busy", 1.5, in_flight=1)], AGENT)
+    assert isinstance(busy, Full) and busy.busy
+    assert "held by: the agent itself (1024 MiB), busy (1536 MiB, 1 requests in flight)" in busy.message
+
+
+def test_a_load_is_admitted_against_its_peak_not_what_it_keeps() -> None:
+    spiky = Cost(GB, 1, peak=2 * GB)
+    assert make_room(spiky, 0, [resident("idle", 2.5)], LIMITS) == Fits(("idle",)), \
+        "1 GB kept fits beside 2.5 GB in 4 GB, its 2 GB while loading does not: the idle model goes first"
+    assert make_room(spiky, 0, [resident("a", 1)], LIMITS) == Fits()
+    refused = make_room(Cost(GB, 1, peak=5 * GB), 0, [], LIMITS)
+    assert isinstance(refused, Full) and "(5120 MiB while it loads" in refused.message
+    assert make_room(Cost(2 * GB, 1, peak=GB), 0, [resident("a", 2)], LIMITS) == Fits(), \
+        "a peak below what it keeps changes nothing"
+
+
+def test_a_measured_load_keeps_its_peak_for_the_next_admission() -> None:
+    estimated = Cost(GB, 0, peak=2 * GB)
+    load = LoadCost(host_bytes=GB // 2, peak_host_bytes=3 * GB, artifact_bytes=GB // 4)
+    assert measured(estimated, load) == Cost(GB, 0, 0, peak=3 * GB), "the measurement replaces the guessed peak"
+    assert measured(estimated, None) == estimated
 
 
 def record(want: Desired, running: Desired | None = None, parked: Reason | None = None) -> Record:
