@@ -38,6 +38,7 @@ from npuctl.agent.decide import (
     StopBuild,
     Unload,
     Unselect,
+    WaitForRoom,
     decide,
     waits_for,
 )
@@ -230,7 +231,8 @@ class Reconciler:
         self._show(record, Seen(record, want, waits_for(record, builds), selected, why,
                                 tuple(describe_artifacts(built)) if built else None,
                                 self.actuator.describe(running.model) if running else None,
-                                self.endpoint or None, demand.on_demand))
+                                self.endpoint or None, demand.on_demand,
+                                action.message if isinstance(action, WaitForRoom) else ""))
         return builds
 
     def _act(self, record: Record, want: Desired, action: Action) -> None:

@@ -67,7 +67,8 @@ class ConditionType(StrEnum):
     ON_NPU = "OnNPU"
     SERVING = "Serving"
     RESIDENT = "Resident"
-    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted or OverBudget)."""
+    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted, OverBudget
+    or WaitingForRoom)."""
     STATE_SAVED = "StateSaved"
     """The agent's, not a deployment's: its state folder takes status writes."""
     MANIFESTS_READ = "ManifestsRead"
@@ -106,6 +107,9 @@ class Reason(StrEnum):
     """Not loaded: unloaded to make room within the agent's budget for another model."""
     OVER_BUDGET = "OverBudget"
     """Not loaded: asked for, but the agent's budget cannot fit it beside the models it may not evict."""
+    WAITING_FOR_ROOM = "WaitingForRoom"
+    """Not loaded: asked for; it fits once the requests in flight on the models it will evict end, and its
+    requests wait for them."""
     RECONCILE_ERROR = "ReconcileError"
     """A fault of the agent itself while acting for this deployment; retried after a backoff."""
     # Where it cannot run (from the runtime's placement, npuctl.runtime.placement).

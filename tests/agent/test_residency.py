@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
-from npuctl.agent.conditions import project
-from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, Wait, decide
+from npuctl.agent.conditions import project, transitions
+from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, WaitForRoom, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
 from npuctl.agent.status import ConditionType as C
@@ -141,7 +141,8 @@ def test_on_demand_decisions() -> None:
         on_demand=True, wanted=True, room=FULL, room_if_drained=FULL)) == OverBudget(FULL.message)
     busy = Full(FULL.message, busy=True)
     assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
-        on_demand=True, wanted=True, room=busy, room_if_drained=busy)) == Wait(), "waits for the busy one's requests"
+        on_demand=True, wanted=True, room=busy, room_if_drained=busy)) == WaitForRoom(FULL.message), \
+        "waits for the busy one's requests"
     serving = record(ON_DEMAND, running=ON_DEMAND)
     assert decide(serving, ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, idle=True)) == Unload()
     assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)) == Keep(), \
@@ -180,6 +181,19 @@ def test_an_on_demand_deployment_shows_why_it_is_not_loaded(parked: Reason, acti
     assert found is not None and (found.status, found.reason) == resident_
     serving = status.condition(C.SERVING)
     assert serving is not None and (serving.status, serving.reason) == ("True", "OnDemand"), "its names answer"
+
+
+def test_a_load_waiting_for_room_shows_it_in_status_and_one_event() -> None:
+    view = seen(Decision(want=ON_DEMAND, built=True))
+    waiting = type(view)(**{**view.__dict__, "record": Record("tiny", ON_DEMAND, parked=Reason.EVICTED),
+                            "on_demand": True, "room": FULL.message})
+    before = project(DeploymentStatus(name="tiny"), type(view)(**{**waiting.__dict__, "room": ""}))
+    status = project(before, waiting)
+    found = status.condition(C.RESIDENT)
+    assert found is not None and (found.status, found.reason) == ("False", "WaitingForRoom")
+    assert FULL.message in found.message and "requests wait" in found.message
+    assert [e[0] for e in transitions(before, status, ON_DEMAND)] == ["WaitingForRoom"]
+    assert transitions(status, project(status, waiting), ON_DEMAND) == [], "said once, not at every pass"
 
 
 @pytest.mark.parametrize(("host", "kv", "binaries", "sessions", "want"), [

@@ -167,6 +167,8 @@ def test_no_admitted_request_is_lost_while_a_busy_model_is_evicted_for_another(b
     assert codes == [200] * 32, "every request admitted to a was answered"
     assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
     assert budget(budgeted)["loaded"] == ["b"]
+    assert any(e["reason"] == "WaitingForRoom" and "a (" in e["message"] and "requests in flight" in e["message"]
+               for e in budgeted.events("b")), "b's wait for a's requests shows in its status"
 
 
 def test_an_on_demand_model_unloads_after_idle_seconds_and_ps_no_longer_lists_it(
