@@ -88,6 +88,9 @@ class Resident:
     """Requests it is answering or has queued: never evicted while any."""
     pinned: bool
     """`residency: always`: never evicted."""
+    sharing: tuple[str, ...] = ()
+    """The other deployments on the same sessions (one load key), charged once with it and evicted with it: the
+    sessions close only with the last of them."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def make_room(need: Cost, priority: int, residents: Sequence[Resident], limits: 
                        key=lambda r: (r.priority, r.last_used))
     evict: list[str] = []
     for victim in evictable:
-        evict.append(victim.name)
+        evict.extend((victim.name, *victim.sharing))
         used -= victim.cost
         if limits.holds(used + need):
             return Fits(tuple(evict))

@@ -4,6 +4,9 @@ with an onDemand deployment: stand by, load when asked, unload when idle, swap w
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, cast
+
 import pytest
 
 from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
@@ -11,9 +14,13 @@ from npuctl.agent.conditions import project, transitions
 from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, WaitForRoom, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
+from npuctl.agent.residency import Admissions
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase
+from npuctl.artifacts import BuildResult
 from npuctl.schema.cost import LoadCost
+from npuctl.schema.enums import Precision
+from npuctl.schema.models import Task
 from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.models import ModelStatus, Unavailable
 from tests.agent.harness import manifest
@@ -181,6 +188,24 @@ def test_an_on_demand_deployment_shows_why_it_is_not_loaded(parked: Reason, acti
     assert found is not None and (found.status, found.reason) == resident_
     serving = status.condition(C.SERVING)
     assert serving is not None and (serving.status, serving.reason) == ("True", "OnDemand"), "its names answer"
+
+
+def test_deployments_on_the_same_sessions_are_charged_once_and_evicted_together() -> None:
+    twins = [record(ON_DEMAND, running=ON_DEMAND), record(ON_DEMAND, running=ON_DEMAND)]
+    twins[1].name = "twin"
+    admissions = Admissions(LIMITS, lambda: NOW, lambda: None, cast(Any, None), cast(Any, None),
+                            {r.name: r for r in twins})
+    use = admissions.use({ON_DEMAND.keys.build: Cost(GB, 1)})
+    assert (use.memory_used, use.npu_sessions_used, use.loaded) == (GB, 1, ["tiny", "twin"])
+    shared = Resident("tiny", Cost(3 * GB, 1), 0, 0.0, 0, False, sharing=("twin",))
+    assert make_room(Cost(2 * GB, 1), 0, [shared], LIMITS) == Fits(("tiny", "twin")), \
+        "the sessions close only when both go"
+    newcomer = record(ON_DEMAND)
+    newcomer.name = "third"
+    built = BuildResult("third", Task.EMBEDDINGS, Precision.FP32, None, Path("missing"), None, ())
+    three = {ON_DEMAND.keys.build: Cost(3 * GB, 1)}  # twice that does not fit the 4 GB
+    assert admissions.demand(newcomer, built, twins, three).room == Fits(), \
+        "its sessions are open already: it takes no more of the budget, and evicts nobody"
 
 
 def test_a_load_waiting_for_room_shows_it_in_status_and_one_event() -> None:
