@@ -29,6 +29,9 @@ from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 from tests.serve.conftest import minilm_artifacts  # noqa: F401  (the fixture: MiniLM fp32 in the session's store)
 
 ON_DEMAND = "    residency: onDemand\n"
+OWN_SESSIONS = "  runtime:\n    power: efficient\n"
+"""A session option of its own: a second tiny deployment with it does not share the first one's sessions (the same
+artifacts and session options would share one set, charged once)."""
 MINILM = """\
 apiVersion: npuctl.dev/v1alpha1
 kind: ModelDeployment
@@ -111,7 +114,7 @@ def loaded_models(agent: Agent) -> float:
 
 def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_for_another(budgeted: Agent) -> None:
     (budgeted.manifests / "a.yaml").write_text(manifest(name="a") + ON_DEMAND)
-    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND + "    priority: 1\n")
+    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND + "    priority: 1\n" + OWN_SESSIONS)
     budgeted.start()
     for name in ("a", "b"):
         standing = budgeted.wait_phase(name, "Standby")
@@ -193,7 +196,7 @@ def test_an_on_demand_model_unloads_after_idle_seconds_and_ps_no_longer_lists_it
 
 def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(budgeted: Agent) -> None:
     (budgeted.manifests / "pinned.yaml").write_text(manifest(name="pinned"))
-    (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND)
+    (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND + OWN_SESSIONS)
     budgeted.start()
     budgeted.wait_phase("pinned", "Ready")
     budgeted.wait_phase("later", "Standby")
