@@ -9,7 +9,8 @@ loads them (npuctl.serve.models.load_served, which measures each load's LoadCost
   host_mib                     LoadCost.hostBytes: resident set growth over the load; artifact_mib beside it
   load_peak_mib                LoadCost.peakHostBytes: the resident set's highest growth while the load ran (the
                                transient the agent admits a load against); estimated_peak_mib: the agent's guess
-                               before a first load (npuctl.agent.budget.estimate: Cost.peak)
+                               before a first load (npuctl.agent.budget.estimate: Cost.peak); first_load_peak_mib:
+                               the process's first load of it, which also reads its graphs' facts for sizing
   rss_back_within              after unloading (ServedModel.retire, sessions closed): the process's resident set
                                over its level before the load, as a share of that level (goal: <= 10%)
   returned_share               the share of the load's growth given back after unloading
@@ -93,6 +94,7 @@ def measure(name: str, spec: ModelDeployment, built: BuildResult, runs: int) -> 
             f"{name}_cold_start_max_s": round(max(pick("cold")), 3),
             f"{name}_load_p50_s": round(statistics.median(pick("load")), 3),
             f"{name}_host_mib": round(statistics.median(pick("host")) / 2**20, 1),
+            f"{name}_first_load_peak_mib": round(first["peak"] / 2**20, 1),
             f"{name}_load_peak_mib": round(statistics.median(pick("peak")) / 2**20, 1),
             f"{name}_load_peak_max_mib": round(max(pick("peak")) / 2**20, 1),
             f"{name}_estimated_peak_mib": round(estimate(built).loading().memory / 2**20, 1),

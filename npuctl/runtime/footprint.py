@@ -46,21 +46,24 @@ def estimated_cost(deployment: ModelDeployment, artifacts: Artifacts, host: Host
 
 def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts) -> tuple[LoadedModel, LoadCost]:
     """Load the deployment (npuctl.runtime.loading.load_model) and measure what that cost: the process's resident
-    set growth over the load and the time it took. Loads running at the same time each count the other's growth
-    during their overlap: an over-estimate, the safe side for a budget."""
+    set growth over the load and the time it took, and its peak, sizing the files included. Loads running at the
+    same time each count the other's growth during their overlap: an over-estimate, the safe side for a budget."""
     return_free_memory()  # else the load reuses freed heap and its growth is under-counted
     before = process_memory()
     started = time.perf_counter()
     with PeakMemory() as peak:
         model = load_model(deployment, artifacts, host)
-    seconds = time.perf_counter() - started
-    grown = max(process_memory() - before, 0)
-    try:
-        plan = _plan(deployment, artifacts, host, model.info.where)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop a loaded model
-        log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured", deployment.name,
-                    exc)
-        plan = _Plan(frozenset(), 0, 0, 0)
+        seconds = time.perf_counter() - started
+        grown = max(process_memory() - before, 0)
+        # Sizing reads each graph's protobuf whole (onnx has no lazy parse): twice an embedded-weights graph's bytes
+        # for a moment, once per file and process (the facts are cached), which belongs in the load's peak.
+        try:
+            plan = _plan(deployment, artifacts, host, model.info.where)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop the model
+            log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured",
+                        deployment.name, exc)
+            plan = _Plan(frozenset(), 0, 0, 0)
+    return_free_memory()  # what the sizing read is not the model's to keep
     return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False,
                             peak_host_bytes=max(peak.highest - before, grown))
 
