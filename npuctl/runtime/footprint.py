@@ -20,6 +20,7 @@ import psutil
 
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.genai_pack import GENAI_CONFIG, GenaiPack, read_pack
+from npuctl.runtime.graph_facts import graph_facts
 from npuctl.runtime.loading import LoadedModel, load_model
 from npuctl.runtime.placement import Artifacts, Placement, Where, cpu_placement, place
 from npuctl.runtime.seq2seq import DECODER_FILE
@@ -55,8 +56,7 @@ def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostF
         model = load_model(deployment, artifacts, host)
         seconds = time.perf_counter() - started
         grown = max(process_memory() - before, 0)
-        # Sizing reads each graph's protobuf whole (onnx has no lazy parse): twice an embedded-weights graph's bytes
-        # for a moment, once per file and process (the facts are cached), which belongs in the load's peak.
+        # What sizing takes (little: npuctl.runtime.graph_facts skips the weights) belongs in the load's peak.
         try:
             plan = _plan(deployment, artifacts, host, model.info.where)
         except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop the model
@@ -217,29 +217,19 @@ def _generation_plan(deployment: ModelDeployment, artifacts: Artifacts, host: Ho
 def _seq2seq_kv(decoder: Path, slots: int) -> int:
     """An encoder-decoder's self-attention cache (npuctl.runtime.seq2seq): keys and values of every layer at the
     decoder's fixed length, for each of `slots` generations."""
-    inputs = _facts(decoder).inputs
+    inputs = graph_facts(decoder).inputs
     per_slot = sum(_bytes(shape[1:], element) for name, (shape, element) in inputs.items()
                    if name.startswith(("past_key_", "past_value_")))
     return per_slot * slots
 
 
-@dataclass(frozen=True)
-class _GraphFacts:
-    files: frozenset[Path]
-    """The graph's file and every file it refers to (external weights, context binaries)."""
-    context_bytes: int
-    """Bytes of its context binaries (EPContext nodes), embedded or beside it."""
-    inputs: dict[str, tuple[tuple[int | str, ...], int]]
-    """Each input's shape (a name where it is symbolic) and element size in bytes."""
-
-
 def _files_of(graph: Path) -> tuple[frozenset[Path], int]:
-    facts = _facts(graph)
+    facts = graph_facts(graph)
     return facts.files, facts.context_bytes
 
 
 def _input_element_size(graph: Path, name: str) -> int | None:
-    found = _facts(graph).inputs.get(name)
+    found = graph_facts(graph).inputs.get(name)
     return found[1] if found else None
 
 
@@ -248,41 +238,3 @@ def _bytes(shape: tuple[int | str, ...], element: int) -> int:
     for dim in shape:
         count *= dim if isinstance(dim, int) else 1
     return count
-
-
-def _facts(graph: Path) -> _GraphFacts:
-    stat = graph.stat()
-    return _read_facts(graph.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _read_facts(graph: Path, size: int, mtime_ns: int) -> _GraphFacts:
-    # Keyed on size and time as well: a path rewritten in place is read again (store artifacts never are).
-    import onnx
-
-    model = onnx.load(str(graph), load_external_data=False)
-    files = {graph}
-    context = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-            if location:
-                files.add(graph.parent / location)
-    for node in model.graph.node:
-        if node.op_type != "EPContext":
-            continue
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        cache = attributes.get("ep_cache_context", b"")
-        if attributes.get("embed_mode", 1) == 0:
-            binary = graph.parent / (cache.decode() if isinstance(cache, bytes) else str(cache))
-            files.add(binary)
-            context += binary.stat().st_size if binary.is_file() else 0
-        else:
-            context += len(cache)
-    inputs: dict[str, tuple[tuple[int | str, ...], int]] = {}
-    for value in model.graph.input:
-        tensor = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
-        element = int(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize) if tensor.elem_type else 0
-        inputs[value.name] = (shape, element)
-    return _GraphFacts(frozenset(file for file in files if file.is_file()), context, inputs)
