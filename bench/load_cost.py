@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from npuctl.agent.budget import estimate  # noqa: E402
 from npuctl.artifacts import BuildResult, Store, artifacts_of, build_deployment  # noqa: E402
-from npuctl.runtime.footprint import process_memory, return_free_memory  # noqa: E402
+from npuctl.runtime.devices import detect_host  # noqa: E402
+from npuctl.runtime.footprint import estimated_cost, process_memory, return_free_memory  # noqa: E402
 from npuctl.runtime.generation import Sampling  # noqa: E402
 from npuctl.runtime.placement import Artifacts  # noqa: E402
 from npuctl.schema.models import ModelDeployment  # noqa: E402
@@ -97,7 +98,8 @@ def measure(name: str, spec: ModelDeployment, built: BuildResult, runs: int) -> 
             f"{name}_first_load_peak_mib": round(first["peak"] / 2**20, 1),
             f"{name}_load_peak_mib": round(statistics.median(pick("peak")) / 2**20, 1),
             f"{name}_load_peak_max_mib": round(max(pick("peak")) / 2**20, 1),
-            f"{name}_estimated_peak_mib": round(estimate(built).loading().memory / 2**20, 1),
+            f"{name}_estimated_peak_mib": round(estimate(estimated_cost(spec, artifacts, detect_host())).loading().memory
+                                                / 2**20, 1),
             f"{name}_artifact_mib": round(rows[0]["artifacts"] / 2**20, 1),
             f"{name}_rss_back_within": f"{max(over):+.1%}",
             f"{name}_returned_share": f"{min(returned):.0%}"}

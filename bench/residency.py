@@ -45,7 +45,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.rerank import DOCUMENTS, QUERY, _cross_encoder  # noqa: E402
 from npuctl.agent.budget import estimate  # noqa: E402
-from npuctl.artifacts import Store, build_deployment  # noqa: E402
+from npuctl.artifacts import Store, artifacts_of, build_deployment  # noqa: E402
+from npuctl.runtime.devices import detect_host  # noqa: E402
+from npuctl.runtime.footprint import estimated_cost  # noqa: E402
 from npuctl.schema.models import ModelDeployment  # noqa: E402
 from tests.agent.harness import Agent  # noqa: E402
 
@@ -134,8 +136,9 @@ def run(folder: Path, seconds: float) -> dict[str, Any]:
     agent = Agent(folder / "agent", store.root)
     costs: dict[str, int] = {}
     for name, body in manifests(folder).items():
-        built = build_deployment(ModelDeployment.model_validate(body), store=store)
-        costs[name] = estimate(built).memory
+        deployment = ModelDeployment.model_validate(body)
+        built = build_deployment(deployment, store=store)
+        costs[name] = estimate(estimated_cost(deployment, artifacts_of(built), detect_host())).memory
         (agent.manifests / f"{name}.yaml").write_text(json.dumps(body))
     itself = agent_memory(folder / "empty", store.root)
     budget = itself + int(sum(costs.values()) * SHARE_OF_TOTAL)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from npuctl.artifacts import BuildResult
 from npuctl.schema.cost import LoadCost
 
 MiB = 1 << 20
@@ -21,8 +19,8 @@ SESSION_OVERHEAD = 64 * MiB
 """What an onnxruntime session takes beyond its weights (arena, tokenizer, threads): a rough figure for small
 models, which an estimate from file sizes alone would call nearly free."""
 LOAD_COPIES = 2
-"""Before a first load measures it, a load's peak is estimated with this many copies of its CPU graph: onnxruntime
-reads the graph whole, then builds its optimized initializers beside that copy (bench/load_cost.py: MiniLM fp32's
+"""Before a first load measures it, a load's peak is estimated with this many copies of its files: onnxruntime
+reads a graph whole, then builds its optimized initializers beside that copy (bench/load_cost.py: MiniLM fp32's
 86 MiB graph peaks at 130 MiB of growth and keeps 112 MiB)."""
 
 
@@ -139,16 +137,12 @@ def _held(need: Cost, residents: Iterable[Resident], limits: Limits) -> str:
             f"it loads, {need.npu_sessions} NPU sessions); held by: {held.strip() or 'nothing'}")
 
 
-def estimate(built: BuildResult) -> Cost:
-    """A model's cost from the sizes of the files a load opens: its CPU model or model folder, and the context
-    binaries of one target (one session per sequence bucket); its load's peak with LOAD_COPIES of the CPU graph."""
-    cpu = _size(built.cpu_model) + (_size(built.model_dir) if built.model_dir is not None else 0)
-    by_soc: dict[int, list[int]] = {}
-    for artifact in built.artifacts:
-        by_soc.setdefault(artifact.soc_model, []).append(_size(artifact.context_binary) + _size(artifact.context_model))
-    binaries = max(by_soc.values(), key=sum, default=[])
-    memory = SESSION_OVERHEAD + cpu + sum(binaries)
-    return Cost(memory, len(binaries), sum(binaries), peak=memory + (LOAD_COPIES - 1) * _size(built.cpu_model))
+def estimate(cost: LoadCost) -> Cost:
+    """A model's cost before it loads, from the runtime's estimate (npuctl.runtime.footprint.estimated_cost: the
+    bytes of the files its sessions would open, the KV cache at full context) and SESSION_OVERHEAD; its load's
+    peak with LOAD_COPIES of those files."""
+    return Cost(SESSION_OVERHEAD + cost.memory_bytes, cost.npu_sessions, cost.context_binary_bytes,
+                peak=SESSION_OVERHEAD + LOAD_COPIES * cost.host_bytes + cost.kv_cache_bytes)
 
 
 def measured(estimated: Cost, load: LoadCost | None) -> Cost:
@@ -159,14 +153,3 @@ def measured(estimated: Cost, load: LoadCost | None) -> Cost:
         return estimated
     return Cost(max(estimated.memory, load.memory_bytes), max(estimated.npu_sessions, load.npu_sessions),
                 max(estimated.npu_memory, load.context_binary_bytes), peak=load.peak_host_bytes)
-
-
-def _size(path: Path | None) -> int:
-    if path is None:
-        return 0
-    try:
-        if path.is_dir():
-            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        return path.stat().st_size
-    except OSError:
-        return 0

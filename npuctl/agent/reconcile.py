@@ -23,7 +23,7 @@ import psutil
 
 from npuctl.agent import work
 from npuctl.agent.actuator import Actuator, describe_artifacts
-from npuctl.agent.budget import Cost, Limits, estimate, measured
+from npuctl.agent.budget import Cost, Limits, measured
 from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.decide import (
@@ -371,7 +371,7 @@ class Reconciler:
             model.retire()
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
-        self.costs[keys.build] = measured(estimate(built), model.status.cost)
+        self.costs[keys.build] = measured(self.admissions.estimate(want.deployment, built), model.status.cost)
         if record.parked is not None:
             self.book.record(name, "Loaded", f"loaded on demand in {self.clock() - started:.2f} s (cold start)")
         record.unserved, record.parked = None, None

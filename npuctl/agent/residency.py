@@ -5,6 +5,7 @@ the reconciler; the reconciler alone loads, unloads and evicts, and answers the 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
 from npuctl.agent.actuator import Actuator
@@ -13,10 +14,14 @@ from npuctl.agent.decide import Demand
 from npuctl.agent.records import Record
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildResult
+from npuctl.runtime.placement import NotServable
+from npuctl.schema import LoadedDeployment
 from npuctl.schema.models import Residency as Mode
 from npuctl.schema.models import Task
 from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.http.errors import ApiError
+
+log = logging.getLogger("npuctl.agent")
 
 IN_USE_POLL_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 5
@@ -109,7 +114,9 @@ class Admissions:
                         idle=idle_at is not None and self.clock() >= idle_at)
         if built is None:
             return demand
-        need = costs.setdefault(record.want.keys.build, estimate(built))
+        if record.want.keys.build not in costs:
+            costs[record.want.keys.build] = self.estimate(record.want.deployment, built)
+        need = costs[record.want.keys.build]
         others = [r for r in records if r.running is not None and r is not record]
         if _shares(record) and any(_shares(r) and r.running.keys.load == record.want.keys.load
                                    for r in others if r.running is not None):
@@ -120,6 +127,15 @@ class Admissions:
         return Demand(on_demand=True, wanted=demand.wanted, idle=demand.idle, room=room,
                       room_if_drained=make_room(need, priority, self._residents(others, costs), self.limits)
                       if isinstance(room, Full) else room)
+
+    def estimate(self, loaded: LoadedDeployment, built: BuildResult) -> Cost:
+        """A build's cost before it loads (npuctl.agent.budget.estimate); nothing where it cannot be sized: its
+        load fails the same way, and says why."""
+        try:
+            return estimate(self.actuator.estimate(loaded, built))
+        except (NotServable, OSError, ValueError) as exc:
+            log.warning("%s: cannot estimate its cost (%s)", loaded.deployment.name, exc)
+            return Cost()
 
     def park(self, record: Record, reason: Reason, message: str) -> None:
         """Unload an onDemand deployment, or stand a new one by: its names answer by asking for it to load."""
