@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
+from npuctl.agent.budget import SESSION_OVERHEAD, Cost, Fits, Full, Limits, Resident, estimate, make_room, measured
 from npuctl.agent.conditions import project, transitions
 from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, WaitForRoom, decide
 from npuctl.agent.desired import Desired
@@ -116,6 +116,12 @@ def test_a_load_is_admitted_against_its_peak_not_what_it_keeps() -> None:
     assert isinstance(refused, Full) and "(5120 MiB while it loads" in refused.message
     assert make_room(Cost(2 * GB, 1, peak=GB), 0, [resident("a", 2)], LIMITS) == Fits(), \
         "a peak below what it keeps changes nothing"
+
+
+def test_before_a_load_its_cost_is_the_runtime_s_estimate_plus_a_session_and_twice_its_files_at_the_peak() -> None:
+    load = LoadCost(host_bytes=100, artifact_bytes=100, kv_cache_bytes=50, context_binary_bytes=30, npu_sessions=2,
+                    estimated=True)
+    assert estimate(load) == Cost(SESSION_OVERHEAD + 150, 2, 30, peak=SESSION_OVERHEAD + 2 * 100 + 50)
 
 
 def test_a_measured_load_keeps_its_peak_for_the_next_admission() -> None:
