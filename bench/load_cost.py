@@ -7,6 +7,10 @@ loads them (npuctl.serve.models.load_served, which measures each load's LoadCost
   first_cold_start_s           the same for the process's first load of that kind, which also loads libraries
   load_p50_s                   the sessions opening alone (LoadCost.loadSeconds)
   host_mib                     LoadCost.hostBytes: resident set growth over the load; artifact_mib beside it
+  load_peak_mib                LoadCost.peakHostBytes: the resident set's highest growth while the load ran (the
+                               transient the agent admits a load against); estimated_peak_mib: the agent's guess
+                               before a first load (npuctl.agent.budget.estimate: Cost.peak); first_load_peak_mib:
+                               the process's first load of it, which also reads its graphs' facts for sizing
   rss_back_within              after unloading (ServedModel.retire, sessions closed): the process's resident set
                                over its level before the load, as a share of that level (goal: <= 10%)
   returned_share               the share of the load's growth given back after unloading
@@ -30,8 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from npuctl.artifacts import Store, artifacts_of, build_deployment  # noqa: E402
-from npuctl.runtime.footprint import process_memory, return_free_memory  # noqa: E402
+from npuctl.agent.budget import estimate  # noqa: E402
+from npuctl.artifacts import BuildResult, Store, artifacts_of, build_deployment  # noqa: E402
+from npuctl.runtime.devices import detect_host  # noqa: E402
+from npuctl.runtime.footprint import estimated_cost, process_memory, return_free_memory  # noqa: E402
 from npuctl.runtime.generation import Sampling  # noqa: E402
 from npuctl.runtime.placement import Artifacts  # noqa: E402
 from npuctl.schema.models import ModelDeployment  # noqa: E402
@@ -73,11 +79,12 @@ def cycle(spec: ModelDeployment, artifacts: Artifacts) -> dict[str, float]:
         raise SystemExit(f"{spec.name}: its sessions did not close within {UNLOAD_SECONDS} s of retiring")
     del served
     after = process_memory()
-    return {"cold": cold, "load": cost.load_seconds, "host": cost.host_bytes, "artifacts": cost.artifact_bytes,
-            "before": before, "loaded": loaded, "after": after}
+    return {"cold": cold, "load": cost.load_seconds, "host": cost.host_bytes, "peak": cost.peak_host_bytes,
+            "artifacts": cost.artifact_bytes, "before": before, "loaded": loaded, "after": after}
 
 
-def measure(name: str, spec: ModelDeployment, artifacts: Artifacts, runs: int) -> dict[str, Any]:
+def measure(name: str, spec: ModelDeployment, built: BuildResult, runs: int) -> dict[str, Any]:
+    artifacts = artifacts_of(built)
     first = cycle(spec, artifacts)  # the first load in a process also loads libraries: reported apart
     rows = [cycle(spec, artifacts) for _ in range(runs)]
     pick: Callable[[str], list[float]] = lambda key: [row[key] for row in rows]  # noqa: E731
@@ -88,6 +95,11 @@ def measure(name: str, spec: ModelDeployment, artifacts: Artifacts, runs: int) -
             f"{name}_cold_start_max_s": round(max(pick("cold")), 3),
             f"{name}_load_p50_s": round(statistics.median(pick("load")), 3),
             f"{name}_host_mib": round(statistics.median(pick("host")) / 2**20, 1),
+            f"{name}_first_load_peak_mib": round(first["peak"] / 2**20, 1),
+            f"{name}_load_peak_mib": round(statistics.median(pick("peak")) / 2**20, 1),
+            f"{name}_load_peak_max_mib": round(max(pick("peak")) / 2**20, 1),
+            f"{name}_estimated_peak_mib": round(estimate(estimated_cost(spec, artifacts, detect_host())).loading().memory
+                                                / 2**20, 1),
             f"{name}_artifact_mib": round(rows[0]["artifacts"] / 2**20, 1),
             f"{name}_rss_back_within": f"{max(over):+.1%}",
             f"{name}_returned_share": f"{min(returned):.0%}"}
@@ -109,7 +121,7 @@ def main() -> None:
                                               "format": "transformers"}, precision="fp32", runtime={"device": "cpu"})
         results: dict[str, Any] = {}
         for name, spec in (("minilm", minilm), ("tiny_chat", chat)):
-            results |= measure(name, spec, artifacts_of(build_deployment(spec, store=store)), args.runs)
+            results |= measure(name, spec, build_deployment(spec, store=store), args.runs)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

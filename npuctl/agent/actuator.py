@@ -20,7 +20,9 @@ from npuctl.artifacts.pipeline import survey
 from npuctl.artifacts.published.location import StoreLocation
 from npuctl.artifacts.result import ProgressCallback, Survey
 from npuctl.runtime.devices import HostFacts
+from npuctl.runtime.footprint import estimated_cost
 from npuctl.schema import LoadedDeployment, ModelDeployment
+from npuctl.schema.cost import LoadCost
 from npuctl.schema.status import ArtifactStatus
 from npuctl.serve.models import ModelStatus, ServedModel, Unavailable
 from npuctl.serve.registry import ModelRegistry
@@ -65,6 +67,10 @@ class Actuator(Protocol):
 
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
         """The artifacts of a build, for status."""
+
+    def estimate(self, loaded: LoadedDeployment, built: BuildResult) -> LoadCost:
+        """What loading the build would cost, from the files its sessions would open, before loading (quick: the
+        graphs' facts are read without their weights, once per file). Raises NotServable as the load would."""
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:
         """Whether this agent is selected by the deployment's spec.selector, and why not."""
@@ -127,6 +133,9 @@ class LocalActuator:
 
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
         return describe_artifacts(built)
+
+    def estimate(self, loaded: LoadedDeployment, built: BuildResult) -> LoadCost:
+        return estimated_cost(loaded.deployment, artifacts_of(built, self.store.views_dir), self.host)
 
     def survey(self, loaded: LoadedDeployment, base_dir: Path) -> Survey:
         # A dry run's manifest is not written yet: its roots are those of the file it would be.

@@ -5,6 +5,7 @@ can read its own CPU time and memory, and only the agent keeps status."""
 
 from __future__ import annotations
 
+import asyncio
 import platform
 from importlib import metadata
 
@@ -39,7 +40,9 @@ def bench_routes(reconciler: Reconciler, host: HostFacts, token: str, guard_read
         # Windows keeps the peak working set; elsewhere the bench samples the resident size.
         peak = getattr(memory, "peak_wset", None)
         return JSONResponse({"pid": process.pid, "cpuSeconds": times.user + times.system, "rssBytes": memory.rss,
-                             "peakRssBytes": peak, "host": host_figures(host).model_dump(mode="json")})
+                             "peakRssBytes": peak,
+                             "eventLoop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+                             "host": host_figures(host).model_dump(mode="json")})
 
     async def keep(request: Request) -> Response:
         _check(request, token)

@@ -37,6 +37,9 @@ class Seen:
     endpoint: str | None = None
     on_demand: bool = False
     """`residency: onDemand`: its Resident condition shows whether it is loaded."""
+    room: str = ""
+    """An onDemand load waiting for the requests in flight on the models it will evict: the budget and what holds
+    it (empty: not waiting)."""
 
 
 def project(previous: DeploymentStatus, seen: Seen) -> DeploymentStatus:
@@ -70,6 +73,10 @@ def transitions(old: DeploymentStatus, new: DeploymentStatus, want: Desired) -> 
         events.append((NAME_CONFLICT, serving.message, True))
     if new.phase != old.phase:
         events.append((f"Phase{new.phase.value}", f"{old.phase.value} -> {new.phase.value}", False))
+    resident, was_resident = new.condition(C.RESIDENT), old.condition(C.RESIDENT)
+    if resident is not None and resident.reason == R.WAITING_FOR_ROOM and (
+            was_resident is None or was_resident.reason != R.WAITING_FOR_ROOM):
+        events.append((R.WAITING_FOR_ROOM.value, resident.message, False))
     return events
 
 
@@ -147,7 +154,11 @@ def _standing_by(status: DeploymentStatus, seen: Seen, parked: Reason) -> None:
     loading = seen.activity is Activity.LOADING
     status.set_condition(C.LOADED, None if loading else False, R.LOADING if loading else parked, _PARKED[parked])
     status.set_condition(C.ON_NPU, False, R.LOADING if loading else parked, _PARKED[parked])
-    status.set_condition(C.RESIDENT, False, R.LOADING if loading else parked, _PARKED[parked])
+    if seen.room and not loading:
+        status.set_condition(C.RESIDENT, False, R.WAITING_FOR_ROOM, f"asked for; {seen.room}: its requests wait for "
+                             "those in flight on the models it will evict to end")
+    else:
+        status.set_condition(C.RESIDENT, False, R.LOADING if loading else parked, _PARKED[parked])
     if seen.want.conflict is None:
         status.set_condition(C.SERVING, True, R.ON_DEMAND, f"as {seen.want.deployment.deployment.public_name}, "
                              "loaded on its first request")

@@ -106,15 +106,16 @@ class BuildDeadlines(BaseModel):
 
 
 class Budget(BaseModel):
-    """What the models this agent loads may take together (agent config `budget`). `onDemand` deployments load
-    only within it, evicting idle ones when they must; `always` ones load regardless, and count."""
+    """What the agent process and the models it loads may take together (agent config `budget`). `onDemand`
+    deployments load only within it, evicting idle ones when they must; `always` ones load regardless, and count."""
 
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid",
                               use_attribute_docstrings=True)
 
     memory: int | str = Field("50%", union_mode="left_to_right")
-    """Host memory in bytes, or a share of this machine's (`"50%"`: 8 GB on a 16 GB PC, leaving the rest to
-    the OS, the agent itself and the applications beside it)."""
+    """Host memory for the whole agent process, in bytes, or a share of this machine's (`"50%"`: 8 GB on a 16 GB
+    PC, leaving the rest to the OS and the applications beside it). The agent's own memory, measured at its start,
+    is charged first; the models share the rest."""
     npu_sessions: int = Field(8, ge=0)
     """NPU (QNN HTP) sessions open at once: the HTP driver gives each process only a few."""
     npu_memory: int | None = Field(None, ge=0)

@@ -46,8 +46,16 @@ class Unselect:
 
 @dataclass(frozen=True)
 class Wait:
-    """Nothing to start now: work is in flight, another deployment builds the same artifacts, or an onDemand load
-    waits for the requests in flight on the model it will evict."""
+    """Nothing to start now: work is in flight, or another deployment builds the same artifacts."""
+
+
+@dataclass(frozen=True)
+class WaitForRoom:
+    """An onDemand load fits once the requests in flight on the models it will evict end: its requests wait for
+    them (status says so), and the reconciler looks again each second meanwhile."""
+
+    message: str
+    """The budget and what holds it."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class Hold:
     failure: Failure
 
 
-Action = Unselect | Wait | StopBuild | Conflict | Keep | Reconfigure | Start | Hold | Standby | Unload | OverBudget
+Action = Unselect | Wait | WaitForRoom | StopBuild | Conflict | Keep | Reconfigure | Start | Hold | Standby | Unload | OverBudget
 
 
 def decide(record: Record, want: Desired, builds: Builds, now: float, *, selected: bool = True,
@@ -146,7 +154,7 @@ def _within_budget(start: Start, record: Record, demand: Demand) -> Action:
     if record.running is not None and isinstance(demand.room_if_drained, Fits):
         return replace(start, evict=demand.room_if_drained.evict, drain=True)
     if demand.room.busy:
-        return Wait()  # the reconciler looks again each second while requests hold a loaded onDemand model
+        return WaitForRoom(demand.room.message)
     return OverBudget(demand.room.message)
 
 

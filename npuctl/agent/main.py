@@ -106,7 +106,8 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     reconciler = make_reconciler(config, actuator)
     registry.idle_times = reconciler.admissions.keep_alive
     registry.idle_for = reconciler.admissions.idle_for
-    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open))
+    registry.metrics.registry.register(AgentCollector(reconciler.book, poller, host, loaded=lambda: actuator.shared.open,
+                                                      budget=lambda: reconciler.admissions.use(reconciler.costs)))
     timeline = Timeline(registry).start()
 
     async def dashboard_data(recent: float | None) -> DashboardData:

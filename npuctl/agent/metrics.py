@@ -14,17 +14,19 @@ from npuctl import __version__
 from npuctl.agent.sources import SourcePoller
 from npuctl.agent.status import Phase, StatusBook
 from npuctl.runtime.devices import HostFacts
+from npuctl.schema.status import BudgetUse
 
 SOURCE_STATES = ("Pending", "Synced", "Unreachable", "Stalled", "Rejected")
 
 
 class AgentCollector(Collector):
     def __init__(self, book: StatusBook, poller: SourcePoller, host: HostFacts,
-                 loaded: Callable[[], int] = lambda: 0) -> None:
+                 loaded: Callable[[], int] = lambda: 0, budget: Callable[[], BudgetUse] | None = None) -> None:
         self.book = book
         self.poller = poller
         self.host = host
         self.loaded = loaded
+        self.budget = budget
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("npuctl_agent_info", "1, labelled with the agent's version and device.",
@@ -55,3 +57,20 @@ class AgentCollector(Collector):
                                    "artifacts and session options share one.")
         loaded.add_metric([], float(self.loaded()))
         yield from (info, phase, provider, source, polls, loaded)
+        if self.budget is not None:
+            yield from _budget_gauges(self.budget())
+
+
+def _budget_gauges(use: BudgetUse) -> Iterator[Metric]:
+    """The budget and its use; the memory used split into the agent itself and its loaded models."""
+    memory = GaugeMetricFamily("npuctl_budget_memory_bytes", "The agent's memory budget, for the whole process.")
+    memory.add_metric([], use.memory)
+    used = GaugeMetricFamily("npuctl_budget_memory_used_bytes", "What the budget's memory holds now: the agent "
+                             "itself (measured at its start) and the loaded models' costs.", labels=["holder"])
+    used.add_metric(["agent"], use.agent_memory)
+    used.add_metric(["models"], use.memory_used - use.agent_memory)
+    sessions = GaugeMetricFamily("npuctl_budget_npu_sessions", "NPU sessions the budget allows, and in use.",
+                                 labels=["state"])
+    sessions.add_metric(["allowed"], use.npu_sessions)
+    sessions.add_metric(["used"], use.npu_sessions_used)
+    yield from (memory, used, sessions)

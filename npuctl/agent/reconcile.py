@@ -23,7 +23,7 @@ import psutil
 
 from npuctl.agent import work
 from npuctl.agent.actuator import Actuator, describe_artifacts
-from npuctl.agent.budget import Cost, Limits, estimate, measured
+from npuctl.agent.budget import Cost, Limits, measured
 from npuctl.agent.conditions import NAME_CONFLICT, Seen, project, transitions, unserved
 from npuctl.agent.config import AgentConfig
 from npuctl.agent.decide import (
@@ -38,6 +38,7 @@ from npuctl.agent.decide import (
     StopBuild,
     Unload,
     Unselect,
+    WaitForRoom,
     decide,
     waits_for,
 )
@@ -49,6 +50,7 @@ from npuctl.agent.residency import Admissions
 from npuctl.agent.status import StatusBook
 from npuctl.agent.watcher import ManifestWatcher
 from npuctl.artifacts import BuildError, BuildResult, StepEvent
+from npuctl.runtime.footprint import process_memory, return_free_memory
 from npuctl.schema import LoadedDeployment
 from npuctl.schema.status import BuildSteps, Reason
 from npuctl.serve.http.errors import ApiError
@@ -75,9 +77,10 @@ class Reconciler:
         self._loads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npuctl-load")
         self._wake = asyncio.Event()
         budget = self.config.budget
+        return_free_memory()  # what the start freed is not the agent's to keep
         self.admissions = Admissions(Limits(budget.memory_bytes(psutil.virtual_memory().total), budget.npu_sessions,
-                                            budget.npu_memory), self.clock, self.wake, self.actuator, self.book,
-                                     self.records)
+                                            budget.npu_memory, agent=process_memory()),
+                                     self.clock, self.wake, self.actuator, self.book, self.records)
         self.costs: dict[str, Cost] = {}
         """Estimated cost of each loaded build, by build key."""
         self._reader = ManifestReader(self.desired_state, self.health, self._wake.set)
@@ -228,7 +231,8 @@ class Reconciler:
         self._show(record, Seen(record, want, waits_for(record, builds), selected, why,
                                 tuple(describe_artifacts(built)) if built else None,
                                 self.actuator.describe(running.model) if running else None,
-                                self.endpoint or None, demand.on_demand))
+                                self.endpoint or None, demand.on_demand,
+                                action.message if isinstance(action, WaitForRoom) else ""))
         return builds
 
     def _act(self, record: Record, want: Desired, action: Action) -> None:
@@ -368,7 +372,7 @@ class Reconciler:
             model.retire()
             return Outcome.failed(NAME_CONFLICT, str(exc), permanent=True)
         record.running = Running(want.generation, keys, model, self._names(want))
-        self.costs[keys.build] = measured(estimate(built), model.status.cost)
+        self.costs[keys.build] = measured(self.admissions.estimate(want.deployment, built), model.status.cost)
         if record.parked is not None:
             self.book.record(name, "Loaded", f"loaded on demand in {self.clock() - started:.2f} s (cold start)")
         record.unserved, record.parked = None, None

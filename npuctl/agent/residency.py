@@ -5,6 +5,7 @@ the reconciler; the reconciler alone loads, unloads and evicts, and answers the 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
 from npuctl.agent.actuator import Actuator
@@ -13,9 +14,14 @@ from npuctl.agent.decide import Demand
 from npuctl.agent.records import Record
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildResult
+from npuctl.runtime.placement import NotServable
+from npuctl.schema import LoadedDeployment
 from npuctl.schema.models import Residency as Mode
+from npuctl.schema.models import Task
 from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.http.errors import ApiError
+
+log = logging.getLogger("npuctl.agent")
 
 IN_USE_POLL_SECONDS = 1.0
 RETRY_AFTER_SECONDS = 5
@@ -108,14 +114,28 @@ class Admissions:
                         idle=idle_at is not None and self.clock() >= idle_at)
         if built is None:
             return demand
-        need = costs.setdefault(record.want.keys.build, estimate(built))
+        if record.want.keys.build not in costs:
+            costs[record.want.keys.build] = self.estimate(record.want.deployment, built)
+        need = costs[record.want.keys.build]
+        others = [r for r in records if r.running is not None and r is not record]
+        if _shares(record) and any(_shares(r) and r.running.keys.load == record.want.keys.load
+                                   for r in others if r.running is not None):
+            need = Cost()  # its sessions are open for another deployment: it takes them as they are
         priority = record.want.deployment.deployment.spec.serve.priority
-        others = [self._resident(r, costs) for r in records if r.running is not None and r is not record]
-        own = [self._resident(record, costs)] if record.running is not None else []
-        room = make_room(need, priority, [*others, *own], self.limits)
+        own = [record] if record.running is not None else []
+        room = make_room(need, priority, self._residents([*others, *own], costs), self.limits)
         return Demand(on_demand=True, wanted=demand.wanted, idle=demand.idle, room=room,
-                      room_if_drained=make_room(need, priority, others, self.limits) if isinstance(room, Full)
-                      else room)
+                      room_if_drained=make_room(need, priority, self._residents(others, costs), self.limits)
+                      if isinstance(room, Full) else room)
+
+    def estimate(self, loaded: LoadedDeployment, built: BuildResult) -> Cost:
+        """A build's cost before it loads (npuctl.agent.budget.estimate); nothing where it cannot be sized: its
+        load fails the same way, and says why."""
+        try:
+            return estimate(self.actuator.estimate(loaded, built))
+        except (NotServable, OSError, ValueError) as exc:
+            log.warning("%s: cannot estimate its cost (%s)", loaded.deployment.name, exc)
+            return Cost()
 
     def park(self, record: Record, reason: Reason, message: str) -> None:
         """Unload an onDemand deployment, or stand a new one by: its names answer by asking for it to load."""
@@ -129,13 +149,14 @@ class Admissions:
         record.parked_for = record.want.generation
 
     def use(self, costs: dict[str, Cost]) -> BudgetUse:
-        """What the loaded models take of the budget now."""
-        loaded = [self._resident(r, costs) for r in self.records.values() if r.running is not None]
-        used = sum((r.cost for r in loaded), Cost())
+        """What the agent itself and its loaded models take of the budget now."""
+        running = [r for r in self.records.values() if r.running is not None]
+        used = sum((r.cost for r in self._residents(running, costs)), Cost())
         limits = self.limits
-        return BudgetUse(memory=limits.memory, memory_used=used.memory, npu_sessions=limits.npu_sessions,
+        return BudgetUse(memory=limits.memory, memory_used=limits.agent + used.memory, agent_memory=limits.agent,
+                         npu_sessions=limits.npu_sessions,
                          npu_sessions_used=used.npu_sessions, npu_memory=limits.npu_memory,
-                         npu_memory_used=used.npu_memory, loaded=sorted(r.name for r in loaded))
+                         npu_memory_used=used.npu_memory, loaded=sorted(r.name for r in running))
 
     def over_budget(self, record: Record, message: str) -> None:
         """Requests wait for `record`, and the budget cannot fit it: refuse them (503, Retry-After)."""
@@ -144,13 +165,28 @@ class Admissions:
             record.parked = Reason.OVER_BUDGET
             self.book.record(record.name, "OverBudget", message, warning=True)
 
-    def _resident(self, record: Record, costs: dict[str, Cost]) -> Resident:
-        assert record.running is not None
-        want = record.want
-        serve = want.deployment.deployment.spec.serve if want is not None else None
-        return Resident(record.name, costs.get(record.running.keys.build, Cost()),
-                        serve.priority if serve else 0, record.running.model.last_used, record.running.model.leases,
-                        pinned=not on_demand(record))
+    def _residents(self, records: Iterable[Record], costs: dict[str, Cost]) -> list[Resident]:
+        """Loaded deployments as eviction sees them: those on the same sessions as one, charged once."""
+        groups: dict[str, list[Record]] = {}
+        for record in records:
+            assert record.running is not None
+            groups.setdefault(record.running.keys.load if _shares(record) else f"{record.name}/", []).append(record)
+        return [self._resident(group, costs) for group in groups.values()]
+
+    def _resident(self, group: list[Record], costs: dict[str, Cost]) -> Resident:
+        first = group[0]
+        assert first.running is not None
+        priorities = [r.want.deployment.deployment.spec.serve.priority if r.want is not None else 0 for r in group]
+        return Resident(first.name, costs.get(first.running.keys.build, Cost()), max(priorities),
+                        max(r.running.model.last_used for r in group if r.running is not None),
+                        sum(r.running.model.leases for r in group if r.running is not None),
+                        pinned=any(not on_demand(r) for r in group), sharing=tuple(r.name for r in group[1:]))
+
+
+def _shares(record: Record) -> bool:
+    """Whether its loaded model is shared with deployments of the same load key (npuctl.agent.sharing: all but
+    text generation, whose queue owns its model's slots)."""
+    return record.want is not None and record.want.deployment.deployment.spec.model.task is not Task.TEXT_GENERATION
 
 
 def on_demand(record: Record) -> bool:

@@ -67,9 +67,11 @@ def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | Non
     import asyncio
 
     from npuctl.agent.main import ConfigError, StartError, run_agent
+    from npuctl.serve.http.server import loop_factory
 
     try:
-        asyncio.run(run_agent(config, on_start))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run_agent(config, on_start))
     except StartError as exc:
         raise click.ClickException(str(exc)) from exc
     except ConfigError as exc:

@@ -9,6 +9,7 @@ import ctypes.util
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import psutil
 
 from npuctl.runtime.devices import HostFacts
 from npuctl.runtime.genai_pack import GENAI_CONFIG, GenaiPack, read_pack
+from npuctl.runtime.graph_facts import graph_facts
 from npuctl.runtime.loading import LoadedModel, load_model
 from npuctl.runtime.placement import Artifacts, Placement, Where, cpu_placement, place
 from npuctl.runtime.seq2seq import DECODER_FILE
@@ -27,6 +29,9 @@ from npuctl.schema.models import ModelDeployment, Task
 
 log = logging.getLogger("npuctl.runtime")
 
+PEAK_SAMPLE_SECONDS = 0.005
+"""How often a load's resident set is sampled for its peak: a load's temporary buffers live for tens of
+milliseconds at least (a graph's read, its optimization), and a sample costs some microseconds."""
 _FALLBACK_KV_ELEMENT = 4
 """Bytes per KV cache element when no graph of the model names its cache input: float32's, the largest a
 generation pack uses (an over-estimate is the safe side for a memory budget)."""
@@ -42,21 +47,53 @@ def estimated_cost(deployment: ModelDeployment, artifacts: Artifacts, host: Host
 
 def measured_load(deployment: ModelDeployment, artifacts: Artifacts, host: HostFacts) -> tuple[LoadedModel, LoadCost]:
     """Load the deployment (npuctl.runtime.loading.load_model) and measure what that cost: the process's resident
-    set growth over the load and the time it took. Loads running at the same time each count the other's growth
-    during their overlap: an over-estimate, the safe side for a budget."""
+    set growth over the load and the time it took, and its peak, sizing the files included. Loads running at the
+    same time each count the other's growth during their overlap: an over-estimate, the safe side for a budget."""
     return_free_memory()  # else the load reuses freed heap and its growth is under-counted
     before = process_memory()
     started = time.perf_counter()
-    model = load_model(deployment, artifacts, host)
-    seconds = time.perf_counter() - started
-    grown = max(process_memory() - before, 0)
-    try:
-        plan = _plan(deployment, artifacts, host, model.info.where)
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop a loaded model
-        log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured", deployment.name,
-                    exc)
-        plan = _Plan(frozenset(), 0, 0, 0)
-    return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False)
+    with PeakMemory() as peak:
+        model = load_model(deployment, artifacts, host)
+        seconds = time.perf_counter() - started
+        grown = max(process_memory() - before, 0)
+        # What sizing takes (little: npuctl.runtime.graph_facts skips the weights) belongs in the load's peak.
+        try:
+            plan = _plan(deployment, artifacts, host, model.info.where)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a file it cannot size must not stop the model
+            log.warning("%s: cannot size the files it loaded (%s); its cost counts what the load measured",
+                        deployment.name, exc)
+            plan = _Plan(frozenset(), 0, 0, 0)
+    return_free_memory()  # what the sizing read is not the model's to keep
+    return model, plan.cost(host_bytes=grown, load_seconds=round(seconds, 4), estimated=False,
+                            peak_host_bytes=max(peak.highest - before, grown))
+
+
+class PeakMemory:
+    """The process's highest resident set while the block runs, sampled on a thread every `every` seconds (and at
+    both ends): portable, where a kernel's own high-water mark is not (Linux's can be reset only through /proc,
+    Windows' never)."""
+
+    def __init__(self, every: float = PEAK_SAMPLE_SECONDS) -> None:
+        self.every = every
+        self.highest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="npuctl-peak-memory", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.highest = max(self.highest, process_memory())
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self.highest = process_memory()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.highest = max(self.highest, process_memory())
 
 
 def process_memory() -> int:
@@ -114,8 +151,9 @@ class _Plan:
     def artifact_bytes(self) -> int:
         return sum(file.stat().st_size for file in self.files)
 
-    def cost(self, host_bytes: int, load_seconds: float, estimated: bool) -> LoadCost:
-        return LoadCost(host_bytes=host_bytes, artifact_bytes=self.artifact_bytes, kv_cache_bytes=self.kv_cache_bytes,
+    def cost(self, host_bytes: int, load_seconds: float, estimated: bool, peak_host_bytes: int = 0) -> LoadCost:
+        return LoadCost(host_bytes=host_bytes, peak_host_bytes=peak_host_bytes, artifact_bytes=self.artifact_bytes,
+                        kv_cache_bytes=self.kv_cache_bytes,
                         context_binary_bytes=self.context_binary_bytes, npu_sessions=self.npu_sessions,
                         sessions=self.sessions, load_seconds=load_seconds, estimated=estimated)
 
@@ -179,29 +217,19 @@ def _generation_plan(deployment: ModelDeployment, artifacts: Artifacts, host: Ho
 def _seq2seq_kv(decoder: Path, slots: int) -> int:
     """An encoder-decoder's self-attention cache (npuctl.runtime.seq2seq): keys and values of every layer at the
     decoder's fixed length, for each of `slots` generations."""
-    inputs = _facts(decoder).inputs
+    inputs = graph_facts(decoder).inputs
     per_slot = sum(_bytes(shape[1:], element) for name, (shape, element) in inputs.items()
                    if name.startswith(("past_key_", "past_value_")))
     return per_slot * slots
 
 
-@dataclass(frozen=True)
-class _GraphFacts:
-    files: frozenset[Path]
-    """The graph's file and every file it refers to (external weights, context binaries)."""
-    context_bytes: int
-    """Bytes of its context binaries (EPContext nodes), embedded or beside it."""
-    inputs: dict[str, tuple[tuple[int | str, ...], int]]
-    """Each input's shape (a name where it is symbolic) and element size in bytes."""
-
-
 def _files_of(graph: Path) -> tuple[frozenset[Path], int]:
-    facts = _facts(graph)
+    facts = graph_facts(graph)
     return facts.files, facts.context_bytes
 
 
 def _input_element_size(graph: Path, name: str) -> int | None:
-    found = _facts(graph).inputs.get(name)
+    found = graph_facts(graph).inputs.get(name)
     return found[1] if found else None
 
 
@@ -210,41 +238,3 @@ def _bytes(shape: tuple[int | str, ...], element: int) -> int:
     for dim in shape:
         count *= dim if isinstance(dim, int) else 1
     return count
-
-
-def _facts(graph: Path) -> _GraphFacts:
-    stat = graph.stat()
-    return _read_facts(graph.resolve(), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _read_facts(graph: Path, size: int, mtime_ns: int) -> _GraphFacts:
-    # Keyed on size and time as well: a path rewritten in place is read again (store artifacts never are).
-    import onnx
-
-    model = onnx.load(str(graph), load_external_data=False)
-    files = {graph}
-    context = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-            if location:
-                files.add(graph.parent / location)
-    for node in model.graph.node:
-        if node.op_type != "EPContext":
-            continue
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        cache = attributes.get("ep_cache_context", b"")
-        if attributes.get("embed_mode", 1) == 0:
-            binary = graph.parent / (cache.decode() if isinstance(cache, bytes) else str(cache))
-            files.add(binary)
-            context += binary.stat().st_size if binary.is_file() else 0
-        else:
-            context += len(cache)
-    inputs: dict[str, tuple[tuple[int | str, ...], int]] = {}
-    for value in model.graph.input:
-        tensor = value.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
-        element = int(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize) if tensor.elem_type else 0
-        inputs[value.name] = (shape, element)
-    return _GraphFacts(frozenset(file for file in files if file.is_file()), context, inputs)

@@ -17,6 +17,10 @@ class LoadCost(BaseModel):
     host_bytes: int
     """Host memory the load took: the agent process's resident set growth over the load (its working set on
     Windows); estimated from the artifacts' sizes when `estimated`."""
+    peak_host_bytes: int = 0
+    """The resident set's highest growth while the load ran (sampled every few milliseconds; 0 when `estimated`):
+    what the load took at once (graphs read whole, then optimized into new buffers), which may exceed hostBytes.
+    The agent admits the model's next load against it."""
     artifact_bytes: int
     """Bytes of the files the sessions were opened from (ONNX graphs, their external weights, context binaries):
     what hostBytes is checked against."""
@@ -45,6 +49,8 @@ class LoadCost(BaseModel):
         parts = [f"{_size(self.memory_bytes)} memory ({_size(self.host_bytes)} host"
                  + (f" + {_size(self.kv_cache_bytes)} KV cache" if self.kv_cache_bytes else "") + ")",
                  f"artifacts {_size(self.artifact_bytes)}"]
+        if self.peak_host_bytes > self.host_bytes:
+            parts.insert(1, f"{_size(self.peak_host_bytes)} at the load's peak")
         if self.npu_sessions:
             parts.append(f"{self.npu_sessions} NPU session(s), context binaries {_size(self.context_binary_bytes)}")
         parts.append("estimated before loading" if self.estimated else f"loaded in {self.load_seconds:.2f} s")

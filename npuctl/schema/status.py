@@ -68,7 +68,8 @@ class ConditionType(StrEnum):
     ON_NPU = "OnNPU"
     SERVING = "Serving"
     RESIDENT = "Resident"
-    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted or OverBudget)."""
+    """`residency: onDemand` deployments: whether the model is loaded now (False: Idle, Evicted, OverBudget
+    or WaitingForRoom)."""
     STATE_SAVED = "StateSaved"
     """The agent's, not a deployment's: its state folder takes status writes."""
     MANIFESTS_READ = "ManifestsRead"
@@ -107,6 +108,9 @@ class Reason(StrEnum):
     """Not loaded: unloaded to make room within the agent's budget for another model."""
     OVER_BUDGET = "OverBudget"
     """Not loaded: asked for, but the agent's budget cannot fit it beside the models it may not evict."""
+    WAITING_FOR_ROOM = "WaitingForRoom"
+    """Not loaded: asked for; it fits once the requests in flight on the models it will evict end, and its
+    requests wait for them."""
     RECONCILE_ERROR = "ReconcileError"
     """A fault of the agent itself while acting for this deployment; retried after a backoff."""
     # Where it cannot run (from the runtime's placement, npuctl.runtime.placement).
@@ -276,11 +280,15 @@ class PendingFile(Fact):
 
 
 class BudgetUse(Fact):
-    """What the agent's loaded models take of its budget (agent config `budget`), as estimated."""
+    """What the agent itself and its loaded models take of its budget (agent config `budget`), as estimated."""
 
     memory: int
-    """The memory budget, bytes."""
+    """The memory budget, bytes: for the whole agent process."""
     memory_used: int
+    """The agent's own memory and its loaded models' costs, bytes."""
+    agent_memory: int = 0
+    """The agent process's own memory (Python, onnxruntime, the server), measured at its start before any model
+    loads, bytes: charged first, in memoryUsed."""
     npu_sessions: int
     npu_sessions_used: int
     npu_memory: int | None = None
@@ -293,7 +301,8 @@ class BudgetUse(Fact):
         """The use in words, for `npuctl get`."""
         mib = 1 << 20
         npu = f", NPU memory {self.npu_memory_used // mib}/{self.npu_memory // mib} MiB" if self.npu_memory else ""
-        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB, NPU sessions "
+        agent = f" (the agent itself {self.agent_memory // mib} MiB)" if self.agent_memory else ""
+        return (f"budget: memory {self.memory_used // mib}/{self.memory // mib} MiB{agent}, NPU sessions "
                 f"{self.npu_sessions_used}/{self.npu_sessions}{npu}; loaded: {', '.join(self.loaded) or 'none'}")
 
 

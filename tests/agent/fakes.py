@@ -13,6 +13,7 @@ from npuctl.agent.status import RunFacts
 from npuctl.artifacts import BuildResult
 from npuctl.artifacts.result import ProgressCallback, Survey
 from npuctl.schema import LoadedDeployment, ModelDeployment
+from npuctl.schema.cost import LoadCost
 from npuctl.schema.status import ArtifactStatus
 from npuctl.serve.models import ServedModel
 from npuctl.serve.standby import Admit
@@ -68,6 +69,9 @@ class FakeActuator:
         raise AssertionError("nothing the fake builds is loaded")
 
     def describe_build(self, built: BuildResult) -> list[ArtifactStatus]:
+        raise AssertionError("none of the fake's builds finish")
+
+    def estimate(self, loaded: LoadedDeployment, built: BuildResult) -> LoadCost:
         raise AssertionError("none of the fake's builds finish")
 
     def selects(self, deployment: ModelDeployment) -> tuple[bool, str]:

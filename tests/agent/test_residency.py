@@ -4,16 +4,23 @@ with an onDemand deployment: stand by, load when asked, unload when idle, swap w
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, cast
+
 import pytest
 
-from npuctl.agent.budget import Cost, Fits, Full, Limits, Resident, make_room, measured
-from npuctl.agent.conditions import project
-from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, Wait, decide
+from npuctl.agent.budget import SESSION_OVERHEAD, Cost, Fits, Full, Limits, Resident, estimate, make_room, measured
+from npuctl.agent.conditions import project, transitions
+from npuctl.agent.decide import Builds, Demand, Keep, OverBudget, Standby, Start, Unload, WaitForRoom, decide
 from npuctl.agent.desired import Desired
 from npuctl.agent.records import Activity, Record, Running
+from npuctl.agent.residency import Admissions
 from npuctl.agent.status import ConditionType as C
 from npuctl.agent.status import DeploymentStatus, Phase
+from npuctl.artifacts import BuildResult
 from npuctl.schema.cost import LoadCost
+from npuctl.schema.enums import Precision
+from npuctl.schema.models import Task
 from npuctl.schema.status import BudgetUse, Reason
 from npuctl.serve.models import ModelStatus, Unavailable
 from tests.agent.harness import manifest
@@ -78,6 +85,50 @@ def test_a_model_that_fits_once_requests_in_flight_end_waits_for_them_rather_tha
 def test_npuctl_get_shows_the_budget_s_use_in_one_line() -> None:
     use = BudgetUse(memory=8 * GB, memory_used=GB // 2, npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
     assert use.line() == "budget: memory 512/8192 MiB, NPU sessions 1/8; loaded: minilm"
+    with_agent = BudgetUse(memory=8 * GB, memory_used=GB // 2 + 120 * 2**20, agent_memory=120 * 2**20,
+                           npu_sessions=8, npu_sessions_used=1, loaded=["minilm"])
+    assert with_agent.line() == ("budget: memory 632/8192 MiB (the agent itself 120 MiB), NPU sessions 1/8; "
+                                 "loaded: minilm")
+
+
+AGENT = Limits(memory=4 * GB, npu_sessions=4, agent=GB)
+"""A budget of which the agent process itself takes a quarter."""
+
+
+def test_the_agent_itself_is_charged_first_the_models_share_the_rest() -> None:
+    assert make_room(Cost(3 * GB, 1), 0, [], AGENT) == Fits()
+    alone = make_room(Cost(3 * GB + 1, 1), 0, [], AGENT)
+    assert isinstance(alone, Full), "the model fits the budget, not beside the agent"
+    assert "the agent itself taking 1024 MiB of it" in alone.message
+    assert "held by: the agent itself (1024 MiB) (the model alone is larger than what is left)" in alone.message
+    assert make_room(Cost(2 * GB, 1), 0, [resident("idle", 1.5)], AGENT) == Fits(("idle",))
+    busy = make_room(Cost(2 * GB, 1), 0, [resident("busy", 1.5, in_flight=1)], AGENT)
+    assert isinstance(busy, Full) and busy.busy
+    assert "held by: the agent itself (1024 MiB), busy (1536 MiB, 1 requests in flight)" in busy.message
+
+
+def test_a_load_is_admitted_against_its_peak_not_what_it_keeps() -> None:
+    spiky = Cost(GB, 1, peak=2 * GB)
+    assert make_room(spiky, 0, [resident("idle", 2.5)], LIMITS) == Fits(("idle",)), \
+        "1 GB kept fits beside 2.5 GB in 4 GB, its 2 GB while loading does not: the idle model goes first"
+    assert make_room(spiky, 0, [resident("a", 1)], LIMITS) == Fits()
+    refused = make_room(Cost(GB, 1, peak=5 * GB), 0, [], LIMITS)
+    assert isinstance(refused, Full) and "(5120 MiB while it loads" in refused.message
+    assert make_room(Cost(2 * GB, 1, peak=GB), 0, [resident("a", 2)], LIMITS) == Fits(), \
+        "a peak below what it keeps changes nothing"
+
+
+def test_before_a_load_its_cost_is_the_runtime_s_estimate_plus_a_session_and_twice_its_files_at_the_peak() -> None:
+    load = LoadCost(host_bytes=100, artifact_bytes=100, kv_cache_bytes=50, context_binary_bytes=30, npu_sessions=2,
+                    estimated=True)
+    assert estimate(load) == Cost(SESSION_OVERHEAD + 150, 2, 30, peak=SESSION_OVERHEAD + 2 * 100 + 50)
+
+
+def test_a_measured_load_keeps_its_peak_for_the_next_admission() -> None:
+    estimated = Cost(GB, 0, peak=2 * GB)
+    load = LoadCost(host_bytes=GB // 2, peak_host_bytes=3 * GB, artifact_bytes=GB // 4)
+    assert measured(estimated, load) == Cost(GB, 0, 0, peak=3 * GB), "the measurement replaces the guessed peak"
+    assert measured(estimated, None) == estimated
 
 
 def record(want: Desired, running: Desired | None = None, parked: Reason | None = None) -> Record:
@@ -103,7 +154,8 @@ def test_on_demand_decisions() -> None:
         on_demand=True, wanted=True, room=FULL, room_if_drained=FULL)) == OverBudget(FULL.message)
     busy = Full(FULL.message, busy=True)
     assert decide(record(ON_DEMAND), ON_DEMAND, BUILT, NOW, demand=Demand(
-        on_demand=True, wanted=True, room=busy, room_if_drained=busy)) == Wait(), "waits for the busy one's requests"
+        on_demand=True, wanted=True, room=busy, room_if_drained=busy)) == WaitForRoom(FULL.message), \
+        "waits for the busy one's requests"
     serving = record(ON_DEMAND, running=ON_DEMAND)
     assert decide(serving, ON_DEMAND, BUILT, NOW, demand=Demand(on_demand=True, idle=True)) == Unload()
     assert decide(record(WANT, running=WANT), WANT, BUILT, NOW, demand=Demand(idle=True)) == Keep(), \
@@ -142,6 +194,37 @@ def test_an_on_demand_deployment_shows_why_it_is_not_loaded(parked: Reason, acti
     assert found is not None and (found.status, found.reason) == resident_
     serving = status.condition(C.SERVING)
     assert serving is not None and (serving.status, serving.reason) == ("True", "OnDemand"), "its names answer"
+
+
+def test_deployments_on_the_same_sessions_are_charged_once_and_evicted_together() -> None:
+    twins = [record(ON_DEMAND, running=ON_DEMAND), record(ON_DEMAND, running=ON_DEMAND)]
+    twins[1].name = "twin"
+    admissions = Admissions(LIMITS, lambda: NOW, lambda: None, cast(Any, None), cast(Any, None),
+                            {r.name: r for r in twins})
+    use = admissions.use({ON_DEMAND.keys.build: Cost(GB, 1)})
+    assert (use.memory_used, use.npu_sessions_used, use.loaded) == (GB, 1, ["tiny", "twin"])
+    shared = Resident("tiny", Cost(3 * GB, 1), 0, 0.0, 0, False, sharing=("twin",))
+    assert make_room(Cost(2 * GB, 1), 0, [shared], LIMITS) == Fits(("tiny", "twin")), \
+        "the sessions close only when both go"
+    newcomer = record(ON_DEMAND)
+    newcomer.name = "third"
+    built = BuildResult("third", Task.EMBEDDINGS, Precision.FP32, None, Path("missing"), None, ())
+    three = {ON_DEMAND.keys.build: Cost(3 * GB, 1)}  # twice that does not fit the 4 GB
+    assert admissions.demand(newcomer, built, twins, three).room == Fits(), \
+        "its sessions are open already: it takes no more of the budget, and evicts nobody"
+
+
+def test_a_load_waiting_for_room_shows_it_in_status_and_one_event() -> None:
+    view = seen(Decision(want=ON_DEMAND, built=True))
+    waiting = type(view)(**{**view.__dict__, "record": Record("tiny", ON_DEMAND, parked=Reason.EVICTED),
+                            "on_demand": True, "room": FULL.message})
+    before = project(DeploymentStatus(name="tiny"), type(view)(**{**waiting.__dict__, "room": ""}))
+    status = project(before, waiting)
+    found = status.condition(C.RESIDENT)
+    assert found is not None and (found.status, found.reason) == ("False", "WaitingForRoom")
+    assert FULL.message in found.message and "requests wait" in found.message
+    assert [e[0] for e in transitions(before, status, ON_DEMAND)] == ["WaitingForRoom"]
+    assert transitions(status, project(status, waiting), ON_DEMAND) == [], "said once, not at every pass"
 
 
 @pytest.mark.parametrize(("host", "kv", "binaries", "sessions", "want"), [

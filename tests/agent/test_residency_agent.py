@@ -5,6 +5,7 @@ naming the budget and what holds it, and status and Ollama's listings say which 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +18,20 @@ import numpy as np
 import ollama
 import onnx
 import pytest
+from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from prometheus_client.parser import text_string_to_metric_families
 
 from npuctl.artifacts import Store
+from npuctl.cli import cli
 from npuctl.runtime.placement import Artifacts
 from tests.agent.harness import Agent, X, infer, manifest, tiny_model
 from tests.serve.conftest import minilm_artifacts  # noqa: F401  (the fixture: MiniLM fp32 in the session's store)
 
 ON_DEMAND = "    residency: onDemand\n"
+OWN_SESSIONS = "  runtime:\n    power: efficient\n"
+"""A session option of its own: a second tiny deployment with it does not share the first one's sessions (the same
+artifacts and session options would share one set, charged once)."""
 MINILM = """\
 apiVersion: npuctl.dev/v1alpha1
 kind: ModelDeployment
@@ -41,11 +48,28 @@ spec:
 """
 
 
+MODELS_ROOM = 100_000_000
+"""What the budgeted agent leaves its models beside itself: one tiny model (each is estimated at 64 MiB and a
+few KB), not two."""
+
+
+@pytest.fixture(scope="module")
+def idle(tmp_path_factory: pytest.TempPathFactory, agent_cache: Path) -> Iterator[Agent]:
+    """An agent with no deployments, a budget of 1 GB."""
+    root = tmp_path_factory.mktemp("idle")
+    config = root / "agent.yaml"
+    config.write_text("budget:\n  memory: 1000000000\n")
+    running = Agent(root, agent_cache, config=config).start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture
-def budgeted(tmp_path: Path, agent_cache: Path) -> Iterator[Agent]:
-    """An agent whose budget holds one tiny model (each is estimated at 64 MiB and a few KB)."""
+def budgeted(tmp_path: Path, agent_cache: Path, idle: Agent) -> Iterator[Agent]:
+    """An agent whose budget holds itself (as much as the idle agent measured of itself) and MODELS_ROOM."""
     config = tmp_path / "agent.yaml"
-    config.write_text("resyncSeconds: 1\nbackoffSeconds: [0.5, 2]\nbudget:\n  memory: 100000000\n")
+    memory = budget(idle)["agentMemory"] + MODELS_ROOM
+    config.write_text(f"resyncSeconds: 1\nbackoffSeconds: [0.5, 2]\nbudget:\n  memory: {memory}\n")
     running = Agent(tmp_path, agent_cache, config=config)
     tiny_model(running.manifests / "tiny.onnx")
     yield running
@@ -90,7 +114,7 @@ def loaded_models(agent: Agent) -> float:
 
 def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_for_another(budgeted: Agent) -> None:
     (budgeted.manifests / "a.yaml").write_text(manifest(name="a") + ON_DEMAND)
-    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND + "    priority: 1\n")
+    (budgeted.manifests / "b.yaml").write_text(manifest(name="b") + ON_DEMAND + "    priority: 1\n" + OWN_SESSIONS)
     budgeted.start()
     for name in ("a", "b"):
         standing = budgeted.wait_phase(name, "Standby")
@@ -112,7 +136,8 @@ def test_an_on_demand_model_loads_on_its_first_request_and_evicts_the_idle_one_f
     assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
     assert condition(budgeted.wait_phase("b", "Ready"), "Resident") == ("True", "SessionsOpen")
     use = budget(budgeted)
-    assert use["loaded"] == ["b"] and 0 < use["memoryUsed"] <= use["memory"] == 100_000_000
+    assert use["loaded"] == ["b"] and use["agentMemory"] < use["memoryUsed"] <= use["memory"]
+    assert use["memory"] - use["agentMemory"] == pytest.approx(MODELS_ROOM, rel=0.1), "the agent itself counts first"
 
 
 def test_no_admitted_request_is_lost_while_a_busy_model_is_evicted_for_another(budgeted: Agent) -> None:
@@ -145,6 +170,8 @@ def test_no_admitted_request_is_lost_while_a_busy_model_is_evicted_for_another(b
     assert codes == [200] * 32, "every request admitted to a was answered"
     assert any(e["reason"] == "Evicted" and "to make room for b" in e["message"] for e in budgeted.events("a"))
     assert budget(budgeted)["loaded"] == ["b"]
+    assert any(e["reason"] == "WaitingForRoom" and "a (" in e["message"] and "requests in flight" in e["message"]
+               for e in budgeted.events("b")), "b's wait for a's requests shows in its status"
 
 
 def test_an_on_demand_model_unloads_after_idle_seconds_and_ps_no_longer_lists_it(
@@ -169,7 +196,7 @@ def test_an_on_demand_model_unloads_after_idle_seconds_and_ps_no_longer_lists_it
 
 def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(budgeted: Agent) -> None:
     (budgeted.manifests / "pinned.yaml").write_text(manifest(name="pinned"))
-    (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND)
+    (budgeted.manifests / "later.yaml").write_text(manifest(name="later") + ON_DEMAND + OWN_SESSIONS)
     budgeted.start()
     budgeted.wait_phase("pinned", "Ready")
     budgeted.wait_phase("later", "Standby")
@@ -178,7 +205,7 @@ def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"].isdigit()
         message = refused.json()["error"]  # OIP answers errors as {"error": "..."}
-        assert "budget (memory 95 MiB" in message and "pinned (" in message and "residency always" in message
+        assert "the agent itself (" in message and "pinned (" in message and "residency always" in message
         assert infer(client, "pinned", X).status_code == 200, "what holds the budget keeps serving"
     later = budgeted.wait_for(lambda: (s := budgeted.status("later")) and condition(s, "Resident")[1] == "OverBudget"
                               and s, "later OverBudget")
@@ -186,6 +213,28 @@ def test_a_request_that_cannot_fit_gets_503_naming_the_budget_and_what_holds_it(
     assert any(e["reason"] == "OverBudget" for e in budgeted.events("later"))
 
 
+
+
+def test_the_agent_itself_is_charged_to_the_budget_first_and_shown_where_its_use_is(idle: Agent) -> None:
+    use = budget(idle)
+    rss = httpx.get(f"{idle.url}/agent/v1/process", timeout=10).json()["rssBytes"]
+    assert 50 * 2**20 < use["agentMemory"] <= rss, "measured at its start, before any model: Python, onnxruntime"
+    assert use["memoryUsed"] == use["agentMemory"] and use["loaded"] == [], "nothing else is loaded"
+    metrics = {(sample.name, tuple(sample.labels.values())): sample.value for family in
+               text_string_to_metric_families(httpx.get(f"{idle.url}/metrics", timeout=10).text)
+               for sample in family.samples if sample.name.startswith("npuctl_budget_")}
+    assert metrics == {("npuctl_budget_memory_bytes", ()): 1e9,
+                       ("npuctl_budget_memory_used_bytes", ("agent",)): use["agentMemory"],
+                       ("npuctl_budget_memory_used_bytes", ("models",)): 0,
+                       ("npuctl_budget_npu_sessions", ("allowed",)): 8, ("npuctl_budget_npu_sessions", ("used",)): 0}
+    get = CliRunner().invoke(cli, ["get"], env={"NPUCTL_AGENT": idle.url, "NPUCTL_TOKEN": idle.token,
+                                                "COLUMNS": "240"}, catch_exceptions=False)
+    assert f"(the agent itself {use['agentMemory'] // 2**20} MiB)" in get.stdout, get.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop has no Windows build: the agent keeps asyncio's loop")
+def test_the_agent_serves_on_uvloop(idle: Agent) -> None:
+    assert httpx.get(f"{idle.url}/agent/v1/process", timeout=10).json()["eventLoop"] == "uvloop"
 
 
 def test_keep_alive_0_through_the_ollama_client_unloads_an_on_demand_model_after_its_answer(

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from npuctl.artifacts import BuildResult, Store, artifacts_of, build_deployment
 from npuctl.runtime.devices import NpuKind, detect_host
-from npuctl.runtime.footprint import estimated_cost
+from npuctl.runtime.footprint import PeakMemory, estimated_cost, process_memory, return_free_memory
 from npuctl.runtime.placement import Artifacts
 from npuctl.schema.cost import LoadCost
 from npuctl.serve.models import ServedModel, load_served
@@ -57,6 +57,7 @@ def test_cpu_models_cost_is_measured_and_shown_alike_everywhere(
     assert 0.5 * weights < cost.host_bytes < 3 * weights, (cost.host_bytes, weights)
     assert (cost.sessions, cost.npu_sessions, cost.context_binary_bytes, cost.kv_cache_bytes) == (1, 0, 0, 0)
     assert cost.load_seconds > 0 and not cost.estimated
+    assert cost.host_bytes <= cost.peak_host_bytes < 4 * weights, "the load's peak is at least what it kept"
 
     # The tiny Llama (2 layers, 2 KV heads of 16, fp32 cache, 8192 tokens) on the CPU: a KV cache per slot.
     folder = artifacts_of(tiny_llama_build).model_dir
@@ -78,6 +79,21 @@ def test_cpu_models_cost_is_measured_and_shown_alike_everywhere(
     assert (running["tiny-llama"].size, running["tiny-llama"].size_vram) == (chat_cost.memory_bytes, 0)
     listed = {m.model: m for m in client.list().models}
     assert listed["minilm"].size == cost.artifact_bytes and listed["tiny-llama"].size == chat_cost.artifact_bytes
+
+
+def test_the_peak_of_a_block_counts_memory_it_freed_before_its_end() -> None:
+    import time
+
+    import numpy as np
+
+    return_free_memory()
+    before = process_memory()
+    with PeakMemory() as peak:
+        held = np.ones(200 * 2**20 // 8)  # 200 MiB, written: resident
+        time.sleep(0.5)  # the sampler's turn, however loaded the host (it samples every 5 ms)
+        del held
+    assert peak.highest - before > 150 * 2**20
+    assert process_memory() - before < 50 * 2**20, "the memory was freed before the block ended"
 
 
 def test_the_estimate_before_loading_opens_the_same_files(minilm_artifacts: Artifacts,

@@ -124,7 +124,7 @@ def control_paths() -> dict[str, Any]:
             "responses": {"200": listing, **errors("ControlError", 401)}}},
         "/agent/v1/sources": {"get": {"summary": "the manifest sources the agent follows, and their state",
                                       "responses": {"200": listing, **errors("ControlError", 401)}}},
-        "/agent/v1/process": {"get": {"summary": "the agent process's CPU seconds and memory, and the host (for "
+        "/agent/v1/process": {"get": {"summary": "the agent process's CPU seconds, memory and event loop, and the host (for "
                                                  "npuctl bench)",
                                       "responses": {"200": json_body(ANY_OBJECT, "process figures"),
                                                     **errors("ControlError", 401)}}},
