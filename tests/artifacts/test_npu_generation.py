@@ -195,6 +195,29 @@ def wrong_scales(folder: Path, layer: str, factor: float) -> None:
     os.replace(folder / "record.json.new", folder / "record.json")
 
 
+def test_static_shapes_read_only_config_json_of_the_checkpoint_and_make_the_same_graphs(tiny_chat: TinyChat,
+                                                                                         tmp_path: Path) -> None:
+    from npuctl.artifacts.llm import olive_steps
+
+    built = tiny_chat.build("tiny-llama", "llama")
+    keys = {s.name: s.key for s in built.steps}
+    records = {r.step: r for r in tiny_chat.store.records() if r.key in (keys["llm-quantize"], keys["llm-static"])}
+    # The checkpoint without its weights: where to split comes from the model's shape alone.
+    (tmp_path / "hf").mkdir()
+    shutil.copy(tiny_chat.source("llama") / "config.json", tmp_path / "hf")
+    stored = records["llm-static"]
+    request = {"model_dir": str(records["llm-quantize"].folder), "hf_dir": str(tmp_path / "hf"),
+               **{k: stored.parameters[k] for k in ("splits", "window", "context_length", "attention")}}
+    details = olive_steps.static(request, tmp_path / "static")
+    assert (details.split_assignments, details.pipeline) == (stored.details.split_assignments,
+                                                             stored.details.pipeline)
+    graphs = sorted(p.name for p in stored.folder.glob("*.onnx"))
+    assert graphs == sorted(p.name for p in (tmp_path / "static").glob("*.onnx"))
+    for name in graphs:
+        ours, built_one = onnx.load(str(tmp_path / "static" / name)), onnx.load(str(stored.path(name)))
+        assert ours == built_one, name
+
+
 def test_unsupported_architecture_is_refused_naming_it(tiny_chat: TinyChat, tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
     (tmp_path / "model.safetensors").write_bytes(b"")
