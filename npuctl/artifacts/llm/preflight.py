@@ -1,9 +1,10 @@
 """What an NPU chat build will need, estimated from config.json's sizes before any step runs, against this host;
 and the refusal when the host cannot do it.
 
-The figures are linear in the parameter count, from bench/llm_build.py's builds of random-weight checkpoints
-of real configurations (SmolLM2-135M and Llama-3.2-1B's; the README has the table): each stage runs in its own
-child process, so the build's peak is its largest stage's, not their sum."""
+The figures are linear in the parameter count (compile's in its largest graph's weight bytes), from
+bench/llm_build.py's builds of random-weight checkpoints of real configurations (SmolLM2-135M and Llama-3.2-1B's;
+the README has the table): each stage runs in its own child process, so the build's peak is its largest stage's,
+not their sum."""
 
 from __future__ import annotations
 
@@ -22,15 +23,22 @@ STAGE_MEMORY: dict[str, tuple[int, float]] = {
     "genai-builder": (int(0.7 * GiB), 5.2),
     "llm-surgeries": (int(0.6 * GiB), 0.1),
     "llm-quantize": (1 * GiB, 16.0),
-    "llm-static": (int(0.8 * GiB), 6.5),
-    "compile": (int(0.8 * GiB), 4.5),
+    "llm-static": (int(0.7 * GiB), 0.1),
 }
 """Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
 bench/llm_build.py at 134.5M, 1.007B and 1.236B parameters (SmolLM2-135M; Llama-3.2-1B with a 16k and with its
 own 128k vocabulary), rounded up: llm-quantize measured 12.5 bytes per parameter between the first two and passed
 17.6 GiB at the third. The
 imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
-pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks."""
+pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks.
+llm-static reads the graphs without their weights and copies each split's tensor by tensor: 0.61 GiB at 0.49B,
+0.55 GiB at 1.007B (Qwen2.5-0.5B; Llama-3.2-1B with a 16k vocabulary)."""
+COMPILE_MEMORY = (int(0.5 * GiB), 5.0)
+"""compile: (peak RSS at zero, bytes more per weight byte of the largest context/iterator graph). It compiles one
+graph at a time, each session released before the next, so its peak follows the largest graph, not the model:
+the QNN EP holds ~3 copies of a graph's weights while it builds it and ~2 more while it writes the context
+binary. Measured 2.07 GiB for a 366 MB graph and 4.5 GiB for a 1.0 GB one; `splits: auto` keeps graphs under
+1 GiB, so ~5.5 GiB at most at any model size."""
 DISK_BYTES_PER_PARAMETER = 13.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
@@ -61,11 +69,12 @@ def parameters(config: dict[str, Any]) -> int:
     return int(config["num_hidden_layers"]) * layer_parameters(config) + embedding * (1 if tied else 2)
 
 
-def estimate(config: dict[str, Any], store_root: Path) -> facts.Preflight:
-    """The build's needs, from `config` (config.json), and what this host has: available memory, free disk
-    where the store is."""
+def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int) -> facts.Preflight:
+    """The build's needs, from `config` (config.json) and the weight bytes of the largest context/iterator graph
+    the splits make, and what this host has: available memory, free disk where the store is."""
     count = parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
+    stages["compile"] = int(COMPILE_MEMORY[0] + COMPILE_MEMORY[1] * graph_bytes)
     folder = store_root
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the store may not exist yet: the disk it will be on
