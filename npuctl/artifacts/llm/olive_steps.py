@@ -128,12 +128,14 @@ def split_assignments(hf_dir: Path, splits: int, out: Path) -> dict[str, int]:
 
 
 def split_graph(source: Path, assignments: dict[str, int], out: Path) -> Any:
-    """Olive's SplitModel on `source`/model.onnx loaded without its weights (each split's initializers stay
-    references into the source's data file), then each split given its own data file, tensor by tensor."""
+    """Olive's SplitModel on `source`/model.onnx read without its weights (each initializer a reference to its
+    bytes in the source's files), then each split given its own data file, tensor by tensor."""
     from olive.model import ONNXModelHandler
     from olive.passes.onnx.split import SplitModel
 
     class GraphOnly(ONNXModelHandler):  # type: ignore[misc]
+        """What SplitModel loads (its only way in to the model): the graph, not the weights."""
+
         def load_model(self, rank: int | None = None, cache_model: bool = True) -> Any:
             return weights.load_graph(Path(self.model_path))
 

@@ -31,14 +31,14 @@ own 128k vocabulary), rounded up: llm-quantize measured 12.5 bytes per parameter
 17.6 GiB at the third. The
 imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
 pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks.
-llm-static reads the graphs without their weights and copies each split's tensor by tensor: 0.61 GiB at 0.49B,
-0.55 GiB at 1.007B (Qwen2.5-0.5B; Llama-3.2-1B with a 16k vocabulary)."""
+llm-static reads the graphs without their weights and copies each split's tensor by tensor: 0.61, 0.70 and
+0.63 GiB at 134.5M, 494M and 1.007B."""
 COMPILE_MEMORY = (int(0.5 * GiB), 5.0)
 """compile: (peak RSS at zero, bytes more per weight byte of the largest context/iterator graph). It compiles one
 graph at a time, each session released before the next, so its peak follows the largest graph, not the model:
 the QNN EP holds ~3 copies of a graph's weights while it builds it and ~2 more while it writes the context
-binary. Measured 2.07 GiB for a 366 MB graph and 4.5 GiB for a 1.0 GB one; `splits: auto` keeps graphs under
-1 GiB, so ~5.5 GiB at most at any model size."""
+binary. Measured 1.11, 2.17 and 4.62 GiB for graphs of 128 MB, 366 MB and 1.0 GB; `splits: auto` keeps graphs
+under 1 GiB, so ~5.5 GiB at most at any model size."""
 DISK_BYTES_PER_PARAMETER = 13.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
