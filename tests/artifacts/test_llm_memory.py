@@ -55,6 +55,30 @@ def test_a_build_the_host_cannot_hold_is_refused_before_any_step_naming_the_figu
         "pre-flight for 70.55B parameters: peak RAM ~")
 
 
+def test_pre_flight_puts_static_shapes_and_compile_far_under_the_models_size(tmp_path: Path) -> None:
+    # Llama-3.2-3B's config.json sizes (3.6B parameters counted with its tied embedding once, 3.2B in its layers).
+    config = HUGE | {"hidden_size": 3072, "num_attention_heads": 24, "intermediate_size": 8192,
+                     "num_hidden_layers": 28, "head_dim": 128, "tie_word_embeddings": True}
+    loaded = write_deployment(tmp_path, "llama3b", {
+        "model": {"source": "file:/nowhere", "task": "text-generation"}, "precision": "w8a16",
+        "targets": ["x-elite"], "generation": {"splits": "auto", "window": 64, "contextLength": 2048}})
+    shape = pack.resolve_shape(loaded.deployment, config, "file:/nowhere")
+    needs = preflight.estimate(config, tmp_path, shape.graph_bytes)
+    gib = {step: figure / 2**30 for step, figure in needs.stage_rss_bytes.items()}
+    # llm-static never holds the weights; compile holds one graph, and splits: auto keeps each under 1 GiB of
+    # weights: 3 splits of ~0.9 GiB here.
+    assert shape.splits == 3 and 0.8 < shape.graph_bytes / 2**30 < 1.0
+    assert gib["llm-static"] < 1.2
+    assert 4.0 < gib["compile"] < 5.5
+    # The same model cut in 6 needs less to compile, and no more to make static.
+    six = pack.resolve_shape(write_deployment(tmp_path, "six", {
+        "model": {"source": "file:/nowhere", "task": "text-generation"}, "precision": "w8a16",
+        "targets": ["x-elite"], "generation": {"splits": 6, "window": 64, "contextLength": 2048}}).deployment,
+        config, "file:/nowhere")
+    cut = preflight.estimate(config, tmp_path, six.graph_bytes).stage_rss_bytes
+    assert cut["compile"] < needs.stage_rss_bytes["compile"] and cut["llm-static"] == needs.stage_rss_bytes["llm-static"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX's; Windows reports STATUS_NO_MEMORY")
 def test_a_stage_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_and_the_estimate(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ reference."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -193,6 +194,30 @@ def wrong_scales(folder: Path, layer: str, factor: float) -> None:
             entry["sha256"], entry["size"] = sha256_file(folder / "model.onnx"), (folder / "model.onnx").stat().st_size
     (folder / "record.json.new").write_text(json.dumps(record))
     os.replace(folder / "record.json.new", folder / "record.json")
+
+
+def test_static_shapes_read_only_config_json_of_the_checkpoint_and_make_the_same_graphs(tiny_chat: TinyChat,
+                                                                                         tmp_path: Path) -> None:
+    from npuctl.artifacts.llm import olive_steps
+
+    built = tiny_chat.build("tiny-llama", "llama")
+    keys = {s.name: s.key for s in built.steps}
+    records = {r.step: r for r in tiny_chat.store.records() if r.key in (keys["llm-quantize"], keys["llm-static"])}
+    # The checkpoint without its weights: where to split comes from the model's shape alone.
+    (tmp_path / "hf").mkdir()
+    shutil.copy(tiny_chat.source("llama") / "config.json", tmp_path / "hf")
+    stored = records["llm-static"]
+    request = {"model_dir": str(records["llm-quantize"].folder), "hf_dir": str(tmp_path / "hf"),
+               **{k: stored.parameters[k] for k in ("splits", "window", "context_length", "attention")}}
+    details = olive_steps.static(request, tmp_path / "static")
+    assert (details.split_assignments, details.pipeline) == (stored.details.split_assignments,
+                                                             stored.details.pipeline)
+    # The same files, byte for byte: graphs, their weights' data files, genai_config.json.
+    made = {p.name for p in (tmp_path / "static").iterdir()} - {"record.json"}
+    assert made == {p.name for p in stored.folder.iterdir()} - {"record.json"}
+    assert {p.suffix for p in stored.folder.iterdir()} >= {".onnx", ".data", ".json"}
+    for name in made:
+        assert filecmp.cmp(tmp_path / "static" / name, stored.path(name), shallow=False), name
 
 
 def test_unsupported_architecture_is_refused_naming_it(tiny_chat: TinyChat, tmp_path: Path) -> None:

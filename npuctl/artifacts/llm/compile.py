@@ -15,6 +15,7 @@ from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.artifacts.llm import macs as llm_macs
+from npuctl.artifacts.llm import weights
 from npuctl.runtime import qnn
 
 FINALIZE_HINT = ("set spec.generation.splits to a larger number (smaller graphs), or a lower "
@@ -154,25 +155,13 @@ def _initializer_bytes_by_node(model: Path) -> dict[str, int]:
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
-    sizes = {t.name: _tensor_bytes(t) for t in graph.initializer}
+    sizes = {t.name: weights.tensor_bytes(t) for t in graph.initializer}
     by_node: dict[str, int] = {}
     for node in graph.node:
         total = sum(sizes.pop(name, 0) for name in node.input)
         if total:
             by_node[node.name] = total
     return by_node
-
-
-def _tensor_bytes(tensor: Any) -> int:
-    import onnx
-
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
-    if bits is None:
-        bits = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize * 8
-    return (count * bits + 7) // 8
 
 
 def _phase(stages: dict[str, StagePlacement], graphs: list[str], per_token: Counter[str], tokens: int) -> Counter[str]:

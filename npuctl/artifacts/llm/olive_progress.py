@@ -1,5 +1,5 @@
 """Progress from inside Olive's passes, in the olive_steps child: the passes take no callback, so each hook
-counts calls of the Olive function that runs once per item (a split written, a split made static)
+counts calls of the Olive function that runs once per item (a split made static)
 while its pass runs, and reports them. Olive is imported here only inside the hooks (the child has it)."""
 
 from __future__ import annotations
@@ -11,15 +11,6 @@ from typing import Any, TypeVar
 from npuctl.artifacts import progress
 
 T = TypeVar("T")
-
-
-@contextmanager
-def splits_written(total: int) -> Iterator[None]:
-    """SplitModel: each split saved (embeddings and lm_head are splits of their own)."""
-    from olive.passes.onnx import split
-
-    with _counting(split, "model_proto_to_olive_model", after=_counter(total, "splits", "splitting the model")):
-        yield
 
 
 @contextmanager

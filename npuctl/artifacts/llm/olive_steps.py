@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm import attention, olive_progress
+from npuctl.artifacts.llm import attention, olive_progress, weights
 from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.llm import macs as llm_macs
 
@@ -76,23 +76,17 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
 
 
 def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
-    """CaptureSplitInfo (on the transformers model) -> SplitModel -> StaticLLM: embeddings, a context graph
-    (the prefill window) and an iterator graph (one token) per split, lm_head; genai_config.json rewritten."""
-    from olive.model import HfModelHandler
-    from olive.passes.onnx.split import SplitModel
+    """CaptureSplitInfo (on the transformers model's shape, no weights) -> SplitModel (on the graph, its weights
+    references) with each split's weights copied tensor by tensor -> StaticLLM: embeddings, a context graph (the
+    prefill window) and an iterator graph (one token) per split, lm_head; genai_config.json rewritten."""
     from olive.passes.onnx.static_llm import StaticLLM
-    from olive.passes.pytorch.capture_split_info import CaptureSplitInfo
 
+    source = Path(request["model_dir"])
     progress.report(0, None, "splits", "finding where to split")
-    info = _run(CaptureSplitInfo, {"num_splits": request["splits"], "unique_embeds_lm_head_splits": True},
-                HfModelHandler(model_path=request["hf_dir"]), out / "split-info")
-    assignments = {str(k): int(v) for k, v in info.model_attributes["split_assignments"].items()}
-    with olive_progress.splits_written(len(set(assignments.values()))):
-        split = _run(SplitModel, {"split_assignments": assignments}, _onnx_model(Path(request["model_dir"])),
-                     out / "split")
+    assignments = split_assignments(Path(request["hf_dir"]), int(request["splits"]), out / "split-info")
+    split = split_graph(source, assignments, out / "split")
     with olive_progress.splits_static(int(request["splits"])):
         model = _run(StaticLLM, {"context_length": request["window"], "batch_size": 1}, split, out / "static")
-    shutil.rmtree(out / "split-info", ignore_errors=True)
     _move_up(out / "static", out)
     shutil.rmtree(out / "split", ignore_errors=True)
     _save_pipeline(out, model.model_attributes["llm_pipeline"])
@@ -113,6 +107,47 @@ def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
         model_config["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return facts.LlmStatic(split_assignments=assignments, pipeline=model.model_attributes["llm_pipeline"])
+
+
+def split_assignments(hf_dir: Path, splits: int, out: Path) -> dict[str, int]:
+    """Olive's CaptureSplitInfo: the module -> split map of the transformers model, computed on the model built
+    on the meta device from config.json (module names only, no weights: the pass loads them all, in fp32, to
+    read the names)."""
+    import torch
+    from olive.model import HfModelHandler
+    from olive.passes.pytorch.capture_split_info import CaptureSplitInfo
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    handler = HfModelHandler(model_path=str(hf_dir))
+    config = AutoConfig.from_pretrained(hf_dir)
+    with torch.device("meta"):
+        handler.model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    info = _run(CaptureSplitInfo, {"num_splits": splits, "unique_embeds_lm_head_splits": True}, handler, out)
+    shutil.rmtree(out, ignore_errors=True)
+    return {str(k): int(v) for k, v in info.model_attributes["split_assignments"].items()}
+
+
+def split_graph(source: Path, assignments: dict[str, int], out: Path) -> Any:
+    """Olive's SplitModel on `source`/model.onnx read without its weights (each initializer a reference to its
+    bytes in the source's files), then each split given its own data file, tensor by tensor."""
+    from olive.model import ONNXModelHandler
+    from olive.passes.onnx.split import SplitModel
+
+    class GraphOnly(ONNXModelHandler):  # type: ignore[misc]
+        """What SplitModel loads (its only way in to the model): the graph, not the weights."""
+
+        def load_model(self, rank: int | None = None, cache_model: bool = True) -> Any:
+            return weights.load_graph(Path(self.model_path))
+
+    graph = GraphOnly(model_path=str(source), onnx_file_name="model.onnx",
+                      model_attributes={"additional_files": _extra_files(source)})
+    split = _run(SplitModel, {"split_assignments": assignments}, graph, out)
+    components = list(split.get_model_components())
+    for index, (_, component) in enumerate(components):
+        progress.report(index, len(components), "splits", "writing each split's weights")
+        weights.localize(Path(component.model_path), source)
+    progress.report(len(components), len(components), "splits", "split")
+    return split
 
 
 def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:

@@ -75,6 +75,8 @@ class Shape:
     window: int
     context_length: int
     splits: int
+    graph_bytes: int
+    """Weight bytes of the largest context/iterator graph (what compile's memory follows)."""
 
 
 def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
@@ -84,7 +86,7 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     spec = deployment.spec
     config = model_config(source)
     shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root,
+    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes,
                                converted=any(run.name == facts.GgufConvert.step for run in earlier))
     runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
                               preflight=needs))
@@ -188,7 +190,7 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
         raise BuildError("resolve", f"spec.generation.splits {splits} puts ~{largest / 2**30:.1f} GiB of {precision.value} "
                          f"weights in one graph, over QNN's ~2 GB finalize limit (error 1002 when the NPU loads it): "
                          f"set spec.generation.splits to {fewest} or more, or auto")
-    return Shape(generation.window, context, int(splits))
+    return Shape(generation.window, context, int(splits), int(largest))
 
 
 def held_out_prompts(samples: int, calibration: list[str]) -> list[str]:

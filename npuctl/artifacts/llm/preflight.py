@@ -1,9 +1,10 @@
 """What an NPU chat build will need, estimated from config.json's sizes before any step runs, against this host;
 and the refusal when the host cannot do it.
 
-The figures are linear in the parameter count, from bench/llm_build.py's builds of random-weight checkpoints
-of real configurations (SmolLM2-135M and Llama-3.2-1B's; the README has the table): each stage runs in its own
-child process, so the build's peak is its largest stage's, not their sum."""
+The figures are linear in the parameter count (compile's in its largest graph's weight bytes), from
+bench/llm_build.py's builds of random-weight checkpoints of real configurations (SmolLM2-135M and Llama-3.2-1B's;
+the README has the table): each stage runs in its own child process, so the build's peak is its largest stage's,
+not their sum."""
 
 from __future__ import annotations
 
@@ -22,15 +23,16 @@ STAGE_MEMORY: dict[str, tuple[int, float]] = {
     "genai-builder": (int(0.6 * GiB), 0.4),  # and the checkpoint (CHECKPOINT_BYTES)
     "llm-surgeries": (int(0.6 * GiB), 0.1),
     "llm-quantize": (1 * GiB, 16.0),
-    "llm-static": (int(0.8 * GiB), 6.5),
-    "compile": (int(0.8 * GiB), 4.5),
+    "llm-static": (int(0.7 * GiB), 0.1),
 }
 """Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
 bench/llm_build.py at 134.5M, 1.007B and 1.236B parameters (SmolLM2-135M; Llama-3.2-1B with a 16k and with its
 own 128k vocabulary), rounded up: llm-quantize measured 12.5 bytes per parameter between the first two and passed
 17.6 GiB at the third. The
 imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
-pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks."""
+pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks.
+llm-static reads the graphs without their weights and copies each split's tensor by tensor: 0.61, 0.70 and
+0.63 GiB at 134.5M, 494M and 1.007B."""
 CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per parameter of a checkpoint by config.json's dtype (4 when it says none). genai-builder holds the
 checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py
@@ -40,6 +42,12 @@ GGUF_CONVERT: tuple[int, float] = (int(0.6 * GiB), 1.2)
 """gguf-convert's peak (as STAGE_MEMORY's): bench/llm_build.py --gguf Q4_0 measured 0.71 GiB at SmolLM2-135M's
 shape and 1.11 GiB at Qwen2.5-0.5B's, 1.19 bytes per parameter (the GGUF memory-mapped, one tensor dequantized
 at a time); it adds an fp32 copy to the store."""
+COMPILE_MEMORY = (int(0.5 * GiB), 5.0)
+"""compile: (peak RSS at zero, bytes more per weight byte of the largest context/iterator graph). It compiles one
+graph at a time, each session released before the next, so its peak follows the largest graph, not the model:
+the QNN EP holds ~3 copies of a graph's weights while it builds it and ~2 more while it writes the context
+binary. Measured 1.11, 2.17 and 4.62 GiB for graphs of 128 MB, 366 MB and 1.0 GB; `splits: auto` keeps graphs
+under 1 GiB, so ~5.5 GiB at most at any model size."""
 DISK_BYTES_PER_PARAMETER = 13.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
@@ -70,14 +78,17 @@ def parameters(config: dict[str, Any]) -> int:
     return int(config["num_hidden_layers"]) * layer_parameters(config) + embedding * (1 if tied else 2)
 
 
-def estimate(config: dict[str, Any], store_root: Path, converted: bool = False) -> facts.Preflight:
-    """The build's needs, from `config` (config.json), and what this host has: available memory, free disk
-    where the store is. `converted`: the checkpoint is a GGUF's conversion (its step is counted too)."""
+def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
+             converted: bool = False) -> facts.Preflight:
+    """The build's needs, from `config` (config.json) and the weight bytes of the largest context/iterator graph
+    the splits make, and what this host has: available memory, free disk where the store is. `converted`: the
+    checkpoint is a GGUF's conversion (its step is counted too)."""
     count = parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
     stages["genai-builder"] += CHECKPOINT_BYTES.get(str(config.get("dtype") or config.get("torch_dtype")), 4) * count
     if converted:
         stages["gguf-convert"] = int(GGUF_CONVERT[0] + GGUF_CONVERT[1] * count)
+    stages["compile"] = int(COMPILE_MEMORY[0] + COMPILE_MEMORY[1] * graph_bytes)
     folder = store_root
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # the store may not exist yet: the disk it will be on
