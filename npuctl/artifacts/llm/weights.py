@@ -1,0 +1,118 @@
+"""An ONNX model's weights read one tensor at a time from its external data file, and a quantized model's data
+file written tensor by tensor as it is saved: the quantize stage never holds the fp32 model in memory.
+
+onnx's own reader (numpy_helper.to_array with a base dir) refuses a data file that is a hard link, which a store
+copied with hard links has; this reader checks what onnx checks that matters here (the entry's bytes lie inside
+the file and match the tensor's shape and type) and reads nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npuctl.artifacts.errors import BuildError
+
+STEP = "llm-quantize"
+EXTERNAL_THRESHOLD = 1024
+"""Tensors of at least this many bytes go to the data file (onnx's and onnxruntime's quantizer's default)."""
+_ALIGNMENT = 4096
+"""Each tensor in a written data file starts at a multiple of this (a page): onnxruntime maps aligned tensors
+instead of copying them."""
+_COPY_CHUNK = 16 << 20
+
+
+def is_external(tensor: Any) -> bool:
+    import onnx
+
+    return bool(tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL)
+
+
+def _entry(tensor: Any) -> tuple[str, int, int | None]:
+    """(location, offset, length) of an external tensor."""
+    fields = {item.key: item.value for item in tensor.external_data}
+    length = fields.get("length")
+    return fields["location"], int(fields.get("offset", 0)), int(length) if length is not None else None
+
+
+def nbytes(tensor: Any) -> int:
+    """The tensor's data size from its shape and type."""
+    import onnx
+
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    return int(np.prod(tensor.dims, dtype=np.int64)) * dtype.itemsize
+
+
+class WeightsFolder:
+    """The folder of a model's external data files: `read` gives one tensor's values."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _span(self, tensor: Any) -> tuple[Path, int, int]:
+        location, offset, length = _entry(tensor)
+        path = self.folder / location
+        if Path(location).is_absolute() or ".." in Path(location).parts or not path.is_file():
+            raise BuildError(STEP, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
+        expected = nbytes(tensor)
+        size = path.stat().st_size
+        if (length is not None and length != expected) or offset < 0 or offset + expected > size:
+            raise BuildError(STEP, f"{tensor.name}: {expected} bytes at offset {offset} of {path} ({size} bytes, "
+                             f"entry length {length}) do not fit its shape {list(tensor.dims)}")
+        return path, offset, expected
+
+    def read(self, tensor: Any) -> np.ndarray:
+        """The tensor's values: read from its data file when it is external, else from the proto."""
+        import onnx
+
+        if not is_external(tensor):
+            return np.asarray(onnx.numpy_helper.to_array(tensor))
+        path, offset, size = self._span(tensor)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+        with path.open("rb") as file:
+            file.seek(offset)
+            data = np.fromfile(file, dtype=dtype, count=size // dtype.itemsize)
+        return data.reshape(tuple(tensor.dims))
+
+    def chunks(self, tensor: Any) -> Iterator[bytes]:
+        """An external tensor's bytes, a bounded piece at a time."""
+        path, offset, size = self._span(tensor)
+        with path.open("rb") as file:
+            file.seek(offset)
+            while size > 0:
+                piece = file.read(min(size, _COPY_CHUNK))
+                if not piece:
+                    raise BuildError(STEP, f"{tensor.name}: {path} ended early")
+                size -= len(piece)
+                yield piece
+
+
+def save(model: Any, path: Path, source: WeightsFolder) -> None:
+    """`model` to `path` with its tensors of EXTERNAL_THRESHOLD bytes or more in `path.name + ".data"`, written
+    one at a time: in-memory tensors (the quantized weights) are moved out of the proto as they are written, tensors
+    still external in `source` (fp32 ones left unquantized) are copied from it piece by piece."""
+    import onnx
+
+    location = path.name + ".data"
+    with (path.parent / location).open("wb") as data:
+        for tensor in model.graph.initializer:
+            external = is_external(tensor)
+            if not external and len(tensor.raw_data) < EXTERNAL_THRESHOLD:
+                continue
+            offset = -(-data.tell() // _ALIGNMENT) * _ALIGNMENT
+            data.seek(offset)
+            if external:
+                for piece in source.chunks(tensor):
+                    data.write(piece)
+            else:
+                data.write(tensor.raw_data)
+            length = data.tell() - offset
+            del tensor.external_data[:]
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save(model, str(path))
