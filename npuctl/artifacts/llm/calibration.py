@@ -60,7 +60,8 @@ def plan(graph: Any, calibrated: set[str], part_bytes: int = PART_BYTES) -> list
     for node in graph.node:
         reads = [initializers[name] for name in dict.fromkeys(node.input) if name in initializers]
         grows = sum(nbytes(t) for t in reads if is_external(t))
-        if not parts or (size and size + grows > part_bytes):
+        # A node that reads no weights stays with what it reads: a cut before it would keep its inputs per sample.
+        if not parts or (grows and size and size + grows > part_bytes):
             parts.append(Part([]))
             size = 0
         part = parts[-1]

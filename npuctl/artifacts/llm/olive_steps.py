@@ -23,10 +23,10 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.store import RECORD
 from npuctl.artifacts.llm import attention, olive_progress
 from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.llm import macs as llm_macs
+from npuctl.artifacts.store import RECORD
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
@@ -54,17 +54,20 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     texts = len(request["texts"])
     progress.report(0, texts, "calibration samples", "preparing the graph")
     model_dir, weights = Path(request["model_dir"]), WeightsFolder(Path(request["weights_dir"]))
-    prepared = quantization.prepare(model_dir / quantization.MODEL_FILE, weights)
-    with tempfile.TemporaryDirectory(prefix="npuctl-quantize-") as scratch:
-        graph = Path(scratch) / quantization.MODEL_FILE
-        # Olive's reader reads the model's inputs from a file: the graph alone, its weights' references dangling.
-        onnx.save(prepared, str(graph))
-        samples = _calibration_samples(request, graph)
 
     def report(done: int, total: int, message: str) -> None:
         progress.report(done, total, "calibration samples", message)
 
-    quantization.quantize(prepared, weights, samples, request["precision"], out, report)
+    # The scratch folder is on the store's disk (in the step's work folder, under its lock, which gc's sweep of dead
+    # builders' folders leaves alone): the folded tensors' data file may be as big as the embedding.
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=out) as scratch:
+        prepared = quantization.prepare(model_dir / quantization.MODEL_FILE, weights, Path(scratch))
+        graph = Path(scratch) / quantization.MODEL_FILE
+        # Olive's reader reads the model's inputs from a file: the graph alone, its weights' references dangling.
+        onnx.save(prepared, str(graph))
+        samples = _calibration_samples(request, graph)
+        quantization.quantize(prepared, weights, samples, request["precision"], out, report)
     for file in _extra_files(model_dir):
         if Path(file).name != RECORD:  # the surgeries' record; the store writes this step's
             shutil.copy2(file, out / Path(file).name)

@@ -5,10 +5,12 @@ uint16 activations, MinMax calibration on CPU; GQA, MatMulNBits and GatherBlockQ
 onnxruntime code decides what to quantize and how (get_qnn_qdq_config, QDQQuantizer), on the graph alone.
 What held the fp32 model in memory three times over (~12 bytes per parameter at the peak) is done otherwise:
 
-- pre-processing (quant_pre_process) on the graph only: symbolic and onnx shape inference need no weight values.
-  Its onnxruntime optimizer pass (basic level) is left out: on the genai builder's graphs after the surgeries it
-  changes no node, initializer or value_info, only adds unused opset imports (and past 2 GB it fails and is
-  skipped by quant_pre_process itself);
+- pre-processing (quant_pre_process) on the graph only: symbolic and onnx shape inference need no weight values
+  (but a few biases). Of its onnxruntime optimizer pass (basic level), what changes the genai builder's graphs
+  after the surgeries is constant folding (a tied embedding's Transpose of the lm_head weight becomes a weight):
+  npuctl.artifacts.llm.folding does it, a node at a time (the pass itself needs the whole model in memory, and
+  fails past 2 GB, when quant_pre_process skips it: folding always is the model it made below 2 GB). The other
+  difference it makes is unused opset imports;
 - calibration part by part (npuctl.artifacts.llm.calibration);
 - QDQ quantization reading each weight from the data file when the quantizer asks for it, and the output's data
   file written tensor by tensor (npuctl.artifacts.llm.weights).
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm import calibration
+from npuctl.artifacts.llm import calibration, folding
 from npuctl.artifacts.llm.weights import STEP, WeightsFolder, is_external, save
 
 EXCLUDED_OPS = ("GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits")
@@ -36,11 +38,12 @@ MODEL_FILE = "model.onnx"
 Report = Callable[[int, int, str], None]
 
 
-def prepare(source: Path, weights: WeightsFolder) -> Any:
+def prepare(source: Path, weights: WeightsFolder, scratch: Path) -> Any:
     """`source`'s graph (its weights not loaded) as onnxruntime's quant_pre_process leaves it, as Olive calls it
-    (symbolic shape inference merging dims automatically, then onnx shape inference), tagged as pre-processed.
-    Symbolic shape inference reads the values of the initializers some nodes take (an Add's bias): those it reads
-    from `weights`, one at a time."""
+    (symbolic shape inference merging dims automatically, the optimizer's constant folding, onnx shape
+    inference), tagged as pre-processed. Symbolic shape inference reads the values of the initializers some nodes
+    take (an Add's bias): those it reads from `weights`, one at a time. Folded tensors go to a data file in
+    `scratch`, which must last as long as `weights` is read."""
     import onnx
     from onnxruntime.quantization.quant_utils import add_pre_process_metadata
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -62,7 +65,13 @@ def prepare(source: Path, weights: WeightsFolder) -> Any:
     inference._update_output_from_vi()
     if not complete:
         raise BuildError(STEP, f"symbolic shape inference left shapes unknown in {source}")
-    model = onnx.shape_inference.infer_shapes(inference.out_mp_)
+    model = inference.out_mp_
+    if folding.fold(model, weights, scratch):
+        made = {t.name for t in model.graph.initializer}
+        kept = [v for v in model.graph.value_info if v.name not in made]  # the optimizer's model has none for them
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
+    model = onnx.shape_inference.infer_shapes(model)
     add_pre_process_metadata(model)
     return model
 
@@ -123,9 +132,9 @@ def _weights_read_from(weights: WeightsFolder) -> Iterator[None]:
 
     modules = (quant_utils, base_quantizer, qdq_quantizer)
     for module in modules:
-        module.tensor_proto_to_array = tensor_proto_to_array  # type: ignore[attr-defined]
+        module.tensor_proto_to_array = tensor_proto_to_array
     try:
         yield
     finally:
         for module in modules:
-            module.tensor_proto_to_array = original  # type: ignore[attr-defined]
+            module.tensor_proto_to_array = original

@@ -46,15 +46,23 @@ def nbytes(tensor: Any) -> int:
 
 
 class WeightsFolder:
-    """The folder of a model's external data files: `read` gives one tensor's values."""
+    """The folder of a model's external data files (and data files made since, added by name): `read` gives one
+    tensor's values."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.added: dict[str, Path] = {}
+
+    def add(self, location: str, path: Path) -> None:
+        """Tensors whose location is `location` are in `path`."""
+        self.added[location] = path
 
     def _span(self, tensor: Any) -> tuple[Path, int, int]:
         location, offset, length = _entry(tensor)
-        path = self.folder / location
-        if Path(location).is_absolute() or ".." in Path(location).parts or not path.is_file():
+        path = self.added.get(location) or self.folder / location
+        if location not in self.added and (Path(location).is_absolute() or ".." in Path(location).parts):
+            raise BuildError(STEP, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
+        if not path.is_file():
             raise BuildError(STEP, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
         expected = nbytes(tensor)
         size = path.stat().st_size
@@ -89,6 +97,31 @@ class WeightsFolder:
                 yield piece
 
 
+def append(data: Any, name: str, values: np.ndarray, location: str) -> Any:
+    """`values` written at the end of the open data file `data` (page-aligned), as an external tensor `name` whose
+    location is `location`."""
+    import onnx
+
+    offset = -(-data.tell() // _ALIGNMENT) * _ALIGNMENT
+    data.seek(offset)
+    data.write(np.ascontiguousarray(values).tobytes())
+    tensor = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
+                              dims=values.shape)
+    _point(tensor, location, offset, data.tell() - offset)
+    return tensor
+
+
+def _point(tensor: Any, location: str, offset: int, length: int) -> None:
+    import onnx
+
+    del tensor.external_data[:]
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+
+
 def save(model: Any, path: Path, source: WeightsFolder) -> None:
     """`model` to `path` with its tensors of EXTERNAL_THRESHOLD bytes or more in `path.name + ".data"`, written
     one at a time: in-memory tensors (the quantized weights) are moved out of the proto as they are written, tensors
@@ -108,11 +141,5 @@ def save(model: Any, path: Path, source: WeightsFolder) -> None:
                     data.write(piece)
             else:
                 data.write(tensor.raw_data)
-            length = data.tell() - offset
-            del tensor.external_data[:]
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
+            _point(tensor, location, offset, data.tell() - offset)
     onnx.save(model, str(path))
