@@ -17,8 +17,9 @@ _KEPT = {"QuantizeLinear", "DequantizeLinear"}
 """Ops onnxruntime's constant folding leaves in place."""
 
 
-def fold(model: Any, weights: WeightsFolder, scratch: Path) -> int:
-    """Fold `model`'s constant nodes in place (graph order, so chains fold too); how many were folded."""
+def fold(model: Any, weights: WeightsFolder, scratch: Path) -> None:
+    """Fold `model`'s constant nodes in place (graph order, so chains fold too); initializers no node reads any
+    more are dropped, as the optimizer drops them."""
     path = scratch / LOCATION
     weights.add(LOCATION, path)
     initializers = {t.name: t for t in model.graph.initializer}
@@ -41,7 +42,6 @@ def fold(model: Any, weights: WeightsFolder, scratch: Path) -> int:
     used = {name for node in model.graph.node for name in node.input}
     for tensor in [t for t in model.graph.initializer if t.name not in used and t.name not in outputs]:
         model.graph.initializer.remove(tensor)
-    return len(folded)
 
 
 def _run(model: Any, node: Any, inputs: list[Any], weights: WeightsFolder) -> Any:

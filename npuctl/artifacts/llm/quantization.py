@@ -66,11 +66,7 @@ def prepare(source: Path, weights: WeightsFolder, scratch: Path) -> Any:
     if not complete:
         raise BuildError(STEP, f"symbolic shape inference left shapes unknown in {source}")
     model = inference.out_mp_
-    if folding.fold(model, weights, scratch):
-        made = {t.name for t in model.graph.initializer}
-        kept = [v for v in model.graph.value_info if v.name not in made]  # the optimizer's model has none for them
-        del model.graph.value_info[:]
-        model.graph.value_info.extend(kept)
+    folding.fold(model, weights, scratch)
     model = onnx.shape_inference.infer_shapes(model)
     add_pre_process_metadata(model)
     return model
