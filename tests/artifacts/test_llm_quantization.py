@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from npuctl.artifacts import BuildError
+from npuctl.artifacts import BuildError, progress
 from npuctl.artifacts.llm import calibration, quantization
 from npuctl.artifacts.llm.weights import WeightsFolder
 
@@ -72,8 +72,9 @@ def test_ranges_computed_part_by_part_are_onnxruntimes_minmax_calibraters(tmp_pa
     assert [[n.name for n in p.nodes] for p in parts] == [["up", "bias", "gate", "silu"], ["down", "residual"],
                                                           ["head"]]
     assert parts[1].inputs == ["m0", "x"] and parts[2].inputs == ["r1"] and parts[0].kept == ["m0"]
-    reports: list[tuple[int, int, str]] = []
-    mine = calibration.ranges(prepared, weights, samples(), tensors, lambda *r: reports.append(r), part_bytes)
+    reports: list[tuple[str, str | None]] = []
+    with progress.reporting(lambda report, message: reports.append((str(report), message))):
+        mine = calibration.ranges(prepared, weights, samples(), tensors, part_bytes)
     calibrator = create_calibrator(path, ops, augmented_model_path=str(tmp_path / "augmented.onnx"),
                                    use_external_data_format=True)
     calibrator.collect_data(Reader(samples()))
@@ -83,7 +84,8 @@ def test_ranges_computed_part_by_part_are_onnxruntimes_minmax_calibraters(tmp_pa
         for got, expected in zip(mine[name].range_value, theirs[name].range_value, strict=True):
             assert got.dtype == expected.dtype and got.shape == expected.shape
             np.testing.assert_array_equal(got, expected)
-    assert reports[-1] == (SAMPLES, SAMPLES, "calibrating part 3 of 3 of the graph") and len(reports) == 3 * SAMPLES
+    assert reports[-1] == (f"{SAMPLES}/{SAMPLES} calibration samples", "calibrating part 3 of 3 of the graph")
+    assert len(reports) == 3 * SAMPLES
 
 
 def quantize_static_as_olive(path: Path, out: Path, precision: str) -> onnx.ModelProto:
@@ -120,7 +122,7 @@ def test_the_quantized_model_is_onnxruntimes_quantize_static_with_olives_qnn_opt
     weights = WeightsFolder(path.parent)
     prepared = quantization.prepare(path, weights, tmp_path)
     assert "tied" not in {n.name for n in prepared.graph.node}  # folded: w2 is a weight, as the optimizer makes it
-    quantization.quantize(prepared, weights, samples(), precision, tmp_path / "mine", lambda *_: None)
+    quantization.quantize(prepared, weights, samples(), precision, tmp_path / "mine")
     expected = quantize_static_as_olive(path, tmp_path / "theirs", precision)
     mine = onnx.load(str(tmp_path / "mine" / "model.onnx"), load_external_data=False)
     assert contents(mine, tmp_path / "mine") == contents(expected, tmp_path / "theirs")

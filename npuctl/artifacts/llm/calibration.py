@@ -12,17 +12,19 @@ extra option is set (not symmetric, no moving average)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from npuctl.artifacts import progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm.weights import STEP, WeightsFolder, is_external, nbytes
 
 PART_BYTES = 256 << 20
 """Weights of one part of the graph (a single tensor bigger than this is a part of its own)."""
+UNIT = "calibration samples"
 _RESHAPE = "npuctl_calibration_reshape"
 Feeds = dict[str, np.ndarray]
 
@@ -104,9 +106,9 @@ def _after(part: Part, reader: Any, name: str) -> bool:
 
 
 def ranges(model: Any, weights: WeightsFolder, samples: list[Feeds], calibrated: set[str],
-           report: Callable[[int, int, str], None], part_bytes: int = PART_BYTES) -> Any:
+           part_bytes: int = PART_BYTES) -> Any:
     """onnxruntime's TensorsData of the MinMax ranges of `calibrated` over `samples` (feeds of the model's graph
-    inputs), the graph run part by part; `report(done, total, message)` after each sample of each part."""
+    inputs), the graph run part by part; each sample of each part reported done."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
 
     parts = plan(model.graph, calibrated, part_bytes)
@@ -125,7 +127,7 @@ def ranges(model: Any, weights: WeightsFolder, samples: list[Feeds], calibrated:
             feeds.update((name, values[name]) for name in part.kept)
             for name in [n for n in feeds if _done_with(n, parts, index)]:
                 del feeds[name]
-            report(number + 1, len(kept), message)
+            progress.report(number + 1, len(kept), UNIT, message)
         del session, handed
     pairs = {name: (np.nanmin(lows[name], axis=0), np.nanmax(highs[name], axis=0)) for name in lows}
     return TensorsData(CalibrationMethod.MinMax, pairs)

@@ -55,9 +55,6 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
     progress.report(0, texts, "calibration samples", "preparing the graph")
     model_dir, weights = Path(request["model_dir"]), WeightsFolder(Path(request["weights_dir"]))
 
-    def report(done: int, total: int, message: str) -> None:
-        progress.report(done, total, "calibration samples", message)
-
     # The scratch folder is on the store's disk (in the step's work folder, under its lock, which gc's sweep of dead
     # builders' folders leaves alone): the folded tensors' data file may be as big as the embedding.
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +64,7 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
         # Olive's reader reads the model's inputs from a file: the graph alone, its weights' references dangling.
         onnx.save(prepared, str(graph))
         samples = _calibration_samples(request, graph)
-        quantization.quantize(prepared, weights, samples, request["precision"], out, report)
+        quantization.quantize(prepared, weights, samples, request["precision"], out)
     for file in _extra_files(model_dir):
         if Path(file).name != RECORD:  # the surgeries' record; the store writes this step's
             shutil.copy2(file, out / Path(file).name)

@@ -19,11 +19,12 @@ the quantizer's temporaries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from npuctl.artifacts import progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import calibration, folding
 from npuctl.artifacts.llm.weights import STEP, WeightsFolder, is_external, save
@@ -35,7 +36,6 @@ WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
 _QUANT_TYPES = {"uint8": "QUInt8", "uint4": "QUInt4"}
 """onnxruntime's name of each weight type."""
 MODEL_FILE = "model.onnx"
-Report = Callable[[int, int, str], None]
 
 
 def prepare(source: Path, weights: WeightsFolder, scratch: Path) -> Any:
@@ -72,8 +72,8 @@ def prepare(source: Path, weights: WeightsFolder, scratch: Path) -> Any:
     return model
 
 
-def quantize(prepared: Any, weights: WeightsFolder, samples: list[calibration.Feeds], precision: str, out: Path,
-             report: Report) -> None:
+def quantize(prepared: Any, weights: WeightsFolder, samples: list[calibration.Feeds], precision: str,
+             out: Path) -> None:
     """The QDQ model of `prepared` (from `prepare`; its weights in `weights`) at `precision`, calibrated on
     `samples` (feeds of its inputs), written to `out/model.onnx` and its data file."""
     import onnx
@@ -97,15 +97,14 @@ def quantize(prepared: Any, weights: WeightsFolder, samples: list[calibration.Fe
         raise BuildError(STEP, f"the graph's opset ({[(o.domain, o.version) for o in model.opset_import]}) is "
                          "older than 21, which uint16 activations need: the genai builder makes opset 21 or later")
     tensors = calibration.tensors_to_calibrate(model, config.op_types_to_quantize)
-    ranges = calibration.ranges(model, weights, samples, tensors, report)
+    ranges = calibration.ranges(model, weights, samples, tensors)
     check_static_quant_arguments(QuantFormat.QDQ, config.activation_type, config.weight_type)
     quantizer = QDQQuantizer(model, config.per_channel, config.reduce_range, config.weight_type,
                              config.activation_type, ranges, config.nodes_to_quantize or [],
                              config.nodes_to_exclude or [], config.op_types_to_quantize, config.extra_options)
-    report(len(samples), len(samples), "quantizing the weights")
     with _weights_read_from(weights):
         quantizer.quantize_model()
-    report(len(samples), len(samples), "writing the quantized model")
+    progress.report(len(samples), len(samples), calibration.UNIT, "writing the quantized model")
     quantizer.model.topological_sort()  # as ONNXModel.save_model_to_file does
     out.mkdir(parents=True, exist_ok=True)
     save(quantizer.model.model, out / MODEL_FILE, weights)
@@ -120,10 +119,14 @@ def _weights_read_from(weights: WeightsFolder) -> Iterator[None]:
     from onnxruntime.quantization import base_quantizer, qdq_quantizer, quant_utils
 
     original = quant_utils.tensor_proto_to_array
+    reads = 0
 
     def tensor_proto_to_array(initializer: Any) -> Any:
+        nonlocal reads
         if initializer.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
             return original(initializer)  # its error for other types
+        reads += 1  # each weight is read twice: for its scale, then to quantize it
+        progress.report(reads, None, "weight reads", "quantizing the weights")
         return weights.read(initializer)
 
     modules = (quant_utils, base_quantizer, qdq_quantizer)
