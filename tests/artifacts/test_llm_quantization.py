@@ -24,7 +24,8 @@ def mlp(folder: Path, *, tied: bool = True) -> Path:
     builder ties an embedding to lm_head), every tensor in model.onnx.data."""
     rng = np.random.default_rng(0)
     weights = {"w0": rng.standard_normal((WIDTH, HIDDEN)), "b0": rng.standard_normal(HIDDEN),
-               "w1": rng.standard_normal((HIDDEN, WIDTH)), "w2t" if tied else "w2": rng.standard_normal((HIDDEN, WIDTH) if tied else (WIDTH, HIDDEN))}
+               "w1": rng.standard_normal((HIDDEN, WIDTH))}
+    weights |= {"w2t": rng.standard_normal((HIDDEN, WIDTH))} if tied else {"w2": rng.standard_normal((WIDTH, HIDDEN))}
     nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"], name="up"),
              helper.make_node("Add", ["h0", "b0"], ["a0"], name="bias"),
              helper.make_node("Sigmoid", ["a0"], ["s0"], name="gate"),

@@ -8,9 +8,8 @@ What held the fp32 model in memory three times over (~12 bytes per parameter at 
 - pre-processing (quant_pre_process) on the graph only: symbolic and onnx shape inference need no weight values
   (but a few biases). Of its onnxruntime optimizer pass (basic level), what changes the genai builder's graphs
   after the surgeries is constant folding (a tied embedding's Transpose of the lm_head weight becomes a weight):
-  npuctl.artifacts.llm.folding does it, a node at a time (the pass itself needs the whole model in memory, and
-  fails past 2 GB, when quant_pre_process skips it: folding always is the model it made below 2 GB). The other
-  difference it makes is unused opset imports;
+  npuctl.artifacts.llm.folding does it, a node at a time (the pass's session holds the whole model). The other
+  differences it makes are unused opset imports, explicit default attributes and another topological order;
 - calibration part by part (npuctl.artifacts.llm.calibration);
 - QDQ quantization reading each weight from the data file when the quantizer asks for it, and the output's data
   file written tensor by tensor (npuctl.artifacts.llm.weights).
@@ -85,8 +84,9 @@ def quantize(prepared: Any, weights: WeightsFolder, samples: list[calibration.Fe
     from onnxruntime.quantization.quantize import QuantFormat, check_static_quant_arguments
 
     excluded = [node.name for node in prepared.graph.node if node.op_type in EXCLUDED_OPS]
+    weight_type = QuantType[_QUANT_TYPES[WEIGHT_TYPES[precision]]]
     config = get_qnn_qdq_config(prepared, None, calibrate_method=CalibrationMethod.MinMax,
-                                activation_type=QuantType.QUInt16, weight_type=QuantType[_QUANT_TYPES[WEIGHT_TYPES[precision]]],
+                                activation_type=QuantType.QUInt16, weight_type=weight_type,
                                 per_channel=True, activation_symmetric=False,
                                 calibration_providers=["CPUExecutionProvider"], nodes_to_exclude=excluded)
     # quantize_static's own preparation: shape inference again, then the opset it needs (16-bit Q/DQ: 21).
