@@ -21,17 +21,17 @@ STEP = "pre-flight"
 STAGE_MEMORY: dict[str, tuple[int, float]] = {
     "genai-builder": (int(0.7 * GiB), 5.2),
     "llm-surgeries": (int(0.6 * GiB), 0.1),
-    "llm-quantize": (int(1.5 * GiB), 3.0),
+    "llm-quantize": (int(1.2 * GiB), 3.5),
     "llm-static": (int(0.8 * GiB), 6.5),
     "compile": (int(0.8 * GiB), 4.5),
 }
 """Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
 bench/llm_build.py at 134.5M, 1.007B and 1.236B parameters (SmolLM2-135M; Llama-3.2-1B with a 16k and with its
 own 128k vocabulary), rounded up. The imports (torch, transformers, Olive, onnxruntime) are most of the constant.
-llm-quantize reads the weights a tensor at a time (npuctl.artifacts.llm.quantization): 0.44 GiB for the tiny test
-models, 2.76 GiB at Qwen2.5-0.5B (494.0M), 4.80 GiB at Llama-3.2-1B (1.236B): 2.95 bytes per parameter between
-the two, mostly the quantized weights it holds until it writes them and the biggest fp32 tensor (the embedding)
-with the quantizer's temporaries."""
+llm-quantize reads the weights a tensor at a time (npuctl.artifacts.llm.quantization): 1.24 GiB at SmolLM2-135M,
+2.69 GiB at Qwen2.5-0.5B, 4.82 GiB at Llama-3.2-1B with its 128k vocabulary (least squares: 0.93 GiB + 3.43 bytes
+per parameter), mostly the quantized weights it holds until it writes them and the embedding in fp32 with the
+quantizer's temporaries."""
 DISK_BYTES_PER_PARAMETER = 10.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
 the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch file of the tensors it folds
