@@ -81,7 +81,9 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
         states = [(e.state.value, e.progress) for e in events if e.step == step]
         reports = [p for state, p in states if p is not None]
         assert states[0] == ("running", None) and states[-1][0] == "done" and len(reports) == len(states) - 2, states
-        assert {p.unit for p in reports} == {COUNTED[step]}, (step, reports)
+        # llm-quantize counts its calibration samples, then the weights its quantizer reads (no total known).
+        units = {COUNTED[step]} | ({"weight reads"} if step == "llm-quantize" else set())
+        assert {p.unit for p in reports} <= units and COUNTED[step] in {p.unit for p in reports}, (step, reports)
         assert all(p.total is None or 0 <= p.done <= p.total for p in reports), (step, reports)
     # The first NPU build of each model in the session (test_gguf_generation may have made the fp32 reference).
     assert set(COUNTED) - {"genai-builder"} <= set(ran), ran
@@ -178,8 +180,9 @@ def test_a_quantization_with_one_layers_scales_wrong_is_refused_before_static_sh
 
 
 def wrong_scales(folder: Path, layer: str, factor: float) -> None:
-    """Multiply the MatMul weight scales of one layer of `folder/model.onnx`, and record the file's new digest."""
-    model = onnx.load(str(folder / "model.onnx"))
+    """Multiply the MatMul weight scales of one layer of `folder/model.onnx`, and record the file's new digest.
+    The scales are in the graph; the weights stay in the (hard-linked) data file, which onnx would refuse to read."""
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     hit = 0
     for tensor in model.graph.initializer:
         if tensor.name.startswith(layer) and tensor.name.endswith("MatMul.weight_scale"):

@@ -4,13 +4,11 @@ while its pass runs, and reports them. Olive is imported here only inside the ho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from npuctl.artifacts import progress
-
-T = TypeVar("T")
 
 
 @contextmanager
@@ -20,22 +18,6 @@ def splits_static(total: int) -> Iterator[None]:
 
     with _counting(static_llm, "resave_model", after=_counter(total, "splits", "making static graphs")):
         yield
-
-
-class CalibrationRows(Sequence[T]):
-    """The quantize stage's calibration rows as a map-style dataset (torch's DataLoader reads it by index)
-    that reports each sample the calibrator takes."""
-
-    def __init__(self, rows: list[T]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, int):
-            progress.report(index + 1, len(self.rows), "calibration samples", "calibrating")
-        return self.rows[index]
 
 
 def _counter(total: int, unit: str, message: str) -> Callable[[], None]:

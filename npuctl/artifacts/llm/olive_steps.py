@@ -23,16 +23,13 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm import attention, olive_progress, weights
+from npuctl.artifacts.llm import attention, graph_refs, olive_progress
 from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.llm import macs as llm_macs
+from npuctl.artifacts.store import RECORD
 
 PIPELINE_FILE = "llm_pipeline.json"
 """Written beside the components of a split/static/compiled model: which file is which stage."""
-_CONTRIB_OPS = ["GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits"]
-"""Left unquantized: they run on the CPU and take float inputs."""
-WEIGHT_TYPES = {"w8a16": "uint8", "w4a16": "uint4"}
-"""Per-channel weight type of each NPU precision; activations are uint16 in both."""
 
 
 def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
@@ -47,32 +44,32 @@ def surgeries(request: dict[str, Any], out: Path) -> facts.LlmSurgeries:
 
 
 def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
-    """OnnxStaticQuantization for the QNN EP: per-channel weights, uint16 activations, calibrated on the texts."""
-    from olive.passes.onnx.quantization import OnnxStaticQuantization
+    """Static QDQ quantization for the QNN EP (npuctl.artifacts.llm.quantization), calibrated on the texts as Olive's
+    data config feeds them: its dataset, dataloader and LLM input filling make the samples."""
+    import onnx
 
-    from npuctl.artifacts.llm import surgeries as graph_surgeries
+    from npuctl.artifacts.llm import quantization
+    from npuctl.artifacts.llm.weights import WeightsFolder
 
-    _register_corpus()
-    progress.report(0, len(request["texts"]), "calibration samples", "preparing the model")
-    data_config = {
-        "name": "npuctl_corpus", "type": "DataContainer",
-        "load_dataset_config": {"type": "npuctl_corpus", "params": {
-            "tokenizer": request["tokenizer"], "texts": request["texts"], "window": request["window"]}},
-        "pre_process_data_config": {"type": "skip_pre_process"},
-        "dataloader_config": {"type": "no_auto_batch_dataloader"},
-    }
-    config = {"data_config": data_config, "precision": WEIGHT_TYPES[request["precision"]],
-              "activation_type": "uint16", "per_channel": True, "quant_preprocess": True,
-              "calibration_providers": ["CPUExecutionProvider"], "op_types_to_exclude": _CONTRIB_OPS}
-    _lean_calibrater()
-    # The scratch folder is inside the step's work folder (the store's disk, under the step's lock, so that
-    # gc's sweep of dead builders' folders leaves it alone): the data file is as big as the fp32 model.
+    texts = len(request["texts"])
+    progress.report(0, texts, "calibration samples", "preparing the graph")
+    model_dir, weights = Path(request["model_dir"]), WeightsFolder(Path(request["weights_dir"]))
+
+    # The scratch folder is on the store's disk (in the step's work folder, under its lock, which gc's sweep of dead
+    # builders' folders leaves alone): the folded tensors' data file may be as big as the embedding.
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="joined-", dir=out) as scratch:
-        model = graph_surgeries.joined(Path(request["model_dir"]), Path(request["weights_dir"]), Path(scratch))
-        _run(OnnxStaticQuantization, config, _onnx_model(model), out)
-    return facts.LlmQuantize(weights=WEIGHT_TYPES[request["precision"]], activations="uint16",
-                             calibration_texts=len(request["texts"]))
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=out) as scratch:
+        prepared = quantization.prepare(model_dir / quantization.MODEL_FILE, weights, Path(scratch))
+        graph = Path(scratch) / quantization.MODEL_FILE
+        # Olive's reader reads the model's inputs from a file: the graph alone, its weights' references dangling.
+        onnx.save(prepared, str(graph))
+        samples = _calibration_samples(request, graph)
+        quantization.quantize(prepared, weights, samples, request["precision"], out)
+    for file in _extra_files(model_dir):
+        if Path(file).name != RECORD:  # the surgeries' record; the store writes this step's
+            shutil.copy2(file, out / Path(file).name)
+    return facts.LlmQuantize(weights=quantization.WEIGHT_TYPES[request["precision"]], activations="uint16",
+                             calibration_texts=texts)
 
 
 def static(request: dict[str, Any], out: Path) -> facts.LlmStatic:
@@ -137,7 +134,7 @@ def split_graph(source: Path, assignments: dict[str, int], out: Path) -> Any:
         """What SplitModel loads (its only way in to the model): the graph, not the weights."""
 
         def load_model(self, rank: int | None = None, cache_model: bool = True) -> Any:
-            return weights.load_graph(Path(self.model_path))
+            return graph_refs.load_graph(Path(self.model_path))
 
     graph = GraphOnly(model_path=str(source), onnx_file_name="model.onnx",
                       model_attributes={"additional_files": _extra_files(source)})
@@ -145,7 +142,7 @@ def split_graph(source: Path, assignments: dict[str, int], out: Path) -> Any:
     components = list(split.get_model_components())
     for index, (_, component) in enumerate(components):
         progress.report(index, len(components), "splits", "writing each split's weights")
-        weights.localize(Path(component.model_path), source)
+        graph_refs.localize(Path(component.model_path), source)
     progress.report(len(components), len(components), "splits", "split")
     return split
 
@@ -240,23 +237,25 @@ def _extra_files(folder: Path) -> list[str]:
                   if p.is_file() and p.suffix not in (".onnx", ".data", ".bin") and p.name != PIPELINE_FILE)
 
 
-def _lean_calibrater() -> None:
-    """onnxruntime's MinMaxCalibrater keeps the whole fp32 model it augmented (weights included) while its
-    session, which holds another copy, loads and runs the calibration texts; it never reads it again: the session
-    loads the augmented model from its file, and the ranges come from the session's outputs. Its weights are
-    dropped before the session loads: one fp32 copy less at the step's peak (the quantized model is the same)."""
-    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+def _calibration_samples(request: dict[str, Any], graph: Path) -> list[dict[str, Any]]:
+    """The feeds of `graph`'s inputs for each text, made as Olive's quantization pass makes them (its data config,
+    then its LLM data loader: sequence lengths and an empty KV cache)."""
+    from types import SimpleNamespace
 
-    original = MinMaxCalibrater.create_inference_session
-    if getattr(original, "npuctl_lean", False):
-        return
+    from olive.common.onnx_io import get_io_config
+    from olive.passes.onnx.quantization import get_calibration_dataloader
 
-    def create_inference_session(self: Any) -> None:
-        self.model.graph.ClearField("initializer")
-        original(self)
-
-    create_inference_session.npuctl_lean = True  # type: ignore[attr-defined]
-    MinMaxCalibrater.create_inference_session = create_inference_session
+    _register_corpus()
+    data_config = {
+        "name": "npuctl_corpus", "type": "DataContainer",
+        "load_dataset_config": {"type": "npuctl_corpus", "params": {
+            "tokenizer": request["tokenizer"], "texts": request["texts"], "window": request["window"]}},
+        "pre_process_data_config": {"type": "skip_pre_process"},
+        "dataloader_config": {"type": "no_auto_batch_dataloader"},
+    }
+    reader = get_calibration_dataloader(SimpleNamespace(data_config=data_config), str(graph),
+                                        get_io_config(str(graph)))
+    return list(iter(reader.get_next, None))
 
 
 def _register_corpus() -> None:
@@ -274,7 +273,7 @@ def _register_corpus() -> None:
             ids = encoder.encode(text).ids[:window]
             rows.append(({"input_ids": torch.tensor([ids]),
                           "attention_mask": torch.ones(1, len(ids), dtype=torch.int64)}, 0))
-        return olive_progress.CalibrationRows(rows)
+        return rows
 
 
 def _move_up(folder: Path, parent: Path) -> None:

@@ -22,17 +22,16 @@ STEP = "pre-flight"
 STAGE_MEMORY: dict[str, tuple[int, float]] = {
     "genai-builder": (int(0.6 * GiB), 0.4),  # and the checkpoint (CHECKPOINT_BYTES)
     "llm-surgeries": (int(0.6 * GiB), 0.1),
-    "llm-quantize": (1 * GiB, 16.0),
+    "llm-quantize": (int(1.2 * GiB), 3.5),
     "llm-static": (int(0.7 * GiB), 0.1),
 }
 """Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
-bench/llm_build.py at 134.5M, 1.007B and 1.236B parameters (SmolLM2-135M; Llama-3.2-1B with a 16k and with its
-own 128k vocabulary), rounded up: llm-quantize measured 12.5 bytes per parameter between the first two and passed
-17.6 GiB at the third. The
-imports (torch, transformers, Olive, onnxruntime) are most of the constant. llm-quantize is the peak: onnxruntime's
-pre-processing, calibration and QDQ quantization each hold ~4 fp32 copies of the model at their peaks.
-llm-static reads the graphs without their weights and copies each split's tensor by tensor: 0.61, 0.70 and
-0.63 GiB at 134.5M, 494M and 1.007B."""
+bench/llm_build.py at 134.5M, 494M and 1.236B parameters (SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B with its
+own 128k vocabulary), rounded up. The imports (torch, transformers, Olive, onnxruntime) are most of the constant.
+llm-quantize reads the weights a tensor at a time (npuctl.artifacts.llm.quantization): 1.24, 2.69 and 4.82 GiB
+(least squares: 0.93 GiB + 3.43 bytes per parameter), mostly the quantized weights it holds until it writes them
+and the embedding in fp32 with the quantizer's temporaries. llm-static reads the graphs without their weights and
+copies each split's tensor by tensor: 0.61, 0.70 and 0.63 GiB at 134.5M, 494M and 1.007B."""
 CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per parameter of a checkpoint by config.json's dtype (4 when it says none). genai-builder holds the
 checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py
@@ -48,10 +47,10 @@ graph at a time, each session released before the next, so its peak follows the 
 the QNN EP holds ~3 copies of a graph's weights while it builds it and ~2 more while it writes the context
 binary. Measured 1.11, 2.17 and 4.62 GiB for graphs of 128 MB, 366 MB and 1.0 GB; `splits: auto` keeps graphs
 under 1 GiB, so ~5.5 GiB at most at any model size."""
-DISK_BYTES_PER_PARAMETER = 13.0
+DISK_BYTES_PER_PARAMETER = 10.0
 """What a build adds to the store at its peak: the fp32 reference (4), the quantized model, the static splits and
-the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch copy of the reference's
-weights (4)."""
+the pack: 8.3-8.6 bytes per parameter measured; while llm-quantize runs, a scratch file of the tensors it folds
+(a tied embedding's transpose: 0.85 byte per parameter at Llama-3.2-1B)."""
 SECONDS_PER_PARAMETER = 4e-7
 """Wall time of the steps up to compile on this project's 2-core x86 host, shared (load average 8-13): 456 s at
 134.5M, 627 s at 1.007B (verify is not counted)."""

@@ -5,9 +5,8 @@ Olive's GraphSurgeries pass loads the whole model, copies it into its DAG and in
 initializers), then writes every weight again: ~39 bytes per parameter at its peak, 23 GB for a 1B model.
 The surgeons rewire the attention mask, pick one RoPE cache and scale the norm weights: only the norm weights
 are read into memory, and only the graph is written. Its weights stay references into the builder's data file,
-which stays in the builder's folder: `joined` puts graph and data side by side in a scratch folder for the stage
-that reads them (onnx.load refuses external data through a hard link, a symlink or `..`), so the store holds no
-second fp32 copy."""
+which stays in the builder's folder: llm-quantize reads them from there a tensor at a time
+(npuctl.artifacts.llm.weights), so the store holds no second fp32 copy."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ MODEL_FILE = "model.onnx"
 def apply(source: Path, out: Path, head_size: int) -> None:
     """`source/model.onnx`'s graph with the surgeries applied and the KV head size fixed to a number (the
     builder writes the symbolic `kv_cache_dim`, which the calibration reader cannot make tensors of), written to
-    `out` with the source's other files but not its weights' data files (see `joined`)."""
+    `out` with the source's other files but not its weights' data files."""
     import onnx
     from olive.passes.onnx.graph_surgeries import Surgeon
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
@@ -50,19 +49,6 @@ def apply(source: Path, out: Path, head_size: int) -> None:
     for file in source.iterdir():
         if file.is_file() and file.name not in data_files and not (out / file.name).exists():
             shutil.copy2(file, out / file.name)
-
-
-def joined(graphs: Path, weights: Path, scratch: Path) -> Path:
-    """A folder in `scratch` with the surgeries' files and the builder's data files they name, copied file to
-    file (never through memory): what Olive's passes read as one model."""
-    import onnx
-
-    folder = scratch / "joined"
-    shutil.copytree(graphs, folder)
-    model = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
-    for location in sorted({_location(t) for t in model.graph.initializer if _is_external(t)}):
-        shutil.copyfile(weights / location, folder / location)
-    return folder
 
 
 def _read_by_surgeons(graph: Any) -> set[str]:

@@ -1,4 +1,4 @@
-"""llm-static without the weights in memory (npuctl/artifacts/llm/weights.py, olive_steps.split_assignments and
+"""llm-static without the weights in memory (npuctl/artifacts/llm/graph_refs.py, olive_steps.split_assignments and
 split_graph): the split map from config.json alone, graphs read with their weights as references, each split's
 weights copied into its own data file; the splits the same as Olive's SplitModel makes from the loaded model."""
 
@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo
 
-from npuctl.artifacts.llm import olive_steps, weights
+from npuctl.artifacts.llm import graph_refs, olive_steps
 
 pytest.importorskip("olive")
 HIDDEN, VOCAB = 32, 64
@@ -72,7 +72,7 @@ def cleared(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def test_an_inline_models_weights_are_read_as_references_to_their_bytes_in_the_file(tmp_path: Path) -> None:
     model_file = decoder_graph(tmp_path)
-    graph = weights.load_graph(model_file)
+    graph = graph_refs.load_graph(model_file)
     full = onnx.load(str(model_file))
     references = {t.name: ExternalDataInfo(t) for t in graph.graph.initializer
                   if t.data_location == TensorProto.EXTERNAL}
