@@ -271,7 +271,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
 
     compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
                                        on.model_dump(mode="json") | {"weight_sharing": sharing,
-                                                                     "optimization_level": spec.build.optimization_level},
+                                                                     "optimization_level": spec.build.optimization_level,
+                                                                     "lm_head": "htp"},
                                        compile_work, target=target.name)
     prompt = checked.details.checks[0].prompt
     tokens = min(llm_verify.PACK_TOKENS, bar.tokens)
