@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
-from npuctl.schema.placement import AccuracyStatus, GenerationStatus, NpuCoverage
+from npuctl.schema.placement import AccuracyStatus, CpuException, GenerationStatus, NpuCoverage
 
 
 class Facts(BaseModel):
@@ -348,14 +348,15 @@ class LlmVerify(Facts):
     pack: PackCheck
 
     def generation(self, quantized: LlmVerifyQuantized, placement: Placement, tokens: int,
-                   matching_tokens: int) -> GenerationStatus:
-        """Both greedy checks and where the pack runs, as status shows them."""
+                   matching_tokens: int, cpu_work: list[CpuException]) -> GenerationStatus:
+        """Both greedy checks and where the pack runs, its CPU work named (`cpu_work`), as status shows them."""
         return GenerationStatus(tokens=tokens, first_divergence=quantized.first_divergence,
                                 matching_tokens=matching_tokens, prompts=len(quantized.checks),
                                 npu_tokens=len(self.pack.tokens), npu_first_divergence=self.pack.first_divergence,
                                 npu_cosine=self.pack.cosine, coverage=placement.coverage(),
                                 weight_share=placement.weight_share, prefill_mac_share=placement.prefill_mac_share,
-                                stages={name: stage.model_dump() for name, stage in placement.stages.items()})
+                                stages={name: stage.model_dump() for name, stage in placement.stages.items()},
+                                cpu_work=cpu_work)
 
 
 AnyFacts = Annotated[

@@ -103,10 +103,18 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     layer = hidden * head * (heads + 2 * kv_heads) + heads * head * hidden + 3 * hidden * hf["intermediate_size"]
     assert report.stages["iterator_ctx"].macs == {
         "QNNExecutionProvider": hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)}
-    assert report.stages["lm_head_iterator_ctx"].macs == {"QNNExecutionProvider": hidden * hf["vocab_size"]}
-    assert report.stages["lm_head_context_ctx"].macs == {"QNNExecutionProvider": 64 * hidden * hf["vocab_size"]}
+    for name, tokens in (("lm_head_context_ctx", 64), ("lm_head_iterator_ctx", 1)):
+        macs = report.stages[name].macs
+        assert macs["QNNExecutionProvider"] == tokens * hidden * hf["vocab_size"] and not macs.get("CPUExecutionProvider")
     assert report.coverage.macs == report.prefill_mac_share == 1.0
     assert "100% of per-token MACs" in report.lines()[0]
+    # What stays on the CPU is named, where and why: the token gather, genai's sequence lengths and sampling, and
+    # the dequantization of the HTP's uint16 logits.
+    assert [(w.work.value, w.where) for w in report.cpu_work] == [
+        ("token-embeddings", "embeddings"), ("sequence-lengths", "onnxruntime-genai"),
+        ("logits-dequantize", "lm_head_context_ctx, lm_head_iterator_ctx"), ("sampling", "onnxruntime-genai")]
+    assert "  on the CPU: logits-dequantize (lm_head_context_ctx, lm_head_iterator_ctx): the HTP's uint16 logits " \
+           "made float for the sampler" in "\n".join(report.lines())
 
 
 def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(
@@ -118,6 +126,9 @@ def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
         assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {(1, 2, "past_sequence_length", 16)}
+    [attention] = [w for w in report.cpu_work if w.work.value == "attention"]
+    assert attention.where == "context_ctx, iterator_ctx" and "spec.generation.attention is cpu" in attention.reason
+    assert "unplaced" not in {w.work.value for w in report.cpu_work}
 
 
 def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(
