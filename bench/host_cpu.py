@@ -7,7 +7,9 @@ of each execute (CPU graph nodes, such as attention with `attention: cpu`, run t
 simulator, the HTP is emulated by the process's other threads AND partly on the calling thread, inside each
 execute: the calling thread's figure is then an upper bound of the host CPU outside the HTP calls, and
 `execute_calling_ms` (the calling thread's CPU of the decode graphs run alone through onnxruntime, the same
-number of times) is the part of it spent inside the execute calls, the simulator's share included. The time
+number of times) is the part of it spent inside the execute calls, the simulator's share included. With
+`attention: cpu` that part also holds the CPU attention nodes between the HTP partitions (host work the
+difference then leaves out). The time
 inside the QNN EP's execute cannot be read here: onnxruntime's profiler (`enable_profiling`) and the QNN EP's
 (`profiling_level`) both abort the process with heap corruption on these packs under the simulator."""
 
@@ -74,7 +76,8 @@ def _execute_calling_ms(view: Path, runs: int) -> float:
         options = {k: str(v) for k, v in providers[0]["qnn"].items() if k not in ("backend_type", "backend_path", "soc_model")}
         session = ort.InferenceSession(str(view / stage["filename"]),
                                        qnn.session_options(int(providers[0]["qnn"]["soc_model"]), provider_options=options))
-        feeds = {i.name: np.full([d if isinstance(d, int) else 1 for d in i.shape], 1 if "seq" in i.name else 0,
+        # A decode step at position 64 (a symbolic KV cache length, attention: cpu, given 128 rows).
+        feeds = {i.name: np.full([d if isinstance(d, int) else _KV_ROWS for d in i.shape], _POSITIONS.get(i.name, 0),
                                  _DTYPES[i.type]) for i in session.get_inputs()}
         session.run(None, feeds)
         before = time.thread_time()
@@ -85,6 +88,8 @@ def _execute_calling_ms(view: Path, runs: int) -> float:
     return total
 
 
+_KV_ROWS = 128
+_POSITIONS = {"past_seq_len": 64, "total_seq_len": 65}
 _DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(uint16)": "uint16",
            "tensor(uint8)": "uint8"}
 

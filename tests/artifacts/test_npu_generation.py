@@ -143,8 +143,10 @@ def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared
     assert failed.value.step == "verify" and "weightSharing" in failed.value.message
     compiled = [r for r in tiny_chat.store.records() if isinstance(r.details, facts.LlmCompile) and r.details.weight_sharing]
     [shared] = compiled
-    assert context_binaries(shared.path("context_ctx.onnx")) == context_binaries(shared.path("iterator_ctx.onnx"))
-    assert len([f for f in shared.files if f.path.endswith(".bin")]) == 1
+    # One binary per pair: the decoder layers', and lm_head's (its weight then stored once on the HTP).
+    for prompt, token in (("context_ctx", "iterator_ctx"), ("lm_head_context_ctx", "lm_head_iterator_ctx")):
+        assert context_binaries(shared.path(f"{prompt}.onnx")) == context_binaries(shared.path(f"{token}.onnx"))
+    assert len([f for f in shared.files if f.path.endswith(".bin")]) == 2
 
 
 def test_targets_share_every_step_up_to_compile_and_x2_elite_gets_its_own_binaries(tiny_chat: TinyChat) -> None:

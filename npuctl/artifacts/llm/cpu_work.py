@@ -16,7 +16,7 @@ REASONS = {
                               "table would sit in HTP memory to be read one row at a time",
     CpuWork.SEQUENCE_LENGTHS: "two integers per graph call (past_seq_len, total_seq_len) that onnxruntime-genai "
                               "sets between calls; the attention mask and the rotary tables they index are "
-                              "computed inside GroupQueryAttention, on the HTP",
+                              "computed inside GroupQueryAttention (on the HTP with attention: npu)",
     CpuWork.LOGITS_DEQUANTIZE: "the HTP's uint16 logits made float for the sampler (one value per vocabulary entry); "
                                "the QNN EP leaves a graph's final DequantizeLinear to the CPU",
     CpuWork.SAMPLING: "greedy or top-k/top-p choice over the logits and the stop checks, in onnxruntime-genai's "
