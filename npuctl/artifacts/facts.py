@@ -282,9 +282,9 @@ class Placement(BaseModel):
     weight_share: float
     stages: dict[str, StagePlacement]
     prefill_mac_share: float | None = None
-    """Share of the MACs of one prefill window (context graphs, embeddings and lm_head over the window) on QNN."""
+    """Share of the MACs of one prefill window (context graphs, the prompt's lm_head, embeddings) on QNN."""
     decode_mac_share: float | None = None
-    """Share of the MACs of one decoded token (iterator graphs, embeddings, lm_head) on QNN."""
+    """Share of the MACs of one decoded token (iterator graphs and the token's lm_head, embeddings) on QNN."""
 
     def coverage(self) -> NpuCoverage:
         return NpuCoverage(nodes=self.node_share, macs=self.decode_mac_share)
