@@ -4,14 +4,13 @@ onnxruntime-genai and every other thread of the process (bench/chat.py --npu).
 On a Snapdragon the HTP runs beside the CPU and the host's share is the calling thread's work: onnxruntime-genai
 (the sequence lengths, the KV cache bookkeeping, sampling), onnxruntime's session runs and the QNN EP's host side
 of each execute (CPU graph nodes, such as attention with `attention: cpu`, run there too). On the x86 HTP
-simulator, the HTP is emulated by the process's other threads AND partly on the calling thread, inside each
-execute: the calling thread's figure is then an upper bound of the host CPU outside the HTP calls, and
-`execute_calling_ms` (the calling thread's CPU of the decode graphs run alone through onnxruntime, the same
-number of times) is the part of it spent inside the execute calls, the simulator's share included. With
-`attention: cpu` that part also holds the CPU attention nodes between the HTP partitions (host work the
-difference then leaves out). The time
-inside the QNN EP's execute cannot be read here: onnxruntime's profiler (`enable_profiling`) and the QNN EP's
-(`profiling_level`) both abort the process with heap corruption on these packs under the simulator."""
+simulator the HTP is emulated by the process's other threads and partly on the calling thread, inside each
+execute, so the calling thread's figure is only an upper bound of the host CPU outside the HTP calls.
+`execute_calling_ms`, the calling thread's CPU of the decode graphs run alone through onnxruntime (as many
+times), estimates the part of it spent inside the execute calls, the simulator's share included (with
+`attention: cpu` also the CPU attention between the partitions). The time inside the QNN EP's execute cannot be
+read here: onnxruntime's profiler (`enable_profiling`) and the QNN EP's (`profiling_level`) both abort the
+process with heap corruption on these packs under the simulator."""
 
 from __future__ import annotations
 
