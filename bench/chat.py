@@ -19,6 +19,10 @@ from the HTP simulator, against the same build's fp32 CPU decoder, all through H
   npu_ttft_ms / npu_cpu_attention_ttft_ms / cpu_ttft_ms, the same for tokens_per_s, each pack's placement (share
   of nodes and of MACs per decoded token on QNN), and build_seconds per step. The simulator emulates the HTP on
   the CPU: its speed says nothing about a Snapdragon's.
+  host_cpu_ms_per_token, per path, onnxruntime-genai called in a child process (bench/host_cpu.py says what
+  each figure holds and why the host's share cannot be cut out exactly on the simulator): process_ms (the
+  simulator's emulation included), calling_thread_ms (an upper bound of the host's work outside the HTP calls)
+  and execute_calling_ms (the calling thread inside the decode graphs' execute calls, each graph run alone).
 
     python bench/chat.py [--json] [--runs 10] [--tokens 200] [--model GENAI_DIR | --npu]
 """
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,7 +116,7 @@ def _npu_case(runs: int, tokens: int) -> dict[str, object]:
     import openai
 
     from npuctl.artifacts import Store
-    from npuctl.artifacts.facts import LlmCompile, Targeted
+    from npuctl.artifacts.facts import GenaiBuilder, LlmCompile, Targeted
     from tests.tiny_chat import CONTEXT, TRAIN_STEPS
     from tests.tiny_llama import make_tiny_decoder
 
@@ -134,20 +139,38 @@ def _npu_case(runs: int, tokens: int) -> dict[str, object]:
                         figures[model].append(measured)
         steps: dict[str, float] = {}
         placements: dict[str, dict[str, float | None]] = {}
+        host_cpu: dict[str, dict[str, float | str]] = {}
         for record in Store(folder / "store").records():
             soc = record.details.soc_model if isinstance(record.details, Targeted) else ""
             key = f"{record.step} {soc}".strip()
             steps[key if key not in steps else f"{key} (2)"] = round(record.seconds, 1)
+            case = None
             if isinstance(record.details, LlmCompile):
                 placement = record.details.placement
                 on_cpu = any(s.cpu_ops.get("GroupQueryAttention") for s in placement.stages.values())
-                placements["npu_cpu_attention" if on_cpu else "npu"] = {
+                case = "npu_cpu_attention" if on_cpu else "npu"
+                placements[case] = {
                     "node_share": round(placement.node_share, 3), "decode_mac_share": placement.decode_mac_share}
+            elif isinstance(record.details, GenaiBuilder) and record.details.precision == "fp32":
+                case = "cpu"
+            if case is not None:
+                host_cpu[case] = _host_cpu(record.folder, folder / "views", tokens, runs)
     results: dict[str, object] = {"max_new_tokens": tokens, "runs": runs}
     for case, (name, _, _) in cases.items():
         results[f"{case}_ttft_ms"] = round(statistics.median(t for t, _ in figures[name]) * 1000, 1)
         results[f"{case}_tokens_per_s"] = round(statistics.median(s for _, s in figures[name]), 1)
-    return results | {"placement": placements, "build_seconds": steps}
+    return results | {"placement": placements, "host_cpu_ms_per_token": host_cpu, "build_seconds": steps}
+
+
+def _host_cpu(folder: Path, views: Path, tokens: int, runs: int) -> dict[str, float | str]:
+    """bench/host_cpu.py on one model, in a child process (the simulator's libraries may abort at teardown)."""
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name("host_cpu.py")), str(folder), str(views),
+                           str(tokens), str(runs)], capture_output=True, text=True, timeout=1800)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-600:]}"}
+    figures: dict[str, float | str] = json.loads(lines[-1])
+    return figures
 
 
 def _built_folder(store: Path) -> Path:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from npuctl.runtime import qnn
 from npuctl.schema.models import Precision
-from npuctl.schema.placement import AccuracyStatus, GenerationStatus, NpuCoverage
+from npuctl.schema.placement import AccuracyStatus, CpuException, GenerationStatus, NpuCoverage
 
 # The pre-flight's estimate is also the deployment's status record: one model, kept in the schema.
 from npuctl.schema.preflight import Preflight as Preflight
@@ -262,9 +262,9 @@ class Placement(BaseModel):
     weight_share: float
     stages: dict[str, StagePlacement]
     prefill_mac_share: float | None = None
-    """Share of the MACs of one prefill window (context graphs, embeddings and lm_head over the window) on QNN."""
+    """Share of the MACs of one prefill window (context graphs, the prompt's lm_head, embeddings) on QNN."""
     decode_mac_share: float | None = None
-    """Share of the MACs of one decoded token (iterator graphs, embeddings, lm_head) on QNN."""
+    """Share of the MACs of one decoded token (iterator graphs and the token's lm_head, embeddings) on QNN."""
 
     def coverage(self) -> NpuCoverage:
         return NpuCoverage(nodes=self.node_share, macs=self.decode_mac_share)
@@ -328,14 +328,15 @@ class LlmVerify(Facts):
     pack: PackCheck
 
     def generation(self, quantized: LlmVerifyQuantized, placement: Placement, tokens: int,
-                   matching_tokens: int) -> GenerationStatus:
-        """Both greedy checks and where the pack runs, as status shows them."""
+                   matching_tokens: int, cpu_work: list[CpuException]) -> GenerationStatus:
+        """Both greedy checks and where the pack runs, its CPU work named (`cpu_work`), as status shows them."""
         return GenerationStatus(tokens=tokens, first_divergence=quantized.first_divergence,
                                 matching_tokens=matching_tokens, prompts=len(quantized.checks),
                                 npu_tokens=len(self.pack.tokens), npu_first_divergence=self.pack.first_divergence,
                                 npu_cosine=self.pack.cosine, coverage=placement.coverage(),
                                 weight_share=placement.weight_share, prefill_mac_share=placement.prefill_mac_share,
-                                stages={name: stage.model_dump() for name, stage in placement.stages.items()})
+                                stages={name: stage.model_dump() for name, stage in placement.stages.items()},
+                                cpu_work=cpu_work)
 
 
 AnyFacts = Annotated[

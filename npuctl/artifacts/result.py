@@ -214,7 +214,7 @@ def artifacts_of(result: BuildResult, views: Path | None = None) -> Artifacts:
     binaries = tuple(
         ContextBinary(a.soc_model, a.bucket or None, a.context_model,
                       CompatInfo(a.soc_model, a.htp_arch, a.qnn_sdk, a.compatibility), a.decoder, a.decoder_refused,
-                      a.npu_coverage)
+                      a.npu_coverage, tuple(a.generation.cpu_work) if a.generation else ())
         for a in result.artifacts
     )
     return Artifacts(result.cpu_model, result.model_dir, result.tokenizer, binaries, views)

@@ -255,7 +255,7 @@ def load_generator(deployment: ModelDeployment, artifacts: Artifacts, host: Host
     if placement.on_npu:
         built_share = built.binaries[0].npu_coverage if built is not None else None
         info = RunInfo(placement.where, qnn.EP_NAME, pack.npu_share() if built_share is None else built_share,
-                       placement.note, applied)
+                       placement.note, applied, built.binaries[0].cpu_work if built is not None else ())
         slots = 1
     else:
         info = RunInfo(Where.CPU, CPU_EP, 0.0, placement.note, applied)

@@ -11,6 +11,7 @@ from npuctl.errors import NpuctlError
 from npuctl.runtime import compat
 from npuctl.runtime.devices import HostFacts, NpuKind
 from npuctl.schema.models import Device, Fallback, Runtime
+from npuctl.schema.placement import CpuException
 from npuctl.schema.status import Reason as Reason  # re-exported: the reasons NotServable gives
 from npuctl.schema.targets import describe_soc
 
@@ -57,6 +58,8 @@ class ContextBinary:
     of the pack, its CPU stages and CPU attention included, and status, get, describe, /v2/models and the dashboard
     show this number, not one counted on the loaded wrappers (an EPContext node is one node, however much it
     holds). None when no build measured it."""
+    cpu_work: tuple[CpuException, ...] = ()
+    """A decoder-pipeline pack's work that stays on the CPU per token, each with its reason, as its build named it."""
 
 
 @dataclass(frozen=True)

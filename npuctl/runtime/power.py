@@ -163,5 +163,5 @@ def genai_qnn(runtime: Runtime, choice: Choice) -> tuple[dict[str, str], PowerIn
     """QNN options for a genai decoder-pipeline pack's stages; its CPU stages keep genai's thread defaults."""
     options, info = qnn_session(runtime, choice)
     not_applied = [] if choice.policy is PowerPolicy.BURST else [
-        "cpu threads and spinning: the pack's CPU stages (embeddings, lm head) keep onnxruntime-genai's defaults"]
+        "cpu threads and spinning: the pack's CPU stage (the embeddings) keeps onnxruntime-genai's defaults"]
     return options, info.model_copy(update={"not_applied": not_applied})

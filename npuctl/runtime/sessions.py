@@ -12,6 +12,7 @@ from npuctl.runtime import power, qnn
 from npuctl.runtime.placement import NotServable, Reason, Where
 from npuctl.schema.enums import PowerPolicy
 from npuctl.schema.models import Runtime
+from npuctl.schema.placement import CpuException
 from npuctl.schema.power import PowerInForce
 
 CPU_EP = "CPUExecutionProvider"
@@ -38,6 +39,8 @@ class RunInfo:
     note: str
     power: PowerInForce | None = None
     """The power settings of the model's first session (an encoder-decoder's other sessions follow the same policy)."""
+    cpu_work: tuple[CpuException, ...] = ()
+    """On the NPU, a decoder-pipeline pack's work that stays on the CPU, with reasons (ContextBinary.cpu_work)."""
 
     @classmethod
     def of(cls, where: Where, sessions: list[OpenedSession], note: str) -> RunInfo:

@@ -8,8 +8,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, Strict, field_validator, model_validator
 
 # Re-exported: the enumerations are part of the manifest's models.
 from npuctl.schema.enums import Api as Api
@@ -25,6 +24,7 @@ from npuctl.schema.enums import Residency as Residency
 from npuctl.schema.enums import Strategy as Strategy
 from npuctl.schema.enums import Task as Task
 from npuctl.schema.sources import check_source
+from npuctl.schema.spec import Spec as Spec
 from npuctl.schema.targets import HTP_ARCH_BY_SOC, SOCS, SocInfo, soc_by_model
 
 API_VERSION = "npuctl.dev/v1alpha1"
@@ -35,22 +35,6 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 _BY_VALUE = Strict(False)
 """Enums are given by their value (a YAML string); strict mode would want an enum instance."""
-
-
-class Spec(BaseModel):
-    """Base of every manifest object: camelCase keys in YAML, unknown keys refused, and values of the type the
-    schema says (strict: "16" is not an integer, "yes" and 1 are not booleans), as editors check them."""
-
-    model_config = ConfigDict(
-        strict=True,
-        alias_generator=to_camel,
-        validate_by_name=False,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-        frozen=True,
-    )
 
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -155,12 +139,18 @@ class Accuracy(Spec):
     reach `threshold` cosine (default 0.98)."""
 
 
+NPU_ATTENTION_WINDOW = 128
+CPU_ATTENTION_WINDOW = 64
+"""The prefill window's defaults: attention on the HTP, attention on the CPU."""
+
+
 class Generation(Spec):
     """Text generation on the NPU: the shapes of the decoder-pipeline pack (w8a16, w4a16)."""
 
-    window: int = Field(64, ge=1, le=4096)
+    window: int = Field(NPU_ATTENTION_WINDOW, ge=1, le=4096)
     """Prefill window: the static sequence length of each context graph. A prompt is fed in chunks of this
-    many tokens; one token at a time after it (the iterator graphs)."""
+    many tokens; one token at a time after it (the iterator graphs). Default 128 with `attention: npu` (the
+    prompt graph Qualcomm's own packs have, AR-128), 64 with `attention: cpu` (Olive's recipe)."""
     context_length: int | None = Field(None, ge=2, le=131072)
     """KV cache length: most tokens (prompt + answer) one generation holds. Default: the model's
     max_position_embeddings, at most 4096. Must be longer than `window`."""
@@ -176,6 +166,13 @@ class Generation(Spec):
     the KV cache a fixed-size graph input and output of `contextLength` tokens (QNN SDK 2.48 or later). `cpu`:
     on the CPU between the HTP partitions, as Olive's recipe has it. A model whose attention the HTP cannot take
     is refused at build with the reason; `cpu` builds it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _window_of_the_path(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "window" not in data and data.get("attention") == "cpu":
+            return {**data, "window": CPU_ATTENTION_WINDOW}
+        return data
 
     @field_validator("splits")
     @classmethod

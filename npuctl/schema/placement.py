@@ -4,6 +4,8 @@ a chat pack's placement (nodes, weight bytes and MACs per execution provider) an
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -35,6 +37,27 @@ class StagePlacement(Fact):
     """Operator -> count, of the nodes on the CPU (GroupQueryAttention and the KV cache with attention: cpu)."""
     macs: dict[str, int] = {}
     """Execution provider -> multiply-accumulates of one run of the graph (attention at a full KV cache)."""
+
+
+class CpuWork(StrEnum):
+    """Work of a decoder-pipeline pack that stays on the host CPU, in the order a token meets it."""
+
+    TOKEN_EMBEDDINGS = "token-embeddings"
+    SEQUENCE_LENGTHS = "sequence-lengths"
+    ATTENTION = "attention"
+    LOGITS_DEQUANTIZE = "logits-dequantize"
+    SAMPLING = "sampling"
+    UNPLACED = "unplaced"
+    """Ops of a compiled graph the QNN EP did not take."""
+
+
+class CpuException(Fact):
+    """One piece of a pack's per-token work on the CPU, and why it is not on the NPU."""
+
+    work: CpuWork
+    where: str
+    """The pack's graphs that do it, or `onnxruntime-genai` for the host code around them."""
+    reason: str
 
 
 class NpuCoverage(Fact):
@@ -85,6 +108,8 @@ class GenerationStatus(Fact):
     decoded token's share is `coverage.macs`."""
     stages: dict[str, StagePlacement]
     """Each graph of the pack, by stage name."""
+    cpu_work: list[CpuException] = []
+    """What stays on the CPU per token, each with its reason (empty: not listed by this build)."""
 
     def lines(self) -> list[str]:
         """The check and each stage's placement, in words (for describe and build)."""
@@ -99,4 +124,5 @@ class GenerationStatus(Fact):
             cpu = ", ".join(f"{op} x{n}" for op, n in stage.cpu_ops.items())
             split = "QNNExecutionProvider" in stage.nodes and cpu
             lines.append(f"  {name}: {nodes}" + (f" (CPU: {cpu})" if split else ""))
+        lines += [f"  on the CPU: {w.work.value} ({w.where}): {w.reason}" for w in self.cpu_work]
         return lines

@@ -25,6 +25,7 @@ from npuctl.runtime.tensors import TensorModel
 from npuctl.runtime.text import Tokens
 from npuctl.schema.cost import LoadCost
 from npuctl.schema.models import Api, ModelDeployment
+from npuctl.schema.placement import CpuException
 from npuctl.schema.power import PowerInForce
 from npuctl.serve.batching import Batcher, BatchObserver
 from npuctl.serve.generation.queue import GenerationObserver, GenerationQueue
@@ -65,6 +66,8 @@ class ModelStatus:
     """The power policy's settings the sessions got."""
     cost: LoadCost | None = None
     """What the loaded model costs this host, measured when it loaded."""
+    cpu_work: tuple[CpuException, ...] = ()
+    """On the NPU, a decoder-pipeline pack's work that stays on the CPU per token, each with its reason."""
 
     @property
     def on_npu(self) -> bool:
@@ -72,7 +75,8 @@ class ModelStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"power": self.power.model_dump(mode="json") if self.power else None,
-                               "cost": self.cost.model_dump(mode="json") if self.cost else None}
+                               "cost": self.cost.model_dump(mode="json") if self.cost else None,
+                               "cpu_work": [w.model_dump(mode="json") for w in self.cpu_work]}
 
 
 @dataclass(frozen=True)
@@ -266,7 +270,7 @@ class GenerationService(ServedModel):
         stages = tuple(StageStatus(s.name, info.where.value if s.on_qnn else Where.CPU.value, s.nodes)
                        for s in pack_stages)
         super().__init__(deployment, ModelStatus(True, SERVING, info.note, info.where, info.provider,
-                                                 info.npu_coverage, stages, info.power, cost))
+                                                 info.npu_coverage, stages, info.power, cost, info.cpu_work))
         serve = deployment.spec.serve
         self.model = model
         self.queue = GenerationQueue(deployment.public_name, model, slots=model.slots, queue_limit=serve.queue_limit)

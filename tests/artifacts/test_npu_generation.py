@@ -69,9 +69,13 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert config["type"] == "decoder-pipeline" and config["decoder"]["sliding_window"]["window_size"] == 64
     assert config["context_length"] == 256
     stages = config["decoder"]["pipeline"][0]
-    assert list(stages) == ["embeddings", "context_ctx", "iterator_ctx", "lm_head"]
-    for name in ("context_ctx", "iterator_ctx"):
+    assert list(stages) == ["embeddings", "context_ctx", "iterator_ctx", "lm_head_context_ctx", "lm_head_iterator_ctx"]
+    for name in ("context_ctx", "iterator_ctx", "lm_head_context_ctx", "lm_head_iterator_ctx"):
         assert stages[name]["session_options"]["provider_options"][0]["qnn"]["soc_model"] == "60"
+    # lm_head is two compiled stages: the prompt's over the window (run on its last window only), a token's.
+    assert (stages["lm_head_context_ctx"]["is_lm_head"], stages["lm_head_context_ctx"]["run_on_token_gen"]) == (True, False)
+    assert stages["lm_head_iterator_ctx"]["run_on_prompt"] is False
+    assert not (pack / "lm_head.onnx").exists()
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
     # Each step that ran here (not found in the session's store) said how far it had got while it ran: its
     # reports come between its start and its end, in the unit it counts, up to its total.
@@ -88,23 +92,32 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     # The first NPU build of each model in the session (test_gguf_generation may have made the fp32 reference).
     assert set(COUNTED) - {"genai-builder"} <= set(ran), ran
     # Where the work runs: every decoder layer, GroupQueryAttention with its KV cache included, on the QNN EP
-    # (attention: npu, the default); embeddings and lm_head on the CPU.
+    # (attention: npu, the default), and lm_head; the embeddings' Gather on the CPU.
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].nodes.keys() == {"QNNExecutionProvider"}, report.stages[name]
         assert kv_cache_shapes(pack / f"{name}.onnx") == {(1, 2, 256, 16)}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     # One coverage figure: the artifact's is the pack's node share, its MACs share a decoded token's.
     assert artifact.npu_coverage == report.coverage.nodes > 0.9 and 0.3 < report.weight_share < 1.0
-    # Per decoded token, every MAC but lm_head's is on the HTP: the projections, the MLP and attention over the
-    # whole 256-token cache; both phases scale alike, so prefill's share is the same.
+    # Per decoded token, every MAC is on the HTP: the projections, the MLP, attention over the whole 256-token
+    # cache and lm_head (over the window in the prompt's graph, over one token in a decoded token's).
     hf = json.loads((tiny_chat.source(architecture) / "config.json").read_text())
     hidden, heads, kv_heads, head = hf["hidden_size"], hf["num_attention_heads"], hf["num_key_value_heads"], 16
     layer = hidden * head * (heads + 2 * kv_heads) + heads * head * hidden + 3 * hidden * hf["intermediate_size"]
-    on_htp = hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)
-    assert report.stages["iterator_ctx"].macs == {"QNNExecutionProvider": on_htp}
-    share = on_htp / (on_htp + hidden * hf["vocab_size"])
-    assert report.coverage.macs == pytest.approx(share) and report.prefill_mac_share == pytest.approx(share)
-    assert f"{share:.0%} of per-token MACs" in report.lines()[0]
+    assert report.stages["iterator_ctx"].macs == {
+        "QNNExecutionProvider": hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)}
+    for name, tokens in (("lm_head_context_ctx", 64), ("lm_head_iterator_ctx", 1)):
+        macs = report.stages[name].macs
+        assert macs["QNNExecutionProvider"] == tokens * hidden * hf["vocab_size"] and not macs.get("CPUExecutionProvider")
+    assert report.coverage.macs == report.prefill_mac_share == 1.0
+    assert "100% of per-token MACs" in report.lines()[0]
+    # What stays on the CPU is named, where and why: the token gather, genai's sequence lengths and sampling, and
+    # the dequantization of the HTP's uint16 logits.
+    assert [(w.work.value, w.where) for w in report.cpu_work] == [
+        ("token-embeddings", "embeddings"), ("sequence-lengths", "onnxruntime-genai"),
+        ("logits-dequantize", "lm_head_context_ctx, lm_head_iterator_ctx"), ("sampling", "onnxruntime-genai")]
+    assert "  on the CPU: logits-dequantize (lm_head_context_ctx, lm_head_iterator_ctx): the HTP's uint16 logits " \
+           "made float for the sampler" in "\n".join(report.lines())
 
 
 def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_and_verifies(
@@ -116,6 +129,9 @@ def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
         assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {(1, 2, "past_sequence_length", 16)}
+    [attention] = [w for w in report.cpu_work if w.work.value == "attention"]
+    assert attention.where == "context_ctx, iterator_ctx" and "spec.generation.attention is cpu" in attention.reason
+    assert "unplaced" not in {w.work.value for w in report.cpu_work}
 
 
 def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared_with_weight_sharing(
@@ -125,13 +141,15 @@ def test_each_context_iterator_pair_has_its_own_binary_by_default_and_one_shared
     assert context_binaries(pack / "context_ctx.onnx") == {"context_ctx_qnn.bin"}
     assert context_binaries(pack / "iterator_ctx.onnx") == {"iterator_ctx_qnn.bin"}
     with pytest.raises(BuildError) as failed:
-        tiny_chat.build("tiny-llama-shared", "llama", generation={"contextLength": 256, "weightSharing": True})
+        tiny_chat.build("tiny-llama-shared", "llama", generation={"contextLength": 256, "window": 64, "weightSharing": True})
     # The shared pack is built; loading it crashes inside libQnnHtp.so on the simulator, and verify says so.
     assert failed.value.step == "verify" and "weightSharing" in failed.value.message
     compiled = [r for r in tiny_chat.store.records() if isinstance(r.details, facts.LlmCompile) and r.details.weight_sharing]
     [shared] = compiled
-    assert context_binaries(shared.path("context_ctx.onnx")) == context_binaries(shared.path("iterator_ctx.onnx"))
-    assert len([f for f in shared.files if f.path.endswith(".bin")]) == 1
+    # One binary per pair: the decoder layers', and lm_head's (its weight then stored once on the HTP).
+    for prompt, token in (("context_ctx", "iterator_ctx"), ("lm_head_context_ctx", "lm_head_iterator_ctx")):
+        assert context_binaries(shared.path(f"{prompt}.onnx")) == context_binaries(shared.path(f"{token}.onnx"))
+    assert len([f for f in shared.files if f.path.endswith(".bin")]) == 2
 
 
 def test_targets_share_every_step_up_to_compile_and_x2_elite_gets_its_own_binaries(tiny_chat: TinyChat) -> None:

@@ -75,3 +75,13 @@ def test_buckets_are_sorted_and_unique() -> None:
 def test_names_must_be_dns_labels(name: str) -> None:
     with pytest.raises(ValidationError, match="DNS-1123"):
         ModelDeployment.model_validate({**MINIMAL, "metadata": {"name": name}})
+
+
+def test_the_prefill_window_defaults_to_128_with_attention_on_the_npu_and_64_on_the_cpu() -> None:
+    assert deployment().spec.generation.window == 128
+    assert deployment(generation={"attention": "cpu"}).spec.generation.window == 64
+    # A window a manifest sets is kept on either path.
+    assert deployment(generation={"window": 64}).spec.generation.window == 64
+    assert deployment(generation={"attention": "cpu", "window": 32}).spec.generation.window == 32
+    with pytest.raises(ValidationError, match="contextLength 128 must be longer than window 128"):
+        deployment(generation={"contextLength": 128})

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
 
 WINDOW, CONTEXT = 64, 256
-"""The tiny packs' prefill window (the default 64) and KV cache (tests/tiny_chat.py's contextLength)."""
+"""The tiny packs' prefill window (tests/tiny_chat.py's 64) and KV cache (tests/tiny_chat.py's contextLength)."""
 
 
 def prompt_of(tokenizer: Tokenizer, tokens: int) -> str:

@@ -35,11 +35,12 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
     assert npu.status.ready, npu.status
     assert (npu.status.where, npu.status.provider) == ("npu-simulator", "QNNExecutionProvider")
     assert {s.name: s.where for s in npu.status.stages} == {
-        "embeddings": "cpu", "context_ctx": "npu-simulator", "iterator_ctx": "npu-simulator", "lm_head": "cpu"}
-    # Its cost: the two context binaries in their NPU sessions, and the KV cache of its one generation slot at the
+        "embeddings": "cpu", "context_ctx": "npu-simulator", "iterator_ctx": "npu-simulator",
+        "lm_head_context_ctx": "npu-simulator", "lm_head_iterator_ctx": "npu-simulator"}
+    # Its cost: the four context binaries in their NPU sessions, and the KV cache of its one generation slot at the
     # manifest's 256-token context (2 layers x 2 KV heads x 16 per head, fp32, keys and values).
     cost = npu.status.cost
-    assert cost is not None and (cost.npu_sessions, cost.sessions) == (2, 4)
+    assert cost is not None and (cost.npu_sessions, cost.sessions) == (4, 5)
     pack = npu.model.pack.folder  # type: ignore[attr-defined]
     assert cost.context_binary_bytes == sum(f.stat().st_size for f in pack.glob("*.bin")) > 0
     assert cost.artifact_bytes == sum(f.stat().st_size for f in [*pack.glob("*.bin"), *pack.glob("*.onnx")])
@@ -60,7 +61,13 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         assert on_npu.choices[0].text == on_cpu.choices[0].text
         assert on_npu.usage is not None and on_npu.usage.completion_tokens >= 8
     metadata = httpx.get(f"{server.url}/v2/models/{name}").json()
-    assert [s["where"] for s in metadata["status"]["stages"]] == ["cpu", "npu-simulator", "npu-simulator", "cpu"]
+    assert [s["where"] for s in metadata["status"]["stages"]] == ["cpu"] + ["npu-simulator"] * 4
+    # What stays on the CPU, named with its reason, as the build found it.
+    generation = built.artifacts[0].generation
+    assert generation is not None and generation.cpu_work
+    assert metadata["status"]["cpu_work"] == [w.model_dump(mode="json") for w in generation.cpu_work]
+    assert (metadata["status"]["cpu_work"][0]["work"], metadata["status"]["cpu_work"][0]["where"]) == (
+        "token-embeddings", "embeddings")
     # The NPU coverage served is the build's, not one counted on the wrappers (with the CPU attention as NPU).
     assert metadata["status"]["npu_coverage"] == built.artifacts[0].npu_coverage
 

@@ -45,7 +45,7 @@ class PackPlacement:
                window: int = 1) -> facts.Placement:
         """The shares of nodes and weight bytes on QNN; with the context graphs (`prefill`, over `window` tokens)
         and iterator graphs (`decode`, one token) named, the share of MACs on QNN in each phase. The stages named
-        in neither (embeddings, lm_head) run once per token in both."""
+        in neither (the embeddings) run once per token in both."""
         nodes: Counter[str] = Counter()
         weights: Counter[str] = Counter()
         for stage in self.stages.values():
@@ -139,7 +139,7 @@ def placement_of(model: Path, coverage: qnn.Coverage, session: Any, kv_length: i
 
 
 def cpu_placement(model: Path) -> StagePlacement:
-    """A stage that runs wholly on the CPU (embeddings, lm_head), its MACs for one token."""
+    """A stage that runs wholly on the CPU (the embeddings), its MACs for one token."""
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph

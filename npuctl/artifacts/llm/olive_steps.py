@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from npuctl.artifacts import children, facts, progress
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm import attention, graph_refs, olive_progress
+from npuctl.artifacts.llm import attention, graph_refs, lm_head, olive_progress
 from npuctl.artifacts.llm import compile as llm_compile
 from npuctl.artifacts.llm import macs as llm_macs
 from npuctl.artifacts.store import RECORD
@@ -164,12 +164,13 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
     context_length = int(genai_config["model"]["context_length"])
     compiler = llm_compile.Compiler(int(request["soc_model"]), int(request["optimization_level"]),
                                     bool(request["weight_sharing"]), request["attention"], context_length)
-    for name in (pipeline["embeddings"], pipeline["lm_head"]):
-        compiler.placement.stages[name] = llm_compile.cpu_placement(source / f"{name}.onnx")
+    embeddings = pipeline["embeddings"]
+    compiler.placement.stages[embeddings] = llm_compile.cpu_placement(source / f"{embeddings}.onnx")
+    window = llm_macs.tokens_of(source / f"{pipeline['context'][0]}.onnx")
 
     def compile_groups(components: dict[str, Any], llm_pipeline: dict[str, Any], folder: Path) -> dict[str, Any]:
         groups: dict[str, dict[str, Any]] = {"context": {}, "iterator": {}}
-        graphs = 2 * len(llm_pipeline["context"])
+        graphs = 2 * len(llm_pipeline["context"]) + 2
         for index, (context, iterator) in enumerate(zip(llm_pipeline["context"], llm_pipeline["iterator"],
                                                         strict=True)):
             progress.report(2 * index, graphs, "graphs", "compiling context binaries")
@@ -182,14 +183,18 @@ def compile_pack(request: dict[str, Any], out: Path) -> facts.LlmCompile:
 
     compiled = process_llm_pipeline(composite, pipeline, compile_groups, out / "compiled",
                                     group_session_options={"provider_options": [{"qnn": compiler.pack_options()}]})
-    progress.report(2 * len(pipeline["context"]), 2 * len(pipeline["context"]), "graphs", "composing the pack")
+    graphs = 2 * len(pipeline["context"]) + 2
+    progress.report(graphs - 2, graphs, "graphs", "compiling lm_head")
+    prompt_head, token_head = lm_head.compile_pair(compiler, source, out / "lm_head", window)
+    progress.report(graphs, graphs, "graphs", "composing the pack")
     composed = _run(ComposeOnnxModels, {}, compiled, out / "pack")
     _move_up(out / "pack", out)
     shutil.rmtree(out / "compiled", ignore_errors=True)
-    _save_pipeline(out, composed.model_attributes["llm_pipeline"])
-    placement = compiler.placement.report([f"{name}_ctx" for name in pipeline["context"]],
-                                          [f"{name}_ctx" for name in pipeline["iterator"]],
-                                          llm_macs.tokens_of(source / f"{pipeline['context'][0]}.onnx"))
+    composed_pipeline = composed.model_attributes["llm_pipeline"]
+    lm_head.into_pack([prompt_head, token_head], out, composed_pipeline["lm_head"])
+    _save_pipeline(out, composed_pipeline | {"lm_head": [prompt_head.stem, token_head.stem]})
+    placement = compiler.placement.report([*(f"{name}_ctx" for name in pipeline["context"]), prompt_head.stem],
+                                          [*(f"{name}_ctx" for name in pipeline["iterator"]), token_head.stem], window)
     return facts.LlmCompile(**request["targeted"], weight_sharing=bool(request["weight_sharing"]),
                             placement=placement, ep_compatibility_info=None)
 

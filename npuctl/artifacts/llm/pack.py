@@ -27,6 +27,7 @@ from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.artifacts.llm import child, genai, preflight
+from npuctl.artifacts.llm import cpu_work as llm_cpu_work
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -275,7 +276,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
 
     compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
                                        on.model_dump(mode="json") | {"weight_sharing": sharing,
-                                                                     "optimization_level": spec.build.optimization_level},
+                                                                     "optimization_level": spec.build.optimization_level,
+                                                                     "lm_head": "htp"},
                                        compile_work, target=target.name)
     prompt = checked.details.checks[0].prompt
     tokens = min(llm_verify.PACK_TOKENS, bar.tokens)
@@ -306,7 +308,8 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                                 agreement=None),
         npu_coverage=compiled.details.placement.node_share, files=compiled.files,
         steps=(*steps, compile_run, verify_run),
-        generation=verified.details.generation(quantized, compiled.details.placement, bar.tokens, bar.matching))
+        generation=verified.details.generation(quantized, compiled.details.placement, bar.tokens, bar.matching,
+                                               llm_cpu_work.of(compiled.details.placement)))
 
 
 def _first_context(pack: Path) -> Path:
