@@ -16,7 +16,7 @@ from npuctl.artifacts.llm import preflight
 from npuctl.cli import cli
 from npuctl.schema.preflight import Preflight
 from tests.agent.harness import Agent
-from tests.manifests import write_deployment
+from tests.manifests import HUGE, huge_deployment, write_deployment
 
 
 def test_an_npu_chat_builds_pre_flight_is_in_its_status_and_describe(agent: Agent, tiny_llama_source: Path) -> None:
@@ -39,22 +39,10 @@ def test_an_npu_chat_builds_pre_flight_is_in_its_status_and_describe(agent: Agen
     (agent.manifests / "chat.yaml").unlink()  # the rest of the build is not what this test is about
 
 
-# Llama-3.1-70B's config.json sizes: what no PC builds.
-HUGE = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "num_attention_heads": 64,
-        "num_key_value_heads": 8, "intermediate_size": 28672, "num_hidden_layers": 80,
-        "max_position_embeddings": 131072, "vocab_size": 128256, "tie_word_embeddings": False, "dtype": "bfloat16"}
 
 
 def test_a_refused_builds_estimate_stays_in_its_status_across_a_restart(tmp_path: Path) -> None:
-    checkpoint = tmp_path / "huge"
-    checkpoint.mkdir()
-    (checkpoint / "config.json").write_text(json.dumps(HUGE))
-    (checkpoint / "model.safetensors").write_bytes(b"")
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    deployment = write_deployment(manifests, "huge", {
-        "model": {"source": f"file:{checkpoint}", "task": "text-generation"}, "precision": "w8a16",
-        "targets": ["x-elite"], "runtime": {"device": "npu", "allowSimulator": True, "fallback": "none"}})
+    deployment = huge_deployment(tmp_path)
     book = StatusBook(tmp_path / "state")
     book.get("huge")
     with pytest.raises(BuildError) as refused:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,12 +11,8 @@ import pytest
 from npuctl.artifacts import BuildError, Store, build_deployment, facts
 from npuctl.artifacts.llm import child, pack, preflight
 from npuctl.artifacts.result import StepEvent, StepState
-from tests.manifests import write_deployment
+from tests.manifests import HUGE, huge_deployment, write_deployment
 
-# Llama-3.1-70B's config.json sizes: what no PC builds.
-HUGE = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "num_attention_heads": 64,
-        "num_key_value_heads": 8, "intermediate_size": 28672, "num_hidden_layers": 80,
-        "max_position_embeddings": 131072, "vocab_size": 128256, "tie_word_embeddings": False}
 GREEDY_STAGE = """
 import os, signal, time
 hoard = bytearray(300 * 2**20)
@@ -30,16 +25,7 @@ os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's out-of-memory killer s
 
 def test_a_build_the_host_cannot_hold_is_refused_before_any_step_naming_the_figures_and_what_to_do(
         tmp_path: Path) -> None:
-    checkpoint = tmp_path / "huge"
-    checkpoint.mkdir()
-    (checkpoint / "config.json").write_text(json.dumps(HUGE))
-    (checkpoint / "model.safetensors").write_bytes(b"")
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    deployment = write_deployment(manifests, "huge", {
-        "model": {"source": f"file:{checkpoint}", "task": "text-generation"}, "precision": "w8a16",
-        "targets": ["x-elite"], "generation": {"splits": "auto", "window": 64, "contextLength": 2048},
-        "runtime": {"device": "npu", "allowSimulator": True, "fallback": "none"}})
+    deployment = huge_deployment(tmp_path, {"splits": "auto", "window": 64, "contextLength": 2048})
     store = Store(tmp_path / "store")
     events: list[StepEvent] = []
     with pytest.raises(BuildError) as refused:
