@@ -31,17 +31,22 @@ def compile_pair(compiler: llm_compile.Compiler, source: Path, folder: Path, win
 
     graphs = folder / "graphs"
     graphs.mkdir(parents=True, exist_ok=True)
+    # The graph is read without its weights and both static graphs point at one copy of its data file beside
+    # them: a stored step's files are hard links, which onnx refuses to read external data from, and the
+    # weights (vocabulary x hidden) are the largest of the model's tensors.
+    source_graph = onnx.load(str(source / "lm_head.onnx"), load_external_data=False)
+    for location in {e.value for t in source_graph.graph.initializer for e in t.external_data if e.key == "location"}:
+        shutil.copyfile(source / location, graphs / location)
     pair = {}
     for name, tokens in ((CONTEXT, window), (ITERATOR, 1)):
-        # Loaded with its weights: the fixed graph is saved away from its source's external data file.
-        model = onnx.load(str(source / "lm_head.onnx"))
+        model = onnx.ModelProto()
+        model.CopyFrom(source_graph)
         batch, sequence = model.graph.input[0].type.tensor_type.shape.dim[:2]
         for dim, value in ((batch, 1), (sequence, tokens)):
             if dim.dim_param:
                 make_dim_param_fixed(model.graph, dim.dim_param, value)
         path = graphs / f"{name}.onnx"
-        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=f"{name}.onnx.data", size_threshold=1 << 20)
+        onnx.save(model, str(path))
         pair[f"{name}_ctx"] = path
     prompt, token = compiler.compile_pair(pair, folder).values()
     return prompt, token
