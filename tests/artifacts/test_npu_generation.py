@@ -223,8 +223,8 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
     fp32 = decode.Decoder(graphs / "model.onnx", frozenset([tiny_chat_eos(graphs)]), weights=weights)
     whole = {prompt: fp32.greedy(tokenizer.plain(prompt), tokens) for prompt in prompts}
     divergences = []
-    for quantized in (records[record.inputs["model"]].folder, damaged):
-        out = tmp_path / quantized.name
+    for number, quantized in enumerate((records[record.inputs["model"]].folder, damaged)):
+        out = tmp_path / f"checked-{number}"
         out.mkdir()
         checks = llm_verify._quantized(graphs, weights, quantized, prompts, tokens, out)
         qdq = decode.Decoder(quantized / "model.onnx", frozenset([tiny_chat_eos(graphs)]))
