@@ -36,8 +36,9 @@ copies each split's tensor by tensor: 0.61, 0.70 and 0.63 GiB at 134.5M, 494M an
 verify-quantized decodes with the QDQ graph (its weights stay quantized: onnxruntime does not fold their
 DequantizeLinear, 0.93 GiB after creating the session at 1.236B), then runs the fp32 graph in parts
 (npuctl.artifacts.llm.decode.teacher_forced), whose largest is a tied embedding's with its Transpose: measured
-by bench/llm_build.py re-running only that step, 1.92 GiB at 494M and 3.88 GiB at 1.236B (0.61 GiB + 2.84
-bytes per parameter; 2.70 and 6.77 GiB when it decoded the whole fp32 graph), rounded up."""
+by bench/llm_build.py (the step re-run alone, its record deleted): 0.82, 1.92 and 3.88 GiB at 134.5M, 494M and
+1.236B (least squares: 0.49 GiB + 2.96 bytes per parameter; 2.70 and 6.77 GiB at 494M and 1.236B when it decoded
+the whole fp32 graph), rounded up so that each measured figure is covered."""
 CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per parameter of a checkpoint by config.json's dtype (4 when it says none). genai-builder holds the
 checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py
