@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts.llm import compile as llm_compile
-from npuctl.artifacts.llm.weights import WeightsFolder, is_external
 
 CONTEXT = "lm_head_context"
 ITERATOR = "lm_head_iterator"
@@ -30,20 +29,12 @@ def compile_pair(compiler: llm_compile.Compiler, source: Path, folder: Path, win
     import onnx
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
-    weights = WeightsFolder(source)
     graphs = folder / "graphs"
     graphs.mkdir(parents=True, exist_ok=True)
     pair = {}
     for name, tokens in ((CONTEXT, window), (ITERATOR, 1)):
-        # Loaded with its weights: the fixed graph is saved away from its source's external data file. Read by
-        # WeightsFolder: onnx's loader refuses a data file with several hard links, which a store copy has.
-        model = onnx.load(str(source / "lm_head.onnx"), load_external_data=False)
-        for tensor in model.graph.initializer:
-            if is_external(tensor):
-                data = b"".join(weights.chunks(tensor))  # its bytes as stored: packed 4-bit types too
-                del tensor.external_data[:]
-                tensor.data_location = onnx.TensorProto.DEFAULT
-                tensor.raw_data = data
+        # Loaded with its weights: the fixed graph is saved away from its source's external data file.
+        model = onnx.load(str(source / "lm_head.onnx"))
         batch, sequence = model.graph.input[0].type.tensor_type.shape.dim[:2]
         for dim, value in ((batch, 1), (sequence, tokens)):
             if dim.dim_param:
