@@ -279,7 +279,7 @@ class LlmCompile(Binary):
 
 
 class PromptCheck(BaseModel):
-    """One held-out prompt decoded greedily on the CPU by the quantized graph and by the fp32 one."""
+    """One held-out prompt decoded greedily on the CPU by the quantized graph, against the fp32 one."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -289,6 +289,9 @@ class PromptCheck(BaseModel):
     """Of the first generated token's logits, quantized vs fp32."""
     quantized_tokens: list[int]
     reference_tokens: list[int]
+    """fp32's greedy tokens up to and including the first that differs from the quantized graph's (all of them
+    when none does), not its whole answer: fp32 is run over the quantized graph's tokens, which past that point
+    are not its own (npuctl.artifacts.llm.verify)."""
 
 
 class LlmVerifyQuantized(Facts):

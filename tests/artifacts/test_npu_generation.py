@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -195,6 +196,59 @@ def test_a_quantization_with_one_layers_scales_wrong_is_refused_before_static_sh
     # Refused before static shapes and compile spent any time on it.
     digests = {r.digest for r in store.records() if r.key in {d.key for d in damaged}}
     assert not [r for r in store.records() if r.step == "llm-static" and r.inputs["model"] in digests]
+
+
+def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_decoding_it_greedily_finds(
+        tiny_chat: TinyChat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from npuctl.artifacts.llm import calibration, decode
+    from npuctl.artifacts.llm import verify as llm_verify
+    from npuctl.runtime.prompts import PromptTokenizer
+
+    tiny_chat.build("tiny-llama", "llama")
+    records = {r.digest: r for r in tiny_chat.store.records()}
+    # The tiny Llama's w8a16 check (the session's store may hold other models' and precisions').
+    [record] = [r for r in records.values() if isinstance(r.details, facts.LlmVerifyQuantized)
+                and isinstance(quantize := records[r.inputs["model"]].details, facts.LlmQuantize)
+                and quantize.weights == "uint8" and genai_config(records[r.inputs["reference"]].folder)["type"] == "llama"]
+    graphs, weights = records[record.inputs["reference"]].folder, records[record.inputs["weights"]].folder
+    prompts, tokens = record.parameters["prompts"], record.parameters["tokens"]
+    # The same quantization, and a copy with layer 0's scales wrong: its tokens leave fp32's early.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(records[record.inputs["model"]].folder, damaged, copy_function=os.link)
+    wrong_scales(damaged, "model.layers.0.", factor=4.0)
+    monkeypatch.setattr(calibration, "PART_BYTES", 16 << 10)
+    assert len(calibration.plan(onnx.load(str(graphs / "model.onnx"), load_external_data=False).graph, set(),
+                                calibration.PART_BYTES)) > 4
+    tokenizer = PromptTokenizer(graphs)
+    fp32 = decode.Decoder(graphs / "model.onnx", frozenset([tiny_chat_eos(graphs)]), weights=weights)
+    whole = {prompt: fp32.greedy(tokenizer.plain(prompt), tokens) for prompt in prompts}
+    divergences = []
+    for number, quantized in enumerate((records[record.inputs["model"]].folder, damaged)):
+        out = tmp_path / f"checked-{number}"
+        out.mkdir()
+        checks = llm_verify._quantized(graphs, weights, quantized, prompts, tokens, out)
+        qdq = decode.Decoder(quantized / "model.onnx", frozenset([tiny_chat_eos(graphs)]))
+        for check in checks:
+            mine = qdq.greedy(tokenizer.plain(check.prompt), tokens)
+            expected = whole[check.prompt]
+            assert check.quantized_tokens == mine.tokens
+            assert check.first_divergence == llm_verify.first_divergence(mine.tokens, expected.tokens, tokens)
+            assert check.reference_tokens == expected.tokens[:check.first_divergence + 1]
+            assert check.cosine == pytest.approx(decode.cosine(mine.first_logits, expected.first_logits), abs=1e-5)
+        with np.load(out / llm_verify.PROBE) as probe:
+            np.testing.assert_allclose(probe["reference"], whole[prompts[0]].first_logits, atol=1e-4)
+        divergences.append(min(c.first_divergence for c in checks))
+    assert divergences[1] < divergences[0]
+
+
+def genai_config(folder: Path) -> dict[str, Any]:
+    model: dict[str, Any] = json.loads((folder / "genai_config.json").read_text())["model"]
+    return model
+
+
+def tiny_chat_eos(folder: Path) -> int:
+    eos = genai_config(folder)["eos_token_id"]
+    return int(eos[0] if isinstance(eos, list) else eos)
 
 
 def wrong_scales(folder: Path, layer: str, factor: float) -> None:

@@ -1,7 +1,11 @@
 """Greedy decoding of one decoder graph with onnxruntime on the CPU EP: the graph as Olive's surgeries leave it
 (GroupQueryAttention fed `past_seq_len` and `total_seq_len` instead of an attention mask), fp32 or its QDQ
 quantization. The QDQ graph on the CPU computes what its quantization scales say, in float: the stand-in for
-the HTP that needs no NPU and no simulator, so every held-out prompt can be checked on it."""
+the HTP that needs no NPU and no simulator, so every held-out prompt can be checked on it.
+
+The fp32 reference is not decoded: `teacher_forced` runs it once per prompt over the prompt and the quantized
+graph's tokens, in parts of ~256 MB of weights (npuctl.artifacts.llm.calibration), so its weights are never all
+in memory. Its argmax at each position is its own greedy token there as long as the two agree before it."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from npuctl.artifacts.llm import calibration
+from npuctl.artifacts.llm.weights import WeightsFolder
 
 PAST = "past_key_values."
 PRESENT = "present."
@@ -54,9 +61,7 @@ class Decoder:
         first: np.ndarray[Any, np.dtype[np.float32]] | None = None
         while len(out) < tokens:
             total += len(ids)
-            feed: dict[str, Any] = {"input_ids": np.asarray([ids], np.int64),
-                                    "past_seq_len": np.asarray([[total - 1]], np.int32),
-                                    "total_seq_len": np.asarray(total, np.int32), **past}
+            feed = _feed(ids, total) | past
             names = [o.name for o in self.session.get_outputs()]
             values = dict(zip(names, self.session.run(names, feed), strict=True))
             logits = np.asarray(values["logits"][0, -1], np.float32)
@@ -72,6 +77,40 @@ class Decoder:
             ids = [token]
         assert first is not None  # tokens >= 1: the loop ran
         return Greedy(tuple(out), first)
+
+
+def teacher_forced(model: Path, weights: Path, prompts: list[list[int]], answers: list[tuple[int, ...]],
+                   on_part: Callable[[int, int], None]) -> list[np.ndarray[Any, np.dtype[np.float32]]]:
+    """For each prompt, the logits [len(answer), vocabulary] that `model` (a graph whose external data is in the
+    folder `weights`) gives at each answer token fed the prompt and the answer before it: one pass from an empty KV
+    cache over the prompt and the answer but its last token (so row 0 is what `Decoder.greedy`'s first pass gives).
+    The graph runs in parts of ~calibration.PART_BYTES of weights over every prompt; `on_part(done, parts)` after each part."""
+    import onnx
+
+    graph = onnx.load(str(model), load_external_data=False)
+    empty = {i.name: np.zeros((1, _dims(i)[1], 0, _dims(i)[3]), np.float32) for i in graph.graph.input
+             if i.name.startswith(PAST)}
+    fed = [ids + list(answer[:-1]) for ids, answer in zip(prompts, answers, strict=True)]
+    parts = calibration.plan(graph.graph, set(), calibration.PART_BYTES, outputs={"logits"})
+    logits: list[np.ndarray[Any, np.dtype[np.float32]]] = [np.empty(0, np.float32)] * len(fed)
+    for index, number, values in calibration.run(graph, WeightsFolder(weights), parts,
+                                                 [_feed(ids, len(ids)) | empty for ids in fed]):
+        if "logits" in values:
+            logits[number] = np.array(values["logits"][0, len(prompts[number]) - 1:], np.float32)
+        if number == len(fed) - 1:
+            on_part(index + 1, len(parts))
+    return logits
+
+
+def _dims(value: Any) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def _feed(ids: list[int], total: int) -> dict[str, np.ndarray[Any, Any]]:
+    """The inputs besides the KV cache of a pass over `ids` that ends at position `total` (GroupQueryAttention's
+    seqlens_k is the last position, total_seq_len the count)."""
+    return {"input_ids": np.asarray([ids], np.int64), "past_seq_len": np.asarray([[total - 1]], np.int32),
+            "total_seq_len": np.asarray(total, np.int32)}
 
 
 def cosine(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:

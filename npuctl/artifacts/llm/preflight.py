@@ -24,6 +24,7 @@ STAGE_MEMORY: dict[str, tuple[int, float]] = {
     "llm-surgeries": (int(0.6 * GiB), 0.1),
     "llm-quantize": (int(1.2 * GiB), 3.5),
     "llm-static": (int(0.7 * GiB), 0.1),
+    "verify-quantized": (int(0.7 * GiB), 2.9),
 }
 """Step -> (peak RSS of its process tree at zero parameters, bytes more per parameter), measured by
 bench/llm_build.py at 134.5M, 494M and 1.236B parameters (SmolLM2-135M, Qwen2.5-0.5B and Llama-3.2-1B with its
@@ -31,7 +32,13 @@ own 128k vocabulary), rounded up. The imports (torch, transformers, Olive, onnxr
 llm-quantize reads the weights a tensor at a time (npuctl.artifacts.llm.quantization): 1.24, 2.69 and 4.82 GiB
 (least squares: 0.93 GiB + 3.43 bytes per parameter), mostly the quantized weights it holds until it writes them
 and the embedding in fp32 with the quantizer's temporaries. llm-static reads the graphs without their weights and
-copies each split's tensor by tensor: 0.61, 0.70 and 0.63 GiB at 134.5M, 494M and 1.007B."""
+copies each split's tensor by tensor: 0.61, 0.70 and 0.63 GiB at 134.5M, 494M and 1.007B.
+verify-quantized decodes with the QDQ graph (its weights stay quantized: onnxruntime does not fold their
+DequantizeLinear, 0.93 GiB after creating the session at 1.236B), then runs the fp32 graph in parts
+(npuctl.artifacts.llm.decode.teacher_forced), whose largest is a tied embedding's with its Transpose: measured
+by bench/llm_build.py (the step re-run alone, its record deleted): 0.82, 1.92 and 3.88 GiB at 134.5M, 494M and
+1.236B (least squares: 0.49 GiB + 2.96 bytes per parameter; 2.70 and 6.77 GiB at 494M and 1.236B when it decoded
+the whole fp32 graph), rounded up so that each measured figure is covered."""
 CHECKPOINT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per parameter of a checkpoint by config.json's dtype (4 when it says none). genai-builder holds the
 checkpoint memory-mapped in its own dtype and adds these to its 0.4 bytes per parameter: bench/llm_build.py

@@ -1,9 +1,12 @@
 """The two checks of a decoder-pipeline build, each in a child process
 (`python -m npuctl.artifacts.llm.verify <request.json> <result.json>`):
 
-- `check_quantized`: every held-out prompt decoded greedily by the quantized (QDQ) graph and by the fp32 graph it
-  was made from, both on the CPU (npuctl.artifacts.llm.decode). It checks the quantization, over all of
-  `spec.accuracy.samples`, at CPU speed, before static shapes and compile spend any time on it.
+- `check_quantized`: every held-out prompt decoded greedily by the quantized (QDQ) graph, then the fp32 graph it
+  was made from run once over each prompt and those tokens (teacher-forced, in parts: its weights are never all
+  in memory), both on the CPU (npuctl.artifacts.llm.decode). Up to the first position where fp32's argmax differs
+  from the quantized graph's token the two greedy decodes are the same sequence: the first divergence, fp32's
+  token there and the first-token logits are those of decoding fp32 greedily. It checks the quantization, over
+  all of `spec.accuracy.samples`, at CPU speed, before static shapes and compile spend any time on it.
 - `check_pack`: the compiled pack itself (its context binaries, on the NPU or the HTP simulator), on one prompt
   for a few tokens, against what the quantized graph did on the CPU for that prompt. Its cost does not grow with
   `spec.accuracy.samples`: on the simulator every token costs as much as a whole CPU check.
@@ -129,19 +132,27 @@ def _quantized(reference: Path, weights: Path, quantized: Path, prompts: list[st
 
     tokenizer = PromptTokenizer(reference)
     encoded = [tokenizer.plain(prompt) for prompt in prompts]
-    eos = _eos(reference)
-    # One model in memory at a time: the fp32 graph is 4 bytes per parameter.
-    counted = _TokenCount(2 * tokens * len(prompts))
-    fp32 = decode.Decoder(reference / "model.onnx", eos, weights=weights)
-    expected = [fp32.greedy(ids, tokens, counted.tick("the fp32 reference")) for ids in encoded]
-    del fp32
-    qdq = decode.Decoder(quantized / "model.onnx", eos)
+    counted = _TokenCount(tokens * len(prompts))
+    qdq = decode.Decoder(quantized / "model.onnx", _eos(reference))
     got = [qdq.greedy(ids, tokens, counted.tick("the quantized model")) for ids in encoded]
-    del qdq
-    np.savez(out / PROBE, quantized=got[0].first_logits, reference=expected[0].first_logits,
-             tokens=np.asarray(got[0].tokens, np.int64))
-    return [PromptCheck(prompt, mine.tokens, theirs.tokens, decode.cosine(mine.first_logits, theirs.first_logits),
-                        tokens) for prompt, mine, theirs in zip(prompts, got, expected, strict=True)]
+    del qdq  # one model in memory at a time
+    count = sum(len(ids) + len(answer.tokens) - 1 for ids, answer in zip(encoded, got, strict=True))
+    logits = decode.teacher_forced(reference / "model.onnx", weights, encoded, [answer.tokens for answer in got],
+                                   lambda done, parts: progress.report(count * done // parts, count, "tokens",
+                                                                       f"the fp32 reference: part {done} of {parts}"))
+    expected = [_reference(answer.tokens, rows) for answer, rows in zip(got, logits, strict=True)]
+    first = [rows[0] for rows in logits]
+    np.savez(out / PROBE, quantized=got[0].first_logits, reference=first[0], tokens=np.asarray(got[0].tokens, np.int64))
+    return [PromptCheck(prompt, mine.tokens, theirs, decode.cosine(mine.first_logits, reference), tokens)
+            for prompt, mine, theirs, reference in zip(prompts, got, expected, first, strict=True)]
+
+
+def _reference(tokens: tuple[int, ...], logits: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[int, ...]:
+    """fp32's greedy tokens where it was fed the quantized graph's `tokens` (`logits[i]` chose token i), up to and
+    including the first it chose otherwise: past that, fed tokens it would not have made, it says nothing."""
+    chosen = [int(np.argmax(row)) for row in logits]
+    diverges = next((i for i, (mine, theirs) in enumerate(zip(tokens, chosen)) if mine != theirs), len(tokens))
+    return tuple(chosen[:diverges + 1])
 
 
 def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
@@ -179,7 +190,7 @@ def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
 
 
 class _TokenCount:
-    """Progress over every greedy token the check decodes (both models, every prompt)."""
+    """Progress over every greedy token the quantized graph decodes (every prompt)."""
 
     def __init__(self, total: int) -> None:
         self.total, self.done = total, 0
