@@ -63,6 +63,10 @@ def test_t5_encoder_and_decoder_build_verify_and_serve_on_the_htp(tiny_models: T
     assert isinstance(cpu, GenerationService)
     prompt = served.model.tokenizer.plain(next(iter(PAIRS)))
     answers = [list(m.model.tokens(prompt, Sampling(16, 0.0), threading.Event())) for m in (served, cpu)]
-    assert answers[0] == answers[1]
+    # The answer a client gets ends at the end token: the steps after it (which the decoder yields and the text
+    # stream drops) are an untrained model's near ties, which fp16 and fp32 may break differently.
+    ends = served.model.eos_token_ids
+    answered = [tokens[: next((i + 1 for i, t in enumerate(tokens) if t in ends), len(tokens))] for tokens in answers]
+    assert answered[0] == answered[1] and answered[0][-1] in ends
     served.retire()
     cpu.retire()

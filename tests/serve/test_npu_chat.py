@@ -43,7 +43,9 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
     assert cost is not None and (cost.npu_sessions, cost.sessions) == (4, 5)
     pack = npu.model.pack.folder  # type: ignore[attr-defined]
     assert cost.context_binary_bytes == sum(f.stat().st_size for f in pack.glob("*.bin")) > 0
-    assert cost.artifact_bytes == sum(f.stat().st_size for f in [*pack.glob("*.bin"), *pack.glob("*.onnx")])
+    # The graphs, their binaries and the embeddings' weights file beside its graph.
+    assert cost.artifact_bytes == sum(f.stat().st_size for f in [*pack.glob("*.bin"), *pack.glob("*.onnx"),
+                                                                 *pack.glob("*.data")])
     assert cost.kv_cache_bytes == 2 * 2 * 2 * 16 * 256 * 4
     cpu_manifest = tiny_chat.manifest(f"{name}-cpu", architecture, runtime={"device": "cpu"})
     cpu = load_served(cpu_manifest.deployment, artifacts_of(built))
