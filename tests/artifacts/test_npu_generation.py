@@ -204,12 +204,12 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
     from npuctl.artifacts.llm import verify as llm_verify
     from npuctl.runtime.prompts import PromptTokenizer
 
-    tiny_chat.build("tiny-llama", "llama")
+    built = tiny_chat.build("tiny-llama", "llama")
     records = {r.digest: r for r in tiny_chat.store.records()}
-    # The tiny Llama's w8a16 check (the session's store may hold other models' and precisions').
-    [record] = [r for r in records.values() if isinstance(r.details, facts.LlmVerifyQuantized)
-                and isinstance(quantize := records[r.inputs["model"]].details, facts.LlmQuantize)
-                and quantize.weights == "uint8" and genai_config(records[r.inputs["reference"]].folder)["type"] == "llama"]
+    # This build's w8a16 check: the session's store holds other builds' (other sources, windows and precisions).
+    key = next(s.key for s in built.artifacts[0].steps if s.name == "verify-quantized")
+    [record] = [r for r in records.values() if r.key == key]
+    assert isinstance(record.details, facts.LlmVerifyQuantized)
     graphs, weights = records[record.inputs["reference"]].folder, records[record.inputs["weights"]].folder
     prompts, tokens = record.parameters["prompts"], record.parameters["tokens"]
     # The same quantization, and a copy with layer 0's scales wrong: its tokens leave fp32's early.
