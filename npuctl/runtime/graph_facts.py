@@ -9,12 +9,13 @@ messages (an EPContext node, a graph input, an external-data entry) are parsed, 
 from __future__ import annotations
 
 import mmap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import onnx
+
+from npuctl.runtime import wire
 
 _MODEL_GRAPH = 7
 _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT = 1, 5, 11
@@ -22,7 +23,6 @@ _NODE_OP_TYPE = 4
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 _EXTERNAL = 1
 """TensorProto.DataLocation.EXTERNAL."""
-_LEN, _VARINT, _I64, _I32 = 2, 0, 1, 5
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ def _read(graph: Path, size: int, mtime_ns: int) -> GraphFacts:
     with graph.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         view = memoryview(data)
         try:
-            for _, start, end in _messages(view, 0, len(view), _MODEL_GRAPH):
-                for field, begin, stop in _messages(view, start, end, _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT):
+            for model in wire.messages(view, 0, len(view), _MODEL_GRAPH):
+                for part in wire.messages(view, model.start, model.end, _GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_INPUT):
+                    field, begin, stop = part.number, part.start, part.end
                     if field == _GRAPH_NODE and _op_type(view, begin, stop) == "EPContext":
                         binary, bytes_ = _context(onnx.NodeProto.FromString(bytes(view[begin:stop])), graph.parent)
                         files |= {binary} if binary else set()
@@ -81,18 +82,17 @@ def _context(node: onnx.NodeProto, folder: Path) -> tuple[Path | None, int]:
 def _external(view: memoryview, start: int, end: int) -> list[str]:
     """An initializer's external data file, if it has one (its raw data, however large, is skipped unread)."""
     location, entries = 0, []
-    for number, value, stop in _fields(view, start, end):
-        if number == _TENSOR_DATA_LOCATION and stop < 0:
-            location = value
-        elif number == _TENSOR_EXTERNAL_DATA and stop >= 0:
-            entries.append(onnx.StringStringEntryProto.FromString(bytes(view[value:stop])))
+    for field in wire.fields(view, start, end):
+        if field.number == _TENSOR_DATA_LOCATION and field.wire == wire.VARINT:
+            location = wire.varint_at(view, field.start)[0]
+        elif field.number == _TENSOR_EXTERNAL_DATA and field.wire == wire.LEN:
+            entries.append(onnx.StringStringEntryProto.FromString(bytes(view[field.start:field.end])))
     return [e.value for e in entries if e.key == "location" and e.value] if location == _EXTERNAL else []
 
 
 def _op_type(view: memoryview, start: int, end: int) -> str:
-    for number, value, stop in _fields(view, start, end):
-        if number == _NODE_OP_TYPE and stop >= 0:
-            return bytes(view[value:stop]).decode()
+    for field in wire.messages(view, start, end, _NODE_OP_TYPE):
+        return bytes(view[field.start:field.end]).decode()
     return ""
 
 
@@ -101,44 +101,3 @@ def _shape(value: onnx.ValueInfoProto) -> tuple[tuple[int | str, ...], int]:
     shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
     element = int(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize) if tensor.elem_type else 0
     return shape, element
-
-
-def _messages(view: memoryview, start: int, end: int, *numbers: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of each length-delimited field numbered `numbers` in view[start:end]."""
-    for number, value, stop in _fields(view, start, end):
-        if number in numbers and stop >= 0:
-            yield number, value, stop
-
-
-def _fields(view: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """Each field of the message in view[pos:end]: (number, start, end) for a length-delimited one, (number,
-    value, -1) for a varint; fixed-size ones are skipped."""
-    while pos < end:
-        key, pos = _varint(view, pos)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, pos = _varint(view, pos)
-            yield number, value, -1
-        elif wire == _LEN:
-            length, pos = _varint(view, pos)
-            yield number, pos, pos + length
-            pos += length
-        elif wire in (_I64, _I32):
-            pos += 8 if wire == _I64 else 4
-        else:
-            raise ValueError(f"not an ONNX graph: protobuf wire type {wire} at byte {pos}")
-    if pos != end:
-        raise ValueError(f"not an ONNX graph: a field runs past its message's end at byte {end}")
-
-
-def _varint(view: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(view):
-            raise ValueError("not an ONNX graph: the file ends inside a number")
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7

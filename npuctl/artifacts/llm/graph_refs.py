@@ -5,12 +5,14 @@ plus one tensor's, not the model's (Olive's SplitModel loads all the weights, th
 
 from __future__ import annotations
 
+import mmap
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from npuctl.artifacts.errors import BuildError
+from npuctl.runtime import wire
 
 _COPY_CHUNK = 64 << 20
 """Bytes read and written at a time: an embedding table can be hundreds of MB."""
@@ -20,18 +22,22 @@ def load_graph(model: Path) -> Any:
     """`model` as an onnx ModelProto whose initializers of `INLINE_LIMIT` bytes or more are references: those
     already in external data files stay so, and those inside the .onnx file itself (a model under protobuf's
     2 GB is saved so) become references to their bytes' place in that file. The file is read field by field
-    (protobuf's wire format): the weights are skipped over, never read."""
+    (protobuf's wire format, through a memory map): the weights are skipped over, never read."""
     import onnx
 
-    with model.open("rb") as reader:
-        size = model.stat().st_size
-        fields = bytearray()
-        for number, wire, start, end in _fields(reader, 0, size):
-            if number == _MODEL_GRAPH and wire == _LENGTH_DELIMITED:
-                graph = _graph_without_weights(reader, start, end, model.name)
-                fields += _key(_MODEL_GRAPH, _LENGTH_DELIMITED) + _varint(len(graph)) + graph
-            else:
-                fields += _raw(reader, number, wire, start, end)
+    fields = bytearray()
+    with model.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        try:
+            for field in wire.fields(view, 0, len(view)):
+                if field.number == _MODEL_GRAPH and field.wire == wire.LEN:
+                    fields += wire.length_delimited(_MODEL_GRAPH, _graph_without_weights(view, field, model.name))
+                else:
+                    fields += wire.raw(view, field)
+        except wire.WireError as exc:
+            raise BuildError("llm-static", f"{model}: {exc}") from None
+        finally:
+            view.release()
     proto = onnx.ModelProto()
     proto.ParseFromString(bytes(fields))
     return proto
@@ -41,99 +47,30 @@ INLINE_LIMIT = 1024 - sys.getsizeof(b"")
 """Raw data under this many bytes stays in the graph, as onnx's save leaves it (its size_threshold of 1024 is
 compared with sys.getsizeof of the bytes)."""
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 7, 5, 9, 13, 14
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 _EXTERNAL = 1
 """TensorProto.DataLocation.EXTERNAL."""
 
 
-def _graph_without_weights(reader: BinaryIO, start: int, end: int, location: str) -> bytes:
-    graph = bytearray()
-    for number, wire, field_start, field_end in _fields(reader, start, end):
-        if number != _GRAPH_INITIALIZER or wire != _LENGTH_DELIMITED:
-            graph += _raw(reader, number, wire, field_start, field_end)
+def _graph_without_weights(view: memoryview, graph: wire.Field, location: str) -> bytes:
+    out = bytearray()
+    for field in wire.fields(view, graph.start, graph.end):
+        if field.number != _GRAPH_INITIALIZER or field.wire != wire.LEN:
+            out += wire.raw(view, field)
             continue
         tensor = bytearray()
         reference = None
-        for inner, inner_wire, inner_start, inner_end in _fields(reader, field_start, field_end):
-            if inner == _TENSOR_RAW_DATA and inner_end - inner_start >= INLINE_LIMIT:
-                reference = (inner_start, inner_end - inner_start)
+        for inner in wire.fields(view, field.start, field.end):
+            if inner.number == _TENSOR_RAW_DATA and inner.end - inner.start >= INLINE_LIMIT:
+                reference = (inner.start, inner.end - inner.start)
             else:
-                tensor += _raw(reader, inner, inner_wire, inner_start, inner_end)
+                tensor += wire.raw(view, inner)
         if reference is not None:
             for key, value in (("location", location), ("offset", str(reference[0])), ("length", str(reference[1]))):
-                entry = _string_field(1, key) + _string_field(2, value)
-                tensor += _key(_TENSOR_EXTERNAL_DATA, _LENGTH_DELIMITED) + _varint(len(entry)) + entry
-            tensor += _key(_TENSOR_DATA_LOCATION, _VARINT) + _varint(_EXTERNAL)
-        graph += _key(_GRAPH_INITIALIZER, _LENGTH_DELIMITED) + _varint(len(tensor)) + tensor
-    return bytes(graph)
-
-
-def _fields(reader: BinaryIO, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, start, end of its value) of each field of the message at [start, end) of the
-    file; a length-delimited value's start is after its length."""
-    position = start
-    while position < end:
-        reader.seek(position)
-        key, position = _read_varint(reader, position)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            _, after = _read_varint(reader, position)
-        elif wire == _FIXED64:
-            after = position + 8
-        elif wire == _FIXED32:
-            after = position + 4
-        elif wire == _LENGTH_DELIMITED:
-            length, position = _read_varint(reader, position)
-            after = position + length
-        else:
-            raise BuildError("llm-static", f"{getattr(reader, 'name', 'the model')}: not an ONNX model (protobuf wire "
-                             f"type {wire} at byte {position})")
-        if after > end:
-            raise BuildError("llm-static", f"{getattr(reader, 'name', 'the model')}: truncated (field {number} ends "
-                             f"at byte {after}, past {end})")
-        yield number, wire, position, after
-        position = after
-
-
-def _raw(reader: BinaryIO, number: int, wire: int, start: int, end: int) -> bytes:
-    """The field as it was in the file: key, length if any, value."""
-    reader.seek(start)
-    value = reader.read(end - start)
-    return _key(number, wire) + (_varint(len(value)) if wire == _LENGTH_DELIMITED else b"") + value
-
-
-def _read_varint(reader: BinaryIO, position: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = reader.read(1)
-        if not byte or shift > 63:
-            raise BuildError("llm-static", f"{getattr(reader, 'name', 'the model')}: a bad varint at byte {position}")
-        value |= (byte[0] & 0x7F) << shift
-        position += 1
-        shift += 7
-        if not byte[0] & 0x80:
-            return value, position
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _string_field(number: int, text: str) -> bytes:
-    data = text.encode()
-    return _key(number, _LENGTH_DELIMITED) + _varint(len(data)) + data
+                entry = wire.length_delimited(1, key.encode()) + wire.length_delimited(2, value.encode())
+                tensor += wire.length_delimited(_TENSOR_EXTERNAL_DATA, entry)
+            tensor += wire.key(_TENSOR_DATA_LOCATION, wire.VARINT) + wire.varint(_EXTERNAL)
+        out += wire.length_delimited(_GRAPH_INITIALIZER, bytes(tensor))
+    return bytes(out)
 
 
 def external_tensors(model: Any) -> Iterator[Any]:
