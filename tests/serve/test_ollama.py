@@ -126,12 +126,25 @@ def test_embed_matches_the_openai_embeddings_of_the_same_model(server_url: str) 
     np.testing.assert_allclose(single.embedding, embedded.embeddings[0], atol=1e-6)
 
 
+def test_a_history_sent_back_with_its_thinking_is_answered_as_without_it(server_url: str) -> None:
+    client = ollama.Client(host=server_url)
+    options = {"num_predict": 4, "temperature": 0}
+    first = client.chat(model="tiny-llama", messages=MESSAGES, options=options)
+    history = [*MESSAGES, {"role": "assistant", "content": first.message.content}, {"role": "user", "content": "and?"}]
+    plain = client.chat(model="tiny-llama", messages=history, options=options)
+    history[-2] = history[-2] | {"thinking": "what the user wants"}
+    sent_back = client.chat(model="tiny-llama", messages=history, options=options)
+    assert sent_back.message.content == plain.message.content
+    assert sent_back.prompt_eval_count == plain.prompt_eval_count
+
+
 @pytest.mark.parametrize(("path", "body", "named"), [
     ("/api/chat", {"messages": MESSAGES, "options": {"mirostat": 2}}, "options.mirostat"),
     ("/api/chat", {"messages": MESSAGES, "keep_alive": 0}, "keep_alive"),
     ("/api/chat", {"messages": MESSAGES, "think": True}, "think"),
     ("/api/chat", {"messages": MESSAGES, "frobnicate": 1}, "frobnicate"),
     ("/api/chat", {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}, "images"),
+    ("/api/chat", {"messages": [{"role": "user", "content": "hi", "mood": "calm"}]}, "messages[0].mood"),
     ("/api/chat", {"messages": MESSAGES, "options": {"num_ctx": 4}}, "prompt"),
     ("/api/generate", {"prompt": "hi", "suffix": "end"}, "suffix"),
     ("/api/generate", {"prompt": "hi", "context": [10 ** 9]}, "context"),

@@ -140,12 +140,11 @@ class OllamaToolCall(Body):
 
 
 class OllamaMessage(Body):
-    # Ollama's clients send back the messages they were answered with, `thinking` included: what a message holds
-    # beyond these fields is not part of a prompt here.
-    model_config = ConfigDict(extra="ignore")
-
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
+    thinking: str | None = None
+    """An earlier answer's reasoning, as Ollama's clients send their history back: not part of the prompt (this
+    model does not think aloud, and a template would not show it)."""
     images: Annotated[list[Any], Field(max_length=0)] | None = None
     """This model takes text only."""
     tool_name: str | None = None
