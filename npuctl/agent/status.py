@@ -63,6 +63,9 @@ class StatusBook:
         # Each event is saved once, in the agent's log; a deployment's recent events are a view of it.
         for status in self.deployments.values():
             status.events = [e for e in self.events if e.deployment == status.name][-MAX_EVENTS:]
+            # A step's progress is the running build's, and no build survives the previous run: kept, it would
+            # show a step as running until the next build reports.
+            status.progress = None
 
     def get(self, name: str) -> DeploymentStatus:
         if name not in self.deployments:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from npuctl.agent.status import ConditionType, DeploymentStatus, StatusBook
-from npuctl.schema.status import Reason
+from npuctl.schema.status import Reason, StepProgress
 
 
 def test_condition_transition_time_moves_only_on_flips(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,3 +32,13 @@ def test_status_book_survives_a_restart(tmp_path: Path) -> None:
     again.load()
     assert again.deployments["tiny"].is_true(ConditionType.VALID)
     assert [e.reason for e in again.events] == ["Serving"]
+
+
+def test_a_build_step_running_when_the_agent_stopped_is_not_shown_as_running_after_a_restart(tmp_path: Path) -> None:
+    book = StatusBook(tmp_path)
+    book.get("chat").progress = StepProgress(step="llm-quantize", done=3, total=8, unit="calibration samples",
+                                             time="2026-12-06T21:00:00Z")
+    book.save()
+    again = StatusBook(tmp_path)
+    again.load()
+    assert again.deployments["chat"].progress is None
