@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
 
 GiB = 2**30
@@ -116,12 +116,5 @@ def check(preflight: facts.Preflight, uri: str) -> None:
                      f"{preflight.free_disk_bytes / 1e9:.1f} GB free")
     if short:
         raise BuildError("resolve", f"{uri}: building {preflight.parameters / 1e9:.2f}B parameters for the NPU "
-                         f"needs {' and '.join(short)}: {WHAT_TO_DO}")
+                         f"needs {' and '.join(short)}: {children.WHAT_TO_DO}")
 
-
-WHAT_TO_DO = ("build it on a host with more memory and publish it (`npuctl build --publish FOLDER` there, the "
-              "folder in this agent's `artifactSources`), or serve a prebuilt NPU pack of the model (Qualcomm AI Hub "
-              "exports them) as spec.model.source, or free memory and disk here (the window and the splits change "
-              "the pack's graphs, not what the build needs)")
-"""What a user can do when the build does not fit: the same advice when pre-flight refuses and when a stage runs
-out of memory."""

@@ -25,22 +25,26 @@ ARCHITECTURES = ("llama", "qwen2")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
 """Tensor types dequantized; the tests write and compare Q8_0 and Q4_0 files."""
 _TOOLS = ("gguf", "transformers", "torch")
-_LOG_TAIL = 2000
+DEADLINE_SECONDS = 3 * 3600.0
+"""The conversion is stopped past this (a hung native library): it reads the GGUF a tensor at a time, minutes
+for the 1.5B models users name."""
 
 
-def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[ResolvedSource, StepRun]:
-    """The transformers folder of a GGUF source (checked before anything runs)."""
+def convert_step(source: ResolvedSource, run_step: StepRunner,
+                 needs: facts.Preflight | None = None) -> tuple[ResolvedSource, StepRun]:
+    """The transformers folder of a GGUF source (checked before anything runs). `needs`: an NPU build's
+    pre-flight, what running out of memory is reported against."""
     inspected = inspect(source.path, source.uri)
 
     def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         # Its tensors dequantized so far are the step's progress (children.run relays them).
-        done = children.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
-                             str(out)], env)
+        done = children.run(STEP, [sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
+                                   str(out)], env, DEADLINE_SECONDS)
+        done.check_stopped(needs)
         if done.returncode != 0:
-            raise BuildError(STEP, f"transformers could not load {source.uri}: "
-                             f"{(done.stderr or done.stdout)[-_LOG_TAIL:]}")
-        return inspected
+            raise BuildError(STEP, f"transformers could not load {source.uri}: {done.tail()}")
+        return inspected.model_copy(update={"memory": done.memory(needs)})
 
     record, run = run_step(facts.GgufConvert, {"source": source.digest}, {"tools": {n: dist_version(n) for n in _TOOLS}}, work)
     return _as_source(source, record), run
