@@ -79,19 +79,19 @@ class Shape:
     """Weight bytes of the largest context/iterator graph (what compile's memory follows)."""
 
 
+Plan = tuple[Shape, facts.Preflight]
+"""A build's shapes and its pre-flight, made before any step runs."""
+
+
 def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
-                         runner: Runner, targets: list[Target], base_dir: Path) -> BuildResult:
+                         runner: Runner, targets: list[Target], base_dir: Path,
+                         planned: Plan | None = None) -> BuildResult:
     """One verified decoder-pipeline pack per target, from a transformers folder; the fp32 genai folder (the
-    reference) is the CPU model."""
+    reference) is the CPU model. `planned`: the pre-flight made before the steps that led to `source` (a GGUF's
+    conversion), else made here from its config.json."""
     spec = deployment.spec
     config = model_config(source)
-    shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes,
-                               converted=any(run.name == facts.GgufConvert.step for run in earlier))
-    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
-                              preflight=needs))
-    preflight.check(needs, source.uri)
-    runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
+    shape, needs = planned if planned is not None else plan(deployment, config, source, runner)
     reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run, needs)
     steps = [*earlier, reference_run]
     texts = inputs.calibration_texts(spec.calibration, base_dir)
@@ -144,6 +144,20 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     return BuildResult(deployment.name, spec.model.task, spec.precision, reference.path("model.onnx"),
                        reference.folder, reference.path("tokenizer.json"), tuple(artifacts),
                        tuple(all_steps.values()), (source,))
+
+
+def plan(deployment: ModelDeployment, config: dict[str, Any], source: ResolvedSource, runner: Runner,
+         converted: bool = False, counted: int | None = None) -> Plan:
+    """The pack's shapes and the pre-flight, from `config` (config.json's sizes, or a GGUF's header's before its
+    conversion: `converted`, with its `counted` parameters), shown as the pre-flight's events; a BuildError when
+    this host cannot do the build, before any step runs."""
+    shape = resolve_shape(deployment, config, source.uri)
+    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes, converted=converted, counted=counted)
+    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
+                              preflight=needs))
+    preflight.check(needs, source.uri)
+    runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
+    return shape, needs
 
 
 def model_config(source: ResolvedSource) -> dict[str, Any]:

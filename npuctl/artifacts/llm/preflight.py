@@ -1,5 +1,5 @@
-"""What an NPU chat build will need, estimated from config.json's sizes before any step runs, against this host;
-and the refusal when the host cannot do it.
+"""What an NPU chat build will need, estimated from config.json's sizes (a GGUF's header's) before any step runs,
+against this host; and the refusal when the host cannot do it.
 
 The figures are linear in the parameter count (compile's in its largest graph's weight bytes), from
 bench/llm_build.py's builds of random-weight checkpoints of real configurations (SmolLM2-135M and Llama-3.2-1B's;
@@ -85,11 +85,12 @@ def parameters(config: dict[str, Any]) -> int:
 
 
 def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
-             converted: bool = False) -> facts.Preflight:
+             converted: bool = False, counted: int | None = None) -> facts.Preflight:
     """The build's needs, from `config` (config.json) and the weight bytes of the largest context/iterator graph
     the splits make, and what this host has: available memory, free disk where the store is. `converted`: the
-    checkpoint is a GGUF's conversion (its step is counted too)."""
-    count = parameters(config)
+    checkpoint is a GGUF's conversion (its step is counted too). `counted`: the parameters counted from the
+    weights' shapes where they are known before any step (a GGUF's header), else `config`'s."""
+    count = counted if counted is not None else parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
     stages["genai-builder"] += CHECKPOINT_BYTES.get(str(config.get("dtype") or config.get("torch_dtype")), 4) * count
     if converted:
