@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from npuctl.artifacts import BuildError, Store, build_deployment
@@ -46,7 +47,7 @@ def test_the_header_gives_the_sizes_config_json_has_and_the_parameters_the_check
 def test_a_gguf_build_this_host_cannot_hold_is_refused_before_its_conversion(
         tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A host with 64 MiB of memory available: no build of any model fits.
-    monkeypatch.setattr(preflight.psutil, "virtual_memory", lambda: SimpleNamespace(available=64 << 20))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=64 << 20))
     loaded = write_deployment(tmp_path, "tiny", {
         "model": {"source": f"file:{tiny_gguf}", "task": "text-generation"}, "precision": "w8a16",
         "targets": ["x-elite"], "generation": {"window": 16, "contextLength": 64},
