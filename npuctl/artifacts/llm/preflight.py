@@ -108,14 +108,7 @@ def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
 
 def check(preflight: facts.Preflight, uri: str) -> None:
     """Refuse, before any step runs, a build this host cannot do, naming the figures and what to do."""
-    short = []
-    if preflight.peak_rss_bytes > preflight.available_memory_bytes:
-        short.append(f"~{preflight.peak_rss_bytes / GiB:.1f} GiB of RAM at its peak and this host has "
-                     f"{preflight.available_memory_bytes / GiB:.1f} GiB available")
-    if preflight.disk_bytes > preflight.free_disk_bytes:
-        short.append(f"~{preflight.disk_bytes / 1e9:.1f} GB of disk in the store and it has "
-                     f"{preflight.free_disk_bytes / 1e9:.1f} GB free")
-    if short:
+    short = preflight.shortfall()
+    if short is not None:
         raise BuildError("resolve", f"{uri}: building {preflight.parameters / 1e9:.2f}B parameters for the NPU "
-                         f"needs {' and '.join(short)}: {children.WHAT_TO_DO}")
-
+                         f"needs {short}: {children.WHAT_TO_DO}")
