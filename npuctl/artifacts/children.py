@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -149,7 +149,8 @@ def run(step: str, command: Sequence[str], env: Mapping[str, str], deadline_seco
         except BaseException:
             # As subprocess.run does: an interrupted parent leaves no child behind, here none of its tree either.
             _kill_tree(watched, process)
-            process.wait(DRAIN_SECONDS)
+            with suppress(subprocess.TimeoutExpired):  # the interruption is what the caller must hear of
+                process.wait(DRAIN_SECONDS)
             raise
     return ChildRun(step, returncode, peak, output.text(), timed_out, deadline_seconds)
 
