@@ -203,6 +203,8 @@ class GgufConvert(Facts):
     step: ClassVar[str] = "gguf-convert"
     architecture: str
     tensor_types: dict[str, int]
+    memory: StageMemory | None = None
+    """Its child's peak RSS (None in records written before it was watched)."""
 
 
 class StageMemory(BaseModel):

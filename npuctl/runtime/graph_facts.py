@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from npuctl.runtime import wire
 
@@ -23,6 +24,10 @@ _NODE_OP_TYPE = 4
 _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 13, 14
 _EXTERNAL = 1
 """TensorProto.DataLocation.EXTERNAL."""
+
+
+class GraphError(ValueError):
+    """A file that cannot be sized: not an ONNX graph, or a truncated or damaged one. Names the file."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ def _read(graph: Path, size: int, mtime_ns: int) -> GraphFacts:
     context = 0
     inputs: dict[str, tuple[tuple[int | str, ...], int]] = {}
     if size == 0:
-        raise ValueError(f"{graph} is empty, not an ONNX graph")
+        raise GraphError(f"{graph} is empty, not an ONNX graph")
     with graph.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         view = memoryview(data)
         try:
@@ -63,6 +68,9 @@ def _read(graph: Path, size: int, mtime_ns: int) -> GraphFacts:
                     elif field == _GRAPH_INPUT:
                         value = onnx.ValueInfoProto.FromString(bytes(view[begin:stop]))
                         inputs[value.name] = _shape(value)
+        except (wire.WireError, DecodeError, UnicodeDecodeError, GraphError) as exc:
+            # onnx's classes say which message failed, not where: the file is what the user can act on.
+            raise GraphError(f"{graph}: not an ONNX graph, or a truncated or damaged one ({exc})") from None
         finally:
             view.release()
     return GraphFacts(frozenset(file for file in files if file.is_file()), context, inputs)
@@ -73,6 +81,8 @@ def _context(node: onnx.NodeProto, folder: Path) -> tuple[Path | None, int]:
     the embedded bytes."""
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     cache = attributes.get("ep_cache_context", b"")
+    if not isinstance(cache, (bytes, str)):
+        raise GraphError(f"EPContext node {node.name!r}: its ep_cache_context is not a string")
     if attributes.get("embed_mode", 1) == 0:
         binary = folder / (cache.decode() if isinstance(cache, bytes) else str(cache))
         return binary, binary.stat().st_size if binary.is_file() else 0
@@ -99,5 +109,8 @@ def _op_type(view: memoryview, start: int, end: int) -> str:
 def _shape(value: onnx.ValueInfoProto) -> tuple[tuple[int | str, ...], int]:
     tensor = value.type.tensor_type
     shape = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim)
-    element = int(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize) if tensor.elem_type else 0
+    try:
+        element = int(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize) if tensor.elem_type else 0
+    except KeyError:
+        raise GraphError(f"input {value.name!r}: element type {tensor.elem_type} is not an ONNX type") from None
     return shape, element

@@ -25,6 +25,17 @@ class Preflight(Fact):
     free_disk_bytes: int
     """Free space where the store is, when the build started."""
 
+    def shortfall(self) -> str | None:
+        """What this host lacks for the build, in words (why the pre-flight refused it); None when it has enough."""
+        short = []
+        if self.peak_rss_bytes > self.available_memory_bytes:
+            short.append(f"~{self.peak_rss_bytes / 2**30:.1f} GiB of RAM at its peak and this host has "
+                         f"{self.available_memory_bytes / 2**30:.1f} GiB available")
+        if self.disk_bytes > self.free_disk_bytes:
+            short.append(f"~{self.disk_bytes / 1e9:.1f} GB of disk in the store and it has "
+                         f"{self.free_disk_bytes / 1e9:.1f} GB free")
+        return " and ".join(short) or None
+
     def summary(self) -> str:
         return (f"pre-flight for {self.parameters / 1e9:.2f}B parameters: peak RAM ~{self.peak_rss_bytes / 2**30:.1f} "
                 f"GiB ({self.available_memory_bytes / 2**30:.1f} GiB available), disk ~{self.disk_bytes / 1e9:.1f} GB "

@@ -6,6 +6,7 @@ test's folder (and to $NPUCTL_SCREENSHOTS when set)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,9 +29,11 @@ from onnx import TensorProto, helper, numpy_helper
 from npuctl.artifacts import BuildResult, Store
 from npuctl.cli import cli
 from npuctl.schema.cost import LoadCost
+from npuctl.schema.preflight import Preflight
 from npuctl.schema.status import BudgetUse
 from tests.agent.harness import Agent, free_port, infer, manifest, tiny_model
 from tests.conftest import tiny_llama_manifest
+from tests.manifests import HUGE
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
@@ -111,6 +114,15 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
                                                           tmp_path: Path) -> None:
     shots = Shots(tmp_path / "screenshots")
     (agent.manifests / "tiny.yaml").write_text(manifest())
+    # And an NPU chat build this host cannot hold (a Llama-3.1-70B-shaped config.json, no weights), checked below.
+    checkpoint = agent.manifests / "huge"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps(HUGE))
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    (agent.manifests / "huge.yaml").write_text(json.dumps({
+        "apiVersion": "npuctl.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "huge"},
+        "spec": {"model": {"source": "file:huge", "task": "text-generation"}, "precision": "w8a16",
+                 "targets": ["x-elite"], "runtime": {"device": "npu", "allowSimulator": True, "fallback": "none"}}}))
     agent.start()
     agent.wait_phase("tiny", "Ready")
     page = browser.new_page()
@@ -148,6 +160,17 @@ def test_dashboard_follows_saves_broken_edits_and_traffic(agent: Agent, browser:
     wait_phase(page, "fresh", "Ready")
     accuracy = card(page, "fresh").locator("table.artifacts").inner_text()
     assert "max_abs_error" in accuracy and "vs fp32" in page.inner_text("body")
+
+    # The NPU chat build this host cannot hold: refused at its pre-flight, the card shows the estimate and what
+    # the host lacks, the figures `npuctl describe` prints.
+    refused = card(page, "huge").locator(".preflight.refused")
+    refused.wait_for(timeout=60_000)
+    preflight = Preflight.model_validate((agent.status("huge") or {})["preflight"])
+    assert preflight.summary() in refused.inner_text()
+    assert f"refused: the build needs {preflight.shortfall()}" in refused.inner_text()
+    assert "GiB of RAM at its peak and this host has" in refused.inner_text()
+    described = CliRunner().invoke(cli, ["describe", "huge", "--agent", agent.url])
+    assert described.exit_code == 0 and preflight.summary() in described.output
 
     # A broken edit: the error with its line, and the old version still serving.
     broken = manifest().replace("precision: w8a16", "precision: int3")

@@ -13,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo
 
+from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import graph_refs, olive_steps
 
 pytest.importorskip("olive")
@@ -140,3 +141,20 @@ def test_the_split_map_is_the_one_olive_finds_in_the_loaded_model(tmp_path: Path
                                   HfModelHandler(model_path=str(folder)), tmp_path / "loaded")
         expected = {str(k): int(v) for k, v in loaded.model_attributes["split_assignments"].items()}
         assert olive_steps.split_assignments(folder, 2, tmp_path / "meta") == expected, architecture
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not onnx", "empty", "a damaged opset import"])
+def test_a_file_that_is_no_whole_onnx_model_is_llm_statics_error_naming_it(tmp_path: Path, damage: str) -> None:
+    model_file = decoder_graph(tmp_path)
+    data = model_file.read_bytes()
+    if damage == "truncated":
+        model_file.write_bytes(data[: len(data) // 2])
+    elif damage == "not onnx":
+        model_file.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    elif damage == "empty":
+        model_file.write_bytes(b"")
+    else:  # protobuf's wire format throughout, but an opset_import (field 8) that is no OperatorSetIdProto
+        model_file.write_bytes(data + bytes([8 << 3 | 2, 2, 0x0A, 0xFF]))
+    with pytest.raises(BuildError) as refused:
+        graph_refs.load_graph(model_file)
+    assert refused.value.step == "llm-static" and str(model_file) in refused.value.message

@@ -1,16 +1,24 @@
-"""What an NPU chat build needs, said before it runs (pre-flight) and when a stage runs out of memory."""
+"""What an NPU chat build needs, said before it runs (pre-flight) and when a step's child runs out of memory or
+past its deadline (npuctl.artifacts.children, the one runner of every step's child)."""
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from npuctl.artifacts import BuildError, Store, build_deployment, facts
-from npuctl.artifacts.llm import child, pack, preflight
+from npuctl.artifacts import BuildError, Store, build_deployment, children, facts
+from npuctl.artifacts.llm import pack, preflight
+from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import StepEvent, StepState
+from npuctl.artifacts.sources import gguf as gguf_source
+from npuctl.artifacts.sources.context import ResolvedSource
+from npuctl.artifacts.steps import Runner
+from npuctl.schema.models import Format
 from tests.manifests import HUGE, huge_deployment, write_deployment
 
 GREEDY_STAGE = """
@@ -87,9 +95,98 @@ def test_a_stage_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_an
     assert "exit -9" not in message
 
 
-def test_a_stage_past_its_deadline_is_stopped_and_only_the_end_of_its_output_is_kept() -> None:
-    # 1 MB of output, then a hang.
-    hang = "import sys, time; sys.stdout.write('x' * 2**20 + 'the end'); sys.stdout.flush(); time.sleep(60)"
-    done = child.run([sys.executable, "-c", hang], dict(os.environ), deadline_seconds=1.0)
+FAILED_ALLOCATION = """
+import sys
+
+def refuse(event, args):
+    # The check's first import inside its work fails as an allocation does: MemoryError.
+    if event == "import" and args[0] == "npuctl.runtime.prompts":
+        raise MemoryError()
+
+sys.addaudithook(refuse)
+"""
+
+
+def _hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    """`code` runs first thing in every child process: Python runs sitecustomize.py from PYTHONPATH."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(code)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), *sys.path]))
+
+
+NEEDS = facts.Preflight(parameters=10**9, peak_rss_bytes=7 << 30,
+                        stage_rss_bytes={"gguf-convert": 2 << 30, "verify-quantized": 4 << 30},
+                        disk_bytes=16 * 10**9, seconds=600.0, available_memory_bytes=20 << 30,
+                        free_disk_bytes=100 * 10**9)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX's; Windows reports STATUS_NO_MEMORY")
+def test_a_gguf_conversion_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_and_the_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf
+    import numpy as np
+
+    file = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(file), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    _hook(tmp_path, monkeypatch, GREEDY_STAGE)
+    store = Store(tmp_path / "store")
+    source = ResolvedSource(f"file:{file}", file, Format.GGUF, "0" * 64)
+    with pytest.raises(BuildError) as failed:
+        gguf_source.convert_step(source, Runner(store, lambda event: None, cached_only=False).run, NEEDS)
+    assert failed.value.step == "gguf-convert"
+    message = failed.value.message
+    assert message.startswith("gguf-convert ran out of memory: peak 0.3 GiB, pre-flight estimated 2.0 GiB")
+    assert "20.0 GiB were available when the build started" in message and "npuctl build --publish" in message
+    assert not list(store.records())
+
+
+def test_a_verify_check_whose_allocation_fails_is_reported_as_out_of_memory_with_the_estimate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The child catches the MemoryError and reports it as the check's error (its exit code is 0).
+    _hook(tmp_path, monkeypatch, FAILED_ALLOCATION)
+    with pytest.raises(BuildError) as failed:
+        llm_verify.check_quantized(tmp_path / "reference", tmp_path / "weights", tmp_path / "quantized", ["Hello"],
+                                   4, tmp_path, NEEDS)
+    assert failed.value.step == "verify-quantized"
+    message = failed.value.message
+    assert message.startswith("verify-quantized ran out of memory: peak 0.")
+    assert "pre-flight estimated 4.0 GiB (20.0 GiB were available when the build started)" in message
+
+
+def test_a_child_past_its_deadline_is_stopped_with_the_processes_it_started_and_the_end_of_its_output_kept(
+        tmp_path: Path) -> None:
+    # A child that starts a process of its own (its pid written to a file), prints 1 MB and hangs.
+    pid_file = tmp_path / "grandchild.pid"
+    hang = ("import pathlib, subprocess, sys, time; "
+            "left = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            f"pathlib.Path({str(pid_file)!r}).write_text(str(left.pid)); "
+            "sys.stdout.write('x' * 2**20 + 'the end'); sys.stdout.flush(); time.sleep(120)")
+    done = children.run("llm-quantize", [sys.executable, "-c", hang], dict(os.environ), deadline_seconds=5.0)
     assert done.timed_out and done.returncode != 0
-    assert done.log.endswith("the end") and len(done.log) == child.LOG_TAIL_BYTES
+    assert done.log.endswith("the end") and len(done.log) == children.LOG_TAIL_BYTES
+    assert _ended(int(pid_file.read_text())), "the process the child started is stopped with it"
+    with pytest.raises(BuildError) as stopped:
+        done.check_stopped(None)
+    assert stopped.value.step == "llm-quantize"
+    assert stopped.value.message.startswith("llm-quantize was stopped at its deadline, after 0 min: ")
+    assert stopped.value.message.endswith("the end")
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie nobody has reaped yet (its parent was killed too): it runs no more. SIGKILL takes
+    effect when the process is next scheduled: a few seconds' grace."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

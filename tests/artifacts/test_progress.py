@@ -42,13 +42,14 @@ def test_a_childs_reports_reach_the_step_while_it_runs(tmp_path: Path) -> None:
         got.append((report, message))
         go_on.touch()
 
-    script = CHILD.format(line=3 * children.OUTPUT_CAP)
+    script = CHILD.format(line=3 * children.LOG_TAIL_BYTES)
     with progress.reporting(heard):
-        done = children.run([sys.executable, "-c", script, str(go_on)], os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
-    assert done.returncode == 0, done.stderr[-2000:]
+        done = children.run("compile", [sys.executable, "-c", script, str(go_on)],
+                            os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}, deadline_seconds=120)
+    assert done.returncode == 0, done.tail()
     assert got == [(Progress(1, 3, "graphs"), "compiling"), (Progress(3, 3, "graphs"), "compiling")]
-    # 3 MiB printed on one line: the end of it is kept, OUTPUT_CAP characters.
-    assert len(done.stderr) == children.OUTPUT_CAP and done.stderr.endswith("x\n")
+    # Three times the cap printed on one line: the end of it is kept, LOG_TAIL_BYTES.
+    assert len(done.log) == children.LOG_TAIL_BYTES and done.log.endswith("x\n")
 
 
 def test_damaged_and_oversized_report_lines_are_skipped_and_a_partial_line_waits(tmp_path: Path) -> None:
@@ -120,8 +121,8 @@ def test_a_process_the_child_left_holding_its_output_does_not_hold_the_step(
     script = ("import subprocess, sys; "
               "left = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
               "print(left.pid, flush=True)")
-    done = children.run([sys.executable, "-c", script], dict(os.environ))
-    left = int(done.stdout.split()[0])
+    done = children.run("compile", [sys.executable, "-c", script], dict(os.environ), deadline_seconds=120)
+    left = int(done.log.split()[0])
     try:
         assert done.returncode == 0
         os.kill(left, 0)  # the process it started still runs, with the pipes open: `run` did not wait for it

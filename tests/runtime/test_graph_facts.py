@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from npuctl.runtime.footprint import PeakMemory, process_memory, return_free_memory
-from npuctl.runtime.graph_facts import graph_facts
+from npuctl.runtime.graph_facts import GraphError, graph_facts
 
 
 def context_graph(folder: Path) -> Path:
@@ -58,3 +59,31 @@ def test_an_embedded_weights_graph_is_read_without_its_weights_in_memory(tmp_pat
         facts = graph_facts(path)
     assert facts.files == {path.resolve()} and facts.inputs == {"x": (("n", 4096), 4)}
     assert peak.highest - before < 16 * 2**20, "onnx.load would hold the 64 MiB of weights, twice"
+
+
+def _damaged(path: Path, damage: str) -> None:
+    """`path` as a file that is not a whole ONNX graph: `damage` says how."""
+    if damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "not onnx":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    elif damage == "an input of no ONNX element type":
+        model = onnx.load(str(path), load_external_data=False)
+        model.graph.input[0].type.tensor_type.elem_type = 108
+        onnx.save(model, path)
+    else:  # an EPContext node whose embedded context is no string: its attribute's type is unset
+        model = onnx.load(str(path), load_external_data=False)
+        (context,) = [a for a in model.graph.node[1].attribute if a.name == "ep_cache_context"]
+        context.type = onnx.AttributeProto.UNDEFINED
+        onnx.save(model, path)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not onnx", "an input of no ONNX element type",
+                                    "a context attribute of no type"])
+def test_a_file_that_is_no_whole_onnx_graph_is_an_error_naming_it(tmp_path: Path, damage: str) -> None:
+    path = context_graph(tmp_path)
+    _damaged(path, damage)
+    with pytest.raises(GraphError) as refused:
+        graph_facts(path)
+    assert str(path.resolve()) in str(refused.value) and "not an ONNX graph" in str(refused.value)

@@ -69,6 +69,11 @@ class DeploymentView(_Record):
     """The last `npuctl bench`'s headline figures and time (status.lastBench has them all)."""
     cost: str | None = None
     """What the loaded model costs this host, in words (status.cost has the figures)."""
+    preflight: str | None = None
+    """An NPU chat build's pre-flight, from its last build, in words: the estimated peak RAM, disk and time against
+    what the host had (status.preflight has the figures)."""
+    refused: str | None = None
+    """What the host lacked, when that pre-flight refused the build."""
 
 
 class AgentView(_Record):
@@ -161,8 +166,10 @@ def _deployment(status: DeploymentStatus, served: ServedModel | None, model: str
     where = served.status.where if served is not None and served.status.ready else None
     bench = status.last_bench.headline() if status.last_bench else None
     cost = status.cost.summary() if status.cost else None
+    preflight = status.preflight
     return DeploymentView(status=status, model=model, task=task, where=where, why=why, build=build, bench=bench,
-                          cost=cost)
+                          cost=cost, preflight=preflight.summary() if preflight else None,
+                          refused=preflight.shortfall() if preflight else None)
 
 
 def _build_progress(status: DeploymentStatus, events: Iterable[Event]) -> BuildProgress:

@@ -18,11 +18,17 @@ from npuctl.schema.models import Format, ModelDeployment, Target
 def build(deployment: ModelDeployment, source: ResolvedSource, resolve_run: StepRun, runner: Runner,
           targets: list[Target], base_dir: Path) -> BuildResult:
     earlier: tuple[StepRun, ...] = (resolve_run,)
-    if source.format is Format.GGUF:
-        source, convert_run = gguf_source.convert_step(source, runner.run)
-        earlier += (convert_run,)
     # An onnxruntime-genai folder is built already (its precision is its own): served as it is, whatever
     # spec.precision says (the NPU precisions are for packs built from transformers or GGUF weights).
-    if source.format is not Format.GENAI and deployment.spec.precision in decoder_pack.NPU_PRECISIONS:
-        return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir)
+    npu = source.format is not Format.GENAI and deployment.spec.precision in decoder_pack.NPU_PRECISIONS
+    planned = None
+    if source.format is Format.GGUF:
+        if npu:  # from the file's header: a host that cannot build it is refused before the conversion
+            sizes = gguf_source.header(source.path, source.uri)
+            planned = decoder_pack.plan(deployment, sizes.config, source, runner, converted=True,
+                                        counted=sizes.parameters)
+        source, convert_run = gguf_source.convert_step(source, runner.run, planned[1] if planned else None)
+        earlier += (convert_run,)
+    if npu:
+        return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir, planned)
     return genai.build_generation(deployment, source, earlier, runner.run)

@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm import child, preflight
 from npuctl.artifacts.result import BuildResult, StepRun
 from npuctl.artifacts.sources.context import ResolvedSource
 from npuctl.artifacts.steps import StepRunner, dist_version
@@ -23,7 +22,6 @@ STEP = facts.GenaiBuilder.step
 GENAI_CONFIG = "genai_config.json"
 BUILDER_PRECISIONS = {Precision.FP32: "fp32", Precision.INT4: "int4"}
 _TOOLS = ("onnxruntime-genai", "transformers", "torch", "onnx-ir", "onnxscript")
-_LOG_TAIL = 2000
 DEADLINE_SECONDS = 3 * 3600.0
 """The builder is stopped past this (a hung native library): it converts Llama-3.2-1B's shape in ~50 s on this
 project's loaded 2-core host, a 3B model in a few minutes."""
@@ -61,19 +59,17 @@ def builder_step(source: ResolvedSource, precision: Precision, run_step: StepRun
                                   "tools": {name: dist_version(name) for name in _TOOLS}}
 
     def work(out: Path) -> facts.GenaiBuilder:
-        peak = run_builder(source.path, out, BUILDER_PRECISIONS[precision], needs)
-        estimated = needs.stage_rss_bytes.get(STEP) if needs is not None else None
         return facts.GenaiBuilder(precision=BUILDER_PRECISIONS[precision],
-                                  memory=facts.StageMemory(peak_rss_bytes=peak, estimated_bytes=estimated))
+                                  memory=run_builder(source.path, out, BUILDER_PRECISIONS[precision], needs))
 
     return run_step(facts.GenaiBuilder, {"source": source.digest}, parameters, work)
 
 
-def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight | None = None) -> int:
+def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight | None = None) -> facts.StageMemory:
     """onnxruntime-genai's model builder in a watched child process (it holds the torch model, which does not
     belong in the agent's process), its casts made a slice at a time and its log read as progress (genai_child).
-    Returns its process tree's peak RSS. Raises BuildError with the end of its log; running out of memory, with
-    its peak and `needs`' estimate."""
+    Returns its process tree's peak RSS beside `needs`' estimate. Raises BuildError with the end of its log;
+    running out of memory, with its peak and that estimate."""
     if dist_version("onnxruntime-genai") is None:
         raise BuildError(STEP, "onnxruntime-genai is not installed: pip install 'npuctl[genai]'")
     with tempfile.TemporaryDirectory(prefix="npuctl-genai-") as cache:
@@ -81,18 +77,8 @@ def run_builder(source: Path, out: Path, precision: str, needs: facts.Preflight 
                    "-p", precision, "-e", "cpu", "-c", cache]
         # The source is local; the builder must never reach for the Hub.
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        done = child.run(command, env, DEADLINE_SECONDS)
-    log = done.log[-_LOG_TAIL:]
-    if done.timed_out:
-        raise BuildError(STEP, f"the onnxruntime-genai model builder was stopped after "
-                         f"{DEADLINE_SECONDS / 3600:.0f} h: {log}")
-    if done.out_of_memory(None):
-        estimated = needs.stage_rss_bytes.get(STEP) if needs is not None else None
-        guess = f", pre-flight estimated {estimated / 2**30:.1f} GiB" if estimated is not None else ""
-        available = (f" ({needs.available_memory_bytes / 2**30:.1f} GiB were available when the build started)"
-                     if needs is not None else "")
-        raise BuildError(STEP, f"{STEP} ran out of memory: peak {done.peak_rss_bytes / 2**30:.1f} GiB{guess}"
-                         f"{available}; {preflight.WHAT_TO_DO}")
+        done = children.run(STEP, command, env, DEADLINE_SECONDS)
+    done.check_stopped(needs)
     if done.returncode != 0:
-        raise BuildError(STEP, f"the onnxruntime-genai model builder failed (exit {done.returncode}): {log}")
-    return done.peak_rss_bytes
+        raise BuildError(STEP, f"the onnxruntime-genai model builder failed (exit {done.returncode}): {done.tail()}")
+    return done.memory(needs)

@@ -24,7 +24,10 @@ def load_graph(model: Path) -> Any:
     2 GB is saved so) become references to their bytes' place in that file. The file is read field by field
     (protobuf's wire format, through a memory map): the weights are skipped over, never read."""
     import onnx
+    from google.protobuf.message import DecodeError
 
+    if model.stat().st_size == 0:
+        raise BuildError("llm-static", f"{model} is empty, not an ONNX model")
     fields = bytearray()
     with model.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         view = memoryview(data)
@@ -39,7 +42,10 @@ def load_graph(model: Path) -> Any:
         finally:
             view.release()
     proto = onnx.ModelProto()
-    proto.ParseFromString(bytes(fields))
+    try:
+        proto.ParseFromString(bytes(fields))
+    except DecodeError as exc:  # fields that are protobuf's but not an ONNX model's
+        raise BuildError("llm-static", f"{model}: not an ONNX model, or a damaged one ({exc})") from None
     return proto
 
 

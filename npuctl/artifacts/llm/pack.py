@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from npuctl.artifacts import children, facts, inputs
 from npuctl.artifacts import compile as qnn_compile
-from npuctl.artifacts import facts, inputs
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.llm import attention as llm_attention
-from npuctl.artifacts.llm import child, genai, preflight
 from npuctl.artifacts.llm import cpu_work as llm_cpu_work
+from npuctl.artifacts.llm import genai, preflight
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -51,7 +51,6 @@ _SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermedia
 _OPTIONAL_SIZES = ("max_position_embeddings", "num_key_value_heads", "head_dim")
 """With _SIZES, the config.json sizes the shapes and the graph budget are computed from."""
 _OLIVE = ("olive-ai", "onnxruntime-genai", "transformers", "torch")
-_LOG_TAIL = 2000
 STAGE_DEADLINE_FACTOR = 10
 STAGE_DEADLINE_MARGIN = 1800.0
 """A stage is stopped after 10x the pre-flight's time for the whole build, plus 30 min: a hung child (a
@@ -80,19 +79,19 @@ class Shape:
     """Weight bytes of the largest context/iterator graph (what compile's memory follows)."""
 
 
+Plan = tuple[Shape, facts.Preflight]
+"""A build's shapes and its pre-flight, made before any step runs."""
+
+
 def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, earlier: tuple[StepRun, ...],
-                         runner: Runner, targets: list[Target], base_dir: Path) -> BuildResult:
+                         runner: Runner, targets: list[Target], base_dir: Path,
+                         planned: Plan | None = None) -> BuildResult:
     """One verified decoder-pipeline pack per target, from a transformers folder; the fp32 genai folder (the
-    reference) is the CPU model."""
+    reference) is the CPU model. `planned`: the pre-flight made before the steps that led to `source` (a GGUF's
+    conversion), else made here from its config.json."""
     spec = deployment.spec
     config = model_config(source)
-    shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes,
-                               converted=any(run.name == facts.GgufConvert.step for run in earlier))
-    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
-                              preflight=needs))
-    preflight.check(needs, source.uri)
-    runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
+    shape, needs = planned if planned is not None else plan(deployment, config, source, runner)
     reference, reference_run = genai.builder_step(source, Precision.FP32, runner.run, needs)
     steps = [*earlier, reference_run]
     texts = inputs.calibration_texts(spec.calibration, base_dir)
@@ -126,7 +125,7 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
                               {"prompts": prompts, "tokens": bar.tokens, "matching_tokens": bar.matching,
                                "threshold": bar.threshold},
                               lambda out: _check_quantized(graphs.folder, reference.folder, quantized.folder, prompts,
-                                                           bar, out))
+                                                           bar, out, needs))
     steps.append(run)
 
     def static_work(out: Path) -> facts.LlmStatic:
@@ -145,6 +144,20 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
     return BuildResult(deployment.name, spec.model.task, spec.precision, reference.path("model.onnx"),
                        reference.folder, reference.path("tokenizer.json"), tuple(artifacts),
                        tuple(all_steps.values()), (source,))
+
+
+def plan(deployment: ModelDeployment, config: dict[str, Any], source: ResolvedSource, runner: Runner,
+         converted: bool = False, counted: int | None = None) -> Plan:
+    """The pack's shapes and the pre-flight, from `config` (config.json's sizes, or a GGUF's header's before its
+    conversion: `converted`, with its `counted` parameters), shown as the pre-flight's events; a BuildError when
+    this host cannot do the build, before any step runs."""
+    shape = resolve_shape(deployment, config, source.uri)
+    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes, converted=converted, counted=counted)
+    runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
+                              preflight=needs))
+    preflight.check(needs, source.uri)
+    runner.progress(StepEvent(preflight.STEP, StepState.DONE, source.digest, seconds=0.0, message=needs.summary()))
+    return shape, needs
 
 
 def model_config(source: ResolvedSource) -> dict[str, Any]:
@@ -208,31 +221,22 @@ def run_stage(step: str, kind: type[M], request: dict[str, Any], out: Path, need
     its error becomes this step's BuildError, running out of memory one that says so."""
     if dist_version("olive-ai") is None:
         raise BuildError(step, "olive-ai is not installed: pip install 'npuctl[npu-llm]'")
-    estimated = needs.stage_rss_bytes.get(step)
     deadline = STAGE_DEADLINE_FACTOR * needs.seconds + STAGE_DEADLINE_MARGIN
     with tempfile.TemporaryDirectory(prefix="npuctl-olive-") as scratch:
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request | {"out": str(out)}), encoding="utf-8")
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-        done = child.run([sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
-                          str(result_file)], env, deadline)
+        done = children.run(step, [sys.executable, "-m", "npuctl.artifacts.llm.olive_steps", str(request_file),
+                                   str(result_file)], env, deadline)
         result = json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file() else {}
     error = result.get("error")
-    if done.timed_out:
-        raise BuildError(step, f"stopped after {deadline / 60:.0f} min, {STAGE_DEADLINE_FACTOR}x the pre-flight's "
-                         f"estimate for the whole build and 30 min more: {done.log[-_LOG_TAIL:]}")
-    if done.out_of_memory(error):
-        guess = f"{estimated / 2**30:.1f} GiB" if estimated is not None else "nothing"
-        raise BuildError(step, f"{step} ran out of memory: peak {done.peak_rss_bytes / 2**30:.1f} GiB, pre-flight "
-                         f"estimated {guess} ({needs.available_memory_bytes / 2**30:.1f} GiB were available when the "
-                         f"build started); {preflight.WHAT_TO_DO}")
+    done.check_stopped(needs, error)
     if error is not None:
         raise BuildError(step, error)
     if "details" not in result:
-        raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {done.log[-_LOG_TAIL:]}")
-    memory = facts.StageMemory(peak_rss_bytes=done.peak_rss_bytes, estimated_bytes=estimated)
+        raise BuildError(step, f"the Olive stage died (exit {done.returncode}): {done.tail()}")
     try:
-        return kind.model_validate(result["details"] | {"memory": memory})
+        return kind.model_validate(result["details"] | {"memory": done.memory(needs)})
     except ValueError as exc:
         raise BuildError(step, f"the Olive stage reported what npuctl cannot read: {exc}") from exc
 
@@ -244,8 +248,8 @@ def _bar(deployment: ModelDeployment) -> Bar:
 
 
 def _check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], bar: Bar,
-                     out: Path) -> facts.LlmVerifyQuantized:
-    checks = llm_verify.check_quantized(reference, weights, quantized, prompts, bar.tokens, out)
+                     out: Path, needs: facts.Preflight) -> facts.LlmVerifyQuantized:
+    checks = llm_verify.check_quantized(reference, weights, quantized, prompts, bar.tokens, out, needs)
     worst = min(checks, key=lambda c: c.first_divergence)
     cosine = min(c.cosine for c in checks)
     if worst.first_divergence < bar.matching or cosine < bar.threshold:

@@ -1,5 +1,5 @@
-"""What an NPU chat build will need, estimated from config.json's sizes before any step runs, against this host;
-and the refusal when the host cannot do it.
+"""What an NPU chat build will need, estimated from config.json's sizes (a GGUF's header's) before any step runs,
+against this host; and the refusal when the host cannot do it.
 
 The figures are linear in the parameter count (compile's in its largest graph's weight bytes), from
 bench/llm_build.py's builds of random-weight checkpoints of real configurations (SmolLM2-135M and Llama-3.2-1B's;
@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from npuctl.artifacts import facts
+from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
 
 GiB = 2**30
@@ -85,11 +85,12 @@ def parameters(config: dict[str, Any]) -> int:
 
 
 def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
-             converted: bool = False) -> facts.Preflight:
+             converted: bool = False, counted: int | None = None) -> facts.Preflight:
     """The build's needs, from `config` (config.json) and the weight bytes of the largest context/iterator graph
     the splits make, and what this host has: available memory, free disk where the store is. `converted`: the
-    checkpoint is a GGUF's conversion (its step is counted too)."""
-    count = parameters(config)
+    checkpoint is a GGUF's conversion (its step is counted too). `counted`: the parameters counted from the
+    weights' shapes where they are known before any step (a GGUF's header), else `config`'s."""
+    count = counted if counted is not None else parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
     stages["genai-builder"] += CHECKPOINT_BYTES.get(str(config.get("dtype") or config.get("torch_dtype")), 4) * count
     if converted:
@@ -107,21 +108,7 @@ def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
 
 def check(preflight: facts.Preflight, uri: str) -> None:
     """Refuse, before any step runs, a build this host cannot do, naming the figures and what to do."""
-    short = []
-    if preflight.peak_rss_bytes > preflight.available_memory_bytes:
-        short.append(f"~{preflight.peak_rss_bytes / GiB:.1f} GiB of RAM at its peak and this host has "
-                     f"{preflight.available_memory_bytes / GiB:.1f} GiB available")
-    if preflight.disk_bytes > preflight.free_disk_bytes:
-        short.append(f"~{preflight.disk_bytes / 1e9:.1f} GB of disk in the store and it has "
-                     f"{preflight.free_disk_bytes / 1e9:.1f} GB free")
-    if short:
+    short = preflight.shortfall()
+    if short is not None:
         raise BuildError("resolve", f"{uri}: building {preflight.parameters / 1e9:.2f}B parameters for the NPU "
-                         f"needs {' and '.join(short)}: {WHAT_TO_DO}")
-
-
-WHAT_TO_DO = ("build it on a host with more memory and publish it (`npuctl build --publish FOLDER` there, the "
-              "folder in this agent's `artifactSources`), or serve a prebuilt NPU pack of the model (Qualcomm AI Hub "
-              "exports them) as spec.model.source, or free memory and disk here (the window and the splits change "
-              "the pack's graphs, not what the build needs)")
-"""What a user can do when the build does not fit: the same advice when pre-flight refuses and when a stage runs
-out of memory."""
+                         f"needs {short}: {children.WHAT_TO_DO}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -38,7 +37,9 @@ PROBE = "probe.npz"
 PACK_TOKENS = 4
 """Greedy tokens the pack decodes in check_pack: the context graphs run once (the prompt), the iterator graphs
 PACK_TOKENS - 1 times."""
-_LOG_TAIL = 1500
+DEADLINE_SECONDS = 6 * 3600.0
+"""A check is stopped past this (a hung native library, the simulator stuck): the checks of bench/llm_build.py's
+1B build take minutes."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,12 @@ def first_divergence(tokens: tuple[int, ...], expected: tuple[int, ...], asked: 
 
 
 def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], tokens: int,
-                    out: Path) -> list[PromptCheck]:
+                    out: Path, needs: facts.Preflight | None = None) -> list[PromptCheck]:
     """Greedy tokens of the QDQ graph `quantized/model.onnx` against the fp32 `reference/model.onnx` (the
     surgeries' graph, with its tokenizer and genai_config.json; its weights in the builder's folder `weights`),
-    on the CPU; writes PROBE into `out`."""
-    answer = _child({"check": "quantized", "reference": str(reference), "weights": str(weights),
+    on the CPU; writes PROBE into `out`. `needs`: the build's pre-flight, what running out of memory is reported
+    against."""
+    answer = _child(facts.LlmVerifyQuantized.step, needs, {"check": "quantized", "reference": str(reference), "weights": str(weights),
                      "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
     return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
             for c in answer["checks"]]
@@ -86,7 +88,7 @@ def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: li
 def check_pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     """`tokens` greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP)
     on `prompt`, and its first-token logits against the quantized and fp32 ones in `probe`."""
-    answer = _child({"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
+    answer = _child(facts.LlmVerify.step, None, {"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
     return facts.PackCheck.model_validate(answer["check"])
 
 
@@ -101,15 +103,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _child(request: dict[str, Any]) -> dict[str, Any]:
+def _child(step: str, needs: facts.Preflight | None, request: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="npuctl-verify-") as scratch:
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request), encoding="utf-8")
-        done = children.run([sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request_file),
-                             str(result_file)], os.environ | {"HF_HUB_OFFLINE": "1"})
-        if done.returncode < 0 or not result_file.is_file():
-            raise BuildError("verify", _crash(done, request["check"] == "pack"))
-        answer: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+        done = children.run(step, [sys.executable, "-m", "npuctl.artifacts.llm.verify", str(request_file),
+                                   str(result_file)], os.environ | {"HF_HUB_OFFLINE": "1"}, DEADLINE_SECONDS)
+        answer: dict[str, Any] = (json.loads(result_file.read_text(encoding="utf-8")) if result_file.is_file()
+                                  else {})
+    done.check_stopped(needs, answer.get("error"))
+    if done.returncode < 0 or not answer:
+        raise BuildError("verify", _crash(done, request["check"] == "pack"))
     if "error" in answer:
         what = "the quantized model" if request["check"] == "quantized" else "the pack"
         raise BuildError("verify", f"cannot run {what}: {answer['error']}")
@@ -207,8 +211,8 @@ def _eos(folder: Path) -> frozenset[int]:
     return frozenset(eos if isinstance(eos, list) else [eos])
 
 
-def _crash(done: subprocess.CompletedProcess[str], qnn: bool) -> str:
-    tail = (done.stderr or done.stdout or "")[-_LOG_TAIL:].strip()
+def _crash(done: children.ChildRun, qnn: bool) -> str:
+    tail = done.tail()
     if done.returncode < 0 and qnn:
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.Signals._value2member_map_ else ""
         return (f"loading or running the pack crashed the QNN backend ({name or done.returncode}); with "

@@ -1,6 +1,7 @@
 """GGUF sources: a .gguf file checked (architecture, tensor types) with the `gguf` package, then dequantized
 to an fp32 transformers folder (weights, config, tokenizer, chat template) as a stored step. Both text-generation
-paths (the CPU builder and the NPU pack) start from that folder.
+paths (the CPU builder and the NPU pack) start from that folder; the NPU build's pre-flight reads the file's sizes
+from its header first (`header`).
 
 The conversion runs in a child process (npuctl.artifacts.sources.gguf_convert), a tensor at a time."""
 
@@ -9,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from npuctl.artifacts import children, facts
 from npuctl.artifacts.errors import BuildError
@@ -25,22 +28,26 @@ ARCHITECTURES = ("llama", "qwen2")
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0")
 """Tensor types dequantized; the tests write and compare Q8_0 and Q4_0 files."""
 _TOOLS = ("gguf", "transformers", "torch")
-_LOG_TAIL = 2000
+DEADLINE_SECONDS = 3 * 3600.0
+"""The conversion is stopped past this (a hung native library): it reads the GGUF a tensor at a time, minutes
+for the 1.5B models users name."""
 
 
-def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[ResolvedSource, StepRun]:
-    """The transformers folder of a GGUF source (checked before anything runs)."""
+def convert_step(source: ResolvedSource, run_step: StepRunner,
+                 needs: facts.Preflight | None = None) -> tuple[ResolvedSource, StepRun]:
+    """The transformers folder of a GGUF source (checked before anything runs). `needs`: an NPU build's
+    pre-flight, what running out of memory is reported against."""
     inspected = inspect(source.path, source.uri)
 
     def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         # Its tensors dequantized so far are the step's progress (children.run relays them).
-        done = children.run([sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
-                             str(out)], env)
+        done = children.run(STEP, [sys.executable, "-m", "npuctl.artifacts.sources.gguf_convert", str(source.path),
+                                   str(out)], env, DEADLINE_SECONDS)
+        done.check_stopped(needs)
         if done.returncode != 0:
-            raise BuildError(STEP, f"transformers could not load {source.uri}: "
-                             f"{(done.stderr or done.stdout)[-_LOG_TAIL:]}")
-        return inspected
+            raise BuildError(STEP, f"transformers could not load {source.uri}: {done.tail()}")
+        return inspected.model_copy(update={"memory": done.memory(needs)})
 
     record, run = run_step(facts.GgufConvert, {"source": source.digest}, {"tools": {n: dist_version(n) for n in _TOOLS}}, work)
     return _as_source(source, record), run
@@ -48,14 +55,63 @@ def convert_step(source: ResolvedSource, run_step: StepRunner) -> tuple[Resolved
 
 def inspect(path: Path, uri: str) -> facts.GgufConvert:
     """Architecture and tensor types of a GGUF file; BuildError when the project cannot take them."""
+    return _checked(_open(path, uri), uri)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A GGUF file's sizes, read from its metadata and tensor shapes without its tensors' data: what the pre-flight
+    needs before the conversion spends minutes."""
+
+    config: dict[str, Any]
+    """The sizes as the conversion's config.json will say them (transformers maps the same GGUF keys)."""
+    parameters: int
+    """Counted from the tensors' shapes (a tied embedding once: its GGUF has no output.weight)."""
+
+
+def header(path: Path, uri: str) -> Header:
+    """The sizes of a GGUF file the project converts (checked as `inspect` checks it)."""
+    reader = _open(path, uri)
+    architecture = _checked(reader, uri).architecture
+    config: dict[str, Any] = {"model_type": architecture, "dtype": "float32"}  # the conversion is fp32
+    for name, key in _SIZES.items():
+        field = reader.fields.get(f"{architecture}.{key}")
+        value = field.contents() if field is not None else None
+        if value is None and name in _OPTIONAL_SIZES:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BuildError("resolve", f"{uri}: GGUF metadata {architecture}.{key} must be a positive integer "
+                             f"(the model's {name}), not {value!r}; the file is not one llama.cpp's converter wrote")
+        config[name] = value
+    tensors = {t.name: int(t.n_elements) for t in reader.tensors}
+    embedding = tensors.get("token_embd.weight")
+    if embedding is None:
+        raise BuildError("resolve", f"{uri}: the GGUF file has no token_embd.weight tensor (the embedding)")
+    config["vocab_size"] = embedding // config["hidden_size"]
+    config["tie_word_embeddings"] = "output.weight" not in tensors
+    return Header(config, sum(tensors.values()))
+
+
+_SIZES = {"num_hidden_layers": "block_count", "hidden_size": "embedding_length",
+          "intermediate_size": "feed_forward_length", "num_attention_heads": "attention.head_count",
+          "num_key_value_heads": "attention.head_count_kv", "head_dim": "attention.key_length",
+          "max_position_embeddings": "context_length"}
+"""config.json's size -> the GGUF metadata key after `<architecture>.` (llama.cpp's names)."""
+_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+
+
+def _open(path: Path, uri: str) -> Any:
     try:
         import gguf
     except ImportError as exc:
         raise BuildError("resolve", "the gguf package is not installed: pip install 'npuctl[npu-llm]'") from exc
     try:
-        reader = gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(str(path))
     except (OSError, ValueError) as exc:
         raise BuildError("resolve", f"{uri}: not a readable GGUF file ({exc})") from exc
+
+
+def _checked(reader: Any, uri: str) -> facts.GgufConvert:
     field = reader.fields.get("general.architecture")
     architecture = str(field.contents()) if field is not None else "unknown"
     if architecture not in ARCHITECTURES:

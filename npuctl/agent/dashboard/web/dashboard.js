@@ -143,6 +143,12 @@ function benchLine(d) {
   return d.bench || power ? el("p", { class: "bench muted" }, `last bench: ${d.bench || "none"}${policy}`) : null;
 }
 
+function preflightLine(d) {
+  if (!d.preflight) return null;
+  return el("div", { class: `preflight${d.refused ? " refused" : ""}` }, el("span", { class: "muted" }, d.preflight),
+    d.refused ? el("div", { class: "warning" }, `refused: the build needs ${d.refused}`) : null);
+}
+
 function deploymentCard(agent, d) {
   const s = d.status;
   const series = agent.series.find((x) => x.deployment === s.name);
@@ -152,7 +158,7 @@ function deploymentCard(agent, d) {
   return el("article", { class: "deployment", "data-name": s.name, "data-agent": agent.url },
     el("header", {}, el("h3", {}, s.name), chip(s.phase),
       el("span", { class: "muted" }, [d.model && d.model !== s.name ? `as '${d.model}'` : null, d.task, s.file].filter(Boolean).join(" · "))),
-    where, d.cost ? el("p", { class: "cost muted" }, `cost: ${d.cost}`) : null,
+    where, d.cost ? el("p", { class: "cost muted" }, `cost: ${d.cost}`) : null, preflightLine(d),
     benchLine(d), banners(d), buildBar(d.build), conditionsTable(agent, s), artifactsTable(s),
     series ? charts(series) : null);
 }
