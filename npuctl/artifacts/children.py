@@ -32,6 +32,11 @@ from npuctl.artifacts.errors import BuildError
 
 PROGRESS_FILE = "NPUCTL_PROGRESS_FILE"
 """The environment variable that names the file a child writes its reports to."""
+PARENT = "NPUCTL_PARENT"
+"""The environment variable that names the parent, `pid:creation time`: the child ends when that process is gone."""
+PARENT_POLL_SECONDS = 1.0
+ORPHANED = 70
+"""The exit code of a child that ended because its parent was gone."""
 SAMPLE_SECONDS = 0.2
 """How often the parent samples the tree's memory and reads the reports while the child runs."""
 LOG_TAIL_BYTES = 64 << 10
@@ -119,7 +124,7 @@ def run(step: str, command: Sequence[str], env: Mapping[str, str], deadline_seco
         reports.touch()
         relay = _Relay(reports)
         process = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env=dict(env) | {PROGRESS_FILE: str(reports)})
+                                   env=dict(env) | {PROGRESS_FILE: str(reports), PARENT: _identity()})
         try:
             watched: psutil.Process | None = psutil.Process(process.pid)
         except psutil.Error:
@@ -157,8 +162,12 @@ def run(step: str, command: Sequence[str], env: Mapping[str, str], deadline_seco
 
 @contextmanager
 def to_parent() -> Iterator[None]:
-    """In a child that `run` started: `progress.report` calls go to the parent (a few a second at most).
-    Elsewhere (run by hand) they go nowhere."""
+    """In a child that `run` started: `progress.report` calls go to the parent (a few a second at most), and the
+    child ends once the parent is gone (an agent killed mid-build would otherwise leave a quantization running
+    for an hour, holding gigabytes). Elsewhere (run by hand) reports go nowhere."""
+    parent = os.environ.get(PARENT)
+    if parent:
+        threading.Thread(target=_end_without, args=(parent,), name="npuctl-parent-watch", daemon=True).start()
     path = os.environ.get(PROGRESS_FILE)
     if not path:
         yield
@@ -232,6 +241,26 @@ class _Tail:
 
     def text(self) -> str:
         return b"".join(list(self.chunks))[-LOG_TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def _identity() -> str:
+    """This process as a child's PARENT names it: a pid alone could be a new process's after this one ends."""
+    return f"{os.getpid()}:{psutil.Process().create_time()!r}"
+
+
+def _end_without(parent: str) -> None:
+    """Poll the parent; once it is gone (or a zombie: dead, not yet reaped), end this process at once. psutil,
+    not a signal or getppid(): alike on Windows, where an orphan keeps its dead parent's pid."""
+    pid, created = parent.split(":", 1)
+    while True:
+        try:
+            process = psutil.Process(int(pid))
+            alive = repr(process.create_time()) == created and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if not alive:
+            os._exit(ORPHANED)  # the main thread may be deep in native code: no clean-up can be waited for
+        time.sleep(PARENT_POLL_SECONDS)
 
 
 def _tree_rss(process: psutil.Process) -> int:

@@ -178,10 +178,33 @@ def test_a_child_past_its_deadline_is_stopped_with_the_processes_it_started_and_
     assert stopped.value.message.endswith("the end")
 
 
-def _ended(pid: int) -> bool:
+def test_a_child_whose_parent_is_killed_ends_with_it(tmp_path: Path) -> None:
+    # An agent (here a small parent) killed mid-build: its step's child, deep in its work, must not run on.
+    pid_file = tmp_path / "child.pid"
+    work = ("import os, pathlib, time; from npuctl.artifacts import children\n"
+            "with children.to_parent():\n"
+            f"    pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\n"
+            "    time.sleep(120)\n")
+    agent = ("import os, sys; from npuctl.artifacts import children; "
+             f"children.run('llm-quantize', [sys.executable, '-c', {work!r}], dict(os.environ), 600.0)")
+    parent = psutil.Popen([sys.executable, "-c", agent])
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert not _ended(child, grace=0.5), "the child runs while its parent does"
+    finally:
+        parent.kill()
+        parent.wait(30)
+    assert _ended(child), "the child ends once its parent is gone"
+
+
+def _ended(pid: int, grace: float = 10) -> bool:
     """Gone, or a zombie nobody has reaped yet (its parent was killed too): it runs no more. SIGKILL takes
     effect when the process is next scheduled: a few seconds' grace."""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
