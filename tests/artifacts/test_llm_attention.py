@@ -41,8 +41,8 @@ def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **at
     qdq = [numpy_helper.from_array(np.array(QKV_SCALE, np.float32), "qkv_scale"),
            numpy_helper.from_array(np.array(QKV_ZERO, np.uint16), "qkv_zero_point")]
     node = helper.make_node(
-        "GroupQueryAttention", ["qkv_dequantized", "", "", "past_key", "past_value", "seqlens_k", "total_seq_len", "cos_cache",
-                                "sin_cache"], ["attn", "present_key", "present_value"], name="layer0_attn",
+        "GroupQueryAttention", ["qkv_dequantized", "", "", "past_key", "past_value", "seqlens_k", "total_seq_len",
+                                "cos_cache", "sin_cache"], ["attn", "present_key", "present_value"], name="layer0_attn",
         domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, do_rotary=1, **attributes)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "qkv_w"], ["qkv"], name="qkv_proj"),

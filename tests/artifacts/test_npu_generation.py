@@ -131,7 +131,8 @@ def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_
     assert report is not None and report.first_divergence == report.tokens == 16
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
-        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {("float32", (1, 2, "past_sequence_length", 16))}
+        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {
+            ("float32", (1, 2, "past_sequence_length", 16))}
     [attention] = [w for w in report.cpu_work if w.work.value == "attention"]
     assert attention.where == "context_ctx, iterator_ctx" and "spec.generation.attention is cpu" in attention.reason
     assert "unplaced" not in {w.work.value for w in report.cpu_work}

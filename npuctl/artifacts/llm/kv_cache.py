@@ -69,7 +69,8 @@ def quantize_io(model: Any, nodes: list[Any], folder: Path, graph: str) -> None:
                                                [graph_output], name=f"{graph_output}_QuantizeLinear"))
             # The float tensors inside keep the static shapes: the EP's GroupQueryAttention reads the cache's size
             # from its present output (without it, the op stays on the CPU).
-            for tensor, outer in ((node.input[past], inputs[graph_input]), (node.output[present], outputs[graph_output])):
+            for tensor, outer in ((node.input[past], inputs[graph_input]),
+                                  (node.output[present], outputs[graph_output])):
                 inner = model.graph.value_info.add()
                 inner.CopyFrom(outer)
                 inner.name = tensor

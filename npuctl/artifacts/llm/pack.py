@@ -194,9 +194,10 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
     per_layer = weights + 2 * kv_layer
 
     def held(count: int) -> str:
-        cache = (f" and {2 * count * kv_layer / 2**30:.1f} GiB of its layers' uint16 KV cache as input and output at "
-                 f"contextLength {context}") if on_htp else ""
-        return f"~{count * per_layer / 2**30:.1f} GiB ({count * weights / 2**30:.1f} GiB of {precision.value} weights{cache})"
+        cache = (f" and {2 * count * kv_layer / 2**30:.1f} GiB of its layers' {kv_cache.ELEMENT} KV cache as input "
+                 f"and output at contextLength {context}") if on_htp else ""
+        return (f"~{count * per_layer / 2**30:.1f} GiB ({count * weights / 2**30:.1f} GiB of {precision.value} "
+                f"weights{cache})")
 
     if per_layer > FINALIZE_LIMIT:
         raise BuildError("resolve", f"one layer of {uri} is {held(1)} in a graph, over one HTP session's ~2 GB: set "
@@ -211,7 +212,8 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
     if largest * per_layer > FINALIZE_LIMIT:
         raise BuildError("resolve", f"spec.generation.splits {splits} puts {held(largest)} in one graph, over QNN's "
                          f"~2 GB finalize limit (error 1002 when the NPU loads it): set spec.generation.splits to "
-                         f"{fewest} or more, or auto" + (", or a shorter spec.generation.contextLength" if on_htp else ""),
+                         f"{fewest} or more, or auto"
+                         + (", or a shorter spec.generation.contextLength" if on_htp else ""),
                          field=("spec", "generation", "splits"))
     return Shape(generation.window, context, int(splits), int(largest * weights), layers * kv_layer,
                  kv_cache.ELEMENT if on_htp else "float32")
