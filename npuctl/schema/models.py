@@ -156,14 +156,16 @@ class Generation(Spec):
     max_position_embeddings, at most 4096. Must be longer than `window`."""
     splits: int | Literal["auto"] = "auto"
     """How many parts the transformer layers are cut into, each its own context/iterator graph pair.
-    `auto` estimates each graph's weight bytes at the chosen precision and takes the fewest parts that keep
-    every graph under 1 GiB, half of QNN's ~2 GB finalize limit (error 1002)."""
+    `auto` estimates each graph's weight bytes at the chosen precision (and, with `attention: npu`, its layers'
+    KV cache as input and output) and takes the fewest parts that keep every graph under 1 GiB, half of QNN's
+    ~2 GB finalize limit (error 1002)."""
     weight_sharing: bool = False
     """Compile each context/iterator pair into one `.bin` that holds their weights once. Off by default:
     such a binary crashes while loading on Qualcomm's HTP simulator (x86_64); on a Snapdragon it is unverified."""
     attention: Literal["npu", "cpu"] = "npu"
     """Where GroupQueryAttention with the KV cache runs. `npu`: on the HTP inside each context/iterator graph,
-    the KV cache a fixed-size graph input and output of `contextLength` tokens (QNN SDK 2.48 or later). `cpu`:
+    the KV cache a fixed-size uint16 graph input and output of `contextLength` tokens with a fixed scale per layer
+    (QNN SDK 2.48 or later). `cpu`:
     on the CPU between the HTP partitions, as Olive's recipe has it. A model whose attention the HTP cannot take
     is refused at build with the reason; `cpu` builds it."""
 

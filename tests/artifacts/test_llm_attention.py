@@ -21,9 +21,15 @@ HEADS, KV_HEADS, HEAD, WINDOW, CONTEXT = 4, 2, 16, 8, 32
 simulator = pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")
 
 
+QKV_SCALE, QKV_ZERO = 5.0e-5, 30000
+"""The uint16 quantization of the packed QKV projection, as llm-quantize leaves it (asymmetric: -1.5 to 1.77, which
+the projection of random inputs fills to its ends)."""
+
+
 def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **attributes: Any) -> Path:
-    """One GroupQueryAttention over a WINDOW-token chunk; the KV cache's length `kv_length` (symbolic, as StaticLLM
-    leaves it, or a number)."""
+    """One GroupQueryAttention over a WINDOW-token chunk, its packed QKV input quantized to uint16 and dequantized
+    (Q/DQ, as llm-quantize leaves it); the KV cache's length `kv_length` (symbolic, as StaticLLM leaves it, or a
+    number)."""
     rng = np.random.default_rng(0)
     half = HEAD // 2
     angles = np.arange(CONTEXT)[:, None] / 10000 ** (np.arange(half)[None, :] / half)
@@ -32,12 +38,17 @@ def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **at
     weight = numpy_helper.from_array(
         (rng.standard_normal((HEADS * HEAD, (HEADS + 2 * KV_HEADS) * HEAD)) * 0.2).astype(np.float32), "qkv_w")
     kv = [1, KV_HEADS, kv_length, HEAD]
+    qdq = [numpy_helper.from_array(np.array(QKV_SCALE, np.float32), "qkv_scale"),
+           numpy_helper.from_array(np.array(QKV_ZERO, np.uint16), "qkv_zero_point")]
     node = helper.make_node(
-        "GroupQueryAttention", ["qkv", "", "", "past_key", "past_value", "seqlens_k", "total_seq_len", "cos_cache",
-                                "sin_cache"], ["attn", "present_key", "present_value"], name="layer0_attn",
+        "GroupQueryAttention", ["qkv_dequantized", "", "", "past_key", "past_value", "seqlens_k", "total_seq_len",
+                                "cos_cache", "sin_cache"], ["attn", "present_key", "present_value"], name="layer0_attn",
         domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS, do_rotary=1, **attributes)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "qkv_w"], ["qkv"], name="qkv_proj"), node], "gqa",
+        [helper.make_node("MatMul", ["x", "qkv_w"], ["qkv"], name="qkv_proj"),
+         helper.make_node("QuantizeLinear", ["qkv", "qkv_scale", "qkv_zero_point"], ["qkv_quantized"], name="qkv_q"),
+         helper.make_node("DequantizeLinear", ["qkv_quantized", "qkv_scale", "qkv_zero_point"], ["qkv_dequantized"],
+                          name="qkv_dq"), node], "gqa",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, WINDOW, HEADS * HEAD]),
          helper.make_tensor_value_info("past_key", TensorProto.FLOAT, kv),
          helper.make_tensor_value_info("past_value", TensorProto.FLOAT, kv),
@@ -45,10 +56,10 @@ def gqa_graph(path: Path, *, kv_length: int | str = "past_sequence_length", **at
          helper.make_tensor_value_info("total_seq_len", TensorProto.INT32, [])],
         [helper.make_tensor_value_info("attn", TensorProto.FLOAT, [1, WINDOW, HEADS * HEAD]),
          helper.make_tensor_value_info("present_key", TensorProto.FLOAT, kv),
-         helper.make_tensor_value_info("present_value", TensorProto.FLOAT, kv)], [weight, *caches])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+         helper.make_tensor_value_info("present_value", TensorProto.FLOAT, kv)], [weight, *caches, *qdq])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
                                                     helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 8
+    model.ir_version = 10
     onnx.save(model, str(path))
     return path
 
@@ -59,12 +70,75 @@ def kv_dims(path: Path) -> list[list[int | str]]:
             for v in [*graph.input, *graph.output] if "key" in v.name or "value" in v.name]
 
 
-def test_the_kv_cache_gets_the_context_length_in_every_graph(tmp_path: Path) -> None:
+def kv_types(path: Path) -> set[int]:
+    graph = onnx.load(str(path)).graph
+    return {v.type.tensor_type.elem_type for v in [*graph.input, *graph.output] if "key" in v.name or "value" in v.name}
+
+
+def test_the_kv_cache_gets_the_context_length_and_uint16_in_every_graph(tmp_path: Path) -> None:
     for name in ("context", "iterator"):
         gqa_graph(tmp_path / f"{name}.onnx")
     attention.fix_kv_length(tmp_path, ["context", "iterator"], CONTEXT)
     for name in ("context", "iterator"):
         assert kv_dims(tmp_path / f"{name}.onnx") == [[1, KV_HEADS, CONTEXT, HEAD]] * 4
+        assert kv_types(tmp_path / f"{name}.onnx") == {TensorProto.UINT16}
+        onnx.checker.check_model(str(tmp_path / f"{name}.onnx"), full_check=True)
+
+
+def cache_quantization(path: Path) -> dict[str, tuple[float, int]]:
+    """Graph input or output -> the scale and zero point of the DequantizeLinear reading it or QuantizeLinear
+    writing it."""
+    graph = onnx.load(str(path)).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    found = {}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in values:
+            tensor = node.input[0] if node.op_type == "DequantizeLinear" else node.output[0]
+            found[tensor] = (float(values[node.input[1]]), int(values[node.input[2]]))
+    return found
+
+
+def test_the_cached_values_keep_their_projections_grid_and_the_keys_a_range_widened_for_the_rotation(
+        tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    float_graph = gqa_graph(tmp_path / "float.onnx", kv_length=CONTEXT)
+    gqa_graph(tmp_path / "context.onnx")
+    attention.fix_kv_length(tmp_path, ["context"], CONTEXT)
+    scales = cache_quantization(tmp_path / "context.onnx")
+    # Past input and present output of a layer share one quantization: genai hands the present back as the past.
+    assert scales["past_value"] == scales["present_value"] == (pytest.approx(QKV_SCALE), QKV_ZERO)
+    widest = max(QKV_ZERO, 65535 - QKV_ZERO) * QKV_SCALE
+    assert scales["past_key"] == scales["present_key"] == (pytest.approx(np.sqrt(2) * widest / 32767), 32768)
+    # Random inputs fill the projection's range to both ends: the rotated keys come out of the uint16 cache as the
+    # float cache has them to half a step, none clipped; the values exactly (they are on the projection's grid).
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, WINDOW, HEADS * HEAD)).astype(np.float32)
+    feeds = {"seqlens_k": np.array([[WINDOW - 1]], np.int32), "total_seq_len": np.array(WINDOW, np.int32)}
+    zeros = np.zeros((1, KV_HEADS, CONTEXT, HEAD))
+    float_run = ort.InferenceSession(str(float_graph), providers=["CPUExecutionProvider"]).run(None, feeds | {
+        "x": x, "past_key": zeros.astype(np.float32), "past_value": zeros.astype(np.float32)})
+    quantized = ort.InferenceSession(str(tmp_path / "context.onnx"), providers=["CPUExecutionProvider"])
+    cached = quantized.run(None, feeds | {"x": x, "past_key": zeros.astype(np.uint16),
+                                          "past_value": zeros.astype(np.uint16)})
+    assert [c.dtype for c in cached[1:]] == [np.uint16, np.uint16]
+    assert np.abs(float_run[1]).max() > widest  # the rotation took keys past the projection's range
+    (key_scale, key_zero), (value_scale, value_zero) = scales["present_key"], scales["present_value"]
+    keys, values = cached[1][:, :, :WINDOW], cached[2][:, :, :WINDOW]
+    np.testing.assert_allclose((keys.astype(np.float32) - key_zero) * key_scale, float_run[1][:, :, :WINDOW],
+                               atol=key_scale / 2 + 1e-6, rtol=0)
+    assert 0 < keys.min() and keys.max() < 65535
+    np.testing.assert_allclose((values.astype(np.float32) - value_zero) * value_scale, float_run[2][:, :, :WINDOW],
+                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(cached[0], float_run[0], atol=1e-5)
+
+
+def test_a_kv_cache_whose_projection_is_not_quantized_is_refused_naming_the_node(tmp_path: Path) -> None:
+    model = onnx.load(str(gqa_graph(tmp_path / "context.onnx")))
+    model.graph.node[3].input[0] = "qkv"  # the float projection, its Q/DQ bypassed
+    onnx.save(model, str(tmp_path / "context.onnx"))
+    with pytest.raises(BuildError, match=r"graph context, layer0_attn: its input qkv is not a uint16 DequantizeLinear"):
+        attention.fix_kv_length(tmp_path, ["context"], CONTEXT)
 
 
 @pytest.mark.parametrize(("attributes", "cause"), [
@@ -104,7 +178,7 @@ def test_the_htp_takes_attention_only_pinned_by_op_affinity_and_with_a_static_kv
     assert place(static, {})[0].other_ops == {"GroupQueryAttention": 1}  # the EP's default: CPU
     assert place(symbolic, pinned)[0].other_ops == {"GroupQueryAttention": 1}
     coverage, session = place(static, pinned)
-    assert coverage.nodes_by_ep == {qnn.EP_NAME: 2}
+    assert coverage.nodes_by_ep == {qnn.EP_NAME: 4}
 
 
 @simulator
@@ -124,6 +198,41 @@ def test_attention_on_the_htp_matches_the_cpu_on_the_valid_part_of_the_kv_cache(
     np.testing.assert_allclose(on_htp[0], on_cpu[0], atol=0.05)
     for htp_kv, cpu_kv in zip(on_htp[1:], on_cpu[1:], strict=True):
         np.testing.assert_allclose(htp_kv[:, :, : past + WINDOW], cpu_kv[:, :, : past + WINDOW], atol=0.05)
+
+
+@simulator
+def test_a_uint16_kv_cache_runs_on_the_htp_with_its_quantize_and_dequantize_and_matches_the_cpu(
+        tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    gqa_graph(tmp_path / "context.onnx")
+    attention.fix_kv_length(tmp_path, ["context"], CONTEXT)
+    coverage, htp = place(tmp_path / "context.onnx", attention.provider_options(tmp_path))
+    # Every node on the HTP: the projection with its Q/DQ, attention, and the cache's DequantizeLinear (past) and
+    # QuantizeLinear (present) of each of keys and values; nothing left to the CPU.
+    assert coverage.nodes_by_ep == {qnn.EP_NAME: 8} and not coverage.other_ops
+    cpu = ort.InferenceSession(str(tmp_path / "context.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    past = 5
+    feeds = {"x": rng.standard_normal((1, WINDOW, HEADS * HEAD)).astype(np.float32),
+             "past_key": rng.integers(20000, 45000, (1, KV_HEADS, CONTEXT, HEAD)).astype(np.uint16),
+             "past_value": rng.integers(20000, 45000, (1, KV_HEADS, CONTEXT, HEAD)).astype(np.uint16),
+             "seqlens_k": np.array([[past + WINDOW - 1]], np.int32), "total_seq_len": np.array(past + WINDOW, np.int32)}
+    on_htp, on_cpu = htp.run(None, feeds), cpu.run(None, feeds)
+    np.testing.assert_allclose(on_htp[0], on_cpu[0], atol=0.05)
+    quantization = cache_quantization(tmp_path / "context.onnx")
+    again = htp.run(None, feeds | {"past_key": on_htp[1], "past_value": on_htp[2]})
+    for index, name in ((1, "key"), (2, "value")):
+        scale, _ = quantization[f"present_{name}"]
+        cached, chunk = slice(0, past), slice(past, past + WINDOW)
+        assert on_htp[index].dtype == np.uint16
+        # The HTP's float attention holds the cache in fp16 in between: the cached tokens come back within a few
+        # uint16 steps of what went in, and unchanged when fed back, so decoding does not drift.
+        moved = np.abs(on_htp[index][:, :, cached].astype(np.int32) - feeds[f"past_{name}"][:, :, cached])
+        assert moved.max() <= 4, moved.max()
+        np.testing.assert_array_equal(again[index][:, :, cached], on_htp[index][:, :, cached])
+        np.testing.assert_allclose(on_htp[index][:, :, chunk].astype(np.float32) * scale,
+                                   on_cpu[index][:, :, chunk].astype(np.float32) * scale, atol=0.05)
 
 
 def test_the_macs_of_a_graph_are_its_projections_and_attention_over_the_whole_kv_cache(tmp_path: Path) -> None:

@@ -59,11 +59,13 @@ def test_pre_flight_puts_static_shapes_and_compile_far_under_the_models_size(tmp
     shape = pack.resolve_shape(loaded.deployment, config, "file:/nowhere")
     needs = preflight.estimate(config, tmp_path, shape.graph_bytes)
     gib = {step: figure / 2**30 for step, figure in needs.stage_rss_bytes.items()}
-    # llm-static never holds the weights; compile holds one graph, and splits: auto keeps each under 1 GiB of
-    # weights: 3 splits of ~0.9 GiB here.
-    assert shape.splits == 3 and 0.8 < shape.graph_bytes / 2**30 < 1.0
+    # llm-static never holds the weights; compile holds one graph, and splits: auto keeps each graph's weights and
+    # its layers' KV cache (input and output, uint16 at 2048 tokens: 8 MiB per layer each) under 1 GiB: 4 splits of
+    # ~0.66 GiB of weights here (3 without the cache).
+    assert shape.splits == 4 and 0.6 < shape.graph_bytes / 2**30 < 0.7
+    assert shape.kv_cache_bytes == 2 * 28 * 8 * 128 * 2048 * 2 and needs.kv_cache_bytes == 0
     assert gib["llm-static"] < 1.2
-    assert 4.0 < gib["compile"] < 5.5
+    assert 3.5 < gib["compile"] < 5.5
     # The same model cut in 6 needs less to compile, and no more to make static.
     six = pack.resolve_shape(write_deployment(tmp_path, "six", {
         "model": {"source": "file:/nowhere", "task": "text-generation"}, "precision": "w8a16",
@@ -74,6 +76,51 @@ def test_pre_flight_puts_static_shapes_and_compile_far_under_the_models_size(tmp
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX's; Windows reports STATUS_NO_MEMORY")
+def llama3b(tmp_path: Path, name: str, generation: dict[str, object], kv_heads: int = 8) -> pack.Shape:
+    """Llama-3.2-3B's shape (or with `kv_heads` KV heads) resolved for `generation`."""
+    config = HUGE | {"hidden_size": 3072, "num_attention_heads": 24, "intermediate_size": 8192,
+                     "num_hidden_layers": 28, "head_dim": 128, "tie_word_embeddings": True,
+                     "num_key_value_heads": kv_heads}
+    loaded = write_deployment(tmp_path, name, {
+        "model": {"source": "file:/nowhere", "task": "text-generation"}, "precision": "w8a16",
+        "targets": ["x-elite"], "generation": {"window": 128} | generation})
+    return pack.resolve_shape(loaded.deployment, config, "file:/nowhere")
+
+
+def test_the_kv_cache_is_sized_at_resolve_and_splits_that_cannot_hold_it_are_refused_naming_what_to_do(
+        tmp_path: Path) -> None:
+    # uint16 at the HTP's graph I/O: 2 x 28 layers x 8 KV heads x 128 x 8192 tokens x 2 bytes = 896 MiB.
+    long = llama3b(tmp_path, "long", {"splits": "auto", "contextLength": 8192})
+    assert (long.kv_element, long.kv_cache_bytes) == ("uint16", 896 * 2**20)
+    # One graph of 7 layers holds 0.7 GiB of weights and 7 x 2 x 32 MiB of KV cache: auto cuts the model in 5.
+    assert long.splits == 5
+    # 3 splits hold its weights alone (the limit the build had) but not with a cache twice as long.
+    with pytest.raises(BuildError) as refused:
+        llama3b(tmp_path, "three", {"splits": 3, "contextLength": 16384})
+    assert refused.value.step == "resolve" and refused.value.field == ("spec", "generation", "splits")
+    assert refused.value.message == (
+        "spec.generation.splits 3 puts ~2.2 GiB (0.9 GiB of w8a16 weights and 1.2 GiB of its layers' uint16 KV cache "
+        "as input and output at contextLength 16384) in one graph, over QNN's ~2 GB finalize limit (error 1002 when "
+        "the NPU loads it): set spec.generation.splits to 7 or more, or auto, or a shorter "
+        "spec.generation.contextLength")
+    assert llama3b(tmp_path, "three-shorter", {"splits": 3, "contextLength": 8192}).splits == 3
+    # With attention on the CPU the cache is not in the graphs: 3 splits hold.
+    on_cpu = llama3b(tmp_path, "three-cpu", {"splits": 3, "contextLength": 16384, "attention": "cpu"})
+    assert (on_cpu.splits, on_cpu.kv_cache_bytes) == (3, 0)
+    # A cache no number of splits holds: without grouped KV heads, one layer's is over the session's limit.
+    with pytest.raises(BuildError) as too_long:
+        llama3b(tmp_path, "whole", {"splits": "auto", "contextLength": 100_000}, kv_heads=24)
+    assert too_long.value.field == ("spec", "generation", "contextLength")
+    assert "over one HTP session's ~2 GB: set a shorter spec.generation.contextLength" in too_long.value.message
+
+
+def test_pre_flight_shows_the_kv_cache() -> None:
+    needs = facts.Preflight(parameters=10**9, peak_rss_bytes=7 << 30, stage_rss_bytes={}, disk_bytes=16 * 10**9,
+                            seconds=600.0, available_memory_bytes=20 << 30, free_disk_bytes=100 * 10**9,
+                            kv_cache_bytes=896 << 20)
+    assert needs.summary().endswith("~10 min up to compile; KV cache 896.0 MiB (uint16)")
+
+
 def test_a_stage_killed_for_memory_is_reported_as_out_of_memory_with_its_peak_and_the_estimate(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The stage's child process allocates 300 MB and is SIGKILLed, as the kernel does when memory runs out:

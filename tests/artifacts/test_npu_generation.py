@@ -44,10 +44,11 @@ def pack_of(artifact: NpuArtifact) -> Path:
     return artifact.context_model.parent
 
 
-def kv_cache_shapes(wrapper: Path) -> set[tuple[int | str, ...]]:
-    """The shapes of a graph's KV cache inputs and outputs."""
+def kv_cache_shapes(wrapper: Path) -> set[tuple[str, tuple[int | str, ...]]]:
+    """The element types and shapes of a graph's KV cache inputs and outputs."""
     graph = onnx.load(str(wrapper), load_external_data=False).graph
-    return {tuple(d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim)
+    return {(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+             tuple(d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim))
             for v in [*graph.input, *graph.output] if v.name.startswith(("past_key_values.", "present."))}
 
 
@@ -93,10 +94,11 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     # The first NPU build of each model in the session (test_gguf_generation may have made the fp32 reference).
     assert set(COUNTED) - {"genai-builder"} <= set(ran), ran
     # Where the work runs: every decoder layer, GroupQueryAttention with its KV cache included, on the QNN EP
-    # (attention: npu, the default), and lm_head; the embeddings' Gather on the CPU.
+    # (attention: npu, the default), and lm_head; the embeddings' Gather on the CPU. The KV cache is the HTP's
+    # uint16 at the graphs' I/O, its DequantizeLinear and QuantizeLinear compiled with the rest.
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].nodes.keys() == {"QNNExecutionProvider"}, report.stages[name]
-        assert kv_cache_shapes(pack / f"{name}.onnx") == {(1, 2, 256, 16)}
+        assert kv_cache_shapes(pack / f"{name}.onnx") == {("uint16", (1, 2, 256, 16))}
     assert report.stages["embeddings"].nodes.keys() == {"CPUExecutionProvider"}
     # One coverage figure: the artifact's is the pack's node share, its MACs share a decoded token's.
     assert artifact.npu_coverage == report.coverage.nodes > 0.9 and 0.3 < report.weight_share < 1.0
@@ -129,7 +131,8 @@ def test_attention_cpu_keeps_group_query_attention_with_its_kv_cache_on_the_cpu_
     assert report is not None and report.first_divergence == report.tokens == 16
     for name in ("context_ctx", "iterator_ctx"):
         assert report.stages[name].cpu_ops == {"GroupQueryAttention": 2}
-        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {(1, 2, "past_sequence_length", 16)}
+        assert kv_cache_shapes(pack_of(artifact) / f"{name}.onnx") == {
+            ("float32", (1, 2, "past_sequence_length", 16))}
     [attention] = [w for w in report.cpu_work if w.work.value == "attention"]
     assert attention.where == "context_ctx, iterator_ctx" and "spec.generation.attention is cpu" in attention.reason
     assert "unplaced" not in {w.work.value for w in report.cpu_work}
@@ -321,8 +324,11 @@ def test_a_graph_over_qnns_finalize_limit_is_refused_before_any_step_naming_the_
     with pytest.raises(BuildError) as refused:
         tiny_chat.build("llama-3b-one-graph", f"file:{tmp_path}", generation={"splits": 1})
     assert refused.value.step == "resolve"
-    assert "~2.6 GiB of w8a16 weights in one graph, over QNN's ~2 GB finalize limit" in refused.value.message
-    assert "set spec.generation.splits to 3 or more, or auto" in refused.value.message
+    # With attention on the HTP the graph also holds its layers' uint16 KV cache (4096 tokens) as input and output.
+    assert ("~3.5 GiB (2.6 GiB of w8a16 weights and 0.9 GiB of its layers' uint16 KV cache as input and output at "
+            "contextLength 4096) in one graph, over QNN's ~2 GB finalize limit") in refused.value.message
+    assert ("set spec.generation.splits to 4 or more, or auto, or a shorter spec.generation.contextLength"
+            in refused.value.message)
 
 
 def test_a_config_with_an_impossible_size_is_refused_naming_the_field(tiny_chat: TinyChat, tmp_path: Path) -> None:

@@ -38,7 +38,8 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         "embeddings": "cpu", "context_ctx": "npu-simulator", "iterator_ctx": "npu-simulator",
         "lm_head_context_ctx": "npu-simulator", "lm_head_iterator_ctx": "npu-simulator"}
     # Its cost: the four context binaries in their NPU sessions, and the KV cache of its one generation slot at the
-    # manifest's 256-token context (2 layers x 2 KV heads x 16 per head, fp32, keys and values).
+    # manifest's 256-token context (2 layers x 2 KV heads x 16 per head, keys and values, the HTP's uint16 read
+    # from the graphs' cache inputs).
     cost = npu.status.cost
     assert cost is not None and (cost.npu_sessions, cost.sessions) == (4, 5)
     pack = npu.model.pack.folder  # type: ignore[attr-defined]
@@ -46,7 +47,7 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
     # The graphs, their binaries and the embeddings' weights file beside its graph.
     assert cost.artifact_bytes == sum(f.stat().st_size for f in [*pack.glob("*.bin"), *pack.glob("*.onnx"),
                                                                  *pack.glob("*.data")])
-    assert cost.kv_cache_bytes == 2 * 2 * 2 * 16 * 256 * 4
+    assert cost.kv_cache_bytes == 2 * 2 * 2 * 16 * 256 * 2
     cpu_manifest = tiny_chat.manifest(f"{name}-cpu", architecture, runtime={"device": "cpu"})
     cpu = load_served(cpu_manifest.deployment, artifacts_of(built))
     assert cpu.status.where == "cpu"

@@ -8,10 +8,9 @@ present KV output has a static length (the builder reads it as the cache size). 
 length symbolic, so the KV cache is fixed here to the context length: past and present then share one buffer of
 `contextLength` tokens, the layout onnxruntime-genai allocates with `past_present_share_buffer`.
 
-The op stays float here (its inputs dequantized from the uint16 projections, the KV cache float32 graph I/O).
-Tried by hand: wrapped in uint16 Q/DQ pairs (KV cache, rotary tables, outputs) the EP takes it as well, and its
-outputs match the CPU's; only the Q nodes on the float KV graph inputs then stay on the CPU. A uint16/uint8 KV
-cache at the graph I/O, as Qualcomm's own packs have it, is the next step."""
+The op itself stays float (its inputs dequantized from the uint16 projections); the KV cache is uint16 graph I/O
+with a fixed scale per layer (npuctl.artifacts.llm.kv_cache), as Qualcomm's own packs have it: a DequantizeLinear
+after each past input and a QuantizeLinear before each present output, both on the HTP."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import kv_cache
 
 Attention = Literal["npu", "cpu"]
 OP = "GroupQueryAttention"
@@ -37,9 +37,9 @@ _UNSUPPORTED: tuple[tuple[str, Any, str], ...] = (
 
 
 def fix_kv_length(folder: Path, graphs: Iterable[str], context_length: int) -> None:
-    """Give each graph's KV cache (past inputs, present outputs) the static length `context_length`, after
-    checking its GroupQueryAttention nodes are ones the HTP takes. Only the graph protos are rewritten: the
-    weights stay in their external data file."""
+    """Give each graph's KV cache (past inputs, present outputs) the static length `context_length` and the HTP's
+    uint16, after checking its GroupQueryAttention nodes are ones the HTP takes. Only the graph protos are
+    rewritten: the weights stay in their external data file."""
     import onnx
     from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
 
@@ -53,6 +53,7 @@ def fix_kv_length(folder: Path, graphs: Iterable[str], context_length: int) -> N
             check_node(node, context_length)
         for dim_param in _kv_length_params(model.graph, nodes):
             make_dim_param_fixed(model.graph, dim_param, context_length)
+        kv_cache.quantize_io(model, nodes, folder, name)
         onnx.save(model, str(path))
 
 

@@ -32,7 +32,7 @@ class StagePlacement:
     weight_bytes: Counter[str] = field(default_factory=Counter)
     """Execution provider -> bytes of the initializers its nodes read."""
     cpu_ops: Counter[str] = field(default_factory=Counter)
-    """Op types of the nodes on the CPU (GroupQueryAttention and the KV cache, by design)."""
+    """Op types of the nodes on the CPU (GroupQueryAttention and its Q/DQ, with attention: cpu)."""
     macs: Counter[str] = field(default_factory=Counter)
     """Execution provider -> multiply-accumulates of one run of the graph (npuctl.artifacts.llm.macs)."""
 

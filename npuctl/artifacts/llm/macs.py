@@ -45,8 +45,13 @@ def _attribute(node: Any, name: str) -> int:
 
 
 def _head_size(graph: Any, node: Any) -> int:
-    """From the past key input [batch, kv_heads, length, head_size] (a graph input in StaticLLM's graphs)."""
+    """From the past key input [batch, kv_heads, length, head_size]: a graph input in StaticLLM's graphs, or
+    dequantized from one (npuctl.artifacts.llm.kv_cache)."""
+    past = node.input[3]
+    for dequantize in graph.node:
+        if dequantize.op_type == "DequantizeLinear" and dequantize.output[0] == past:
+            past = dequantize.input[0]
     for value in graph.input:
-        if value.name == node.input[3]:
+        if value.name == past:
             return int(value.type.tensor_type.shape.dim[3].dim_value)
     raise ValueError(f"{node.name}: its past key is not a graph input with a static head size")

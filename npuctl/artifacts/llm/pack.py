@@ -27,7 +27,7 @@ from npuctl.artifacts import compile as qnn_compile
 from npuctl.artifacts.errors import AccuracyError, BuildError
 from npuctl.artifacts.llm import attention as llm_attention
 from npuctl.artifacts.llm import cpu_work as llm_cpu_work
-from npuctl.artifacts.llm import genai, preflight
+from npuctl.artifacts.llm import genai, kv_cache, preflight
 from npuctl.artifacts.llm import verify as llm_verify
 from npuctl.artifacts.result import BuildResult, NpuArtifact, StepEvent, StepRun, StepState
 from npuctl.artifacts.sources.context import ResolvedSource
@@ -77,6 +77,11 @@ class Shape:
     splits: int
     graph_bytes: int
     """Weight bytes of the largest context/iterator graph (what compile's memory follows)."""
+    kv_cache_bytes: int
+    """One generation's KV cache at the context length, in the HTP's precision (0 with attention on the CPU, whose
+    float cache is not in the graphs)."""
+    kv_element: str
+    """The KV cache's element type at the context/iterator graphs' I/O."""
 
 
 Plan = tuple[Shape, facts.Preflight]
@@ -136,7 +141,8 @@ def build_npu_generation(deployment: ModelDeployment, source: ResolvedSource, ea
 
     static, run = runner.run(facts.LlmStatic, {"model": quantized.digest, "source": source.digest},
                              {"splits": shape.splits, "window": shape.window, "attention": spec.generation.attention,
-                              "context_length": shape.context_length, "tools": olive}, static_work)
+                              "context_length": shape.context_length, "kv_cache": shape.kv_element, "tools": olive},
+                             static_work)
     steps.append(run)
     artifacts = [_target(deployment, target, static, checked, bar, runner, tuple(steps), needs)
                  for target in targets]
@@ -152,7 +158,8 @@ def plan(deployment: ModelDeployment, config: dict[str, Any], source: ResolvedSo
     conversion: `converted`, with its `counted` parameters), shown as the pre-flight's events; a BuildError when
     this host cannot do the build, before any step runs."""
     shape = resolve_shape(deployment, config, source.uri)
-    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes, converted=converted, counted=counted)
+    needs = preflight.estimate(config, runner.store.root, shape.graph_bytes, converted=converted, counted=counted,
+                               kv_cache_bytes=shape.kv_cache_bytes)
     runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
                               preflight=needs))
     preflight.check(needs, source.uri)
@@ -192,19 +199,37 @@ def resolve_shape(deployment: ModelDeployment, config: dict[str, Any], uri: str)
                          f"{limit} tokens ({uri} config.json max_position_embeddings): lower it")
     layers = int(config["num_hidden_layers"])
     precision = deployment.spec.precision
-    per_layer = preflight.layer_parameters(config) * _WEIGHT_BYTES[precision]
+    weights = preflight.layer_parameters(config) * _WEIGHT_BYTES[precision]
+    on_htp = generation.attention == "npu"
+    kv_layer = kv_cache.cache_bytes(1, int(config.get("num_key_value_heads") or config["num_attention_heads"]),
+                                    preflight.head_size(config), context) if on_htp else 0
+    # With attention on the HTP a graph's session holds its layers' KV cache twice, as its input and its output.
+    per_layer = weights + 2 * kv_layer
+
+    def held(count: int) -> str:
+        cache = (f" and {2 * count * kv_layer / 2**30:.1f} GiB of its layers' {kv_cache.ELEMENT} KV cache as input "
+                 f"and output at contextLength {context}") if on_htp else ""
+        return (f"~{count * per_layer / 2**30:.1f} GiB ({count * weights / 2**30:.1f} GiB of {precision.value} "
+                f"weights{cache})")
+
+    if per_layer > FINALIZE_LIMIT:
+        raise BuildError("resolve", f"one layer of {uri} is {held(1)} in a graph, over one HTP session's ~2 GB: set "
+                         "a shorter spec.generation.contextLength", field=("spec", "generation", "contextLength"))
     fewest = min(layers, max(1, math.ceil(per_layer * layers / GRAPH_BUDGET)))
     splits = fewest if generation.splits == "auto" else generation.splits
     if splits > layers:
         raise BuildError("resolve", f"spec.generation.splits {splits} is more than the model's {layers} layers")
     # Refused here, before hours of quantizing, because the x86 prepare finalizes such a graph (2.3 GB was
     # measured to pass) and only the NPU's own finalize at load time refuses it.
-    largest = math.ceil(layers / splits) * per_layer
-    if largest > FINALIZE_LIMIT:
-        raise BuildError("resolve", f"spec.generation.splits {splits} puts ~{largest / 2**30:.1f} GiB of {precision.value} "
-                         f"weights in one graph, over QNN's ~2 GB finalize limit (error 1002 when the NPU loads it): "
-                         f"set spec.generation.splits to {fewest} or more, or auto")
-    return Shape(generation.window, context, int(splits), int(largest))
+    largest = math.ceil(layers / splits)
+    if largest * per_layer > FINALIZE_LIMIT:
+        raise BuildError("resolve", f"spec.generation.splits {splits} puts {held(largest)} in one graph, over QNN's "
+                         f"~2 GB finalize limit (error 1002 when the NPU loads it): set spec.generation.splits to "
+                         f"{fewest} or more, or auto"
+                         + (", or a shorter spec.generation.contextLength" if on_htp else ""),
+                         field=("spec", "generation", "splits"))
+    return Shape(generation.window, context, int(splits), int(largest * weights), layers * kv_layer,
+                 kv_cache.ELEMENT if on_htp else "float32")
 
 
 def held_out_prompts(samples: int, calibration: list[str]) -> list[str]:
