@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,11 @@ from npuctl.artifacts.llm import decode
 
 PROBE = "probe.npz"
 """Written by check_quantized: the first prompt's first-token logits, quantized and fp32, for check_pack."""
-PACK_TOKENS = 4
-"""Greedy tokens the pack decodes in check_pack: the context graphs run once (the prompt), the iterator graphs
-PACK_TOKENS - 1 times."""
+PACK_TOKENS = 2
+"""Greedy tokens the pack decodes in check_pack: the first comes from the prompt (the context graphs and the
+prompt's lm_head, once), the second from one decode step (the iterator graphs and the token's lm_head, once).
+So every context binary of the pack runs once; more tokens would run the same binaries again, each costing a
+whole pass on the simulator (8-9 s at SmolLM2-135M's shape, `bench/llm_build.py`)."""
 _LOG_TAIL = 1500
 
 
@@ -162,6 +165,7 @@ def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     from npuctl.runtime.prompts import PromptTokenizer
 
     qnn.register_genai(og)
+    started = time.perf_counter()
     model = og.Model(og.Config(str(pack)))
     # As the server encodes a plain prompt: with the special tokens the tokenizer adds (BOS).
     ids = PromptTokenizer(pack).plain(prompt)
@@ -169,24 +173,30 @@ def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     if len(ids) + tokens > room:
         raise ValueError(f"prompt {prompt!r} ({len(ids)} tokens) + {tokens} generated tokens do not fit the "
                          f"KV cache of {room} (spec.generation.contextLength)")
+    loaded = time.perf_counter()
     params = og.GeneratorParams(model)
     # max_length is the pack's KV cache length: a pipeline given less than its prefill window aborts.
     params.set_search_options(do_sample=False, max_length=room)
     generator = og.Generator(model, params)
+    prefill = time.perf_counter()
     generator.append_tokens(ids)
     first = np.asarray(generator.get_logits(), dtype=np.float32).ravel()
+    prefilled = time.perf_counter()
     out: list[int] = []
+    # The first token is chosen from the prompt's logits; each later one runs the iterator graphs once.
     while len(out) < tokens and not generator.is_done():
         generator.generate_next_token()
         out.append(int(generator.get_next_tokens()[0]))
         progress.report(len(out), tokens, "tokens", "the pack")
+    seconds = facts.PackSeconds(load=loaded - started, prefill=prefilled - prefill,
+                                decode=time.perf_counter() - prefilled)
     with np.load(probe) as expected:
         quantized = tuple(int(t) for t in expected["tokens"][:tokens])
         return facts.PackCheck(
             prompt=prompt, tokens=out, quantized_tokens=list(quantized),
             first_divergence=first_divergence(tuple(out), quantized, tokens),
             cosine=decode.cosine(first, expected["quantized"]),
-            reference_cosine=decode.cosine(first, expected["reference"]))
+            reference_cosine=decode.cosine(first, expected["reference"]), seconds=seconds)
 
 
 class _TokenCount:
