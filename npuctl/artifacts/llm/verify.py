@@ -137,7 +137,7 @@ def _quantized(reference: Path, weights: Path, quantized: Path, prompts: list[st
     encoded = [tokenizer.plain(prompt) for prompt in prompts]
     counted = _TokenCount(tokens * len(prompts))
     qdq = decode.Decoder(quantized / "model.onnx", _eos(reference))
-    got = [qdq.greedy(ids, tokens, counted.tick("the quantized model")) for ids in encoded]
+    got = qdq.greedy(encoded, tokens, counted.tick("the quantized model"))
     del qdq  # one model in memory at a time
     count = sum(len(ids) + len(answer.tokens) - 1 for ids, answer in zip(encoded, got, strict=True))
     logits = decode.teacher_forced(reference / "model.onnx", weights, encoded, [answer.tokens for answer in got],
