@@ -252,6 +252,37 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
     assert divergences[1] < divergences[0]
 
 
+def test_the_quantized_graph_decodes_the_prompts_8_at_a_time_each_as_it_would_alone(tiny_chat: TinyChat) -> None:
+    from npuctl.artifacts.inputs import HELD_OUT_CORPUS
+    from npuctl.artifacts.llm import decode
+    from npuctl.runtime.prompts import PromptTokenizer
+
+    built = tiny_chat.build("tiny-llama", "llama")
+    records = {r.digest: r for r in tiny_chat.store.records()}
+    key = next(s.key for s in built.artifacts[0].steps if s.name == "verify-quantized")
+    [record] = [r for r in records.values() if r.key == key]
+    graphs, quantized = records[record.inputs["reference"]].folder, records[record.inputs["model"]].folder
+    tokenizer = PromptTokenizer(graphs)
+    # 11 prompts of different lengths: a batch of 8 (the cap), then one of 3.
+    prompts = [tokenizer.plain(" ".join(text.split()[:words])) for text, words in zip(HELD_OUT_CORPUS, range(2, 13))]
+    assert len(prompts) == 11 and len({len(p) for p in prompts}) > 4
+    qdq = decode.Decoder(quantized / "model.onnx", frozenset([tiny_chat_eos(graphs)]))
+    batches: list[int] = []
+    run = qdq.session.run
+
+    def counted(names: Any, feed: dict[str, Any]) -> Any:
+        batches.append(len(feed["input_ids"]))
+        return run(names, feed)
+
+    qdq.session.run = counted  # type: ignore[method-assign]
+    together = qdq.greedy(prompts, 16)
+    assert set(batches) == {decode.BATCH, 3} and decode.BATCH == 8
+    for prompt, answer in zip(prompts, together, strict=True):
+        alone = qdq.greedy([prompt], 16)[0]
+        assert answer.tokens == alone.tokens and len(answer.tokens) > 1
+        np.testing.assert_array_equal(answer.first_logits, alone.first_logits)
+
+
 def genai_config(folder: Path) -> dict[str, Any]:
     model: dict[str, Any] = json.loads((folder / "genai_config.json").read_text())["model"]
     return model
