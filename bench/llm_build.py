@@ -3,7 +3,10 @@ random-weight checkpoints of real configurations, built with the README's manife
 `contextLength: 2048`). Per step: wall time, CPU time of the whole process tree, peak RSS of the whole process
 tree (this process and its children, sampled with psutil every 0.2 s). Then the store and pack sizes, the slope
 of peak RSS and wall time per parameter over the models built, and the extrapolation to Qwen2.5-1.5B and
-Llama-3.2-3B.
+Llama-3.2-3B. With verify run, verification's share of the build's wall time (verify-quantized and verify over
+every step, each step's time as its record says it took, so re-running one step gives the whole build's figure),
+where the pack check's time went (loading its binaries, the prompt's prefill, the decoded token) and the share
+without the check's HTP runs: on this host the HTP simulator, on a PC's NPU well under a second.
 
 The configurations are the published config.json values; the token ids (bos, eos) are the bench tokenizer's:
 a byte-level BPE trained on a few sentences, its vocabulary padded with unreachable entries to the config's size.
