@@ -279,8 +279,11 @@ def test_the_quantized_graph_decodes_the_prompts_8_at_a_time_each_as_it_would_al
     assert set(batches) == {decode.BATCH, 3} and decode.BATCH == 8
     for prompt, answer in zip(prompts, together, strict=True):
         alone = qdq.greedy([prompt], 16)[0]
-        assert answer.tokens == alone.tokens and len(answer.tokens) > 1
+        assert answer.tokens == alone.tokens
         np.testing.assert_array_equal(answer.first_logits, alone.first_logits)
+    # Rows end at the end token on their own (some at once) while the others go on.
+    lengths = [len(a.tokens) for a in together]
+    assert 1 in lengths and max(lengths) > 4
 
 
 def genai_config(folder: Path) -> dict[str, Any]:
