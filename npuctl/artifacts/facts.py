@@ -309,6 +309,19 @@ class LlmVerifyQuantized(Facts):
     mean_cosine: float
 
 
+class PackSeconds(BaseModel):
+    """Wall time of the pack check's parts: what the HTP (on this host, its simulator) costs in a build's verify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    load: float
+    """Creating the pipeline's sessions (the context binaries loaded)."""
+    prefill: float
+    """The prompt: the context graphs over the prefill window and the prompt's lm_head."""
+    decode: float
+    """The decoded tokens after the first: the iterator graphs and the token's lm_head, once per token."""
+
+
 class PackCheck(BaseModel):
     """The compiled pack (on the NPU, or the HTP simulator) on one prompt, against the quantized graph on the CPU."""
 
@@ -325,6 +338,8 @@ class PackCheck(BaseModel):
     what the quantization says."""
     reference_cosine: float
     """Of the first generated token's logits, pack vs fp32."""
+    seconds: PackSeconds | None = None
+    """Where the check's time went (None in records made before it was measured)."""
 
 
 class LlmVerify(Facts):

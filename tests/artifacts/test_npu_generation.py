@@ -63,8 +63,14 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     # The quantized model on the CPU matches fp32 over every held-out prompt; the compiled pack on the simulator
     # matches the quantized model on its prompt.
     assert report is not None and report.first_divergence == report.tokens == 16
-    assert report.prompts == TRAINED_HELD_OUT and report.npu_first_divergence == report.npu_tokens == 4
+    # Two tokens: the prompt's (the context binaries) and one decoded (the iterator binaries), each run once.
+    assert report.prompts == TRAINED_HELD_OUT and report.npu_first_divergence == report.npu_tokens == 2
     assert report.npu_cosine > 0.999
+    # The check says where its time went (bench/llm_build.py reads it): loading the binaries, the prompt, the token.
+    verify = tiny_chat.store.get(next(s.key for s in artifact.steps if s.name == "verify"))
+    assert verify is not None and isinstance(verify.details, facts.LlmVerify)
+    seconds = verify.details.pack.seconds
+    assert seconds is not None and min(seconds.load, seconds.prefill, seconds.decode) > 0
     assert artifact.accuracy is not None and artifact.accuracy.value >= 0.98
     pack = pack_of(artifact)
     config = json.loads((pack / "genai_config.json").read_text())["model"]
@@ -74,8 +80,12 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert list(stages) == ["embeddings", "context_ctx", "iterator_ctx", "lm_head_context_ctx", "lm_head_iterator_ctx"]
     for name in ("context_ctx", "iterator_ctx", "lm_head_context_ctx", "lm_head_iterator_ctx"):
         assert stages[name]["session_options"]["provider_options"][0]["qnn"]["soc_model"] == "60"
-    # lm_head is two compiled stages: the prompt's over the window (run on its last window only), a token's.
+    # lm_head is two compiled stages: the prompt's (run on its last window only), a token's. The prompt's takes the
+    # window's hidden states and its input_ids and computes the logits of the last real position only.
     assert (stages["lm_head_context_ctx"]["is_lm_head"], stages["lm_head_context_ctx"]["run_on_token_gen"]) == (True, False)
+    assert stages["lm_head_context_ctx"]["inputs"][-1] == "input_ids"
+    [logits] = onnx.load(str(pack / "lm_head_context_ctx.onnx"), load_external_data=False).graph.output
+    assert [d.dim_value for d in logits.type.tensor_type.shape.dim] == [1, 1, config["vocab_size"]]
     assert stages["lm_head_iterator_ctx"]["run_on_prompt"] is False
     assert not (pack / "lm_head.onnx").exists()
     assert {"tokenizer.json", "chat_template.jinja"} <= {p.name for p in pack.iterdir()}
@@ -103,15 +113,15 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     # One coverage figure: the artifact's is the pack's node share, its MACs share a decoded token's.
     assert artifact.npu_coverage == report.coverage.nodes > 0.9 and 0.3 < report.weight_share < 1.0
     # Per decoded token, every MAC is on the HTP: the projections, the MLP, attention over the whole 256-token
-    # cache and lm_head (over the window in the prompt's graph, over one token in a decoded token's).
+    # cache and lm_head (over one token in both: the prompt's last, a decoded token).
     hf = json.loads((tiny_chat.source(architecture) / "config.json").read_text())
     hidden, heads, kv_heads, head = hf["hidden_size"], hf["num_attention_heads"], hf["num_key_value_heads"], 16
     layer = hidden * head * (heads + 2 * kv_heads) + heads * head * hidden + 3 * hidden * hf["intermediate_size"]
     assert report.stages["iterator_ctx"].macs == {
         "QNNExecutionProvider": hf["num_hidden_layers"] * (layer + 2 * 256 * heads * head)}
-    for name, tokens in (("lm_head_context_ctx", 64), ("lm_head_iterator_ctx", 1)):
+    for name in ("lm_head_context_ctx", "lm_head_iterator_ctx"):
         macs = report.stages[name].macs
-        assert macs["QNNExecutionProvider"] == tokens * hidden * hf["vocab_size"] and not macs.get("CPUExecutionProvider")
+        assert macs["QNNExecutionProvider"] == hidden * hf["vocab_size"] and not macs.get("CPUExecutionProvider")
     assert report.coverage.macs == report.prefill_mac_share == 1.0
     assert "100% of per-token MACs" in report.lines()[0]
     # What stays on the CPU is named, where and why: the token gather, genai's sequence lengths and sampling, and
@@ -224,7 +234,7 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
                                 calibration.PART_BYTES)) > 4
     tokenizer = PromptTokenizer(graphs)
     fp32 = decode.Decoder(graphs / "model.onnx", frozenset([tiny_chat_eos(graphs)]), weights=weights)
-    whole = {prompt: fp32.greedy(tokenizer.plain(prompt), tokens) for prompt in prompts}
+    whole = {prompt: fp32.greedy([tokenizer.plain(prompt)], tokens)[0] for prompt in prompts}
     divergences = []
     for number, quantized in enumerate((records[record.inputs["model"]].folder, damaged)):
         out = tmp_path / f"checked-{number}"
@@ -232,7 +242,8 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
         checks = llm_verify._quantized(graphs, weights, quantized, prompts, tokens, out)
         qdq = decode.Decoder(quantized / "model.onnx", frozenset([tiny_chat_eos(graphs)]))
         for check in checks:
-            mine = qdq.greedy(tokenizer.plain(check.prompt), tokens)
+            # Alone, not in the check's batch of every prompt: the same tokens and first logits.
+            mine = qdq.greedy([tokenizer.plain(check.prompt)], tokens)[0]
             expected = whole[check.prompt]
             assert check.quantized_tokens == mine.tokens
             assert check.first_divergence == llm_verify.first_divergence(mine.tokens, expected.tokens, tokens)
@@ -242,6 +253,40 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
             np.testing.assert_allclose(probe["reference"], whole[prompts[0]].first_logits, atol=1e-4)
         divergences.append(min(c.first_divergence for c in checks))
     assert divergences[1] < divergences[0]
+
+
+def test_the_quantized_graph_decodes_the_prompts_8_at_a_time_each_as_it_would_alone(tiny_chat: TinyChat) -> None:
+    from npuctl.artifacts.inputs import HELD_OUT_CORPUS
+    from npuctl.artifacts.llm import decode
+    from npuctl.runtime.prompts import PromptTokenizer
+
+    built = tiny_chat.build("tiny-llama", "llama")
+    records = {r.digest: r for r in tiny_chat.store.records()}
+    key = next(s.key for s in built.artifacts[0].steps if s.name == "verify-quantized")
+    [record] = [r for r in records.values() if r.key == key]
+    graphs, quantized = records[record.inputs["reference"]].folder, records[record.inputs["model"]].folder
+    tokenizer = PromptTokenizer(graphs)
+    # 11 prompts of different lengths: a batch of 8 (the cap), then one of 3.
+    prompts = [tokenizer.plain(" ".join(text.split()[:words])) for text, words in zip(HELD_OUT_CORPUS, range(2, 13))]
+    assert len(prompts) == 11 and len({len(p) for p in prompts}) > 4
+    qdq = decode.Decoder(quantized / "model.onnx", frozenset([tiny_chat_eos(graphs)]))
+    batches: list[int] = []
+    run = qdq.session.run
+
+    def counted(names: Any, feed: dict[str, Any]) -> Any:
+        batches.append(len(feed["input_ids"]))
+        return run(names, feed)
+
+    qdq.session.run = counted  # type: ignore[method-assign]
+    together = qdq.greedy(prompts, 16)
+    assert set(batches) == {decode.BATCH, 3} and decode.BATCH == 8
+    for prompt, answer in zip(prompts, together, strict=True):
+        alone = qdq.greedy([prompt], 16)[0]
+        assert answer.tokens == alone.tokens
+        np.testing.assert_array_equal(answer.first_logits, alone.first_logits)
+    # Rows end at the end token on their own (some at once) while the others go on.
+    lengths = [len(a.tokens) for a in together]
+    assert 1 in lengths and max(lengths) > 4
 
 
 def genai_config(folder: Path) -> dict[str, Any]:

@@ -21,6 +21,9 @@ from npuctl.artifacts.llm.weights import WeightsFolder
 
 PAST = "past_key_values."
 PRESENT = "present."
+BATCH = 8
+"""Prompts decoded in one batch by `Decoder.greedy` (the default accuracy.samples): its logits, the largest
+tensor of a pass ([BATCH, longest prompt, vocabulary] in the first), stay a few tens of MB at a 128k vocabulary."""
 
 
 @dataclass(frozen=True)
@@ -53,30 +56,53 @@ class Decoder:
                       if i.name.startswith(PAST)}
         """Cache input -> (KV heads, head size): fixed numbers after the surgeries."""
 
-    def greedy(self, prompt: list[int], tokens: int, on_token: Callable[[], None] | None = None) -> Greedy:
-        """The prompt in one pass, then one token per pass; `on_token` is called after each token."""
-        past = {name: np.zeros((1, heads, 0, size), np.float32) for name, (heads, size) in self._past.items()}
-        ids, total = list(prompt), 0
-        out: list[int] = []
-        first: np.ndarray[Any, np.dtype[np.float32]] | None = None
-        while len(out) < tokens:
-            total += len(ids)
-            feed = _feed(ids, total) | past
-            names = [o.name for o in self.session.get_outputs()]
+    def greedy(self, prompts: list[list[int]], tokens: int, on_token: Callable[[], None] | None = None,
+               ) -> list[Greedy]:
+        """Each prompt decoded greedily, BATCH prompts at a time: the prompts in one pass (padded on the right),
+        then one token per prompt per pass; `on_token` is called after each token of each prompt.
+
+        A pass costs about as much for a batch as for one prompt: the weights' DequantizeLinear (onnxruntime does
+        not fold it, which keeps the quantized weights small in memory) and the matmuls' reads of them are most
+        of it. GroupQueryAttention takes each row's own length (past_seq_len is per row), so a row decodes as it
+        would alone, up to float rounding: a batch's matmuls may sum in another order than one row's, which can
+        only matter at a near-tie of the logits."""
+        out: list[Greedy] = []
+        for start in range(0, len(prompts), BATCH):
+            out.extend(self._batch(prompts[start:start + BATCH], tokens, on_token))
+        return out
+
+    def _batch(self, prompts: list[list[int]], tokens: int, on_token: Callable[[], None] | None) -> list[Greedy]:
+        rows = len(prompts)
+        lengths = np.asarray([len(p) for p in prompts], np.int32)
+        ids = np.zeros((rows, int(lengths.max())), np.int64)
+        for row, prompt in enumerate(prompts):
+            ids[row, :len(prompt)] = prompt
+        past = {name: np.zeros((rows, heads, 0, size), np.float32) for name, (heads, size) in self._past.items()}
+        # Row r's logits in the first pass are at its last prompt token; after it, at the one token fed.
+        at = lengths - 1
+        out: list[list[int]] = [[] for _ in prompts]
+        first: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        names = [o.name for o in self.session.get_outputs()]
+        total = ids.shape[1]
+        for step in range(tokens):
+            feed = {"input_ids": ids, "past_seq_len": (lengths - 1 + step).reshape(rows, 1),
+                    "total_seq_len": np.asarray(total, np.int32)} | past
             values = dict(zip(names, self.session.run(names, feed), strict=True))
-            logits = np.asarray(values["logits"][0, -1], np.float32)
-            first = logits if first is None else first
-            token = int(np.argmax(logits))
-            out.append(token)
-            if on_token is not None:
-                on_token()
-            if token in self.eos:
+            logits = np.asarray(values["logits"][np.arange(rows), at], np.float32)
+            if step == 0:
+                first = list(logits)
+            chosen = logits.argmax(axis=-1)
+            for row, token in enumerate(chosen):
+                if len(out[row]) == step and (step == 0 or out[row][-1] not in self.eos):
+                    out[row].append(int(token))
+                    if on_token is not None:
+                        on_token()
+            if all(answer[-1] in self.eos for answer in out):
                 break
             past = {PAST + name.removeprefix(PRESENT): value for name, value in values.items()
                     if name.startswith(PRESENT)}
-            ids = [token]
-        assert first is not None  # tokens >= 1: the loop ran
-        return Greedy(tuple(out), first)
+            ids, at, total = chosen.reshape(rows, 1).astype(np.int64), np.zeros(rows, np.intp), total + 1
+        return [Greedy(tuple(answer), logits_) for answer, logits_ in zip(out, first, strict=True)]
 
 
 def teacher_forced(model: Path, weights: Path, prompts: list[list[int]], answers: list[tuple[int, ...]],

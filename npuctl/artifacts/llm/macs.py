@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 ATTENTION = "GroupQueryAttention"
+LOGITS = "logits"
 
 
 def node_macs(model: Path, tokens: int, kv_length: int) -> dict[str, int]:
@@ -33,10 +34,14 @@ def node_macs(model: Path, tokens: int, kv_length: int) -> dict[str, int]:
 
 
 def tokens_of(model: Path) -> int:
-    """The static sequence length of a graph's first input [batch, sequence, ...]; 1 when it is symbolic."""
+    """The tokens one run of a graph computes: the static sequence length of its logits [batch, sequence, vocab]
+    when it has them (the prompt's lm_head takes a window and computes its last position only), else of its
+    first input [batch, sequence, ...]; 1 when it is symbolic."""
     import onnx
 
-    dims = onnx.load(str(model), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    graph = onnx.load(str(model), load_external_data=False).graph
+    value = next((o for o in graph.output if o.name == LOGITS), graph.input[0])
+    dims = value.type.tensor_type.shape.dim
     return dims[1].dim_value if len(dims) > 1 and dims[1].dim_value > 0 else 1
 
 

@@ -303,10 +303,12 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
             "targeted": on.model_dump(mode="json")}, out, needs)
         return staged.model_copy(update={"ep_compatibility_info": qnn_compile.compatibility(_first_context(out))})
 
+    # lm_head's key names what its prompt graph computes: packs compiled before it took the last position only
+    # are compiled again.
     compiled, compile_run = runner.run(facts.LlmCompile, {"model": static.digest},
                                        on.model_dump(mode="json") | {"weight_sharing": sharing,
                                                                      "optimization_level": spec.build.optimization_level,
-                                                                     "lm_head": "htp"},
+                                                                     "lm_head": "htp, last position"},
                                        compile_work, target=target.name)
     prompt = checked.details.checks[0].prompt
     tokens = min(llm_verify.PACK_TOKENS, bar.tokens)

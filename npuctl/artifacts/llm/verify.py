@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,11 @@ from npuctl.artifacts.llm import decode
 
 PROBE = "probe.npz"
 """Written by check_quantized: the first prompt's first-token logits, quantized and fp32, for check_pack."""
-PACK_TOKENS = 4
-"""Greedy tokens the pack decodes in check_pack: the context graphs run once (the prompt), the iterator graphs
-PACK_TOKENS - 1 times."""
+PACK_TOKENS = 2
+"""Greedy tokens the pack decodes in check_pack: the first comes from the prompt (the context graphs and the
+prompt's lm_head, once), the second from one decode step (the iterator graphs and the token's lm_head, once).
+So every context binary of the pack runs once; more tokens would run the same binaries again, each costing a
+whole pass on the simulator (8-9 s at SmolLM2-135M's shape, `bench/llm_build.py`)."""
 DEADLINE_SECONDS = 6 * 3600.0
 """A check is stopped past this (a hung native library, the simulator stuck): the checks of bench/llm_build.py's
 1B build take minutes."""
@@ -79,7 +82,8 @@ def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: li
     surgeries' graph, with its tokenizer and genai_config.json; its weights in the builder's folder `weights`),
     on the CPU; writes PROBE into `out`. `needs`: the build's pre-flight, what running out of memory is reported
     against."""
-    answer = _child(facts.LlmVerifyQuantized.step, needs, {"check": "quantized", "reference": str(reference), "weights": str(weights),
+    answer = _child(facts.LlmVerifyQuantized.step, needs,
+                    {"check": "quantized", "reference": str(reference), "weights": str(weights),
                      "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
     return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
             for c in answer["checks"]]
@@ -88,7 +92,8 @@ def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: li
 def check_pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     """`tokens` greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP)
     on `prompt`, and its first-token logits against the quantized and fp32 ones in `probe`."""
-    answer = _child(facts.LlmVerify.step, None, {"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
+    answer = _child(facts.LlmVerify.step, None,
+                    {"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
     return facts.PackCheck.model_validate(answer["check"])
 
 
@@ -123,8 +128,7 @@ def _child(step: str, needs: facts.Preflight | None, request: dict[str, Any]) ->
 def _checked(request: dict[str, Any]) -> dict[str, Any]:
     if request["check"] == "quantized":
         checks = _quantized(Path(request["reference"]), Path(request["weights"]), Path(request["quantized"]),
-                            request["prompts"],
-                            request["tokens"], Path(request["out"]))
+                            request["prompts"], request["tokens"], Path(request["out"]))
         return {"checks": [c.as_fact().model_dump(mode="json") for c in checks]}
     check = _pack(Path(request["pack"]), Path(request["probe"]), request["prompt"], request["tokens"])
     return {"check": check.model_dump(mode="json")}
@@ -138,7 +142,7 @@ def _quantized(reference: Path, weights: Path, quantized: Path, prompts: list[st
     encoded = [tokenizer.plain(prompt) for prompt in prompts]
     counted = _TokenCount(tokens * len(prompts))
     qdq = decode.Decoder(quantized / "model.onnx", _eos(reference))
-    got = [qdq.greedy(ids, tokens, counted.tick("the quantized model")) for ids in encoded]
+    got = qdq.greedy(encoded, tokens, counted.tick("the quantized model"))
     del qdq  # one model in memory at a time
     count = sum(len(ids) + len(answer.tokens) - 1 for ids, answer in zip(encoded, got, strict=True))
     logits = decode.teacher_forced(reference / "model.onnx", weights, encoded, [answer.tokens for answer in got],
@@ -166,6 +170,7 @@ def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     from npuctl.runtime.prompts import PromptTokenizer
 
     qnn.register_genai(og)
+    started = time.perf_counter()
     model = og.Model(og.Config(str(pack)))
     # As the server encodes a plain prompt: with the special tokens the tokenizer adds (BOS).
     ids = PromptTokenizer(pack).plain(prompt)
@@ -173,24 +178,30 @@ def _pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
     if len(ids) + tokens > room:
         raise ValueError(f"prompt {prompt!r} ({len(ids)} tokens) + {tokens} generated tokens do not fit the "
                          f"KV cache of {room} (spec.generation.contextLength)")
+    loaded = time.perf_counter()
     params = og.GeneratorParams(model)
     # max_length is the pack's KV cache length: a pipeline given less than its prefill window aborts.
     params.set_search_options(do_sample=False, max_length=room)
     generator = og.Generator(model, params)
+    prefill = time.perf_counter()
     generator.append_tokens(ids)
     first = np.asarray(generator.get_logits(), dtype=np.float32).ravel()
+    prefilled = time.perf_counter()
     out: list[int] = []
+    # The first token is chosen from the prompt's logits; each later one runs the iterator graphs once.
     while len(out) < tokens and not generator.is_done():
         generator.generate_next_token()
         out.append(int(generator.get_next_tokens()[0]))
         progress.report(len(out), tokens, "tokens", "the pack")
+    seconds = facts.PackSeconds(load=loaded - started, prefill=prefilled - prefill,
+                                decode=time.perf_counter() - prefilled)
     with np.load(probe) as expected:
         quantized = tuple(int(t) for t in expected["tokens"][:tokens])
         return facts.PackCheck(
             prompt=prompt, tokens=out, quantized_tokens=list(quantized),
             first_divergence=first_divergence(tuple(out), quantized, tokens),
             cosine=decode.cosine(first, expected["quantized"]),
-            reference_cosine=decode.cosine(first, expected["reference"]))
+            reference_cosine=decode.cosine(first, expected["reference"]), seconds=seconds)
 
 
 class _TokenCount:
