@@ -16,6 +16,7 @@ from npuctl.runtime.devices import NpuKind, detect_host
 from npuctl.serve.models import load_served
 from tests.serve.conftest import Serve
 from tests.tiny_chat import PROMPTS, TinyChat
+from tests.tiny_gguf import write_gguf
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(detect_host().npu is not NpuKind.SIMULATOR, reason="needs the x86_64 HTP simulator")]
@@ -73,6 +74,31 @@ def test_a_built_pack_streams_chat_from_the_simulator_and_greedy_text_matches_th
         "token-embeddings", "embeddings")
     # The NPU coverage served is the build's, not one counted on the wrappers (with the CPU attention as NPU).
     assert metadata["status"]["npu_coverage"] == built.artifacts[0].npu_coverage
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_a_gguf_files_pack_streams_the_greedy_text_of_its_cpu_reference(
+        tiny_chat: TinyChat, serve: Serve, tmp_path: Path, architecture: str) -> None:
+    # The GGUF source takes the same path (attention and the uint16 KV cache on the HTP); its CPU reference is the
+    # fp32 model converted from the same file.
+    source = f"file:{write_gguf(tiny_chat.source(architecture), tmp_path / f'{architecture}.gguf', 'Q8_0')}"
+    name = f"gguf-{architecture}"
+    built = tiny_chat.build(name, source)
+    assert [s.name for s in built.steps][:2] == ["resolve", "gguf-convert"]
+    [artifact] = built.artifacts
+    placed = artifact.generation
+    assert placed is not None and placed.coverage.macs == placed.prefill_mac_share == 1.0
+    npu = load_served(tiny_chat.manifest(name, source).deployment, artifacts_of(built, tiny_chat.store.views_dir))
+    cpu = load_served(tiny_chat.manifest(f"{name}-cpu", source, runtime={"device": "cpu"}).deployment,
+                      artifacts_of(built))
+    assert (npu.status.where, cpu.status.where) == ("npu-simulator", "cpu")
+    api = client(serve(npu, cpu).url)
+    for prompt in PROMPTS:
+        chunks = api.completions.create(model=name, prompt=prompt, max_tokens=16, temperature=0, stream=True)
+        streamed = "".join(c.choices[0].text for c in chunks if c.choices)
+        on_cpu = api.completions.create(model=f"{name}-cpu", prompt=prompt, max_tokens=16, temperature=0)
+        assert streamed == on_cpu.choices[0].text
+        assert on_cpu.usage is not None and on_cpu.usage.completion_tokens >= 8
 
 
 def test_an_x2_elite_pack_is_refused_on_an_x_elite_host_with_the_reason(tiny_chat: TinyChat) -> None:
