@@ -158,3 +158,27 @@ def test_a_file_that_is_no_whole_onnx_model_is_llm_statics_error_naming_it(tmp_p
     with pytest.raises(BuildError) as refused:
         graph_refs.load_graph(model_file)
     assert refused.value.step == "llm-static" and str(model_file) in refused.value.message
+
+
+def test_a_split_gets_its_own_data_file_and_a_reference_out_of_the_source_folder_is_refused(tmp_path: Path) -> None:
+    weight = np.arange(1024, dtype=np.float32).reshape(32, 32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+                              [numpy_helper.from_array(weight, "w")])
+    source, split = tmp_path / "source", tmp_path / "split"
+    source.mkdir()
+    split.mkdir()
+    onnx.save_model(helper.make_model(graph), str(source / "model.onnx"), save_as_external_data=True,
+                    location="model.data", size_threshold=0)
+    model = onnx.load(str(source / "model.onnx"), load_external_data=False)
+    onnx.save(model, str(split / "part.onnx"))
+    graph_refs.localize(split / "part.onnx", source)
+    assert [p.name for p in sorted(split.iterdir())] == ["part.onnx", "part.onnx.data"]
+    np.testing.assert_array_equal(numpy_helper.to_array(onnx.load(str(split / "part.onnx")).graph.initializer[0]),
+                                  weight)
+    [entry] = [e for e in model.graph.initializer[0].external_data if e.key == "location"]
+    entry.value = "../model.data"
+    onnx.save(model, str(split / "escaping.onnx"))
+    with pytest.raises(BuildError, match=r"llm-static: w: its data file '\.\./model\.data' is not in"):
+        graph_refs.localize(split / "escaping.onnx", source)

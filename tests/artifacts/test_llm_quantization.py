@@ -63,12 +63,12 @@ def test_ranges_computed_part_by_part_are_onnxruntimes_minmax_calibraters(tmp_pa
     from onnxruntime.quantization.calibrate import create_calibrator
 
     path = mlp(tmp_path / "model", tied=False)
-    weights = WeightsFolder(path.parent)
+    weights = WeightsFolder(path.parent, "llm-quantize")
     prepared = quantization.prepare(path, weights, tmp_path)
     ops = sorted({n.op_type for n in prepared.graph.node})
     tensors = calibration.tensors_to_calibrate(prepared, ops)
     part_bytes = (WIDTH + 1) * HIDDEN * 4  # one weight matrix per part, and the bias
-    parts = calibration.plan(prepared.graph, tensors, part_bytes)
+    parts = calibration.plan(prepared.graph, tensors, "llm-quantize", part_bytes)
     # Each part reads one weight matrix (the bias joins the first); what later parts read is kept for them.
     assert [[n.name for n in p.nodes] for p in parts] == [["up", "bias", "gate", "silu"], ["down", "residual"],
                                                           ["head"]]
@@ -120,7 +120,7 @@ def contents(model: onnx.ModelProto, folder: Path) -> tuple[Any, ...]:
 def test_the_quantized_model_is_onnxruntimes_quantize_static_with_olives_qnn_options(
         tmp_path: Path, precision: str) -> None:
     path = mlp(tmp_path / "model")
-    weights = WeightsFolder(path.parent)
+    weights = WeightsFolder(path.parent, "llm-quantize")
     prepared = quantization.prepare(path, weights, tmp_path)
     assert "tied" not in {n.name for n in prepared.graph.node}  # folded: w2 is a weight, as the optimizer makes it
     quantization.quantize(prepared, weights, samples(), precision, tmp_path / "mine")
@@ -140,7 +140,7 @@ def test_a_weight_whose_data_file_entry_does_not_fit_the_file_is_refused_naming_
     data = path.parent / "model.onnx.data"
     data.write_bytes(data.read_bytes()[: WIDTH * HIDDEN * 4 + 100])  # w0 whole, b0 cut short
     model = onnx.load(str(path), load_external_data=False)
-    weights = WeightsFolder(path.parent)
+    weights = WeightsFolder(path.parent, "llm-quantize")
     tensors = {t.name: t for t in model.graph.initializer}
     assert weights.read(tensors["w0"]).shape == (WIDTH, HIDDEN)
     with pytest.raises(BuildError) as refused:

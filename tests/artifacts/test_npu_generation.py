@@ -231,7 +231,7 @@ def test_the_fp32_reference_run_in_parts_over_the_quantized_tokens_finds_what_de
     wrong_scales(damaged, "model.layers.0.", factor=4.0)
     monkeypatch.setattr(calibration, "PART_BYTES", 16 << 10)
     assert len(calibration.plan(onnx.load(str(graphs / "model.onnx"), load_external_data=False).graph, set(),
-                                calibration.PART_BYTES)) > 4
+                                decode.STEP, calibration.PART_BYTES)) > 4
     tokenizer = PromptTokenizer(graphs)
     fp32 = decode.Decoder(graphs / "model.onnx", frozenset([tiny_chat_eos(graphs)]), weights=weights)
     whole = {prompt: fp32.greedy([tokenizer.plain(prompt)], tokens)[0] for prompt in prompts}

@@ -23,8 +23,7 @@ import numpy as np
 
 from npuctl.artifacts import progress
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm.graph_refs import tensor_bytes
-from npuctl.artifacts.llm.weights import STEP, WeightsFolder, is_external
+from npuctl.artifacts.llm.weights import WeightsFolder, is_external, tensor_bytes
 
 PART_BYTES = 256 << 20
 """Weights of one part of the graph (a single tensor bigger than this is a part of its own)."""
@@ -60,9 +59,10 @@ def tensors_to_calibrate(model: Any, op_types: Sequence[str]) -> set[str]:
     return set(selected)
 
 
-def plan(graph: Any, calibrated: Set[str], part_bytes: int = PART_BYTES, outputs: Set[str] = frozenset()) -> list[Part]:
+def plan(graph: Any, calibrated: Set[str], step: str, part_bytes: int = PART_BYTES,
+         outputs: Set[str] = frozenset()) -> list[Part]:
     """The graph's nodes cut into parts in their (topological) order, each reading ~part_bytes of weights; `run`
-    gives the ranges of `calibrated` and the values of `outputs` (tensors nodes make)."""
+    gives the ranges of `calibrated` and the values of `outputs` (tensors nodes make). `step`: what errors name."""
     initializers = {t.name: t for t in graph.initializer}
     parts: list[Part] = []
     size = 0
@@ -89,9 +89,9 @@ def plan(graph: Any, calibrated: Set[str], part_bytes: int = PART_BYTES, outputs
                 if not name or name in initializers:
                     continue
                 if name not in made_in and name not in graph_inputs:
-                    raise BuildError(STEP, f"node {node.name!r} reads {name!r}, which no node makes")
+                    raise BuildError(step, f"node {node.name!r} reads {name!r}, which no node makes")
                 if made_in.get(name, -1) > index or (made_in.get(name) == index and _after(part, node, name)):
-                    raise BuildError(STEP, f"the graph is not in topological order at node {node.name!r}")
+                    raise BuildError(step, f"the graph is not in topological order at node {node.name!r}")
                 last_read[name] = index
                 if made_in.get(name, -1) < index and name not in part.inputs:
                     part.inputs.append(name)
@@ -103,7 +103,7 @@ def plan(graph: Any, calibrated: Set[str], part_bytes: int = PART_BYTES, outputs
         if name in outputs:
             parts[index].outputs.append(name)
     if missing := sorted(set(outputs) - set(made_in)):
-        raise BuildError(STEP, f"no node of the graph makes {missing}")
+        raise BuildError(step, f"no node of the graph makes {missing}")
     for name in sorted(calibrated & graph_inputs):
         first = next(i for i, p in enumerate(parts) if name in p.inputs)
         parts[first].calibrated.append(name)
@@ -122,7 +122,7 @@ def ranges(model: Any, weights: WeightsFolder, samples: list[Feeds], calibrated:
     inputs), the graph run part by part; each sample of each part reported done."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
 
-    parts = plan(model.graph, calibrated, part_bytes)
+    parts = plan(model.graph, calibrated, weights.step, part_bytes)
     lows: dict[str, list[np.ndarray]] = {}
     highs: dict[str, list[np.ndarray]] = {}
     for index, number, values in run(model, weights, parts, samples):

@@ -14,8 +14,8 @@ from typing import Any
 from npuctl.artifacts import facts
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import attention as llm_attention
-from npuctl.artifacts.llm import graph_refs
 from npuctl.artifacts.llm import macs as llm_macs
+from npuctl.artifacts.llm import weights
 from npuctl.runtime import qnn
 
 FINALIZE_HINT = ("set spec.generation.splits to a larger number (smaller graphs), or a lower "
@@ -155,7 +155,7 @@ def _initializer_bytes_by_node(model: Path) -> dict[str, int]:
     import onnx
 
     graph = onnx.load(str(model), load_external_data=False).graph
-    sizes = {t.name: graph_refs.tensor_bytes(t) for t in graph.initializer}
+    sizes = {t.name: weights.tensor_bytes(t) for t in graph.initializer}
     by_node: dict[str, int] = {}
     for node in graph.node:
         total = sum(sizes.pop(name, 0) for name in node.input)

@@ -19,6 +19,8 @@ import numpy as np
 from npuctl.artifacts.llm import calibration
 from npuctl.artifacts.llm.weights import WeightsFolder
 
+STEP = "verify-quantized"
+"""What the fp32 pass's errors name (it reads its weights as llm-quantize's calibration does)."""
 PAST = "past_key_values."
 PRESENT = "present."
 BATCH = 8
@@ -117,9 +119,9 @@ def teacher_forced(model: Path, weights: Path, prompts: list[list[int]], answers
     empty = {i.name: np.zeros((1, _dims(i)[1], 0, _dims(i)[3]), np.float32) for i in graph.graph.input
              if i.name.startswith(PAST)}
     fed = [ids + list(answer[:-1]) for ids, answer in zip(prompts, answers, strict=True)]
-    parts = calibration.plan(graph.graph, set(), calibration.PART_BYTES, outputs={"logits"})
+    parts = calibration.plan(graph.graph, set(), STEP, calibration.PART_BYTES, outputs={"logits"})
     logits: list[np.ndarray[Any, np.dtype[np.float32]]] = [np.empty(0, np.float32)] * len(fed)
-    for index, number, values in calibration.run(graph, WeightsFolder(weights), parts,
+    for index, number, values in calibration.run(graph, WeightsFolder(weights, STEP), parts,
                                                  [_feed(ids, len(ids)) | empty for ids in fed]):
         if "logits" in values:
             logits[number] = np.array(values["logits"][0, len(prompts[number]) - 1:], np.float32)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from npuctl.artifacts.errors import BuildError
+from npuctl.artifacts.llm import weights
 from npuctl.runtime import wire
 
-_COPY_CHUNK = 64 << 20
 """Bytes read and written at a time: an embedding table can be hundreds of MB."""
 
 
@@ -109,54 +109,15 @@ def localize(model_file: Path, source: Path) -> None:
     model = load_graph(model_file)
     data_name = f"{model_file.name}.data"
     data_file = model_file.with_name(data_name)
-    sources: dict[str, Any] = {}
-    try:
-        with data_file.open("wb") as out:
-            for tensor in external_tensors(model):
-                fields = {entry.key: entry.value for entry in tensor.external_data}
-                location = fields.get("location", "")
-                offset, length = int(fields.get("offset", 0)), fields.get("length")
-                if location not in sources:
-                    path = source / location
-                    if not location or Path(location).is_absolute() or not path.resolve().is_relative_to(
-                            source.resolve()):
-                        raise BuildError("llm-static", f"{model_file.name}: tensor {tensor.name} names data file "
-                                         f"{location!r}, which is not inside {source}")
-                    sources[location] = path.open("rb")
-                reader = sources[location]
-                reader.seek(offset)
-                start = out.tell()
-                remaining = int(length) if length is not None else tensor_bytes(tensor)
-                while remaining:
-                    chunk = reader.read(min(remaining, _COPY_CHUNK))
-                    if not chunk:
-                        raise BuildError("llm-static", f"{source / location} ends before tensor {tensor.name}'s "
-                                         f"{remaining} last bytes (offset {offset})")
-                    out.write(chunk)
-                    remaining -= len(chunk)
-                del tensor.external_data[:]
-                for key, value in (("location", data_name), ("offset", str(start)),
-                                   ("length", str(out.tell() - start))):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
-    finally:
-        for reader in sources.values():
-            reader.close()
+    folder = weights.WeightsFolder(source, "llm-static")
+    with data_file.open("wb") as out:
+        for tensor in external_tensors(model):
+            start = out.tell()
+            for piece in folder.chunks(tensor):
+                out.write(piece)
+            weights.point(tensor, data_name, start, out.tell() - start)
     if data_file.stat().st_size == 0:
         data_file.unlink()
     temp = model_file.with_name(f"{model_file.name}.tmp")
     onnx.save_model(model, str(temp))
     temp.replace(model_file)
-
-
-def tensor_bytes(tensor: Any) -> int:
-    """Bytes of `tensor`'s data (4-bit types packed two to a byte)."""
-    import onnx
-
-    count = 1
-    for dim in tensor.dims:
-        count *= dim
-    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
-    if bits is None:
-        bits = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize * 8
-    return (count * bits + 7) // 8

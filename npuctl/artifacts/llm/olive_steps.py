@@ -53,7 +53,7 @@ def quantize(request: dict[str, Any], out: Path) -> facts.LlmQuantize:
 
     texts = len(request["texts"])
     progress.report(0, texts, "calibration samples", "preparing the graph")
-    model_dir, weights = Path(request["model_dir"]), WeightsFolder(Path(request["weights_dir"]))
+    model_dir, weights = Path(request["model_dir"]), WeightsFolder(Path(request["weights_dir"]), "llm-quantize")
 
     # The scratch folder is on the store's disk (in the step's work folder, under its lock, which gc's sweep of dead
     # builders' folders leaves alone): the folded tensors' data file may be as big as the embedding.

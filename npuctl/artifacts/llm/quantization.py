@@ -26,7 +26,9 @@ from typing import Any
 from npuctl.artifacts import progress
 from npuctl.artifacts.errors import BuildError
 from npuctl.artifacts.llm import calibration, folding
-from npuctl.artifacts.llm.weights import STEP, WeightsFolder, is_external, save
+from npuctl.artifacts.llm.weights import WeightsFolder, is_external, save
+
+STEP = "llm-quantize"
 
 EXCLUDED_OPS = ("GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits")
 """Left unquantized: they run on the CPU and take float inputs."""

@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 
 from npuctl.artifacts.errors import BuildError
-from npuctl.artifacts.llm.graph_refs import tensor_bytes
 
-STEP = "llm-quantize"
 EXTERNAL_THRESHOLD = 1024
 """Tensors of at least this many bytes go to the data file (onnx's and onnxruntime's quantizer's default)."""
 _ALIGNMENT = 4096
@@ -35,15 +33,17 @@ def _entry(tensor: Any) -> tuple[str, int, int | None]:
     """(location, offset, length) of an external tensor."""
     fields = {item.key: item.value for item in tensor.external_data}
     length = fields.get("length")
-    return fields["location"], int(fields.get("offset", 0)), int(length) if length is not None else None
+    return fields.get("location", ""), int(fields.get("offset", 0)), int(length) if length is not None else None
 
 
 class WeightsFolder:
     """The folder of a model's external data files (and data files made since, added by name): `read` gives one
     tensor's values."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, step: str) -> None:
         self.folder = folder
+        self.step = step
+        """The step that reads: what its errors name."""
         self.added: dict[str, Path] = {}
 
     def add(self, location: str, path: Path) -> None:
@@ -53,14 +53,15 @@ class WeightsFolder:
     def _span(self, tensor: Any) -> tuple[Path, int, int]:
         location, offset, length = _entry(tensor)
         path = self.added.get(location) or self.folder / location
-        if location not in self.added and (Path(location).is_absolute() or ".." in Path(location).parts):
-            raise BuildError(STEP, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
+        if location not in self.added and (not location or Path(location).is_absolute()
+                                           or ".." in Path(location).parts):
+            raise BuildError(self.step, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
         if not path.is_file():
-            raise BuildError(STEP, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
+            raise BuildError(self.step, f"{tensor.name}: its data file {location!r} is not in {self.folder}")
         expected = tensor_bytes(tensor)
         size = path.stat().st_size
         if (length is not None and length != expected) or offset < 0 or offset + expected > size:
-            raise BuildError(STEP, f"{tensor.name}: {expected} bytes at offset {offset} of {path} ({size} bytes, "
+            raise BuildError(self.step, f"{tensor.name}: {expected} bytes at offset {offset} of {path} ({size} bytes, "
                              f"entry length {length}) do not fit its shape {list(tensor.dims)}")
         return path, offset, expected
 
@@ -85,7 +86,7 @@ class WeightsFolder:
             while size > 0:
                 piece = file.read(min(size, _COPY_CHUNK))
                 if not piece:
-                    raise BuildError(STEP, f"{tensor.name}: {path} ended early")
+                    raise BuildError(self.step, f"{tensor.name}: {path} ended early")
                 size -= len(piece)
                 yield piece
 
@@ -100,11 +101,12 @@ def append(data: Any, name: str, values: np.ndarray, location: str) -> Any:
     data.write(np.ascontiguousarray(values).tobytes())
     tensor = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(values.dtype),
                               dims=values.shape)
-    _point(tensor, location, offset, data.tell() - offset)
+    point(tensor, location, offset, data.tell() - offset)
     return tensor
 
 
-def _point(tensor: Any, location: str, offset: int, length: int) -> None:
+def point(tensor: Any, location: str, offset: int, length: int) -> None:
+    """Make `tensor` external: its data at `offset` of the data file `location`, `length` bytes."""
     import onnx
 
     del tensor.external_data[:]
@@ -134,5 +136,18 @@ def save(model: Any, path: Path, source: WeightsFolder) -> None:
                     data.write(piece)
             else:
                 data.write(tensor.raw_data)
-            _point(tensor, location, offset, data.tell() - offset)
+            point(tensor, location, offset, data.tell() - offset)
     onnx.save(model, str(path))
+
+
+def tensor_bytes(tensor: Any) -> int:
+    """Bytes of `tensor`'s data (4-bit types packed two to a byte)."""
+    import onnx
+
+    count = 1
+    for dim in tensor.dims:
+        count *= dim
+    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}.get(tensor.data_type)
+    if bits is None:
+        bits = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize * 8
+    return (count * bits + 7) // 8
