@@ -35,6 +35,9 @@ from npuctl.artifacts.published.location import StoreLocation
 
 log = logging.getLogger("npuctl.agent")
 
+POLL_GRACE_SECONDS = 5.0
+"""How long past its own deadline a poll may run before it is abandoned (its deadline normally ends it)."""
+
 
 @dataclass
 class SourceState:
@@ -119,16 +122,36 @@ class SourcePoller:
         # The first poll too is spread out: a fleet rebooting together must not arrive together.
         delay = self.rng.uniform(0, min(source.interval_seconds, 10.0))
         while not await _stopped(stop, delay):
-            try:
-                if follower is None:
-                    await self.poll(client, source)
-                else:
-                    await asyncio.to_thread(self.poll_registry, follower)
-            except OSError as exc:  # the bundle could not be written (a full disk): the next poll tries again
-                state = self._polled(source)
-                state.message = f"cannot write the bundle: {exc.strerror or exc}; retried at the next poll"
-                log.warning("%s: %s", source.name, state.message)
+            await self._poll_once(client, source, follower)
             delay = source.interval_seconds * self.rng.uniform(0.8, 1.2)
+
+    async def _poll_once(self, client: httpx.AsyncClient, source: ManifestSource,
+                         follower: RegistryFollower | None) -> None:
+        """One poll in a task of its own, so that however it ends is that poll's outcome and the next poll still
+        comes: an error nobody foresaw, a cancellation that escaped its deadline (on Python 3.11 asyncio.timeout's
+        cancel can leak out of anyio's shielded connection cleanup as a bare CancelledError; CI saw a fleet
+        agent's poller end that way), or a poll still running past its deadline."""
+        task = asyncio.ensure_future(self.poll(client, source) if follower is None
+                                     else asyncio.to_thread(self.poll_registry, follower))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=source.poll_timeout_seconds + POLL_GRACE_SECONDS)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        state = self.states[source.name]
+        if not done:
+            task.cancel()
+            task.add_done_callback(_abandoned)
+            self._stalled(source, state)
+        elif task.cancelled():
+            state.keeping("Unreachable", "the poll was cancelled before it finished; retried at the next poll")
+            log.warning("%s: %s", source.name, state.message)
+        elif isinstance(exc := task.exception(), OSError):  # the bundle could not be written (a full disk)
+            state.message = f"cannot write the bundle: {exc.strerror or exc}; retried at the next poll"
+            log.warning("%s: %s", source.name, state.message)
+        elif exc is not None:
+            state.keeping("Unreachable", f"the poll failed ({type(exc).__name__}: {exc}); retried at the next poll")
+            log.error("%s: %s", source.name, state.message, exc_info=exc)
 
     async def poll(self, client: httpx.AsyncClient, source: ManifestSource) -> None:
         """One poll of an http(s) source, the bundle and its signature within the source's deadline."""
@@ -273,6 +296,12 @@ class SourcePoller:
         if self._records is not None:
             self._records.mkdir(parents=True, exist_ok=True)
             atomic_write(self._records / f"{name}.json", json.dumps(asdict(applied), indent=1).encode())
+
+
+def _abandoned(task: asyncio.Future[None]) -> None:
+    """Retrieves how an abandoned poll ended, so asyncio does not report it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _stopped(stop: asyncio.Event, delay: float) -> bool:

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from npuctl.agent import bundles
+from npuctl.agent import bundles, sources
 from npuctl.agent.config import ManifestSource
 from npuctl.agent.sources import SourcePoller
 from npuctl.schema import load_file
@@ -127,3 +128,44 @@ def test_poller_applies_verified_bundles_and_keeps_the_last_good_one(tmp_path: P
     state = poller.states["fleet"]
     assert state.state == "Unreachable" and state.version == "v3"
     assert len(load_file(file).deployments) == 2
+
+
+def test_a_poll_that_ends_in_a_stray_cancellation_or_an_unforeseen_error_does_not_end_the_polling(
+        tmp_path: Path, server: BundleServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # CI saw a fleet agent's poller end for good: a poll racing the bundle server's shutdown ended in a bare
+    # CancelledError, and every later bundle was missed while the agent kept serving. Here the first poll ends
+    # that way, the second in an error nobody foresaw; the third must still fetch the bundle.
+    pem, public = bundles.generate_key()
+    server.publish(bundles.Bundle("v1", {"tiny.yaml": manifest()}), pem)
+    source = ManifestSource(name="fleet", url=server.url, public_key=public, interval_seconds=0.05)
+    poller = SourcePoller([source], tmp_path, lambda: None)
+    outcomes: list[tuple[str, str]] = []
+    real_fetch = sources.fetch
+
+    async def failing_first(*args: Any, **kwargs: Any) -> Any:
+        state = poller.states["fleet"]
+        if state.polls == 1:
+            raise asyncio.CancelledError
+        if state.polls == 2:
+            outcomes.append((state.state, state.message))
+            raise KeyError("surprise")
+        outcomes.append((state.state, state.message))
+        return await real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "fetch", failing_first)
+
+    async def follow() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        async with asyncio.timeout(30):
+            while poller.states["fleet"].state != "Synced":
+                await asyncio.sleep(0.02)
+        stop.set()
+        await task
+
+    asyncio.run(follow())
+    assert outcomes[0][0] == "Unreachable" and "cancelled before it finished" in outcomes[0][1]
+    assert outcomes[1][0] == "Unreachable" and "KeyError: 'surprise'" in outcomes[1][1]
+    assert poller.states["fleet"].version == "v1"
+    assert [d.name for d in load_file(poller.file_of(source)).deployments] == ["tiny"]
+    assert any("KeyError" in r.getMessage() and r.exc_info for r in caplog.records), "the unforeseen error is logged"
