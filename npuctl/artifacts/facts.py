@@ -307,6 +307,8 @@ class LlmVerifyQuantized(Facts):
     cosine: float
     """The lowest first-token logits cosine."""
     mean_cosine: float
+    memory: StageMemory | None = None
+    """Its child's peak RSS (None in records written before it was kept)."""
 
 
 class PackSeconds(BaseModel):
@@ -346,6 +348,8 @@ class LlmVerify(Facts):
     kind: Literal["llm-verify"] = "llm-verify"
     step: ClassVar[str] = "verify"
     pack: PackCheck
+    memory: StageMemory | None = None
+    """Its child's peak RSS (None in records written before it was kept)."""
 
     def generation(self, quantized: LlmVerifyQuantized, placement: Placement, tokens: int,
                    matching_tokens: int, cpu_work: list[CpuException]) -> GenerationStatus:

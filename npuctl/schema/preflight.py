@@ -27,6 +27,8 @@ class Preflight(Fact):
     kv_cache_bytes: int = 0
     """One generation's KV cache at spec.generation.contextLength in the pack's graph I/O (uint16 with attention on
     the HTP; 0 with attention on the CPU, whose float cache onnxruntime-genai holds outside the graphs)."""
+    kv_cache_element: str | None = None
+    """The KV cache's element type at the graphs' I/O (`uint16`); None when the cache is not in the graphs."""
 
     def shortfall(self) -> str | None:
         """What this host lacks for the build, in words (why the pre-flight refused it); None when it has enough."""
@@ -43,4 +45,5 @@ class Preflight(Fact):
         return (f"pre-flight for {self.parameters / 1e9:.2f}B parameters: peak RAM ~{self.peak_rss_bytes / 2**30:.1f} "
                 f"GiB ({self.available_memory_bytes / 2**30:.1f} GiB available), disk ~{self.disk_bytes / 1e9:.1f} GB "
                 f"({self.free_disk_bytes / 1e9:.1f} GB free in the store), ~{self.seconds / 60:.0f} min up to compile"
-                + (f"; KV cache {self.kv_cache_bytes / 2**20:,.1f} MiB (uint16)" if self.kv_cache_bytes else ""))
+                + (f"; KV cache {self.kv_cache_bytes / 2**20:,.1f} MiB" if self.kv_cache_bytes else "")
+                + (f" ({self.kv_cache_element})" if self.kv_cache_bytes and self.kv_cache_element else ""))

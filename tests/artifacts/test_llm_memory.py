@@ -117,7 +117,7 @@ def test_the_kv_cache_is_sized_at_resolve_and_splits_that_cannot_hold_it_are_ref
 def test_pre_flight_shows_the_kv_cache() -> None:
     needs = facts.Preflight(parameters=10**9, peak_rss_bytes=7 << 30, stage_rss_bytes={}, disk_bytes=16 * 10**9,
                             seconds=600.0, available_memory_bytes=20 << 30, free_disk_bytes=100 * 10**9,
-                            kv_cache_bytes=896 << 20)
+                            kv_cache_bytes=896 << 20, kv_cache_element="uint16")
     assert needs.summary().endswith("~10 min up to compile; KV cache 896.0 MiB (uint16)")
 
 

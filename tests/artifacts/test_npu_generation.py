@@ -71,6 +71,12 @@ def test_a_tiny_chat_model_becomes_a_verified_decoder_pipeline_pack_for_x_elite(
     assert verify is not None and isinstance(verify.details, facts.LlmVerify)
     seconds = verify.details.pack.seconds
     assert seconds is not None and min(seconds.load, seconds.prefill, seconds.decode) > 0
+    # Both checks keep their child's peak memory, as the other steps' facts do.
+    checked = tiny_chat.store.get(next(s.key for s in artifact.steps if s.name == "verify-quantized"))
+    assert checked is not None and isinstance(checked.details, facts.LlmVerifyQuantized)
+    for memory in (verify.details.memory, checked.details.memory):
+        assert memory is not None and memory.peak_rss_bytes > 20 << 20  # a Python process, at least
+    assert checked.details.memory is not None and checked.details.memory.estimated_bytes is not None
     assert artifact.accuracy is not None and artifact.accuracy.value >= 0.98
     pack = pack_of(artifact)
     config = json.loads((pack / "genai_config.json").read_text())["model"]

@@ -159,7 +159,7 @@ def plan(deployment: ModelDeployment, config: dict[str, Any], source: ResolvedSo
     this host cannot do the build, before any step runs."""
     shape = resolve_shape(deployment, config, source.uri)
     needs = preflight.estimate(config, runner.store.root, shape.graph_bytes, converted=converted, counted=counted,
-                               kv_cache_bytes=shape.kv_cache_bytes)
+                               kv_cache_bytes=shape.kv_cache_bytes, kv_cache_element=shape.kv_element)
     runner.progress(StepEvent(preflight.STEP, StepState.RUNNING, source.digest, message=needs.summary(),
                               preflight=needs))
     preflight.check(needs, source.uri)
@@ -274,7 +274,7 @@ def _bar(deployment: ModelDeployment) -> Bar:
 
 def _check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], bar: Bar,
                      out: Path, needs: facts.Preflight) -> facts.LlmVerifyQuantized:
-    checks = llm_verify.check_quantized(reference, weights, quantized, prompts, bar.tokens, out, needs)
+    checks, memory = llm_verify.check_quantized(reference, weights, quantized, prompts, bar.tokens, out, needs)
     worst = min(checks, key=lambda c: c.first_divergence)
     cosine = min(c.cosine for c in checks)
     if worst.first_divergence < bar.matching or cosine < bar.threshold:
@@ -284,7 +284,8 @@ def _check_quantized(reference: Path, weights: Path, quantized: Path, prompts: l
             f"wants {bar.matching}) and its lowest first-token logits cosine is {cosine:.5f} (spec.accuracy.threshold "
             f"wants {bar.threshold})", metric="greedy", value=cosine, threshold=bar.threshold)
     return facts.LlmVerifyQuantized(checks=[c.as_fact() for c in checks], first_divergence=worst.first_divergence,
-                                    cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks))
+                                    cosine=cosine, mean_cosine=sum(c.cosine for c in checks) / len(checks),
+                                    memory=memory)
 
 
 def _target(deployment: ModelDeployment, target: Target, static: Record[facts.LlmStatic],
@@ -314,7 +315,7 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
     tokens = min(llm_verify.PACK_TOKENS, bar.tokens)
 
     def verify_work(out: Path) -> facts.LlmVerify:
-        check = llm_verify.check_pack(compiled.folder, checked.path(llm_verify.PROBE), prompt, tokens)
+        check, memory = llm_verify.check_pack(compiled.folder, checked.path(llm_verify.PROBE), prompt, tokens, needs)
         if check.first_divergence < min(tokens, bar.matching) or check.reference_cosine < bar.threshold:
             raise AccuracyError(
                 f"on {target.name} ({spec.precision.value}) the compiled pack's greedy tokens first differ from the "
@@ -323,7 +324,7 @@ def _target(deployment: ModelDeployment, target: Target, static: Record[facts.Ll
                 f"{check.reference_cosine:.5f} against fp32 (spec.accuracy.threshold wants {bar.threshold})"
                 f"{llm_attention.verify_hint(spec.generation.attention)}",
                 metric="greedy", value=check.reference_cosine, threshold=bar.threshold)
-        return facts.LlmVerify(pack=check)
+        return facts.LlmVerify(pack=check, memory=memory)
 
     verified, verify_run = runner.run(
         facts.LlmVerify, {"pack": compiled.digest, "quantized": checked.digest},

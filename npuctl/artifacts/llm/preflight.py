@@ -85,12 +85,13 @@ def parameters(config: dict[str, Any]) -> int:
 
 
 def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
-             converted: bool = False, counted: int | None = None, kv_cache_bytes: int = 0) -> facts.Preflight:
+             converted: bool = False, counted: int | None = None, kv_cache_bytes: int = 0,
+             kv_cache_element: str | None = None) -> facts.Preflight:
     """The build's needs, from `config` (config.json) and the weight bytes of the largest context/iterator graph
     the splits make, and what this host has: available memory, free disk where the store is. `converted`: the
     checkpoint is a GGUF's conversion (its step is counted too). `counted`: the parameters counted from the
     weights' shapes where they are known before any step (a GGUF's header), else `config`'s. `kv_cache_bytes`:
-    the pack's KV cache, shown."""
+    the pack's KV cache and its element type, shown."""
     count = counted if counted is not None else parameters(config)
     stages = {step: int(base + per * count) for step, (base, per) in STAGE_MEMORY.items()}
     stages["genai-builder"] += CHECKPOINT_BYTES.get(str(config.get("dtype") or config.get("torch_dtype")), 4) * count
@@ -104,7 +105,8 @@ def estimate(config: dict[str, Any], store_root: Path, graph_bytes: int,
         parameters=count, peak_rss_bytes=max(stages.values()), stage_rss_bytes=stages,
         disk_bytes=int((DISK_BYTES_PER_PARAMETER + (4 if converted else 0)) * count), seconds=SECONDS_AT_ZERO + SECONDS_PER_PARAMETER * count,
         available_memory_bytes=int(psutil.virtual_memory().available),
-        free_disk_bytes=int(psutil.disk_usage(str(folder)).free), kv_cache_bytes=kv_cache_bytes)
+        free_disk_bytes=int(psutil.disk_usage(str(folder)).free), kv_cache_bytes=kv_cache_bytes,
+        kv_cache_element=kv_cache_element if kv_cache_bytes else None)
 
 
 def check(preflight: facts.Preflight, uri: str) -> None:

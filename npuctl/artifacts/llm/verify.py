@@ -77,24 +77,28 @@ def first_divergence(tokens: tuple[int, ...], expected: tuple[int, ...], asked: 
 
 
 def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: list[str], tokens: int,
-                    out: Path, needs: facts.Preflight | None = None) -> list[PromptCheck]:
+                    out: Path, needs: facts.Preflight | None = None
+                    ) -> tuple[list[PromptCheck], facts.StageMemory]:
     """Greedy tokens of the QDQ graph `quantized/model.onnx` against the fp32 `reference/model.onnx` (the
     surgeries' graph, with its tokenizer and genai_config.json; its weights in the builder's folder `weights`),
     on the CPU; writes PROBE into `out`. `needs`: the build's pre-flight, what running out of memory is reported
-    against."""
-    answer = _child(facts.LlmVerifyQuantized.step, needs,
+    against. Also its child's peak memory."""
+    answer, memory = _child(facts.LlmVerifyQuantized.step, needs,
                     {"check": "quantized", "reference": str(reference), "weights": str(weights),
                      "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
     return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
-            for c in answer["checks"]]
+            for c in answer["checks"]], memory
 
 
-def check_pack(pack: Path, probe: Path, prompt: str, tokens: int) -> facts.PackCheck:
+def check_pack(pack: Path, probe: Path, prompt: str, tokens: int,
+               needs: facts.Preflight | None = None) -> tuple[facts.PackCheck, facts.StageMemory]:
     """`tokens` greedy tokens of `pack` (a genai folder, loaded with the providers its config names: the QNN EP)
-    on `prompt`, and its first-token logits against the quantized and fp32 ones in `probe`."""
-    answer = _child(facts.LlmVerify.step, None,
-                    {"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt, "tokens": tokens})
-    return facts.PackCheck.model_validate(answer["check"])
+    on `prompt`, and its first-token logits against the quantized and fp32 ones in `probe`; its child's peak
+    memory. `needs`: the build's pre-flight, what running out of memory is reported against."""
+    answer, memory = _child(facts.LlmVerify.step, needs,
+                            {"check": "pack", "pack": str(pack), "probe": str(probe), "prompt": prompt,
+                             "tokens": tokens})
+    return facts.PackCheck.model_validate(answer["check"]), memory
 
 
 def main(argv: list[str]) -> int:
@@ -108,7 +112,8 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _child(step: str, needs: facts.Preflight | None, request: dict[str, Any]) -> dict[str, Any]:
+def _child(step: str, needs: facts.Preflight | None,
+           request: dict[str, Any]) -> tuple[dict[str, Any], facts.StageMemory]:
     with tempfile.TemporaryDirectory(prefix="npuctl-verify-") as scratch:
         request_file, result_file = Path(scratch) / "request.json", Path(scratch) / "result.json"
         request_file.write_text(json.dumps(request), encoding="utf-8")
@@ -122,7 +127,7 @@ def _child(step: str, needs: facts.Preflight | None, request: dict[str, Any]) ->
     if "error" in answer:
         what = "the quantized model" if request["check"] == "quantized" else "the pack"
         raise BuildError("verify", f"cannot run {what}: {answer['error']}")
-    return answer
+    return answer, done.memory(needs)
 
 
 def _checked(request: dict[str, Any]) -> dict[str, Any]:
