@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
 import logging
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from npuctl.runtime.devices import HostFacts
-from npuctl.runtime.genai_pack import GENAI_CONFIG, GenaiPack, read_pack
+from npuctl.runtime.genai_pack import GenaiPack, read_pack
 from npuctl.runtime.graph_facts import graph_facts
 from npuctl.runtime.loading import LoadedModel, load_model
 from npuctl.runtime.placement import Artifacts, Placement, Where, cpu_placement, place
@@ -125,16 +124,10 @@ def kv_cache_bytes(pack: GenaiPack, slots: int) -> int:
     """The KV cache of `slots` generations at the pack's full context length: 2 (keys and values) x layers x KV
     heads x head size x context length x element size x slots, from genai_config.json and the cache input's type
     in the pack's graphs. 0 when genai_config gives no layer count."""
-    decoder = json.loads((pack.folder / GENAI_CONFIG).read_text(encoding="utf-8"))["model"]["decoder"]
-    layers = int(decoder.get("num_hidden_layers") or 0)
-    heads = int(decoder.get("num_key_value_heads") or decoder.get("num_attention_heads") or 0)
-    head_size = int(decoder.get("head_size") or 0) or (
-        int(decoder.get("hidden_size") or 0) // max(int(decoder.get("num_attention_heads") or 1), 1))
-    inputs = decoder.get("inputs", {})
-    template = str(inputs.get("past_key_names") or inputs.get("past_names") or "past_key_values.%d.key")
-    element = next((size for stage in pack.stages if (size := _input_element_size(stage.path, template % 0))),
+    kv = pack.kv
+    element = next((size for stage in pack.stages if (size := _input_element_size(stage.path, kv.first_key_input))),
                    _FALLBACK_KV_ELEMENT)
-    return 2 * layers * heads * head_size * pack.context_length * element * slots
+    return 2 * kv.layers * kv.heads * kv.head_size * pack.context_length * element * slots
 
 
 @dataclass(frozen=True)

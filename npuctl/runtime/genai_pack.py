@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, ValidationError
+
 from npuctl.errors import NpuctlError
 from npuctl.runtime.compat import CompatInfo
 from npuctl.runtime.placement import ContextBinary
@@ -21,10 +24,74 @@ from npuctl.runtime.placement import ContextBinary
 GENAI_CONFIG = "genai_config.json"
 PIPELINE = "decoder-pipeline"
 _QNN_KEYS = ("qnn", "QNN", "QNNExecutionProvider")
+DEFAULT_PAST_KEYS = "past_key_values.%d.key"
 
 
 class PackError(NpuctlError, ValueError):
     """The folder is not a usable onnxruntime-genai model (the message says what is missing)."""
+
+
+class _Lenient(BaseModel):
+    # genai_config.json has many more keys than these; only the ones read here are checked.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _SessionOptions(_Lenient):
+    provider_options: list[dict[str, Any]] = []
+
+
+class _StageEntry(_Lenient):
+    filename: str | None = None
+    session_options: _SessionOptions = _SessionOptions()
+
+
+class _Window(_Lenient):
+    window_size: PositiveInt | None = None
+    slide_key_value_cache: bool | None = None
+
+
+class _DecoderInputs(_Lenient):
+    past_key_names: str | None = None
+    past_names: str | None = None
+
+
+class _Decoder(_StageEntry):
+    pipeline: list[dict[str, _StageEntry]] = []
+    sliding_window: _Window | None = None
+    num_hidden_layers: NonNegativeInt = 0
+    num_key_value_heads: NonNegativeInt | None = None
+    num_attention_heads: NonNegativeInt | None = None
+    head_size: NonNegativeInt | None = None
+    hidden_size: NonNegativeInt | None = None
+    inputs: _DecoderInputs = _DecoderInputs()
+
+    def kv_layout(self) -> KvLayout:
+        heads = self.num_key_value_heads or self.num_attention_heads or 0
+        head_size = self.head_size or (self.hidden_size or 0) // max(self.num_attention_heads or 1, 1)
+        template = self.inputs.past_key_names or self.inputs.past_names or DEFAULT_PAST_KEYS
+        try:
+            first = template % 0
+        except (TypeError, ValueError):  # not a "%d" template: genai could not name the cache inputs either
+            first = DEFAULT_PAST_KEYS % 0
+        return KvLayout(self.num_hidden_layers, heads, head_size, first)
+
+
+class _Model(_Lenient):
+    type: str = ""
+    context_length: int | None = None
+    eos_token_id: int | list[int] = []
+    decoder: _Decoder
+
+
+class _Search(_Lenient):
+    max_length: int | None = None
+
+
+class _Config(_Lenient):
+    """What is read of genai_config.json."""
+
+    model: _Model
+    search: _Search = _Search()
 
 
 @dataclass(frozen=True)
@@ -42,6 +109,17 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class KvLayout:
+    """The KV cache's shape as genai_config.json gives it (0 where it does not)."""
+
+    layers: int
+    heads: int
+    head_size: int
+    first_key_input: str
+    """The graph input of layer 0's keys, whose element type is the cache's."""
+
+
+@dataclass(frozen=True)
 class GenaiPack:
     folder: Path
     model_type: str
@@ -50,6 +128,7 @@ class GenaiPack:
     eos_token_ids: frozenset[int]
     stages: tuple[Stage, ...]
     """The decoder graph, or the pipeline's stages in order."""
+    kv: KvLayout = KvLayout(0, 0, 0, DEFAULT_PAST_KEYS % 0)
     padded_window: int | None = None
     """A pipeline whose prompt chunks are padded to this window in a KV cache that does not slide (the Olive
     layout): the padded prompt must leave room in the cache. None otherwise."""
@@ -82,29 +161,33 @@ class GenaiPack:
 
 def read_pack(folder: Path) -> GenaiPack:
     """Read and check a model folder; raise PackError naming what is wrong."""
+    file = folder / GENAI_CONFIG
     try:
-        config = json.loads((folder / GENAI_CONFIG).read_text(encoding="utf-8"))
-        model = config["model"]
-        decoder = model["decoder"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PackError(f"{folder / GENAI_CONFIG} is missing or not an onnxruntime-genai config ({exc})") from exc
-    model_type = str(model.get("type", ""))
-    eos = model.get("eos_token_id", [])
-    eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
-    context_length = int(model.get("context_length") or config.get("search", {}).get("max_length") or 0)
+        config = _Config.model_validate_json(file.read_bytes())
+    except OSError as exc:
+        raise PackError(f"{file} cannot be read: {exc.strerror or exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise PackError(f"{file} is not an onnxruntime-genai config: {where}: {first['msg']}") from exc
+    model, decoder = config.model, config.model.decoder
+    context_length = model.context_length or config.search.max_length or 0
     if context_length <= 0:
-        raise PackError(f"{folder / GENAI_CONFIG} gives no model.context_length")
-    if model_type == PIPELINE:
-        entries = [(name, entry) for step in decoder.get("pipeline", []) for name, entry in step.items()]
+        raise PackError(f"{file} gives no model.context_length")
+    if model.type == PIPELINE:
+        entries = [(name, entry) for step in decoder.pipeline for name, entry in step.items()]
         if not entries:
-            raise PackError(f"{folder / GENAI_CONFIG}: a decoder-pipeline model needs model.decoder.pipeline stages")
+            raise PackError(f"{file}: a decoder-pipeline model needs model.decoder.pipeline stages")
     else:
-        entries = [("decoder", decoder)]
+        entries = [("decoder", _StageEntry(filename=decoder.filename or "",
+                                           session_options=decoder.session_options))]
     stages = tuple(_stage(folder, name, entry) for name, entry in entries)
-    window = decoder.get("sliding_window") if model_type == PIPELINE else None
-    padded = (int(window["window_size"]) if isinstance(window, dict) and window.get("window_size")
-              and window.get("slide_key_value_cache") is False else None)
-    return GenaiPack(folder, model_type, context_length, eos_ids, stages, padded)
+    window = decoder.sliding_window if model.type == PIPELINE else None
+    padded = (window.window_size if window is not None and window.window_size
+              and window.slide_key_value_cache is False else None)
+    eos = model.eos_token_id
+    return GenaiPack(folder, model.type, context_length, frozenset(eos if isinstance(eos, list) else [eos]),
+                     stages, decoder.kv_layout(), padded)
 
 
 def host_view(pack: GenaiPack, qnn_options: Mapping[str, str], cache: Path) -> Path:
@@ -140,17 +223,20 @@ def host_view(pack: GenaiPack, qnn_options: Mapping[str, str], cache: Path) -> P
     return view
 
 
-def _stage(folder: Path, name: str, entry: Mapping[str, Any]) -> Stage:
-    filename = entry.get("filename")
-    if not isinstance(filename, str):
+def _stage(folder: Path, name: str, entry: _StageEntry) -> Stage:
+    if not entry.filename:
         raise PackError(f"{folder / GENAI_CONFIG}: stage {name!r} has no filename")
-    path = folder / filename
-    if not path.is_file():
-        raise PackError(f"{folder / GENAI_CONFIG}: stage {name!r} names {filename}, which is not in {folder}")
-    providers = entry.get("session_options", {}).get("provider_options", [])
-    on_qnn = any(key in provider for provider in providers for key in _QNN_KEYS)
-    nodes, is_context = _graph_facts(path)
-    return Stage(name, path, on_qnn, nodes, CompatInfo.of_wrapper(path) if is_context else None)
+    path = folder / entry.filename
+    # onnxruntime-genai refuses stage paths outside the model folder; so does this, before reading one.
+    if not path.resolve().is_relative_to(folder.resolve()) or not path.is_file():
+        raise PackError(f"{folder / GENAI_CONFIG}: stage {name!r} names {entry.filename}, which is not in {folder}")
+    on_qnn = any(key in provider for provider in entry.session_options.provider_options for key in _QNN_KEYS)
+    try:
+        nodes, is_context = _graph_facts(path)
+        context = CompatInfo.of_wrapper(path) if is_context else None
+    except (DecodeError, ValueError, OSError) as exc:
+        raise PackError(f"{path} (stage {name!r}) is not a readable ONNX graph: {type(exc).__name__}: {exc}") from exc
+    return Stage(name, path, on_qnn, nodes, context)
 
 
 def _graph_facts(path: Path) -> tuple[int, bool]:
