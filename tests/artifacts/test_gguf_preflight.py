@@ -4,6 +4,7 @@ gguf-convert spends minutes dequantizing it: a host that cannot build it is refu
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,3 +64,26 @@ def test_a_gguf_build_this_host_cannot_hold_is_refused_before_its_conversion(
     assert {e.step for e in events} <= {"resolve", preflight.STEP}
     shown = [e.preflight for e in events if e.preflight is not None]
     assert shown and "gguf-convert" in shown[0].stage_rss_bytes
+
+
+def test_a_damaged_gguf_file_is_refused_at_resolve_naming_it(tiny_gguf: Path, tmp_path: Path) -> None:
+    # Truncated, or bytes changed in its header (metadata and tensor infos): gguf's reader raised IndexError for
+    # some of these, which reached the agent as a crash instead of the source's error.
+    good = tiny_gguf.read_bytes()
+    rng = random.Random(7)
+    damaged_file = tmp_path / "damaged.gguf"
+    kinds: set[str] = set()
+    for attempt in range(300):
+        damaged = bytearray(good)
+        if attempt % 2:
+            damaged = damaged[:rng.randrange(len(good))]
+        else:
+            for _ in range(rng.randrange(1, 6)):
+                damaged[rng.randrange(min(len(good), 1 << 16))] = rng.randrange(256)
+        damaged_file.write_bytes(bytes(damaged))
+        try:
+            gguf_source.header(damaged_file, "file:damaged.gguf")
+        except BuildError as exc:
+            assert exc.step == "resolve" and exc.message.startswith("file:damaged.gguf: ")
+            kinds.add(exc.message.split(" (")[0])
+    assert "file:damaged.gguf: not a readable GGUF file" in kinds

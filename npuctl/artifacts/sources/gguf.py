@@ -8,8 +8,11 @@ The conversion runs in a child process (npuctl.artifacts.sources.gguf_convert), 
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,8 @@ def convert_step(source: ResolvedSource, run_step: StepRunner,
 
 def inspect(path: Path, uri: str) -> facts.GgufConvert:
     """Architecture and tensor types of a GGUF file; BuildError when the project cannot take them."""
-    return _checked(_open(path, uri), uri)
+    with _readable(uri):
+        return _checked(_open(path, uri), uri)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,11 @@ class Header:
 
 def header(path: Path, uri: str) -> Header:
     """The sizes of a GGUF file the project converts (checked as `inspect` checks it)."""
-    reader = _open(path, uri)
+    with _readable(uri):
+        return _header(_open(path, uri), uri)
+
+
+def _header(reader: Any, uri: str) -> Header:
     architecture = _checked(reader, uri).architecture
     config: dict[str, Any] = {"model_type": architecture, "dtype": "float32"}  # the conversion is fp32
     for name, key in _SIZES.items():
@@ -92,6 +100,8 @@ def header(path: Path, uri: str) -> Header:
     return Header(config, sum(tensors.values()))
 
 
+
+
 _SIZES = {"num_hidden_layers": "block_count", "hidden_size": "embedding_length",
           "intermediate_size": "feed_forward_length", "num_attention_heads": "attention.head_count",
           "num_key_value_heads": "attention.head_count_kv", "head_dim": "attention.key_length",
@@ -105,10 +115,17 @@ def _open(path: Path, uri: str) -> Any:
         import gguf
     except ImportError as exc:
         raise BuildError("resolve", "the gguf package is not installed: pip install 'npuctl[npu-llm]'") from exc
+    return gguf.GGUFReader(str(path))
+
+
+@contextmanager
+def _readable(uri: str) -> Iterator[None]:
+    """gguf's reader signals a damaged file as whatever its parsing hits (a fuzz found IndexError from reading
+    past a truncated array): each is the file's BuildError."""
     try:
-        return gguf.GGUFReader(str(path))
-    except (OSError, ValueError) as exc:
-        raise BuildError("resolve", f"{uri}: not a readable GGUF file ({exc})") from exc
+        yield
+    except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:
+        raise BuildError("resolve", f"{uri}: not a readable GGUF file ({type(exc).__name__}: {exc})") from exc
 
 
 def _checked(reader: Any, uri: str) -> facts.GgufConvert:
