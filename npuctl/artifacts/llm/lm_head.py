@@ -5,10 +5,11 @@ single token, compiles them like a context/iterator pair and gives them to onnxr
 prompt's (`run_on_token_gen: false`; `is_lm_head`, so genai runs it on the last window of a prompt only) and the
 decoded tokens' (`run_on_prompt: false`).
 
-The tied embedding is not stored once: the Gather of the token embeddings stays on the CPU (an HTP Gather over the
-vocabulary would read a table the size of lm_head's weight per token), and a context binary's weights cannot be
-read by a CPU graph. Without weight sharing each of the two lm_head graphs has its own binary, so the pack holds
-the embedding table on the CPU plus two uint8 copies of the lm_head weight."""
+The tied embedding is not stored once: the Gather of the token embeddings stays on the CPU, and a context binary's
+weights cannot be read by a CPU graph. On the HTP it would not be one copy either: QNN prepares each op's weight in
+a layout of its own, so a Gather and lm_head's FullyConnected over one initializer store it twice even in one graph
+(bench/tied_embedding.py). Without weight sharing each of the two lm_head graphs has its own binary, so the pack
+holds the embedding table on the CPU plus two uint8 copies of the lm_head weight."""
 
 from __future__ import annotations
 
