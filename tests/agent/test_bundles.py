@@ -169,3 +169,44 @@ def test_a_poll_that_ends_in_a_stray_cancellation_or_an_unforeseen_error_does_no
     assert poller.states["fleet"].version == "v1"
     assert [d.name for d in load_file(poller.file_of(source)).deployments] == ["tiny"]
     assert any("KeyError" in r.getMessage() and r.exc_info for r in caplog.records), "the unforeseen error is logged"
+
+
+def test_a_poll_that_will_not_end_at_its_deadline_is_abandoned_as_stalled_and_the_next_one_comes(
+        tmp_path: Path, server: BundleServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A poll that swallows its deadline's cancellation (what no library should do, and what a stray one can look
+    # like) is left behind once its deadline and the grace after it pass; the source shows Stalled.
+    pem, public = bundles.generate_key()
+    server.publish(bundles.Bundle("v1", {"tiny.yaml": manifest()}), pem)
+    source = ManifestSource(name="fleet", url=server.url, public_key=public, interval_seconds=0.05,
+                            poll_timeout_seconds=0.2)
+    poller = SourcePoller([source], tmp_path, lambda: None)
+    monkeypatch.setattr(sources, "POLL_GRACE_SECONDS", 0.2)
+    outcomes: list[tuple[str, str]] = []
+    real_fetch = sources.fetch
+
+    async def stuck_first(*args: Any, **kwargs: Any) -> Any:
+        state = poller.states["fleet"]
+        if state.polls == 1:
+            for _ in range(20):  # 1 s, past the 0.2 s deadline and the 0.2 s grace
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    pass
+        outcomes.append((state.state, state.message))
+        return await real_fetch(*args, **kwargs)
+
+    monkeypatch.setattr(sources, "fetch", stuck_first)
+
+    async def follow() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        async with asyncio.timeout(30):
+            while poller.states["fleet"].state != "Synced" or poller.states["fleet"].polls < 2:
+                await asyncio.sleep(0.02)
+        stop.set()
+        await task
+
+    asyncio.run(follow())
+    stalled = [o for o in outcomes if o[0] == "Stalled"]
+    assert stalled and "did not finish within 0.2 s (pollTimeoutSeconds)" in stalled[0][1]
+    assert poller.states["fleet"].version == "v1"
