@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -44,6 +45,11 @@ class ConfigError(NpuctlError, ValueError):
 
 class StartError(ConfigError):
     """Something on this machine stops the start: a taken port, an unusable state folder or token file."""
+
+
+class AgentFailed(NpuctlError):
+    """A part the agent cannot work without (the reconcile loop, the bundle poller) ended while it served: the
+    agent stopped, so that its service manager starts it again rather than it serving on with that part dead."""
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -123,8 +129,9 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
                          request.headers.get("authorization"), token))
     server = uvicorn.Server(server_config(app, config.host, config.port, config.connection_limits))
     stop = asyncio.Event()
-    loop_task = asyncio.create_task(reconciler.run(stop))
-    poll_task = asyncio.create_task(poller.run(stop))
+    ended: list[str] = []
+    tasks = [_vital(reconciler.run(stop), "reconcile loop", stop, server, ended),
+             _vital(poller.run(stop), "bundle poller", stop, server, ended)]
     if on_start:
         on_start(reconciler)
     try:
@@ -132,6 +139,25 @@ async def run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] 
     finally:
         sock.close()
         stop.set()
-        await asyncio.gather(loop_task, poll_task)
+        await asyncio.gather(*tasks, return_exceptions=True)
         timeline.stop()
         registry.close()
+    if ended:
+        raise AgentFailed(f"the agent stopped: {'; '.join(ended)}")
+
+
+def _vital(work: Coroutine[Any, Any, None], what: str, stop: asyncio.Event, server: uvicorn.Server,
+           ended: list[str]) -> asyncio.Task[None]:
+    """`work` as a task that must last as long as the agent serves: if it fails or is cancelled before `stop`, the
+    server is told to exit and `ended` says what ended and why. (It may return early: a poller of no sources.)"""
+    def done(task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if stop.is_set() or not (task.cancelled() or error):
+            return
+        ended.append(f"its {what} ended ({f'{type(error).__name__}: {error}' if error else 'cancelled'})")
+        log.critical("the %s ended while the agent served; stopping the agent", what, exc_info=error)
+        server.should_exit = True
+
+    task = asyncio.create_task(work)
+    task.add_done_callback(done)
+    return task

@@ -66,13 +66,13 @@ def _agent_config(manifests: Sequence[Path], config_file: Path | None, **overrid
 def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | None = None) -> None:
     import asyncio
 
-    from npuctl.agent.main import ConfigError, StartError, run_agent
+    from npuctl.agent.main import AgentFailed, ConfigError, StartError, run_agent
     from npuctl.serve.http.server import loop_factory
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_agent(config, on_start))
-    except StartError as exc:
+    except (StartError, AgentFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc

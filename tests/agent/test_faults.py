@@ -22,7 +22,7 @@ from npuctl.agent.records import Activity
 from npuctl.agent.status import StatusBook
 from npuctl.artifacts import BuildError, Store
 from tests.agent.fakes import FakeActuator
-from tests.agent.harness import Agent, X, infer, manifest, tiny_model
+from tests.agent.harness import Agent, X, free_port, infer, manifest, tiny_model
 
 
 class FastAgent(Agent):
@@ -268,3 +268,31 @@ def test_permanent_failures_wait_for_the_manifest_and_temporary_ones_back_off(tm
         assert delays == [2, 4, 8, 8] and actuator.builds == 7
 
     asyncio.run(scenario())
+
+
+def test_an_agent_whose_bundle_poller_ends_stops_with_the_reason_instead_of_serving_on_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI saw a fleet agent's poller end while the agent kept serving and reporting its source Synced: that PC would
+    # never take another bundle. A part the agent cannot work without that ends now stops the agent (exit 1 from
+    # the CLI), so its service manager starts it again.
+    from npuctl.agent import main
+    from npuctl.agent.sources import SourcePoller
+
+    async def broken(self: SourcePoller, stop: asyncio.Event) -> None:
+        await asyncio.sleep(0.3)
+        raise RuntimeError("a bug in the poller")
+
+    monkeypatch.setattr(SourcePoller, "run", broken)
+    (tmp_path / "manifests").mkdir()
+    config = AgentConfig(manifests=[tmp_path / "manifests"], state=tmp_path / "state", cache=tmp_path / "cache",
+                         listen=f"127.0.0.1:{free_port()}")
+    started: list[Reconciler] = []
+
+    async def scenario() -> None:
+        async with asyncio.timeout(60):
+            await main.run_agent(config, on_start=started.append)
+
+    with pytest.raises(main.AgentFailed) as failed:
+        asyncio.run(scenario())
+    assert started, "the agent had started serving"
+    assert str(failed.value) == "the agent stopped: its bundle poller ended (RuntimeError: a bug in the poller)"
