@@ -129,8 +129,9 @@ class SourcePoller:
                          follower: RegistryFollower | None) -> None:
         """One poll in a task of its own, so that however it ends is that poll's outcome and the next poll still
         comes: an error nobody foresaw, a cancellation that escaped its deadline (on Python 3.11 asyncio.timeout's
-        cancel can leak out of anyio's shielded connection cleanup as a bare CancelledError; CI saw a fleet
-        agent's poller end that way), or a poll still running past its deadline."""
+        cancel can leak out of anyio's shielded connection cleanup as a bare CancelledError, the likeliest way a
+        fleet agent's poller ended in CI while its bundle server stopped), or a poll still running past its
+        deadline."""
         task = asyncio.ensure_future(self.poll(client, source) if follower is None
                                      else asyncio.to_thread(self.poll_registry, follower))
         try:

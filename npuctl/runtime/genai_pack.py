@@ -175,12 +175,12 @@ def read_pack(folder: Path) -> GenaiPack:
     if context_length <= 0:
         raise PackError(f"{file} gives no model.context_length")
     if model.type == PIPELINE:
-        entries = [(name, entry) for step in decoder.pipeline for name, entry in step.items()]
+        entries: list[tuple[str, _StageEntry]] = [(name, entry) for step in decoder.pipeline
+                                                  for name, entry in step.items()]
         if not entries:
             raise PackError(f"{file}: a decoder-pipeline model needs model.decoder.pipeline stages")
     else:
-        entries = [("decoder", _StageEntry(filename=decoder.filename or "",
-                                           session_options=decoder.session_options))]
+        entries = [("decoder", decoder)]
     stages = tuple(_stage(folder, name, entry) for name, entry in entries)
     window = decoder.sliding_window if model.type == PIPELINE else None
     padded = (window.window_size if window is not None and window.window_size

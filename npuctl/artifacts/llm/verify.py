@@ -84,8 +84,8 @@ def check_quantized(reference: Path, weights: Path, quantized: Path, prompts: li
     on the CPU; writes PROBE into `out`. `needs`: the build's pre-flight, what running out of memory is reported
     against. Also its child's peak memory."""
     answer, memory = _child(facts.LlmVerifyQuantized.step, needs,
-                    {"check": "quantized", "reference": str(reference), "weights": str(weights),
-                     "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
+                            {"check": "quantized", "reference": str(reference), "weights": str(weights),
+                             "quantized": str(quantized), "prompts": prompts, "tokens": tokens, "out": str(out)})
     return [PromptCheck(c["prompt"], tuple(c["quantized_tokens"]), tuple(c["reference_tokens"]), c["cosine"], tokens)
             for c in answer["checks"]], memory
 

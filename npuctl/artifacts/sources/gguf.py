@@ -100,8 +100,6 @@ def _header(reader: Any, uri: str) -> Header:
     return Header(config, sum(tensors.values()))
 
 
-
-
 _SIZES = {"num_hidden_layers": "block_count", "hidden_size": "embedding_length",
           "intermediate_size": "feed_forward_length", "num_attention_heads": "attention.head_count",
           "num_key_value_heads": "attention.head_count_kv", "head_dim": "attention.key_length",
