@@ -5,7 +5,8 @@ diff, get, describe, delete, events: an agent's control API through `client`, ma
 `benching`), `builds` (build, cache), `bundles` (bundle); `progress`
 is `npuctl up`'s console.
 
-Exit codes: 0 success, 1 the input is invalid (or, for diff, differs), 2 usage or I/O error."""
+Exit codes: 0 success (a server, agent, up or serve, stopped with Ctrl-C included), 1 the input is invalid (or,
+for diff, differs), 2 usage or I/O error."""
 
 import click
 

@@ -72,6 +72,8 @@ def _run_agent(config: AgentConfig, on_start: Callable[[Reconciler], None] | Non
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_agent(config, on_start))
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the SIGINT it handled, after shutting down cleanly (as `serve`'s run takes it)
     except (StartError, AgentFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     except ConfigError as exc:

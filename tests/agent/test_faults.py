@@ -296,3 +296,14 @@ def test_an_agent_whose_bundle_poller_ends_stops_with_the_reason_instead_of_serv
         asyncio.run(scenario())
     assert started, "the agent had started serving"
     assert str(failed.value) == "the agent stopped: its bundle poller ended (RuntimeError: a bug in the poller)"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT, as Ctrl-C does in a POSIX terminal")
+def test_ctrl_c_stops_the_agent_cleanly_with_exit_0(tmp_path: Path) -> None:
+    # click turned Ctrl-C into "Aborted!" and exit 1, which a script or a service reads as a failure; `npuctl
+    # serve` already exited 0.
+    agent = Agent(tmp_path, tmp_path / "cache").start()
+    assert agent.process is not None
+    agent.process.send_signal(signal.SIGINT)
+    assert agent.process.wait(30) == 0
+    assert "Aborted" not in agent.log.read_text()
