@@ -130,6 +130,18 @@ def test_poller_applies_verified_bundles_and_keeps_the_last_good_one(tmp_path: P
     assert len(load_file(file).deployments) == 2
 
 
+async def follow_until_synced(poller: SourcePoller, after_polls: int) -> None:
+    """Run the poller until its source "fleet" is Synced after at least `after_polls` polls (30 s at most)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop))
+    state = poller.states["fleet"]
+    async with asyncio.timeout(30):
+        while state.state != "Synced" or state.polls < after_polls:
+            await asyncio.sleep(0.02)
+    stop.set()
+    await task
+
+
 def test_a_poll_that_ends_in_a_stray_cancellation_or_an_unforeseen_error_does_not_end_the_polling(
         tmp_path: Path, server: BundleServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # CI saw a fleet agent's poller end for good: a poll racing the bundle server's shutdown ended in a bare
@@ -154,16 +166,7 @@ def test_a_poll_that_ends_in_a_stray_cancellation_or_an_unforeseen_error_does_no
 
     monkeypatch.setattr(sources, "fetch", failing_first)
 
-    async def follow() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(poller.run(stop))
-        async with asyncio.timeout(30):
-            while poller.states["fleet"].state != "Synced":
-                await asyncio.sleep(0.02)
-        stop.set()
-        await task
-
-    asyncio.run(follow())
+    asyncio.run(follow_until_synced(poller, after_polls=1))
     assert outcomes[0][0] == "Unreachable" and "cancelled before it finished" in outcomes[0][1]
     assert outcomes[1][0] == "Unreachable" and "KeyError: 'surprise'" in outcomes[1][1]
     assert poller.states["fleet"].version == "v1"
@@ -197,16 +200,7 @@ def test_a_poll_that_will_not_end_at_its_deadline_is_abandoned_as_stalled_and_th
 
     monkeypatch.setattr(sources, "fetch", stuck_first)
 
-    async def follow() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(poller.run(stop))
-        async with asyncio.timeout(30):
-            while poller.states["fleet"].state != "Synced" or poller.states["fleet"].polls < 2:
-                await asyncio.sleep(0.02)
-        stop.set()
-        await task
-
-    asyncio.run(follow())
+    asyncio.run(follow_until_synced(poller, after_polls=2))
     stalled = [o for o in outcomes if o[0] == "Stalled"]
     assert stalled and "did not finish within 0.2 s (pollTimeoutSeconds)" in stalled[0][1]
     assert poller.states["fleet"].version == "v1"
