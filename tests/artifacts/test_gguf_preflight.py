@@ -35,6 +35,8 @@ def test_the_header_gives_the_sizes_config_json_has_and_the_parameters_the_check
     assert {key: header.config[key] for key in sizes} == {key: config[key] for key in sizes}
     count = sum(tensor.numel() for tensor in load_file(str(tiny_llama_source / "model.safetensors")).values())
     assert header.parameters == count
+    # The file's check comes with its sizes: the conversion step takes it instead of parsing the file again.
+    assert header.inspected == gguf_source.inspect(tiny_gguf, "file:tiny.gguf")
     # What the pre-flight makes of it: the same shapes as from the checkpoint, the conversion's step counted.
     loaded = write_deployment(tiny_gguf.parent, "tiny", {
         "model": {"source": f"file:{tiny_gguf}", "task": "text-generation"}, "precision": "w8a16",

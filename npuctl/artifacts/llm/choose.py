@@ -21,13 +21,14 @@ def build(deployment: ModelDeployment, source: ResolvedSource, resolve_run: Step
     # An onnxruntime-genai folder is built already (its precision is its own): served as it is, whatever
     # spec.precision says (the NPU precisions are for packs built from transformers or GGUF weights).
     npu = source.format is not Format.GENAI and deployment.spec.precision in decoder_pack.NPU_PRECISIONS
-    planned = None
+    planned, sizes = None, None
     if source.format is Format.GGUF:
         if npu:  # from the file's header: a host that cannot build it is refused before the conversion
             sizes = gguf_source.header(source.path, source.uri)
             planned = decoder_pack.plan(deployment, sizes.config, source, runner, converted=True,
                                         counted=sizes.parameters)
-        source, convert_run = gguf_source.convert_step(source, runner.run, planned[1] if planned else None)
+        source, convert_run = gguf_source.convert_step(source, runner.run, planned[1] if planned else None,
+                                                       sizes.inspected if sizes else None)
         earlier += (convert_run,)
     if npu:
         return decoder_pack.build_npu_generation(deployment, source, earlier, runner, targets, base_dir, planned)

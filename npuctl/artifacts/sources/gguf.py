@@ -36,11 +36,12 @@ DEADLINE_SECONDS = 3 * 3600.0
 for the 1.5B models users name."""
 
 
-def convert_step(source: ResolvedSource, run_step: StepRunner,
-                 needs: facts.Preflight | None = None) -> tuple[ResolvedSource, StepRun]:
+def convert_step(source: ResolvedSource, run_step: StepRunner, needs: facts.Preflight | None = None,
+                 inspected: facts.GgufConvert | None = None) -> tuple[ResolvedSource, StepRun]:
     """The transformers folder of a GGUF source (checked before anything runs). `needs`: an NPU build's
-    pre-flight, what running out of memory is reported against."""
-    inspected = inspect(source.path, source.uri)
+    pre-flight, what running out of memory is reported against. `inspected`: the file's check when its header
+    was read already (`Header.inspected`), so the file is not parsed twice."""
+    inspected = inspected or inspect(source.path, source.uri)
 
     def work(out: Path) -> facts.GgufConvert:
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -71,6 +72,8 @@ class Header:
     """The sizes as the conversion's config.json will say them (transformers maps the same GGUF keys)."""
     parameters: int
     """Counted from the tensors' shapes (a tied embedding once: its GGUF has no output.weight)."""
+    inspected: facts.GgufConvert
+    """Its architecture and tensor types, checked as `inspect` checks them."""
 
 
 def header(path: Path, uri: str) -> Header:
@@ -80,7 +83,8 @@ def header(path: Path, uri: str) -> Header:
 
 
 def _header(reader: Any, uri: str) -> Header:
-    architecture = _checked(reader, uri).architecture
+    inspected = _checked(reader, uri)
+    architecture = inspected.architecture
     config: dict[str, Any] = {"model_type": architecture, "dtype": "float32"}  # the conversion is fp32
     for name, key in _SIZES.items():
         field = reader.fields.get(f"{architecture}.{key}")
@@ -97,7 +101,7 @@ def _header(reader: Any, uri: str) -> Header:
         raise BuildError("resolve", f"{uri}: the GGUF file has no token_embd.weight tensor (the embedding)")
     config["vocab_size"] = embedding // config["hidden_size"]
     config["tie_word_embeddings"] = "output.weight" not in tensors
-    return Header(config, sum(tensors.values()))
+    return Header(config, sum(tensors.values()), inspected)
 
 
 _SIZES = {"num_hidden_layers": "block_count", "hidden_size": "embedding_length",
