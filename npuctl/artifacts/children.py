@@ -107,7 +107,7 @@ class ChildRun:
                              f"{self.deadline_seconds / 60:.0f} min{estimate}: {self.tail()}")
         if not self.out_of_memory(error):
             return
-        estimated = needs.stage_rss_bytes.get(self.step) if needs is not None else None
+        estimated = self.memory(needs).estimated_bytes
         guess = f", pre-flight estimated {estimated / 2**30:.1f} GiB" if estimated is not None else ""
         available = (f" ({needs.available_memory_bytes / 2**30:.1f} GiB were available when the build started)"
                      if needs is not None else "")

@@ -45,5 +45,5 @@ class Preflight(Fact):
         return (f"pre-flight for {self.parameters / 1e9:.2f}B parameters: peak RAM ~{self.peak_rss_bytes / 2**30:.1f} "
                 f"GiB ({self.available_memory_bytes / 2**30:.1f} GiB available), disk ~{self.disk_bytes / 1e9:.1f} GB "
                 f"({self.free_disk_bytes / 1e9:.1f} GB free in the store), ~{self.seconds / 60:.0f} min up to compile"
-                + (f"; KV cache {self.kv_cache_bytes / 2**20:,.1f} MiB" if self.kv_cache_bytes else "")
-                + (f" ({self.kv_cache_element})" if self.kv_cache_bytes and self.kv_cache_element else ""))
+                + (f"; KV cache {self.kv_cache_bytes / 2**20:,.1f} MiB"
+                   + (f" ({self.kv_cache_element})" if self.kv_cache_element else "") if self.kv_cache_bytes else ""))
