@@ -25,6 +25,7 @@ GENAI_CONFIG = "genai_config.json"
 PIPELINE = "decoder-pipeline"
 _QNN_KEYS = ("qnn", "QNN", "QNNExecutionProvider")
 DEFAULT_PAST_KEYS = "past_key_values.%d.key"
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class PackError(NpuctlError, ValueError):
@@ -163,7 +164,7 @@ def read_pack(folder: Path) -> GenaiPack:
     """Read and check a model folder; raise PackError naming what is wrong."""
     file = folder / GENAI_CONFIG
     try:
-        config = _Config.model_validate_json(file.read_bytes())
+        config = _Config.model_validate_json(_read_config(file))
     except OSError as exc:
         raise PackError(f"{file} cannot be read: {exc.strerror or exc}") from exc
     except ValidationError as exc:
@@ -188,6 +189,18 @@ def read_pack(folder: Path) -> GenaiPack:
     eos = model.eos_token_id
     return GenaiPack(folder, model.type, context_length, frozenset(eos if isinstance(eos, list) else [eos]),
                      stages, decoder.kv_layout(), padded)
+
+
+def _read_config(file: Path) -> bytes:
+    """The config's bytes: a regular file (a FIFO would block the reader for ever) of at most MAX_CONFIG_BYTES,
+    read no further than that."""
+    if not file.is_file():
+        raise PackError(f"{file} is missing or not a regular file")
+    with file.open("rb") as stream:
+        data = stream.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise PackError(f"{file} is over {MAX_CONFIG_BYTES >> 20} MiB; an onnxruntime-genai config is a few KB")
+    return data
 
 
 def host_view(pack: GenaiPack, qnn_options: Mapping[str, str], cache: Path) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from onnx import TensorProto, helper, save
 
 from npuctl.runtime.footprint import kv_cache_bytes
-from npuctl.runtime.genai_pack import PackError, read_pack
+from npuctl.runtime.genai_pack import MAX_CONFIG_BYTES, PackError, read_pack
 from npuctl.runtime.graph_facts import GraphError
 from tests.artifacts.conftest import tiny_model
 
@@ -118,3 +119,16 @@ def test_a_truncated_flipped_or_random_stage_graph_is_a_pack_error_naming_it(tmp
             read(folder)
         except (PackError, GraphError) as exc:  # GraphError: the sizing's own reading (graph_facts)
             assert stage in str(exc)
+
+
+def test_a_config_that_is_a_fifo_or_too_large_is_refused_without_blocking_or_reading_it_whole(tmp_path: Path) -> None:
+    folder = write_pack(tmp_path)
+    config = folder / "genai_config.json"
+    config.write_bytes(b" " * (MAX_CONFIG_BYTES + 1) + json.dumps(CONFIG).encode())
+    with pytest.raises(PackError, match=r"genai_config.json is over 1 MiB"):
+        read_pack(folder)
+    if hasattr(os, "mkfifo"):  # a FIFO nobody writes: reading it would block for ever
+        config.unlink()
+        os.mkfifo(config)
+        with pytest.raises(PackError, match=r"genai_config.json is missing or not a regular file"):
+            read_pack(folder)
